@@ -1,0 +1,48 @@
+import type { MembershipRole } from '../db/schema.ts';
+
+/**
+ * Every action Guichet performs, with who may perform it. This table is the
+ * whole authorization policy: decide() reads it for one resource, and
+ * sqlFilter() turns the same rules into a WHERE clause for lists, so a list
+ * can never show what a single read would refuse.
+ */
+export type Rule =
+  /** Anyone, signed in or not (public information). */
+  | { readonly who: 'anyone' }
+  /** Any signed-in account whose e-mail address is verified. */
+  | { readonly who: 'verifiedAccount' }
+  /** The account that owns the family the resource belongs to. */
+  | { readonly who: 'familyOwner' }
+  /** A current member with this role, tenant-wide or for the resource's facility. */
+  | { readonly who: 'role'; readonly role: MembershipRole; readonly scope: 'tenant' | 'facility' };
+
+const facilityStaff = [
+  { who: 'role', role: 'facility_staff', scope: 'facility' },
+  { who: 'role', role: 'facility_director', scope: 'facility' },
+] as const satisfies readonly Rule[];
+
+const tenantAdmin = [{ who: 'role', role: 'tenant_admin', scope: 'tenant' }] as const satisfies readonly Rule[];
+
+export const ACTIONS = {
+  'directory.facility.read': [{ who: 'anyone' }],
+  'waitlist.childFile.create': [{ who: 'verifiedAccount' }],
+  'waitlist.childFile.read': [{ who: 'familyOwner' }],
+  'waitlist.childFile.list': [{ who: 'familyOwner' }],
+  'waitlist.childFile.update': [{ who: 'familyOwner' }],
+  'waitlist.application.create': [{ who: 'familyOwner' }],
+  'waitlist.application.withdraw': [{ who: 'familyOwner' }],
+  'family.profile.read': [{ who: 'familyOwner' }],
+  'family.profile.update': [{ who: 'familyOwner' }],
+  'waitlist.candidates.list': facilityStaff,
+  'staff.facility.open': facilityStaff,
+  'identity.invitation.create': tenantAdmin,
+  'identity.invitation.list': tenantAdmin,
+} as const satisfies Record<string, readonly Rule[]>;
+
+export type Action = keyof typeof ACTIONS;
+
+/** What a rule is checked against. */
+export type Resource =
+  | { readonly type: 'tenant' }
+  | { readonly type: 'facility'; readonly facilityId: string }
+  | { readonly type: 'family'; readonly ownerAccountId: string };

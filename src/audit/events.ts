@@ -1,0 +1,60 @@
+/**
+ * The closed vocabulary of audit events. Every event Guichet writes has one of
+ * these actions; the type system refuses any other.
+ */
+export const AUDIT_ACTIONS = [
+  // identity
+  'identity.signup',
+  'identity.email.verify',
+  'identity.signin',
+  'identity.signout',
+  'identity.password.set',
+  'identity.invitation.create',
+  'identity.invitation.accept',
+  'identity.membership.bootstrap',
+  // personal data
+  'waitlist.childFile.create',
+  'waitlist.childFile.read',
+  'waitlist.childFile.list',
+  'waitlist.childFile.update',
+  'waitlist.application.create',
+  'waitlist.application.withdraw',
+  'waitlist.candidates.list',
+  'family.profile.read',
+  'family.profile.update',
+  // operations
+  'tenant.create',
+  'directory.import',
+  'demo.seed',
+] as const;
+
+export type AuditAction = (typeof AUDIT_ACTIONS)[number];
+
+export type AuditOutcome = 'success' | 'denied' | 'failure';
+
+/** What the caller supplies; sequence, time and hashes are added by the log. */
+export interface AuditEventInput {
+  action: AuditAction;
+  outcome: AuditOutcome;
+  actorAccountId?: string | null;
+  actorRoles?: readonly string[];
+  onBehalfOf?: string | null;
+  targetType?: string | null;
+  targetIds?: readonly string[];
+  familyIds?: readonly string[];
+  fields?: readonly string[];
+  purpose?: string | null;
+  ip?: string | null;
+  userAgent?: string | null;
+  requestId?: string | null;
+  details?: Record<string, string | number | boolean | null>;
+}
+
+/** Where an event comes from: the request (or CLI run) that caused it. */
+export interface AuditOrigin {
+  actorAccountId: string | null;
+  actorRoles: readonly string[];
+  ip: string | null;
+  userAgent: string | null;
+  requestId: string | null;
+}

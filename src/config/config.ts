@@ -1,0 +1,79 @@
+import { z } from 'zod';
+
+/**
+ * Configuration is read once, at start, from the environment, and parsed into
+ * types. An invalid value stops the process with a message that names the
+ * variable, so an operator never has to guess which setting is wrong.
+ */
+const schema = z.object({
+  PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  GUICHET_DATA_DIR: z.string().min(1).default('./data'),
+  DATABASE_URL: z.string().url().optional(),
+  /** Owner connection for migrations and tenant creation; defaults to DATABASE_URL. */
+  DATABASE_OWNER_URL: z.string().url().optional(),
+  SMTP_URL: z.string().url().optional(),
+  MAIL_FROM: z.string().min(3).default('Guichet <no-reply@guichet.localhost>'),
+  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Public base URL used in links sent by e-mail, e.g. https://guichet.example.org */
+  PUBLIC_URL: z.string().url().optional(),
+  /** Tenant served when the request's host names no tenant. */
+  GUICHET_DEFAULT_TENANT: z
+    .string()
+    .regex(/^[a-z0-9-]{2,40}$/)
+    .default('quebec'),
+  /** Allow the app to connect as a superuser or table owner (never in production). */
+  GUICHET_ALLOW_PRIVILEGED_DB_ROLE: z.enum(['0', '1']).default('0'),
+});
+
+export interface Config {
+  port: number;
+  host: string;
+  dataDir: string;
+  databaseUrl: string | undefined;
+  databaseOwnerUrl: string | undefined;
+  smtpUrl: string | undefined;
+  mailFrom: string;
+  production: boolean;
+  logLevel: z.infer<typeof schema>['LOG_LEVEL'];
+  publicUrl: string | undefined;
+  defaultTenant: string;
+  /** Demo mode: embedded database and no production flag. Prints demo sign-ins. */
+  demo: boolean;
+  allowPrivilegedDbRole: boolean;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly variable: string, message: string) {
+    super(`Invalid configuration: ${variable}: ${message}`);
+  }
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = schema.safeParse(env);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new ConfigError(String(issue.path[0] ?? '?'), issue.message);
+  }
+  const e = parsed.data;
+  const production = e.NODE_ENV === 'production';
+  if (production && e.GUICHET_ALLOW_PRIVILEGED_DB_ROLE === '1') {
+    throw new ConfigError('GUICHET_ALLOW_PRIVILEGED_DB_ROLE', 'must not be 1 when NODE_ENV=production');
+  }
+  return {
+    port: e.PORT,
+    host: e.HOST,
+    dataDir: e.GUICHET_DATA_DIR,
+    databaseUrl: e.DATABASE_URL,
+    databaseOwnerUrl: e.DATABASE_OWNER_URL ?? e.DATABASE_URL,
+    smtpUrl: e.SMTP_URL,
+    mailFrom: e.MAIL_FROM,
+    production,
+    logLevel: e.LOG_LEVEL,
+    publicUrl: e.PUBLIC_URL?.replace(/\/$/, ''),
+    defaultTenant: e.GUICHET_DEFAULT_TENANT,
+    demo: !production && !e.DATABASE_URL,
+    allowPrivilegedDbRole: e.GUICHET_ALLOW_PRIVILEGED_DB_ROLE === '1',
+  };
+}

@@ -1,0 +1,216 @@
+import type { ColumnType, Generated } from 'kysely';
+
+/** Timestamps are written as Date and read back as Date on both drivers. */
+type Timestamp = ColumnType<Date, Date | string, Date | string>;
+/** DATE columns travel as 'YYYY-MM-DD' strings (type parsers set in connection.ts). */
+type DateOnly = ColumnType<string, string, string>;
+
+export interface TenantsTable {
+  id: Generated<string>;
+  slug: string;
+  name_fr: string;
+  name_en: string;
+  hosts: string[];
+  rules: ColumnType<TenantRulesJson, string, string>;
+  lockdown_level: Generated<number>;
+  created_at: Generated<Date>;
+}
+
+export type TenantRulesJson = Record<string, unknown>;
+
+export interface FacilitiesTable {
+  id: Generated<string>;
+  tenant_id: string;
+  code: string;
+  name: string;
+  kind: 'cpe' | 'garderie';
+  subsidised: boolean;
+  address: string;
+  municipality: string;
+  postal_code: string;
+  region: string;
+  places_total: number;
+  places_infant: number;
+  search_key: string;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+export interface AccountsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  email: string;
+  email_verified_at: Timestamp | null;
+  password_hash: string | null;
+  locale: 'fr' | 'en';
+  status: Generated<'active' | 'suspended'>;
+  created_at: Generated<Date>;
+}
+
+export interface SessionsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  account_id: string;
+  token_hash: Buffer;
+  created_at: Timestamp;
+  last_seen_at: Timestamp;
+  idle_timeout_seconds: number;
+  expires_at: Timestamp;
+  revoked_at: Timestamp | null;
+  ip: string | null;
+  user_agent: string | null;
+}
+
+export interface AccountTokensTable {
+  id: Generated<string>;
+  tenant_id: string;
+  account_id: string;
+  purpose: 'verify_email' | 'set_password';
+  token_hash: Buffer;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  used_at: Timestamp | null;
+}
+
+export interface InvitationsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  email: string;
+  role: 'facility_staff';
+  facility_id: string;
+  token_hash: Buffer;
+  invited_by: string;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  accepted_at: Timestamp | null;
+  accepted_account_id: string | null;
+  revoked_at: Timestamp | null;
+}
+
+export type MembershipRole =
+  | 'tenant_admin'
+  | 'security_officer'
+  | 'program_operator'
+  | 'facility_director'
+  | 'facility_staff';
+
+export interface MembershipsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  account_id: string;
+  role: MembershipRole;
+  facility_id: string | null;
+  source: 'bootstrap' | 'invitation' | 'grant';
+  granted_by: string | null;
+  approved_by: string | null;
+  created_at: Timestamp;
+  expires_at: Timestamp | null;
+  revoked_at: Timestamp | null;
+}
+
+export interface FamiliesTable {
+  id: Generated<string>;
+  tenant_id: string;
+  account_id: string;
+  parent_first_name: string | null;
+  parent_last_name: string | null;
+  phone: string | null;
+  postal_code: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface ChildrenTable {
+  id: Generated<string>;
+  tenant_id: string;
+  family_id: string;
+  reference: string;
+  first_name: string;
+  last_name: string;
+  birth_date: DateOnly;
+  nirec: string | null;
+  desired_entry_date: DateOnly;
+  days_of_care: number;
+  in_subsidised_care: boolean;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  deleted_at: Timestamp | null;
+}
+
+export interface ApplicationsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  child_id: string;
+  facility_id: string;
+  sibling_attending: boolean;
+  parent_is_staff: boolean;
+  status: 'active' | 'withdrawn' | 'placed';
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface AuditEventsTable {
+  tenant_id: string;
+  seq: ColumnType<string, string | number, never>;
+  id: string;
+  occurred_at: Timestamp;
+  action: string;
+  outcome: 'success' | 'denied' | 'failure';
+  actor_account_id: string | null;
+  actor_roles: string[];
+  on_behalf_of: string | null;
+  target_type: string | null;
+  target_ids: string[];
+  family_ids: string[];
+  fields: string[];
+  purpose: string | null;
+  ip: string | null;
+  user_agent: string | null;
+  request_id: string | null;
+  details: ColumnType<Record<string, unknown>, string, never>;
+  prev_hash: Buffer;
+  hash: Buffer;
+}
+
+export interface AuditHeadsTable {
+  tenant_id: string;
+  seq: ColumnType<string, string | number, string | number>;
+  hash: Buffer;
+}
+
+export interface MailOutboxTable {
+  id: Generated<string>;
+  tenant_id: string;
+  to_address: string;
+  locale: 'fr' | 'en';
+  template: string;
+  subject: string;
+  body_text: string;
+  created_at: Timestamp;
+  sent_at: Timestamp | null;
+  attempts: Generated<number>;
+  last_error: string | null;
+}
+
+export interface SchemaMigrationsTable {
+  version: number;
+  name: string;
+  applied_at: Generated<Date>;
+}
+
+export interface DB {
+  tenants: TenantsTable;
+  facilities: FacilitiesTable;
+  accounts: AccountsTable;
+  sessions: SessionsTable;
+  account_tokens: AccountTokensTable;
+  invitations: InvitationsTable;
+  memberships: MembershipsTable;
+  families: FamiliesTable;
+  children: ChildrenTable;
+  applications: ApplicationsTable;
+  audit_events: AuditEventsTable;
+  audit_heads: AuditHeadsTable;
+  mail_outbox: MailOutboxTable;
+  schema_migrations: SchemaMigrationsTable;
+}

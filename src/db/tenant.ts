@@ -1,0 +1,23 @@
+import { sql, type Kysely } from 'kysely';
+import type { DB } from './schema.ts';
+import type { Trx } from './connection.ts';
+
+/**
+ * The only way the application touches tenant-owned rows: a transaction that
+ * drops to the guichet_app role and sets the tenant for row-level security.
+ * Both settings are transaction-local and vanish at commit or rollback, so a
+ * pooled connection never carries one request's tenant into the next.
+ */
+export async function inTenant<T>(
+  db: Kysely<DB>,
+  tenantId: string,
+  fn: (trx: Trx) => Promise<T>,
+  actorAccountId?: string | null,
+): Promise<T> {
+  return db.transaction().execute(async (trx) => {
+    await sql`SELECT set_config('role', 'guichet_app', true),
+                     set_config('app.tenant_id', ${tenantId}, true),
+                     set_config('app.actor_id', ${actorAccountId ?? ''}, true)`.execute(trx);
+    return fn(trx);
+  });
+}
