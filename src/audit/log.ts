@@ -14,7 +14,7 @@ export interface SealedEvent {
   id: string;
   occurred_at: Date;
   action: string;
-  outcome: string;
+  outcome: 'success' | 'denied' | 'failure';
   actor_account_id: string | null;
   actor_roles: string[];
   on_behalf_of: string | null;
@@ -144,7 +144,7 @@ export interface VerifyResult {
 export async function verifyChain(db: Kysely<DB>, tenantId: string, pageSize = 2000): Promise<VerifyResult> {
   return inTenant(db, tenantId, async (trx) => {
     const head = await trx.selectFrom('audit_heads').select(['seq', 'hash']).where('tenant_id', '=', tenantId).executeTakeFirst();
-    let prev = GENESIS_HASH;
+    let prev: Buffer = GENESIS_HASH;
     let expected = 1n;
     let after = 0n;
     let count = 0;
@@ -173,7 +173,9 @@ export async function verifyChain(db: Kysely<DB>, tenantId: string, pageSize = 2
     }
     if (!head) return { tenantId, ok: count === 0, events: count, ...(count ? { firstBad: { seq: '0', id: null, problem: 'chain head missing' } } : {}) };
     if (BigInt(head.seq) !== expected - 1n) {
-      return { tenantId, ok: false, events: count, firstBad: { seq: String(expected), id: null, problem: `head is at ${head.seq} but events end at ${expected - 1n}` } };
+      // Events missing at the end: the first missing one is bad; events beyond the head: the first of those.
+      const firstBadSeq = BigInt(head.seq) < expected - 1n ? BigInt(head.seq) + 1n : expected;
+      return { tenantId, ok: false, events: count, firstBad: { seq: String(firstBadSeq), id: null, problem: `head is at ${head.seq} but events end at ${expected - 1n}` } };
     }
     if (!Buffer.from(head.hash).equals(prev)) {
       return { tenantId, ok: false, events: count, firstBad: { seq: String(head.seq), id: null, problem: 'head hash does not match the last event' } };

@@ -43,7 +43,7 @@ function pgliteParsers() {
     [DATE]: (v: string) => v,
     [INT8]: (v: string) => v,
     [BYTEA]: (v: string) => Buffer.from(v.startsWith('\\x') ? v.slice(2) : v, 'hex'),
-  } as Record<number, (v: string, typeId: number) => unknown>;
+  } as Record<number, (v: string) => unknown>;
 }
 
 export async function openDatabase(opts: OpenOptions): Promise<Database> {

@@ -1,0 +1,182 @@
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import type { AuditOrigin } from '../audit/events.ts';
+import { verifyChain } from '../audit/log.ts';
+import { ConfigError, loadConfig, type Config } from '../config/config.ts';
+import type { DB } from '../db/schema.ts';
+import { seedDemo } from '../demo/seed.ts';
+import { decodeDirectoryBytes, DirectoryFormatError, importFacilities } from '../directory/import.ts';
+import { bootstrapAdmin } from '../identity/service.ts';
+import { createLogger, lockDataDir, openFromConfig, serve } from '../server.ts';
+import { createTenant, TenantDirectory, type Tenant } from '../tenants/service.ts';
+
+const HELP = `guichet — the childcare single window
+
+Usage: guichet <command> [options]
+
+Commands:
+  serve [--demo]                       Start the web server (npm start runs it with --demo).
+  migrate                              Apply pending database migrations.
+  tenant create --slug S --name-fr N --name-en N [--host H]...
+                                       Create a tenant (a programme that runs on Guichet).
+  import facilities FILE --tenant T    Import the ministry's facility directory (CSV).
+  seed --families N --seed S --tenant T
+                                       Generate N synthetic families, deterministically from S.
+  admin bootstrap --tenant T --email E Create the tenant's first administrator (once).
+  audit verify [--tenant T]            Recompute the audit hash chains; exit 1 on the first bad event.
+  help                                 Show this help.
+
+Environment: PORT, HOST, GUICHET_DATA_DIR, DATABASE_URL, DATABASE_OWNER_URL, SMTP_URL,
+PUBLIC_URL, NODE_ENV, LOG_LEVEL, GUICHET_DEFAULT_TENANT, GUICHET_MASTER_KEY, GUICHET_KEY_FILE.
+See README.md.`;
+
+class UsageError extends Error {}
+
+function origin(command: string): AuditOrigin {
+  return { actorAccountId: null, actorRoles: [`system:cli`], ip: null, userAgent: `guichet ${command} (uid ${process.getuid?.() ?? '?'})`, requestId: null };
+}
+
+/** The owner connection: tenant creation is not something the application role may do. */
+function ownerKysely(config: Config, fallback: Kysely<DB>): { db: Kysely<DB>; close: () => Promise<void> } {
+  if (!config.databaseOwnerUrl || config.databaseOwnerUrl === config.databaseUrl) return { db: fallback, close: async () => {} };
+  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: config.databaseOwnerUrl, max: 2 }) }) });
+  return { db, close: () => db.destroy() };
+}
+
+async function withDatabase<T>(config: Config, fn: (db: Kysely<DB>, config: Config) => Promise<T>): Promise<T> {
+  const log = createLogger({ ...config, logLevel: 'warn' });
+  const unlock = config.databaseUrl ? () => {} : lockDataDir(config.dataDir);
+  const database = await openFromConfig({ ...config, allowPrivilegedDbRole: true }, log);
+  try {
+    return await fn(database.db, config);
+  } finally {
+    await database.close();
+    unlock();
+  }
+}
+
+async function tenantOrFail(db: Kysely<DB>, config: Config, slug: string | undefined): Promise<Tenant> {
+  const s = slug ?? config.defaultTenant;
+  const t = await new TenantDirectory(db, config.defaultTenant).bySlug(s);
+  if (!t) throw new UsageError(`--tenant: no tenant "${s}" (create it with: guichet tenant create --slug ${s} ...)`);
+  return t;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === 'help' || command === '--help' || command === '-h') {
+    process.stdout.write(`${HELP}\n`);
+    return 0;
+  }
+  const config = loadConfig();
+  switch (command) {
+    case 'serve': {
+      const { values } = parseArgs({ args: rest, options: { demo: { type: 'boolean' } } });
+      await serve(config, { demo: !!values.demo });
+      return -1; // keeps running
+    }
+    case 'migrate':
+      await withDatabase(config, async () => {});
+      process.stdout.write('migrations applied\n');
+      return 0;
+    case 'tenant': {
+      const [sub, ...args] = rest;
+      if (sub !== 'create') throw new UsageError('usage: guichet tenant create --slug S --name-fr N --name-en N [--host H]');
+      const { values } = parseArgs({ args, options: { slug: { type: 'string' }, 'name-fr': { type: 'string' }, 'name-en': { type: 'string' }, host: { type: 'string', multiple: true } } });
+      if (!values.slug || !/^[a-z0-9-]{2,40}$/.test(values.slug)) throw new UsageError('--slug: 2 to 40 characters among a-z, 0-9 and -');
+      if (!values['name-fr'] || !values['name-en']) throw new UsageError('--name-fr and --name-en are required');
+      return withDatabase(config, async (db) => {
+        const owner = ownerKysely(config, db);
+        try {
+          const t = await createTenant(owner.db, { slug: values.slug!, nameFr: values['name-fr']!, nameEn: values['name-en']!, hosts: values.host ?? [] }, origin('tenant create'), new Date());
+          process.stdout.write(`tenant ${t.slug} created (${t.id})\n`);
+        } finally {
+          await owner.close();
+        }
+        return 0;
+      });
+    }
+    case 'import': {
+      const [what, file, ...args] = rest;
+      if (what !== 'facilities' || !file) throw new UsageError('usage: guichet import facilities FILE --tenant T');
+      const { values } = parseArgs({ args, options: { tenant: { type: 'string' } } });
+      const text = decodeDirectoryBytes(readFileSync(file));
+      return withDatabase(config, async (db) => {
+        const t = await tenantOrFail(db, config, values.tenant);
+        const r = await importFacilities(db, t.id, text, { now: new Date(), origin: origin('import facilities') });
+        process.stdout.write(`${r.inserted} inserted, ${r.updated} updated, ${r.skipped.length} skipped\n`);
+        for (const s of r.skipped) process.stdout.write(`  line ${s.line}: ${s.reason}\n`);
+        return 0;
+      });
+    }
+    case 'seed': {
+      const { values } = parseArgs({ args: rest, options: { families: { type: 'string' }, seed: { type: 'string' }, tenant: { type: 'string' } } });
+      const families = Number(values.families ?? 1000);
+      if (!Number.isInteger(families) || families < 1 || families > 2_000_000) throw new UsageError('--families: a whole number from 1 to 2,000,000');
+      const seed = values.seed ?? '1';
+      return withDatabase(config, async (db) => {
+        const t = await tenantOrFail(db, config, values.tenant);
+        const started = Date.now();
+        const r = await seedDemo(db, t.id, { families, seed: /^\d+$/.test(seed) ? Number(seed) : seed, now: new Date(), origin: origin('seed') });
+        process.stdout.write(`${r.families} families, ${r.children} children, ${r.applications} applications in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+        return 0;
+      });
+    }
+    case 'admin': {
+      const [sub, ...args] = rest;
+      if (sub !== 'bootstrap') throw new UsageError('usage: guichet admin bootstrap --tenant T --email E');
+      const { values } = parseArgs({ args, options: { tenant: { type: 'string' }, email: { type: 'string' } } });
+      const email = values.email?.trim().toLowerCase();
+      if (!email || !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(email)) throw new UsageError('--email: an e-mail address is required');
+      return withDatabase(config, async (db) => {
+        const t = await tenantOrFail(db, config, values.tenant);
+        const base = config.publicUrl ?? `http://localhost:${config.port}`;
+        try {
+          const r = await bootstrapAdmin(db, t, email, base, origin('admin bootstrap'), new Date());
+          process.stdout.write(`First administrator of ${t.slug}: ${email}\nA link to choose the password was queued by e-mail (valid 24 h):\n${r.link}\n`);
+          return 0;
+        } catch (err) {
+          if (/already bootstrapped/.test(String((err as Error).message))) {
+            process.stderr.write(`guichet: tenant ${t.slug} already has had an administrator; further privileged roles need a second administrator's approval\n`);
+            return 1;
+          }
+          throw err;
+        }
+      });
+    }
+    case 'audit': {
+      const [sub, ...args] = rest;
+      if (sub !== 'verify') throw new UsageError('usage: guichet audit verify [--tenant T]');
+      const { values } = parseArgs({ args, options: { tenant: { type: 'string' } } });
+      return withDatabase(config, async (db) => {
+        const tenants = values.tenant ? [await tenantOrFail(db, config, values.tenant)] : await new TenantDirectory(db, config.defaultTenant).all();
+        let bad = 0;
+        for (const t of tenants) {
+          const r = await verifyChain(db, t.id);
+          if (r.ok) process.stdout.write(`${t.slug}: ok, ${r.events} events\n`);
+          else {
+            bad++;
+            process.stdout.write(`${t.slug}: BROKEN at event ${r.firstBad?.seq}${r.firstBad?.id ? ` (${r.firstBad.id})` : ''}: ${r.firstBad?.problem}\n`);
+          }
+        }
+        return bad ? 1 : 0;
+      });
+    }
+    default:
+      throw new UsageError(`unknown command "${command}" (guichet help lists them)`);
+  }
+}
+
+try {
+  const code = await main(process.argv.slice(2));
+  if (code >= 0) process.exit(code);
+} catch (err) {
+  if (err instanceof UsageError || err instanceof ConfigError || err instanceof DirectoryFormatError) {
+    process.stderr.write(`guichet: ${err.message}\n`);
+    process.exit(2);
+  }
+  process.stderr.write(`guichet: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+}

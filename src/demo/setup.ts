@@ -1,0 +1,118 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { sql } from 'kysely';
+import type { AuditOrigin } from '../audit/events.ts';
+import type { Ctx, Deps } from '../context.ts';
+import { inTenant } from '../db/tenant.ts';
+import { importFacilities } from '../directory/import.ts';
+import { bootstrapAdmin, createDemoAccount } from '../identity/service.ts';
+import { addApplication, createChildFile } from '../records/gateway.ts';
+import { createTenant, type Tenant } from '../tenants/service.ts';
+import { addMonths, today } from '../waitlist/dates.ts';
+import { seedDemo } from './seed.ts';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const FACILITIES_CSV = join(ROOT, 'seed-data', 'facilities-monteregie-2022-11.csv');
+
+export const DEMO_FAMILIES = 3000;
+export const DEMO_SEED = 20210501;
+
+interface DemoCredentials {
+  password: string;
+  parent: string;
+  staff: string;
+  admin: string;
+}
+
+const CLI_ORIGIN: AuditOrigin = { actorAccountId: null, actorRoles: ['system:demo'], ip: null, userAgent: 'guichet demo setup', requestId: null };
+
+/**
+ * Demo mode, first start: the "Québec" tenant with the real Montérégie
+ * directory, a few thousand synthetic families, and three accounts to try
+ * (a parent, a facility staff member, an administrator) sharing one password
+ * drawn at random and kept in the data directory. Later starts only print it.
+ */
+export async function ensureDemo(deps: Deps): Promise<string> {
+  const credFile = join(resolve(deps.config.dataDir), 'demo-credentials.json');
+  let tenant = await deps.tenants.bySlug(deps.config.defaultTenant);
+  if (!tenant || !existsSync(credFile)) {
+    const now = deps.clock();
+    tenant ??= await createTenant(deps.db.db, { slug: deps.config.defaultTenant, nameFr: 'Québec', nameEn: 'Quebec', hosts: [] }, CLI_ORIGIN, now);
+    deps.tenants.invalidate();
+    const imported = await importFacilities(deps.db.db, tenant.id, readFileSync(FACILITIES_CSV, 'utf8'), { now, origin: CLI_ORIGIN });
+    deps.log.info({ inserted: imported.inserted, skipped: imported.skipped.length }, 'demo: facilities imported');
+    const seeded = await seedDemo(deps.db.db, tenant.id, { families: DEMO_FAMILIES, seed: DEMO_SEED, now, origin: CLI_ORIGIN });
+    deps.log.info(seeded, 'demo: families seeded');
+    const creds = await createDemoAccounts(deps, tenant, now);
+    writeFileSync(credFile, JSON.stringify(creds, null, 2), { mode: 0o600 });
+  }
+  const creds = JSON.parse(readFileSync(credFile, 'utf8')) as DemoCredentials;
+  return [
+    'Demo mode (embedded database, synthetic data). Sign in with:',
+    `  parent         ${creds.parent}`,
+    `  facility staff ${creds.staff}`,
+    `  administrator  ${creds.admin}`,
+    `  password       ${creds.password}`,
+    'Mail is not sent in demo mode: read it at /demo/mail.',
+  ].join('\n');
+}
+
+async function createDemoAccounts(deps: Deps, tenant: Tenant, now: Date): Promise<DemoCredentials> {
+  const password = `demo-${randomBytes(9).toString('base64url')}`;
+  const creds: DemoCredentials = { password, parent: 'parent@demo.guichet.test', staff: 'personnel@demo.guichet.test', admin: 'admin@demo.guichet.test' };
+  const db = deps.db.db;
+  // The administrator comes through the same bootstrap as on a real server; the demo then sets the password itself.
+  const admin = await bootstrapAdmin(db, tenant, creds.admin, `http://localhost:${deps.config.port}`, CLI_ORIGIN, now);
+  const parentId = await inTenant(db, tenant.id, async (trx) => {
+    const { hashPassword } = await import('../identity/passwords.ts');
+    await trx.updateTable('accounts').set({ password_hash: await hashPassword(password), email_verified_at: now }).where('id', '=', admin.accountId).execute();
+    return createDemoAccount(trx, tenant.id, creds.parent, password, now);
+  });
+  // The demo parent's child applies to the three facilities with the most candidates, so the staff view is full.
+  const busiest = await inTenant(db, tenant.id, (trx) =>
+    trx
+      .selectFrom('applications as a')
+      .innerJoin('facilities as f', 'f.id', 'a.facility_id')
+      .select(['f.id', sql<string>`count(*)`.as('n')])
+      .where('a.status', '=', 'active')
+      .groupBy('f.id')
+      .orderBy(sql`count(*)`, 'desc')
+      .orderBy('f.id')
+      .limit(3)
+      .execute(),
+  );
+  const ctx: Ctx = {
+    tenant,
+    actor: { accountId: parentId, tenantId: tenant.id, sessionId: null, email: creds.parent, emailVerified: true, locale: 'fr', memberships: [] },
+    ip: null,
+    userAgent: 'guichet demo setup',
+    requestId: null,
+    locale: 'fr',
+    now,
+    baseUrl: `http://localhost:${deps.config.port}`,
+  };
+  const t = today(now);
+  const child = await createChildFile(deps, ctx, {
+    firstName: 'Léa',
+    lastName: 'Tremblay',
+    birthDate: addMonths(t, -10),
+    nirec: 'DEMO0000001',
+    desiredEntryDate: addMonths(t, 2),
+    daysOfCare: 31,
+    inSubsidisedCare: false,
+  });
+  for (const f of busiest) await addApplication(deps, ctx, child.id, { facilityId: f.id, siblingAttending: false, parentIsStaff: false });
+  const staffFacility = busiest[0]?.id;
+  await inTenant(db, tenant.id, async (trx) => {
+    const staffId = await createDemoAccount(trx, tenant.id, creds.staff, password, now);
+    if (staffFacility) {
+      await trx
+        .insertInto('memberships')
+        .values({ tenant_id: tenant.id, account_id: staffId, role: 'facility_staff', facility_id: staffFacility, source: 'invitation', granted_by: admin.accountId, approved_by: null, created_at: now, expires_at: null })
+        .execute();
+    }
+  });
+  return creds;
+}

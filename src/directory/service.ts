@@ -1,0 +1,74 @@
+import { sql } from 'kysely';
+import type { Ctx, Deps } from '../context.ts';
+import { inTenant } from '../db/tenant.ts';
+import { foldForSearch } from './import.ts';
+
+/** The public facility directory. Not personal data: read without an audit event. */
+
+export interface DirectoryFilters {
+  q?: string | undefined;
+  municipality?: string | undefined;
+  kind?: 'cpe' | 'garderie' | undefined;
+  subsidised?: boolean | undefined;
+  infant?: boolean | undefined;
+}
+
+export interface FacilityRow {
+  id: string;
+  name: string;
+  kind: 'cpe' | 'garderie';
+  subsidised: boolean;
+  address: string;
+  municipality: string;
+  postal_code: string;
+  region: string;
+  places_total: number;
+  places_infant: number;
+}
+
+const COLUMNS = ['id', 'name', 'kind', 'subsidised', 'address', 'municipality', 'postal_code', 'region', 'places_total', 'places_infant'] as const;
+
+export async function searchFacilities(deps: Deps, ctx: Ctx, f: DirectoryFilters, page: number, pageSize = 25) {
+  return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    let q = trx.selectFrom('facilities');
+    if (f.q) {
+      const key = foldForSearch(f.q);
+      if (key) q = q.where('search_key', 'like', `%${key.replace(/[%_\\]/g, (c) => `\\${c}`)}%`);
+    }
+    if (f.municipality) q = q.where('municipality', '=', f.municipality);
+    if (f.kind) q = q.where('kind', '=', f.kind);
+    if (f.subsidised) q = q.where('subsidised', '=', true);
+    if (f.infant) q = q.where('places_infant', '>', 0);
+    const total = Number((await q.select(sql<string>`count(*)`.as('n')).executeTakeFirst())?.n ?? 0);
+    const rows = await q
+      .select([...COLUMNS])
+      .orderBy('name')
+      .orderBy('id')
+      .limit(pageSize)
+      .offset((page - 1) * pageSize)
+      .execute();
+    return { total, rows: rows as FacilityRow[] };
+  });
+}
+
+export async function municipalities(deps: Deps, ctx: Ctx): Promise<string[]> {
+  return inTenant(deps.db.db, ctx.tenant.id, async (trx) =>
+    (await trx.selectFrom('facilities').select('municipality').distinct().orderBy('municipality').execute()).map((r) => r.municipality),
+  );
+}
+
+export async function getFacility(deps: Deps, ctx: Ctx, id: string): Promise<FacilityRow | undefined> {
+  if (!/^[0-9a-f-]{36}$/i.test(id)) return undefined;
+  return inTenant(deps.db.db, ctx.tenant.id, async (trx) =>
+    (await trx.selectFrom('facilities').select([...COLUMNS]).where('id', '=', id).executeTakeFirst()) as FacilityRow | undefined,
+  );
+}
+
+/** The facilities where the actor currently works (from their memberships). */
+export async function staffFacilities(deps: Deps, ctx: Ctx): Promise<FacilityRow[]> {
+  const ids = (ctx.actor?.memberships ?? []).map((m) => m.facilityId).filter((x): x is string => !!x);
+  if (!ids.length) return [];
+  return inTenant(deps.db.db, ctx.tenant.id, async (trx) =>
+    (await trx.selectFrom('facilities').select([...COLUMNS]).where('id', 'in', ids).orderBy('name').execute()) as FacilityRow[],
+  );
+}

@@ -1,0 +1,386 @@
+import type { Kysely } from 'kysely';
+import type { Actor, Membership } from '../access/actor.ts';
+import { decide } from '../access/decide.ts';
+import { appendAudit, appendAuditAlone } from '../audit/log.ts';
+import type { AuditAction, AuditOrigin } from '../audit/events.ts';
+import type { Ctx, Deps } from '../context.ts';
+import { originOf } from '../context.ts';
+import type { Trx } from '../db/connection.ts';
+import type { DB } from '../db/schema.ts';
+import { inTenant } from '../db/tenant.ts';
+import { AppError, ValidationError } from '../errors.ts';
+import { enqueueMail } from '../mail/outbox.ts';
+import type { Tenant } from '../tenants/service.ts';
+import { originFields } from '../tenants/service.ts';
+import { messages, type Locale } from '../web/i18n/index.ts';
+import { hashPassword, verifyPassword } from './passwords.ts';
+import { hashToken, newToken } from './tokens.ts';
+
+const HOUR = 3600_000;
+const DAY = 24 * HOUR;
+
+/** Session lifetimes: staff and administrators get shorter ones than parents. */
+export function sessionPolicy(memberships: readonly Membership[]): { idleSeconds: number; absoluteMs: number } {
+  return memberships.length ? { idleSeconds: 15 * 60, absoluteMs: 8 * HOUR } : { idleSeconds: 30 * 60, absoluteMs: 12 * HOUR };
+}
+
+async function loadMemberships(trx: Trx, accountId: string, now: Date): Promise<Membership[]> {
+  const rows = await trx
+    .selectFrom('memberships')
+    .select(['id', 'role', 'facility_id', 'expires_at'])
+    .where('account_id', '=', accountId)
+    .where('revoked_at', 'is', null)
+    .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
+    .execute();
+  return rows.map((r) => ({ id: r.id, role: r.role, facilityId: r.facility_id, expiresAt: r.expires_at }));
+}
+
+function audit(trx: Trx, ctx: Ctx, action: AuditAction, outcome: 'success' | 'denied' | 'failure', extra: { targetIds?: string[]; details?: Record<string, string | number | boolean | null>; actorAccountId?: string } = {}) {
+  const origin = originOf(ctx);
+  return appendAudit(
+    trx,
+    ctx.tenant.id,
+    { action, outcome, ...originFields(origin), ...(extra.actorAccountId ? { actorAccountId: extra.actorAccountId } : {}), targetType: 'account', targetIds: extra.targetIds ?? [], details: extra.details ?? {} },
+    ctx.now,
+  );
+}
+
+export interface SessionResult {
+  token: string;
+  expiresAt: Date;
+}
+
+async function createSession(trx: Trx, ctx: Ctx, accountId: string, memberships: readonly Membership[]): Promise<SessionResult> {
+  const { token, hash } = newToken();
+  const policy = sessionPolicy(memberships);
+  const expiresAt = new Date(ctx.now.getTime() + policy.absoluteMs);
+  await trx
+    .insertInto('sessions')
+    .values({
+      tenant_id: ctx.tenant.id,
+      account_id: accountId,
+      token_hash: hash,
+      created_at: ctx.now,
+      last_seen_at: ctx.now,
+      idle_timeout_seconds: policy.idleSeconds,
+      expires_at: expiresAt,
+      ip: ctx.ip,
+      user_agent: ctx.userAgent?.slice(0, 512) ?? null,
+    })
+    .execute();
+  return { token, expiresAt };
+}
+
+/** The actor behind a session cookie, or null if the session is unknown, ended or expired. */
+export async function resolveSession(deps: Deps, tenant: Tenant, token: string, now: Date): Promise<Actor | null> {
+  return inTenant(deps.db.db, tenant.id, async (trx) => {
+    const s = await trx
+      .selectFrom('sessions as s')
+      .innerJoin('accounts as a', 'a.id', 's.account_id')
+      .select(['s.id', 's.account_id', 's.last_seen_at', 's.idle_timeout_seconds', 's.expires_at', 'a.email', 'a.email_verified_at', 'a.locale', 'a.status'])
+      .where('s.token_hash', '=', hashToken(token))
+      .where('s.revoked_at', 'is', null)
+      .executeTakeFirst();
+    if (!s || s.status !== 'active') return null;
+    if (s.expires_at <= now) return null;
+    if (s.last_seen_at.getTime() + s.idle_timeout_seconds * 1000 <= now.getTime()) return null;
+    // Touching last_seen_at on every request would write on every read; once a minute is precise enough for idle timeouts.
+    if (now.getTime() - s.last_seen_at.getTime() > 60_000) {
+      await trx.updateTable('sessions').set({ last_seen_at: now }).where('id', '=', s.id).execute();
+    }
+    const memberships = await loadMemberships(trx, s.account_id, now);
+    return {
+      accountId: s.account_id,
+      tenantId: tenant.id,
+      sessionId: s.id,
+      email: s.email,
+      emailVerified: !!s.email_verified_at,
+      locale: s.locale,
+      memberships,
+    };
+  });
+}
+
+function link(ctx: Ctx, path: string): string {
+  return `${ctx.baseUrl}${path}`;
+}
+
+export interface SignUpInput {
+  email: string;
+  password: string;
+}
+
+/**
+ * Creates an account and sends a verification link. The answer, and the time
+ * it takes, are the same when the address already has an account: that person
+ * gets a notice by e-mail instead, so sign-up reveals nothing to a stranger.
+ */
+export async function signUp(deps: Deps, ctx: Ctx, input: SignUpInput): Promise<void> {
+  const passwordHash = await hashPassword(input.password);
+  const m = messages(ctx.locale);
+  await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    const existing = await trx.selectFrom('accounts').select(['id', 'locale']).where('email', '=', input.email).executeTakeFirst();
+    if (existing) {
+      const em = messages(existing.locale);
+      await enqueueMail(trx, ctx.tenant.id, { to: input.email, locale: existing.locale, template: 'signup_exists', subject: em.mail.existsSubject, body: em.mail.existsBody(link(ctx, '/signin')) }, ctx.now);
+      await audit(trx, ctx, 'identity.signup', 'failure', { targetIds: [existing.id], details: { reason: 'exists' } });
+      return;
+    }
+    const account = await trx
+      .insertInto('accounts')
+      .values({ tenant_id: ctx.tenant.id, email: input.email, password_hash: passwordHash, locale: ctx.locale, email_verified_at: null })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    const { token, hash } = newToken();
+    await trx
+      .insertInto('account_tokens')
+      .values({ tenant_id: ctx.tenant.id, account_id: account.id, purpose: 'verify_email', token_hash: hash, created_at: ctx.now, expires_at: new Date(ctx.now.getTime() + DAY) })
+      .execute();
+    await enqueueMail(trx, ctx.tenant.id, { to: input.email, locale: ctx.locale, template: 'verify_email', subject: m.mail.verifySubject, body: m.mail.verifyBody(link(ctx, `/verify-email?token=${token}`)) }, ctx.now);
+    await audit(trx, ctx, 'identity.signup', 'success', { targetIds: [account.id], actorAccountId: account.id });
+  });
+}
+
+async function findToken(trx: Trx, token: string, purpose: 'verify_email' | 'set_password', now: Date) {
+  return trx
+    .selectFrom('account_tokens')
+    .selectAll()
+    .where('token_hash', '=', hashToken(token))
+    .where('purpose', '=', purpose)
+    .where('used_at', 'is', null)
+    .where('expires_at', '>', now)
+    .executeTakeFirst();
+}
+
+export async function checkToken(deps: Deps, ctx: Ctx, token: string, purpose: 'verify_email' | 'set_password'): Promise<boolean> {
+  return inTenant(deps.db.db, ctx.tenant.id, async (trx) => !!(await findToken(trx, token, purpose, ctx.now)));
+}
+
+export async function verifyEmail(deps: Deps, ctx: Ctx, token: string): Promise<boolean> {
+  return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    const t = await findToken(trx, token, 'verify_email', ctx.now);
+    if (!t) return false;
+    await trx.updateTable('account_tokens').set({ used_at: ctx.now }).where('id', '=', t.id).execute();
+    await trx.updateTable('accounts').set({ email_verified_at: ctx.now }).where('id', '=', t.account_id).where('email_verified_at', 'is', null).execute();
+    await audit(trx, ctx, 'identity.email.verify', 'success', { targetIds: [t.account_id], actorAccountId: t.account_id });
+    return true;
+  });
+}
+
+export async function setPassword(deps: Deps, ctx: Ctx, token: string, password: string): Promise<boolean> {
+  const passwordHash = await hashPassword(password);
+  return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    const t = await findToken(trx, token, 'set_password', ctx.now);
+    if (!t) return false;
+    await trx.updateTable('account_tokens').set({ used_at: ctx.now }).where('id', '=', t.id).execute();
+    // The link came by e-mail, so following it proves the address too.
+    await trx.updateTable('accounts').set({ password_hash: passwordHash, email_verified_at: ctx.now }).where('id', '=', t.account_id).execute();
+    await trx.updateTable('sessions').set({ revoked_at: ctx.now }).where('account_id', '=', t.account_id).where('revoked_at', 'is', null).execute();
+    await audit(trx, ctx, 'identity.password.set', 'success', { targetIds: [t.account_id], actorAccountId: t.account_id });
+    return true;
+  });
+}
+
+export type SignInResult =
+  | { ok: true; session: SessionResult; actor: Actor }
+  | { ok: false; reason: 'invalid' | 'unverified' };
+
+/**
+ * Password sign-in. Unknown address, wrong password and suspended account all
+ * give the same answer after one argon2 verification each.
+ */
+export async function signIn(deps: Deps, ctx: Ctx, email: string, password: string): Promise<SignInResult> {
+  const account = await inTenant(deps.db.db, ctx.tenant.id, (trx) =>
+    trx.selectFrom('accounts').select(['id', 'password_hash', 'status', 'email_verified_at', 'locale']).where('email', '=', email).executeTakeFirst(),
+  );
+  const valid = await verifyPassword(account?.password_hash, password);
+  if (!account || !valid || account.status !== 'active') {
+    await appendAuditAlone(deps.db.db, ctx.tenant.id, {
+      action: 'identity.signin',
+      outcome: 'failure',
+      ...originFields(originOf(ctx)),
+      targetType: 'account',
+      targetIds: account ? [account.id] : [],
+      details: { reason: !account ? 'unknown_account' : !valid ? 'bad_password' : 'suspended' },
+    }, ctx.now);
+    return { ok: false, reason: 'invalid' };
+  }
+  return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    if (!account.email_verified_at) {
+      const { token, hash } = newToken();
+      const m = messages(account.locale);
+      await trx
+        .insertInto('account_tokens')
+        .values({ tenant_id: ctx.tenant.id, account_id: account.id, purpose: 'verify_email', token_hash: hash, created_at: ctx.now, expires_at: new Date(ctx.now.getTime() + DAY) })
+        .execute();
+      await enqueueMail(trx, ctx.tenant.id, { to: email, locale: account.locale, template: 'verify_email', subject: m.mail.verifySubject, body: m.mail.verifyBody(link(ctx, `/verify-email?token=${token}`)) }, ctx.now);
+      await audit(trx, ctx, 'identity.signin', 'failure', { targetIds: [account.id], details: { reason: 'unverified' } });
+      return { ok: false, reason: 'unverified' } as const;
+    }
+    const memberships = await loadMemberships(trx, account.id, ctx.now);
+    const session = await createSession(trx, ctx, account.id, memberships);
+    await audit(trx, ctx, 'identity.signin', 'success', { targetIds: [account.id], actorAccountId: account.id });
+    const actor: Actor = { accountId: account.id, tenantId: ctx.tenant.id, sessionId: null, email, emailVerified: true, locale: account.locale, memberships };
+    return { ok: true, session, actor } as const;
+  });
+}
+
+export async function signOut(deps: Deps, ctx: Ctx, token: string): Promise<void> {
+  await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    const r = await trx
+      .updateTable('sessions')
+      .set({ revoked_at: ctx.now })
+      .where('token_hash', '=', hashToken(token))
+      .where('revoked_at', 'is', null)
+      .returning('account_id')
+      .executeTakeFirst();
+    if (r) await audit(trx, ctx, 'identity.signout', 'success', { targetIds: [r.account_id] });
+  });
+}
+
+/* ------------------------------------------------------------------ invitations */
+
+export async function inviteStaff(deps: Deps, ctx: Ctx, facilityId: string, email: string): Promise<void> {
+  const d = decide(ctx.actor, 'identity.invitation.create', { type: 'tenant' }, ctx.now);
+  if (!d.allowed || !ctx.actor) {
+    await appendAuditAlone(deps.db.db, ctx.tenant.id, { action: 'identity.invitation.create', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'facility', targetIds: [facilityId], details: { reason: d.reason ?? 'denied' } }, ctx.now);
+    throw new AppError(ctx.actor ? 'forbidden' : 'signInRequired');
+  }
+  const inviter = ctx.actor;
+  await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    const facility = await trx.selectFrom('facilities').select(['id', 'name']).where('id', '=', facilityId).executeTakeFirst();
+    if (!facility) throw new ValidationError({ facilityId: 'facilityUnknown' });
+    const { token, hash } = newToken();
+    const inv = await trx
+      .insertInto('invitations')
+      .values({ tenant_id: ctx.tenant.id, email, role: 'facility_staff', facility_id: facility.id, token_hash: hash, invited_by: inviter.accountId, created_at: ctx.now, expires_at: new Date(ctx.now.getTime() + 7 * DAY) })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    const m = messages(ctx.locale);
+    await enqueueMail(trx, ctx.tenant.id, { to: email, locale: ctx.locale, template: 'invitation', subject: m.mail.inviteSubject(facility.name), body: m.mail.inviteBody(facility.name, link(ctx, `/invitations/accept?token=${token}`)) }, ctx.now);
+    await appendAudit(trx, ctx.tenant.id, { action: 'identity.invitation.create', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'invitation', targetIds: [inv.id, facility.id], details: { role: 'facility_staff' } }, ctx.now);
+  });
+}
+
+export async function listPendingInvitations(deps: Deps, ctx: Ctx) {
+  const d = decide(ctx.actor, 'identity.invitation.list', { type: 'tenant' }, ctx.now);
+  if (!d.allowed) throw new AppError(ctx.actor ? 'forbidden' : 'signInRequired');
+  return inTenant(deps.db.db, ctx.tenant.id, (trx) =>
+    trx
+      .selectFrom('invitations as i')
+      .innerJoin('facilities as f', 'f.id', 'i.facility_id')
+      .select(['i.id', 'i.email', 'i.expires_at', 'f.name as facility_name'])
+      .where('i.accepted_at', 'is', null)
+      .where('i.revoked_at', 'is', null)
+      .where('i.expires_at', '>', ctx.now)
+      .orderBy('i.created_at', 'desc')
+      .limit(200)
+      .execute(),
+  );
+}
+
+export async function findInvitation(deps: Deps, ctx: Ctx, token: string) {
+  return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    const inv = await trx
+      .selectFrom('invitations as i')
+      .innerJoin('facilities as f', 'f.id', 'i.facility_id')
+      .select(['i.id', 'i.email', 'i.facility_id', 'i.invited_by', 'f.name as facility_name'])
+      .where('i.token_hash', '=', hashToken(token))
+      .where('i.accepted_at', 'is', null)
+      .where('i.revoked_at', 'is', null)
+      .where('i.expires_at', '>', ctx.now)
+      .executeTakeFirst();
+    if (!inv) return null;
+    const account = await trx.selectFrom('accounts').select(['id']).where('email', '=', inv.email).executeTakeFirst();
+    return { ...inv, accountExists: !!account };
+  });
+}
+
+/**
+ * Accepting an invitation confers facility_staff, and nothing else: the
+ * invitations table cannot hold another role, and the membership row names
+ * who granted it.
+ */
+export async function acceptInvitation(deps: Deps, ctx: Ctx, token: string, password: string): Promise<SignInResult | null> {
+  const inv = await findInvitation(deps, ctx, token);
+  if (!inv) return null;
+  const newHash = inv.accountExists ? null : await hashPassword(password);
+  const existing = inv.accountExists
+    ? await inTenant(deps.db.db, ctx.tenant.id, (trx) => trx.selectFrom('accounts').select(['id', 'password_hash', 'status']).where('email', '=', inv.email).executeTakeFirstOrThrow())
+    : null;
+  if (existing && (!(await verifyPassword(existing.password_hash, password)) || existing.status !== 'active')) {
+    return { ok: false, reason: 'invalid' };
+  }
+  return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    const accountId =
+      existing?.id ??
+      (
+        await trx
+          .insertInto('accounts')
+          .values({ tenant_id: ctx.tenant.id, email: inv.email, password_hash: newHash, locale: ctx.locale, email_verified_at: ctx.now })
+          .returning('id')
+          .executeTakeFirstOrThrow()
+      ).id;
+    if (existing) await trx.updateTable('accounts').set({ email_verified_at: ctx.now }).where('id', '=', accountId).where('email_verified_at', 'is', null).execute();
+    const claimed = await trx
+      .updateTable('invitations')
+      .set({ accepted_at: ctx.now, accepted_account_id: accountId })
+      .where('id', '=', inv.id)
+      .where('accepted_at', 'is', null)
+      .returning('id')
+      .executeTakeFirst();
+    if (!claimed) throw new AppError('notFound');
+    await trx
+      .insertInto('memberships')
+      .values({ tenant_id: ctx.tenant.id, account_id: accountId, role: 'facility_staff', facility_id: inv.facility_id, source: 'invitation', granted_by: inv.invited_by, approved_by: null, created_at: ctx.now, expires_at: null })
+      .execute();
+    // A change of roles ends the account's other sessions.
+    await trx.updateTable('sessions').set({ revoked_at: ctx.now }).where('account_id', '=', accountId).where('revoked_at', 'is', null).execute();
+    const memberships = await loadMemberships(trx, accountId, ctx.now);
+    const session = await createSession(trx, ctx, accountId, memberships);
+    await appendAudit(trx, ctx.tenant.id, { action: 'identity.invitation.accept', outcome: 'success', ...originFields(originOf(ctx)), actorAccountId: accountId, targetType: 'invitation', targetIds: [inv.id, inv.facility_id], details: { role: 'facility_staff' } }, ctx.now);
+    const actor: Actor = { accountId, tenantId: ctx.tenant.id, sessionId: null, email: inv.email, emailVerified: true, locale: ctx.locale, memberships };
+    return { ok: true, session, actor } as const;
+  });
+}
+
+/* ------------------------------------------------------------------ bootstrap */
+
+/**
+ * The tenant's first administrator, from the CLI on the server. The database
+ * refuses a second bootstrap (memberships_guard), whatever calls this.
+ * Returns a one-time link to choose a password.
+ */
+export async function bootstrapAdmin(db: Kysely<DB>, tenant: Tenant, email: string, baseUrl: string, origin: AuditOrigin, now: Date, locale: Locale = 'fr'): Promise<{ accountId: string; link: string }> {
+  return inTenant(db, tenant.id, async (trx) => {
+    const existing = await trx.selectFrom('accounts').select(['id']).where('email', '=', email).executeTakeFirst();
+    const accountId =
+      existing?.id ??
+      (await trx.insertInto('accounts').values({ tenant_id: tenant.id, email, password_hash: null, locale, email_verified_at: null }).returning('id').executeTakeFirstOrThrow()).id;
+    await trx
+      .insertInto('memberships')
+      .values({ tenant_id: tenant.id, account_id: accountId, role: 'tenant_admin', facility_id: null, source: 'bootstrap', granted_by: null, approved_by: null, created_at: now, expires_at: null })
+      .execute();
+    const { token, hash } = newToken();
+    await trx
+      .insertInto('account_tokens')
+      .values({ tenant_id: tenant.id, account_id: accountId, purpose: 'set_password', token_hash: hash, created_at: now, expires_at: new Date(now.getTime() + DAY) })
+      .execute();
+    const url = `${baseUrl}/set-password?token=${token}`;
+    const m = messages(locale);
+    await enqueueMail(trx, tenant.id, { to: email, locale, template: 'set_password', subject: m.mail.setPasswordSubject, body: m.mail.setPasswordBody(url) }, now);
+    await appendAudit(trx, tenant.id, { action: 'identity.membership.bootstrap', outcome: 'success', ...originFields(origin), targetType: 'account', targetIds: [accountId], details: { role: 'tenant_admin' } }, now);
+    return { accountId, link: url };
+  });
+}
+
+/** Sets a password directly: demo accounts only (the CLI seeds them). */
+export async function createDemoAccount(trx: Trx, tenantId: string, email: string, password: string, now: Date): Promise<string> {
+  const hash = await hashPassword(password);
+  const r = await trx
+    .insertInto('accounts')
+    .values({ tenant_id: tenantId, email, password_hash: hash, locale: 'fr', email_verified_at: now })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  return r.id;
+}

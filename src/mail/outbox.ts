@@ -1,0 +1,31 @@
+import type { Trx } from '../db/connection.ts';
+import type { Locale } from '../web/i18n/index.ts';
+
+export interface Mail {
+  to: string;
+  locale: Locale;
+  template: 'verify_email' | 'signup_exists' | 'invitation' | 'set_password';
+  subject: string;
+  body: string;
+}
+
+/**
+ * Mail is written to the outbox in the same transaction as the change that
+ * causes it (an account created, an invitation sent), so a message is never
+ * sent for a change that rolled back, nor lost for one that committed. The
+ * sender delivers it afterwards; in demo mode it stays there to be read.
+ */
+export async function enqueueMail(trx: Trx, tenantId: string, mail: Mail, now: Date): Promise<void> {
+  await trx
+    .insertInto('mail_outbox')
+    .values({
+      tenant_id: tenantId,
+      to_address: mail.to,
+      locale: mail.locale,
+      template: mail.template,
+      subject: mail.subject,
+      body_text: mail.body,
+      created_at: now,
+    })
+    .execute();
+}

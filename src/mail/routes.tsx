@@ -1,0 +1,41 @@
+import type { FastifyInstance } from 'fastify';
+import type { Deps } from '../context.ts';
+import { inTenant } from '../db/tenant.ts';
+import { Page } from '../web/components.tsx';
+import { formatDateTime } from '../web/i18n/index.ts';
+import { pageEnv, sendPage } from '../web/render.tsx';
+
+/**
+ * Demo mode only: the mail outbox as a page, so a visitor can follow the
+ * verification and invitation links without an SMTP server. This route is not
+ * registered at all outside demo mode.
+ */
+export function demoMailRoutes(app: FastifyInstance, deps: Deps) {
+  if (!deps.config.demo) return;
+  app.get('/demo/mail', async (req, reply) => {
+    const rows = await inTenant(deps.db.db, req.ctx.tenant.id, (trx) =>
+      trx.selectFrom('mail_outbox').select(['id', 'to_address', 'subject', 'body_text', 'created_at']).orderBy('created_at', 'desc').limit(30).execute(),
+    );
+    const env = pageEnv(req, reply);
+    const m = env.m.mail;
+    return sendPage(
+      reply,
+      <Page env={env} title={m.title}>
+        <h1>{m.title}</h1>
+        <p class="lead">{m.lead}</p>
+        {rows.length === 0 && <p>{m.none}</p>}
+        {rows.map((r) => (
+          <article class="mail" aria-labelledby={`mail-${r.id}`}>
+            <h2 id={`mail-${r.id}`}>{r.subject}</h2>
+            <p class="muted">
+              {m.colTo}{env.locale === "fr" ? "\u202f:" : ":"} {r.to_address} — {formatDateTime(env.locale, r.created_at)}
+            </p>
+            <pre class="mail-body">
+              {r.body_text.split(/(https?:\/\/\S+)/).map((part) => (/^https?:\/\//.test(part) ? <a href={part}>{part}</a> : part))}
+            </pre>
+          </article>
+        ))}
+      </Page>,
+    );
+  });
+}

@@ -1,0 +1,79 @@
+import nodemailer, { type Transporter } from 'nodemailer';
+import type { Deps } from '../context.ts';
+import { inTenant } from '../db/tenant.ts';
+
+/**
+ * Delivers the outbox over SMTP. Each tenant's pending mail is read under that
+ * tenant's row-level security; a message is marked sent only after the SMTP
+ * server accepted it, and failures are retried with the attempt count kept.
+ */
+export class MailSender {
+  private transport: Transporter;
+  private timer: NodeJS.Timeout | null = null;
+  private running = false;
+
+  constructor(
+    private readonly deps: Deps,
+    smtpUrl: string,
+  ) {
+    this.transport = nodemailer.createTransport(smtpUrl);
+  }
+
+  start(intervalMs = 1000): void {
+    this.timer = setInterval(() => void this.tick(), intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.transport.close();
+  }
+
+  async tick(): Promise<number> {
+    if (this.running) return 0;
+    this.running = true;
+    let sent = 0;
+    try {
+      for (const tenant of await this.deps.tenants.all()) {
+        sent += await inTenant(this.deps.db.db, tenant.id, async (trx) => {
+          const pending = await trx
+            .selectFrom('mail_outbox')
+            .selectAll()
+            .where('sent_at', 'is', null)
+            .where('attempts', '<', 10)
+            .orderBy('created_at')
+            .limit(50)
+            .forUpdate()
+            .skipLocked()
+            .execute();
+          let n = 0;
+          for (const m of pending) {
+            try {
+              await this.transport.sendMail({
+                from: this.deps.config.mailFrom,
+                to: m.to_address,
+                subject: m.subject,
+                text: m.body_text,
+                headers: { 'Content-Language': m.locale },
+              });
+              await trx.updateTable('mail_outbox').set({ sent_at: this.deps.clock(), attempts: m.attempts + 1 }).where('id', '=', m.id).execute();
+              n++;
+            } catch (err) {
+              await trx
+                .updateTable('mail_outbox')
+                .set({ attempts: m.attempts + 1, last_error: String((err as Error).message).slice(0, 500) })
+                .where('id', '=', m.id)
+                .execute();
+            }
+          }
+          return n;
+        });
+      }
+    } catch (err) {
+      this.deps.log.error({ err }, 'mail sender failed');
+    } finally {
+      this.running = false;
+    }
+    return sent;
+  }
+}

@@ -1,0 +1,205 @@
+/**
+ * Bulk writes of synthetic families, for demonstrations and benchmarks.
+ *
+ * Personal-data tables are written only from src/records/. The regular paths
+ * write one family at a time with an audit event each; seeding thousands of
+ * families that way would take minutes and flood the audit log with events
+ * about people who do not exist. This module is the one exception, and it
+ * refuses anything that does not look synthetic, so it cannot become a quiet
+ * side door for loading real people's data.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Trx } from '../db/connection.ts';
+
+export interface SyntheticApplication {
+  facilityId: string;
+  siblingAttending: boolean;
+  parentIsStaff: boolean;
+}
+
+export interface SyntheticChild {
+  /** Pseudonymous reference shown to facilities: ^[A-Z0-9-]{6,20}$, unique in the tenant. */
+  reference: string;
+  firstName: string;
+  lastName: string;
+  /** YYYY-MM-DD */
+  birthDate: string;
+  /** YYYY-MM-DD */
+  desiredEntryDate: string;
+  /** Monday = 1, Tuesday = 2, Wednesday = 4, Thursday = 8, Friday = 16. */
+  daysOfCare: number;
+  inSubsidisedCare: boolean;
+  /** In order of preference; each facility at most once. */
+  applications: SyntheticApplication[];
+}
+
+export interface SyntheticFamily {
+  /** Lower-case, on the reserved .test top-level domain. */
+  email: string;
+  locale: 'fr' | 'en';
+  parentFirstName: string;
+  parentLastName: string;
+  phone: string;
+  postalCode: string;
+  children: SyntheticChild[];
+}
+
+export interface BulkInsertResult {
+  accounts: number;
+  families: number;
+  children: number;
+  applications: number;
+}
+
+/** At most this many rows per INSERT: 1,000 × 13 columns stays well under the 65,535-parameter limit. */
+const MAX_ROWS = 1000;
+
+const REFERENCE = /^[A-Z0-9-]{6,20}$/;
+const DATE = /^\d{4}-\d{2}-\d{2}$/;
+// RFC 2606 reserves .test: mail to it can never reach anyone.
+const SYNTHETIC_EMAIL = /^[a-z0-9._+-]+@[a-z0-9.-]+\.test$/;
+// NANP keeps 555-0100 to 555-0199 for fiction.
+const SYNTHETIC_PHONE = /555-01\d\d$/;
+
+/**
+ * Checks everything before the first INSERT, so a bad generator fails with a
+ * message naming the family rather than a constraint error halfway through.
+ */
+function validate(families: SyntheticFamily[]): void {
+  const emails = new Set<string>();
+  const references = new Set<string>();
+  families.forEach((f, i) => {
+    const where = `synthetic family #${i} (${f.email})`;
+    if (!SYNTHETIC_EMAIL.test(f.email)) throw new Error(`${where}: e-mail must be lower-case on the reserved .test domain`);
+    if (emails.has(f.email)) throw new Error(`${where}: e-mail appears twice`);
+    emails.add(f.email);
+    if (!SYNTHETIC_PHONE.test(f.phone)) throw new Error(`${where}: phone must be in the fictitious 555-01xx range`);
+    if (f.children.length === 0) throw new Error(`${where}: a family needs at least one child`);
+    for (const c of f.children) {
+      if (!REFERENCE.test(c.reference)) throw new Error(`${where}: reference ${c.reference} does not match ${REFERENCE}`);
+      if (references.has(c.reference)) throw new Error(`${where}: reference ${c.reference} appears twice`);
+      references.add(c.reference);
+      if (!DATE.test(c.birthDate) || !DATE.test(c.desiredEntryDate)) throw new Error(`${where}: dates must be YYYY-MM-DD`);
+      if (!Number.isInteger(c.daysOfCare) || c.daysOfCare < 1 || c.daysOfCare > 31) throw new Error(`${where}: days of care must be a Mon..Fri bitmask 1..31`);
+      const facilities = new Set(c.applications.map((a) => a.facilityId));
+      if (facilities.size !== c.applications.length) throw new Error(`${where}: child ${c.reference} applies twice to one facility`);
+    }
+  });
+}
+
+/**
+ * Seeding the same seed twice into a tenant would collide on e-mails (and,
+ * far less likely, references). Say so plainly instead of surfacing a unique
+ * violation from somewhere in the middle of the batch.
+ */
+async function assertNoClash(trx: Trx, tenantId: string, families: SyntheticFamily[]): Promise<void> {
+  const emails = families.map((f) => f.email);
+  const references = families.flatMap((f) => f.children.map((c) => c.reference));
+  for (let i = 0; i < emails.length; i += MAX_ROWS) {
+    const hit = await trx
+      .selectFrom('accounts')
+      .select('email')
+      .where('tenant_id', '=', tenantId)
+      .where('email', 'in', emails.slice(i, i + MAX_ROWS))
+      .limit(1)
+      .executeTakeFirst();
+    if (hit) throw new Error(`synthetic families: the tenant already has an account ${hit.email}; seed with another seed`);
+  }
+  for (let i = 0; i < references.length; i += MAX_ROWS) {
+    const hit = await trx
+      .selectFrom('children')
+      .select('reference')
+      .where('tenant_id', '=', tenantId)
+      .where('reference', 'in', references.slice(i, i + MAX_ROWS))
+      .limit(1)
+      .executeTakeFirst();
+    if (hit) throw new Error(`synthetic families: the tenant already has a child with reference ${hit.reference}; seed with another seed`);
+  }
+}
+
+async function insertChunked<T>(rows: T[], insert: (chunk: T[]) => Promise<unknown>): Promise<void> {
+  for (let i = 0; i < rows.length; i += MAX_ROWS) await insert(rows.slice(i, i + MAX_ROWS));
+}
+
+/**
+ * Writes accounts (verified, no password: nobody can sign in as them until a
+ * password is set through the normal path), families, children and their
+ * applications, inside the caller's tenant transaction. The caller writes the
+ * audit event, so it commits with the rows or not at all.
+ *
+ * Identifiers are made here rather than returned by the database so that
+ * parent and child rows can be linked without relying on the order of
+ * RETURNING from a multi-row INSERT, which PostgreSQL does not promise.
+ */
+export async function insertSyntheticFamilies(trx: Trx, tenantId: string, families: SyntheticFamily[], now: Date): Promise<BulkInsertResult> {
+  validate(families);
+  if (families.length === 0) return { accounts: 0, families: 0, children: 0, applications: 0 };
+  await assertNoClash(trx, tenantId, families);
+
+  const accounts = [];
+  const familyRows = [];
+  const children = [];
+  const applications = [];
+  for (const f of families) {
+    const accountId = randomUUID();
+    const familyId = randomUUID();
+    accounts.push({
+      id: accountId,
+      tenant_id: tenantId,
+      email: f.email,
+      email_verified_at: now,
+      password_hash: null,
+      locale: f.locale,
+      created_at: now,
+    });
+    familyRows.push({
+      id: familyId,
+      tenant_id: tenantId,
+      account_id: accountId,
+      parent_first_name: f.parentFirstName,
+      parent_last_name: f.parentLastName,
+      phone: f.phone,
+      postal_code: f.postalCode,
+      created_at: now,
+      updated_at: now,
+    });
+    for (const c of f.children) {
+      const childId = randomUUID();
+      children.push({
+        id: childId,
+        tenant_id: tenantId,
+        family_id: familyId,
+        reference: c.reference,
+        first_name: c.firstName,
+        last_name: c.lastName,
+        birth_date: c.birthDate,
+        nirec: null,
+        desired_entry_date: c.desiredEntryDate,
+        days_of_care: c.daysOfCare,
+        in_subsidised_care: c.inSubsidisedCare,
+        created_at: now,
+        updated_at: now,
+      });
+      for (const a of c.applications) {
+        applications.push({
+          tenant_id: tenantId,
+          child_id: childId,
+          facility_id: a.facilityId,
+          sibling_attending: a.siblingAttending,
+          parent_is_staff: a.parentIsStaff,
+          status: 'active' as const,
+          created_at: now,
+          updated_at: now,
+        });
+      }
+    }
+  }
+
+  // Parents before children: the foreign keys are checked row by row.
+  await insertChunked(accounts, (chunk) => trx.insertInto('accounts').values(chunk).execute());
+  await insertChunked(familyRows, (chunk) => trx.insertInto('families').values(chunk).execute());
+  await insertChunked(children, (chunk) => trx.insertInto('children').values(chunk).execute());
+  await insertChunked(applications, (chunk) => trx.insertInto('applications').values(chunk).execute());
+
+  return { accounts: accounts.length, families: familyRows.length, children: children.length, applications: applications.length };
+}

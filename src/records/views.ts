@@ -1,0 +1,42 @@
+/**
+ * What each purpose may see. A screen or API declares its purpose; the
+ * gateway returns only these fields, and the audit event lists exactly them.
+ * This table is the written minimisation policy that tests check answers against.
+ */
+export const PURPOSE_FIELDS = {
+  /** A parent looks at the list of their own children. */
+  'parent.children.list': ['reference', 'first_name', 'last_name', 'birth_date', 'desired_entry_date', 'applications_count'],
+  /** A parent opens their child's file. */
+  'parent.childFile.view': [
+    'reference',
+    'first_name',
+    'last_name',
+    'birth_date',
+    'nirec_masked',
+    'desired_entry_date',
+    'days_of_care',
+    'in_subsidised_care',
+    'applications',
+  ],
+  /** A parent edits the file: the same, the NIREC still masked (it is re-entered, never shown). */
+  'parent.childFile.edit': [
+    'reference',
+    'first_name',
+    'last_name',
+    'birth_date',
+    'nirec_masked',
+    'desired_entry_date',
+    'days_of_care',
+    'in_subsidised_care',
+  ],
+  /** A parent chooses which child to register with a facility. */
+  'parent.children.choose': ['reference', 'first_name'],
+  /** Facility staff see their candidates without identities before a referral. */
+  'facility.candidates': ['rank', 'reference', 'age_group', 'desired_entry_date', 'category', 'applied_at'],
+} as const;
+
+export type Purpose = keyof typeof PURPOSE_FIELDS;
+
+export function fieldsFor(purpose: Purpose): string[] {
+  return [...PURPOSE_FIELDS[purpose]];
+}

@@ -1,0 +1,109 @@
+import { existsSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import pino, { type Logger } from 'pino';
+import type { Config } from './config/config.ts';
+import type { Deps } from './context.ts';
+import { loadKeyProvider } from './crypto/keys.ts';
+import { openDatabase, type Database } from './db/connection.ts';
+import { directoryRoutes } from './directory/routes.tsx';
+import { identityRoutes } from './identity/routes.tsx';
+import { demoMailRoutes } from './mail/routes.tsx';
+import { MailSender } from './mail/sender.ts';
+import { TenantDirectory } from './tenants/service.ts';
+import { waitlistRoutes } from './waitlist/routes.tsx';
+import { buildApp, type RouteModule } from './web/app.ts';
+import { homeRoutes } from './web/pages.tsx';
+
+export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, waitlistRoutes, demoMailRoutes];
+
+export function createLogger(config: Config): Logger {
+  return pino({
+    level: config.logLevel,
+    // Personal data never reaches the logs: no bodies are logged, and these are cut out wherever they appear.
+    redact: {
+      paths: ['req.headers.cookie', 'req.headers.authorization', 'res.headers["set-cookie"]', '*.password', '*.email', '*.nirec', 'body'],
+      censor: '[redacted]',
+    },
+  });
+}
+
+/** One process may hold a PGlite data directory; the CLI refuses to open it while the server runs. */
+export function lockDataDir(dataDir: string): () => void {
+  const file = join(resolve(dataDir), 'guichet.pid');
+  if (existsSync(file)) {
+    const pid = Number(readFileSync(file, 'utf8'));
+    if (pid && pid !== process.pid && isAlive(pid)) {
+      throw new Error(`GUICHET_DATA_DIR ${resolve(dataDir)} is in use by process ${pid}: stop it first (the embedded database has one owner at a time)`);
+    }
+  }
+  mkdirSync(resolve(dataDir), { recursive: true });
+  writeFileSync(file, String(process.pid));
+  return () => {
+    try {
+      unlinkSync(file);
+    } catch {
+      /* already gone */
+    }
+  };
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function openFromConfig(config: Config, log: Logger, migrate = true): Promise<Database> {
+  return openDatabase({
+    databaseUrl: config.databaseUrl,
+    databaseOwnerUrl: config.databaseOwnerUrl,
+    dataDir: join(config.dataDir, 'pglite'),
+    migrate,
+    allowPrivilegedRole: config.allowPrivilegedDbRole,
+    log: (msg) => log.info(msg),
+  });
+}
+
+export function makeDeps(config: Config, db: Database, log: Logger): Deps {
+  return {
+    db,
+    config,
+    clock: () => new Date(),
+    log,
+    tenants: new TenantDirectory(db.db, config.defaultTenant),
+    keys: loadKeyProvider(process.env, config.dataDir),
+  };
+}
+
+export async function serve(config: Config, opts: { demo: boolean }): Promise<void> {
+  const started = Date.now();
+  const log = createLogger(config);
+  const unlock = config.databaseUrl ? () => {} : lockDataDir(config.dataDir);
+  const db = await openFromConfig(config, log);
+  const deps = makeDeps(config, db, log);
+  let demoInfo: string | null = null;
+  if (opts.demo && config.demo) {
+    const { ensureDemo } = await import('./demo/setup.ts');
+    demoInfo = await ensureDemo(deps);
+  }
+  const app = await buildApp(deps, ROUTES);
+  const sender = config.smtpUrl ? new MailSender(deps, config.smtpUrl) : null;
+  sender?.start();
+  await app.listen({ port: config.port, host: config.host });
+  const address = `http://${config.host === '0.0.0.0' || config.host === '127.0.0.1' ? 'localhost' : config.host}:${config.port}`;
+  const lines = [`Guichet is listening on ${address} (${db.kind}, ready in ${((Date.now() - started) / 1000).toFixed(1)} s)`];
+  if (demoInfo) lines.push(demoInfo);
+  process.stdout.write(`\n${lines.join('\n')}\n\n`);
+  const stop = async () => {
+    await app.close();
+    await sender?.stop();
+    await db.close();
+    unlock();
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void stop());
+  process.once('SIGTERM', () => void stop());
+}

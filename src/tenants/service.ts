@@ -1,0 +1,116 @@
+import type { Kysely } from 'kysely';
+import { createChainHead, appendAudit } from '../audit/log.ts';
+import type { AuditOrigin } from '../audit/events.ts';
+import type { DB } from '../db/schema.ts';
+import { inTenant } from '../db/tenant.ts';
+import { parseRules, type TenantRules } from './rules.ts';
+
+export interface Tenant {
+  id: string;
+  slug: string;
+  nameFr: string;
+  nameEn: string;
+  hosts: string[];
+  rules: TenantRules;
+  lockdownLevel: number;
+}
+
+type TenantRow = DB['tenants'] extends infer T ? { [K in keyof T]: unknown } : never;
+
+function toTenant(r: Record<keyof TenantRow, unknown>): Tenant {
+  return {
+    id: r.id as string,
+    slug: r.slug as string,
+    nameFr: r.name_fr as string,
+    nameEn: r.name_en as string,
+    hosts: r.hosts as string[],
+    rules: parseRules(r.rules),
+    lockdownLevel: Number(r.lockdown_level),
+  };
+}
+
+/**
+ * Which tenant a request is for, from its Host header. Tenants are few and
+ * change rarely; a short cache keeps the per-request cost at a map lookup
+ * while a lockdown raised on another instance is seen within two seconds.
+ */
+export class TenantDirectory {
+  private cache: { at: number; bySlug: Map<string, Tenant>; byHost: Map<string, Tenant> } | null = null;
+  constructor(
+    private readonly db: Kysely<DB>,
+    private readonly defaultSlug: string,
+    private readonly ttlMs = 2000,
+  ) {}
+
+  async all(): Promise<Tenant[]> {
+    return [...(await this.load()).bySlug.values()];
+  }
+
+  async bySlug(slug: string): Promise<Tenant | undefined> {
+    return (await this.load()).bySlug.get(slug);
+  }
+
+  async forHost(hostHeader: string | undefined): Promise<Tenant | undefined> {
+    const c = await this.load();
+    const host = (hostHeader ?? '').toLowerCase().replace(/:\d+$/, '');
+    return c.byHost.get(host) ?? c.bySlug.get(this.defaultSlug);
+  }
+
+  invalidate(): void {
+    this.cache = null;
+  }
+
+  private async load() {
+    const now = Date.now();
+    if (this.cache && now - this.cache.at < this.ttlMs) return this.cache;
+    const rows = await this.db.selectFrom('tenants').selectAll().execute();
+    const bySlug = new Map<string, Tenant>();
+    const byHost = new Map<string, Tenant>();
+    for (const r of rows) {
+      const t = toTenant(r as never);
+      bySlug.set(t.slug, t);
+      for (const h of t.hosts) byHost.set(h.toLowerCase(), t);
+    }
+    this.cache = { at: now, bySlug, byHost };
+    return this.cache;
+  }
+}
+
+export interface NewTenant {
+  slug: string;
+  nameFr: string;
+  nameEn: string;
+  hosts?: string[];
+  rules?: Partial<TenantRules>;
+}
+
+/** Creates a tenant and its audit chain. Needs the owner connection (CLI). */
+export async function createTenant(ownerDb: Kysely<DB>, t: NewTenant, origin: AuditOrigin, now: Date): Promise<Tenant> {
+  const rules = parseRules(t.rules ?? {});
+  const row = await ownerDb
+    .insertInto('tenants')
+    .values({
+      slug: t.slug,
+      name_fr: t.nameFr,
+      name_en: t.nameEn,
+      hosts: t.hosts ?? [],
+      rules: JSON.stringify(t.rules ?? {}),
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  await inTenant(ownerDb, row.id, async (trx) => {
+    await createChainHead(trx, row.id);
+    await appendAudit(trx, row.id, { action: 'tenant.create', outcome: 'success', ...originFields(origin), details: { slug: t.slug } }, now);
+  });
+  return { ...toTenant(row as never), rules };
+}
+
+export function originFields(o: AuditOrigin) {
+  return {
+    actorAccountId: o.actorAccountId,
+    actorRoles: o.actorRoles,
+    ip: o.ip,
+    userAgent: o.userAgent,
+    requestId: o.requestId,
+  };
+}

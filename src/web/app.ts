@@ -1,0 +1,186 @@
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import fastifyCookie from '@fastify/cookie';
+import fastifyCsrf from '@fastify/csrf-protection';
+import fastifyFormbody from '@fastify/formbody';
+import fastifyHelmet from '@fastify/helmet';
+import fastifyStatic from '@fastify/static';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Ctx, Deps } from '../context.ts';
+import { AppError, ValidationError } from '../errors.ts';
+import { resolveSession } from '../identity/service.ts';
+import { isTokenShaped } from '../identity/tokens.ts';
+import { isLocale, type Locale } from './i18n/index.ts';
+import { errorPage } from './pages.tsx';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    ctx: Ctx;
+    /** The session cookie's token, when it named a live session. */
+    sessionToken: string | null;
+    /** What CSRF tokens are bound to: the session, or "anonymous". */
+    csrfUser: string;
+  }
+  interface FastifyInstance {
+    guichet: Deps & { cookies: CookieNames; secureCookies: boolean };
+  }
+}
+
+export interface CookieNames {
+  session: string;
+  csrf: string;
+  lang: string;
+}
+
+const ASSETS = join(fileURLToPath(new URL('.', import.meta.url)), 'assets');
+
+export type RouteModule = (app: FastifyInstance, deps: Deps) => void | Promise<void>;
+
+export async function buildApp(deps: Deps, routes: RouteModule[]): Promise<FastifyInstance> {
+  const secureCookies = deps.config.publicUrl ? deps.config.publicUrl.startsWith('https://') : deps.config.production;
+  // The __Host- prefix pins a cookie to this host and path /, over HTTPS only.
+  const prefix = secureCookies ? '__Host-' : '';
+  const cookies: CookieNames = { session: `${prefix}guichet_session`, csrf: `${prefix}guichet_csrf`, lang: 'guichet_lang' };
+
+  const app = Fastify({
+    loggerInstance: deps.log as FastifyBaseLogger,
+    genReqId: () => randomUUID(),
+    bodyLimit: 64 * 1024,
+    trustProxy: process.env.TRUST_PROXY === '1',
+    routerOptions: { maxParamLength: 200 },
+  });
+  app.decorate('guichet', { ...deps, cookies, secureCookies });
+  app.decorateRequest('ctx', null as unknown as Ctx);
+  app.decorateRequest('sessionToken', null);
+  app.decorateRequest('csrfUser', 'anonymous');
+
+  await app.register(fastifyHelmet, {
+    contentSecurityPolicy: {
+      useDefaults: false,
+      directives: {
+        defaultSrc: ["'none'"],
+        scriptSrc: ["'self'"],
+        styleSrc: ["'self'"],
+        imgSrc: ["'self'", 'data:'],
+        fontSrc: ["'self'"],
+        connectSrc: ["'self'"],
+        formAction: ["'self'"],
+        frameAncestors: ["'none'"],
+        baseUri: ["'none'"],
+        objectSrc: ["'none'"],
+        ...(secureCookies ? { upgradeInsecureRequests: [] } : {}),
+      },
+    },
+    strictTransportSecurity: secureCookies ? { maxAge: 63072000, includeSubDomains: true } : false,
+    referrerPolicy: { policy: 'same-origin' },
+    crossOriginEmbedderPolicy: false,
+    frameguard: { action: 'deny' },
+  });
+  await app.register(fastifyCookie);
+  await app.register(fastifyFormbody, { bodyLimit: 64 * 1024 });
+  await app.register(fastifyCsrf, {
+    sessionPlugin: '@fastify/cookie',
+    cookieKey: cookies.csrf,
+    cookieOpts: { path: '/', sameSite: 'lax', httpOnly: true, secure: secureCookies },
+    csrfOpts: { hmacKey: deps.keys.derive('csrf') },
+    getUserInfo: (req) => req.csrfUser,
+    getToken: (req) => (req.body as Record<string, unknown> | undefined)?._csrf as string | undefined,
+  });
+  await app.register(fastifyStatic, { root: ASSETS, prefix: '/assets/', index: false, maxAge: '1h', decorateReply: false });
+
+  // Tenant, language and session: resolved once, before any route runs.
+  app.addHook('onRequest', async (req, reply) => {
+    if (req.url.startsWith('/assets/') || req.url === '/healthz' || req.url === '/readyz') return;
+    const now = deps.clock();
+    const tenant = await deps.tenants.forHost(req.headers.host);
+    if (!tenant) {
+      return reply.code(404).type('text/plain; charset=utf-8').send('Guichet: no such service / aucun service à cette adresse');
+    }
+    const q = req.query as Record<string, unknown>;
+    let locale: Locale | null = null;
+    if (isLocale(q.lang)) {
+      locale = q.lang;
+      reply.setCookie(cookies.lang, q.lang, { path: '/', sameSite: 'lax', httpOnly: true, secure: secureCookies, maxAge: 365 * 86400 });
+    } else if (isLocale(req.cookies[cookies.lang])) {
+      locale = req.cookies[cookies.lang] as Locale;
+    }
+    const token = req.cookies[cookies.session];
+    const actor = isTokenShaped(token) ? await resolveSession(deps, tenant, token, now) : null;
+    if (actor && isTokenShaped(token)) {
+      req.sessionToken = token;
+      req.csrfUser = `s:${actor.sessionId}`;
+    } else if (token) {
+      reply.clearCookie(cookies.session, { path: '/' });
+    }
+    req.ctx = {
+      tenant,
+      actor,
+      ip: req.ip ?? null,
+      userAgent: typeof req.headers['user-agent'] === 'string' ? req.headers['user-agent'] : null,
+      requestId: req.id,
+      locale: locale ?? actor?.locale ?? 'fr',
+      now,
+      baseUrl: baseUrlFor(deps, tenant.hosts[0]),
+    };
+  });
+
+  // Every state-changing request carries a CSRF token bound to the session.
+  app.addHook('preHandler', (req, reply, done) => {
+    if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS' || !req.ctx) return done();
+    app.csrfProtection(req, reply, done);
+  });
+
+  app.setErrorHandler(async (err, req, reply) => {
+    const e = err as Error & { code?: string; statusCode?: number };
+    let status = 500;
+    let kind: Parameters<typeof errorPage>[2] = 'server';
+    if (err instanceof AppError) {
+      status = err.status;
+      kind = err instanceof ValidationError ? 'badRequest' : err.kind;
+    } else if (e.code === 'FST_CSRF_INVALID_TOKEN' || e.code === 'FST_CSRF_MISSING_SECRET') {
+      status = 403;
+      kind = 'csrf';
+    } else if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      status = 413;
+      kind = 'tooLarge';
+    } else if (e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+      status = 415;
+      kind = 'unsupportedType';
+    } else if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
+      status = e.statusCode;
+      kind = 'badRequest';
+    } else {
+      req.log.error({ err }, 'request failed');
+    }
+    if (!req.ctx) {
+      return reply.code(status).type('text/plain; charset=utf-8').send(status >= 500 ? 'Error' : 'Bad request');
+    }
+    return errorPage(req, reply, kind, status);
+  });
+
+  app.setNotFoundHandler(async (req, reply) => {
+    if (!req.ctx) return reply.code(404).type('text/plain; charset=utf-8').send('Not found');
+    return errorPage(req, reply, 'notFound', 404);
+  });
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_req, reply) => {
+    try {
+      await deps.db.db.selectFrom('schema_migrations').select('version').limit(1).execute();
+      return { status: 'ready' };
+    } catch {
+      return reply.code(503).send({ status: 'unavailable' });
+    }
+  });
+
+  for (const r of routes) await r(app, deps);
+  return app;
+}
+
+function baseUrlFor(deps: Deps, host: string | undefined): string {
+  if (deps.config.publicUrl && !host) return deps.config.publicUrl;
+  if (host && deps.config.production) return `https://${host}`;
+  if (host) return `http://${host}:${deps.config.port}`;
+  return deps.config.publicUrl ?? `http://localhost:${deps.config.port}`;
+}

@@ -1,0 +1,36 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { VNode } from 'preact';
+import { render } from 'preact-render-to-string';
+import type { PageEnv } from './components.tsx';
+import { messages } from './i18n/index.ts';
+
+export function pageEnv(req: FastifyRequest, reply: FastifyReply): PageEnv {
+  const ctx = req.ctx;
+  const url = new URL(req.url, 'http://x');
+  url.searchParams.delete('lang');
+  const path = url.pathname + (url.searchParams.size ? `?${url.searchParams.toString()}` : '');
+  return {
+    m: messages(ctx.locale),
+    locale: ctx.locale,
+    tenantName: ctx.locale === 'fr' ? ctx.tenant.nameFr : ctx.tenant.nameEn,
+    actor: ctx.actor,
+    csrf: reply.generateCsrf({ userInfo: req.csrfUser }),
+    path,
+    demo: req.server.guichet.config.demo,
+  };
+}
+
+export function sendPage(reply: FastifyReply, node: VNode, status = 200): FastifyReply {
+  return reply
+    .code(status)
+    .header('cache-control', 'no-store')
+    .type('text/html; charset=utf-8')
+    .send(`<!doctype html>\n${render(node)}`);
+}
+
+/** After a POST, go to a page on this site only (no open redirect). */
+export function safeReturnPath(value: unknown, fallback: string): string {
+  if (typeof value !== 'string') return fallback;
+  if (!/^\/(?![/\\])[^\s]*$/.test(value) || value.length > 512) return fallback;
+  return value;
+}
