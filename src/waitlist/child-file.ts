@@ -24,19 +24,11 @@ function name(requiredKey: FieldErrorKey) {
   return text(requiredKey, 100, 'nameTooLong').pipe(z.string().regex(NAME, { error: 'nameInvalid' }));
 }
 
-const dayBox = z.literal('on').optional();
-
 const shape = z.object({
   firstName: name('firstNameRequired'),
   lastName: name('lastNameRequired'),
   birthDate: dateField,
-  nirec: z.string().max(64, { error: 'nirecInvalid' }).optional(),
   desiredEntryDate: dateField,
-  day_mon: dayBox,
-  day_tue: dayBox,
-  day_wed: dayBox,
-  day_thu: dayBox,
-  day_fri: dayBox,
   inSubsidisedCare: checkbox,
 });
 
@@ -50,58 +42,54 @@ export function normaliseNirec(raw: string): string {
  * On an update the NIREC may be left empty to keep the one on file.
  */
 export function parseChildInput(body: unknown, rules: TenantRules, now: Date, mode: 'create' | 'update'): ChildInput {
+  const raw = (body && typeof body === 'object' ? body : {}) as Record<string, unknown>;
   const fields: Record<string, FieldErrorKey> = {};
-  const r = shape.safeParse(body ?? {});
-  if (!r.success) {
-    for (const issue of r.error.issues) {
-      const key = String(issue.path[0] ?? '_');
-      const k = key.startsWith('day_') ? 'daysOfCare' : key;
-      fields[k] ??= k === 'daysOfCare' ? 'daysRequired' : fieldKey(issue.message);
-    }
-  }
-  const v = r.success ? r.data : null;
-  const raw = (body ?? {}) as Record<string, unknown>;
+  // Each field is checked on its own, so one bad field never hides another's problem.
+  const field = <K extends keyof typeof shape.shape>(key: K): z.infer<(typeof shape.shape)[K]> | undefined => {
+    const r = shape.shape[key].safeParse(raw[key]);
+    if (r.success) return r.data as z.infer<(typeof shape.shape)[K]>;
+    fields[key] ??= fieldKey(r.error.issues[0]?.message ?? '');
+    return undefined;
+  };
+  const firstName = field('firstName');
+  const lastName = field('lastName');
+  const birthDate = field('birthDate');
+  const desiredEntryDate = field('desiredEntryDate');
+  const inSubsidisedCare = field('inSubsidisedCare');
   const t = today(now);
 
-  const birth = v?.birthDate ?? (typeof raw.birthDate === 'string' ? raw.birthDate : '');
-  const entry = v?.desiredEntryDate ?? '';
-  if (v && !fields.birthDate) {
-    if (birth > t && !rules.prebirthRegistration) fields.birthDate = 'birthDateFuture';
-    else if (birth > addMonths(t, 9)) fields.birthDate = 'birthDateTooFarFuture';
-    else if (birth <= addMonths(t, -72)) fields.birthDate = 'birthDateTooOld';
+  if (birthDate) {
+    if (birthDate > t && !rules.prebirthRegistration) fields.birthDate = 'birthDateFuture';
+    else if (birthDate > addMonths(t, 9)) fields.birthDate = 'birthDateTooFarFuture';
+    else if (birthDate <= addMonths(t, -72)) fields.birthDate = 'birthDateTooOld';
   }
-  if (v && !fields.desiredEntryDate) {
-    if (entry < t) fields.desiredEntryDate = 'entryBeforeToday';
-    else if (!fields.birthDate && entry < birth) fields.desiredEntryDate = 'entryBeforeBirth';
-    else if (!fields.birthDate && entry >= addMonths(birth, 60)) fields.desiredEntryDate = 'entryTooLate';
+  if (desiredEntryDate) {
+    if (desiredEntryDate < t) fields.desiredEntryDate = 'entryBeforeToday';
+    else if (birthDate && !fields.birthDate && desiredEntryDate < birthDate) fields.desiredEntryDate = 'entryBeforeBirth';
+    else if (birthDate && !fields.birthDate && desiredEntryDate >= addMonths(birthDate, 60)) fields.desiredEntryDate = 'entryTooLate';
   }
 
   let nirec: string | null = null;
   const rawNirec = typeof raw.nirec === 'string' ? normaliseNirec(raw.nirec) : '';
-  if (rawNirec) {
-    if (!new RegExp(rules.nirecPattern).test(rawNirec)) fields.nirec = 'nirecInvalid';
+  if (raw.nirec !== undefined && typeof raw.nirec !== 'string') fields.nirec = 'nirecInvalid';
+  else if (rawNirec) {
+    if (rawNirec.length > 64 || !new RegExp(rules.nirecPattern).test(rawNirec)) fields.nirec = 'nirecInvalid';
     else nirec = rawNirec;
-  } else if (mode === 'create' && !(birth > t)) {
+  } else if (mode === 'create' && !(birthDate && birthDate > t)) {
     // Before birth there is no NIREC yet; after birth it identifies the child.
-    fields.nirec ??= 'nirecRequired';
+    fields.nirec = 'nirecRequired';
   }
 
   let days = 0;
   DAYS.forEach((d, i) => {
-    if (raw[`day_${d}`] === 'on') days |= 1 << i;
+    const v = raw[`day_${d}`];
+    if (v === 'on') days |= 1 << i;
+    else if (v !== undefined) fields.daysOfCare = 'invalidValue';
   });
   if (!days) fields.daysOfCare ??= 'daysRequired';
 
-  if (Object.keys(fields).length || !v) throw new ValidationError(fields);
-  return {
-    firstName: v.firstName,
-    lastName: v.lastName,
-    birthDate: v.birthDate,
-    nirec,
-    desiredEntryDate: v.desiredEntryDate,
-    daysOfCare: days,
-    inSubsidisedCare: v.inSubsidisedCare,
-  };
+  if (Object.keys(fields).length || !firstName || !lastName || !birthDate || !desiredEntryDate) throw new ValidationError(fields);
+  return { firstName, lastName, birthDate, nirec, desiredEntryDate, daysOfCare: days, inSubsidisedCare: inSubsidisedCare ?? false };
 }
 
 export function maskNirec(nirec: string | null): string | null {

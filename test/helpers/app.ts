@@ -1,0 +1,118 @@
+import type { FastifyInstance } from 'fastify';
+import pino from 'pino';
+import type { Actor } from '../../src/access/actor.ts';
+import { loadConfig } from '../../src/config/config.ts';
+import type { Ctx, Deps } from '../../src/context.ts';
+import { keyProviderFromSecret } from '../../src/crypto/keys.ts';
+import { inTenant } from '../../src/db/tenant.ts';
+import { bootstrapAdmin, createDemoAccount } from '../../src/identity/service.ts';
+import { hashPassword } from '../../src/identity/passwords.ts';
+import { ROUTES } from '../../src/server.ts';
+import { TenantDirectory, type Tenant } from '../../src/tenants/service.ts';
+import { buildApp } from '../../src/web/app.ts';
+import { createTestTenant, type TestDatabase, type TestTenantOverrides } from './db.ts';
+
+export interface TestApp {
+  app: FastifyInstance;
+  deps: Deps;
+  database: TestDatabase;
+  /** Set the time every service sees. */
+  setNow(d: Date): void;
+  close(): Promise<void>;
+}
+
+/** The real application over a test database, with a settable clock and no demo routes. */
+export async function startTestApp(database: TestDatabase, opts: { demo?: boolean; port?: number } = {}): Promise<TestApp> {
+  let now: Date | null = null;
+  const config = {
+    ...loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', GUICHET_DEFAULT_TENANT: 'no-default-tenant' }),
+    demo: opts.demo ?? false,
+    port: opts.port ?? 0,
+  };
+  const deps: Deps = {
+    db: database,
+    config,
+    clock: () => now ?? new Date(),
+    log: pino({ level: 'silent' }),
+    tenants: new TenantDirectory(database.db, config.defaultTenant, 0),
+    keys: keyProviderFromSecret(Buffer.alloc(32, 7)),
+  };
+  const app = await buildApp(deps, ROUTES);
+  await app.ready();
+  return {
+    app,
+    deps,
+    database,
+    setNow: (d) => {
+      now = d;
+    },
+    close: async () => {
+      await app.close();
+    },
+  };
+}
+
+export async function tenantFor(t: TestApp, overrides: TestTenantOverrides = {}): Promise<Tenant> {
+  const { slug } = await createTestTenant(t.database, overrides);
+  const tenant = await t.deps.tenants.bySlug(slug);
+  if (!tenant) throw new Error('tenant not visible');
+  return tenant;
+}
+
+let facilitySeq = 0;
+
+export async function createFacility(t: TestApp, tenant: Tenant, over: Partial<{ name: string; municipality: string; kind: 'cpe' | 'garderie'; subsidised: boolean; places_total: number; places_infant: number }> = {}): Promise<string> {
+  facilitySeq++;
+  const name = over.name ?? `CPE Test ${facilitySeq}`;
+  return inTenant(t.database.db, tenant.id, async (trx) => {
+    const r = await trx
+      .insertInto('facilities')
+      .values({
+        tenant_id: tenant.id,
+        code: `T${facilitySeq}-${Math.random().toString(36).slice(2, 8)}`,
+        name,
+        kind: over.kind ?? 'cpe',
+        subsidised: over.subsidised ?? true,
+        address: '1, rue Principale',
+        municipality: over.municipality ?? 'Longueuil',
+        postal_code: 'J4K 1A1',
+        region: '16 - Montérégie',
+        places_total: over.places_total ?? 80,
+        places_infant: over.places_infant ?? 10,
+        search_key: name.toLowerCase(),
+      })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    return r.id;
+  });
+}
+
+export const PASSWORD = 'correct horse battery staple';
+
+export async function createParent(t: TestApp, tenant: Tenant, email: string): Promise<string> {
+  return inTenant(t.database.db, tenant.id, (trx) => createDemoAccount(trx, tenant.id, email, PASSWORD, t.deps.clock()));
+}
+
+/** A facility staff member, granted by a bootstrapped administrator as an accepted invitation would. */
+export async function createStaff(t: TestApp, tenant: Tenant, email: string, facilityId: string, adminId?: string): Promise<string> {
+  return inTenant(t.database.db, tenant.id, async (trx) => {
+    const id = await createDemoAccount(trx, tenant.id, email, PASSWORD, t.deps.clock());
+    await trx
+      .insertInto('memberships')
+      .values({ tenant_id: tenant.id, account_id: id, role: 'facility_staff', facility_id: facilityId, source: 'invitation', granted_by: adminId ?? null, approved_by: null, created_at: t.deps.clock(), expires_at: null })
+      .execute();
+    return id;
+  });
+}
+
+export async function createAdmin(t: TestApp, tenant: Tenant, email: string): Promise<string> {
+  const r = await bootstrapAdmin(t.database.db, tenant, email, 'http://localhost', { actorAccountId: null, actorRoles: ['system:test'], ip: null, userAgent: null, requestId: null }, t.deps.clock());
+  const hash = await hashPassword(PASSWORD);
+  await inTenant(t.database.db, tenant.id, (trx) => trx.updateTable('accounts').set({ password_hash: hash, email_verified_at: t.deps.clock() }).where('id', '=', r.accountId).execute());
+  return r.accountId;
+}
+
+/** A service-level context for calling services directly, as a request would. */
+export function ctxFor(t: TestApp, tenant: Tenant, actor: Actor | null): Ctx {
+  return { tenant, actor, ip: '127.0.0.1', userAgent: 'vitest', requestId: 'test', locale: 'fr', now: t.deps.clock(), baseUrl: 'http://localhost' };
+}
