@@ -1,0 +1,448 @@
+/**
+ * Row-level security: a transaction sees and touches the rows of its own
+ * tenant only, and with no tenant set it sees nothing at all.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { sql, type Kysely } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { appendAudit } from '../../src/audit/log.ts';
+import type { Trx } from '../../src/db/connection.ts';
+import type { DB } from '../../src/db/schema.ts';
+import { inTenant } from '../../src/db/tenant.ts';
+import { createTestDatabase, createTestTenant, type TestDatabase, type TestTenant } from '../helpers/db.ts';
+
+/** Every table that carries tenant_id and a tenant_isolation policy. */
+const TENANT_TABLES = [
+  'facilities',
+  'accounts',
+  'sessions',
+  'account_tokens',
+  'invitations',
+  'memberships',
+  'families',
+  'children',
+  'applications',
+  'audit_events',
+  'audit_heads',
+  'mail_outbox',
+] as const;
+type TenantTable = (typeof TENANT_TABLES)[number];
+
+interface Seeded {
+  facilityId: string;
+  accountId: string;
+  familyId: string;
+  childId: string;
+  applicationId: string;
+  membershipId: string;
+  auditEventId: string;
+}
+
+const RLS_REFUSED = /row-level security/;
+const REFUSED = /row-level security|permission denied/;
+
+/** One row in every tenant-owned table, written as the application writes: through inTenant. */
+async function seedTenant(db: Kysely<DB>, tenantId: string): Promise<Seeded> {
+  const now = new Date();
+  const later = new Date(now.getTime() + 3_600_000);
+  const tag = randomBytes(4).toString('hex');
+  return inTenant(db, tenantId, async (trx) => {
+    const facility = await trx
+      .insertInto('facilities')
+      .values({
+        tenant_id: tenantId,
+        code: `F-${tag}`,
+        name: `CPE ${tag}`,
+        kind: 'cpe',
+        subsidised: true,
+        address: '1 rue Principale',
+        municipality: 'Québec',
+        postal_code: 'G1A 1A1',
+        region: 'Capitale-Nationale',
+        places_total: 80,
+        places_infant: 10,
+        search_key: `cpe ${tag} quebec`,
+      })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    const account = await trx
+      .insertInto('accounts')
+      .values({ tenant_id: tenantId, email: `parent-${tag}@example.test`, email_verified_at: null, password_hash: null, locale: 'fr' })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    await trx
+      .insertInto('sessions')
+      .values({
+        tenant_id: tenantId,
+        account_id: account.id,
+        token_hash: randomBytes(32),
+        created_at: now,
+        last_seen_at: now,
+        idle_timeout_seconds: 1800,
+        expires_at: later,
+        revoked_at: null,
+        ip: '127.0.0.1',
+        user_agent: 'test',
+      })
+      .execute();
+    await trx
+      .insertInto('account_tokens')
+      .values({ tenant_id: tenantId, account_id: account.id, purpose: 'verify_email', token_hash: randomBytes(32), created_at: now, expires_at: later, used_at: null })
+      .execute();
+    await trx
+      .insertInto('invitations')
+      .values({
+        tenant_id: tenantId,
+        email: `staff-${tag}@example.test`,
+        role: 'facility_staff',
+        facility_id: facility.id,
+        token_hash: randomBytes(32),
+        invited_by: account.id,
+        created_at: now,
+        expires_at: later,
+        accepted_at: null,
+        accepted_account_id: null,
+        revoked_at: null,
+      })
+      .execute();
+    const membership = await trx
+      .insertInto('memberships')
+      .values({
+        tenant_id: tenantId,
+        account_id: account.id,
+        role: 'facility_staff',
+        facility_id: facility.id,
+        source: 'invitation',
+        granted_by: null,
+        approved_by: null,
+        created_at: now,
+        expires_at: null,
+        revoked_at: null,
+      })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    const family = await trx
+      .insertInto('families')
+      .values({ tenant_id: tenantId, account_id: account.id, parent_first_name: 'Marie', parent_last_name: 'Tremblay', phone: null, postal_code: 'G1A 1A1', created_at: now, updated_at: now })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    const child = await trx
+      .insertInto('children')
+      .values({
+        tenant_id: tenantId,
+        family_id: family.id,
+        reference: `REF-${tag.toUpperCase()}`,
+        first_name: 'Léa',
+        last_name: 'Tremblay',
+        birth_date: '2025-03-01',
+        nirec: null,
+        desired_entry_date: '2026-09-01',
+        days_of_care: 31,
+        in_subsidised_care: false,
+        created_at: now,
+        updated_at: now,
+        deleted_at: null,
+      })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    const application = await trx
+      .insertInto('applications')
+      .values({ tenant_id: tenantId, child_id: child.id, facility_id: facility.id, sibling_attending: false, parent_is_staff: false, status: 'active', created_at: now, updated_at: now })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    await trx
+      .insertInto('mail_outbox')
+      .values({ tenant_id: tenantId, to_address: `parent-${tag}@example.test`, locale: 'fr', template: 'verify_email', subject: 'Bienvenue', body_text: 'Bonjour', created_at: now, sent_at: null, last_error: null })
+      .execute();
+    const event = await appendAudit(trx, tenantId, { action: 'waitlist.childFile.create', outcome: 'success', familyIds: [family.id], targetType: 'child', targetIds: [child.id] }, now);
+    return {
+      facilityId: facility.id,
+      accountId: account.id,
+      familyId: family.id,
+      childId: child.id,
+      applicationId: application.id,
+      membershipId: membership.id,
+      auditEventId: event.id,
+    };
+  });
+}
+
+async function countRows(db: Kysely<DB> | Trx, table: TenantTable, tenantId?: string): Promise<number> {
+  const where = tenantId === undefined ? sql`` : sql` WHERE tenant_id = ${tenantId}`;
+  const { rows } = await sql<{ n: string | number }>`SELECT count(*) AS n FROM ${sql.table(table)}${where}`.execute(db);
+  return Number(rows[0]?.n);
+}
+
+/** A transaction as guichet_app with no tenant set. */
+async function asAppWithoutTenant<T>(db: Kysely<DB>, fn: (trx: Trx) => Promise<T>): Promise<T> {
+  return db.transaction().execute(async (trx) => {
+    await sql`SELECT set_config('role', 'guichet_app', true)`.execute(trx);
+    return fn(trx);
+  });
+}
+
+describe('row-level security', () => {
+  let t: TestDatabase;
+  let a: TestTenant;
+  let b: TestTenant;
+  let rowsA: Seeded;
+  let rowsB: Seeded;
+
+  beforeAll(async () => {
+    t = await createTestDatabase();
+    a = await createTestTenant(t);
+    b = await createTestTenant(t);
+    rowsA = await seedTenant(t.db, a.id);
+    rowsB = await seedTenant(t.db, b.id);
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('the owner connection sees both tenants\' rows (the seed is real)', async () => {
+    for (const table of TENANT_TABLES) {
+      expect(await countRows(t.ownerDb(), table, a.id), table).toBeGreaterThan(0);
+      expect(await countRows(t.ownerDb(), table, b.id), table).toBeGreaterThan(0);
+    }
+  });
+
+  it('with no tenant set, every tenant-owned table returns no row', async () => {
+    await asAppWithoutTenant(t.db, async (trx) => {
+      for (const table of TENANT_TABLES) {
+        expect(await countRows(trx, table), table).toBe(0);
+      }
+      // A crafted id does not help either.
+      expect(await trx.selectFrom('children').select('id').where('id', '=', rowsB.childId).execute()).toEqual([]);
+    });
+  });
+
+  it('an empty tenant setting is no tenant', async () => {
+    await inTenant(t.db, '', async (trx) => {
+      for (const table of TENANT_TABLES) {
+        expect(await countRows(trx, table), table).toBe(0);
+      }
+    });
+  });
+
+  it('inside tenant A, every table shows A\'s rows and none of B\'s', async () => {
+    await inTenant(t.db, a.id, async (trx) => {
+      for (const table of TENANT_TABLES) {
+        expect(await countRows(trx, table), table).toBeGreaterThan(0);
+        expect(await countRows(trx, table, b.id), table).toBe(0);
+        const { rows } = await sql<{ tenant_id: string }>`SELECT DISTINCT tenant_id FROM ${sql.table(table)}`.execute(trx);
+        expect(rows.map((r) => r.tenant_id), table).toEqual([a.id]);
+      }
+    });
+  });
+
+  it('inside tenant A, a crafted id of B finds nothing', async () => {
+    await inTenant(t.db, a.id, async (trx) => {
+      expect(await trx.selectFrom('facilities').selectAll().where('id', '=', rowsB.facilityId).execute()).toEqual([]);
+      expect(await trx.selectFrom('accounts').selectAll().where('id', '=', rowsB.accountId).execute()).toEqual([]);
+      expect(await trx.selectFrom('families').selectAll().where('id', '=', rowsB.familyId).execute()).toEqual([]);
+      expect(await trx.selectFrom('children').selectAll().where('id', '=', rowsB.childId).execute()).toEqual([]);
+      expect(await trx.selectFrom('applications').selectAll().where('id', '=', rowsB.applicationId).execute()).toEqual([]);
+      expect(await trx.selectFrom('memberships').selectAll().where('id', '=', rowsB.membershipId).execute()).toEqual([]);
+      expect(await trx.selectFrom('audit_events').selectAll().where('id', '=', rowsB.auditEventId).execute()).toEqual([]);
+      // Even when the query names B's tenant outright.
+      expect(
+        await trx.selectFrom('children').selectAll().where('tenant_id', '=', b.id).where('id', '=', rowsB.childId).execute(),
+      ).toEqual([]);
+      // And through a join.
+      expect(
+        await trx
+          .selectFrom('applications')
+          .innerJoin('children', 'children.id', 'applications.child_id')
+          .select('children.first_name')
+          .where('applications.child_id', '=', rowsB.childId)
+          .execute(),
+      ).toEqual([]);
+    });
+  });
+
+  it('inside tenant A, UPDATE of B\'s rows changes nothing', async () => {
+    const before = await snapshotB();
+    await inTenant(t.db, a.id, async (trx) => {
+      const results = [
+        await trx.updateTable('facilities').set({ name: 'pwned' }).where('id', '=', rowsB.facilityId).executeTakeFirst(),
+        await trx.updateTable('accounts').set({ status: 'suspended' }).where('id', '=', rowsB.accountId).executeTakeFirst(),
+        await trx.updateTable('families').set({ phone: '555-0000' }).where('id', '=', rowsB.familyId).executeTakeFirst(),
+        await trx.updateTable('children').set({ first_name: 'pwned' }).where('id', '=', rowsB.childId).executeTakeFirst(),
+        await trx.updateTable('applications').set({ status: 'withdrawn' }).where('id', '=', rowsB.applicationId).executeTakeFirst(),
+        await trx.updateTable('memberships').set({ revoked_at: new Date() }).where('id', '=', rowsB.membershipId).executeTakeFirst(),
+        // Without a WHERE clause: still only A's rows.
+        await trx.updateTable('children').set({ in_subsidised_care: true }).where('tenant_id', '=', b.id).executeTakeFirst(),
+      ];
+      for (const r of results) expect(r.numUpdatedRows).toBe(0n);
+    });
+    expect(await snapshotB()).toEqual(before);
+  });
+
+  it('inside tenant A, UPDATE on audit_events is refused outright', async () => {
+    await expect(
+      inTenant(t.db, a.id, (trx) => trx.updateTable('audit_events').set({ action: 'pwned' } as never).where('id', '=', rowsB.auditEventId).execute()),
+    ).rejects.toThrow(/permission denied|append-only/);
+  });
+
+  it('inside tenant A, INSERT with B\'s tenant id is refused (WITH CHECK)', async () => {
+    const now = new Date();
+    const tag = randomBytes(4).toString('hex');
+    const attempts: Array<[string, (trx: Trx) => Promise<unknown>]> = [
+      [
+        'facilities',
+        (trx) =>
+          trx
+            .insertInto('facilities')
+            .values({ tenant_id: b.id, code: `X-${tag}`, name: 'x', kind: 'cpe', subsidised: false, address: 'x', municipality: 'x', postal_code: 'x', region: 'x', places_total: 1, places_infant: 0, search_key: 'x' })
+            .execute(),
+      ],
+      ['accounts', (trx) => trx.insertInto('accounts').values({ tenant_id: b.id, email: `x-${tag}@example.test`, email_verified_at: null, password_hash: null, locale: 'fr' }).execute()],
+      [
+        'families',
+        (trx) =>
+          trx
+            .insertInto('families')
+            .values({ tenant_id: b.id, account_id: rowsB.accountId, parent_first_name: null, parent_last_name: null, phone: null, postal_code: null, created_at: now, updated_at: now })
+            .execute(),
+      ],
+      [
+        'children',
+        (trx) =>
+          trx
+            .insertInto('children')
+            .values({
+              tenant_id: b.id,
+              family_id: rowsB.familyId,
+              reference: `X-${tag.toUpperCase()}`,
+              first_name: 'x',
+              last_name: 'x',
+              birth_date: '2025-01-01',
+              nirec: null,
+              desired_entry_date: '2026-01-01',
+              days_of_care: 1,
+              in_subsidised_care: false,
+              created_at: now,
+              updated_at: now,
+              deleted_at: null,
+            })
+            .execute(),
+      ],
+      [
+        'applications',
+        (trx) =>
+          trx
+            .insertInto('applications')
+            .values({ tenant_id: b.id, child_id: rowsB.childId, facility_id: rowsB.facilityId, sibling_attending: false, parent_is_staff: false, status: 'active', created_at: now, updated_at: now })
+            .execute(),
+      ],
+      [
+        'memberships',
+        (trx) =>
+          trx
+            .insertInto('memberships')
+            .values({ tenant_id: b.id, account_id: rowsB.accountId, role: 'facility_staff', facility_id: rowsB.facilityId, source: 'invitation', granted_by: null, approved_by: null, created_at: now, expires_at: null, revoked_at: null })
+            .execute(),
+      ],
+      [
+        'audit_events',
+        (trx) =>
+          trx
+            .insertInto('audit_events')
+            .values({
+              tenant_id: b.id,
+              seq: 1000,
+              id: randomUUID(),
+              occurred_at: now,
+              action: 'demo.seed',
+              outcome: 'success',
+              actor_account_id: null,
+              actor_roles: [],
+              on_behalf_of: null,
+              target_type: null,
+              target_ids: [],
+              family_ids: [],
+              fields: [],
+              purpose: null,
+              ip: null,
+              user_agent: null,
+              request_id: null,
+              details: '{}',
+              prev_hash: Buffer.alloc(32),
+              hash: Buffer.alloc(32),
+            })
+            .execute(),
+      ],
+      ['audit_heads', (trx) => trx.insertInto('audit_heads').values({ tenant_id: b.id, seq: 0, hash: Buffer.alloc(32) }).execute()],
+    ];
+    for (const [table, attempt] of attempts) {
+      await expect(inTenant(t.db, a.id, attempt), table).rejects.toThrow(RLS_REFUSED);
+    }
+    const after = await t.ownerDb().selectFrom('facilities').select('id').where('code', '=', `X-${tag}`).execute();
+    expect(after).toEqual([]);
+  });
+
+  it('inside tenant A, moving A\'s own rows to B is refused', async () => {
+    const moves: Array<[string, (trx: Trx) => Promise<unknown>]> = [
+      ['facilities', (trx) => trx.updateTable('facilities').set({ tenant_id: b.id }).where('id', '=', rowsA.facilityId).execute()],
+      ['accounts', (trx) => trx.updateTable('accounts').set({ tenant_id: b.id } as never).where('id', '=', rowsA.accountId).execute()],
+      ['families', (trx) => trx.updateTable('families').set({ tenant_id: b.id }).where('id', '=', rowsA.familyId).execute()],
+      ['children', (trx) => trx.updateTable('children').set({ tenant_id: b.id }).where('id', '=', rowsA.childId).execute()],
+      ['applications', (trx) => trx.updateTable('applications').set({ tenant_id: b.id }).where('id', '=', rowsA.applicationId).execute()],
+      ['memberships', (trx) => trx.updateTable('memberships').set({ tenant_id: b.id }).where('id', '=', rowsA.membershipId).execute()],
+      ['audit_events', (trx) => trx.updateTable('audit_events').set({ tenant_id: b.id }).where('id', '=', rowsA.auditEventId).execute()],
+    ];
+    for (const [table, move] of moves) {
+      await expect(inTenant(t.db, a.id, move), table).rejects.toThrow(REFUSED);
+    }
+    for (const table of TENANT_TABLES) {
+      expect(await countRows(t.ownerDb(), table, a.id), table).toBeGreaterThan(0);
+    }
+  });
+
+  it('inside tenant A, rows of A cannot point at B\'s family or child', async () => {
+    const now = new Date();
+    await expect(
+      inTenant(t.db, a.id, (trx) =>
+        trx
+          .insertInto('children')
+          .values({
+            tenant_id: a.id,
+            family_id: rowsB.familyId,
+            reference: `Y-${randomBytes(4).toString('hex').toUpperCase()}`,
+            first_name: 'x',
+            last_name: 'x',
+            birth_date: '2025-01-01',
+            nirec: null,
+            desired_entry_date: '2026-01-01',
+            days_of_care: 1,
+            in_subsidised_care: false,
+            created_at: now,
+            updated_at: now,
+            deleted_at: null,
+          })
+          .execute(),
+      ),
+    ).rejects.toThrow(/foreign key/);
+    await expect(
+      inTenant(t.db, a.id, (trx) =>
+        trx
+          .insertInto('applications')
+          .values({ tenant_id: a.id, child_id: rowsB.childId, facility_id: rowsA.facilityId, sibling_attending: false, parent_is_staff: false, status: 'active', created_at: now, updated_at: now })
+          .execute(),
+      ),
+    ).rejects.toThrow(/foreign key/);
+  });
+
+  /** B's personal rows as the owner sees them. */
+  async function snapshotB() {
+    const o = t.ownerDb();
+    return {
+      facility: await o.selectFrom('facilities').select(['name', 'updated_at']).where('id', '=', rowsB.facilityId).executeTakeFirst(),
+      account: await o.selectFrom('accounts').select(['status']).where('id', '=', rowsB.accountId).executeTakeFirst(),
+      family: await o.selectFrom('families').select(['phone']).where('id', '=', rowsB.familyId).executeTakeFirst(),
+      child: await o.selectFrom('children').select(['first_name', 'in_subsidised_care']).where('id', '=', rowsB.childId).executeTakeFirst(),
+      application: await o.selectFrom('applications').select(['status']).where('id', '=', rowsB.applicationId).executeTakeFirst(),
+      membership: await o.selectFrom('memberships').select(['revoked_at']).where('id', '=', rowsB.membershipId).executeTakeFirst(),
+    };
+  }
+});

@@ -1,0 +1,58 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inTenant } from '../../src/db/tenant.ts';
+import { createTestDatabase, createTestTenant, type TestDatabase } from '../helpers/db.ts';
+
+describe('tenants and cross-tenant references', () => {
+  let t: TestDatabase;
+  beforeAll(async () => {
+    t = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('a tenant reads every tenant’s public row but changes only its own lockdown level', async () => {
+    const a = await createTestTenant(t);
+    const b = await createTestTenant(t);
+    const seen = await inTenant(t.db, a.id, (trx) => trx.selectFrom('tenants').select('id').where('id', 'in', [a.id, b.id]).execute());
+    expect(seen).toHaveLength(2);
+    const other = await inTenant(t.db, a.id, (trx) => trx.updateTable('tenants').set({ lockdown_level: 4 }).where('id', '=', b.id).executeTakeFirst());
+    expect(other.numUpdatedRows).toBe(0n);
+    const own = await inTenant(t.db, a.id, (trx) => trx.updateTable('tenants').set({ lockdown_level: 1 }).where('id', '=', a.id).executeTakeFirst());
+    expect(own.numUpdatedRows).toBe(1n);
+    const rows = await t.ownerDb().selectFrom('tenants').select(['id', 'lockdown_level']).where('id', 'in', [a.id, b.id]).execute();
+    expect(Object.fromEntries(rows.map((r) => [r.id, r.lockdown_level]))).toEqual({ [a.id]: 1, [b.id]: 0 });
+    await expect(inTenant(t.db, a.id, (trx) => trx.updateTable('tenants').set({ name_fr: 'X' }).where('id', '=', a.id).execute())).rejects.toThrow(/permission denied/);
+  });
+
+  it('an invitation, membership or application cannot name another tenant’s facility', async () => {
+    const a = await createTestTenant(t);
+    const b = await createTestTenant(t);
+    const facilityB = await inTenant(t.db, b.id, (trx) =>
+      trx
+        .insertInto('facilities')
+        .values({ tenant_id: b.id, code: 'X1', name: 'CPE B', kind: 'cpe', subsidised: true, address: '1', municipality: 'Laval', postal_code: 'H7A 1A1', region: 'Laval', places_total: 10, places_infant: 0, search_key: 'cpe b' })
+        .returning('id')
+        .executeTakeFirstOrThrow(),
+    );
+    await expect(
+      inTenant(t.db, a.id, async (trx) => {
+        const acct = await trx.insertInto('accounts').values({ tenant_id: a.id, email: `x${Date.now()}@exemple.test`, locale: 'fr', email_verified_at: null, password_hash: null }).returning('id').executeTakeFirstOrThrow();
+        await trx
+          .insertInto('memberships')
+          .values({ tenant_id: a.id, account_id: acct.id, role: 'facility_staff', facility_id: facilityB.id, source: 'invitation', granted_by: null, approved_by: null, created_at: new Date(), expires_at: null })
+          .execute();
+      }),
+    ).rejects.toThrow(/foreign key/);
+    await expect(
+      inTenant(t.db, a.id, async (trx) => {
+        const acct = await trx.insertInto('accounts').values({ tenant_id: a.id, email: `y${Date.now()}@exemple.test`, locale: 'fr', email_verified_at: null, password_hash: null }).returning('id').executeTakeFirstOrThrow();
+        await trx
+          .insertInto('invitations')
+          .values({ tenant_id: a.id, email: 'z@exemple.test', role: 'facility_staff', facility_id: facilityB.id, token_hash: Buffer.from(randomUUID()), invited_by: acct.id, created_at: new Date(), expires_at: new Date() })
+          .execute();
+      }),
+    ).rejects.toThrow(/foreign key/);
+  });
+});

@@ -1,0 +1,166 @@
+/**
+ * Prepares the run's test database once, before any test file, and removes it
+ * afterwards. See test/helpers/db.ts for how tests use it.
+ */
+import { rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PGlite } from '@electric-sql/pglite';
+import pg from 'pg';
+import type { TestProject } from 'vitest/node';
+import { openDatabase } from '../src/db/connection.ts';
+import { runMigrations, type MigrationTarget } from '../src/db/migrate.ts';
+// Types only: the helper imports vitest's test-side API, which has no place in the main process.
+import type { TestDbInfo } from './helpers/db.ts';
+
+/** Keep in step with TEST_APP_ROLE in test/helpers/db.ts. */
+const TEST_APP_ROLE = 'guichet_test_app';
+const DEFAULT_ADMIN_URL = 'postgres://postgres@127.0.0.1:5432/test';
+/** Test databases left behind by a run that was killed are dropped after this long. */
+const STALE_AFTER_MS = 12 * 60 * 60 * 1000;
+
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const kind = process.env.GUICHET_TEST_DB ?? 'pglite';
+  if (kind !== 'pglite' && kind !== 'postgres') throw new Error(`GUICHET_TEST_DB must be 'pglite' or 'postgres', not '${kind}'`);
+  const started = performance.now();
+  const { info, teardown } = kind === 'postgres' ? await setupPostgres() : await setupPGlite();
+  project.provide('guichetTestDb', info);
+  const where = info.kind === 'postgres' ? `database ${info.database}` : info.dumpPath;
+  console.log(`[test db] ${kind}: ${where} ready in ${Math.round(performance.now() - started)} ms`);
+  return teardown;
+}
+
+async function setupPGlite(): Promise<{ info: TestDbInfo; teardown: () => Promise<void> }> {
+  const client = new PGlite();
+  await client.waitReady;
+  // The same migration target as src/db/connection.ts, on a client we keep
+  // hold of so that we can dump its data directory.
+  const target: MigrationTarget = {
+    query: async (text, params) => (await client.query<Record<string, unknown>>(text, params ?? [])).rows,
+    execInTransaction: async (text) => {
+      await client.transaction(async (tx) => {
+        await tx.exec(text);
+      });
+    },
+    lock: async () => {},
+    unlock: async () => {},
+  };
+  await runMigrations(target);
+  const dump = await client.dumpDataDir('gzip');
+  await client.close();
+  const dumpPath = join(tmpdir(), `guichet-test-pglite-${Date.now()}-${process.pid}.tgz`);
+  writeFileSync(dumpPath, Buffer.from(await dump.arrayBuffer()));
+  return {
+    info: { kind: 'pglite', dumpPath },
+    teardown: async () => {
+      rmSync(dumpPath, { force: true });
+    },
+  };
+}
+
+function withDatabase(url: string, database: string, user?: string): string {
+  const u = new URL(url);
+  u.pathname = `/${database}`;
+  if (user !== undefined) {
+    u.username = user;
+    u.password = '';
+  }
+  return u.toString();
+}
+
+function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+async function adminClient(adminUrl: string): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: adminUrl });
+  try {
+    await client.connect();
+  } catch (err) {
+    throw new Error(
+      `GUICHET_TEST_DB=postgres: cannot connect to ${adminUrl} (set GUICHET_TEST_PG_ADMIN_URL): ${(err as Error).message}`,
+    );
+  }
+  return client;
+}
+
+async function dropDatabase(admin: pg.Client, database: string): Promise<void> {
+  await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [
+    database,
+  ]);
+  await admin.query(`DROP DATABASE IF EXISTS ${quoteIdent(database)} WITH (FORCE)`);
+}
+
+/** Roles are shared by the whole cluster, and other runs may create them at the same moment. */
+async function ensureAppRole(admin: pg.Client): Promise<void> {
+  const role = quoteIdent(TEST_APP_ROLE);
+  for (let attempt = 0; ; attempt++) {
+    const { rowCount } = await admin.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [TEST_APP_ROLE]);
+    try {
+      if (!rowCount) {
+        await admin.query(`CREATE ROLE ${role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE IN ROLE guichet_app`);
+      } else {
+        // Whatever an earlier run or a person did to it, it must stay unprivileged.
+        await admin.query(`ALTER ROLE ${role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE`);
+        await admin.query(`GRANT guichet_app TO ${role}`);
+      }
+      return;
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      // duplicate_object / unique_violation on pg_authid: another run won the race.
+      if (attempt < 3 && (code === '42710' || code === '23505' || code === 'XX000')) continue;
+      throw err;
+    }
+  }
+}
+
+async function setupPostgres(): Promise<{ info: TestDbInfo; teardown: () => Promise<void> }> {
+  const adminUrl = process.env.GUICHET_TEST_PG_ADMIN_URL ?? DEFAULT_ADMIN_URL;
+  const database = `guichet_test_${Date.now()}_${process.pid}`;
+  const admin = await adminClient(adminUrl);
+  try {
+    const { rows } = await admin.query<{ datname: string }>("SELECT datname FROM pg_database WHERE datname LIKE 'guichet\\_test\\_%'");
+    for (const { datname } of rows) {
+      const m = /^guichet_test_(\d+)_\d+(?:_[a-z0-9]+)?$/.exec(datname);
+      if (m && Date.now() - Number(m[1]) > STALE_AFTER_MS) await dropDatabase(admin, datname);
+    }
+    await admin.query(`CREATE DATABASE ${quoteIdent(database)}`);
+  } finally {
+    await admin.end();
+  }
+
+  const ownerUrl = withDatabase(adminUrl, database);
+  const appUrl = withDatabase(adminUrl, database, TEST_APP_ROLE);
+  try {
+    // Migrations run as the owner (here the superuser), as `guichet migrate` would.
+    const owner = await openDatabase({ databaseUrl: ownerUrl, databaseOwnerUrl: ownerUrl, allowPrivilegedRole: true });
+    await owner.close();
+    const admin2 = await adminClient(adminUrl);
+    try {
+      await ensureAppRole(admin2);
+      await admin2.query(`GRANT CONNECT ON DATABASE ${quoteIdent(database)} TO ${quoteIdent(TEST_APP_ROLE)}`);
+    } finally {
+      await admin2.end();
+    }
+  } catch (err) {
+    const admin3 = await adminClient(adminUrl);
+    await dropDatabase(admin3, database).finally(() => admin3.end());
+    throw err;
+  }
+
+  return {
+    info: { kind: 'postgres', database, adminUrl, ownerUrl, appUrl },
+    teardown: async () => {
+      if (process.env.GUICHET_KEEP_TEST_DB) {
+        console.log(`[test db] kept database ${database} (GUICHET_KEEP_TEST_DB)`);
+        return;
+      }
+      const admin4 = await adminClient(adminUrl);
+      try {
+        await dropDatabase(admin4, database);
+      } finally {
+        await admin4.end();
+      }
+    },
+  };
+}
