@@ -16,9 +16,18 @@ import { homeRoutes } from './web/pages.tsx';
 
 export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, waitlistRoutes, demoMailRoutes];
 
+/** Tokens travel in links (verification, invitations): never let one reach the logs. */
+export function redactUrl(url: string): string {
+  return url.replace(/([?&](?:token|code|_csrf)=)[^&#]*/gi, '$1[redacted]');
+}
+
 export function createLogger(config: Config): Logger {
   return pino({
     level: config.logLevel,
+    serializers: {
+      req: (req: { method?: string; url?: string; id?: string }) => ({ method: req.method, url: redactUrl(req.url ?? '') }),
+      res: (res: { statusCode?: number }) => ({ statusCode: res.statusCode }),
+    },
     // Personal data never reaches the logs: no bodies are logged, and these are cut out wherever they appear.
     redact: {
       paths: ['req.headers.cookie', 'req.headers.authorization', 'res.headers["set-cookie"]', '*.password', '*.email', '*.nirec', 'body'],

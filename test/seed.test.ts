@@ -86,7 +86,9 @@ describe('generateFamilies', () => {
         const age = daysBetween(c.birthDate, today);
         expect(age).toBeGreaterThanOrEqual(0);
         expect(age).toBeLessThanOrEqual(5 * 366);
-        expect(c.desiredEntryDate >= today).toBe(true);
+        // registered after birth, on or before today; the desired date follows the registration
+        expect(c.registeredOn >= c.birthDate && c.registeredOn <= today).toBe(true);
+        expect(c.desiredEntryDate >= c.registeredOn).toBe(true);
         expect(daysBetween(c.birthDate, c.desiredEntryDate)).toBeGreaterThanOrEqual(90);
         expect(c.daysOfCare).toBeGreaterThanOrEqual(1);
         expect(c.daysOfCare).toBeLessThanOrEqual(31);
@@ -204,6 +206,7 @@ describe('insertSyntheticFamilies', () => {
         lastName: 'Roy',
         birthDate: '2025-01-01',
         desiredEntryDate: '2025-10-01',
+        registeredOn: '2025-02-01',
         daysOfCare: 31,
         inSubsidisedCare: false,
         applications: [],

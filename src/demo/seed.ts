@@ -357,9 +357,12 @@ export function generateFamilies(opts: GenerateOptions): SyntheticFamily[] {
       let firstName = draw(rng, names.childFirst[sex]);
       if (children.some((c) => c.firstName === firstName)) firstName = draw(rng, names.childFirst[sex]);
 
-      // Parents ask for a start after parental leave (3+ months) and never in
-      // the past; most want a place within the year.
-      const earliest = Math.max(todayDay, birth + Math.round(3 * MONTH_DAYS));
+      // Families registered at some point since the birth (Quebec registers
+      // after birth only) and ask for a start after parental leave (3+ months),
+      // most within the year. A desired date already past means the child is
+      // waiting: seniority counts from that date, so the list has a real spread.
+      const registered = birth + Math.floor(rng() ** 1.5 * (todayDay - birth));
+      const earliest = Math.max(registered, birth + Math.round(3 * MONTH_DAYS));
       let desired = earliest + Math.floor(rng() ** 2 * 365);
       if (desired > birth + Math.round(59 * MONTH_DAYS)) desired = earliest;
       const infant = desired - birth < 18 * MONTH_DAYS;
@@ -374,6 +377,7 @@ export function generateFamilies(opts: GenerateOptions): SyntheticFamily[] {
         lastName: childLastName,
         birthDate: isoDay(birth),
         desiredEntryDate: isoDay(desired),
+        registeredOn: isoDay(registered),
         daysOfCare,
         inSubsidisedCare,
         applications: chooseFacilities(rng, idx, home, infant, siblingAttending, parentIsStaff),

@@ -26,6 +26,8 @@ export interface SyntheticChild {
   birthDate: string;
   /** YYYY-MM-DD */
   desiredEntryDate: string;
+  /** YYYY-MM-DD: when the family registered the child (and applied), on or before today. */
+  registeredOn: string;
   /** Monday = 1, Tuesday = 2, Wednesday = 4, Thursday = 8, Friday = 16. */
   daysOfCare: number;
   inSubsidisedCare: boolean;
@@ -79,7 +81,7 @@ function validate(families: SyntheticFamily[]): void {
       if (!REFERENCE.test(c.reference)) throw new Error(`${where}: reference ${c.reference} does not match ${REFERENCE}`);
       if (references.has(c.reference)) throw new Error(`${where}: reference ${c.reference} appears twice`);
       references.add(c.reference);
-      if (!DATE.test(c.birthDate) || !DATE.test(c.desiredEntryDate)) throw new Error(`${where}: dates must be YYYY-MM-DD`);
+      if (!DATE.test(c.birthDate) || !DATE.test(c.desiredEntryDate) || !DATE.test(c.registeredOn)) throw new Error(`${where}: dates must be YYYY-MM-DD`);
       if (!Number.isInteger(c.daysOfCare) || c.daysOfCare < 1 || c.daysOfCare > 31) throw new Error(`${where}: days of care must be a Mon..Fri bitmask 1..31`);
       const facilities = new Set(c.applications.map((a) => a.facilityId));
       if (facilities.size !== c.applications.length) throw new Error(`${where}: child ${c.reference} applies twice to one facility`);
@@ -165,6 +167,8 @@ export async function insertSyntheticFamilies(trx: Trx, tenantId: string, famili
     });
     for (const c of f.children) {
       const childId = randomUUID();
+      // Noon, so the calendar day is the same in every Canadian time zone.
+      const registeredAt = new Date(`${c.registeredOn}T17:00:00Z`);
       children.push({
         id: childId,
         tenant_id: tenantId,
@@ -177,8 +181,8 @@ export async function insertSyntheticFamilies(trx: Trx, tenantId: string, famili
         desired_entry_date: c.desiredEntryDate,
         days_of_care: c.daysOfCare,
         in_subsidised_care: c.inSubsidisedCare,
-        created_at: now,
-        updated_at: now,
+        created_at: registeredAt,
+        updated_at: registeredAt,
       });
       for (const a of c.applications) {
         applications.push({
@@ -188,8 +192,8 @@ export async function insertSyntheticFamilies(trx: Trx, tenantId: string, famili
           sibling_attending: a.siblingAttending,
           parent_is_staff: a.parentIsStaff,
           status: 'active' as const,
-          created_at: now,
-          updated_at: now,
+          created_at: registeredAt,
+          updated_at: registeredAt,
         });
       }
     }
