@@ -10,6 +10,7 @@ export const AUDIT_ACTIONS = [
   'identity.signout',
   'identity.password.set',
   'identity.invitation.create',
+  'identity.invitation.list',
   'identity.invitation.accept',
   'identity.membership.bootstrap',
   // personal data

@@ -264,9 +264,12 @@ export async function inviteStaff(deps: Deps, ctx: Ctx, facilityId: string, emai
 
 export async function listPendingInvitations(deps: Deps, ctx: Ctx) {
   const d = decide(ctx.actor, 'identity.invitation.list', { type: 'tenant' }, ctx.now);
-  if (!d.allowed) throw new AppError(ctx.actor ? 'forbidden' : 'signInRequired');
-  return inTenant(deps.db.db, ctx.tenant.id, (trx) =>
-    trx
+  if (!d.allowed) {
+    await appendAuditAlone(deps.db.db, ctx.tenant.id, { action: 'identity.invitation.list', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'invitation', details: { reason: d.reason ?? 'denied' } }, ctx.now);
+    throw new AppError(ctx.actor ? 'forbidden' : 'signInRequired');
+  }
+  return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    const rows = await trx
       .selectFrom('invitations as i')
       .innerJoin('facilities as f', 'f.id', 'i.facility_id')
       .select(['i.id', 'i.email', 'i.expires_at', 'f.name as facility_name'])
@@ -275,8 +278,13 @@ export async function listPendingInvitations(deps: Deps, ctx: Ctx) {
       .where('i.expires_at', '>', ctx.now)
       .orderBy('i.created_at', 'desc')
       .limit(200)
-      .execute(),
-  );
+      .execute();
+    // Invitees' e-mail addresses are personal data too: the read is recorded.
+    if (rows.length) {
+      await appendAudit(trx, ctx.tenant.id, { action: 'identity.invitation.list', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'invitation', targetIds: rows.map((r) => r.id), fields: ['email', 'facility', 'expires_at'], purpose: 'admin.invitations.list' }, ctx.now);
+    }
+    return rows;
+  });
 }
 
 export async function findInvitation(deps: Deps, ctx: Ctx, token: string) {

@@ -331,3 +331,61 @@ describe('staff come in by invitation only', () => {
     expect((await p.get('/admin')).status).toBe(403);
   });
 });
+
+describe('sessions end by themselves', () => {
+  it('after 30 minutes idle for a parent, and 12 hours in all even when active', async () => {
+    const email = `idle.${Date.now()}@exemple.test`;
+    await createParent(t, tenant, email);
+    const start = new Date();
+    try {
+      t.setNow(start);
+      const c = new Client(t.app, host);
+      await c.signIn(email, PASSWORD);
+      t.setNow(new Date(start.getTime() + 29 * 60_000));
+      expect((await c.get('/account')).status).toBe(200);
+      t.setNow(new Date(start.getTime() + 29 * 60_000 + 31 * 60_000));
+      expect((await c.get('/account')).status).toBe(303);
+
+      t.setNow(start);
+      const d = new Client(t.app, host);
+      await d.signIn(email, PASSWORD);
+      // active every 20 minutes: the idle timeout never fires, the absolute one does
+      for (let m = 20; m < 12 * 60; m += 20) {
+        t.setNow(new Date(start.getTime() + m * 60_000));
+        expect((await d.get('/account')).status, `minute ${m}`).toBe(200);
+      }
+      t.setNow(new Date(start.getTime() + 12 * 60 * 60_000 + 1000));
+      expect((await d.get('/account')).status).toBe(303);
+    } finally {
+      t.setNow(new Date());
+    }
+  });
+
+  it('answers an unknown address and a wrong password the same way, in comparable time', async () => {
+    const email = `timing.${Date.now()}@exemple.test`;
+    await createParent(t, tenant, email);
+    const c = new Client(t.app, host);
+    const time = async (e: string) => {
+      await c.get('/signin');
+      const t0 = performance.now();
+      const r = await c.post('/signin', { email: e, password: 'not the right password' });
+      return { ms: performance.now() - t0, status: r.status, text: textOf(r.body).replace(/value="[^"]*"/g, '') };
+    };
+    const known: number[] = [];
+    const unknown: number[] = [];
+    let a = await time(email);
+    let b = await time(`nobody.${Date.now()}@exemple.test`);
+    expect(a.status).toBe(b.status);
+    expect(a.text.replace(email, 'X')).toBe(b.text.replace(/nobody\.\d+@exemple\.test/, 'X'));
+    for (let i = 0; i < 5; i++) {
+      a = await time(email);
+      b = await time(`nobody.${i}@exemple.test`);
+      known.push(a.ms);
+      unknown.push(b.ms);
+    }
+    const median = (x: number[]) => [...x].sort((p, q) => p - q)[Math.floor(x.length / 2)]!;
+    // Both run one argon2id verification (~20–60 ms); without the dummy hash the unknown case would take ~1 ms.
+    expect(median(unknown)).toBeGreaterThan(median(known) * 0.5);
+    expect(median(known)).toBeGreaterThan(median(unknown) * 0.5);
+  });
+});
