@@ -5,7 +5,9 @@ import pg from 'pg';
 import type { AuditOrigin } from '../audit/events.ts';
 import { verifyChain } from '../audit/log.ts';
 import { ConfigError, loadConfig, type Config } from '../config/config.ts';
+import { UnsafeDatabaseRoleError } from '../db/connection.ts';
 import type { DB } from '../db/schema.ts';
+import { KeyError } from '../crypto/keys.ts';
 import { seedDemo } from '../demo/seed.ts';
 import { decodeDirectoryBytes, DirectoryFormatError, importFacilities } from '../directory/import.ts';
 import { bootstrapAdmin } from '../identity/service.ts';
@@ -78,7 +80,8 @@ export async function main(argv: string[]): Promise<number> {
       return -1; // keeps running
     }
     case 'migrate':
-      await withDatabase(config, async () => {});
+      // Migrations are the owner's work: DATABASE_OWNER_URL alone is enough.
+      await withDatabase({ ...config, databaseUrl: config.databaseOwnerUrl ?? config.databaseUrl }, async () => {});
       process.stdout.write('migrations applied\n');
       return 0;
     case 'tenant': {
@@ -173,7 +176,7 @@ try {
   const code = await main(process.argv.slice(2));
   if (code >= 0) process.exit(code);
 } catch (err) {
-  if (err instanceof UsageError || err instanceof ConfigError || err instanceof DirectoryFormatError) {
+  if (err instanceof UsageError || err instanceof ConfigError || err instanceof DirectoryFormatError || err instanceof UnsafeDatabaseRoleError || err instanceof KeyError) {
     process.stderr.write(`guichet: ${err.message}\n`);
     process.exit(2);
   }

@@ -130,11 +130,15 @@ async function openPostgres(opts: OpenOptions): Promise<Database> {
   };
 }
 
+/** The configured database role would make row-level security meaningless. */
+export class UnsafeDatabaseRoleError extends Error {}
+
 /**
  * Row-level security means nothing to a superuser, to a role with BYPASSRLS,
  * or (without FORCE) to the owner. Refuse to serve through such a connection.
  */
 async function assertUnprivilegedRole(db: Kysely<DB>, allow: boolean): Promise<void> {
+  if (allow) return;
   const { rows } = await sql<{ user: string; super: boolean; bypass: boolean; owns: boolean; member: boolean }>`
     SELECT current_user AS user, r.rolsuper AS super, r.rolbypassrls AS bypass,
            EXISTS (SELECT 1 FROM pg_tables t WHERE t.schemaname = 'public' AND t.tableowner = current_user) AS owns,
@@ -142,13 +146,13 @@ async function assertUnprivilegedRole(db: Kysely<DB>, allow: boolean): Promise<v
     FROM pg_roles r WHERE r.rolname = current_user`.execute(db);
   const r = rows[0];
   if (!r) throw new Error('DATABASE_URL: cannot read the current role');
-  if ((r.super || r.bypass || r.owns) && !allow) {
-    throw new Error(
+  if (r.super || r.bypass || r.owns) {
+    throw new UnsafeDatabaseRoleError(
       `DATABASE_URL: the role "${r.user}" is a superuser, bypasses row-level security or owns the tables. ` +
-        'Connect as a login role that is a member of guichet_app (see README, "PostgreSQL").',
+        'Connect as a login role that is a member of guichet_app (README, "Running on PostgreSQL").',
     );
   }
   if (!r.member) {
-    throw new Error(`DATABASE_URL: the role "${r.user}" is not a member of guichet_app`);
+    throw new UnsafeDatabaseRoleError(`DATABASE_URL: the role "${r.user}" is not a member of guichet_app`);
   }
 }

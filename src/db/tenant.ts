@@ -15,9 +15,14 @@ export async function inTenant<T>(
   actorAccountId?: string | null,
 ): Promise<T> {
   return db.transaction().execute(async (trx) => {
-    await sql`SELECT set_config('role', 'guichet_app', true),
-                     set_config('app.tenant_id', ${tenantId}, true),
-                     set_config('app.actor_id', ${actorAccountId ?? ''}, true)`.execute(trx);
+    await enterTenant(trx, tenantId, actorAccountId);
     return fn(trx);
   });
+}
+
+/** Switches an open transaction to guichet_app and the tenant (for work that began as the owner). */
+export async function enterTenant(trx: Trx, tenantId: string, actorAccountId?: string | null): Promise<void> {
+  await sql`SELECT set_config('role', 'guichet_app', true),
+                   set_config('app.tenant_id', ${tenantId}, true),
+                   set_config('app.actor_id', ${actorAccountId ?? ''}, true)`.execute(trx);
 }

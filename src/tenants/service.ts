@@ -2,7 +2,7 @@ import type { Kysely } from 'kysely';
 import { createChainHead, appendAudit } from '../audit/log.ts';
 import type { AuditOrigin } from '../audit/events.ts';
 import type { DB } from '../db/schema.ts';
-import { inTenant } from '../db/tenant.ts';
+import { enterTenant } from '../db/tenant.ts';
 import { parseRules, type TenantRules } from './rules.ts';
 
 export interface Tenant {
@@ -87,20 +87,23 @@ export interface NewTenant {
 /** Creates a tenant and its audit chain. Needs the owner connection (CLI). */
 export async function createTenant(ownerDb: Kysely<DB>, t: NewTenant, origin: AuditOrigin, now: Date): Promise<Tenant> {
   const rules = parseRules(t.rules ?? {});
-  const row = await ownerDb
-    .insertInto('tenants')
-    .values({
-      slug: t.slug,
-      name_fr: t.nameFr,
-      name_en: t.nameEn,
-      hosts: t.hosts ?? [],
-      rules: JSON.stringify(t.rules ?? {}),
-    })
-    .returningAll()
-    .executeTakeFirstOrThrow();
-  await inTenant(ownerDb, row.id, async (trx) => {
-    await createChainHead(trx, row.id);
-    await appendAudit(trx, row.id, { action: 'tenant.create', outcome: 'success', ...originFields(origin), details: { slug: t.slug } }, now);
+  // One transaction: a tenant never exists without its audit chain.
+  const row = await ownerDb.transaction().execute(async (trx) => {
+    const r = await trx
+      .insertInto('tenants')
+      .values({
+        slug: t.slug,
+        name_fr: t.nameFr,
+        name_en: t.nameEn,
+        hosts: t.hosts ?? [],
+        rules: JSON.stringify(t.rules ?? {}),
+      })
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    await enterTenant(trx, r.id, null);
+    await createChainHead(trx, r.id);
+    await appendAudit(trx, r.id, { action: 'tenant.create', outcome: 'success', ...originFields(origin), details: { slug: t.slug } }, now);
+    return r;
   });
   return { ...toTenant(row as never), rules };
 }
