@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
 import type { Config } from './config/config.ts';
@@ -36,17 +36,30 @@ export function createLogger(config: Config): Logger {
   });
 }
 
-/** One process may hold a PGlite data directory; the CLI refuses to open it while the server runs. */
+export class DataDirInUseError extends Error {}
+
+/**
+ * One process may hold a PGlite data directory; the CLI refuses to open it
+ * while the server runs. The pid file is created exclusively ('wx'), so two
+ * processes starting together cannot both pass; a stale file (its process is
+ * gone) is replaced.
+ */
 export function lockDataDir(dataDir: string): () => void {
   const file = join(resolve(dataDir), 'guichet.pid');
-  if (existsSync(file)) {
-    const pid = Number(readFileSync(file, 'utf8'));
-    if (pid && pid !== process.pid && isAlive(pid)) {
-      throw new Error(`GUICHET_DATA_DIR ${resolve(dataDir)} is in use by process ${pid}: stop it first (the embedded database has one owner at a time)`);
+  mkdirSync(resolve(dataDir), { recursive: true });
+  for (let attempt = 0; ; attempt++) {
+    try {
+      writeFileSync(file, String(process.pid), { flag: 'wx' });
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 2) throw err;
+      const pid = Number(readFileSync(file, 'utf8'));
+      if (pid && pid !== process.pid && isAlive(pid)) {
+        throw new DataDirInUseError(`GUICHET_DATA_DIR ${resolve(dataDir)} is in use by process ${pid}: stop it first (the embedded database has one owner at a time)`);
+      }
+      unlinkSync(file);
     }
   }
-  mkdirSync(resolve(dataDir), { recursive: true });
-  writeFileSync(file, String(process.pid));
   return () => {
     try {
       unlinkSync(file);
@@ -91,25 +104,37 @@ export async function serve(config: Config, opts: { demo: boolean }): Promise<vo
   const started = Date.now();
   const log = createLogger(config);
   const unlock = config.databaseUrl ? () => {} : lockDataDir(config.dataDir);
-  const db = await openFromConfig(config, log);
-  const deps = makeDeps(config, db, log);
   let demoInfo: string | null = null;
-  if (opts.demo && config.demo) {
-    const { ensureDemo } = await import('./demo/setup.ts');
-    demoInfo = await ensureDemo(deps);
+  let db: Database | null = null;
+  let app: Awaited<ReturnType<typeof buildApp>> | null = null;
+  let sender: MailSender | null = null;
+  try {
+    db = await openFromConfig(config, log);
+    const deps = makeDeps(config, db, log);
+    if (opts.demo && config.demo) {
+      const { ensureDemo } = await import('./demo/setup.ts');
+      demoInfo = await ensureDemo(deps);
+    }
+    app = await buildApp(deps, ROUTES);
+    sender = config.smtpUrl ? new MailSender(deps, config.smtpUrl) : null;
+    sender?.start();
+    await app.listen({ port: config.port, host: config.host });
+  } catch (err) {
+    // Leave nothing behind: no open database, no pid file naming a dead process.
+    await app?.close().catch(() => {});
+    await sender?.stop().catch(() => {});
+    await db?.close().catch(() => {});
+    unlock();
+    throw err;
   }
-  const app = await buildApp(deps, ROUTES);
-  const sender = config.smtpUrl ? new MailSender(deps, config.smtpUrl) : null;
-  sender?.start();
-  await app.listen({ port: config.port, host: config.host });
   const address = `http://${config.host === '0.0.0.0' || config.host === '127.0.0.1' ? 'localhost' : config.host}:${config.port}`;
   const lines = [`Guichet is listening on ${address} (${db.kind}, ready in ${((Date.now() - started) / 1000).toFixed(1)} s)`];
   if (demoInfo) lines.push(demoInfo);
   process.stdout.write(`\n${lines.join('\n')}\n\n`);
   const stop = async () => {
-    await app.close();
+    await app?.close();
     await sender?.stop();
-    await db.close();
+    await db?.close();
     unlock();
     process.exit(0);
   };

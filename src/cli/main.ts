@@ -11,7 +11,7 @@ import { KeyError } from '../crypto/keys.ts';
 import { seedDemo } from '../demo/seed.ts';
 import { decodeDirectoryBytes, DirectoryFormatError, importFacilities } from '../directory/import.ts';
 import { bootstrapAdmin } from '../identity/service.ts';
-import { createLogger, lockDataDir, openFromConfig, serve } from '../server.ts';
+import { createLogger, DataDirInUseError, lockDataDir, openFromConfig, serve } from '../server.ts';
 import { createTenant, TenantDirectory, type Tenant } from '../tenants/service.ts';
 
 const HELP = `guichet — the childcare single window
@@ -176,7 +176,7 @@ try {
   const code = await main(process.argv.slice(2));
   if (code >= 0) process.exit(code);
 } catch (err) {
-  if (err instanceof UsageError || err instanceof ConfigError || err instanceof DirectoryFormatError || err instanceof UnsafeDatabaseRoleError || err instanceof KeyError) {
+  if (err instanceof UsageError || err instanceof ConfigError || err instanceof DirectoryFormatError || err instanceof UnsafeDatabaseRoleError || err instanceof KeyError || err instanceof DataDirInUseError) {
     process.stderr.write(`guichet: ${err.message}\n`);
     process.exit(2);
   }

@@ -7,9 +7,12 @@ import { Checkbox, Csrf, ErrorSummary, Fieldset, Notice, Page, Pagination, Selec
 import { pageEnv, sendPage } from '../web/render.tsx';
 import { getFacility, municipalities, searchFacilities, type FacilityRow } from './service.ts';
 
+/** Control characters (NUL among them, which PostgreSQL refuses in text) and bidi overrides make a filter void, like any other bad value. */
+const filterText = z.string().max(100).regex(/^[^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*$/).optional().catch(undefined);
+
 const filtersSchema = z.object({
-  q: z.string().max(100).optional().catch(undefined),
-  municipality: z.string().max(100).optional().catch(undefined),
+  q: filterText,
+  municipality: filterText,
   kind: z.enum(['cpe', 'garderie']).optional().catch(undefined),
   subsidised: z.literal('on').optional().catch(undefined),
   infant: z.literal('on').optional().catch(undefined),

@@ -58,7 +58,7 @@ export async function municipalities(deps: Deps, ctx: Ctx): Promise<string[]> {
 }
 
 export async function getFacility(deps: Deps, ctx: Ctx, id: string): Promise<FacilityRow | undefined> {
-  if (!/^[0-9a-f-]{36}$/i.test(id)) return undefined;
+  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) return undefined;
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) =>
     (await trx.selectFrom('facilities').select([...COLUMNS]).where('id', '=', id).executeTakeFirst()) as FacilityRow | undefined,
   );

@@ -90,8 +90,8 @@ function deny(ctx: Ctx, action: AuditAction, targetType: string, targetId: strin
       outcome: 'denied',
       ...originFields(originOf(ctx)),
       targetType,
-      // an id from the request is untrusted: keep it bounded in the log
-      targetIds: [targetId.slice(0, 64)],
+      // an id from the request is untrusted: keep it bounded, and printable (PostgreSQL refuses NUL in text)
+      targetIds: [targetId.slice(0, 64).replace(/[\u0000-\u001f\u007f-\u009f]/g, '\ufffd')],
       details: { reason },
     },
     error,

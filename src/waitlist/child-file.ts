@@ -71,7 +71,8 @@ export function parseChildInput(body: unknown, rules: TenantRules, now: Date, mo
 
   let nirec: string | null = null;
   const rawNirec = typeof raw.nirec === 'string' ? normaliseNirec(raw.nirec) : '';
-  if (raw.nirec !== undefined && typeof raw.nirec !== 'string') fields.nirec = 'nirecInvalid';
+  // Spaces and hyphens are ignored; a control character (a line feed, a tab) is not a space.
+  if (raw.nirec !== undefined && (typeof raw.nirec !== 'string' || /[\u0000-\u001f\u007f-\u009f]/.test(raw.nirec))) fields.nirec = 'nirecInvalid';
   else if (rawNirec) {
     if (rawNirec.length > 64 || !new RegExp(rules.nirecPattern).test(rawNirec)) fields.nirec = 'nirecInvalid';
     else nirec = rawNirec;

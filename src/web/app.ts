@@ -48,7 +48,10 @@ export async function buildApp(deps: Deps, routes: RouteModule[]): Promise<Fasti
     genReqId: () => randomUUID(),
     bodyLimit: 64 * 1024,
     trustProxy: process.env.TRUST_PROXY === '1',
-    routerOptions: { maxParamLength: 200 },
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    // The router answers a broken %-escape or an over-long parameter with a bare JSON error, before any
+    // hook runs (no page, no security headers). Such a path names nothing here: route it to "not found".
+    rewriteUrl: (req) => routableUrl(req.url ?? '/'),
   });
   app.decorate('guichet', { ...deps, cookies, secureCookies });
   app.decorateRequest('ctx', null as unknown as Ctx);
@@ -79,6 +82,8 @@ export async function buildApp(deps: Deps, routes: RouteModule[]): Promise<Fasti
   });
   await app.register(fastifyCookie);
   await app.register(fastifyFormbody, { bodyLimit: 64 * 1024 });
+  // Forms are urlencoded (JSON is parsed too); text/plain, a type any other site may post, is refused with 415.
+  app.removeContentTypeParser('text/plain');
   await app.register(fastifyCsrf, {
     sessionPlugin: '@fastify/cookie',
     cookieKey: cookies.csrf,
@@ -176,6 +181,19 @@ export async function buildApp(deps: Deps, routes: RouteModule[]): Promise<Fasti
 
   for (const r of routes) await r(app, deps);
   return app;
+}
+
+const MAX_PARAM_LENGTH = 200;
+
+function routableUrl(url: string): string {
+  const q = url.indexOf('?');
+  const path = q < 0 ? url : url.slice(0, q);
+  try {
+    decodeURIComponent(path);
+  } catch {
+    return `/.invalid-path${q < 0 ? '' : url.slice(q)}`;
+  }
+  return path.split('/').some((segment) => segment.length > MAX_PARAM_LENGTH) ? `/.invalid-path${q < 0 ? '' : url.slice(q)}` : url;
 }
 
 function baseUrlFor(deps: Deps, host: string | undefined): string {

@@ -31,6 +31,6 @@ export function sendPage(reply: FastifyReply, node: VNode, status = 200): Fastif
 /** After a POST, go to a page on this site only (no open redirect). */
 export function safeReturnPath(value: unknown, fallback: string): string {
   if (typeof value !== 'string') return fallback;
-  if (!/^\/(?![/\\])[^\s]*$/.test(value) || value.length > 512) return fallback;
+  if (!/^\/(?![/\\])[\x21-\x7e]*$/.test(value) || value.length > 512) return fallback;
   return value;
 }
