@@ -2,12 +2,12 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { sql } from 'kysely';
 import type { AuditOrigin } from '../audit/events.ts';
 import type { Ctx, Deps } from '../context.ts';
 import { inTenant } from '../db/tenant.ts';
 import { importFacilities } from '../directory/import.ts';
 import { bootstrapAdmin, createDemoAccount } from '../identity/service.ts';
+import { busiestFacilities } from '../records/bulk.ts';
 import { addApplication, createChildFile } from '../records/gateway.ts';
 import { createTenant, type Tenant } from '../tenants/service.ts';
 import { addMonths, today } from '../waitlist/dates.ts';
@@ -71,18 +71,7 @@ async function createDemoAccounts(deps: Deps, tenant: Tenant, now: Date): Promis
     return createDemoAccount(trx, tenant.id, creds.parent, password, now);
   });
   // The demo parent's child applies to the three facilities with the most candidates, so the staff view is full.
-  const busiest = await inTenant(db, tenant.id, (trx) =>
-    trx
-      .selectFrom('applications as a')
-      .innerJoin('facilities as f', 'f.id', 'a.facility_id')
-      .select(['f.id', sql<string>`count(*)`.as('n')])
-      .where('a.status', '=', 'active')
-      .groupBy('f.id')
-      .orderBy(sql`count(*)`, 'desc')
-      .orderBy('f.id')
-      .limit(3)
-      .execute(),
-  );
+  const busiest = await inTenant(db, tenant.id, (trx) => busiestFacilities(trx, 3));
   const ctx: Ctx = {
     tenant,
     actor: { accountId: parentId, tenantId: tenant.id, sessionId: null, email: creds.parent, emailVerified: true, locale: 'fr', memberships: [] },
@@ -103,8 +92,8 @@ async function createDemoAccounts(deps: Deps, tenant: Tenant, now: Date): Promis
     daysOfCare: 31,
     inSubsidisedCare: false,
   });
-  for (const f of busiest) await addApplication(deps, ctx, child.id, { facilityId: f.id, siblingAttending: false, parentIsStaff: false });
-  const staffFacility = busiest[0]?.id;
+  for (const facilityId of busiest) await addApplication(deps, ctx, child.id, { facilityId, siblingAttending: false, parentIsStaff: false });
+  const staffFacility = busiest[0];
   await inTenant(db, tenant.id, async (trx) => {
     const staffId = await createDemoAccount(trx, tenant.id, creds.staff, password, now);
     if (staffFacility) {

@@ -191,7 +191,8 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
 
   app.post('/signout', async (req, reply) => {
     if (req.sessionToken) await identity.signOut(deps, req.ctx, req.sessionToken);
-    reply.clearCookie(app.guichet.cookies.session, { path: '/' });
+    // Cleared with the attributes it was set with: a __Host- cookie without Secure is ignored by browsers.
+    reply.clearCookie(app.guichet.cookies.session, { path: '/', httpOnly: true, sameSite: 'lax', secure: app.guichet.secureCookies });
     return reply.redirect('/signin?signedOut=1', 303);
   });
 
@@ -331,6 +332,7 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
         ) : (
           <div class="table-wrap">
             <table>
+              <caption class="visually-hidden">{a.invitations}</caption>
               <thead>
                 <tr>
                   <th scope="col">{a.colEmail}</th>

@@ -9,6 +9,7 @@
  * side door for loading real people's data.
  */
 import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
 import type { Trx } from '../db/connection.ts';
 
 export interface SyntheticApplication {
@@ -206,4 +207,23 @@ export async function insertSyntheticFamilies(trx: Trx, tenantId: string, famili
   await insertChunked(applications, (chunk) => trx.insertInto('applications').values(chunk).execute());
 
   return { accounts: accounts.length, families: familyRows.length, children: children.length, applications: applications.length };
+}
+
+/**
+ * The facilities with the most active applications, busiest first. Counts
+ * only: no person's data leaves. The demo registers its sample child there,
+ * so that the staff view it shows is full.
+ */
+export async function busiestFacilities(trx: Trx, limit: number): Promise<string[]> {
+  const rows = await trx
+    .selectFrom('applications as a')
+    .innerJoin('facilities as f', 'f.id', 'a.facility_id')
+    .select(['f.id', sql<string>`count(*)`.as('n')])
+    .where('a.status', '=', 'active')
+    .groupBy('f.id')
+    .orderBy(sql`count(*)`, 'desc')
+    .orderBy('f.id')
+    .limit(limit)
+    .execute();
+  return rows.map((r) => r.id);
 }

@@ -212,7 +212,16 @@ export async function createChildFile(deps: Deps, ctx: Ctx, input: ChildInput): 
   });
 }
 
-export async function listChildren(deps: Deps, ctx: Ctx, purpose: 'parent.children.list' | 'parent.children.choose'): Promise<ChildSummary[]> {
+/** What a parent sees to choose which child to register: the reference and the first name (views.ts). */
+export interface ChildChoice {
+  id: string;
+  reference: string;
+  firstName: string;
+}
+
+export async function listChildren(deps: Deps, ctx: Ctx, purpose: 'parent.children.list'): Promise<ChildSummary[]>;
+export async function listChildren(deps: Deps, ctx: Ctx, purpose: 'parent.children.choose'): Promise<ChildChoice[]>;
+export async function listChildren(deps: Deps, ctx: Ctx, purpose: 'parent.children.list' | 'parent.children.choose'): Promise<ChildSummary[] | ChildChoice[]> {
   return run(deps, ctx, async (trx) => {
     if (!ctx.actor) deny(ctx, 'waitlist.childFile.list', 'family', 'self', 'not_signed_in', decide(null, 'waitlist.childFile.list', { type: 'tenant' }, ctx.now));
     const rows = await trx
@@ -247,13 +256,15 @@ export async function listChildren(deps: Deps, ctx: Ctx, purpose: 'parent.childr
         purpose,
       });
     }
+    // Only the purpose's fields leave (the audit event lists exactly these).
+    if (purpose === 'parent.children.choose') return rows.map((r) => ({ id: r.id, reference: r.reference, firstName: r.first_name }));
     return rows.map((r) => ({
       id: r.id,
       reference: r.reference,
       firstName: r.first_name,
-      lastName: purpose === 'parent.children.choose' ? '' : r.last_name,
-      birthDate: purpose === 'parent.children.choose' ? '' : r.birth_date,
-      desiredEntryDate: purpose === 'parent.children.choose' ? '' : r.desired_entry_date,
+      lastName: r.last_name,
+      birthDate: r.birth_date,
+      desiredEntryDate: r.desired_entry_date,
       applicationsCount: Number(r.applications_count ?? 0),
     }));
   });

@@ -82,8 +82,9 @@ export async function buildApp(deps: Deps, routes: RouteModule[]): Promise<Fasti
   });
   await app.register(fastifyCookie);
   await app.register(fastifyFormbody, { bodyLimit: 64 * 1024 });
-  // Forms are urlencoded (JSON is parsed too); text/plain, a type any other site may post, is refused with 415.
-  app.removeContentTypeParser('text/plain');
+  // The pages take urlencoded forms only: any other body (JSON, text/plain, …) is refused with 415.
+  // An API, when it comes, registers its own JSON parser inside its own prefix.
+  app.removeContentTypeParser(['text/plain', 'application/json']);
   await app.register(fastifyCsrf, {
     sessionPlugin: '@fastify/cookie',
     cookieKey: cookies.csrf,
@@ -116,7 +117,8 @@ export async function buildApp(deps: Deps, routes: RouteModule[]): Promise<Fasti
       req.sessionToken = token;
       req.csrfUser = `s:${actor.sessionId}`;
     } else if (token) {
-      reply.clearCookie(cookies.session, { path: '/' });
+      // Cleared with the attributes it was set with: a __Host- cookie without Secure is ignored by browsers.
+      reply.clearCookie(cookies.session, { path: '/', httpOnly: true, sameSite: 'lax', secure: secureCookies });
     }
     req.ctx = {
       tenant,

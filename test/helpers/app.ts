@@ -5,6 +5,7 @@ import { loadConfig } from '../../src/config/config.ts';
 import type { Ctx, Deps } from '../../src/context.ts';
 import { keyProviderFromSecret } from '../../src/crypto/keys.ts';
 import { inTenant } from '../../src/db/tenant.ts';
+import { foldForSearch } from '../../src/directory/import.ts';
 import { bootstrapAdmin, createDemoAccount } from '../../src/identity/service.ts';
 import { hashPassword } from '../../src/identity/passwords.ts';
 import { ROUTES } from '../../src/server.ts';
@@ -79,7 +80,7 @@ export async function createFacility(t: TestApp, tenant: Tenant, over: Partial<{
         region: '16 - Montérégie',
         places_total: over.places_total ?? 80,
         places_infant: over.places_infant ?? 10,
-        search_key: name.toLowerCase(),
+        search_key: foldForSearch(`${name} ${over.municipality ?? 'Longueuil'}`),
       })
       .returning('id')
       .executeTakeFirstOrThrow();

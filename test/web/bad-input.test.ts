@@ -1,0 +1,509 @@
+/**
+ * Bad input on every POST route, sent by the role that may use the route:
+ * oversized bodies, wrong content types, malformed bodies, fields of the wrong
+ * type, control characters and bidi overrides, very long strings, impossible
+ * dates, unknown and malformed ids in every path parameter. Each answer is a
+ * 4xx page in the reader's language (never a 5xx), and nothing is written.
+ * Then junk query strings on the GET pages: 200 (or a clean 4xx for links
+ * whose token is the query), and never a raw <script> reflected.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inTenant } from '../../src/db/tenant.ts';
+import { bootstrapAdmin } from '../../src/identity/service.ts';
+import { hashPassword } from '../../src/identity/passwords.ts';
+import type { Tenant } from '../../src/tenants/service.ts';
+import { addMonths, today } from '../../src/waitlist/dates.ts';
+import { createFacility, createParent, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
+import { Client, type Response } from '../helpers/client.ts';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+
+let database: TestDatabase;
+let t: TestApp;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  t = await startTestApp(database);
+});
+
+afterAll(async () => {
+  await t?.close();
+  await database?.close();
+});
+
+/* ------------------------------------------------------------------ fixture */
+
+interface Fixture {
+  tenant: Tenant;
+  host: string;
+  facility: string;
+  /** A second facility the child has not applied to yet. */
+  facility2: string;
+  /** A real facility id, of another tenant. */
+  foreignFacility: string;
+  parent: Client;
+  parentEmail: string;
+  childId: string;
+  applicationId: string;
+  admin: Client;
+  anon: Client;
+  verifyToken: string;
+  setPasswordToken: string;
+  invitationToken: string;
+}
+
+let seq = 0;
+const uniq = () => `${Date.now().toString(36)}${(seq++).toString(36)}`;
+
+async function outboxToken(tenant: Tenant, to: string): Promise<string> {
+  const mail = await inTenant(database.db, tenant.id, (trx) =>
+    trx.selectFrom('mail_outbox').select('body_text').where('to_address', '=', to).orderBy('created_at', 'desc').executeTakeFirstOrThrow(),
+  );
+  return /token=([A-Za-z0-9_-]{43})/.exec(mail.body_text)![1]!;
+}
+
+function childForm(over: Record<string, string> = {}): Record<string, string> {
+  const t0 = today(new Date());
+  return {
+    firstName: 'Éloïse',
+    lastName: 'Gagnon-Côté',
+    birthDate: addMonths(t0, -8),
+    nirec: '1234 5678 90',
+    desiredEntryDate: addMonths(t0, 3),
+    day_mon: 'on',
+    day_wed: 'on',
+    inSubsidisedCare: 'on',
+    ...over,
+  };
+}
+
+/** A fresh tenant with a parent (a child, an application), an administrator, and one unused token of each kind. */
+async function fixture(): Promise<Fixture> {
+  const tenant = await tenantFor(t);
+  const host = tenant.hosts[0]!;
+  const facility = await createFacility(t, tenant, { name: 'CPE Les Lucioles' });
+  const facility2 = await createFacility(t, tenant, { name: 'Garderie Les Hiboux', kind: 'garderie' });
+  const other = await tenantFor(t);
+  const foreignFacility = await createFacility(t, other, { name: 'CPE Ailleurs' });
+
+  const parentEmail = `parent.${uniq()}@exemple.test`;
+  await createParent(t, tenant, parentEmail);
+  const parent = new Client(t.app, host);
+  expect((await parent.signIn(parentEmail, PASSWORD)).status).toBe(303);
+  await parent.get('/children/new');
+  const created = await parent.post('/children/new', childForm());
+  expect(created.status).toBe(303);
+  const childId = /\/children\/([0-9a-f-]{36})/.exec(String(created.headers.location))![1]!;
+  await parent.get(`/directory/${facility}`);
+  expect((await parent.post('/applications', { childId, facilityId: facility })).status).toBe(303);
+  const applicationId = (
+    await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('applications').select('id').where('child_id', '=', childId).executeTakeFirstOrThrow())
+  ).id;
+
+  // The first administrator, as the CLI makes it; the set-password link stays unused.
+  const adminEmail = `admin.${uniq()}@exemple.test`;
+  const boot = await bootstrapAdmin(t.database.db, tenant, adminEmail, 'http://localhost', { actorAccountId: null, actorRoles: ['system:test'], ip: null, userAgent: null, requestId: null }, t.deps.clock());
+  const setPasswordToken = /token=([A-Za-z0-9_-]{43})/.exec(boot.link)![1]!;
+  const hash = await hashPassword(PASSWORD);
+  await inTenant(database.db, tenant.id, (trx) => trx.updateTable('accounts').set({ password_hash: hash, email_verified_at: t.deps.clock() }).where('id', '=', boot.accountId).execute());
+  const admin = new Client(t.app, host);
+  expect((await admin.signIn(adminEmail, PASSWORD)).status).toBe(303);
+  const invitee = `invitee.${uniq()}@exemple.test`;
+  await admin.get(`/directory/${facility}`);
+  expect((await admin.post(`/admin/facilities/${facility}/invitations`, { email: invitee })).status).toBe(200);
+  const invitationToken = await outboxToken(tenant, invitee);
+
+  // An account that signed up and has not confirmed its address yet.
+  const anon = new Client(t.app, host);
+  const newcomer = `newcomer.${uniq()}@exemple.test`;
+  await anon.get('/signup');
+  expect((await anon.post('/signup', { email: newcomer, password: PASSWORD, passwordConfirm: PASSWORD })).status).toBe(200);
+  const verifyToken = await outboxToken(tenant, newcomer);
+
+  return { tenant, host, facility, facility2, foreignFacility, parent, parentEmail, childId, applicationId, admin, anon, verifyToken, setPasswordToken, invitationToken };
+}
+
+const COUNTED = ['children', 'applications', 'families', 'accounts', 'invitations', 'memberships'] as const;
+
+async function counts(tenant: Tenant): Promise<Record<string, number>> {
+  return inTenant(database.db, tenant.id, async (trx) => {
+    const out: Record<string, number> = {};
+    for (const table of COUNTED) {
+      const r = await trx.selectFrom(table).select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+      out[table] = Number(r.n);
+    }
+    return out;
+  });
+}
+
+/** Everything about a child, application or account that a bad request could change. */
+async function snapshot(tenant: Tenant): Promise<unknown> {
+  return inTenant(database.db, tenant.id, async (trx) => ({
+    children: await trx.selectFrom('children').selectAll().orderBy('id').execute(),
+    applications: await trx.selectFrom('applications').selectAll().orderBy('id').execute(),
+    accounts: await trx.selectFrom('accounts').select(['id', 'email', 'email_verified_at', 'password_hash', 'status']).orderBy('id').execute(),
+    invitations: await trx.selectFrom('invitations').select(['id', 'accepted_at', 'revoked_at']).orderBy('id').execute(),
+    memberships: await trx.selectFrom('memberships').select(['id', 'role', 'facility_id']).orderBy('id').execute(),
+    tokens: await trx.selectFrom('account_tokens').select(['id', 'used_at']).orderBy('id').execute(),
+  }));
+}
+
+/* -------------------------------------------------------------- route specs */
+
+type Who = 'anonymous' | 'parent' | 'admin';
+
+interface RouteSpec {
+  /** As registered with the router. */
+  route: string;
+  who: Who;
+  /** Path parameters and a valid value for each. */
+  params?: Record<string, (fx: Fixture) => string>;
+  /** A body that would be accepted: each case spoils one part of it. */
+  base: (fx: Fixture) => Record<string, string>;
+  /** Free text fields (and ids sent in the body): wrong types, control characters, bidi overrides, 10,000 characters. */
+  text?: string[];
+  /** Password fields: wrong types and 10,000 characters (any other character is a legitimate password). */
+  passwords?: string[];
+  dates?: string[];
+  /** Body fields that carry a facility or child id. */
+  ids?: string[];
+  /** The route reads no body: a leniently parsed urlencoded body is not an error there. */
+  noBody?: boolean;
+}
+
+const SPECS: RouteSpec[] = [
+  { route: '/signup', who: 'anonymous', base: () => ({ email: `someone.${uniq()}@exemple.test`, password: PASSWORD, passwordConfirm: PASSWORD }), text: ['email'], passwords: ['password', 'passwordConfirm'] },
+  // A wrong password keeps sign-in from succeeding whatever else is sent; the e-mail field is still validated first.
+  { route: '/signin', who: 'anonymous', base: (fx) => ({ email: fx.parentEmail, password: 'not the password at all' }), text: ['email'], passwords: ['password'] },
+  { route: '/signout', who: 'parent', base: () => ({}), noBody: true },
+  { route: '/verify-email', who: 'anonymous', base: (fx) => ({ token: fx.verifyToken }), text: ['token'] },
+  { route: '/set-password', who: 'anonymous', base: (fx) => ({ token: fx.setPasswordToken, password: PASSWORD, passwordConfirm: PASSWORD }), text: ['token'], passwords: ['password', 'passwordConfirm'] },
+  { route: '/invitations/accept', who: 'anonymous', base: (fx) => ({ token: fx.invitationToken, password: PASSWORD, passwordConfirm: PASSWORD }), text: ['token'], passwords: ['password', 'passwordConfirm'] },
+  { route: '/admin/facilities/:id/invitations', who: 'admin', params: { id: (fx) => fx.facility }, base: () => ({ email: `staff.${uniq()}@exemple.test` }), text: ['email'] },
+  { route: '/applications', who: 'parent', base: (fx) => ({ childId: fx.childId, facilityId: fx.facility2, siblingAttending: 'on', parentIsStaff: 'on' }), text: ['childId', 'facilityId', 'siblingAttending', 'parentIsStaff'], ids: ['childId', 'facilityId'] },
+  {
+    route: '/children/new',
+    who: 'parent',
+    base: () => childForm({ nirec: '5555666677', firstName: 'Zoé' }),
+    text: ['firstName', 'lastName', 'nirec', 'day_mon', 'day_fri', 'inSubsidisedCare'],
+    dates: ['birthDate', 'desiredEntryDate'],
+  },
+  {
+    route: '/children/:id/edit',
+    who: 'parent',
+    params: { id: (fx) => fx.childId },
+    base: () => childForm({ nirec: '', firstName: 'Éloïse-Marie' }),
+    text: ['firstName', 'lastName', 'nirec', 'day_mon', 'day_fri', 'inSubsidisedCare'],
+    dates: ['birthDate', 'desiredEntryDate'],
+  },
+  { route: '/children/:id/applications/:appId/withdraw', who: 'parent', params: { id: (fx) => fx.childId, appId: (fx) => fx.applicationId }, base: () => ({}), noBody: true },
+];
+
+function clientFor(fx: Fixture, who: Who): Client {
+  return who === 'parent' ? fx.parent : who === 'admin' ? fx.admin : fx.anon;
+}
+
+function pathOf(spec: RouteSpec, fx: Fixture, over: Record<string, string> = {}): string {
+  return spec.route.replace(/:(\w+)/g, (_, name: string) => over[name] ?? spec.params![name]!(fx));
+}
+
+/** Reads the POST routes out of the router's own tree, so a new route cannot be left out. */
+function registeredPostRoutes(app: TestApp['app']): string[] {
+  const stack: string[] = [];
+  const out: string[] = [];
+  for (const line of app.printRoutes({ commonPrefix: false }).split('\n')) {
+    const m = /^((?:[│ ] {3})*)[├└]── (.*?)(?: \(([^)]*)\))?$/.exec(line);
+    if (!m) continue;
+    const depth = m[1]!.length / 4;
+    stack.length = depth;
+    stack.push(m[2]!);
+    const methods = (m[3] ?? '').split(',').map((s) => s.trim());
+    if (methods.includes('POST')) out.push(stack.join(''));
+  }
+  return out.sort();
+}
+
+/* -------------------------------------------------------------------- cases */
+
+/** Stands for 5,000 nested arrays in a JSON body (JSON.stringify would overflow the stack building it). */
+const DEEP = 'DEEP_NESTING_SENTINEL';
+const PAST_LIMIT = 'x'.repeat(70 * 1024);
+const LONG = 'a'.repeat(10_000);
+/** Each bad value is built from the good one, so that it is the bad part alone that must be refused. */
+const BAD_TEXT: [string, (good: string) => string][] = [
+  ['a bell character', (g) => insert(g, '\u0007')],
+  ['a NUL character', (g) => insert(g, '\u0000')],
+  ['a line feed', (g) => insert(g, '\n')],
+  ['an escape sequence', (g) => insert(g, '\u001b[31m')],
+  ['a C1 control', (g) => insert(g, '\u0085')],
+  ['a right-to-left override', (g) => insert(g, '\u202e')],
+  ['a bidi isolate', (g) => insert(g, '\u2066')],
+  ['10,000 characters', (g) => LONG + g],
+  ['only 10,000 characters', () => LONG],
+];
+
+function insert(good: string, bad: string): string {
+  const at = Math.min(1, good.length);
+  return good.slice(0, at) + bad + good.slice(at);
+}
+const BAD_DATES = ['2025-02-30', '2025-13-01', '0000-01-01', '2025-1-1', '  ', '2025-02-28T00:00', '2025-00-10', '2025-04-31', '20250101', '2025-02-29', '1899-12-31', '٢٠٢٥-٠١-٠١', '2025-01-01\u0000'];
+const BAD_IDS: [string, string][] = [
+  ['an unknown uuid', '00000000-0000-4000-8000-000000000000'],
+  ['a random uuid', randomUUID()],
+  ['a word', 'not-a-uuid'],
+  ['36 hyphens', '-'.repeat(36)],
+  ['36 hex digits', 'a'.repeat(36)],
+  ['an SQL injection', "1' OR '1'='1"],
+  ['a NUL', '\u0000'],
+  ['a right-to-left override', '\u202e'],
+  ['a dotted path', '../../admin'],
+  ['250 characters', 'b'.repeat(250)],
+  ['an upper-case uuid of nothing', 'FFFFFFFF-FFFF-4FFF-BFFF-FFFFFFFFFFFF'],
+];
+
+interface Case {
+  label: string;
+  /** Path parameter overrides. */
+  params?: Record<string, string>;
+  body: { kind: 'form'; fields: Record<string, string | string[]> } | { kind: 'raw'; contentType: string; payload: string };
+  /** Exact statuses allowed (default: any 4xx). */
+  statuses?: number[];
+  /** Text the page must show (French). */
+  shows?: string;
+}
+
+function formWith(base: Record<string, string>, csrf: string, field: string, value: string | string[]): Record<string, string | string[]> {
+  return { ...base, _csrf: csrf, [field]: value };
+}
+
+function casesFor(spec: RouteSpec, fx: Fixture, csrf: string): Case[] {
+  const base = spec.base(fx);
+  const cases: Case[] = [];
+  // (a) over 64 KiB, form and JSON
+  cases.push({ label: 'a form body over 64 KiB', body: { kind: 'form', fields: { ...base, _csrf: csrf, padding: PAST_LIMIT } }, statuses: [413], shows: 'La demande est trop volumineuse' });
+  cases.push({ label: 'a JSON body over 64 KiB', body: { kind: 'raw', contentType: 'application/json', payload: JSON.stringify({ ...base, _csrf: csrf, padding: PAST_LIMIT }) }, statuses: [415] }); // pages take forms only: refused by type before the size is read
+  // (b) content types the application does not take
+  const asForm = new URLSearchParams({ ...base, _csrf: csrf }).toString();
+  for (const type of ['text/plain', 'text/plain; charset=utf-8', 'application/xml', 'text/xml', 'multipart/form-data; boundary=x', 'application/octet-stream']) {
+    cases.push({ label: `content type ${type}`, body: { kind: 'raw', contentType: type, payload: type.includes('xml') ? `<form><_csrf>${csrf}</_csrf></form>` : asForm }, statuses: [400, 415] });
+  }
+  // (c) malformed bodies
+  cases.push({ label: 'truncated JSON', body: { kind: 'raw', contentType: 'application/json', payload: `{"_csrf":"${csrf}","email":` } });
+  cases.push({ label: 'JSON that is not an object', body: { kind: 'raw', contentType: 'application/json', payload: '[1,2,3]' } });
+  cases.push({ label: 'a JSON string', body: { kind: 'raw', contentType: 'application/json', payload: '"hello"' } });
+  cases.push({ label: 'an empty JSON body', body: { kind: 'raw', contentType: 'application/json', payload: '' } });
+  cases.push({ label: 'JSON with __proto__', body: { kind: 'raw', contentType: 'application/json', payload: `{"_csrf":"${csrf}","__proto__":{"role":"tenant_admin"}}` } });
+  cases.push({ label: 'JSON with constructor.prototype', body: { kind: 'raw', contentType: 'application/json', payload: `{"_csrf":"${csrf}","constructor":{"prototype":{"role":"tenant_admin"}}}` } });
+  if (!spec.noBody) {
+    const first = spec.text?.[0] ?? 'x';
+    cases.push({ label: 'malformed percent-encoding', body: { kind: 'raw', contentType: 'application/x-www-form-urlencoded', payload: `${new URLSearchParams({ ...base, _csrf: csrf }).toString().replace(new RegExp(`(^|&)${first}=[^&]*`), `$1${first}=%E0%A4%A`)}&%%%=&&&=x` } });
+    cases.push({ label: 'a urlencoded body with only separators', body: { kind: 'raw', contentType: 'application/x-www-form-urlencoded', payload: `_csrf=${encodeURIComponent(csrf)}&&&===&` } });
+  }
+  // (d) wrong types
+  for (const field of [...(spec.text ?? []), ...(spec.passwords ?? []), ...(spec.dates ?? [])]) {
+    const good = base[field] ?? 'on';
+    cases.push({ label: `${field} twice (an array)`, body: { kind: 'form', fields: formWith(base, csrf, field, [good, good]) } });
+    for (const [what, value] of [
+      ['a number', 42],
+      ['an object', { $ne: null }],
+      ['null', null],
+      ['true', true],
+      ['an array', [good]],
+      ['a deeply nested array', DEEP],
+    ] as [string, unknown][]) {
+      const payload = JSON.stringify({ ...base, _csrf: csrf, [field]: value }).replace(`"${DEEP}"`, '['.repeat(5000) + ']'.repeat(5000));
+      cases.push({ label: `${field} as ${what} in JSON`, body: { kind: 'raw', contentType: 'application/json', payload } });
+    }
+  }
+  // (e) control characters, bidi overrides, very long strings
+  for (const field of spec.text ?? []) {
+    for (const [what, make] of BAD_TEXT) cases.push({ label: `${field} with ${what}`, body: { kind: 'form', fields: formWith(base, csrf, field, make(base[field] ?? 'on')) } });
+  }
+  for (const field of spec.passwords ?? []) cases.push({ label: `${field} of 10,000 characters`, body: { kind: 'form', fields: formWith(base, csrf, field, LONG) } });
+  // (f) impossible dates
+  for (const field of spec.dates ?? []) {
+    for (const value of BAD_DATES) {
+      cases.push({ label: `${field} = ${JSON.stringify(value)}`, body: { kind: 'form', fields: formWith(base, csrf, field, value) }, statuses: [400], shows: value.trim() ? 'Entrez une date réelle' : 'Entrez une date' });
+    }
+  }
+  // (g) unknown and malformed ids, in every path parameter and in body fields holding ids
+  for (const name of Object.keys(spec.params ?? {})) {
+    for (const [what, value] of BAD_IDS) {
+      cases.push({ label: `path :${name} = ${what}`, params: { [name]: encodeURIComponent(value) }, body: { kind: 'form', fields: { ...base, _csrf: csrf } } });
+    }
+    for (const broken of ['%E0%A4%A', '%ZZ']) {
+      cases.push({ label: `path :${name} = a broken %-escape ${broken}`, params: { [name]: broken }, body: { kind: 'form', fields: { ...base, _csrf: csrf } } });
+    }
+    if (name === 'id' && spec.route.startsWith('/admin/facilities')) {
+      cases.push({ label: `path :${name} = a facility of another tenant`, params: { [name]: fx.foreignFacility }, body: { kind: 'form', fields: { ...base, _csrf: csrf } } });
+    }
+  }
+  for (const field of spec.ids ?? []) {
+    for (const [what, value] of [...BAD_IDS, ['a facility of another tenant', fx.foreignFacility] as [string, string]]) {
+      cases.push({ label: `${field} = ${what}`, body: { kind: 'form', fields: formWith(base, csrf, field, value) } });
+    }
+  }
+  return cases;
+}
+
+async function send(client: Client, url: string, c: Case): Promise<Response> {
+  if (c.body.kind === 'form') return client.post(url, c.body.fields, { csrf: null });
+  return client.raw({ method: 'POST', url, payload: c.body.payload, headers: { 'content-type': c.body.contentType } });
+}
+
+/** What is wrong with an answer to a refused request; null when it is right. */
+function problem(r: Response, c: Case, lang: 'fr' | 'en'): string | null {
+  const ok = c.statuses ? c.statuses.includes(r.status) : r.status >= 400 && r.status < 500;
+  if (!ok) return `status ${r.status}${r.headers.location ? ` → ${r.headers.location}` : ''}`;
+  if (!/^text\/html/.test(String(r.headers['content-type']))) return `content type ${r.headers['content-type']}`;
+  if (!r.body.includes(`<html lang="${lang}"`)) return `page not in ${lang}`;
+  if (c.shows && lang === 'fr' && !r.body.includes(c.shows)) return `page does not say “${c.shows}”`;
+  return null;
+}
+
+/* -------------------------------------------------------------------- tests */
+
+describe('POST routes', () => {
+  it('the list of routes under test is exactly the list of registered POST routes', () => {
+    const registered = registeredPostRoutes(t.app);
+    expect(registered.length).toBeGreaterThan(5);
+    expect(registered).toEqual(SPECS.map((s) => s.route).sort());
+    for (const s of SPECS) expect(t.app.hasRoute({ method: 'POST', url: s.route }), s.route).toBe(true);
+  });
+
+  for (const spec of SPECS) {
+    it(`POST ${spec.route}: every bad input is a 4xx page in the reader's language, and nothing is written`, async () => {
+      const fx = await fixture();
+      const client = clientFor(fx, spec.who);
+      await client.get('/');
+      const csrf = client.csrf!;
+      expect(csrf).toBeTruthy();
+      const before = await counts(fx.tenant);
+      const stateBefore = await snapshot(fx.tenant);
+      const failures: string[] = [];
+
+      // One case in English first: the reader's language comes from ?lang=en.
+      const english = await send(client, `${pathOf(spec, fx)}?lang=en`, { label: 'en', body: { kind: 'form', fields: { ...spec.base(fx), _csrf: csrf, padding: PAST_LIMIT } } });
+      expect(english.status).toBe(413);
+      expect(english.body).toContain('<html lang="en"');
+      expect(english.body).toContain('The request is too large.');
+      expect(english.body).not.toContain('trop volumineuse');
+      await client.get('/?lang=fr');
+
+      for (const c of casesFor(spec, fx, csrf)) {
+        const r = await send(client, pathOf(spec, fx, c.params), c);
+        const p = problem(r, c, 'fr');
+        if (p) failures.push(`${c.label}: ${p}`);
+      }
+      expect(failures, `POST ${spec.route}`).toEqual([]);
+      expect(await counts(fx.tenant)).toEqual(before);
+      expect(await snapshot(fx.tenant)).toEqual(stateBefore);
+      // The session that sent all this is still the same, still signed in.
+      if (spec.who !== 'anonymous') expect((await client.get('/account')).status).toBe(200);
+    });
+  }
+
+  it('an impossible date is reported in English to an English reader', async () => {
+    const fx = await fixture();
+    await fx.parent.get('/children/new?lang=en');
+    const before = await counts(fx.tenant);
+    const r = await fx.parent.post('/children/new', childForm({ nirec: '9999888877', birthDate: '2025-02-30', desiredEntryDate: '2025-13-01' }));
+    expect(r.status).toBe(400);
+    expect(r.body).toContain('<html lang="en"');
+    expect(r.body).toContain('Enter a real date, for example 27 March 2025');
+    expect(r.body).not.toContain('Entrez une date');
+    expect(await counts(fx.tenant)).toEqual(before);
+  });
+});
+
+/* ------------------------------------------------------------ GET, junk query */
+
+const JUNK_QUERIES = [
+  'page=-1&kind=<script>alert(1)</script>',
+  'page=1e9',
+  'page=NaN&q=<script>alert(1)</script>&municipality=<script>x</script>',
+  'page=99999999999999999999999&subsidised=<script>&infant=1',
+  'page[]=1&kind[]=cpe&q[]=a&q[]=b',
+  'q=%00&municipality=%00',
+  'q=%E2%80%AEcpe&municipality=Longueuil%00',
+  `q=${'z'.repeat(10_000)}`,
+  'status=<script>alert(1)</script>&lang=<script>',
+  'return=/<script>alert(1)</script>&signedOut=<script>',
+  'return=javascript:alert(1)',
+  '%%%=&&&=x&=&a[b][c]=1',
+  'lang=en&lang=fr&page=2&page=3',
+];
+
+describe('GET pages with junk query strings', () => {
+  it('answer 200 (or a clean 4xx where the query is a token) and never reflect a raw <script>', async () => {
+    const fx = await fixture();
+    const staffEmail = `staff.${uniq()}@exemple.test`;
+    await inTenant(database.db, fx.tenant.id, async (trx) => {
+      const acct = await trx
+        .insertInto('accounts')
+        .values({ tenant_id: fx.tenant.id, email: staffEmail, password_hash: await hashPassword(PASSWORD), locale: 'fr', email_verified_at: new Date() })
+        .returning('id')
+        .executeTakeFirstOrThrow();
+      await trx.insertInto('memberships').values({ tenant_id: fx.tenant.id, account_id: acct.id, role: 'facility_staff', facility_id: fx.facility, source: 'invitation', granted_by: null, approved_by: null, created_at: new Date(), expires_at: null }).execute();
+    });
+    const staff = new Client(t.app, fx.host);
+    await staff.signIn(staffEmail, PASSWORD);
+    const signedOut = new Client(t.app, fx.host);
+    const pages: [Client, string, 'ok' | 'token'][] = [
+      [signedOut, '/', 'ok'],
+      [signedOut, '/directory', 'ok'],
+      [signedOut, `/directory/${fx.facility}`, 'ok'],
+      [signedOut, '/signin', 'ok'],
+      [signedOut, '/signup', 'ok'],
+      [signedOut, '/verify-email', 'token'],
+      [signedOut, '/set-password', 'token'],
+      [signedOut, '/invitations/accept', 'token'],
+      [fx.parent, '/account', 'ok'],
+      [fx.parent, '/children/new', 'ok'],
+      [fx.parent, `/children/${fx.childId}`, 'ok'],
+      [fx.parent, `/children/${fx.childId}/edit`, 'ok'],
+      [fx.parent, '/directory', 'ok'],
+      [staff, '/staff', 'ok'],
+      [staff, `/staff/facilities/${fx.facility}/candidates`, 'ok'],
+      [fx.admin, '/admin', 'ok'],
+    ];
+    const failures: string[] = [];
+    const before = await counts(fx.tenant);
+    for (const [client, path, kind] of pages) {
+      for (const q of JUNK_QUERIES) {
+        const r = await client.get(`${path}?${q}`);
+        const label = `GET ${path}?${q.slice(0, 60)}`;
+        const statusOk = kind === 'ok' ? r.status === 200 : r.status >= 400 && r.status < 500;
+        if (!statusOk) failures.push(`${label}: status ${r.status}`);
+        if (/<script(?![^>]*src="\/assets\/guichet\.js")/i.test(r.body)) failures.push(`${label}: a raw <script> in the page`);
+        if (r.body.includes('javascript:')) failures.push(`${label}: a javascript: URL in the page`);
+        if (r.body.includes('\u202e')) failures.push(`${label}: a raw right-to-left override in the page`);
+        if (!r.body.includes('<html lang=')) failures.push(`${label}: not a page`);
+      }
+      // reset the language the junk may have switched
+      await client.get('/?lang=fr');
+    }
+    expect(failures).toEqual([]);
+    expect(await counts(fx.tenant)).toEqual(before);
+  });
+
+  it('unknown and malformed ids in GET path parameters are a 404 page, never a 5xx', async () => {
+    const fx = await fixture();
+    const failures: string[] = [];
+    const anon = new Client(t.app, fx.host);
+    for (const [what, id] of [...BAD_IDS.map(([w, v]) => [w, encodeURIComponent(v)]), ['a broken %-escape', '%E0%A4%A'], ['a bad %-escape', '%ZZ']]) {
+      for (const [client, path] of [
+        [anon, `/directory/${id}`],
+        [fx.parent, `/directory/${id}`],
+        [fx.parent, `/children/${id}`],
+        [fx.parent, `/children/${id}/edit`],
+        [fx.admin, `/staff/facilities/${id}/candidates`],
+      ] as [Client, string][]) {
+        const r = await client.get(path);
+        if (r.status !== 404) failures.push(`GET ${path} (${what}): status ${r.status}`);
+        else if (!r.body.includes('<html lang="fr"')) failures.push(`GET ${path} (${what}): not a French page`);
+      }
+    }
+    expect(failures).toEqual([]);
+  });
+});
