@@ -6,6 +6,7 @@ import type { Deps } from './context.ts';
 import { loadKeyProvider } from './crypto/keys.ts';
 import { openDatabase, type Database } from './db/connection.ts';
 import { directoryRoutes } from './directory/routes.tsx';
+import { startIdentityMaintenance } from './identity/maintenance.ts';
 import { identityRoutes } from './identity/routes.tsx';
 import { demoMailRoutes } from './mail/routes.tsx';
 import { MailSender } from './mail/sender.ts';
@@ -108,6 +109,7 @@ export async function serve(config: Config, opts: { demo: boolean }): Promise<vo
   let db: Database | null = null;
   let app: Awaited<ReturnType<typeof buildApp>> | null = null;
   let sender: MailSender | null = null;
+  let stopMaintenance = () => {};
   try {
     db = await openFromConfig(config, log);
     const deps = makeDeps(config, db, log);
@@ -118,6 +120,7 @@ export async function serve(config: Config, opts: { demo: boolean }): Promise<vo
     app = await buildApp(deps, ROUTES);
     sender = config.smtpUrl ? new MailSender(deps, config.smtpUrl) : null;
     sender?.start();
+    stopMaintenance = startIdentityMaintenance(deps);
     await app.listen({ port: config.port, host: config.host });
   } catch (err) {
     // Leave nothing behind: no open database, no pid file naming a dead process.
@@ -132,6 +135,7 @@ export async function serve(config: Config, opts: { demo: boolean }): Promise<vo
   if (demoInfo) lines.push(demoInfo);
   process.stdout.write(`\n${lines.join('\n')}\n\n`);
   const stop = async () => {
+    stopMaintenance();
     await app?.close();
     await sender?.stop();
     await db?.close();

@@ -13,6 +13,11 @@ export const AUDIT_ACTIONS = [
   'identity.invitation.list',
   'identity.invitation.accept',
   'identity.membership.bootstrap',
+  'identity.account.locked',
+  'identity.signin.spraying',
+  'identity.signin.throttled',
+  'identity.session.end',
+  'identity.device.new',
   // personal data
   'waitlist.childFile.create',
   'waitlist.childFile.read',

@@ -192,6 +192,24 @@ export interface MailOutboxTable {
   last_error: string | null;
 }
 
+export interface AuthAttemptsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  kind: 'signin_failure' | 'signin_success' | 'signup';
+  email_key: Buffer;
+  ip: string | null;
+  at: Timestamp;
+}
+
+export interface KnownDevicesTable {
+  tenant_id: string;
+  account_id: string;
+  device_hash: Buffer;
+  first_seen_at: Timestamp;
+  last_seen_at: Timestamp;
+  user_agent: string | null;
+}
+
 export interface SchemaMigrationsTable {
   version: number;
   name: string;
@@ -213,4 +231,6 @@ export interface DB {
   audit_heads: AuditHeadsTable;
   mail_outbox: MailOutboxTable;
   schema_migrations: SchemaMigrationsTable;
+  auth_attempts: AuthAttemptsTable;
+  known_devices: KnownDevicesTable;
 }

@@ -10,6 +10,10 @@ import { emailField, newPasswordField, parseBody, passwordField } from '../web/f
 import { formatDate } from '../web/i18n/index.ts';
 import { pageEnv, safeReturnPath, sendPage } from '../web/render.tsx';
 import * as identity from './service.ts';
+import * as throttle from './throttle.ts';
+import { appendAuditAlone } from '../audit/log.ts';
+import { originOf } from '../context.ts';
+import { originFields } from '../tenants/service.ts';
 import { isTokenShaped } from './tokens.ts';
 
 const signUpSchema = z
@@ -27,6 +31,22 @@ function home(actor: { memberships: readonly { role: string }[] }): string {
   if (actor.memberships.some((m) => m.role === 'facility_staff' || m.role === 'facility_director')) return '/staff';
   if (actor.memberships.some((m) => m.role === 'tenant_admin')) return '/admin';
   return '/account';
+}
+
+/** Throttled: the same page whether or not the account exists, with Retry-After (RFC 9110 §10.2.3). */
+async function throttledPage(req: FastifyRequest, reply: FastifyReply, v: { retryAfterSeconds: number; reason: string }) {
+  const deps = req.server.guichet;
+  await appendAuditAlone(deps.db.db, req.ctx.tenant.id, { action: 'identity.signin.throttled', outcome: 'denied', ...originFields(originOf(req.ctx)), targetType: 'source', targetIds: req.ctx.ip ? [req.ctx.ip] : [], details: { reason: v.reason, retryAfterSeconds: v.retryAfterSeconds } }, req.ctx.now);
+  const env = pageEnv(req, reply);
+  reply.header('retry-after', String(v.retryAfterSeconds));
+  return sendPage(
+    reply,
+    <Page env={env} title={env.m.security.throttledTitle}>
+      <h1>{env.m.security.throttledTitle}</h1>
+      <p>{env.m.security.throttled(Math.max(1, Math.ceil(v.retryAfterSeconds / 60)))}</p>
+    </Page>,
+    429,
+  );
 }
 
 export function identityRoutes(app: FastifyInstance, deps: Deps) {
@@ -67,6 +87,8 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
       if (err instanceof ValidationError) return signUpPage(req, reply, err.fields, typeof body.email === 'string' ? body.email.slice(0, 254) : undefined);
       throw err;
     }
+    const allowed = await throttle.checkSignUp(deps, req.ctx, input.email);
+    if (!allowed.ok) return throttledPage(req, reply, allowed);
     await identity.signUp(deps, req.ctx, { email: input.email, password: input.password });
     const env = pageEnv(req, reply);
     return sendPage(
@@ -182,7 +204,11 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
       if (err instanceof ValidationError) return signInPage(req, reply, { errors: err.fields, email, returnTo }, 400);
       throw err;
     }
+    const allowed = await throttle.checkSignIn(deps, req.ctx, input.email);
+    if (!allowed.ok) return throttledPage(req, reply, allowed);
     const r = await identity.signIn(deps, req.ctx, input.email, input.password);
+    // Only a wrong password counts as a failure: an unverified or second-step answer means it was right.
+    await throttle.recordSignIn(deps, req.ctx, input.email, r.ok || r.reason !== 'invalid');
     const m = pageEnv(req, reply).m;
     if (!r.ok) return signInPage(req, reply, { message: r.reason === 'unverified' ? m.signIn.unverified : m.signIn.failed, email, returnTo }, 401);
     setSessionCookie(app, reply, r.session);

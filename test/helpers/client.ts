@@ -18,6 +18,8 @@ export class Client {
   constructor(
     private readonly app: FastifyInstance,
     readonly host: string,
+    /** The address the request seems to come from (throttling is per source). */
+    readonly ip = '127.0.0.1',
   ) {}
 
   private cookieHeader(): string | undefined {
@@ -44,7 +46,7 @@ export class Client {
   }
 
   async get(url: string, headers: Record<string, string> = {}): Promise<Response> {
-    const res = await this.app.inject({ method: 'GET', url, headers: { host: this.host, ...(this.cookieHeader() ? { cookie: this.cookieHeader()! } : {}), ...headers } });
+    const res = await this.app.inject({ method: 'GET', url, remoteAddress: this.ip, headers: { host: this.host, ...(this.cookieHeader() ? { cookie: this.cookieHeader()! } : {}), ...headers } });
     return this.absorb(res);
   }
 
@@ -57,6 +59,7 @@ export class Client {
     const res = await this.app.inject({
       method: 'POST',
       url,
+      remoteAddress: this.ip,
       payload: params.toString(),
       headers: { host: this.host, 'content-type': 'application/x-www-form-urlencoded', ...(this.cookieHeader() ? { cookie: this.cookieHeader()! } : {}), ...opts.headers },
     });
@@ -64,7 +67,7 @@ export class Client {
   }
 
   async raw(opts: { method: 'GET' | 'POST'; url: string; payload?: string | Buffer; headers?: Record<string, string> }): Promise<Response> {
-    const res = await this.app.inject({ method: opts.method, url: opts.url, ...(opts.payload !== undefined ? { payload: opts.payload } : {}), headers: { host: this.host, ...(this.cookieHeader() ? { cookie: this.cookieHeader()! } : {}), ...opts.headers } });
+    const res = await this.app.inject({ method: opts.method, url: opts.url, remoteAddress: this.ip, ...(opts.payload !== undefined ? { payload: opts.payload } : {}), headers: { host: this.host, ...(this.cookieHeader() ? { cookie: this.cookieHeader()! } : {}), ...opts.headers } });
     return this.absorb(res);
   }
 
