@@ -8,6 +8,7 @@ import { openDatabase, type Database } from './db/connection.ts';
 import { directoryRoutes } from './directory/routes.tsx';
 import { startIdentityMaintenance } from './identity/maintenance.ts';
 import { identityRoutes } from './identity/routes.tsx';
+import { sessionRoutes } from './identity/sessions-routes.tsx';
 import { demoMailRoutes } from './mail/routes.tsx';
 import { MailSender } from './mail/sender.ts';
 import { TenantDirectory } from './tenants/service.ts';
@@ -15,7 +16,7 @@ import { waitlistRoutes } from './waitlist/routes.tsx';
 import { buildApp, type RouteModule } from './web/app.ts';
 import { homeRoutes } from './web/pages.tsx';
 
-export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, waitlistRoutes, demoMailRoutes];
+export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, waitlistRoutes, demoMailRoutes];
 
 /** Tokens travel in links (verification, invitations): never let one reach the logs. */
 export function redactUrl(url: string): string {

@@ -37,6 +37,8 @@ export const ACTIONS = {
   'staff.facility.open': facilityStaff,
   'identity.invitation.create': tenantAdmin,
   'identity.invitation.list': tenantAdmin,
+  'identity.sessions.end': tenantAdmin,
+  'identity.staff.list': tenantAdmin,
 } as const satisfies Record<string, readonly Rule[]>;
 
 export type Action = keyof typeof ACTIONS;
@@ -46,3 +48,13 @@ export type Resource =
   | { readonly type: 'tenant' }
   | { readonly type: 'facility'; readonly facilityId: string }
   | { readonly type: 'family'; readonly ownerAccountId: string };
+
+/**
+ * Actions that open no personal data. Every other action does — new actions
+ * included, until they are listed here — and an actor who holds any current
+ * membership (facility staff, directors, administrators) may perform those
+ * only when signed in with a second factor (Actor.mfa), whichever rule would
+ * allow it: a staff member's password alone opens nobody's data, not even
+ * their own family's. decide() and sqlFilter() both apply it.
+ */
+export const OPENS_NO_PERSONAL_DATA: ReadonlySet<Action> = new Set<Action>(['directory.facility.read', 'staff.facility.open']);

@@ -11,6 +11,7 @@ export const AUDIT_ACTIONS = [
   'identity.password.set',
   'identity.invitation.create',
   'identity.invitation.list',
+  'identity.staff.list',
   'identity.invitation.accept',
   'identity.membership.bootstrap',
   'identity.account.locked',

@@ -11,6 +11,8 @@ import { formatDate } from '../web/i18n/index.ts';
 import { pageEnv, safeReturnPath, sendPage } from '../web/render.tsx';
 import * as identity from './service.ts';
 import * as throttle from './throttle.ts';
+import { listStaff } from './staff.ts';
+import { deviceCookieName, noteDevice } from './sessions.ts';
 import { appendAuditAlone } from '../audit/log.ts';
 import { originOf } from '../context.ts';
 import { originFields } from '../tenants/service.ts';
@@ -25,6 +27,14 @@ const signInSchema = z.object({ email: emailField, password: passwordField, retu
 function setSessionCookie(app: FastifyInstance, reply: FastifyReply, s: identity.SessionResult) {
   const { cookies, secureCookies } = app.guichet;
   reply.setCookie(cookies.session, s.token, { path: '/', httpOnly: true, sameSite: 'lax', secure: secureCookies, expires: s.expiresAt });
+}
+
+/** Notes the browser as a device of the account (a notice goes out for a new one) and keeps its cookie. */
+async function rememberDevice(req: FastifyRequest, reply: FastifyReply, actor: { accountId: string; email: string; locale: 'fr' | 'en' }) {
+  const { secureCookies } = req.server.guichet;
+  const name = deviceCookieName(secureCookies);
+  const d = await noteDevice(req.server.guichet, req.ctx, { id: actor.accountId, email: actor.email, locale: actor.locale }, req.cookies[name]);
+  reply.setCookie(name, d.token, { path: '/', httpOnly: true, sameSite: 'lax', secure: secureCookies, maxAge: 400 * 86400 });
 }
 
 function home(actor: { memberships: readonly { role: string }[] }): string {
@@ -212,6 +222,7 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
     const m = pageEnv(req, reply).m;
     if (!r.ok) return signInPage(req, reply, { message: r.reason === 'unverified' ? m.signIn.unverified : m.signIn.failed, email, returnTo }, 401);
     setSessionCookie(app, reply, r.session);
+    await rememberDevice(req, reply, r.actor);
     return reply.redirect(returnTo || home(r.actor), 303);
   });
 
@@ -340,15 +351,59 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
   });
 
   /* ------------------------------------------------------------------- admin */
-  app.get('/admin', async (req, reply) => {
+  app.get<{ Querystring: { sessionsEnded?: string } }>('/admin', async (req, reply) => {
     const invitations = await identity.listPendingInvitations(deps, req.ctx);
+    const staff = await listStaff(deps, req.ctx);
+    const ended = z.coerce.number().int().min(0).max(100000).optional().catch(undefined).parse(req.query.sessionsEnded);
     const env = pageEnv(req, reply);
     const a = env.m.admin;
     return sendPage(
       reply,
       <Page env={env} title={a.title}>
+        {ended !== undefined && <Notice>{a.sessionsEnded(ended)}</Notice>}
         <h1>{a.title}</h1>
         <p class="lead">{a.lead}</p>
+        <h2>{a.staffTitle}</h2>
+        {staff.length === 0 ? (
+          <p>{a.staffNone}</p>
+        ) : (
+          <div class="table-wrap">
+            <table>
+              <caption class="visually-hidden">{a.staffTitle}</caption>
+              <thead>
+                <tr>
+                  <th scope="col">{a.colEmail}</th>
+                  <th scope="col">{a.colRole}</th>
+                  <th scope="col">{a.colFacility}</th>
+                  <th scope="col" class="num">
+                    {a.colSessions}
+                  </th>
+                  <th scope="col">{a.colAction}</th>
+                </tr>
+              </thead>
+              <tbody>
+                {staff.map((p) => (
+                  <tr>
+                    <td>{p.email}</td>
+                    <td>{a.roles[p.role]}</td>
+                    <td>{p.facilityName ?? '—'}</td>
+                    <td class="num">{p.liveSessions}</td>
+                    <td>
+                      {p.liveSessions > 0 && p.accountId !== env.actor?.accountId && (
+                        <form method="post" action={`/admin/accounts/${p.accountId}/sessions/end`} class="inline-form">
+                          <Csrf env={env} />
+                          <button type="submit" class="link-button" aria-label={a.endSessionsLabel(p.email)}>
+                            {a.endSessions}
+                          </button>
+                        </form>
+                      )}
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        )}
         <h2>{a.invitations}</h2>
         <p>
           {a.inviteHow} <a href="/directory">{env.m.layout.directory}</a>

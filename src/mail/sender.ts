@@ -29,12 +29,14 @@ export class MailSender {
     this.transport.close();
   }
 
-  async tick(): Promise<number> {
+  /** Sends what is pending, for every tenant or only the ones named. */
+  async tick(onlyTenantIds?: readonly string[]): Promise<number> {
     if (this.running) return 0;
     this.running = true;
     let sent = 0;
     try {
       for (const tenant of await this.deps.tenants.all()) {
+        if (onlyTenantIds && !onlyTenantIds.includes(tenant.id)) continue;
         sent += await inTenant(this.deps.db.db, tenant.id, async (trx) => {
           const pending = await trx
             .selectFrom('mail_outbox')

@@ -123,6 +123,10 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
             </a>
           </p>
         )}
+        <h2>{env.m.security.sessionsTitle}</h2>
+        <p>
+          <a href="/account/sessions">{env.m.security.sessionsLead}</a>
+        </p>
       </Page>,
     );
   });

@@ -80,6 +80,8 @@ const RESOURCE_OF: Record<Action, Resource> = {
   'staff.facility.open': { type: 'facility', facilityId: FACILITY_A },
   'identity.invitation.create': { type: 'tenant' },
   'identity.invitation.list': { type: 'tenant' },
+  'identity.sessions.end': { type: 'tenant' },
+  'identity.staff.list': { type: 'tenant' },
 };
 
 /*
@@ -113,6 +115,8 @@ const TABLE: Record<Action, string> = {
   'staff.facility.open':           's n n n n Y n Y n n n n',
   'identity.invitation.create':    's n n n n n n n Y n n n',
   'identity.invitation.list':      's n n n n n n n Y n n n',
+  'identity.sessions.end':         's n n n n n n n Y n n n',
+  'identity.staff.list':           's n n n n n n n Y n n n',
 };
 
 const REASON = { s: 'not_signed_in', v: 'email_not_verified', n: 'no_rule_matches' } as const;

@@ -1,0 +1,136 @@
+import { createHash } from 'node:crypto';
+import { appendAudit, appendAuditAlone } from '../audit/log.ts';
+import { decide } from '../access/decide.ts';
+import type { Ctx, Deps } from '../context.ts';
+import { originOf } from '../context.ts';
+import { inTenant } from '../db/tenant.ts';
+import { AppError } from '../errors.ts';
+import { enqueueMail } from '../mail/outbox.ts';
+import { originFields } from '../tenants/service.ts';
+import { formatDateTime, messages, type Locale } from '../web/i18n/index.ts';
+import { hashToken, isTokenShaped, newToken } from './tokens.ts';
+
+/** "Firefox on Windows", from a User-Agent header: enough for a person to recognise a device. */
+export function describeDevice(userAgent: string | null | undefined): string | null {
+  if (!userAgent) return null;
+  const browser = /Edg\//.test(userAgent)
+    ? 'Edge'
+    : /Firefox\//.test(userAgent)
+      ? 'Firefox'
+      : /Chrome\/|Chromium\//.test(userAgent)
+        ? 'Chrome'
+        : /Safari\//.test(userAgent)
+          ? 'Safari'
+          : null;
+  const os = /Android/.test(userAgent)
+    ? 'Android'
+    : /iPhone|iPad|iOS/.test(userAgent)
+      ? 'iOS'
+      : /Windows/.test(userAgent)
+        ? 'Windows'
+        : /Mac OS X|Macintosh/.test(userAgent)
+          ? 'macOS'
+          : /Linux/.test(userAgent)
+            ? 'Linux'
+            : null;
+  if (browser && os) return `${browser} — ${os}`;
+  return browser ?? os ?? userAgent.slice(0, 60);
+}
+
+export interface SessionView {
+  id: string;
+  current: boolean;
+  device: string | null;
+  ip: string | null;
+  createdAt: Date;
+  lastSeenAt: Date;
+}
+
+/** The actor's own live sessions. */
+export async function listOwnSessions(deps: Deps, ctx: Ctx): Promise<SessionView[]> {
+  const actor = ctx.actor;
+  if (!actor) throw new AppError('signInRequired');
+  return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    const rows = await trx
+      .selectFrom('sessions')
+      .select(['id', 'ip', 'user_agent', 'created_at', 'last_seen_at', 'idle_timeout_seconds'])
+      .where('account_id', '=', actor.accountId)
+      .where('revoked_at', 'is', null)
+      .where('expires_at', '>', ctx.now)
+      .orderBy('last_seen_at', 'desc')
+      .execute();
+    return rows
+      .filter((r) => r.last_seen_at.getTime() + r.idle_timeout_seconds * 1000 > ctx.now.getTime())
+      .map((r) => ({ id: r.id, current: r.id === actor.sessionId, device: describeDevice(r.user_agent), ip: r.ip, createdAt: r.created_at, lastSeenAt: r.last_seen_at }));
+  });
+}
+
+/** Ends one of the actor's sessions, or all but the current one. Returns how many ended. */
+export async function endOwnSessions(deps: Deps, ctx: Ctx, which: { sessionId: string } | 'others'): Promise<number> {
+  const actor = ctx.actor;
+  if (!actor) throw new AppError('signInRequired');
+  return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    let q = trx.updateTable('sessions').set({ revoked_at: ctx.now }).where('account_id', '=', actor.accountId).where('revoked_at', 'is', null);
+    if (which === 'others') {
+      if (actor.sessionId) q = q.where('id', '<>', actor.sessionId);
+    } else {
+      if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(which.sessionId)) throw new AppError('notFound');
+      q = q.where('id', '=', which.sessionId);
+    }
+    const ended = await q.returning('id').execute();
+    if (which !== 'others' && !ended.length) throw new AppError('notFound');
+    if (ended.length) {
+      await appendAudit(trx, ctx.tenant.id, { action: 'identity.session.end', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'session', targetIds: ended.map((e) => e.id), details: { by: 'self', count: ended.length } }, ctx.now);
+    }
+    return ended.length;
+  });
+}
+
+/** An administrator ends every session of an account of the tenant. */
+export async function endAccountSessions(deps: Deps, ctx: Ctx, accountId: string): Promise<number> {
+  const d = decide(ctx.actor, 'identity.sessions.end', { type: 'tenant' }, ctx.now);
+  if (!d.allowed) {
+    await appendAuditAlone(deps.db.db, ctx.tenant.id, { action: 'identity.session.end', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'account', targetIds: [accountId.slice(0, 64)], details: { reason: d.reason ?? 'denied' } }, ctx.now);
+    throw new AppError(ctx.actor ? 'forbidden' : 'signInRequired');
+  }
+  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(accountId)) throw new AppError('notFound');
+  return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    const account = await trx.selectFrom('accounts').select('id').where('id', '=', accountId).executeTakeFirst();
+    if (!account) throw new AppError('notFound');
+    const ended = await trx.updateTable('sessions').set({ revoked_at: ctx.now }).where('account_id', '=', accountId).where('revoked_at', 'is', null).returning('id').execute();
+    await appendAudit(trx, ctx.tenant.id, { action: 'identity.session.end', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'account', targetIds: [accountId, ...ended.map((e) => e.id)], details: { by: 'administrator', count: ended.length } }, ctx.now);
+    return ended.length;
+  });
+}
+
+/**
+ * After a successful sign-in: is this browser a device the account has used
+ * before? The device token lives in its own long-lived cookie; only its hash
+ * is stored. A new device of an account that already had one sends a notice.
+ */
+export async function noteDevice(deps: Deps, ctx: Ctx, account: { id: string; email: string; locale: Locale }, deviceToken: string | undefined): Promise<{ token: string; isNew: boolean }> {
+  const token = isTokenShaped(deviceToken) ? deviceToken : newToken().token;
+  const hash = createHash('sha256').update(`device:${token}`).digest();
+  const isNew = await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    const known = await trx.selectFrom('known_devices').select('device_hash').where('account_id', '=', account.id).execute();
+    if (known.some((k) => Buffer.from(k.device_hash).equals(hash))) {
+      await trx.updateTable('known_devices').set({ last_seen_at: ctx.now, user_agent: ctx.userAgent?.slice(0, 512) ?? null }).where('account_id', '=', account.id).where('device_hash', '=', hash).execute();
+      return false;
+    }
+    await trx.insertInto('known_devices').values({ tenant_id: ctx.tenant.id, account_id: account.id, device_hash: hash, first_seen_at: ctx.now, last_seen_at: ctx.now, user_agent: ctx.userAgent?.slice(0, 512) ?? null }).execute();
+    if (known.length) {
+      const m = messages(account.locale);
+      const device = describeDevice(ctx.userAgent) ?? m.security.unknownDevice;
+      await enqueueMail(trx, ctx.tenant.id, { to: account.email, locale: account.locale, template: 'new_device', subject: m.security.newDeviceSubject, body: m.security.newDeviceBody(formatDateTime(account.locale, ctx.now), `${device}${ctx.ip ? ` (${ctx.ip})` : ''}`, `${ctx.baseUrl}/account/sessions`) }, ctx.now);
+      await appendAudit(trx, ctx.tenant.id, { action: 'identity.device.new', outcome: 'success', ...originFields(originOf(ctx)), actorAccountId: account.id, targetType: 'account', targetIds: [account.id], details: { device } }, ctx.now);
+    }
+    return known.length > 0;
+  });
+  return { token, isNew };
+}
+
+export function deviceCookieName(secure: boolean): string {
+  return `${secure ? '__Host-' : ''}guichet_device`;
+}
+
+export { hashToken };
