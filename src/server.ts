@@ -7,6 +7,7 @@ import { loadKeyProvider } from './crypto/keys.ts';
 import { openDatabase, type Database } from './db/connection.ts';
 import { directoryRoutes } from './directory/routes.tsx';
 import { startIdentityMaintenance } from './identity/maintenance.ts';
+import { factorRoutes } from './identity/factors/routes.tsx';
 import { identityRoutes } from './identity/routes.tsx';
 import { sessionRoutes } from './identity/sessions-routes.tsx';
 import { demoMailRoutes } from './mail/routes.tsx';
@@ -16,7 +17,7 @@ import { waitlistRoutes } from './waitlist/routes.tsx';
 import { buildApp, type RouteModule } from './web/app.ts';
 import { homeRoutes } from './web/pages.tsx';
 
-export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, waitlistRoutes, demoMailRoutes];
+export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, waitlistRoutes, demoMailRoutes, factorRoutes];
 
 /** Tokens travel in links (verification, invitations): never let one reach the logs. */
 export function redactUrl(url: string): string {

@@ -1,5 +1,5 @@
 import { sql, type Expression, type SqlBool } from 'kysely';
-import { ACTIONS, type Action, type Resource, type Rule } from './actions.ts';
+import { ACTIONS, OPENS_NO_PERSONAL_DATA, type Action, type Resource, type Rule } from './actions.ts';
 import type { Actor } from './actor.ts';
 
 export interface Decision {
@@ -7,7 +7,7 @@ export interface Decision {
   action: Action;
   /** The rule that allowed it, for the audit trail. */
   rule?: Rule;
-  reason?: 'not_signed_in' | 'email_not_verified' | 'no_rule_matches';
+  reason?: 'not_signed_in' | 'email_not_verified' | 'no_rule_matches' | 'second_factor_required';
 }
 
 function current(actor: Actor, now: Date) {
@@ -32,9 +32,19 @@ function matches(rule: Rule, actor: Actor | null, resource: Resource, now: Date)
   }
 }
 
+/**
+ * Staff must have a second factor before they open personal data: an actor
+ * with any current membership, not signed in with one, may perform no action
+ * that opens personal data (see OPENS_NO_PERSONAL_DATA in actions.ts).
+ */
+export function secondFactorMissing(actor: Actor | null, action: Action, now: Date): boolean {
+  return !!actor && !actor.mfa && !OPENS_NO_PERSONAL_DATA.has(action) && current(actor, now).length > 0;
+}
+
 /** The one place where a permission is decided. */
 export function decide(actor: Actor | null, action: Action, resource: Resource, now: Date): Decision {
   const rules: readonly Rule[] = ACTIONS[action];
+  if (secondFactorMissing(actor, action, now)) return { allowed: false, action, reason: 'second_factor_required' };
   for (const rule of rules) {
     if (matches(rule, actor, resource, now)) return { allowed: true, action, rule };
   }
@@ -58,6 +68,7 @@ export interface FilterColumns {
  */
 export function sqlFilter(actor: Actor | null, action: Action, cols: FilterColumns, now: Date): Expression<SqlBool> {
   const rules: readonly Rule[] = ACTIONS[action];
+  if (secondFactorMissing(actor, action, now)) return sql<SqlBool>`false`;
   const parts: Expression<SqlBool>[] = [];
   for (const rule of rules) {
     switch (rule.who) {

@@ -33,6 +33,18 @@ export const AUDIT_ACTIONS = [
   'tenant.create',
   'directory.import',
   'demo.seed',
+  // second factors and step-up (src/identity/factors, src/identity/stepup.ts)
+  'identity.signin.challenge',
+  'identity.totp.enrol',
+  'identity.totp.remove',
+  'identity.totp.verify',
+  'identity.recovery.generate',
+  'identity.recovery.use',
+  'identity.passkey.register',
+  'identity.passkey.rename',
+  'identity.passkey.revoke',
+  'identity.passkey.verify',
+  'identity.stepup',
 ] as const;
 
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];

@@ -59,7 +59,12 @@ export interface SessionsTable {
   revoked_at: Timestamp | null;
   ip: string | null;
   user_agent: string | null;
+  /** How the session last authenticated (sign-in or step-up); see src/identity/stepup.ts. */
+  auth_methods: ColumnType<SessionAuthMethod[], SessionAuthMethod[] | undefined, SessionAuthMethod[]>;
+  authenticated_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
+
+export type SessionAuthMethod = 'password' | 'totp' | 'recovery' | 'passkey';
 
 export interface AccountTokensTable {
   id: Generated<string>;
@@ -210,6 +215,80 @@ export interface KnownDevicesTable {
   user_agent: string | null;
 }
 
+/* Second factors (migration 0005). */
+
+export interface TotpFactorsTable {
+  id: string;
+  tenant_id: string;
+  account_id: string;
+  /** AES-256-GCM: iv ‖ ciphertext ‖ tag (src/identity/factors/totp.ts). */
+  secret_enc: Buffer;
+  created_at: Timestamp;
+  confirmed_at: Timestamp | null;
+  last_used_step: ColumnType<string | null, number | string | null, number | string | null>;
+  disabled_at: Timestamp | null;
+}
+
+export interface RecoveryCodesTable {
+  id: Generated<string>;
+  tenant_id: string;
+  account_id: string;
+  code_hash: Buffer;
+  created_at: Timestamp;
+  used_at: Timestamp | null;
+  revoked_at: Timestamp | null;
+}
+
+export interface WebauthnCredentialsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  account_id: string;
+  credential_id: string;
+  public_key: Buffer;
+  sign_count: ColumnType<string, number | string | undefined, number | string>;
+  transports: ColumnType<string[], string[] | undefined, string[]>;
+  rp_id: string;
+  name: string;
+  aaguid: string | null;
+  backed_up: ColumnType<boolean, boolean | undefined, boolean>;
+  created_at: Timestamp;
+  last_used_at: Timestamp | null;
+  revoked_at: Timestamp | null;
+}
+
+export interface PendingSigninsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  account_id: string | null;
+  purpose: 'second_factor' | 'passkey';
+  token_hash: Buffer;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  failures: Generated<number>;
+  used_at: Timestamp | null;
+}
+
+export interface WebauthnChallengesTable {
+  id: Generated<string>;
+  tenant_id: string;
+  challenge: string;
+  purpose: 'register' | 'authenticate';
+  account_id: string | null;
+  bound_to: Buffer;
+  user_verification: 'required' | 'preferred';
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  used_at: Timestamp | null;
+}
+
+export interface FactorFailuresTable {
+  id: Generated<string>;
+  tenant_id: string;
+  account_id: string;
+  kind: 'totp' | 'recovery' | 'password';
+  at: Timestamp;
+}
+
 export interface SchemaMigrationsTable {
   version: number;
   name: string;
@@ -233,4 +312,10 @@ export interface DB {
   schema_migrations: SchemaMigrationsTable;
   auth_attempts: AuthAttemptsTable;
   known_devices: KnownDevicesTable;
+  totp_factors: TotpFactorsTable;
+  recovery_codes: RecoveryCodesTable;
+  webauthn_credentials: WebauthnCredentialsTable;
+  pending_signins: PendingSigninsTable;
+  webauthn_challenges: WebauthnChallengesTable;
+  factor_failures: FactorFailuresTable;
 }

@@ -9,6 +9,7 @@ import { Csrf, ErrorSummary, Notice, Page, SummaryList, TextField, type FieldErr
 import { emailField, newPasswordField, parseBody, passwordField } from '../web/forms.ts';
 import { formatDate } from '../web/i18n/index.ts';
 import { pageEnv, safeReturnPath, sendPage } from '../web/render.tsx';
+import { PasskeySignIn, startSecondStep } from './factors/components.tsx';
 import * as identity from './service.ts';
 import * as throttle from './throttle.ts';
 import { listStaff } from './staff.ts';
@@ -24,20 +25,20 @@ const signUpSchema = z
 
 const signInSchema = z.object({ email: emailField, password: passwordField, return: z.string().optional() });
 
-function setSessionCookie(app: FastifyInstance, reply: FastifyReply, s: identity.SessionResult) {
+export function setSessionCookie(app: FastifyInstance, reply: FastifyReply, s: identity.SessionResult) {
   const { cookies, secureCookies } = app.guichet;
   reply.setCookie(cookies.session, s.token, { path: '/', httpOnly: true, sameSite: 'lax', secure: secureCookies, expires: s.expiresAt });
 }
 
 /** Notes the browser as a device of the account (a notice goes out for a new one) and keeps its cookie. */
-async function rememberDevice(req: FastifyRequest, reply: FastifyReply, actor: { accountId: string; email: string; locale: 'fr' | 'en' }) {
+export async function rememberDevice(req: FastifyRequest, reply: FastifyReply, actor: { accountId: string; email: string; locale: 'fr' | 'en' }) {
   const { secureCookies } = req.server.guichet;
   const name = deviceCookieName(secureCookies);
   const d = await noteDevice(req.server.guichet, req.ctx, { id: actor.accountId, email: actor.email, locale: actor.locale }, req.cookies[name]);
   reply.setCookie(name, d.token, { path: '/', httpOnly: true, sameSite: 'lax', secure: secureCookies, maxAge: 400 * 86400 });
 }
 
-function home(actor: { memberships: readonly { role: string }[] }): string {
+export function home(actor: { memberships: readonly { role: string }[] }): string {
   if (actor.memberships.some((m) => m.role === 'facility_staff' || m.role === 'facility_director')) return '/staff';
   if (actor.memberships.some((m) => m.role === 'tenant_admin')) return '/admin';
   return '/account';
@@ -193,6 +194,7 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
         <p>
           {s.noAccount} <a href="/signup">{env.m.layout.signUp}</a>
         </p>
+        <PasskeySignIn env={env} returnTo={state.returnTo} />
       </Page>,
       status,
     );
@@ -220,6 +222,7 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
     // Only a wrong password counts as a failure: an unverified or second-step answer means it was right.
     await throttle.recordSignIn(deps, req.ctx, input.email, r.ok || r.reason !== 'invalid');
     const m = pageEnv(req, reply).m;
+    if (!r.ok && r.reason === 'second_factor') return startSecondStep(app, reply, r.pending, returnTo);
     if (!r.ok) return signInPage(req, reply, { message: r.reason === 'unverified' ? m.signIn.unverified : m.signIn.failed, email, returnTo }, 401);
     setSessionCookie(app, reply, r.session);
     await rememberDevice(req, reply, r.actor);

@@ -1,5 +1,6 @@
-import type { Kysely } from 'kysely';
-import type { Actor, Membership } from '../access/actor.ts';
+import { sql, type Kysely } from 'kysely';
+import type { Actor, AuthMethod, Membership } from '../access/actor.ts';
+import { SECOND_FACTOR_METHODS } from '../access/actor.ts';
 import { decide } from '../access/decide.ts';
 import { appendAudit, appendAuditAlone } from '../audit/log.ts';
 import type { AuditAction, AuditOrigin } from '../audit/events.ts';
@@ -13,7 +14,9 @@ import { enqueueMail } from '../mail/outbox.ts';
 import type { Tenant } from '../tenants/service.ts';
 import { originFields } from '../tenants/service.ts';
 import { messages, type Locale } from '../web/i18n/index.ts';
+import { beginSecondFactor, passkeyCountSql, totpEnabledSql } from './factors/store.ts';
 import { hashPassword, verifyPassword } from './passwords.ts';
+import { requireRecentAuth } from './stepup.ts';
 import { hashToken, newToken } from './tokens.ts';
 
 const HOUR = 3600_000;
@@ -24,7 +27,7 @@ export function sessionPolicy(memberships: readonly Membership[]): { idleSeconds
   return memberships.length ? { idleSeconds: 15 * 60, absoluteMs: 8 * HOUR } : { idleSeconds: 30 * 60, absoluteMs: 12 * HOUR };
 }
 
-async function loadMemberships(trx: Trx, accountId: string, now: Date): Promise<Membership[]> {
+export async function loadMemberships(trx: Trx, accountId: string, now: Date): Promise<Membership[]> {
   const rows = await trx
     .selectFrom('memberships')
     .select(['id', 'role', 'facility_id', 'expires_at'])
@@ -50,7 +53,8 @@ export interface SessionResult {
   expiresAt: Date;
 }
 
-async function createSession(trx: Trx, ctx: Ctx, accountId: string, memberships: readonly Membership[]): Promise<SessionResult> {
+/** A new session; `methods` records how the person authenticated (a password alone unless told otherwise). */
+export async function createSession(trx: Trx, ctx: Ctx, accountId: string, memberships: readonly Membership[], methods: readonly AuthMethod[] = ['password']): Promise<SessionResult> {
   const { token, hash } = newToken();
   const policy = sessionPolicy(memberships);
   const expiresAt = new Date(ctx.now.getTime() + policy.absoluteMs);
@@ -66,6 +70,8 @@ async function createSession(trx: Trx, ctx: Ctx, accountId: string, memberships:
       expires_at: expiresAt,
       ip: ctx.ip,
       user_agent: ctx.userAgent?.slice(0, 512) ?? null,
+      auth_methods: [...methods],
+      authenticated_at: ctx.now,
     })
     .execute();
   return { token, expiresAt };
@@ -77,7 +83,8 @@ export async function resolveSession(deps: Deps, tenant: Tenant, token: string, 
     const s = await trx
       .selectFrom('sessions as s')
       .innerJoin('accounts as a', 'a.id', 's.account_id')
-      .select(['s.id', 's.account_id', 's.last_seen_at', 's.idle_timeout_seconds', 's.expires_at', 'a.email', 'a.email_verified_at', 'a.locale', 'a.status'])
+      .select(['s.id', 's.account_id', 's.last_seen_at', 's.idle_timeout_seconds', 's.expires_at', 's.created_at', 's.auth_methods', 's.authenticated_at', 'a.email', 'a.email_verified_at', 'a.locale', 'a.status'])
+      .select([totpEnabledSql(sql.ref('s.account_id')).as('has_totp'), passkeyCountSql(sql.ref('s.account_id')).as('passkeys')])
       .where('s.token_hash', '=', hashToken(token))
       .where('s.revoked_at', 'is', null)
       .executeTakeFirst();
@@ -89,6 +96,9 @@ export async function resolveSession(deps: Deps, tenant: Tenant, token: string, 
       await trx.updateTable('sessions').set({ last_seen_at: now }).where('id', '=', s.id).execute();
     }
     const memberships = await loadMemberships(trx, s.account_id, now);
+    const methods = (s.auth_methods ?? ['password']) as AuthMethod[];
+    const passkeys = Number(s.passkeys);
+    const totp = !!s.has_totp;
     return {
       accountId: s.account_id,
       tenantId: tenant.id,
@@ -97,6 +107,9 @@ export async function resolveSession(deps: Deps, tenant: Tenant, token: string, 
       emailVerified: !!s.email_verified_at,
       locale: s.locale,
       memberships,
+      // A second factor counts while the account still has one (removing the last one ends it).
+      mfa: (totp || passkeys > 0) && methods.some((m) => SECOND_FACTOR_METHODS.includes(m)),
+      auth: { methods, at: s.authenticated_at ?? s.created_at, totp, passkeys },
     };
   });
 }
@@ -183,7 +196,9 @@ export async function setPassword(deps: Deps, ctx: Ctx, token: string, password:
 
 export type SignInResult =
   | { ok: true; session: SessionResult; actor: Actor }
-  | { ok: false; reason: 'invalid' | 'unverified' };
+  | { ok: false; reason: 'invalid' | 'unverified' }
+  /** The password was right and the account has a second factor: the second step comes next (src/identity/factors). */
+  | { ok: false; reason: 'second_factor'; pending: { token: string; expiresAt: Date } };
 
 /**
  * Password sign-in. Unknown address, wrong password and suspended account all
@@ -217,6 +232,11 @@ export async function signIn(deps: Deps, ctx: Ctx, email: string, password: stri
       await audit(trx, ctx, 'identity.signin', 'failure', { targetIds: [account.id], details: { reason: 'unverified' } });
       return { ok: false, reason: 'unverified' } as const;
     }
+    const pending = await beginSecondFactor(trx, ctx.tenant.id, account.id, ctx.now);
+    if (pending) {
+      await audit(trx, ctx, 'identity.signin.challenge', 'success', { targetIds: [account.id], actorAccountId: account.id });
+      return { ok: false, reason: 'second_factor', pending } as const;
+    }
     const memberships = await loadMemberships(trx, account.id, ctx.now);
     const session = await createSession(trx, ctx, account.id, memberships);
     await audit(trx, ctx, 'identity.signin', 'success', { targetIds: [account.id], actorAccountId: account.id });
@@ -246,6 +266,8 @@ export async function inviteStaff(deps: Deps, ctx: Ctx, facilityId: string, emai
     await appendAuditAlone(deps.db.db, ctx.tenant.id, { action: 'identity.invitation.create', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'facility', targetIds: [facilityId], details: { reason: d.reason ?? 'denied' } }, ctx.now);
     throw new AppError(ctx.actor ? 'forbidden' : 'signInRequired');
   }
+  // Conferring a role is sensitive: a fresh authentication (step-up), then back to the facility's page.
+  requireRecentAuth(ctx, undefined, { returnTo: `/directory/${facilityId}` });
   const inviter = ctx.actor;
   await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     const facility = await trx.selectFrom('facilities').select(['id', 'name']).where('id', '=', facilityId).executeTakeFirst();

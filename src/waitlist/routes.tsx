@@ -9,6 +9,7 @@ import { Checkbox, Csrf, ErrorSummary, Fieldset, Notice, Page, Pagination, Summa
 import { checkbox, parseBody } from '../web/forms.ts';
 import { formatDate } from '../web/i18n/index.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
+import { requireRecentAuth } from '../identity/stepup.ts';
 import { DAYS, parseChildInput } from './child-file.ts';
 
 type ChildFormValues = Record<string, string | undefined>;
@@ -126,6 +127,10 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
         <h2>{env.m.security.sessionsTitle}</h2>
         <p>
           <a href="/account/sessions">{env.m.security.sessionsLead}</a>
+        </p>
+        <h2>{env.m.factors.securityTitle}</h2>
+        <p>
+          <a href="/account/security">{env.m.factors.securityLink}</a>
         </p>
       </Page>,
     );
@@ -281,6 +286,8 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
     const ctx = req.ctx;
     try {
       const input = parseChildInput(req.body, ctx.tenant.rules, ctx.now, 'update');
+      // Changing the NIREC is sensitive: a fresh authentication first (step-up), then back to this form.
+      if (input.nirec !== null) requireRecentAuth(ctx, undefined, { returnTo: `/children/${req.params.id}/edit` });
       await records.updateChildFile(deps, ctx, req.params.id, input);
       return reply.redirect(`/children/${req.params.id}?status=updated`, 303);
     } catch (err) {

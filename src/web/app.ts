@@ -10,6 +10,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Ctx, Deps } from '../context.ts';
 import { AppError, ValidationError } from '../errors.ts';
 import { resolveSession } from '../identity/service.ts';
+import { StepUpRequired, stepUpRedirect } from '../identity/stepup.ts';
 import { isTokenShaped } from '../identity/tokens.ts';
 import { isLocale, type Locale } from './i18n/index.ts';
 import { errorPage } from './pages.tsx';
@@ -142,6 +143,10 @@ export async function buildApp(deps: Deps, routes: RouteModule[]): Promise<Fasti
     const e = err as Error & { code?: string; statusCode?: number };
     let status = 500;
     let kind: Parameters<typeof errorPage>[2] = 'server';
+    if (err instanceof StepUpRequired) {
+      // A sensitive action wants a fresh authentication: the re-authentication page, then back.
+      return stepUpRedirect(req, reply, err);
+    }
     if (err instanceof AppError) {
       status = err.status;
       kind = err instanceof ValidationError ? 'badRequest' : err.kind;

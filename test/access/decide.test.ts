@@ -40,6 +40,8 @@ function actor(accountId: string, emailVerified: boolean, memberships: Omit<Memb
     emailVerified,
     locale: 'fr',
     memberships: memberships.map((m, i) => ({ id: `${accountId.slice(0, 30)}${String(i).padStart(6, '0')}`, ...m })),
+    // Signed in with a second factor: without one, staff open no personal data (test/identity/factors-stepup.test.ts).
+    mfa: true,
   };
 }
 

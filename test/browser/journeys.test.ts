@@ -19,6 +19,7 @@ import { addMonths, today } from '../../src/waitlist/dates.ts';
 import { createAdmin, createParent, createStaff, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
 import { assertNoPageProblems, checkA11y, closeBrowser, follow, launchBrowser, newContext, newPage, shot } from '../helpers/browser.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { freshTotpCode, totpSecretFor } from '../helpers/factors.ts';
 
 const NNBSP = '\u202f';
 const ERROR_TITLE = `Erreur${NNBSP}: `;
@@ -182,6 +183,12 @@ async function signIn(page: Page, email: string, label: string): Promise<void> {
   await page.getByLabel('Adresse courriel').fill(email);
   await page.getByLabel('Mot de passe').fill(PASSWORD);
   await go(page, `${label}: after sign-in`, () => page.getByRole('main').getByRole('button', { name: 'Se connecter' }).click());
+  // Staff and administrators have an authenticator app (test/helpers/factors.ts): the second step asks for its code.
+  const secret = totpSecretFor(tenant.hosts[0]!, email);
+  if (secret && new URL(page.url()).pathname === '/signin/second-factor') {
+    await page.getByLabel('Code à 6 chiffres').fill(await freshTotpCode(secret, t.deps.clock));
+    await go(page, `${label}: second step`, () => page.getByRole('button', { name: 'Continuer' }).click());
+  }
 }
 
 const t0 = today(new Date());
@@ -417,7 +424,7 @@ describe('a parent, from sign-up to a registered child', () => {
 });
 
 describe('an administrator invites a staff member', () => {
-  it('signs in, opens a facility, invites; the invitee accepts from the e-mail and lands on the staff space', async () => {
+  it('signs in, opens a facility, invites; the invitee accepts from the e-mail and is asked to add a second factor first', async () => {
     const adminEmail = 'direction@exemple.test';
     const invitee = 'nouvelle.educatrice@exemple.test';
     await createAdmin(t, tenant, adminEmail);
@@ -453,8 +460,9 @@ describe('an administrator invites a staff member', () => {
     await fresh.getByLabel('Choisissez un mot de passe').fill(PASSWORD);
     await fresh.getByLabel('Confirmez le mot de passe').fill(PASSWORD);
     await go(fresh, 'staff space of the new staff member', () => fresh.getByRole('button', { name: 'Accepter l’invitation' }).click());
-    expect(path(fresh)).toBe('/staff');
-    expect(await fresh.getByRole('heading', { level: 2 }).innerText()).toBe('CPE La Ruche');
+    // A new staff member opens no personal data before adding a second factor: enrolment first.
+    expect(path(fresh)).toBe('/account/security?status=required');
+    expect(await mainText(fresh)).toContain('Une deuxième étape de connexion est obligatoire');
   });
 });
 

@@ -12,6 +12,7 @@ import { ROUTES } from '../../src/server.ts';
 import { TenantDirectory, type Tenant } from '../../src/tenants/service.ts';
 import { buildApp } from '../../src/web/app.ts';
 import { createTestTenant, type TestDatabase, type TestTenantOverrides } from './db.ts';
+import { enrolTotp } from './factors.ts';
 
 export interface TestApp {
   app: FastifyInstance;
@@ -94,8 +95,24 @@ export async function createParent(t: TestApp, tenant: Tenant, email: string): P
   return inTenant(t.database.db, tenant.id, (trx) => createDemoAccount(trx, tenant.id, email, PASSWORD, t.deps.clock()));
 }
 
-/** A facility staff member, granted by a bootstrapped administrator as an accepted invitation would. */
-export async function createStaff(t: TestApp, tenant: Tenant, email: string, facilityId: string, adminId?: string): Promise<string> {
+/** Options for staff and administrators: an authenticator app (default), or no second factor at all. */
+export interface MemberOptions {
+  secondFactor?: boolean;
+}
+
+/**
+ * A facility staff member, granted by a bootstrapped administrator as an
+ * accepted invitation would; with an authenticator app unless told otherwise
+ * (staff open no personal data without a second factor; Client.signIn()
+ * answers the second step).
+ */
+export async function createStaff(t: TestApp, tenant: Tenant, email: string, facilityId: string, adminId?: string, opts: MemberOptions = {}): Promise<string> {
+  const id = await createStaffAccount(t, tenant, email, facilityId, adminId);
+  if (opts.secondFactor !== false) await enrolTotp(t.deps, tenant, id, email);
+  return id;
+}
+
+async function createStaffAccount(t: TestApp, tenant: Tenant, email: string, facilityId: string, adminId?: string): Promise<string> {
   return inTenant(t.database.db, tenant.id, async (trx) => {
     const id = await createDemoAccount(trx, tenant.id, email, PASSWORD, t.deps.clock());
     await trx
@@ -106,10 +123,11 @@ export async function createStaff(t: TestApp, tenant: Tenant, email: string, fac
   });
 }
 
-export async function createAdmin(t: TestApp, tenant: Tenant, email: string): Promise<string> {
+export async function createAdmin(t: TestApp, tenant: Tenant, email: string, opts: MemberOptions = {}): Promise<string> {
   const r = await bootstrapAdmin(t.database.db, tenant, email, 'http://localhost', { actorAccountId: null, actorRoles: ['system:test'], ip: null, userAgent: null, requestId: null }, t.deps.clock());
   const hash = await hashPassword(PASSWORD);
   await inTenant(t.database.db, tenant.id, (trx) => trx.updateTable('accounts').set({ password_hash: hash, email_verified_at: t.deps.clock() }).where('id', '=', r.accountId).execute());
+  if (opts.secondFactor !== false) await enrolTotp(t.deps, tenant, r.accountId, email);
   return r.accountId;
 }
 

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { freshTotpCode, totpSecretFor } from './factors.ts';
 
 export interface Response {
   status: number;
@@ -71,10 +72,17 @@ export class Client {
     return this.absorb(res);
   }
 
-  /** Signs in through the real form. */
+  /**
+   * Signs in through the real form. When the account has an authenticator
+   * app enrolled by the test helpers, answers the second step with a fresh code.
+   */
   async signIn(email: string, password: string): Promise<Response> {
     await this.get('/signin');
-    return this.post('/signin', { email, password });
+    const r = await this.post('/signin', { email, password });
+    const secret = totpSecretFor(this.host, email);
+    if (r.status !== 303 || !String(r.headers.location ?? '').startsWith('/signin/second-factor') || !secret) return r;
+    const clock = (this.app as unknown as { guichet: { clock: () => Date } }).guichet.clock;
+    return this.post('/signin/second-factor', { code: await freshTotpCode(secret, clock) });
   }
 }
 

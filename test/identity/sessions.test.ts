@@ -5,6 +5,7 @@ import type { Tenant } from '../../src/tenants/service.ts';
 import { createAdmin, createFacility, createParent, createStaff, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
 import { Client, textOf } from '../helpers/client.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { completeSecondStep } from '../helpers/factors.ts';
 
 let database: TestDatabase;
 let t: TestApp;
@@ -28,6 +29,8 @@ async function signInWith(email: string, ua: string, ip: string) {
   await c.get('/signin', { 'user-agent': ua });
   const r = await c.post('/signin', { email, password: PASSWORD }, { headers: { 'user-agent': ua } });
   expect(r.status).toBe(303);
+  // staff and administrators have an authenticator app: the second step
+  expect((await completeSecondStep(c, t.deps.clock, email, r, { 'user-agent': ua })).status).toBe(303);
   return c;
 }
 

@@ -91,6 +91,7 @@ async function fixture(): Promise<Fixture> {
     emailVerified: true,
     locale: 'fr',
     memberships: memberships.map((m) => ({ id: m.id, role: m.role, facilityId: m.facility_id, expiresAt: m.expires_at })),
+    mfa: true,
   };
   const parent = new Client(t.app, host);
   expect((await parent.signIn(parentEmail, PASSWORD)).status).toBe(303);

@@ -17,6 +17,7 @@ import { addMonths, today } from '../../src/waitlist/dates.ts';
 import { createFacility, createParent, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
 import { Client, type Response } from '../helpers/client.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { enrolTotp } from '../helpers/factors.ts';
 
 let database: TestDatabase;
 let t: TestApp;
@@ -106,6 +107,8 @@ async function fixture(): Promise<Fixture> {
   const setPasswordToken = /token=([A-Za-z0-9_-]{43})/.exec(boot.link)![1]!;
   const hash = await hashPassword(PASSWORD);
   await inTenant(database.db, tenant.id, (trx) => trx.updateTable('accounts').set({ password_hash: hash, email_verified_at: t.deps.clock() }).where('id', '=', boot.accountId).execute());
+  // Administrators open no personal data without a second factor: an authenticator app, answered by Client.signIn().
+  await enrolTotp(t.deps, tenant, boot.accountId, adminEmail);
   const admin = new Client(t.app, host);
   expect((await admin.signIn(adminEmail, PASSWORD)).status).toBe(303);
   const invitee = `invitee.${uniq()}@exemple.test`;
@@ -197,6 +200,24 @@ const SPECS: RouteSpec[] = [
     dates: ['birthDate', 'desiredEntryDate'],
   },
   { route: '/children/:id/applications/:appId/withdraw', who: 'parent', params: { id: (fx) => fx.childId, appId: (fx) => fx.applicationId }, base: () => ({}), noBody: true },
+  // Second factors (src/identity/factors). A code that is not the right one, a credential that is no credential:
+  // whatever else is sent, these are refused; the spoiled field must be refused too, and nothing written.
+  { route: '/account/security/totp', who: 'parent', base: () => ({ code: '123456' }), text: ['code'] },
+  { route: '/account/security/totp/remove', who: 'parent', base: () => ({}), noBody: true },
+  { route: '/account/security/recovery-codes', who: 'parent', base: () => ({}), noBody: true },
+  { route: '/account/security/passkeys/options', who: 'parent', base: () => ({}), noBody: true },
+  { route: '/account/security/passkeys', who: 'parent', base: () => ({ name: 'Téléphone', credential: '{}' }), text: ['name', 'credential'] },
+  // No passkey of this parent has these ids: the spoiled name is refused before the id is looked up.
+  { route: '/account/security/passkeys/:id/rename', who: 'parent', params: { id: () => randomUUID() }, base: () => ({ name: 'Téléphone' }), text: ['name'] },
+  { route: '/account/security/passkeys/:id/revoke', who: 'parent', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
+  { route: '/signin/second-factor', who: 'anonymous', base: () => ({ code: '123456', return: '/account' }), text: ['code', 'return'] },
+  { route: '/signin/recovery-code', who: 'anonymous', base: () => ({ code: 'ABCD-EFGH-JKMN-PQRS-TVWX-YZ01', return: '/account' }), text: ['code', 'return'] },
+  { route: '/signin/passkey/options', who: 'anonymous', base: () => ({}), noBody: true },
+  { route: '/signin/second-factor/passkey/options', who: 'anonymous', base: () => ({}), noBody: true },
+  { route: '/signin/passkey', who: 'anonymous', base: () => ({ credential: '{}', return: '/account' }), text: ['credential', 'return'] },
+  { route: '/reauth', who: 'parent', base: () => ({ password: 'not the password at all', return: '/account' }), text: ['return'], passwords: ['password'] },
+  { route: '/reauth/passkey/options', who: 'parent', base: () => ({}), noBody: true },
+  { route: '/reauth/passkey', who: 'parent', base: () => ({ credential: '{}', return: '/account' }), text: ['credential', 'return'] },
 ];
 
 function clientFor(fx: Fixture, who: Who): Client {
@@ -438,14 +459,17 @@ describe('GET pages with junk query strings', () => {
   it('answer 200 (or a clean 4xx where the query is a token) and never reflect a raw <script>', async () => {
     const fx = await fixture();
     const staffEmail = `staff.${uniq()}@exemple.test`;
-    await inTenant(database.db, fx.tenant.id, async (trx) => {
+    const staffId = await inTenant(database.db, fx.tenant.id, async (trx) => {
       const acct = await trx
         .insertInto('accounts')
         .values({ tenant_id: fx.tenant.id, email: staffEmail, password_hash: await hashPassword(PASSWORD), locale: 'fr', email_verified_at: new Date() })
         .returning('id')
         .executeTakeFirstOrThrow();
       await trx.insertInto('memberships').values({ tenant_id: fx.tenant.id, account_id: acct.id, role: 'facility_staff', facility_id: fx.facility, source: 'invitation', granted_by: null, approved_by: null, created_at: new Date(), expires_at: null }).execute();
+      return acct.id;
     });
+    // Staff open no personal data without a second factor: an authenticator app, answered by Client.signIn().
+    await enrolTotp(t.deps, fx.tenant, staffId, staffEmail);
     const staff = new Client(t.app, fx.host);
     await staff.signIn(staffEmail, PASSWORD);
     const signedOut = new Client(t.app, fx.host);
@@ -475,7 +499,7 @@ describe('GET pages with junk query strings', () => {
         const label = `GET ${path}?${q.slice(0, 60)}`;
         const statusOk = kind === 'ok' ? r.status === 200 : r.status >= 400 && r.status < 500;
         if (!statusOk) failures.push(`${label}: status ${r.status}`);
-        if (/<script(?![^>]*src="\/assets\/guichet\.js")/i.test(r.body)) failures.push(`${label}: a raw <script> in the page`);
+        if (/<script(?![^>]*src="\/assets\/(?:guichet|passkeys)\.js")/i.test(r.body)) failures.push(`${label}: a raw <script> in the page`);
         if (r.body.includes('javascript:')) failures.push(`${label}: a javascript: URL in the page`);
         if (r.body.includes('\u202e')) failures.push(`${label}: a raw right-to-left override in the page`);
         if (!r.body.includes('<html lang=')) failures.push(`${label}: not a page`);
