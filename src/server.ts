@@ -10,6 +10,7 @@ import { startIdentityMaintenance } from './identity/maintenance.ts';
 import { factorRoutes } from './identity/factors/routes.tsx';
 import { identityRoutes } from './identity/routes.tsx';
 import { sessionRoutes } from './identity/sessions-routes.tsx';
+import { grantRoutes } from './identity/grants-routes.tsx';
 import { demoMailRoutes } from './mail/routes.tsx';
 import { MailSender } from './mail/sender.ts';
 import { TenantDirectory } from './tenants/service.ts';
@@ -17,7 +18,7 @@ import { waitlistRoutes } from './waitlist/routes.tsx';
 import { buildApp, type RouteModule } from './web/app.ts';
 import { homeRoutes } from './web/pages.tsx';
 
-export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, waitlistRoutes, demoMailRoutes, factorRoutes];
+export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, grantRoutes, waitlistRoutes, demoMailRoutes, factorRoutes];
 
 /** Tokens travel in links (verification, invitations): never let one reach the logs. */
 export function redactUrl(url: string): string {

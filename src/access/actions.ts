@@ -38,6 +38,18 @@ export const ACTIONS = {
   'identity.invitation.create': tenantAdmin,
   'identity.invitation.list': tenantAdmin,
   'identity.sessions.end': tenantAdmin,
+  /** Ask a privileged role for someone else; a different administrator must approve. */
+  'identity.grant.request': tenantAdmin,
+  /** Ask a privileged role for oneself: any current member of the tenant's staff. */
+  'identity.grant.requestForSelf': [
+    { who: 'role', role: 'facility_staff', scope: 'tenant' },
+    { who: 'role', role: 'facility_director', scope: 'tenant' },
+    { who: 'role', role: 'program_operator', scope: 'tenant' },
+    { who: 'role', role: 'security_officer', scope: 'tenant' },
+  ],
+  'identity.grant.approve': tenantAdmin,
+  'identity.grant.list': tenantAdmin,
+  'identity.grant.revoke': tenantAdmin,
   'identity.staff.list': tenantAdmin,
 } as const satisfies Record<string, readonly Rule[]>;
 

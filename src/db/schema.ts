@@ -289,6 +289,23 @@ export interface FactorFailuresTable {
   at: Timestamp;
 }
 
+export interface PrivilegeRequestsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  account_id: string;
+  role: Exclude<MembershipRole, 'facility_staff'>;
+  facility_id: string | null;
+  reason: string;
+  duration_minutes: number;
+  requested_by: string;
+  requested_at: Timestamp;
+  expires_at: Timestamp;
+  status: Generated<'pending' | 'approved' | 'refused' | 'cancelled'>;
+  decided_by: string | null;
+  decided_at: Timestamp | null;
+  membership_id: string | null;
+}
+
 export interface SchemaMigrationsTable {
   version: number;
   name: string;
@@ -312,6 +329,7 @@ export interface DB {
   schema_migrations: SchemaMigrationsTable;
   auth_attempts: AuthAttemptsTable;
   known_devices: KnownDevicesTable;
+  privilege_requests: PrivilegeRequestsTable;
   totp_factors: TotpFactorsTable;
   recovery_codes: RecoveryCodesTable;
   webauthn_credentials: WebauthnCredentialsTable;

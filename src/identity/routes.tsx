@@ -366,6 +366,9 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
         {ended !== undefined && <Notice>{a.sessionsEnded(ended)}</Notice>}
         <h1>{a.title}</h1>
         <p class="lead">{a.lead}</p>
+        <p>
+          <a href="/admin/grants">{env.m.grants.title}</a>
+        </p>
         <h2>{a.staffTitle}</h2>
         {staff.length === 0 ? (
           <p>{a.staffNone}</p>
@@ -397,6 +400,14 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
                           <Csrf env={env} />
                           <button type="submit" class="link-button" aria-label={a.endSessionsLabel(p.email)}>
                             {a.endSessions}
+                          </button>
+                        </form>
+                      )}{' '}
+                      {p.accountId !== env.actor?.accountId && (
+                        <form method="post" action={`/admin/memberships/${p.membershipId}/revoke`} class="inline-form">
+                          <Csrf env={env} />
+                          <button type="submit" class="link-button" aria-label={env.m.grants.revokeLabel(p.email)}>
+                            {env.m.grants.revoke}
                           </button>
                         </form>
                       )}

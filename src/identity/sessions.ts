@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { appendAudit, appendAuditAlone } from '../audit/log.ts';
+import { untrustedId } from '../audit/untrusted.ts';
 import { decide } from '../access/decide.ts';
 import type { Ctx, Deps } from '../context.ts';
 import { originOf } from '../context.ts';
@@ -90,7 +91,7 @@ export async function endOwnSessions(deps: Deps, ctx: Ctx, which: { sessionId: s
 export async function endAccountSessions(deps: Deps, ctx: Ctx, accountId: string): Promise<number> {
   const d = decide(ctx.actor, 'identity.sessions.end', { type: 'tenant' }, ctx.now);
   if (!d.allowed) {
-    await appendAuditAlone(deps.db.db, ctx.tenant.id, { action: 'identity.session.end', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'account', targetIds: [accountId.slice(0, 64)], details: { reason: d.reason ?? 'denied' } }, ctx.now);
+    await appendAuditAlone(deps.db.db, ctx.tenant.id, { action: 'identity.session.end', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'account', targetIds: [untrustedId(accountId)], details: { reason: d.reason ?? 'denied' } }, ctx.now);
     throw new AppError(ctx.actor ? 'forbidden' : 'signInRequired');
   }
   if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(accountId)) throw new AppError('notFound');

@@ -9,6 +9,7 @@ import { AppError } from '../errors.ts';
 import { originFields } from '../tenants/service.ts';
 
 export interface StaffRow {
+  membershipId: string;
   accountId: string;
   email: string;
   role: MembershipRole;
@@ -53,6 +54,6 @@ export async function listStaff(deps: Deps, ctx: Ctx): Promise<StaffRow[]> {
     if (rows.length) {
       await appendAudit(trx, ctx.tenant.id, { action: 'identity.staff.list', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'membership', targetIds: rows.map((r) => r.id), fields: ['email', 'role', 'facility', 'expires_at', 'live_sessions'], purpose: 'admin.staff.list' }, ctx.now);
     }
-    return rows.map((r) => ({ accountId: r.account_id, email: r.email, role: r.role, facilityName: r.facility_name, expiresAt: r.expires_at, liveSessions: Number(r.live_sessions ?? 0) }));
+    return rows.map((r) => ({ membershipId: r.id, accountId: r.account_id, email: r.email, role: r.role, facilityName: r.facility_name, expiresAt: r.expires_at, liveSessions: Number(r.live_sessions ?? 0) }));
   });
 }

@@ -83,6 +83,11 @@ const RESOURCE_OF: Record<Action, Resource> = {
   'identity.invitation.create': { type: 'tenant' },
   'identity.invitation.list': { type: 'tenant' },
   'identity.sessions.end': { type: 'tenant' },
+  'identity.grant.request': { type: 'tenant' },
+  'identity.grant.requestForSelf': { type: 'tenant' },
+  'identity.grant.approve': { type: 'tenant' },
+  'identity.grant.list': { type: 'tenant' },
+  'identity.grant.revoke': { type: 'tenant' },
   'identity.staff.list': { type: 'tenant' },
 };
 
@@ -118,6 +123,11 @@ const TABLE: Record<Action, string> = {
   'identity.invitation.create':    's n n n n n n n Y n n n',
   'identity.invitation.list':      's n n n n n n n Y n n n',
   'identity.sessions.end':         's n n n n n n n Y n n n',
+  'identity.grant.request':        's n n n n n n n Y n n n',
+  'identity.grant.requestForSelf': 's n n n n Y Y Y n n n Y',
+  'identity.grant.approve':        's n n n n n n n Y n n n',
+  'identity.grant.list':           's n n n n n n n Y n n n',
+  'identity.grant.revoke':         's n n n n n n n Y n n n',
   'identity.staff.list':           's n n n n n n n Y n n n',
 };
 

@@ -210,6 +210,15 @@ const SPECS: RouteSpec[] = [
   // No passkey of this parent has these ids: the spoiled name is refused before the id is looked up.
   { route: '/account/security/passkeys/:id/rename', who: 'parent', params: { id: () => randomUUID() }, base: () => ({ name: 'Téléphone' }), text: ['name'] },
   { route: '/account/security/passkeys/:id/revoke', who: 'parent', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
+  // Sessions and privileged roles (src/identity/sessions-routes.tsx, grants-routes.tsx). Ids nobody has: 404 whatever the body.
+  { route: '/account/sessions/:id/end', who: 'parent', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
+  { route: '/account/sessions/end-others', who: 'parent', base: () => ({}), noBody: true },
+  { route: '/admin/accounts/:id/sessions/end', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
+  { route: '/admin/grants/:id/approve', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
+  { route: '/admin/grants/:id/refuse', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
+  { route: '/admin/memberships/:id/revoke', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
+  // A grant request is refused at the first spoiled field, before any step-up.
+  { route: '/grants/new', who: 'admin', base: (fx) => ({ email: fx.parentEmail, role: 'security_officer', facilityId: '', reason: 'Remplacement', durationMinutes: '240' }), text: ['email', 'role', 'reason', 'durationMinutes'] },
   { route: '/signin/second-factor', who: 'anonymous', base: () => ({ code: '123456', return: '/account' }), text: ['code', 'return'] },
   { route: '/signin/recovery-code', who: 'anonymous', base: () => ({ code: 'ABCD-EFGH-JKMN-PQRS-TVWX-YZ01', return: '/account' }), text: ['code', 'return'] },
   { route: '/signin/passkey/options', who: 'anonymous', base: () => ({}), noBody: true },

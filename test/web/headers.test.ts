@@ -219,7 +219,7 @@ describe('cookies', () => {
     stale.cookies.set('guichet_session', 'A'.repeat(43));
     all.push(...setCookies(await stale.get('/')));
     const names = new Set(all.map((s) => s.split('=')[0]));
-    expect([...names].sort()).toEqual(['guichet_csrf', 'guichet_lang', 'guichet_session']);
+    expect([...names].sort()).toEqual(['guichet_csrf', 'guichet_device', 'guichet_lang', 'guichet_session']);
     const problems: string[] = [];
     for (const cookie of all) {
       const name = cookie.split('=')[0];

@@ -1,0 +1,197 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Actor } from '../../src/access/actor.ts';
+import { inTenant } from '../../src/db/tenant.ts';
+import { decideGrant, requestGrant, revokeMembership } from '../../src/identity/grants.ts';
+import { StepUpRequired } from '../../src/identity/stepup.ts';
+import type { Tenant } from '../../src/tenants/service.ts';
+import { createAdmin, createFacility, createParent, createStaff, ctxFor, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+
+let database: TestDatabase;
+let t: TestApp;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  t = await startTestApp(database);
+});
+afterAll(async () => {
+  t.setNow(new Date());
+  await t?.close();
+  await database?.close();
+});
+
+/** The actor as a session would build it, signed in with a passkey `ageSeconds` ago. */
+async function actor(tenant: Tenant, email: string, now: Date, ageSeconds = 10, methods: ('password' | 'passkey' | 'totp')[] = ['passkey']): Promise<Actor> {
+  return inTenant(database.db, tenant.id, async (trx) => {
+    const a = await trx.selectFrom('accounts').select(['id', 'locale']).where('email', '=', email).executeTakeFirstOrThrow();
+    const ms = await trx
+      .selectFrom('memberships')
+      .select(['id', 'role', 'facility_id', 'expires_at'])
+      .where('account_id', '=', a.id)
+      .where('revoked_at', 'is', null)
+      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
+      .execute();
+    return {
+      accountId: a.id,
+      tenantId: tenant.id,
+      sessionId: null,
+      email,
+      emailVerified: true,
+      locale: a.locale,
+      memberships: ms.map((m) => ({ id: m.id, role: m.role, facilityId: m.facility_id, expiresAt: m.expires_at })),
+      mfa: methods.some((x) => x !== 'password'),
+      auth: { methods, at: new Date(now.getTime() - ageSeconds * 1000), totp: methods.includes('totp'), passkeys: methods.includes('passkey') ? 1 : 0 },
+    };
+  });
+}
+
+async function privileged(tenant: Tenant, email: string, now: Date) {
+  return inTenant(database.db, tenant.id, (trx) =>
+    trx
+      .selectFrom('memberships as m')
+      .innerJoin('accounts as a', 'a.id', 'm.account_id')
+      .select(['m.id', 'm.role', 'm.expires_at', 'm.granted_by', 'm.approved_by'])
+      .where('a.email', '=', email)
+      .where('m.role', '<>', 'facility_staff')
+      .where('m.revoked_at', 'is', null)
+      .where((eb) => eb.or([eb('m.expires_at', 'is', null), eb('m.expires_at', '>', now)]))
+      .execute(),
+  );
+}
+
+async function events(tenant: Tenant, action: string, outcome?: string) {
+  return inTenant(database.db, tenant.id, (trx) => {
+    let q = trx.selectFrom('audit_events').selectAll().where('action', '=', action);
+    if (outcome) q = q.where('outcome', '=', outcome as 'success');
+    return q.orderBy('seq').execute();
+  });
+}
+
+interface World {
+  tenant: Tenant;
+  admin: string;
+  staff: string;
+  parent: string;
+  facility: string;
+}
+
+async function world(): Promise<World> {
+  const tenant = await tenantFor(t);
+  const tag = Math.random().toString(36).slice(2, 8);
+  const w = { tenant, admin: `chef.${tag}@exemple.test`, staff: `educ.${tag}@exemple.test`, parent: `parent.${tag}@exemple.test`, facility: await createFacility(t, tenant) };
+  const adminId = await createAdmin(t, tenant, w.admin);
+  await createStaff(t, tenant, w.staff, w.facility, adminId);
+  await createParent(t, tenant, w.parent);
+  return w;
+}
+
+const REQUEST = { role: 'tenant_admin' as const, facilityId: null, reason: 'Remplacement pendant les vacances', durationMinutes: 240 };
+
+describe('privileged roles by dual control', () => {
+  it('the second administrator: a staff member asks for the role, the first administrator approves; it expires', async () => {
+    const w = await world();
+    const now = new Date();
+    t.setNow(now);
+    const staff = await actor(w.tenant, w.staff, now);
+    const id = await requestGrant(t.deps, ctxFor(t, w.tenant, staff), { ...REQUEST, email: w.staff });
+    expect(await privileged(w.tenant, w.staff, now)).toHaveLength(0);
+    // the requester cannot approve, even holding an administrator role later
+    const admin = await actor(w.tenant, w.admin, now);
+    await decideGrant(t.deps, ctxFor(t, w.tenant, admin), id, 'approve');
+    const granted = await privileged(w.tenant, w.staff, now);
+    expect(granted).toHaveLength(1);
+    expect(granted[0]!.role).toBe('tenant_admin');
+    expect(granted[0]!.expires_at!.getTime()).toBe(now.getTime() + 240 * 60_000);
+    expect(granted[0]!.approved_by).toBe(admin.accountId);
+    expect(granted[0]!.granted_by).toBe(staff.accountId);
+    // every privileged holder, and the grantee, heard of it by e-mail
+    const mails = await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('mail_outbox').select(['to_address', 'subject']).where('template', '=', 'privilege_notice').execute());
+    expect(mails.filter((m) => m.to_address === w.admin).map((m) => m.subject)).toEqual(['Demande de rôle privilégié\u202f: Administrateur', 'Rôle privilégié accordé\u202f: Administrateur']);
+    expect(mails.some((m) => m.to_address === w.staff && m.subject.startsWith('Rôle privilégié accordé'))).toBe(true);
+    expect(await events(w.tenant, 'identity.grant.request')).toHaveLength(1);
+    expect(await events(w.tenant, 'identity.grant.approve')).toHaveLength(1);
+    // four hours later the role is gone by itself
+    const later = new Date(now.getTime() + 241 * 60_000);
+    expect(await privileged(w.tenant, w.staff, later)).toHaveLength(0);
+  });
+
+  it('refuses self-approval, a replayed approval, and approval by an administrator whose role expired', async () => {
+    const w = await world();
+    const now = new Date();
+    t.setNow(now);
+    const admin = await actor(w.tenant, w.admin, now);
+    // the administrator asks for someone: cannot approve it
+    const id = await requestGrant(t.deps, ctxFor(t, w.tenant, admin), { ...REQUEST, role: 'security_officer', email: w.staff });
+    await expect(decideGrant(t.deps, ctxFor(t, w.tenant, admin), id, 'approve')).rejects.toMatchObject({ kind: 'forbidden' });
+    expect(await privileged(w.tenant, w.staff, now)).toHaveLength(0);
+    expect((await events(w.tenant, 'identity.grant.approve', 'denied')).at(-1)!.details).toMatchObject({ reason: 'self_approval' });
+
+    // a grantee cannot approve their own request either
+    const selfId = await requestGrant(t.deps, ctxFor(t, w.tenant, await actor(w.tenant, w.staff, now)), { ...REQUEST, role: 'program_operator', email: w.staff });
+    await decideGrant(t.deps, ctxFor(t, w.tenant, admin), selfId, 'approve');
+    const second = await actor(w.tenant, w.staff, now);
+    // staff now holds program_operator, not tenant_admin: it may not approve anything
+    await expect(decideGrant(t.deps, ctxFor(t, w.tenant, second), id, 'approve')).rejects.toMatchObject({ kind: 'forbidden' });
+
+    // replay: approving a decided request changes nothing
+    await expect(decideGrant(t.deps, ctxFor(t, w.tenant, admin), selfId, 'approve')).rejects.toMatchObject({ fields: { _: 'grantDecided' } });
+    expect((await privileged(w.tenant, w.staff, now)).filter((m) => m.role === 'program_operator')).toHaveLength(1);
+
+    // an administrator whose granted role has expired approves nothing
+    const other = `autre.${Date.now()}@exemple.test`;
+    await createStaff(t, w.tenant, other, w.facility);
+    const short = await requestGrant(t.deps, ctxFor(t, w.tenant, await actor(w.tenant, other, now)), { ...REQUEST, durationMinutes: 60, email: other });
+    await decideGrant(t.deps, ctxFor(t, w.tenant, admin), short, 'approve');
+    const pendingForParentless = await requestGrant(t.deps, ctxFor(t, w.tenant, admin), { ...REQUEST, role: 'program_operator', email: other });
+    const after = new Date(now.getTime() + 61 * 60_000);
+    t.setNow(after);
+    const expired = await actor(w.tenant, other, after);
+    expect(expired.memberships.some((m) => m.role === 'tenant_admin')).toBe(false);
+    await expect(decideGrant(t.deps, ctxFor(t, w.tenant, expired), pendingForParentless, 'approve')).rejects.toMatchObject({ kind: 'forbidden' });
+    t.setNow(new Date());
+  });
+
+  it('demands a passkey used within five minutes from both sides', async () => {
+    const w = await world();
+    const now = new Date();
+    t.setNow(now);
+    const byPassword = await actor(w.tenant, w.staff, now, 10, ['password', 'totp']);
+    await expect(requestGrant(t.deps, ctxFor(t, w.tenant, byPassword), { ...REQUEST, email: w.staff })).rejects.toBeInstanceOf(StepUpRequired);
+    const staff = await actor(w.tenant, w.staff, now);
+    const id = await requestGrant(t.deps, ctxFor(t, w.tenant, staff), { ...REQUEST, email: w.staff });
+    const stale = await actor(w.tenant, w.admin, now, 301);
+    await expect(decideGrant(t.deps, ctxFor(t, w.tenant, stale), id, 'approve')).rejects.toBeInstanceOf(StepUpRequired);
+    expect(await privileged(w.tenant, w.staff, now)).toHaveLength(0);
+  });
+
+  it('no one else may ask or decide: parents, and staff asking for someone else', async () => {
+    const w = await world();
+    const now = new Date();
+    t.setNow(now);
+    const parent = await actor(w.tenant, w.parent, now);
+    await expect(requestGrant(t.deps, ctxFor(t, w.tenant, parent), { ...REQUEST, email: w.parent })).rejects.toMatchObject({ kind: 'forbidden' });
+    const staff = await actor(w.tenant, w.staff, now);
+    await expect(requestGrant(t.deps, ctxFor(t, w.tenant, staff), { ...REQUEST, email: w.parent })).rejects.toMatchObject({ kind: 'forbidden' });
+    const denied = await events(w.tenant, 'identity.grant.request', 'denied');
+    expect(denied).toHaveLength(2);
+  });
+
+  it('revoking a role takes effect at once and ends the holder’s sessions', async () => {
+    const w = await world();
+    const now = new Date();
+    t.setNow(now);
+    const staff = await actor(w.tenant, w.staff, now);
+    const id = await requestGrant(t.deps, ctxFor(t, w.tenant, staff), { ...REQUEST, role: 'security_officer', email: w.staff });
+    const admin = await actor(w.tenant, w.admin, now);
+    await decideGrant(t.deps, ctxFor(t, w.tenant, admin), id, 'approve');
+    const [m] = await privileged(w.tenant, w.staff, now);
+    await inTenant(database.db, w.tenant.id, (trx) =>
+      trx.insertInto('sessions').values({ tenant_id: w.tenant.id, account_id: staff.accountId, token_hash: Buffer.from(`s${Math.random()}`), created_at: now, last_seen_at: now, idle_timeout_seconds: 900, expires_at: new Date(now.getTime() + 3600_000), ip: null, user_agent: null }).execute(),
+    );
+    await revokeMembership(t.deps, ctxFor(t, w.tenant, admin), m!.id);
+    expect(await privileged(w.tenant, w.staff, now)).toHaveLength(0);
+    const live = await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('sessions').select('id').where('account_id', '=', staff.accountId).where('revoked_at', 'is', null).execute());
+    expect(live).toHaveLength(0);
+    expect(await events(w.tenant, 'identity.grant.revoke')).toHaveLength(1);
+  });
+});
