@@ -12,6 +12,8 @@ import { addApplication, createChildFile } from '../records/gateway.ts';
 import { createTenant, type Tenant } from '../tenants/service.ts';
 import { addMonths, today } from '../waitlist/dates.ts';
 import { seedDemo } from './seed.ts';
+import { insertTotp } from '../identity/factors/store.ts';
+import { newTotpSecret } from '../identity/factors/totp.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const FACILITIES_CSV = join(ROOT, 'seed-data', 'facilities-monteregie-2022-11.csv');
@@ -19,11 +21,17 @@ export const FACILITIES_CSV = join(ROOT, 'seed-data', 'facilities-monteregie-202
 export const DEMO_FAMILIES = 3000;
 export const DEMO_SEED = 20210501;
 
-interface DemoCredentials {
+export interface DemoCredentials {
   password: string;
   parent: string;
   staff: string;
   admin: string;
+  /** Authenticator-app secrets of the demo staff and administrator (staff open no personal data without a second factor). */
+  totp?: Record<string, string>;
+}
+
+export function demoCredentialsFile(dataDir: string): string {
+  return join(resolve(dataDir), 'demo-credentials.json');
 }
 
 const CLI_ORIGIN: AuditOrigin = { actorAccountId: null, actorRoles: ['system:demo'], ip: null, userAgent: 'guichet demo setup', requestId: null };
@@ -35,7 +43,7 @@ const CLI_ORIGIN: AuditOrigin = { actorAccountId: null, actorRoles: ['system:dem
  * drawn at random and kept in the data directory. Later starts only print it.
  */
 export async function ensureDemo(deps: Deps): Promise<string> {
-  const credFile = join(resolve(deps.config.dataDir), 'demo-credentials.json');
+  const credFile = demoCredentialsFile(deps.config.dataDir);
   let tenant = await deps.tenants.bySlug(deps.config.defaultTenant);
   if (!tenant || !existsSync(credFile)) {
     const now = deps.clock();
@@ -55,6 +63,7 @@ export async function ensureDemo(deps: Deps): Promise<string> {
     `  facility staff ${creds.staff}`,
     `  administrator  ${creds.admin}`,
     `  password       ${creds.password}`,
+    'Staff and administrator sign in with a second factor: their current authenticator codes are at /demo/mail.',
     'Mail is not sent in demo mode: read it at /demo/mail.',
   ].join('\n');
 }
@@ -94,6 +103,17 @@ async function createDemoAccounts(deps: Deps, tenant: Tenant, now: Date): Promis
   });
   for (const facilityId of busiest) await addApplication(deps, ctx, child.id, { facilityId, siblingAttending: false, parentIsStaff: false });
   const staffFacility = busiest[0];
+  // Staff and administrators need a second factor: the demo enrols an authenticator app for both.
+  creds.totp = {};
+  const enrol = async (accountId: string, email: string) => {
+    const secret = newTotpSecret();
+    await inTenant(db, tenant.id, async (trx) => {
+      const id = await insertTotp(trx, deps.keys, tenant.id, accountId, secret, now);
+      await trx.updateTable('totp_factors').set({ confirmed_at: now }).where('id', '=', id).execute();
+    });
+    creds.totp![email] = secret;
+  };
+  await enrol(admin.accountId, creds.admin);
   await inTenant(db, tenant.id, async (trx) => {
     const staffId = await createDemoAccount(trx, tenant.id, creds.staff, password, now);
     if (staffFacility) {
@@ -102,6 +122,7 @@ async function createDemoAccounts(deps: Deps, tenant: Tenant, now: Date): Promis
         .values({ tenant_id: tenant.id, account_id: staffId, role: 'facility_staff', facility_id: staffFacility, source: 'invitation', granted_by: admin.accountId, approved_by: null, created_at: now, expires_at: null })
         .execute();
     }
-  });
+    return staffId;
+  }).then((staffId) => enrol(staffId, creds.staff));
   return creds;
 }

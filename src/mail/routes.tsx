@@ -1,7 +1,10 @@
 import type { FastifyInstance } from 'fastify';
 import type { Deps } from '../context.ts';
 import { inTenant } from '../db/tenant.ts';
-import { Page } from '../web/components.tsx';
+import { existsSync, readFileSync } from 'node:fs';
+import { demoCredentialsFile, type DemoCredentials } from '../demo/setup.ts';
+import { totpCodeAt } from '../identity/factors/totp.ts';
+import { Page, SummaryList } from '../web/components.tsx';
 import { formatDateTime } from '../web/i18n/index.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
 
@@ -18,10 +21,20 @@ export function demoMailRoutes(app: FastifyInstance, deps: Deps) {
     );
     const env = pageEnv(req, reply);
     const m = env.m.mail;
+    const file = demoCredentialsFile(deps.config.dataDir);
+    const totp = existsSync(file) ? ((JSON.parse(readFileSync(file, 'utf8')) as DemoCredentials).totp ?? {}) : {};
+    const codes = await Promise.all(Object.entries(totp).map(async ([email, secret]) => ({ email, code: await totpCodeAt(secret, deps.clock()) })));
     return sendPage(
       reply,
       <Page env={env} title={m.title}>
         <h1>{m.title}</h1>
+        {codes.length > 0 && (
+          <section aria-labelledby="demo-codes">
+            <h2 id="demo-codes">{m.demoCodesTitle}</h2>
+            <p>{m.demoCodesLead}</p>
+            <SummaryList rows={codes.map((c) => [c.email, <code>{c.code}</code>])} />
+          </section>
+        )}
         <p class="lead">{m.lead}</p>
         {rows.length === 0 && <p>{m.none}</p>}
         {rows.map((r) => (

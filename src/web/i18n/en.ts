@@ -237,6 +237,8 @@ export const en: Messages = {
     colTo: 'To',
     colSubject: 'Subject',
     colDate: 'Date',
+    demoCodesTitle: 'Authenticator app codes (demo)',
+    demoCodesLead: 'Staff and administrators sign in with a second factor. Here is the current code of each demo account: each code works once; reload the page after 30 seconds for the next one.',
     verifySubject: 'Confirm your e-mail address',
     verifyBody: (link: string) => `Hello,\n\nTo confirm your e-mail address and activate your Guichet account, follow this link (valid for 24 hours):\n\n${link}\n\nIf you did not ask for an account, ignore this message.\n\nGuichet`,
     existsSubject: 'Attempt to create an account',

@@ -243,6 +243,8 @@ export const fr = {
     colTo: 'Destinataire',
     colSubject: 'Objet',
     colDate: 'Date',
+    demoCodesTitle: 'Codes de l’application d’authentification (démo)',
+    demoCodesLead: 'Le personnel et l’administration se connectent avec un second facteur. Voici le code du moment pour chaque compte de démonstration : chaque code ne sert qu’une fois, actualisez la page après 30 secondes pour le suivant.',
     verifySubject: 'Confirmez votre adresse courriel',
     verifyBody: (link: string) => `Bonjour,\n\nPour confirmer votre adresse courriel et activer votre compte Guichet, suivez ce lien (valide 24 heures) :\n\n${link}\n\nSi vous n’avez pas demandé de compte, ignorez ce message.\n\nGuichet`,
     existsSubject: 'Tentative de création de compte',
