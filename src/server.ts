@@ -1,6 +1,7 @@
 import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
+import { auditRoutes } from './audit/routes.tsx';
 import type { Config } from './config/config.ts';
 import type { Deps } from './context.ts';
 import { loadKeyProvider } from './crypto/keys.ts';
@@ -18,7 +19,7 @@ import { waitlistRoutes } from './waitlist/routes.tsx';
 import { buildApp, type RouteModule } from './web/app.ts';
 import { homeRoutes } from './web/pages.tsx';
 
-export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, grantRoutes, waitlistRoutes, demoMailRoutes, factorRoutes];
+export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, grantRoutes, waitlistRoutes, demoMailRoutes, factorRoutes, auditRoutes];
 
 /** Tokens travel in links (verification, invitations): never let one reach the logs. */
 export function redactUrl(url: string): string {

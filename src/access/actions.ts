@@ -51,6 +51,11 @@ export const ACTIONS = {
   'identity.grant.list': tenantAdmin,
   'identity.grant.revoke': tenantAdmin,
   'identity.staff.list': tenantAdmin,
+  /** The security console's view of the audit log: latest signed head, witness agreement. */
+  'audit.head.read': [
+    { who: 'role', role: 'security_officer', scope: 'tenant' },
+    { who: 'role', role: 'tenant_admin', scope: 'tenant' },
+  ],
 } as const satisfies Record<string, readonly Rule[]>;
 
 export type Action = keyof typeof ACTIONS;

@@ -50,6 +50,9 @@ export const AUDIT_ACTIONS = [
   'identity.passkey.revoke',
   'identity.passkey.verify',
   'identity.stepup',
+  // the audit log itself (src/audit): the security console read, exports for auditors
+  'audit.head.read',
+  'audit.export',
 ] as const;
 
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];

@@ -4,10 +4,11 @@ import type { Trx } from '../db/connection.ts';
 import type { DB } from '../db/schema.ts';
 import { inTenant } from '../db/tenant.ts';
 import type { AuditEventInput } from './events.ts';
+import { verifyTenant } from './verify.ts';
 
 export const GENESIS_HASH = Buffer.alloc(32);
 
-/** The stored form of an event, as hashed. */
+/** The stored form of an event. */
 export interface SealedEvent {
   tenant_id: string;
   seq: string;
@@ -42,9 +43,9 @@ function canonical(value: unknown): unknown {
 }
 
 /**
- * The bytes an event is hashed over: a JSON array in a fixed field order, with
- * object keys sorted (jsonb does not keep key order) and the time in ISO 8601
- * with milliseconds (what timestamptz gives back for a value written in ms).
+ * The bytes the pre-0004 hash chain was computed over (prev_hash/hash of the
+ * events written before the Merkle tree). The tree's leaves use the entry
+ * built by store.ts instead; this stays for reading those old links.
  */
 export function eventBytes(e: SealedEvent): Buffer {
   return Buffer.from(
@@ -72,27 +73,14 @@ export function eventBytes(e: SealedEvent): Buffer {
   );
 }
 
+/** A link of the pre-0004 hash chain. */
 export function chainHash(prev: Buffer, e: SealedEvent): Buffer {
   return createHash('sha256').update(prev).update(eventBytes(e)).digest();
 }
 
-/**
- * Appends one event to the tenant's chain inside the caller's transaction, so
- * the event commits with the work it describes, or not at all. The head row
- * is locked until commit: events of a tenant get consecutive sequence numbers
- * in commit order.
- */
-export async function appendAudit(trx: Trx, tenantId: string, input: AuditEventInput, now: Date): Promise<SealedEvent> {
-  const head = await trx
-    .selectFrom('audit_heads')
-    .select(['seq', 'hash'])
-    .where('tenant_id', '=', tenantId)
-    .forUpdate()
-    .executeTakeFirst();
-  if (!head) throw new Error(`audit: tenant ${tenantId} has no chain head`);
-  const event: SealedEvent = {
+function toRow(tenantId: string, input: AuditEventInput, now: Date) {
+  return {
     tenant_id: tenantId,
-    seq: String(BigInt(head.seq) + 1n),
     id: randomUUID(),
     occurred_at: new Date(Math.floor(now.getTime())),
     action: input.action,
@@ -110,13 +98,37 @@ export async function appendAudit(trx: Trx, tenantId: string, input: AuditEventI
     request_id: input.requestId ?? null,
     details: input.details ?? {},
   };
-  const hash = chainHash(head.hash, event);
-  await trx
+}
+
+/**
+ * Appends one event inside the caller's transaction, so that it commits with
+ * the work it describes, or not at all. No lock is taken: the database stamps
+ * the row with its transaction id and a number, and the sealer
+ * (src/audit/sealer.ts) puts it into the tenant's Merkle tree once that
+ * transaction has ended, in the order described in migration 0004. Concurrent
+ * writers, of one tenant or many, never wait for one another here.
+ */
+export async function appendAudit(trx: Trx, tenantId: string, input: AuditEventInput, now: Date): Promise<SealedEvent> {
+  const row = toRow(tenantId, input, now);
+  const { seq } = await trx
     .insertInto('audit_events')
-    .values({ ...event, details: JSON.stringify(event.details), prev_hash: head.hash, hash })
+    .values({ ...row, details: JSON.stringify(row.details) })
+    .returning('seq')
+    .executeTakeFirstOrThrow();
+  return { ...row, seq: String(seq) };
+}
+
+/** Several events in one statement (one round trip), in this order. */
+export async function appendAuditMany(trx: Trx, tenantId: string, inputs: readonly AuditEventInput[], now: Date): Promise<SealedEvent[]> {
+  if (!inputs.length) return [];
+  const rows = inputs.map((i) => toRow(tenantId, i, now));
+  const stamped = await trx
+    .insertInto('audit_events')
+    .values(rows.map((r) => ({ ...r, details: JSON.stringify(r.details) })))
+    .returning(['id', 'seq'])
     .execute();
-  await trx.updateTable('audit_heads').set({ seq: event.seq, hash }).where('tenant_id', '=', tenantId).execute();
-  return event;
+  const seqOf = new Map(stamped.map((s) => [s.id, String(s.seq)]));
+  return rows.map((r) => ({ ...r, seq: seqOf.get(r.id)! }));
 }
 
 /** For events that must survive the failure of the work they describe (denials). */
@@ -124,6 +136,10 @@ export async function appendAuditAlone(db: Kysely<DB>, tenantId: string, input: 
   await inTenant(db, tenantId, (trx) => appendAudit(trx, tenantId, input, now), input.actorAccountId);
 }
 
+/**
+ * The pre-0004 chain head. Appends no longer move it; a new tenant still gets
+ * one so that its rows look like every other tenant's.
+ */
 export async function createChainHead(trx: Trx, tenantId: string): Promise<void> {
   await trx.insertInto('audit_heads').values({ tenant_id: tenantId, seq: 0, hash: GENESIS_HASH }).execute();
 }
@@ -131,55 +147,26 @@ export async function createChainHead(trx: Trx, tenantId: string): Promise<void>
 export interface VerifyResult {
   tenantId: string;
   ok: boolean;
+  /** Events of the tenant, in the tree or waiting for the sealer. */
   events: number;
-  /** The first event (by sequence) that does not check, and why. */
+  /** The first thing that does not check: the event's seq (or the leaf index when no event is known), and why. */
   firstBad?: { seq: string; id: string | null; problem: string };
 }
 
 /**
- * Recomputes a tenant's chain from the first event. Any change, removal,
- * insertion or reordering breaks either the sequence, a prev_hash link or a
- * recomputed hash; removal at the end shows against the head.
+ * Checks a tenant's log as far as the database alone can tell: every leaf of
+ * the tree against the event it was sealed from, the order, the stored
+ * subtrees, every signed head's root, and that no event was slipped in behind
+ * the sealer. Signatures and the witness's copy need the key and the witness:
+ * verifyTenant (verify.ts) with those is what `guichet audit verify` runs.
  */
 export async function verifyChain(db: Kysely<DB>, tenantId: string, pageSize = 2000): Promise<VerifyResult> {
-  return inTenant(db, tenantId, async (trx) => {
-    const head = await trx.selectFrom('audit_heads').select(['seq', 'hash']).where('tenant_id', '=', tenantId).executeTakeFirst();
-    let prev: Buffer = GENESIS_HASH;
-    let expected = 1n;
-    let after = 0n;
-    let count = 0;
-    for (;;) {
-      const rows = await trx
-        .selectFrom('audit_events')
-        .selectAll()
-        .where('tenant_id', '=', tenantId)
-        .where('seq', '>', String(after) as never)
-        .orderBy('seq')
-        .limit(pageSize)
-        .execute();
-      for (const r of rows) {
-        const seq = BigInt(r.seq);
-        const bad = (problem: string): VerifyResult => ({ tenantId, ok: false, events: count, firstBad: { seq: String(seq), id: r.id, problem } });
-        if (seq !== expected) return { tenantId, ok: false, events: count, firstBad: { seq: String(expected), id: null, problem: `missing event (next found is ${seq})` } };
-        if (!Buffer.from(r.prev_hash).equals(prev)) return bad('prev_hash does not link to the previous event');
-        const recomputed = chainHash(prev, { ...r, seq: String(r.seq), details: r.details ?? {} });
-        if (!recomputed.equals(Buffer.from(r.hash))) return bad('content does not match its hash');
-        prev = recomputed;
-        expected = seq + 1n;
-        after = seq;
-        count++;
-      }
-      if (rows.length < pageSize) break;
-    }
-    if (!head) return { tenantId, ok: count === 0, events: count, ...(count ? { firstBad: { seq: '0', id: null, problem: 'chain head missing' } } : {}) };
-    if (BigInt(head.seq) !== expected - 1n) {
-      // Events missing at the end: the first missing one is bad; events beyond the head: the first of those.
-      const firstBadSeq = BigInt(head.seq) < expected - 1n ? BigInt(head.seq) + 1n : expected;
-      return { tenantId, ok: false, events: count, firstBad: { seq: String(firstBadSeq), id: null, problem: `head is at ${head.seq} but events end at ${expected - 1n}` } };
-    }
-    if (!Buffer.from(head.hash).equals(prev)) {
-      return { tenantId, ok: false, events: count, firstBad: { seq: String(head.seq), id: null, problem: 'head hash does not match the last event' } };
-    }
-    return { tenantId, ok: true, events: count };
-  });
+  const r = await verifyTenant(db, tenantId, { pageSize });
+  const bad = r.firstBad;
+  return {
+    tenantId,
+    ok: r.ok,
+    events: r.events,
+    ...(bad ? { firstBad: { seq: bad.eventSeq ?? String(bad.leafIndex ?? 0), id: bad.eventId, problem: bad.problem } } : {}),
+  };
 }

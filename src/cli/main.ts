@@ -3,7 +3,6 @@ import { parseArgs } from 'node:util';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import type { AuditOrigin } from '../audit/events.ts';
-import { verifyChain } from '../audit/log.ts';
 import { ConfigError, loadConfig, type Config } from '../config/config.ts';
 import { UnsafeDatabaseRoleError } from '../db/connection.ts';
 import type { DB } from '../db/schema.ts';
@@ -27,7 +26,13 @@ Commands:
   seed --families N --seed S --tenant T
                                        Generate N synthetic families, deterministically from S.
   admin bootstrap --tenant T --email E Create the tenant's first administrator (once).
-  audit verify [--tenant T]            Recompute the audit hash chains; exit 1 on the first bad event.
+  audit verify [--tenant T] [--no-seal]
+                                       Seal waiting events, then recompute the audit Merkle trees, signed
+                                       heads and the witness's copy; exit 1 naming the first bad leaf.
+  audit export --tenant T --from ISO --to ISO --out FILE
+                                       Write a bundle for an outside auditor (events, signed heads, proofs).
+  audit check BUNDLE [--key KEY]       Verify a bundle without the database; exit 1 if it does not check.
+  audit key [--tenant T]               Print the tenant's audit log public key, for auditors to pin.
   help                                 Show this help.
 
 Environment: PORT, HOST, GUICHET_DATA_DIR, DATABASE_URL, DATABASE_OWNER_URL, SMTP_URL,
@@ -150,21 +155,16 @@ export async function main(argv: string[]): Promise<number> {
       });
     }
     case 'audit': {
-      const [sub, ...args] = rest;
-      if (sub !== 'verify') throw new UsageError('usage: guichet audit verify [--tenant T]');
-      const { values } = parseArgs({ args, options: { tenant: { type: 'string' } } });
-      return withDatabase(config, async (db) => {
-        const tenants = values.tenant ? [await tenantOrFail(db, config, values.tenant)] : await new TenantDirectory(db, config.defaultTenant).all();
-        let bad = 0;
-        for (const t of tenants) {
-          const r = await verifyChain(db, t.id);
-          if (r.ok) process.stdout.write(`${t.slug}: ok, ${r.events} events\n`);
-          else {
-            bad++;
-            process.stdout.write(`${t.slug}: BROKEN at event ${r.firstBad?.seq}${r.firstBad?.id ? ` (${r.firstBad.id})` : ''}: ${r.firstBad?.problem}\n`);
-          }
-        }
-        return bad ? 1 : 0;
+      // `audit check` needs no database and no key: it reads the bundle only.
+      const { runAuditCommand } = await import('../audit/cli.ts');
+      return runAuditCommand(rest, {
+        config,
+        withDatabase: (fn) => withDatabase(config, (db) => fn(db)),
+        tenantOrFail: (db, slug) => tenantOrFail(db, config, slug),
+        allTenants: (db) => new TenantDirectory(db, config.defaultTenant).all(),
+        origin,
+        out: (text) => process.stdout.write(text),
+        err: (text) => process.stderr.write(text),
       });
     }
     default:

@@ -156,7 +156,8 @@ export interface ApplicationsTable {
 
 export interface AuditEventsTable {
   tenant_id: string;
-  seq: ColumnType<string, string | number, never>;
+  /** From the sequence audit_events_seq (the column default): orders events within a transaction. */
+  seq: ColumnType<string, string | number | undefined, never>;
   id: string;
   occurred_at: Timestamp;
   action: string;
@@ -173,8 +174,36 @@ export interface AuditEventsTable {
   user_agent: string | null;
   request_id: string | null;
   details: ColumnType<Record<string, unknown>, string, never>;
-  prev_hash: Buffer;
+  /** The hash chain of events written before migration 0004; null since. */
+  prev_hash: ColumnType<Buffer | null, Buffer | null | undefined, never>;
+  hash: ColumnType<Buffer | null, Buffer | null | undefined, never>;
+  /** The inserting transaction (xid8, as a decimal string; the column default, which the application may not override): the sealer's order. */
+  xid: ColumnType<string, never, never>;
+}
+
+export interface AuditLeavesTable {
+  tenant_id: string;
+  leaf_index: ColumnType<string, string | number, never>;
+  event_id: string;
+  leaf_hash: Buffer;
+}
+
+export interface AuditTreeNodesTable {
+  tenant_id: string;
+  level: number;
+  node_index: ColumnType<string, string | number, never>;
   hash: Buffer;
+}
+
+export interface AuditTreeHeadsTable {
+  tenant_id: string;
+  tree_size: ColumnType<string, string | number, never>;
+  root_hash: Buffer;
+  signed_at: Timestamp;
+  key_id: string;
+  checkpoint: string;
+  last_xid: ColumnType<string, string, never>;
+  last_seq: ColumnType<string, string | number, never>;
 }
 
 export interface AuditHeadsTable {
@@ -325,6 +354,9 @@ export interface DB {
   applications: ApplicationsTable;
   audit_events: AuditEventsTable;
   audit_heads: AuditHeadsTable;
+  audit_leaves: AuditLeavesTable;
+  audit_tree_nodes: AuditTreeNodesTable;
+  audit_tree_heads: AuditTreeHeadsTable;
   mail_outbox: MailOutboxTable;
   schema_migrations: SchemaMigrationsTable;
   auth_attempts: AuthAttemptsTable;

@@ -89,6 +89,7 @@ const RESOURCE_OF: Record<Action, Resource> = {
   'identity.grant.list': { type: 'tenant' },
   'identity.grant.revoke': { type: 'tenant' },
   'identity.staff.list': { type: 'tenant' },
+  'audit.head.read': { type: 'tenant' },
 };
 
 /*
@@ -129,6 +130,7 @@ const TABLE: Record<Action, string> = {
   'identity.grant.list':           's n n n n n n n Y n n n',
   'identity.grant.revoke':         's n n n n n n n Y n n n',
   'identity.staff.list':           's n n n n n n n Y n n n',
+  'audit.head.read':               's n n n n n n n Y n n Y',
 };
 
 const REASON = { s: 'not_signed_in', v: 'email_not_verified', n: 'no_rule_matches' } as const;

@@ -5,9 +5,9 @@
  *
  * The PGlite tests share one data directory and run in order, as an operator
  * would: create a tenant, import the directory, seed, bootstrap the first
- * administrator, verify the audit chains, then tamper with one event and see
- * `audit verify` name it. The PostgreSQL block runs the same commands against
- * the run's database (GUICHET_TEST_DB=postgres).
+ * administrator, seal and verify the audit trees, then tamper with one event
+ * and see `audit verify` name its leaf. The PostgreSQL block runs the same
+ * commands against the run's database (GUICHET_TEST_DB=postgres).
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -40,6 +40,8 @@ const CONFIG_VARS = [
   'GUICHET_ALLOW_PRIVILEGED_DB_ROLE',
   'GUICHET_MASTER_KEY',
   'GUICHET_KEY_FILE',
+  'GUICHET_WITNESS_FILE',
+  'GUICHET_WITNESS_URL',
 ];
 
 function cliEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
@@ -217,9 +219,11 @@ describe('guichet CLI on PGlite (one data directory, commands in order)', () => 
     expect(Number(m![1])).toBeGreaterThanOrEqual(200);
     expect(Number(m![2])).toBeGreaterThan(0);
 
+    // The events the commands wrote are sealed first, then the tree, its signed heads and the witness file's copy verified.
     const verified = await cli(['audit', 'verify'], env);
     expectExit(verified, 0);
-    expect(verified.stdout).toMatch(/^demo-a: ok, \d+ events$/m);
+    expect(verified.stdout).toMatch(/^demo-a: \d+ waiting events sealed into a new signed head$/m);
+    expect(verified.stdout).toMatch(/^demo-a: ok, (\d+) events, tree of \1 leaves, 1 signed heads, witness agrees \(1 heads, latest of size \1\)$/m);
   }, 90_000);
 
   it('admin bootstrap: once, with a set-password link; then "already"; a malformed e-mail exits 2', async () => {
@@ -267,7 +271,7 @@ describe('guichet CLI on PGlite (one data directory, commands in order)', () => 
     }
     const r = await cli(['audit', 'verify'], env);
     expectExit(r, 1);
-    expect(r.stdout).toMatch(new RegExp(`^demo-a: BROKEN at event ${seq} \\([0-9a-f-]{36}\\): content does not match its hash$`, 'm'));
+    expect(r.stdout).toMatch(new RegExp(`^demo-a: BROKEN at leaf 1 \\(event ${seq}, [0-9a-f-]{36}\\): the event does not match the leaf it was sealed as \\(changed\\)$`, 'm'));
   }, 90_000);
 
   it('while serve holds the data directory, migrate refuses; SIGTERM stops serve within 5 s and removes its pid file', async () => {
@@ -349,7 +353,7 @@ describe.runIf(process.env.GUICHET_TEST_DB === 'postgres')('guichet CLI on Postg
     // Other test files share this database (and tamper with their own tenants): verify ours only.
     const verified = await cli(['audit', 'verify', '--tenant', slug], env);
     expectExit(verified, 0);
-    expect(verified.stdout).toMatch(new RegExp(`^${slug}: ok, \\d+ events$`, 'm'));
+    expect(verified.stdout).toMatch(new RegExp(`^${slug}: ok, (\\d+) events, tree of \\1 leaves, 1 signed heads, witness agrees \\(1 heads, latest of size \\1\\)$`, 'm'));
 
     const [boot, malformed] = await Promise.all([
       cli(['admin', 'bootstrap', '--tenant', slug, '--email', 'chef@exemple.test'], env),
@@ -392,7 +396,7 @@ describe.runIf(process.env.GUICHET_TEST_DB === 'postgres')('guichet CLI on Postg
     }
     const r = await cli(['audit', 'verify', '--tenant', slug], env);
     expectExit(r, 1);
-    expect(r.stdout).toMatch(new RegExp(`^${slug}: BROKEN at event ${seq} \\([0-9a-f-]{36}\\): content does not match its hash$`, 'm'));
+    expect(r.stdout).toMatch(new RegExp(`^${slug}: BROKEN at leaf 1 \\(event ${seq}, [0-9a-f-]{36}\\): the event does not match the leaf it was sealed as \\(changed\\)$`, 'm'));
   }, 90_000);
 
   it('serve runs as the application role and stops on SIGTERM; it refuses the superuser as DATABASE_URL', async () => {

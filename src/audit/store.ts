@@ -1,0 +1,375 @@
+/**
+ * The SQL of the audit tree: every function runs inside a tenant transaction
+ * (inTenant), so row-level security confines it to that tenant as well.
+ */
+import { sql, type RawBuilder } from 'kysely';
+import type { Trx } from '../db/connection.ts';
+import { CompactRange, consistencyPlan, foldPerfect, inclusionPlan, nodeHash, perfectNodes, type PerfectNode, type Range } from './merkle.ts';
+
+/** Interior hashes are stored for perfect subtrees at levels that are multiples of this. */
+export const NODE_STRIDE = 4;
+
+export class TreeStoreError extends Error {}
+
+/**
+ * The entry of an event: the bytes its leaf hashes (SHA-256(0x00 ‖ entry)),
+ * built by the database from the stored columns, so that the sealer, the
+ * verifier and the export all read the very same text, and verification
+ * streams one text column per event instead of decoding eighteen. Every
+ * function is schema-qualified: a function shadowing a built-in on the
+ * search path cannot change what is hashed. The fields are ENTRY_FIELDS of
+ * verify-bundle.ts; the time is UTC to the microsecond whatever the session's
+ * time zone. PostgreSQL 15 and PGlite (17) render it identically (tested).
+ */
+export function entrySql(alias: string): RawBuilder<string> {
+  const e = (c: string) => `${alias}.${c}`;
+  return sql<string>`pg_catalog.json_build_array('guichet.audit/v1', ${sql.raw(
+    [
+      e('tenant_id'),
+      `${e('seq')}::pg_catalog.text`,
+      e('id'),
+      `pg_catalog.to_char(pg_catalog.timezone('UTC', ${e('occurred_at')}), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`,
+      e('action'),
+      e('outcome'),
+      e('actor_account_id'),
+      e('actor_roles'),
+      e('on_behalf_of'),
+      e('target_type'),
+      e('target_ids'),
+      e('family_ids'),
+      e('fields'),
+      e('purpose'),
+      e('ip'),
+      e('user_agent'),
+      e('request_id'),
+      e('details'),
+    ].join(', '),
+  )})::pg_catalog.text`;
+}
+
+export interface Head {
+  treeSize: number;
+  rootHash: Buffer;
+  signedAt: Date;
+  keyId: string;
+  checkpoint: string;
+  lastXid: string;
+  lastSeq: string;
+}
+
+type HeadRowDb = { tree_size: string; root_hash: Buffer; signed_at: Date; key_id: string; checkpoint: string; last_xid: string; last_seq: string };
+
+function toHead(r: HeadRowDb): Head {
+  return {
+    treeSize: safeNumber(r.tree_size),
+    rootHash: Buffer.from(r.root_hash),
+    signedAt: new Date(r.signed_at),
+    keyId: r.key_id,
+    checkpoint: r.checkpoint,
+    lastXid: String(r.last_xid),
+    lastSeq: String(r.last_seq),
+  };
+}
+
+function safeNumber(v: string | number | bigint): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n)) throw new TreeStoreError(`value ${String(v)} is out of range`);
+  return n;
+}
+
+// Read as text (bigint and xid8 exceed JavaScript numbers); the table is aliased h so that ORDER BY h.tree_size sorts numbers, not these texts.
+const headColumns = sql.raw(`h.tree_size::text AS tree_size, h.root_hash, h.signed_at, h.key_id, h.checkpoint, h.last_xid::text AS last_xid, h.last_seq::text AS last_seq`);
+
+export async function latestHead(trx: Trx, tenantId: string): Promise<Head | null> {
+  const { rows } = await sql<HeadRowDb>`SELECT ${headColumns} FROM audit_tree_heads h WHERE h.tenant_id = ${tenantId} ORDER BY h.tree_size DESC LIMIT 1`.execute(trx);
+  return rows[0] ? toHead(rows[0]) : null;
+}
+
+/** Heads in tree-size order, a page at a time. */
+export async function headsAfter(trx: Trx, tenantId: string, afterSize: number, limit: number): Promise<Head[]> {
+  const { rows } = await sql<HeadRowDb>`SELECT ${headColumns} FROM audit_tree_heads h
+    WHERE h.tenant_id = ${tenantId} AND h.tree_size > ${afterSize} ORDER BY h.tree_size LIMIT ${limit}`.execute(trx);
+  return rows.map(toHead);
+}
+
+/** Heads signed in [from, to), in tree-size order. */
+export async function headsSignedBetween(trx: Trx, tenantId: string, from: Date, to: Date): Promise<Head[]> {
+  const { rows } = await sql<HeadRowDb>`SELECT ${headColumns} FROM audit_tree_heads h
+    WHERE h.tenant_id = ${tenantId} AND h.signed_at >= ${from} AND h.signed_at < ${to} ORDER BY h.tree_size`.execute(trx);
+  return rows.map(toHead);
+}
+
+/** The last head signed before `at`, if any. */
+export async function headBefore(trx: Trx, tenantId: string, at: Date): Promise<Head | null> {
+  const { rows } = await sql<HeadRowDb>`SELECT ${headColumns} FROM audit_tree_heads h
+    WHERE h.tenant_id = ${tenantId} AND h.signed_at < ${at} ORDER BY h.tree_size DESC LIMIT 1`.execute(trx);
+  return rows[0] ? toHead(rows[0]) : null;
+}
+
+export async function countHeads(trx: Trx, tenantId: string): Promise<number> {
+  const { rows } = await sql<{ n: string }>`SELECT count(*)::text AS n FROM audit_tree_heads WHERE tenant_id = ${tenantId}`.execute(trx);
+  return Number(rows[0]?.n ?? 0);
+}
+
+export async function insertHead(trx: Trx, tenantId: string, h: Head): Promise<void> {
+  await sql`INSERT INTO audit_tree_heads (tenant_id, tree_size, root_hash, signed_at, key_id, checkpoint, last_xid, last_seq)
+    VALUES (${tenantId}, ${h.treeSize}, ${h.rootHash}, ${h.signedAt}, ${h.keyId}, ${h.checkpoint}, ${h.lastXid}::xid8, ${h.lastSeq}::bigint)`.execute(trx);
+}
+
+/**
+ * Takes the tenant's sealing lock for this transaction, or says it is held:
+ * with several instances, one seals a tenant at a time, and the others skip
+ * it rather than wait.
+ */
+export async function trySealLock(trx: Trx, tenantId: string): Promise<boolean> {
+  const { rows } = await sql<{ ok: boolean }>`SELECT pg_try_advisory_xact_lock(hashtextextended(${`guichet.audit.seal:${tenantId}`}, 0)) AS ok`.execute(trx);
+  return !!rows[0]?.ok;
+}
+
+/**
+ * The sealing horizon: every transaction with a smaller id has ended, and
+ * every transaction still running or yet to start has an id at least this.
+ */
+export async function sealHorizon(trx: Trx): Promise<string> {
+  const { rows } = await sql<{ h: string }>`SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS h`.execute(trx);
+  return rows[0]!.h;
+}
+
+export interface PendingEvent {
+  id: string;
+  xid: string;
+  seq: string;
+  entry: string;
+}
+
+/**
+ * The next events to seal, in (xid, seq) order: after the last one sealed and
+ * below the horizon. The horizon is read by an earlier statement; this one
+ * runs on a newer snapshot (READ COMMITTED), which sees every transaction
+ * that ended before the horizon was read.
+ *
+ * The keys are chosen first and the entries built for those only: when the
+ * statistics lag behind a burst of appends, the planner may sort the whole
+ * backlog rather than walk audit_events_sealing, and sorting narrow keys is
+ * cheap where building every entry first is not.
+ */
+export async function pendingEvents(trx: Trx, tenantId: string, after: { xid: string; seq: string } | null, horizon: string, limit: number): Promise<PendingEvent[]> {
+  const afterCond = after ? sql`AND (k.xid, k.seq) > (${after.xid}::xid8, ${after.seq}::bigint)` : sql``;
+  const { rows } = await sql<PendingEvent>`SELECT e.id, e.xid::text AS xid, e.seq::text AS seq, ${entrySql('e')} AS entry
+    FROM (SELECT k.id, k.xid AS kx, k.seq AS ks FROM audit_events k
+          WHERE k.tenant_id = ${tenantId} ${afterCond} AND k.xid < ${horizon}::xid8
+          ORDER BY k.xid, k.seq LIMIT ${limit}) w
+    JOIN audit_events e ON e.id = w.id
+    ORDER BY w.kx, w.ks`.execute(trx);
+  return rows;
+}
+
+/** Events not in the tree yet (the sealer's backlog). */
+export async function countPending(trx: Trx, tenantId: string, after: { xid: string; seq: string } | null): Promise<number> {
+  const afterCond = after ? sql`AND (xid, seq) > (${after.xid}::xid8, ${after.seq}::bigint)` : sql``;
+  const { rows } = await sql<{ n: string }>`SELECT count(*)::text AS n FROM audit_events WHERE tenant_id = ${tenantId} ${afterCond}`.execute(trx);
+  return Number(rows[0]?.n ?? 0);
+}
+
+export async function countEvents(trx: Trx, tenantId: string): Promise<number> {
+  const { rows } = await sql<{ n: string }>`SELECT count(*)::text AS n FROM audit_events WHERE tenant_id = ${tenantId}`.execute(trx);
+  return Number(rows[0]?.n ?? 0);
+}
+
+const INSERT_CHUNK = 1000;
+
+export async function insertLeaves(trx: Trx, tenantId: string, leaves: readonly { index: number; eventId: string; hash: Buffer }[]): Promise<void> {
+  for (let i = 0; i < leaves.length; i += INSERT_CHUNK) {
+    const chunk = leaves.slice(i, i + INSERT_CHUNK);
+    // unnest keeps it one statement with four parameters whatever the chunk size.
+    await sql`INSERT INTO audit_leaves (tenant_id, leaf_index, event_id, leaf_hash)
+      SELECT ${tenantId}, i, e, h FROM unnest(${chunk.map((l) => String(l.index))}::bigint[], ${chunk.map((l) => l.eventId)}::uuid[], ${chunk.map((l) => l.hash)}::bytea[]) AS t(i, e, h)`.execute(trx);
+  }
+}
+
+export async function insertNodes(trx: Trx, tenantId: string, nodes: readonly { level: number; index: number; hash: Buffer }[]): Promise<void> {
+  for (let i = 0; i < nodes.length; i += INSERT_CHUNK) {
+    const chunk = nodes.slice(i, i + INSERT_CHUNK);
+    await sql`INSERT INTO audit_tree_nodes (tenant_id, level, node_index, hash)
+      SELECT ${tenantId}, l, i, h FROM unnest(${chunk.map((n) => n.level)}::smallint[], ${chunk.map((n) => String(n.index))}::bigint[], ${chunk.map((n) => n.hash)}::bytea[]) AS t(l, i, h)`.execute(trx);
+  }
+}
+
+/**
+ * Hashes of perfect subtrees, read from the stored leaves and nodes: a subtree
+ * at level L is folded from the 2^(L mod 4) stored hashes beneath it at the
+ * nearest stored level (the leaves for L < 4).
+ */
+export async function perfectHashes(trx: Trx, tenantId: string, wanted: readonly PerfectNode[]): Promise<Buffer[]> {
+  const leafIdx = new Set<number>();
+  const nodeKeys = new Map<string, { level: number; index: number }>();
+  const plans = wanted.map(({ level, index }) => {
+    const base = level - (level % NODE_STRIDE);
+    const span = 2 ** (level - base);
+    const first = index * span;
+    for (let i = first; i < first + span; i++) {
+      if (base === 0) leafIdx.add(i);
+      else nodeKeys.set(`${base}:${i}`, { level: base, index: i });
+    }
+    return { base, first, span };
+  });
+  const leafHashes = new Map<number, Buffer>();
+  const nodeHashes = new Map<string, Buffer>();
+  const leafList = [...leafIdx];
+  for (let i = 0; i < leafList.length; i += 5000) {
+    const chunk = leafList.slice(i, i + 5000).map(String);
+    const { rows } = await sql<{ i: string; h: Buffer }>`SELECT leaf_index::text AS i, leaf_hash AS h FROM audit_leaves
+      WHERE tenant_id = ${tenantId} AND leaf_index = ANY(${chunk}::bigint[])`.execute(trx);
+    for (const r of rows) leafHashes.set(Number(r.i), Buffer.from(r.h));
+  }
+  const nodeList = [...nodeKeys.values()];
+  for (let i = 0; i < nodeList.length; i += 5000) {
+    const chunk = nodeList.slice(i, i + 5000);
+    const { rows } = await sql<{ l: number; i: string; h: Buffer }>`SELECT n.level AS l, n.node_index::text AS i, n.hash AS h
+      FROM audit_tree_nodes n JOIN unnest(${chunk.map((k) => k.level)}::smallint[], ${chunk.map((k) => String(k.index))}::bigint[]) AS w(l, i)
+        ON n.level = w.l AND n.node_index = w.i
+      WHERE n.tenant_id = ${tenantId}`.execute(trx);
+    for (const r of rows) nodeHashes.set(`${r.l}:${r.i}`, Buffer.from(r.h));
+  }
+  return plans.map(({ base, first, span }) => {
+    let layer: Buffer[] = [];
+    for (let i = first; i < first + span; i++) {
+      const h = base === 0 ? leafHashes.get(i) : nodeHashes.get(`${base}:${i}`);
+      if (!h) throw new TreeStoreError(base === 0 ? `leaf ${i} is missing from the tree` : `stored subtree ${base}/${i} is missing from the tree`);
+      layer.push(h);
+    }
+    while (layer.length > 1) {
+      const next: Buffer[] = [];
+      for (let i = 0; i < layer.length; i += 2) next.push(nodeHash(layer[i]!, layer[i + 1]!));
+      layer = next;
+    }
+    return layer[0]!;
+  });
+}
+
+/** MTH of each range (each a subtree, as proof plans name them), in one pass over the store. */
+export async function rangeHashes(trx: Trx, tenantId: string, ranges: readonly Range[]): Promise<Buffer[]> {
+  const parts = ranges.map((r) => perfectNodes(r));
+  const flat = await perfectHashes(trx, tenantId, parts.flat());
+  let k = 0;
+  return parts.map((p) => foldPerfect(p.map(() => flat[k++]!)));
+}
+
+/** The right edge of the tree of `size` leaves, to append to. */
+export async function compactEdge(trx: Trx, tenantId: string, size: number): Promise<CompactRange> {
+  if (size === 0) return new CompactRange();
+  return new CompactRange(size, await perfectHashes(trx, tenantId, perfectNodes([0, size])));
+}
+
+export async function rootAt(trx: Trx, tenantId: string, size: number): Promise<Buffer> {
+  return (await compactEdge(trx, tenantId, size)).root();
+}
+
+export async function inclusionProofAt(trx: Trx, tenantId: string, index: number, size: number): Promise<Buffer[]> {
+  return rangeHashes(trx, tenantId, inclusionPlan(index, size));
+}
+
+export async function consistencyProofAt(trx: Trx, tenantId: string, size1: number, size2: number): Promise<Buffer[]> {
+  return rangeHashes(trx, tenantId, consistencyPlan(size1, size2));
+}
+
+/** Inclusion proofs of many leaves in one tree, with the store read once for all of them. */
+export async function inclusionProofsAt(trx: Trx, tenantId: string, indices: readonly number[], size: number): Promise<Buffer[][]> {
+  const plans = indices.map((i) => inclusionPlan(i, size));
+  // Proofs of neighbouring leaves share most of their ranges: fetch each once.
+  const unique = new Map<string, Range>();
+  for (const p of plans) for (const r of p) unique.set(`${r[0]}:${r[1]}`, r);
+  const list = [...unique.values()];
+  const hashes = new Map<string, Buffer>();
+  for (let i = 0; i < list.length; i += 2000) {
+    const chunk = list.slice(i, i + 2000);
+    const hs = await rangeHashes(trx, tenantId, chunk);
+    chunk.forEach((r, j) => hashes.set(`${r[0]}:${r[1]}`, hs[j]!));
+  }
+  return plans.map((p) => p.map((r) => hashes.get(`${r[0]}:${r[1]}`)!));
+}
+
+export async function leafOfEvent(trx: Trx, tenantId: string, eventId: string): Promise<{ index: number; hash: Buffer } | null> {
+  const { rows } = await sql<{ i: string; h: Buffer }>`SELECT leaf_index::text AS i, leaf_hash AS h FROM audit_leaves WHERE tenant_id = ${tenantId} AND event_id = ${eventId}`.execute(trx);
+  return rows[0] ? { index: Number(rows[0].i), hash: Buffer.from(rows[0].h) } : null;
+}
+
+export interface LeafRow {
+  index: number;
+  eventId: string;
+  leafHash: Buffer;
+  /** Null when the event the leaf was sealed from is gone. */
+  entry: string | null;
+  xid: string | null;
+  seq: string | null;
+}
+
+/** Leaves [from, to) with their events' entries, as the database holds them now. */
+export async function leavesWithEntries(trx: Trx, tenantId: string, from: number, to: number): Promise<LeafRow[]> {
+  const { rows } = await sql<{ i: string; ev: string; lh: Buffer; entry: string | null; xid: string | null; seq: string | null }>`
+    SELECT l.leaf_index::text AS i, l.event_id AS ev, l.leaf_hash AS lh,
+           CASE WHEN e.id IS NULL THEN NULL ELSE ${entrySql('e')} END AS entry,
+           e.xid::text AS xid, e.seq::text AS seq
+    FROM audit_leaves l LEFT JOIN audit_events e ON e.id = l.event_id AND e.tenant_id = l.tenant_id
+    WHERE l.tenant_id = ${tenantId} AND l.leaf_index >= ${from} AND l.leaf_index < ${to}
+    ORDER BY l.leaf_index`.execute(trx);
+  return rows.map((r) => ({ index: Number(r.i), eventId: r.ev, leafHash: Buffer.from(r.lh), entry: r.entry, xid: r.xid, seq: r.seq }));
+}
+
+/** Stored subtree hashes completed by leaves [from, to): the nodes whose last leaf falls in that range. */
+export async function nodesCompletedIn(trx: Trx, tenantId: string, from: number, to: number): Promise<Map<string, Buffer>> {
+  const conds: RawBuilder<unknown>[] = [];
+  for (let level = NODE_STRIDE; 2 ** level <= to; level += NODE_STRIDE) {
+    const span = 2 ** level;
+    const lo = Math.ceil((from + 1) / span) - 1;
+    const hi = Math.floor(to / span) - 1;
+    if (hi >= lo) conds.push(sql`(level = ${level} AND node_index BETWEEN ${lo} AND ${hi})`);
+  }
+  const out = new Map<string, Buffer>();
+  if (!conds.length) return out;
+  const { rows } = await sql<{ l: number; i: string; h: Buffer }>`SELECT level AS l, node_index::text AS i, hash AS h FROM audit_tree_nodes
+    WHERE tenant_id = ${tenantId} AND (${sql.join(conds, sql` OR `)})`.execute(trx);
+  for (const r of rows) out.set(`${r.l}:${r.i}`, Buffer.from(r.h));
+  return out;
+}
+
+export async function countLeaves(trx: Trx, tenantId: string): Promise<number> {
+  const { rows } = await sql<{ n: string }>`SELECT count(*)::text AS n FROM audit_leaves WHERE tenant_id = ${tenantId}`.execute(trx);
+  return Number(rows[0]?.n ?? 0);
+}
+
+/**
+ * Events at or before the sealed cursor that no leaf names: slipped in behind
+ * the sealer (a row written with an old transaction id, which only someone
+ * bypassing the database's stamping can do). With each, the leaf position its
+ * order gives it.
+ */
+export async function eventsMissingFromTree(trx: Trx, tenantId: string, cursor: { xid: string; seq: string }, limit = 10): Promise<{ id: string; seq: string; position: number }[]> {
+  const { rows } = await sql<{ id: string; seq: string; position: string }>`
+    SELECT e.id, e.seq::text AS seq,
+      (SELECT count(*) FROM audit_leaves l2 JOIN audit_events e2 ON e2.id = l2.event_id
+        WHERE l2.tenant_id = ${tenantId} AND (e2.xid, e2.seq) < (e.xid, e.seq))::text AS position
+    FROM audit_events e
+    WHERE e.tenant_id = ${tenantId} AND (e.xid, e.seq) <= (${cursor.xid}::xid8, ${cursor.seq}::bigint)
+      AND NOT EXISTS (SELECT 1 FROM audit_leaves l WHERE l.tenant_id = e.tenant_id AND l.event_id = e.id)
+    ORDER BY e.xid, e.seq
+    LIMIT ${limit}`.execute(trx);
+  return rows.map((r) => ({ id: r.id, seq: r.seq, position: Number(r.position) }));
+}
+
+/** Events of the tenant at or before the cursor (what a complete tree holds). */
+export async function countEventsUpTo(trx: Trx, tenantId: string, cursor: { xid: string; seq: string }): Promise<number> {
+  const { rows } = await sql<{ n: string }>`SELECT count(*)::text AS n FROM audit_events
+    WHERE tenant_id = ${tenantId} AND (xid, seq) <= (${cursor.xid}::xid8, ${cursor.seq}::bigint)`.execute(trx);
+  return Number(rows[0]?.n ?? 0);
+}
+
+/** Leaves whose events occurred in [from, to), with their entries. */
+export async function leavesOccurredBetween(trx: Trx, tenantId: string, from: Date, to: Date, maxIndex: number): Promise<{ index: number; entry: string }[]> {
+  const { rows } = await sql<{ i: string; entry: string }>`
+    SELECT l.leaf_index::text AS i, ${entrySql('e')} AS entry
+    FROM audit_events e JOIN audit_leaves l ON l.event_id = e.id AND l.tenant_id = e.tenant_id
+    WHERE e.tenant_id = ${tenantId} AND e.occurred_at >= ${from} AND e.occurred_at < ${to} AND l.leaf_index < ${maxIndex}
+    ORDER BY l.leaf_index`.execute(trx);
+  return rows.map((r) => ({ index: Number(r.i), entry: r.entry }));
+}
