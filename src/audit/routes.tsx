@@ -82,7 +82,7 @@ export async function auditConsole(deps: Deps, ctx: Ctx, witness: WitnessConfig)
     tenantId,
     async (trx) => {
       const head = await latestHead(trx, tenantId);
-      const pending = await countPending(trx, tenantId, head ? { xid: head.lastXid, seq: head.lastSeq } : null);
+      const pending = await countPending(trx, tenantId, head ? { ticket: head.lastTicket, seq: head.lastSeq } : null);
       const heads = await countHeads(trx, tenantId);
       // Looking at the log's state is itself worth a line in the log.
       await appendAudit(trx, tenantId, { action: 'audit.head.read', outcome: 'success', ...base, details: { tree_size: head?.treeSize ?? 0 } }, ctx.now);

@@ -53,11 +53,11 @@ export interface Head {
   signedAt: Date;
   keyId: string;
   checkpoint: string;
-  lastXid: string;
+  lastTicket: string;
   lastSeq: string;
 }
 
-type HeadRowDb = { tree_size: string; root_hash: Buffer; signed_at: Date; key_id: string; checkpoint: string; last_xid: string; last_seq: string };
+type HeadRowDb = { tree_size: string; root_hash: Buffer; signed_at: Date; key_id: string; checkpoint: string; last_ticket: string; last_seq: string };
 
 function toHead(r: HeadRowDb): Head {
   return {
@@ -66,7 +66,7 @@ function toHead(r: HeadRowDb): Head {
     signedAt: new Date(r.signed_at),
     keyId: r.key_id,
     checkpoint: r.checkpoint,
-    lastXid: String(r.last_xid),
+    lastTicket: String(r.last_ticket),
     lastSeq: String(r.last_seq),
   };
 }
@@ -77,8 +77,8 @@ function safeNumber(v: string | number | bigint): number {
   return n;
 }
 
-// Read as text (bigint and xid8 exceed JavaScript numbers); the table is aliased h so that ORDER BY h.tree_size sorts numbers, not these texts.
-const headColumns = sql.raw(`h.tree_size::text AS tree_size, h.root_hash, h.signed_at, h.key_id, h.checkpoint, h.last_xid::text AS last_xid, h.last_seq::text AS last_seq`);
+// Read as text (bigints may exceed JavaScript numbers); the table is aliased h so that ORDER BY h.tree_size sorts numbers, not these texts.
+const headColumns = sql.raw(`h.tree_size::text AS tree_size, h.root_hash, h.signed_at, h.key_id, h.checkpoint, h.last_ticket::text AS last_ticket, h.last_seq::text AS last_seq`);
 
 export async function latestHead(trx: Trx, tenantId: string): Promise<Head | null> {
   const { rows } = await sql<HeadRowDb>`SELECT ${headColumns} FROM audit_tree_heads h WHERE h.tenant_id = ${tenantId} ORDER BY h.tree_size DESC LIMIT 1`.execute(trx);
@@ -112,8 +112,8 @@ export async function countHeads(trx: Trx, tenantId: string): Promise<number> {
 }
 
 export async function insertHead(trx: Trx, tenantId: string, h: Head): Promise<void> {
-  await sql`INSERT INTO audit_tree_heads (tenant_id, tree_size, root_hash, signed_at, key_id, checkpoint, last_xid, last_seq)
-    VALUES (${tenantId}, ${h.treeSize}, ${h.rootHash}, ${h.signedAt}, ${h.keyId}, ${h.checkpoint}, ${h.lastXid}::xid8, ${h.lastSeq}::bigint)`.execute(trx);
+  await sql`INSERT INTO audit_tree_heads (tenant_id, tree_size, root_hash, signed_at, key_id, checkpoint, last_ticket, last_seq)
+    VALUES (${tenantId}, ${h.treeSize}, ${h.rootHash}, ${h.signedAt}, ${h.keyId}, ${h.checkpoint}, ${h.lastTicket}::bigint, ${h.lastSeq}::bigint)`.execute(trx);
 }
 
 /**
@@ -127,46 +127,86 @@ export async function trySealLock(trx: Trx, tenantId: string): Promise<boolean> 
 }
 
 /**
- * The sealing horizon: every transaction with a smaller id has ended, and
- * every transaction still running or yet to start has an id at least this.
+ * Makes this transaction's queries walk the audit indexes in order rather than
+ * sort. The statistics of audit_events lag behind a burst of appends, and a
+ * planner that believes a tenant has a few hundred events sorts all of them
+ * for every page it is asked for, which turns one pass over a million events
+ * into a thousand. Only discouraged, not forbidden: a query that must sort
+ * still does.
  */
-export async function sealHorizon(trx: Trx): Promise<string> {
-  const { rows } = await sql<{ h: string }>`SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS h`.execute(trx);
-  return rows[0]!.h;
+export async function preferIndexOrder(trx: Trx): Promise<void> {
+  await sql`SELECT set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true)`.execute(trx);
+}
+
+/** The advisory lock classes of migration 0004 (two-key form): a tenant's appenders, and their tickets. */
+const APPEND_LOCK = sql.raw(`hashtext('guichet.audit.append')`);
+const TICKET_LOCK = sql.raw(`hashtext('guichet.audit.ticket')`);
+const TICKET_MOD = 2n ** 31n;
+
+/**
+ * The sealing cutoff of a tenant: every event with a smaller ticket has been
+ * committed or rolled back, and every event yet to come has a ticket at least
+ * this. Null while an appender of the tenant is between taking its append
+ * lock and publishing its ticket (microseconds): the caller tries again later.
+ *
+ * The order of the two reads is what makes it sound (migration 0004): first
+ * the highest ticket handed out, then the tenant's appenders. An appender not
+ * among them takes its ticket after that read, so above the high mark; one
+ * among them has published its ticket, or is the null case.
+ */
+export async function sealCutoff(trx: Trx, tenantId: string): Promise<string | null> {
+  const { rows: hw } = await sql<{ hw: string }>`SELECT (CASE WHEN is_called THEN last_value ELSE last_value - 1 END)::text AS hw FROM audit_ticket_seq`.execute(trx);
+  const high = BigInt(hw[0]!.hw);
+  const { rows } = await sql<{ low: string | null }>`
+    SELECT t.objid::text AS low
+    FROM pg_catalog.pg_locks a
+    LEFT JOIN pg_catalog.pg_locks t ON t.virtualtransaction = a.virtualtransaction AND t.locktype = 'advisory'
+      AND t.classid = ${TICKET_LOCK}::oid AND t.objsubid = 2 AND t.granted
+    WHERE a.locktype = 'advisory' AND a.granted AND a.objsubid = 2
+      AND a.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
+      AND a.classid = ${APPEND_LOCK}::oid AND a.objid = hashtext(${tenantId})::oid`.execute(trx);
+  let cutoff = high + 1n;
+  for (const r of rows) {
+    if (r.low === null) return null;
+    // The lock carries the ticket modulo 2^31; the ticket is the one at or below the high mark with that remainder.
+    const ticket = high - ((high - BigInt(r.low)) % TICKET_MOD + TICKET_MOD) % TICKET_MOD;
+    if (ticket < cutoff) cutoff = ticket;
+  }
+  return String(cutoff);
 }
 
 export interface PendingEvent {
   id: string;
-  xid: string;
+  ticket: string;
   seq: string;
   entry: string;
 }
 
 /**
- * The next events to seal, in (xid, seq) order: after the last one sealed and
- * below the horizon. The horizon is read by an earlier statement; this one
+ * The next events to seal, in (ticket, seq) order: after the last one sealed
+ * and below the cutoff. The cutoff is read by earlier statements; this one
  * runs on a newer snapshot (READ COMMITTED), which sees every transaction
- * that ended before the horizon was read.
+ * that ended before the cutoff was read.
  *
  * The keys are chosen first and the entries built for those only: when the
  * statistics lag behind a burst of appends, the planner may sort the whole
  * backlog rather than walk audit_events_sealing, and sorting narrow keys is
  * cheap where building every entry first is not.
  */
-export async function pendingEvents(trx: Trx, tenantId: string, after: { xid: string; seq: string } | null, horizon: string, limit: number): Promise<PendingEvent[]> {
-  const afterCond = after ? sql`AND (k.xid, k.seq) > (${after.xid}::xid8, ${after.seq}::bigint)` : sql``;
-  const { rows } = await sql<PendingEvent>`SELECT e.id, e.xid::text AS xid, e.seq::text AS seq, ${entrySql('e')} AS entry
-    FROM (SELECT k.id, k.xid AS kx, k.seq AS ks FROM audit_events k
-          WHERE k.tenant_id = ${tenantId} ${afterCond} AND k.xid < ${horizon}::xid8
-          ORDER BY k.xid, k.seq LIMIT ${limit}) w
+export async function pendingEvents(trx: Trx, tenantId: string, after: { ticket: string; seq: string } | null, cutoff: string, limit: number): Promise<PendingEvent[]> {
+  const afterCond = after ? sql`AND (k.ticket, k.seq) > (${after.ticket}::bigint, ${after.seq}::bigint)` : sql``;
+  const { rows } = await sql<PendingEvent>`SELECT e.id, e.ticket::text AS ticket, e.seq::text AS seq, ${entrySql('e')} AS entry
+    FROM (SELECT k.id, k.ticket AS kx, k.seq AS ks FROM audit_events k
+          WHERE k.tenant_id = ${tenantId} ${afterCond} AND k.ticket < ${cutoff}::bigint
+          ORDER BY k.ticket, k.seq LIMIT ${limit}) w
     JOIN audit_events e ON e.id = w.id
     ORDER BY w.kx, w.ks`.execute(trx);
   return rows;
 }
 
 /** Events not in the tree yet (the sealer's backlog). */
-export async function countPending(trx: Trx, tenantId: string, after: { xid: string; seq: string } | null): Promise<number> {
-  const afterCond = after ? sql`AND (xid, seq) > (${after.xid}::xid8, ${after.seq}::bigint)` : sql``;
+export async function countPending(trx: Trx, tenantId: string, after: { ticket: string; seq: string } | null): Promise<number> {
+  const afterCond = after ? sql`AND (ticket, seq) > (${after.ticket}::bigint, ${after.seq}::bigint)` : sql``;
   const { rows } = await sql<{ n: string }>`SELECT count(*)::text AS n FROM audit_events WHERE tenant_id = ${tenantId} ${afterCond}`.execute(trx);
   return Number(rows[0]?.n ?? 0);
 }
@@ -300,20 +340,47 @@ export interface LeafRow {
   leafHash: Buffer;
   /** Null when the event the leaf was sealed from is gone. */
   entry: string | null;
-  xid: string | null;
+  ticket: string | null;
   seq: string | null;
 }
 
-/** Leaves [from, to) with their events' entries, as the database holds them now. */
+/** Leaves [from, to) with their events' entries, as the database holds them now, a row each. */
 export async function leavesWithEntries(trx: Trx, tenantId: string, from: number, to: number): Promise<LeafRow[]> {
-  const { rows } = await sql<{ i: string; ev: string; lh: Buffer; entry: string | null; xid: string | null; seq: string | null }>`
+  const { rows } = await sql<{ i: string; ev: string; lh: Buffer; entry: string | null; ticket: string | null; seq: string | null }>`
     SELECT l.leaf_index::text AS i, l.event_id AS ev, l.leaf_hash AS lh,
            CASE WHEN e.id IS NULL THEN NULL ELSE ${entrySql('e')} END AS entry,
-           e.xid::text AS xid, e.seq::text AS seq
+           e.ticket::text AS ticket, e.seq::text AS seq
     FROM audit_leaves l LEFT JOIN audit_events e ON e.id = l.event_id AND e.tenant_id = l.tenant_id
     WHERE l.tenant_id = ${tenantId} AND l.leaf_index >= ${from} AND l.leaf_index < ${to}
     ORDER BY l.leaf_index`.execute(trx);
-  return rows.map((r) => ({ index: Number(r.i), eventId: r.ev, leafHash: Buffer.from(r.lh), entry: r.entry, xid: r.xid, seq: r.seq }));
+  return rows.map((r) => ({ index: Number(r.i), eventId: r.ev, leafHash: Buffer.from(r.lh), entry: r.entry, ticket: r.ticket, seq: r.seq }));
+}
+
+/** Leaves [from, to): index, event and hash, without the events (verification reads those in their own order). */
+export async function leafRange(trx: Trx, tenantId: string, from: number, to: number): Promise<{ index: number; eventId: string; leafHash: Buffer }[]> {
+  const { rows } = await sql<{ i: string; ev: string; lh: Buffer }>`SELECT leaf_index::text AS i, event_id AS ev, leaf_hash AS lh FROM audit_leaves
+    WHERE tenant_id = ${tenantId} AND leaf_index >= ${from} AND leaf_index < ${to} ORDER BY leaf_index`.execute(trx);
+  return rows.map((r) => ({ index: Number(r.i), eventId: r.ev, leafHash: Buffer.from(r.lh) }));
+}
+
+export interface OrderedEvent {
+  id: string;
+  ticket: string;
+  seq: string;
+  entry: string;
+}
+
+/** The tenant's events in sealing order, after `after`, with their entries: an index scan on audit_events_sealing. */
+export async function eventsInOrder(trx: Trx, tenantId: string, after: { ticket: string; seq: string } | null, limit: number): Promise<OrderedEvent[]> {
+  const afterCond = after ? sql`AND (e.ticket, e.seq) > (${after.ticket}::bigint, ${after.seq}::bigint)` : sql``;
+  const { rows } = await sql<OrderedEvent>`SELECT e.id, e.ticket::text AS ticket, e.seq::text AS seq, ${entrySql('e')} AS entry
+    FROM audit_events e WHERE e.tenant_id = ${tenantId} ${afterCond} ORDER BY e.ticket, e.seq LIMIT ${limit}`.execute(trx);
+  return rows;
+}
+
+export async function eventById(trx: Trx, tenantId: string, id: string): Promise<{ ticket: string; seq: string } | null> {
+  const { rows } = await sql<{ ticket: string; seq: string }>`SELECT ticket::text AS ticket, seq::text AS seq FROM audit_events WHERE tenant_id = ${tenantId} AND id = ${id}`.execute(trx);
+  return rows[0] ?? null;
 }
 
 /** Stored subtree hashes completed by leaves [from, to): the nodes whose last leaf falls in that range. */
@@ -335,32 +402,6 @@ export async function nodesCompletedIn(trx: Trx, tenantId: string, from: number,
 
 export async function countLeaves(trx: Trx, tenantId: string): Promise<number> {
   const { rows } = await sql<{ n: string }>`SELECT count(*)::text AS n FROM audit_leaves WHERE tenant_id = ${tenantId}`.execute(trx);
-  return Number(rows[0]?.n ?? 0);
-}
-
-/**
- * Events at or before the sealed cursor that no leaf names: slipped in behind
- * the sealer (a row written with an old transaction id, which only someone
- * bypassing the database's stamping can do). With each, the leaf position its
- * order gives it.
- */
-export async function eventsMissingFromTree(trx: Trx, tenantId: string, cursor: { xid: string; seq: string }, limit = 10): Promise<{ id: string; seq: string; position: number }[]> {
-  const { rows } = await sql<{ id: string; seq: string; position: string }>`
-    SELECT e.id, e.seq::text AS seq,
-      (SELECT count(*) FROM audit_leaves l2 JOIN audit_events e2 ON e2.id = l2.event_id
-        WHERE l2.tenant_id = ${tenantId} AND (e2.xid, e2.seq) < (e.xid, e.seq))::text AS position
-    FROM audit_events e
-    WHERE e.tenant_id = ${tenantId} AND (e.xid, e.seq) <= (${cursor.xid}::xid8, ${cursor.seq}::bigint)
-      AND NOT EXISTS (SELECT 1 FROM audit_leaves l WHERE l.tenant_id = e.tenant_id AND l.event_id = e.id)
-    ORDER BY e.xid, e.seq
-    LIMIT ${limit}`.execute(trx);
-  return rows.map((r) => ({ id: r.id, seq: r.seq, position: Number(r.position) }));
-}
-
-/** Events of the tenant at or before the cursor (what a complete tree holds). */
-export async function countEventsUpTo(trx: Trx, tenantId: string, cursor: { xid: string; seq: string }): Promise<number> {
-  const { rows } = await sql<{ n: string }>`SELECT count(*)::text AS n FROM audit_events
-    WHERE tenant_id = ${tenantId} AND (xid, seq) <= (${cursor.xid}::xid8, ${cursor.seq}::bigint)`.execute(trx);
   return Number(rows[0]?.n ?? 0);
 }
 

@@ -19,17 +19,21 @@ import type { Kysely } from 'kysely';
 import type { DB } from '../db/schema.ts';
 import { enterTenant } from '../db/tenant.ts';
 import { CompactRange, leafHash } from './merkle.ts';
+import type { Trx } from '../db/connection.ts';
 import {
   countEvents,
-  countEventsUpTo,
   countPending,
-  eventsMissingFromTree,
+  eventById,
+  eventsInOrder,
   headsAfter,
   latestHead,
-  leavesWithEntries,
+  leafOfEvent,
+  leafRange,
   NODE_STRIDE,
   nodesCompletedIn,
+  preferIndexOrder,
   type Head,
+  type OrderedEvent,
 } from './store.ts';
 import { openCheckpoint, originFor, type VerifierKey } from './verify-bundle.ts';
 import type { WitnessRecord } from './witness.ts';
@@ -72,14 +76,59 @@ interface Check {
   witness?: WitnessRecord;
 }
 
-/** Compares non-negative decimal strings without leading zeros (xid8 and bigint as the database prints them). */
-function cmpDecimal(a: string, b: string): number {
-  return a.length !== b.length ? a.length - b.length : a < b ? -1 : a > b ? 1 : 0;
+/**
+ * A stream of rows read a page at a time, the next page asked for as soon as
+ * one arrives: the database works on it while this process hashes.
+ */
+function pages<R, C>(fetch: (cursor: C) => Promise<R[]>, advance: (rows: R[], cursor: C) => C) {
+  let buf: R[] = [];
+  let i = 0;
+  let ahead: Promise<R[]> | null = null;
+  let aheadCursor: C;
+  let done = false;
+  const start = (c: C) => {
+    aheadCursor = c;
+    ahead = fetch(c);
+    ahead.catch(() => {});
+  };
+  return {
+    /** The next row; `first` is the cursor of the very first page. */
+    async next(first: C): Promise<R | undefined> {
+      if (i < buf.length) return buf[i++];
+      if (done) return undefined;
+      if (!ahead) start(first);
+      const cursor = aheadCursor;
+      buf = await ahead!;
+      i = 0;
+      if (!buf.length) {
+        done = true;
+        ahead = null;
+        return undefined;
+      }
+      start(advance(buf, cursor));
+      return buf[i++];
+    },
+    async drain(): Promise<void> {
+      await ahead;
+    },
+  };
 }
 
-function keyLess(a: { xid: string; seq: string }, b: { xid: string; seq: string }): boolean {
-  const c = cmpDecimal(a.xid, b.xid);
-  return c !== 0 ? c < 0 : cmpDecimal(a.seq, b.seq) < 0;
+/** Why the event of leaf `index` is not the event that sorts there. */
+async function diagnose(trx: Trx, tenantId: string, index: number, leafEvent: string, here: OrderedEvent | undefined): Promise<BadLeaf> {
+  const own = await eventById(trx, tenantId, leafEvent);
+  if (!own) return { leafIndex: index, eventSeq: null, eventId: leafEvent, problem: `event ${leafEvent} is missing from audit_events (removed)` };
+  if (!here) return { leafIndex: index, eventSeq: own.seq, eventId: leafEvent, problem: 'the event of this leaf sorts after every event of the tenant (reordered)' };
+  const where = await leafOfEvent(trx, tenantId, here.id);
+  if (!where) {
+    return { leafIndex: index, eventSeq: here.seq, eventId: here.id, problem: 'the event is in audit_events but not in the tree, although it sorts among sealed events (inserted)' };
+  }
+  return {
+    leafIndex: index,
+    eventSeq: own.seq,
+    eventId: leafEvent,
+    problem: `leaves ${Math.min(index, where.index)} and ${Math.max(index, where.index)} are out of order: the event of leaf ${where.index} sorts here (reordered)`,
+  };
 }
 
 export async function verifyTenant(db: Kysely<DB>, tenantId: string, opts: VerifyOptions = {}): Promise<TenantVerifyReport> {
@@ -91,9 +140,10 @@ export async function verifyTenant(db: Kysely<DB>, tenantId: string, opts: Verif
     .setIsolationLevel('repeatable read')
     .execute(async (trx) => {
       await enterTenant(trx, tenantId);
+      await preferIndexOrder(trx);
       const latest = await latestHead(trx, tenantId);
       const events = await countEvents(trx, tenantId);
-      const pending = await countPending(trx, tenantId, latest ? { xid: latest.lastXid, seq: latest.lastSeq } : null);
+      const pending = await countPending(trx, tenantId, latest ? { ticket: latest.lastTicket, seq: latest.lastSeq } : null);
       const witnessRecords = [...(opts.witness ?? [])].sort((a, b) => a.tree_size - b.tree_size);
 
       let heads = 0;
@@ -119,8 +169,6 @@ export async function verifyTenant(db: Kysely<DB>, tenantId: string, opts: Verif
       }
 
       const frontier = new CompactRange();
-      let prevKey: { xid: string; seq: string } | null = null;
-      let prevRow: { seq: string | null; eventId: string } | null = null;
       let lastGood = 0; // every leaf below this is vouched for by a head that checked
       let witnessGood = 0; // …and by a witness record that agreed
       let headCursor = 0;
@@ -137,7 +185,7 @@ export async function verifyTenant(db: Kysely<DB>, tenantId: string, opts: Verif
         return headPage[0];
       };
 
-      const checkAt = async (n: number, lastRow: { xid: string | null; seq: string | null } | null) => {
+      const checkAt = async (n: number, lastRow: { ticket: string | null; seq: string | null } | null) => {
         const root = frontier.root();
         for (let h = await nextHead(); h && h.treeSize === n; h = await nextHead()) {
           headPage.shift();
@@ -161,7 +209,7 @@ export async function verifyTenant(db: Kysely<DB>, tenantId: string, opts: Verif
             stopped = true;
             return;
           }
-          if (lastRow && (lastRow.xid !== h.lastXid || lastRow.seq !== h.lastSeq)) {
+          if (lastRow && (lastRow.ticket !== h.lastTicket || lastRow.seq !== h.lastSeq)) {
             fail({ leafIndex: n - 1, eventSeq: lastRow.seq, eventId: null, problem: `the head of size ${n} records a different last event than leaf ${n - 1}` });
             stopped = true;
             return;
@@ -182,74 +230,73 @@ export async function verifyTenant(db: Kysely<DB>, tenantId: string, opts: Verif
         }
       };
 
+      /** The next tree size at which a head or a witness record is to be checked. */
+      const dueAt = async () => Math.min((await nextHead())?.treeSize ?? Infinity, witnessChecks[wi]?.size ?? Infinity);
+      let nextCheck = await dueAt();
+
+      // Two streams, each read in its own order and merged: the leaves by index, and the tenant's events in
+      // sealing order (ticket, seq), each a cheap index scan. In an intact log the i-th event is the event of
+      // leaf i; where they part, a few point reads say why.
+      const leafStream = pages(
+        (from: number) => leafRange(trx, tenantId, from, from + pageSize),
+        (_rows, from) => from + pageSize,
+      );
+      let leafFrom = 0;
+      const eventStream = pages(
+        (after: { ticket: string; seq: string } | null) => eventsInOrder(trx, tenantId, after, pageSize),
+        (rows) => (rows.length ? { ticket: rows[rows.length - 1]!.ticket, seq: rows[rows.length - 1]!.seq } : null),
+      );
+
       let next = 0;
-      let page = leavesWithEntries(trx, tenantId, 0, pageSize);
-      page.catch(() => {});
-      while (!stopped) {
-        const rows = await page;
-        if (!rows.length) break;
-        const end = next + pageSize;
-        const stored = await nodesCompletedIn(trx, tenantId, next, end);
-        // Ask for the next page now: the database works on it while we hash this one.
-        page = leavesWithEntries(trx, tenantId, end, end + pageSize);
-        page.catch(() => {});
-        let lastRow: { xid: string | null; seq: string | null } | null = null;
-        for (const r of rows) {
-          const at = (problem: string): BadLeaf => ({ leafIndex: next, eventSeq: r.seq, eventId: r.eventId, problem });
-          if (r.index !== next) {
-            fail({ leafIndex: next, eventSeq: null, eventId: null, problem: `leaf ${next} is missing from the tree (the leaves jump to ${r.index})` });
-            stopped = true;
-            break;
-          }
-          if (r.entry === null) {
-            fail(at(`event ${r.eventId} is missing from audit_events (removed)`));
-            stopped = true;
-            break;
-          }
-          const h = leafHash(r.entry);
-          if (!h.equals(r.leafHash)) {
-            fail(at('the event does not match the leaf it was sealed as (changed)'));
-            stopped = true;
-            break;
-          }
-          const k = { xid: r.xid!, seq: r.seq! };
-          if (prevKey && prevRow && !keyLess(prevKey, k)) {
-            // Of the two, the earlier leaf is the first one out of place whenever one event was moved ahead.
-            fail({ leafIndex: next - 1, eventSeq: prevRow.seq, eventId: prevRow.eventId, problem: `leaves ${next - 1} and ${next} are out of order: the events sort the other way round (reordered)` });
-            stopped = true;
-            break;
-          }
-          prevKey = k;
-          prevRow = r;
-          let nodeProblem: string | null = null;
-          frontier.append(h, (level, index, hash) => {
-            if (level % NODE_STRIDE !== 0 || nodeProblem) return;
-            const s = stored.get(`${level}:${index}`);
-            if (!s) nodeProblem = `the stored hash of leaves ${index * 2 ** level}..${(index + 1) * 2 ** level - 1} is missing`;
-            else if (!s.equals(hash)) nodeProblem = `the stored hash of leaves ${index * 2 ** level}..${(index + 1) * 2 ** level - 1} differs from the recomputed one`;
-          });
-          if (nodeProblem) {
-            fail({ leafIndex: lastGood, eventSeq: null, eventId: null, problem: nodeProblem });
-            stopped = true;
-            break;
-          }
-          next++;
-          lastRow = { xid: r.xid, seq: r.seq };
-          await checkAt(next, lastRow);
-          if (stopped) break;
-        }
-        if (rows.length < pageSize && !stopped) {
-          // The last page: make sure no stray leaf sits past it.
-          const rest = await page;
-          if (rest.length) {
-            fail({ leafIndex: next, eventSeq: null, eventId: null, problem: `leaf ${next} is missing from the tree (the leaves jump to ${rest[0]!.index})` });
-            stopped = true;
-          }
+      let stored = new Map<string, Buffer>();
+      let storedUpTo = 0;
+      for (;;) {
+        const leaf = await leafStream.next(leafFrom);
+        if (!leaf) break;
+        if (leaf.index !== next) {
+          fail({ leafIndex: next, eventSeq: null, eventId: null, problem: `leaf ${next} is missing from the tree (the leaves jump to ${leaf.index})` });
+          stopped = true;
           break;
         }
+        leafFrom = next + 1;
+        const ev = await eventStream.next(null);
+        if (!ev || ev.id !== leaf.eventId) {
+          fail(await diagnose(trx, tenantId, next, leaf.eventId, ev));
+          stopped = true;
+          break;
+        }
+        const h = leafHash(ev.entry);
+        if (!h.equals(leaf.leafHash)) {
+          fail({ leafIndex: next, eventSeq: ev.seq, eventId: ev.id, problem: 'the event does not match the leaf it was sealed as (changed)' });
+          stopped = true;
+          break;
+        }
+        if (next >= storedUpTo) {
+          stored = await nodesCompletedIn(trx, tenantId, next, next + pageSize);
+          storedUpTo = next + pageSize;
+        }
+        let nodeProblem: string | null = null;
+        frontier.append(h, (level, index, hash) => {
+          if (level % NODE_STRIDE !== 0 || nodeProblem) return;
+          const s = stored.get(`${level}:${index}`);
+          if (!s) nodeProblem = `the stored hash of leaves ${index * 2 ** level}..${(index + 1) * 2 ** level - 1} is missing`;
+          else if (!s.equals(hash)) nodeProblem = `the stored hash of leaves ${index * 2 ** level}..${(index + 1) * 2 ** level - 1} differs from the recomputed one`;
+        });
+        if (nodeProblem) {
+          fail({ leafIndex: lastGood, eventSeq: null, eventId: null, problem: nodeProblem });
+          stopped = true;
+          break;
+        }
+        next++;
+        // Most leaves close no head and no witness record: no need to stop for them.
+        if (next >= nextCheck) {
+          await checkAt(next, { ticket: ev.ticket, seq: ev.seq });
+          if (stopped) break;
+          nextCheck = await dueAt();
+        }
       }
-      // Let the prefetched query finish before the transaction ends.
-      await page.catch(() => []);
+      // Let the queries read ahead finish before the transaction ends.
+      await Promise.allSettled([leafStream.drain(), eventStream.drain()]);
       const treeSize = next;
 
       if (!stopped) {
@@ -266,15 +313,6 @@ export async function verifyTenant(db: Kysely<DB>, tenantId: string, opts: Verif
           fail({ leafIndex: latest.treeSize, eventSeq: null, eventId: null, problem: `leaves ${latest.treeSize}..${treeSize - 1} are not covered by any signed head` });
         }
       }
-      if (latest) {
-        const cursor = { xid: latest.lastXid, seq: latest.lastSeq };
-        if ((await countEventsUpTo(trx, tenantId, cursor)) !== latest.treeSize) {
-          for (const m of await eventsMissingFromTree(trx, tenantId, cursor, 1)) {
-            fail({ leafIndex: m.position, eventSeq: m.seq, eventId: m.id, problem: 'the event is in audit_events but not in the tree, although it sorts among sealed events (inserted)' });
-          }
-        }
-      }
-
       return {
         tenantId,
         ok: !bad,

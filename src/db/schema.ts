@@ -177,8 +177,8 @@ export interface AuditEventsTable {
   /** The hash chain of events written before migration 0004; null since. */
   prev_hash: ColumnType<Buffer | null, Buffer | null | undefined, never>;
   hash: ColumnType<Buffer | null, Buffer | null | undefined, never>;
-  /** The inserting transaction (xid8, as a decimal string; the column default, which the application may not override): the sealer's order. */
-  xid: ColumnType<string, never, never>;
+  /** The appending transaction's ticket (migration 0004; the column default, which the application may not write): the sealer's order. */
+  ticket: ColumnType<string, never, never>;
 }
 
 export interface AuditLeavesTable {
@@ -202,7 +202,7 @@ export interface AuditTreeHeadsTable {
   signed_at: Timestamp;
   key_id: string;
   checkpoint: string;
-  last_xid: ColumnType<string, string, never>;
+  last_ticket: ColumnType<string, string | number, never>;
   last_seq: ColumnType<string, string | number, never>;
 }
 

@@ -1,15 +1,16 @@
 /**
  * Durability: `guichet serve` is killed with SIGKILL while it takes sign-ups
- * (HTTP, through the real routes) and, on PostgreSQL, while other processes
- * append events of the same tenant directly; then restarted. After each
+ * (HTTP, through the real routes) and, on PostgreSQL, while this process
+ * appends events of the same tenant directly; then restarted. After each
  * restart, every event whose transaction committed (every acknowledged
  * sign-up, every acknowledged append, and whatever else committed) is in the
  * tree within a few seconds, nothing waits for the sealer, and the whole log
  * verifies: leaves, subtree hashes, signed heads and the witness file's copy.
  *
- * PostgreSQL: ten kills. PGlite (the embedded database can only be opened by
- * the server while it runs, and starts more slowly): two kills, checked with
- * the server stopped.
+ * PostgreSQL: ten kills, two instances sealing side by side, the replacement
+ * of each killed one started while the next round runs. PGlite (one process
+ * at a time may open the embedded database, and it starts more slowly): two
+ * kills and restarts, the tree checked with the server stopped.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -170,7 +171,7 @@ function baseEnv(dir: string, slug: string): NodeJS.ProcessEnv {
 
 const origin = { actorAccountId: null, actorRoles: ['system:test'], ip: null, userAgent: null, requestId: null };
 
-describe.runIf(testDbKind() === 'postgres')('kill -9 during concurrent writes, ten times (PostgreSQL)', () => {
+describe.runIf(testDbKind() === 'postgres')('kill -9 during concurrent writes, ten times (PostgreSQL, two instances)', () => {
   let t: TestDatabase;
   let dir: string;
   beforeAll(async () => {
@@ -187,32 +188,43 @@ describe.runIf(testDbKind() === 'postgres')('kill -9 during concurrent writes, t
     if (info.kind !== 'postgres') throw new Error('expected PostgreSQL');
     const slug = randomSlug('dur-');
     const tenant = await createTenant(t.ownerDb(), { slug, nameFr: 'Durabilité', nameEn: 'Durability', hosts: [] }, origin, new Date());
-    const env = { ...baseEnv(dir, slug), DATABASE_URL: info.appUrl, DATABASE_OWNER_URL: info.ownerUrl, PORT: String(await freePort()) };
+    const env = { ...baseEnv(dir, slug), DATABASE_URL: info.appUrl, DATABASE_OWNER_URL: info.ownerUrl };
+    const start = async () => {
+      const port = await freePort();
+      return { port, server: await serve({ ...env, PORT: String(port) }) };
+    };
     const witnessFile = join(dir, 'audit-witness.jsonl');
     const acked: Writes = { signedUp: [], appended: [] };
-    let server = await serve(env);
+    // Two instances, as in production behind a load balancer: both seal (one tenant at a time, under the
+    // advisory lock). The one taking the writes is killed; the other carries on, and a new one is started
+    // while the next round runs, so that restarts overlap the work instead of adding to the test's time.
+    let active = await start();
+    let standby = start();
     for (let round = 1; round <= 10; round++) {
-      const killAfter = 250 + Math.floor(Math.random() * 900);
+      const victim = active;
+      const killAfter = 300 + Math.floor(Math.random() * 900);
       const kill = new Promise<void>((resolve) =>
         setTimeout(() => {
-          server.child.kill('SIGKILL');
+          victim.server.child.kill('SIGKILL');
           resolve();
         }, killAfter),
       );
-      const w = await drive(Number(env.PORT), kill, { db: t.db, tenantId: tenant.id });
-      await server.exited;
+      const w = await drive(victim.port, kill, { db: t.db, tenantId: tenant.id });
+      await victim.server.exited;
       acked.signedUp.push(...w.signedUp);
       acked.appended.push(...w.appended);
-      server = await serve(env);
+      active = await standby;
+      standby = start();
       await check(t.db, t.ownerDb(), tenant.id, witnessFile, acked, 15_000);
     }
+    const last = await standby;
     expect(acked.appended.length).toBeGreaterThan(100);
     expect(acked.signedUp.length).toBeGreaterThan(10);
     const heads = await t.ownerDb().selectFrom('audit_tree_heads').select((eb) => eb.fn.countAll<string>().as('n')).where('tenant_id', '=', tenant.id).executeTakeFirstOrThrow();
     console.log(`durability: 10 kills, ${acked.signedUp.length} acknowledged sign-ups and ${acked.appended.length} acknowledged appends, all in the tree; ${heads.n} signed heads`);
     // The command an operator runs, on the final state.
-    server.child.kill('SIGTERM');
-    await server.exited;
+    for (const x of [active, last]) x.server.child.kill('SIGTERM');
+    await Promise.all([active.server.exited, last.server.exited]);
     const r = await new Promise<{ code: number | null; out: string }>((resolve) => {
       const c = execFile(process.execPath, ['bin/guichet.mjs', 'audit', 'verify', '--tenant', slug], { cwd: ROOT, env }, (_e, out, err) => resolve({ code: c.exitCode, out: `${out}${err}` }));
     });

@@ -103,25 +103,28 @@ async function tamper(fn: (trx: Trx) => Promise<unknown>): Promise<void> {
   });
 }
 
-async function eventOfLeaf(tenantId: string, index: number): Promise<{ id: string; seq: string; xid: string }> {
-  const { rows } = await sql<{ id: string; seq: string; xid: string }>`SELECT e.id, e.seq::text AS seq, e.xid::text AS xid FROM audit_leaves l JOIN audit_events e ON e.id = l.event_id
+async function eventOfLeaf(tenantId: string, index: number): Promise<{ id: string; seq: string; ticket: string }> {
+  const { rows } = await sql<{ id: string; seq: string; ticket: string }>`SELECT e.id, e.seq::text AS seq, e.ticket::text AS ticket FROM audit_leaves l JOIN audit_events e ON e.id = l.event_id
     WHERE l.tenant_id = ${tenantId} AND l.leaf_index = ${index}`.execute(t.ownerDb());
   return rows[0]!;
 }
 
 describe('appending and sealing', () => {
-  it('events are stamped by the database with their transaction, which a writer cannot choose', async () => {
+  it('each appending transaction gets a ticket from the database, shared by its events, which a writer cannot choose', async () => {
     const { id } = await createTestTenant(t);
-    const e = await inTenant(t.db, id, (trx) => appendAudit(trx, id, input(1), new Date()));
-    expect(Number(e.seq)).toBeGreaterThan(0);
-    const row = await t.ownerDb().selectFrom('audit_events').select(['seq', 'xid', 'prev_hash', 'hash']).where('id', '=', e.id).executeTakeFirstOrThrow();
-    expect(String(row.seq)).toBe(e.seq);
-    expect(Number(row.xid)).toBeGreaterThan(0);
-    expect(row.prev_hash).toBeNull();
-    // A row claiming an old transaction would hide behind the sealer's horizon: the column is not the writer's.
+    const [e1, e2] = await inTenant(t.db, id, async (trx) => [await appendAudit(trx, id, input(1), new Date()), await appendAudit(trx, id, input(2), new Date())]);
+    const e3 = await inTenant(t.db, id, (trx) => appendAudit(trx, id, input(3), new Date()));
+    const rows = await t.ownerDb().selectFrom('audit_events').select(['id', 'seq', 'ticket', 'prev_hash']).where('tenant_id', '=', id).execute();
+    const of = (e: { id: string }) => rows.find((r) => r.id === e.id)!;
+    expect(String(of(e1!).seq)).toBe(e1!.seq);
+    expect(of(e1!).ticket).toBe(of(e2!).ticket);
+    expect(BigInt(of(e3).ticket)).toBeGreaterThan(BigInt(of(e1!).ticket));
+    expect(Number(of(e2!).seq)).toBeGreaterThan(Number(of(e1!).seq));
+    expect(of(e1!).prev_hash).toBeNull();
+    // A row claiming an old ticket would hide behind the sealer's cutoff: the column is not the writer's.
     await expect(
       inTenant(t.db, id, (trx) =>
-        sql`INSERT INTO audit_events (tenant_id, id, occurred_at, action, outcome, xid) VALUES (${id}, ${randomUUID()}, now(), 'demo.seed', 'success', '3'::xid8)`.execute(trx),
+        sql`INSERT INTO audit_events (tenant_id, id, occurred_at, action, outcome, ticket) VALUES (${id}, ${randomUUID()}, now(), 'demo.seed', 'success', 3)`.execute(trx),
       ),
     ).rejects.toThrow(/permission denied/);
   });
@@ -154,6 +157,20 @@ describe('appending and sealing', () => {
       'guichet.audit/v1', id, e.seq, e.id, '2025-03-04T05:06:07.089000Z', e.action, e.outcome, e.actor_account_id, e.actor_roles, null, 'child',
       e.target_ids, e.family_ids, e.fields, 'test', '192.0.2.1', 'vitest « é »', 'req-1', e.details,
     ]);
+  });
+
+  it('a seal that fails half-way (leaves written, head not yet signed) leaves nothing behind, and the next one takes it all', async () => {
+    const id = await sealedTenant([3]);
+    await append(id, 4, 10);
+    const broken = new Sealer(t.db, keys, silent, {
+      clock: () => {
+        throw new Error('crashed while signing');
+      },
+    });
+    await expect(broken.sealTenant(id)).rejects.toThrow('crashed while signing');
+    expect((await leaves(id)).length).toBe(3);
+    expect((await sealer.sealTenant(id)).sealed).toBe(4);
+    expect(await verify(id)).toMatchObject({ ok: true, treeSize: 7 });
   });
 
   it('a tenant with no event verifies, with nothing to seal', async () => {
@@ -208,6 +225,39 @@ describe('appending and sealing', () => {
     expect(new Set(all).size).toBe(all.length);
     const r = await verifyTenant(t.db, id, { key: new TenantSigner(keys, id).verifier });
     expect(r).toMatchObject({ ok: true, events: 360, treeSize: 360, pending: 0 });
+  });
+
+  it.runIf(testDbKind() === 'postgres')("another tenant's appender and a transaction that writes no audit event never hold a tenant back", async () => {
+    const [{ id }, other] = [await createTestTenant(t), await createTestTenant(t)];
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let ready = 0;
+    let bothReady!: () => void;
+    const started = new Promise<void>((r) => (bothReady = r));
+    const open = [
+      // Another tenant's transaction, its audit event written, still open.
+      inTenant(t.db, other.id, async (trx) => {
+        await appendAudit(trx, other.id, input(1), new Date());
+        if (++ready === 2) bothReady();
+        await held;
+      }),
+      // A transaction of this tenant that wrote something else (it has a transaction id), still open.
+      inTenant(t.db, id, async (trx) => {
+        await sql`SELECT pg_current_xact_id()`.execute(trx);
+        if (++ready === 2) bothReady();
+        await held;
+      }),
+    ];
+    await started;
+    await append(id, 2, 1);
+    try {
+      expect((await sealer.sealTenant(id)).sealed).toBe(2);
+      expect((await sealer.sealTenant(other.id)).sealed).toBe(0);
+    } finally {
+      release();
+      await Promise.all(open);
+    }
+    expect((await sealer.sealTenant(other.id)).sealed).toBe(1);
   });
 
   it.runIf(testDbKind() === 'postgres')('appends take no lock, and an event waits behind a transaction still open, then comes first', async () => {
@@ -328,7 +378,7 @@ describe('verification names the first bad leaf', () => {
     });
     const r = await verify(id);
     expect(r.firstBad).toMatchObject({ leafIndex: 2, eventId: b.id });
-    expect(r.firstBad!.problem).toMatch(/leaves 2 and 3 are out of order.*\(reordered\)/);
+    expect(r.firstBad!.problem).toMatch(/leaves 2 and 5 are out of order: the event of leaf 5 sorts here \(reordered\)/);
   });
 
   it('events reordered: two events swapped their numbers', async () => {
@@ -347,8 +397,8 @@ describe('verification names the first bad leaf', () => {
     const e = await eventOfLeaf(id, 3);
     const forged = randomUUID();
     await tamper((trx) =>
-      sql`INSERT INTO audit_events (tenant_id, seq, id, occurred_at, action, outcome, xid)
-          VALUES (${id}, 9000000000000000, ${forged}, now(), 'waitlist.childFile.read', 'success', ${e.xid}::xid8)`.execute(trx),
+      sql`INSERT INTO audit_events (tenant_id, seq, id, occurred_at, action, outcome, ticket)
+          VALUES (${id}, 9000000000000000, ${forged}, now(), 'waitlist.childFile.read', 'success', ${e.ticket}::bigint)`.execute(trx),
     );
     const r = await verify(id);
     expect(r.firstBad).toMatchObject({ leafIndex: 4, eventId: forged });
@@ -464,8 +514,8 @@ describe('what the application role may do to the tree', () => {
     const seen = await inTenant(t.db, a, (trx) => (trx as unknown as Kysely<DB>).selectFrom('audit_leaves').select('tenant_id').execute());
     expect(new Set(seen.map((r) => r.tenant_id))).toEqual(new Set([a]));
     await expect(
-      inTenant(t.db, a, (trx) => sql`INSERT INTO audit_tree_heads (tenant_id, tree_size, root_hash, signed_at, key_id, checkpoint, last_xid, last_seq)
-        VALUES (${b}, 99, ${Buffer.alloc(32)}, now(), 'x', 'x', '1'::xid8, 1)`.execute(trx)),
+      inTenant(t.db, a, (trx) => sql`INSERT INTO audit_tree_heads (tenant_id, tree_size, root_hash, signed_at, key_id, checkpoint, last_ticket, last_seq)
+        VALUES (${b}, 99, ${Buffer.alloc(32)}, now(), 'x', 'x', 1, 1)`.execute(trx)),
     ).rejects.toThrow(/row-level security/);
   });
 });

@@ -210,12 +210,12 @@ describe('audit log', () => {
 
     it('a forged event slipped in behind the sealer', async () => {
       const tenantId = await tenantWithEvents(t, 3);
-      const { rows } = await sql<{ xid: string }>`SELECT e.xid::text AS xid FROM audit_leaves l JOIN audit_events e ON e.id = l.event_id
+      const { rows } = await sql<{ ticket: string }>`SELECT e.ticket::text AS ticket FROM audit_leaves l JOIN audit_events e ON e.id = l.event_id
         WHERE l.tenant_id = ${tenantId} AND l.leaf_index = 0`.execute(t.ownerDb());
       const forged = randomUUID();
       await tamper(t.ownerDb(), async (trx) => {
-        await sql`INSERT INTO audit_events (tenant_id, seq, id, occurred_at, action, outcome, xid)
-          VALUES (${tenantId}, 9000000000000001, ${forged}, now(), 'waitlist.childFile.read', 'success', ${rows[0]!.xid}::xid8)`.execute(trx);
+        await sql`INSERT INTO audit_events (tenant_id, seq, id, occurred_at, action, outcome, ticket)
+          VALUES (${tenantId}, 9000000000000001, ${forged}, now(), 'waitlist.childFile.read', 'success', ${rows[0]!.ticket}::bigint)`.execute(trx);
       });
       const r = await verifyChain(t.db, tenantId);
       expect(r.ok).toBe(false);
