@@ -7,8 +7,9 @@ export default defineConfig({
     environment: 'node',
     include: ['test/**/*.test.ts'],
     globalSetup: ['test/global-setup.ts'],
-    testTimeout: 30_000,
-    hookTimeout: 60_000,
+    // Generous: on two shared cores a browser journey or a CLI run can take several times its usual time.
+    testTimeout: 90_000,
+    hookTimeout: 120_000,
     // Test files run in parallel, two at a time: the machines have two cores.
     fileParallelism: true,
     maxWorkers: 2,
