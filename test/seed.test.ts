@@ -9,9 +9,14 @@ import { inTenant } from '../src/db/tenant.ts';
 import { generateFamilies, seedDemo, type SeedFacility } from '../src/demo/seed.ts';
 import { importFacilities, parseFacilities } from '../src/directory/import.ts';
 import { insertSyntheticFamilies, type SyntheticFamily } from '../src/records/bulk.ts';
+import { envelopeFor } from '../src/crypto/envelope.ts';
+import { keyProviderFromSecret } from '../src/crypto/keys.ts';
+import { openChildren } from '../src/records/fields.ts';
 
 // Local set-up, kept small so the shared helper in test/helpers/ can replace it.
 let database: Database;
+/** Personal fields are encrypted: the families' keys go to this provider's keyring (in memory). */
+const keys = keyProviderFromSecret(Buffer.alloc(32, 5));
 let tenantCount = 0;
 
 async function newTenant(): Promise<string> {
@@ -129,7 +134,7 @@ describe('seedDemo', () => {
   it('inserts through bulk.ts in one transaction, audits it, and the chain still verifies', async () => {
     const tenant = await newTenant();
     await importFacilities(database.db, tenant, seedCsv, { now, origin });
-    const result = await seedDemo(database.db, tenant, { families: 300, seed: 2025, now, origin });
+    const result = await seedDemo(database.db, tenant, { families: 300, seed: 2025, now, origin, keys });
     expect(result.families).toBe(300);
     expect(result.seed).toBe(2025);
 
@@ -160,17 +165,19 @@ describe('seedDemo', () => {
     const b = await newTenant();
     await importFacilities(database.db, a, seedCsv, { now, origin });
     await importFacilities(database.db, b, seedCsv, { now, origin });
-    await seedDemo(database.db, a, { families: 50, seed: 'same', now, origin });
-    await seedDemo(database.db, b, { families: 50, seed: 'same', now, origin });
+    await seedDemo(database.db, a, { families: 50, seed: 'same', now, origin, keys });
+    await seedDemo(database.db, b, { families: 50, seed: 'same', now, origin, keys });
     // Facility ids differ between tenants; the families, their children and the codes they chose do not.
     const snapshot = (tenant: string) =>
       inTenant(database.db, tenant, async (trx) => {
-        const { rows } = await sql`
-          SELECT a.email, c.reference, c.first_name, c.birth_date, c.desired_entry_date, f.code
+        const { rows } = await sql<{ id: string; family_id: string; email: string; reference: string; first_name_enc: Buffer; birth_date_enc: Buffer; desired_entry_date: string; code: string }>`
+          SELECT c.id, c.family_id, a.email, c.reference, c.first_name_enc, c.birth_date_enc, c.desired_entry_date, f.code
           FROM accounts a JOIN families fa ON fa.account_id = a.id JOIN children c ON c.family_id = fa.id
           JOIN applications ap ON ap.child_id = c.id JOIN facilities f ON f.id = ap.facility_id
           ORDER BY c.reference, f.code`.execute(trx);
-        return rows;
+        // Names and birth dates are stored encrypted: compare what they decrypt to.
+        const opened = await openChildren(envelopeFor(keys), tenant, rows, ['first_name', 'birth_date']);
+        return rows.map((r) => ({ email: r.email, reference: r.reference, ...opened.get(r.id), desired_entry_date: r.desired_entry_date, code: r.code }));
       });
     expect(await snapshot(b)).toEqual(await snapshot(a));
   });
@@ -178,8 +185,8 @@ describe('seedDemo', () => {
   it('refuses to seed the same seed twice into a tenant, and leaves it as it was', async () => {
     const tenant = await newTenant();
     await importFacilities(database.db, tenant, seedCsv, { now, origin });
-    await seedDemo(database.db, tenant, { families: 20, seed: 1, now, origin });
-    await expect(seedDemo(database.db, tenant, { families: 20, seed: 1, now, origin })).rejects.toThrow(/already has an account .*@exemple\.test/);
+    await seedDemo(database.db, tenant, { families: 20, seed: 1, now, origin, keys });
+    await expect(seedDemo(database.db, tenant, { families: 20, seed: 1, now, origin, keys })).rejects.toThrow(/already has an account .*@exemple\.test/);
     const families = await inTenant(database.db, tenant, async (trx) => (await sql<{ n: string }>`SELECT count(*) AS n FROM families`.execute(trx)).rows[0]!.n);
     expect(Number(families)).toBe(20);
     expect(await verifyChain(database.db, tenant)).toMatchObject({ ok: true, events: 2 });
@@ -187,7 +194,7 @@ describe('seedDemo', () => {
 
   it('refuses to seed a tenant without facilities', async () => {
     const tenant = await newTenant();
-    await expect(seedDemo(database.db, tenant, { families: 5, seed: 1, now, origin })).rejects.toThrow(/no facilities/);
+    await expect(seedDemo(database.db, tenant, { families: 5, seed: 1, now, origin, keys })).rejects.toThrow(/no facilities/);
   });
 });
 
@@ -217,7 +224,7 @@ describe('insertSyntheticFamilies', () => {
 
   it('refuses anything that does not look synthetic', async () => {
     const tenant = await newTenant();
-    const attempt = (f: SyntheticFamily) => inTenant(database.db, tenant, (trx) => insertSyntheticFamilies(trx, tenant, [f], now));
+    const attempt = (f: SyntheticFamily) => inTenant(database.db, tenant, (trx) => insertSyntheticFamilies(trx, tenant, [f], now, keys));
     await expect(attempt(family({ email: 'ana.roy@gmail.com' }))).rejects.toThrow(/reserved \.test domain/);
     await expect(attempt(family({ email: 'Ana.Roy@exemple.test' }))).rejects.toThrow(/reserved \.test domain/);
     await expect(attempt(family({ phone: '450-467-0391' }))).rejects.toThrow(/555-01xx/);

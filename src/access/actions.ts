@@ -56,6 +56,16 @@ export const ACTIONS = {
     { who: 'role', role: 'security_officer', scope: 'tenant' },
     { who: 'role', role: 'tenant_admin', scope: 'tenant' },
   ],
+  /** Delete a child file softly (restorable within the tenant's retention window): the parent, or the programme. */
+  'waitlist.childFile.delete': [{ who: 'familyOwner' }, { who: 'role', role: 'program_operator', scope: 'tenant' }, { who: 'role', role: 'tenant_admin', scope: 'tenant' }],
+  /** Ask for a deleted file back; a second person decides. */
+  'waitlist.childFile.restore.request': [{ who: 'familyOwner' }, { who: 'role', role: 'program_operator', scope: 'tenant' }, { who: 'role', role: 'tenant_admin', scope: 'tenant' }],
+  /** Decide a restore request: an administrator who is not the one who asked (the gateway and the database check that too). */
+  'waitlist.childFile.restore.approve': [{ who: 'role', role: 'tenant_admin', scope: 'tenant' }],
+  /** Find a child's files by NIREC (blind index), deleted ones included. */
+  'waitlist.childFile.lookupByNirec': [{ who: 'role', role: 'tenant_admin', scope: 'tenant' }, { who: 'role', role: 'program_operator', scope: 'tenant' }],
+  /** Read every version of a child file. */
+  'waitlist.childFile.history': [{ who: 'role', role: 'tenant_admin', scope: 'tenant' }, { who: 'role', role: 'program_operator', scope: 'tenant' }],
 } as const satisfies Record<string, readonly Rule[]>;
 
 export type Action = keyof typeof ACTIONS;

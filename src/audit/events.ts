@@ -53,6 +53,17 @@ export const AUDIT_ACTIONS = [
   // the audit log itself (src/audit): the security console read, exports for auditors
   'audit.head.read',
   'audit.export',
+  // records encryption, deletion, history, keys (issue 6)
+  'waitlist.childFile.delete',
+  'waitlist.childFile.restore.request',
+  'waitlist.childFile.restore.approve',
+  'waitlist.childFile.lookupByNirec',
+  'waitlist.childFile.history',
+  'records.childFile.purge',
+  'records.family.purge',
+  'records.legacy.encrypt',
+  'keys.tenant.rotate',
+  'keys.master.rotate',
 ] as const;
 
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];

@@ -33,10 +33,14 @@ Commands:
                                        Write a bundle for an outside auditor (events, signed heads, proofs).
   audit check BUNDLE [--key KEY]       Verify a bundle without the database; exit 1 if it does not check.
   audit key [--tenant T]               Print the tenant's audit log public key, for auditors to pin.
+  keys status [--tenant T]             Key versions, family keys and rotations in progress.
+  keys rotate --tenant T | --master    Re-wrap under a new tenant key or master key, online; resumes if interrupted.
+  keys purge [--tenant T]              Destroy the keys of files deleted longer ago than the retention window.
   help                                 Show this help.
 
 Environment: PORT, HOST, GUICHET_DATA_DIR, DATABASE_URL, DATABASE_OWNER_URL, SMTP_URL,
-PUBLIC_URL, NODE_ENV, LOG_LEVEL, GUICHET_DEFAULT_TENANT, GUICHET_MASTER_KEY, GUICHET_KEY_FILE.
+PUBLIC_URL, NODE_ENV, LOG_LEVEL, GUICHET_DEFAULT_TENANT, GUICHET_MASTER_KEY, GUICHET_KEY_FILE,
+GUICHET_KEYRING_URL.
 See README.md.`;
 
 class UsageError extends Error {}
@@ -165,6 +169,17 @@ export async function main(argv: string[]): Promise<number> {
         origin,
         out: (text) => process.stdout.write(text),
         err: (text) => process.stderr.write(text),
+      });
+    }
+    case 'keys': {
+      const { keysCommand } = await import('../crypto/cli.ts');
+      return keysCommand(rest, {
+        config,
+        withDatabase: (fn) => withDatabase(config, (db) => fn(db)),
+        tenant: (db, slug) => tenantOrFail(db, config, slug),
+        tenants: (db) => new TenantDirectory(db, config.defaultTenant).all(),
+        origin,
+        usage: (message) => new UsageError(message),
       });
     }
     default:

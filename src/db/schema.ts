@@ -117,10 +117,21 @@ export interface FamiliesTable {
   id: Generated<string>;
   tenant_id: string;
   account_id: string;
-  parent_first_name: string | null;
-  parent_last_name: string | null;
-  phone: string | null;
-  postal_code: string | null;
+  /** Encrypted under the family's data key (src/crypto/envelope.ts); NULL only once purged. */
+  parent_first_name_enc: Buffer | null;
+  parent_last_name_enc: Buffer | null;
+  phone_enc: Buffer | null;
+  postal_code_enc: Buffer | null;
+  /** The version of the family's data key its rows are encrypted with. */
+  key_version: Generated<number>;
+  /** Key versions up to this one are to be destroyed in the keyring (a purge that committed here first). */
+  key_destroy_pending: number | null;
+  purged_at: Timestamp | null;
+  /** Written before migration 0006; encrypted and emptied on first use (src/records/legacy.ts). */
+  legacy_parent_first_name: string | null;
+  legacy_parent_last_name: string | null;
+  legacy_phone: string | null;
+  legacy_postal_code: string | null;
   created_at: Timestamp;
   updated_at: Timestamp;
 }
@@ -130,16 +141,53 @@ export interface ChildrenTable {
   tenant_id: string;
   family_id: string;
   reference: string;
-  first_name: string;
-  last_name: string;
-  birth_date: DateOnly;
-  nirec: string | null;
+  /** Encrypted under the family's data key; NULL only once purged. */
+  first_name_enc: Buffer | null;
+  last_name_enc: Buffer | null;
+  birth_date_enc: Buffer | null;
+  nirec_enc: Buffer | null;
+  /** HMAC-SHA-256 of the NIREC under the tenant's index key: the NIREC itself is never stored in clear. */
+  nirec_index: Buffer | null;
   desired_entry_date: DateOnly;
   days_of_care: number;
   in_subsidised_care: boolean;
   created_at: Timestamp;
   updated_at: Timestamp;
   deleted_at: Timestamp | null;
+  deleted_by: string | null;
+  purged_at: Timestamp | null;
+  /** Written before migration 0006; encrypted and emptied on first use (src/records/legacy.ts). */
+  legacy_first_name: string | null;
+  legacy_last_name: string | null;
+  legacy_birth_date: ColumnType<string | null, string | null, string | null>;
+  legacy_nirec: string | null;
+}
+
+/** Migration 0006: every change to a child file, the whole file encrypted. */
+export interface ChildFileVersionsTable {
+  id: string;
+  tenant_id: string;
+  child_id: string;
+  family_id: string;
+  version: number;
+  change: 'create' | 'update' | 'delete' | 'restore' | 'legacy';
+  changed_fields: string[];
+  actor_account_id: string | null;
+  created_at: Timestamp;
+  snapshot_enc: Buffer | null;
+  purged_at: Timestamp | null;
+}
+
+/** Migration 0006: restoring a deleted file, asked by one person and decided by a second. */
+export interface ChildFileRestoreRequestsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  child_id: string;
+  requested_by: string;
+  requested_at: Timestamp;
+  decided_by: string | null;
+  decided_at: Timestamp | null;
+  decision: 'approved' | 'rejected' | null;
 }
 
 export interface ApplicationsTable {
@@ -351,6 +399,8 @@ export interface DB {
   memberships: MembershipsTable;
   families: FamiliesTable;
   children: ChildrenTable;
+  child_file_versions: ChildFileVersionsTable;
+  child_file_restore_requests: ChildFileRestoreRequestsTable;
   applications: ApplicationsTable;
   audit_events: AuditEventsTable;
   audit_heads: AuditHeadsTable;

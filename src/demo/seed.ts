@@ -15,6 +15,7 @@ import { parse } from 'csv-parse/sync';
 import type { Kysely } from 'kysely';
 import { appendAudit } from '../audit/log.ts';
 import type { AuditOrigin } from '../audit/events.ts';
+import { loadKeyProvider, type KeyProvider } from '../crypto/keys.ts';
 import type { DB } from '../db/schema.ts';
 import { inTenant } from '../db/tenant.ts';
 import { insertSyntheticFamilies, type SyntheticApplication, type SyntheticChild, type SyntheticFamily } from '../records/bulk.ts';
@@ -397,6 +398,13 @@ export interface SeedDemoOptions {
   seed: number | string;
   now: Date;
   origin: AuditOrigin;
+  /**
+   * The key provider whose keyring receives the families' data keys. The CLI
+   * (`guichet seed`) leaves it out: the seed then opens the same provider as
+   * the server does, from GUICHET_MASTER_KEY / GUICHET_KEY_FILE /
+   * GUICHET_KEYRING_URL and GUICHET_DATA_DIR.
+   */
+  keys?: KeyProvider;
 }
 
 export interface SeedDemoResult {
@@ -412,7 +420,16 @@ export interface SeedDemoResult {
  * recorded, or nothing does.
  */
 export async function seedDemo(db: Kysely<DB>, tenantId: string, opts: SeedDemoOptions): Promise<SeedDemoResult> {
+  if (!opts.keys) {
+    const keys = loadKeyProvider(process.env, process.env.GUICHET_DATA_DIR || './data');
+    try {
+      return await seedDemo(db, tenantId, { ...opts, keys });
+    } finally {
+      await keys.close();
+    }
+  }
   const { now, origin, seed } = opts;
+  const keys = opts.keys;
   return inTenant(
     db,
     tenantId,
@@ -427,7 +444,7 @@ export async function seedDemo(db: Kysely<DB>, tenantId: string, opts: SeedDemoO
         .execute();
       if (facilities.length === 0) throw new Error('seed: the tenant has no facilities; import the directory first');
       const families = generateFamilies({ count: opts.families, seed, facilities, today: now });
-      const written = await insertSyntheticFamilies(trx, tenantId, families, now);
+      const written = await insertSyntheticFamilies(trx, tenantId, families, now, keys);
       await appendAudit(
         trx,
         tenantId,

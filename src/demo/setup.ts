@@ -51,7 +51,7 @@ export async function ensureDemo(deps: Deps): Promise<string> {
     deps.tenants.invalidate();
     const imported = await importFacilities(deps.db.db, tenant.id, readFileSync(FACILITIES_CSV, 'utf8'), { now, origin: CLI_ORIGIN });
     deps.log.info({ inserted: imported.inserted, skipped: imported.skipped.length }, 'demo: facilities imported');
-    const seeded = await seedDemo(deps.db.db, tenant.id, { families: DEMO_FAMILIES, seed: DEMO_SEED, now, origin: CLI_ORIGIN });
+    const seeded = await seedDemo(deps.db.db, tenant.id, { families: DEMO_FAMILIES, seed: DEMO_SEED, now, origin: CLI_ORIGIN, keys: deps.keys });
     deps.log.info(seeded, 'demo: families seeded');
     const creds = await createDemoAccounts(deps, tenant, now);
     writeFileSync(credFile, JSON.stringify(creds, null, 2), { mode: 0o600 });

@@ -10,7 +10,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
+import { envelopeFor } from '../crypto/envelope.ts';
+import type { KeyProvider } from '../crypto/keys.ts';
 import type { Trx } from '../db/connection.ts';
+import { sealChild, sealFamily, sealSnapshot, type ChildCiphertexts } from './fields.ts';
 
 export interface SyntheticApplication {
   facilityId: string;
@@ -54,7 +57,7 @@ export interface BulkInsertResult {
   applications: number;
 }
 
-/** At most this many rows per INSERT: 1,000 × 13 columns stays well under the 65,535-parameter limit. */
+/** At most this many rows per INSERT: 1,000 × 16 columns stays well under the 65,535-parameter limit. */
 const MAX_ROWS = 1000;
 
 const REFERENCE = /^[A-Z0-9-]{6,20}$/;
@@ -126,26 +129,38 @@ async function insertChunked<T>(rows: T[], insert: (chunk: T[]) => Promise<unkno
 
 /**
  * Writes accounts (verified, no password: nobody can sign in as them until a
- * password is set through the normal path), families, children and their
- * applications, inside the caller's tenant transaction. The caller writes the
- * audit event, so it commits with the rows or not at all.
+ * password is set through the normal path), families, children, the first
+ * version of each child file and their applications, inside the caller's
+ * tenant transaction. The caller writes the audit event, so it commits with
+ * the rows or not at all.
+ *
+ * Personal fields are encrypted like every other write (src/crypto/envelope.ts):
+ * a data key per family, made in the keyring before the rows are written (if
+ * the transaction rolls back, those keys are orphans that open nothing).
  *
  * Identifiers are made here rather than returned by the database so that
  * parent and child rows can be linked without relying on the order of
- * RETURNING from a multi-row INSERT, which PostgreSQL does not promise.
+ * RETURNING from a multi-row INSERT, which PostgreSQL does not promise — and
+ * because each ciphertext is bound to its row id.
  */
-export async function insertSyntheticFamilies(trx: Trx, tenantId: string, families: SyntheticFamily[], now: Date): Promise<BulkInsertResult> {
+export async function insertSyntheticFamilies(trx: Trx, tenantId: string, families: SyntheticFamily[], now: Date, keys: KeyProvider): Promise<BulkInsertResult> {
   validate(families);
   if (families.length === 0) return { accounts: 0, families: 0, children: 0, applications: 0 };
   await assertNoClash(trx, tenantId, families);
 
+  const env = envelopeFor(keys);
+  const familyIds = families.map(() => randomUUID());
+  const familyKeys = await env.createFamilyKeys(tenantId, familyIds.map((familyId) => ({ familyId, version: 1 })));
+
   const accounts = [];
   const familyRows = [];
   const children = [];
+  const versions = [];
   const applications = [];
-  for (const f of families) {
+  for (const [i, f] of families.entries()) {
     const accountId = randomUUID();
-    const familyId = randomUUID();
+    const familyId = familyIds[i]!;
+    const key = familyKeys.get(`${familyId}/1`)!;
     accounts.push({
       id: accountId,
       tenant_id: tenantId,
@@ -159,15 +174,14 @@ export async function insertSyntheticFamilies(trx: Trx, tenantId: string, famili
       id: familyId,
       tenant_id: tenantId,
       account_id: accountId,
-      parent_first_name: f.parentFirstName,
-      parent_last_name: f.parentLastName,
-      phone: f.phone,
-      postal_code: f.postalCode,
+      ...sealFamily(env, key, familyId, { parent_first_name: f.parentFirstName, parent_last_name: f.parentLastName, phone: f.phone, postal_code: f.postalCode }),
+      key_version: 1,
       created_at: now,
       updated_at: now,
     });
     for (const c of f.children) {
       const childId = randomUUID();
+      const versionId = randomUUID();
       // Noon, so the calendar day is the same in every Canadian time zone.
       const registeredAt = new Date(`${c.registeredOn}T17:00:00Z`);
       children.push({
@@ -175,15 +189,35 @@ export async function insertSyntheticFamilies(trx: Trx, tenantId: string, famili
         tenant_id: tenantId,
         family_id: familyId,
         reference: c.reference,
-        first_name: c.firstName,
-        last_name: c.lastName,
-        birth_date: c.birthDate,
-        nirec: null,
+        ...(sealChild(env, key, childId, { first_name: c.firstName, last_name: c.lastName, birth_date: c.birthDate, nirec: null }) as ChildCiphertexts),
+        nirec_index: null,
         desired_entry_date: c.desiredEntryDate,
         days_of_care: c.daysOfCare,
         in_subsidised_care: c.inSubsidisedCare,
         created_at: registeredAt,
         updated_at: registeredAt,
+      });
+      versions.push({
+        id: versionId,
+        tenant_id: tenantId,
+        child_id: childId,
+        family_id: familyId,
+        version: 1,
+        change: 'create' as const,
+        changed_fields: [],
+        actor_account_id: null,
+        created_at: registeredAt,
+        snapshot_enc: sealSnapshot(env, key, versionId, {
+          reference: c.reference,
+          firstName: c.firstName,
+          lastName: c.lastName,
+          birthDate: c.birthDate,
+          nirec: null,
+          desiredEntryDate: c.desiredEntryDate,
+          daysOfCare: c.daysOfCare,
+          inSubsidisedCare: c.inSubsidisedCare,
+          deleted: false,
+        }),
       });
       for (const a of c.applications) {
         applications.push({
@@ -204,6 +238,7 @@ export async function insertSyntheticFamilies(trx: Trx, tenantId: string, famili
   await insertChunked(accounts, (chunk) => trx.insertInto('accounts').values(chunk).execute());
   await insertChunked(familyRows, (chunk) => trx.insertInto('families').values(chunk).execute());
   await insertChunked(children, (chunk) => trx.insertInto('children').values(chunk).execute());
+  await insertChunked(versions, (chunk) => trx.insertInto('child_file_versions').values(chunk).execute());
   await insertChunked(applications, (chunk) => trx.insertInto('applications').values(chunk).execute());
 
   return { accounts: accounts.length, families: familyRows.length, children: children.length, applications: applications.length };

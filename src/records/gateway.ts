@@ -1,4 +1,4 @@
-import { randomInt } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Action } from '../access/actions.ts';
 import { decide, sqlFilter, type Decision } from '../access/decide.ts';
@@ -6,23 +6,32 @@ import { appendAudit, appendAuditAlone } from '../audit/log.ts';
 import type { AuditAction, AuditEventInput } from '../audit/events.ts';
 import type { Ctx, Deps } from '../context.ts';
 import { originOf } from '../context.ts';
+import { envelopeFor, type Envelope, type FamilyKey } from '../crypto/envelope.ts';
+import { CiphertextError, DataKeyDestroyedError, DataKeyMissingError, KeyError, KeyringError, MasterKeyMismatchError } from '../crypto/errors.ts';
 import type { Trx } from '../db/connection.ts';
 import { inTenant } from '../db/tenant.ts';
 import { AppError, ValidationError } from '../errors.ts';
 import { originFields } from '../tenants/service.ts';
-import { maskNirec, type ChildInput } from '../waitlist/child-file.ts';
+import { maskNirec, normaliseNirec, type ChildInput } from '../waitlist/child-file.ts';
 import { ageGroup, categorySql, rankOrderSql, type AgeGroup, type Category } from '../waitlist/ranking.ts';
+import { openChild, openChildren, openSnapshots, required, sealChild, sealFamily, sealSnapshot, type ChildSnapshot, type ChildValues } from './fields.ts';
+import { ensureTenantEncrypted } from './legacy.ts';
 import { fieldsFor, type Purpose } from './views.ts';
 
 /**
  * The records gateway: the one path by which personal data (families,
- * children, applications) is read or written. Each call
+ * children, applications, their history) is read or written. Each call
  *   1. decides the action with access.decide, from the row's owner;
  *   2. writes the audit event in the same transaction, before the data leaves;
- *   3. returns only the fields the declared purpose allows (views.ts).
+ *   3. decrypts only the fields the declared purpose allows (views.ts), with
+ *      the family's data key, and returns only those.
  * A refused or impossible request is recorded too, in a transaction of its
  * own (the work's transaction is rolled back), and answered as "not found"
- * so that it does not reveal whether the record exists.
+ * so that it does not reveal whether the record exists. A read that meets a
+ * destroyed key (a purged family, in a database restored from a backup) is
+ * recorded as a failure and answered "not found"; any other key or
+ * ciphertext problem is recorded and raised with a message naming the row,
+ * the column and what is wrong.
  */
 
 export interface ApplicationView {
@@ -57,6 +66,15 @@ export interface ChildFileView {
   applications: ApplicationView[];
 }
 
+/** What the deletion confirmation page names: whose file, and how many registrations go with it. */
+export interface ChildFileDeletionView {
+  id: string;
+  reference: string;
+  firstName: string;
+  lastName: string;
+  applicationsCount: number;
+}
+
 export interface CandidateView {
   rank: number;
   reference: string;
@@ -64,6 +82,34 @@ export interface CandidateView {
   desiredEntryDate: string;
   category: Category;
   appliedAt: Date;
+}
+
+/** A file found by its NIREC, for an authorised agent. */
+export interface NirecMatch {
+  id: string;
+  reference: string;
+  firstName: string;
+  lastName: string;
+  birthDate: string;
+  nirecMasked: string | null;
+  desiredEntryDate: string;
+  status: 'active' | 'deleted';
+  deletedAt: Date | null;
+}
+
+export interface ChildFileVersionView {
+  version: number;
+  change: 'create' | 'update' | 'delete' | 'restore' | 'legacy';
+  changedFields: string[];
+  changedAt: Date;
+  changedBy: string | null;
+  firstName: string;
+  lastName: string;
+  birthDate: string;
+  nirecMasked: string | null;
+  desiredEntryDate: string;
+  daysOfCare: number;
+  inSubsidisedCare: boolean;
 }
 
 class Denied extends Error {
@@ -77,36 +123,73 @@ class Denied extends Error {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-function deny(ctx: Ctx, action: AuditAction, targetType: string, targetId: string, reason: string, decision?: Decision): never {
-  const error =
-    decision?.reason === 'not_signed_in'
+function boundedId(id: string): string {
+  // an id from the request is untrusted: keep it bounded, and printable (PostgreSQL refuses NUL in text)
+  return id.slice(0, 64).replace(/[\u0000-\u001f\u007f-\u009f]/g, '\ufffd');
+}
+
+function deny(ctx: Ctx, action: AuditAction, targetType: string, targetId: string, reason: string, decision?: Decision, error?: AppError): never {
+  const e =
+    error ??
+    (decision?.reason === 'not_signed_in'
       ? new AppError('signInRequired')
       : decision?.reason === 'email_not_verified'
         ? new AppError('emailNotVerified')
-        : new AppError('notFound');
+        : new AppError('notFound'));
   throw new Denied(
     {
       action,
       outcome: 'denied',
       ...originFields(originOf(ctx)),
       targetType,
-      // an id from the request is untrusted: keep it bounded, and printable (PostgreSQL refuses NUL in text)
-      targetIds: [targetId.slice(0, 64).replace(/[\u0000-\u001f\u007f-\u009f]/g, '\ufffd')],
+      targetIds: [boundedId(targetId)],
       details: { reason },
     },
-    error,
+    e,
   );
 }
 
-async function run<T>(deps: Deps, ctx: Ctx, fn: (trx: Trx) => Promise<T>): Promise<T> {
-  try {
-    return await inTenant(deps.db.db, ctx.tenant.id, fn, ctx.actor?.accountId);
-  } catch (err) {
-    if (err instanceof Denied) {
-      await appendAuditAlone(deps.db.db, ctx.tenant.id, err.event, ctx.now);
-      throw err.error;
+/** Which crypto failure it was, for the audit event; null for any other error. */
+function cryptoFailure(err: unknown): string | null {
+  if (err instanceof DataKeyDestroyedError) return err.code;
+  if (err instanceof DataKeyMissingError) return err.code;
+  if (err instanceof CiphertextError) return err.code;
+  if (err instanceof KeyringError) return 'keyring_unavailable';
+  if (err instanceof MasterKeyMismatchError) return 'master_key_mismatch';
+  if (err instanceof KeyError) return 'key_error';
+  return null;
+}
+
+/**
+ * The work of one call, in one tenant transaction. `action` names it in the
+ * audit trail if decryption fails.
+ */
+async function run<T>(deps: Deps, ctx: Ctx, action: AuditAction, fn: (trx: Trx, env: Envelope) => Promise<T>): Promise<T> {
+  const env = envelopeFor(deps.keys);
+  await ensureTenantEncrypted(deps.db.db, deps.keys, ctx.tenant.id, ctx.now);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await inTenant(deps.db.db, ctx.tenant.id, (trx) => fn(trx, env), ctx.actor?.accountId);
+    } catch (err) {
+      if (err instanceof Denied) {
+        await appendAuditAlone(deps.db.db, ctx.tenant.id, err.event, ctx.now);
+        throw err.error;
+      }
+      // A family re-keyed by a purge between our read and our key look-up: read it again, once.
+      if (err instanceof DataKeyDestroyedError && attempt === 0) continue;
+      const reason = cryptoFailure(err);
+      if (reason) {
+        await appendAuditAlone(
+          deps.db.db,
+          ctx.tenant.id,
+          { action, outcome: 'failure', ...originFields(originOf(ctx)), targetType: 'family', ...(err instanceof DataKeyDestroyedError ? { familyIds: [err.familyId] } : {}), details: { reason } },
+          ctx.now,
+        );
+        deps.log.error({ err: { name: (err as Error).name, message: (err as Error).message }, action }, 'records: personal data could not be decrypted');
+        if (err instanceof DataKeyDestroyedError) throw new AppError('notFound');
+      }
+      throw err;
     }
-    throw err;
   }
 }
 
@@ -119,17 +202,23 @@ function check(ctx: Ctx, action: Action & AuditAction, ownerAccountId: string, t
   if (!d.allowed) deny(ctx, action, targetType, targetId, d.reason ?? 'denied', d);
 }
 
-/** Loads a child with its owner, or records the attempt and answers "not found". */
-async function childWithOwner(trx: Trx, ctx: Ctx, childId: string, action: Action & AuditAction) {
+/**
+ * Loads a live child with its owner, or records the attempt and answers "not
+ * found". Writes lock the child and its family (a purge re-keying the family
+ * waits for them, and they for it).
+ */
+async function childWithOwner(trx: Trx, ctx: Ctx, childId: string, action: Action & AuditAction, opts: { lock?: boolean; deleted?: boolean } = {}) {
   if (!UUID.test(childId)) deny(ctx, action, 'child', childId, 'malformed_id');
-  const row = await trx
+  let q = trx
     .selectFrom('children as c')
     .innerJoin('families as f', 'f.id', 'c.family_id')
     .selectAll('c')
-    .select(['f.account_id as owner_account_id'])
+    .select(['f.account_id as owner_account_id', 'f.key_version'])
     .where('c.id', '=', childId)
-    .where('c.deleted_at', 'is', null)
-    .executeTakeFirst();
+    .where('c.purged_at', 'is', null)
+    .where('c.deleted_at', opts.deleted ? 'is not' : 'is', null);
+  if (opts.lock) q = q.forUpdate();
+  const row = await q.executeTakeFirst();
   if (!row) {
     const d = decide(ctx.actor, action, { type: 'family', ownerAccountId: '' }, ctx.now);
     deny(ctx, action, 'child', childId, 'not_found', d.reason === 'no_rule_matches' ? undefined : d);
@@ -137,6 +226,8 @@ async function childWithOwner(trx: Trx, ctx: Ctx, childId: string, action: Actio
   check(ctx, action, row.owner_account_id, 'child', childId);
   return row;
 }
+
+type ChildRow = Awaited<ReturnType<typeof childWithOwner>>;
 
 async function applicationsOf(trx: Trx, childId: string): Promise<ApplicationView[]> {
   const rows = await trx
@@ -157,59 +248,136 @@ export function newReference(): string {
   return s;
 }
 
-async function ensureFamily(trx: Trx, ctx: Ctx, accountId: string): Promise<string> {
-  const found = await trx.selectFrom('families').select('id').where('account_id', '=', accountId).executeTakeFirst();
-  if (found) return found.id;
-  const r = await trx
+/** The family of an account, with its data key; created (key first, then row) on the first child file. */
+async function ensureFamily(trx: Trx, ctx: Ctx, env: Envelope, accountId: string): Promise<{ id: string; key: FamilyKey }> {
+  const found = await trx.selectFrom('families').select(['id', 'key_version']).where('account_id', '=', accountId).where('purged_at', 'is', null).forUpdate().executeTakeFirst();
+  if (found) return { id: found.id, key: await env.familyKey(ctx.tenant.id, found.id, found.key_version) };
+  const id = randomUUID();
+  // The key goes into the keyring before any data is encrypted with it; if this transaction rolls back, it is an orphan that opens nothing.
+  const key = (await env.createFamilyKeys(ctx.tenant.id, [{ familyId: id, version: 1 }])).get(`${id}/1`)!;
+  await trx
     .insertInto('families')
-    .values({ tenant_id: ctx.tenant.id, account_id: accountId, created_at: ctx.now, updated_at: ctx.now })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  return r.id;
+    .values({
+      id,
+      tenant_id: ctx.tenant.id,
+      account_id: accountId,
+      ...sealFamily(env, key, id, { parent_first_name: null, parent_last_name: null, phone: null, postal_code: null }),
+      key_version: 1,
+      created_at: ctx.now,
+      updated_at: ctx.now,
+    })
+    .execute();
+  return { id, key };
 }
 
-async function assertNoDuplicateNirec(trx: Trx, nirec: string | null, exceptChildId?: string) {
-  if (!nirec) return;
-  let q = trx.selectFrom('children').select('id').where('nirec', '=', nirec).where('deleted_at', 'is', null);
+/** The NIREC's blind index in this tenant, or null. */
+async function nirecIndex(env: Envelope, tenantId: string, nirec: string | null): Promise<Buffer | null> {
+  return nirec ? env.blindIndex(tenantId, 'nirec', nirec) : null;
+}
+
+async function assertNoDuplicateNirec(trx: Trx, index: Buffer | null, exceptChildId?: string) {
+  if (!index) return;
+  let q = trx.selectFrom('children').select('id').where('nirec_index', '=', index).where('deleted_at', 'is', null);
   if (exceptChildId) q = q.where('id', '<>', exceptChildId);
   if (await q.executeTakeFirst()) throw new ValidationError({ nirec: 'nirecDuplicate' });
+}
+
+/** The unique index catches what the check above cannot: two registrations of one child at the same moment. */
+function duplicateNirec(err: unknown): boolean {
+  return (err as { code?: string }).code === '23505' && (err as { constraint?: string }).constraint === 'children_nirec_live';
+}
+
+async function nextVersion(trx: Trx, childId: string): Promise<number> {
+  const r = await trx.selectFrom('child_file_versions').select(sql<number>`coalesce(max(version), 0) + 1`.as('n')).where('child_id', '=', childId).executeTakeFirst();
+  return Number(r?.n ?? 1);
+}
+
+/** Appends a version of the file to its history, encrypted like the file. */
+async function recordVersion(trx: Trx, ctx: Ctx, env: Envelope, key: FamilyKey, childId: string, change: ChildFileVersionView['change'], changedFields: readonly string[], snapshot: ChildSnapshot): Promise<void> {
+  const id = randomUUID();
+  await trx
+    .insertInto('child_file_versions')
+    .values({
+      id,
+      tenant_id: ctx.tenant.id,
+      child_id: childId,
+      family_id: key.familyId,
+      version: await nextVersion(trx, childId),
+      change,
+      changed_fields: [...changedFields],
+      actor_account_id: ctx.actor?.accountId ?? null,
+      created_at: ctx.now,
+      snapshot_enc: sealSnapshot(env, key, id, snapshot),
+    })
+    .execute();
+}
+
+function snapshotOf(c: ChildRow, v: ChildValues, deleted: boolean): ChildSnapshot {
+  return {
+    reference: c.reference,
+    firstName: required(v.first_name, 'first name'),
+    lastName: required(v.last_name, 'last name'),
+    birthDate: required(v.birth_date, 'birth date'),
+    nirec: v.nirec,
+    desiredEntryDate: c.desired_entry_date,
+    daysOfCare: c.days_of_care,
+    inSubsidisedCare: c.in_subsidised_care,
+    deleted,
+  };
 }
 
 const CHILD_INPUT_FIELDS = ['first_name', 'last_name', 'birth_date', 'nirec', 'desired_entry_date', 'days_of_care', 'in_subsidised_care'];
 
 export async function createChildFile(deps: Deps, ctx: Ctx, input: ChildInput): Promise<{ id: string }> {
-  return run(deps, ctx, async (trx) => {
-    const d = decide(ctx.actor, 'waitlist.childFile.create', { type: 'tenant' }, ctx.now);
-    if (!d.allowed || !ctx.actor) deny(ctx, 'waitlist.childFile.create', 'child', 'new', d.reason ?? 'denied', d);
-    const familyId = await ensureFamily(trx, ctx, ctx.actor.accountId);
-    await assertNoDuplicateNirec(trx, input.nirec);
-    // The reference is random; on the rare collision, draw again.
-    for (let attempt = 0; ; attempt++) {
-      const reference = newReference();
-      const clash = await trx.selectFrom('children').select('id').where('reference', '=', reference).executeTakeFirst();
-      if (clash && attempt < 5) continue;
-      const row = await trx
-        .insertInto('children')
-        .values({
-          tenant_id: ctx.tenant.id,
-          family_id: familyId,
+  try {
+    return await run(deps, ctx, 'waitlist.childFile.create', async (trx, env) => {
+      const d = decide(ctx.actor, 'waitlist.childFile.create', { type: 'tenant' }, ctx.now);
+      if (!d.allowed || !ctx.actor) deny(ctx, 'waitlist.childFile.create', 'child', 'new', d.reason ?? 'denied', d);
+      const family = await ensureFamily(trx, ctx, env, ctx.actor.accountId);
+      const index = await nirecIndex(env, ctx.tenant.id, input.nirec);
+      await assertNoDuplicateNirec(trx, index);
+      const id = randomUUID();
+      // The reference is random; on the rare collision, draw again.
+      for (let attempt = 0; ; attempt++) {
+        const reference = newReference();
+        const clash = await trx.selectFrom('children').select('id').where('reference', '=', reference).executeTakeFirst();
+        if (clash && attempt < 5) continue;
+        const values: ChildValues = { first_name: input.firstName, last_name: input.lastName, birth_date: input.birthDate, nirec: input.nirec };
+        await trx
+          .insertInto('children')
+          .values({
+            id,
+            tenant_id: ctx.tenant.id,
+            family_id: family.id,
+            reference,
+            ...(sealChild(env, family.key, id, values) as Required<ReturnType<typeof sealChild>>),
+            nirec_index: index,
+            desired_entry_date: input.desiredEntryDate,
+            days_of_care: input.daysOfCare,
+            in_subsidised_care: input.inSubsidisedCare,
+            created_at: ctx.now,
+            updated_at: ctx.now,
+          })
+          .execute();
+        await recordVersion(trx, ctx, env, family.key, id, 'create', CHILD_INPUT_FIELDS, {
           reference,
-          first_name: input.firstName,
-          last_name: input.lastName,
-          birth_date: input.birthDate,
+          firstName: input.firstName,
+          lastName: input.lastName,
+          birthDate: input.birthDate,
           nirec: input.nirec,
-          desired_entry_date: input.desiredEntryDate,
-          days_of_care: input.daysOfCare,
-          in_subsidised_care: input.inSubsidisedCare,
-          created_at: ctx.now,
-          updated_at: ctx.now,
-        })
-        .returning('id')
-        .executeTakeFirstOrThrow();
-      await audit(trx, ctx, { action: 'waitlist.childFile.create', targetType: 'child', targetIds: [row.id], familyIds: [familyId], fields: CHILD_INPUT_FIELDS, purpose: 'parent.childFile.create' });
-      return { id: row.id };
-    }
-  });
+          desiredEntryDate: input.desiredEntryDate,
+          daysOfCare: input.daysOfCare,
+          inSubsidisedCare: input.inSubsidisedCare,
+          deleted: false,
+        });
+        await audit(trx, ctx, { action: 'waitlist.childFile.create', targetType: 'child', targetIds: [id], familyIds: [family.id], fields: CHILD_INPUT_FIELDS, purpose: 'parent.childFile.create' });
+        return { id };
+      }
+    });
+  } catch (err) {
+    if (duplicateNirec(err)) throw new ValidationError({ nirec: 'nirecDuplicate' });
+    throw err;
+  }
 }
 
 /** What a parent sees to choose which child to register: the reference and the first name (views.ts). */
@@ -222,7 +390,7 @@ export interface ChildChoice {
 export async function listChildren(deps: Deps, ctx: Ctx, purpose: 'parent.children.list'): Promise<ChildSummary[]>;
 export async function listChildren(deps: Deps, ctx: Ctx, purpose: 'parent.children.choose'): Promise<ChildChoice[]>;
 export async function listChildren(deps: Deps, ctx: Ctx, purpose: 'parent.children.list' | 'parent.children.choose'): Promise<ChildSummary[] | ChildChoice[]> {
-  return run(deps, ctx, async (trx) => {
+  return run(deps, ctx, 'waitlist.childFile.list', async (trx, env) => {
     if (!ctx.actor) deny(ctx, 'waitlist.childFile.list', 'family', 'self', 'not_signed_in', decide(null, 'waitlist.childFile.list', { type: 'tenant' }, ctx.now));
     const rows = await trx
       .selectFrom('children as c')
@@ -230,9 +398,9 @@ export async function listChildren(deps: Deps, ctx: Ctx, purpose: 'parent.childr
       .select((eb) => [
         'c.id',
         'c.reference',
-        'c.first_name',
-        'c.last_name',
-        'c.birth_date',
+        'c.first_name_enc',
+        'c.last_name_enc',
+        'c.birth_date_enc',
         'c.desired_entry_date',
         'c.family_id',
         eb
@@ -256,32 +424,40 @@ export async function listChildren(deps: Deps, ctx: Ctx, purpose: 'parent.childr
         purpose,
       });
     }
-    // Only the purpose's fields leave (the audit event lists exactly these).
-    if (purpose === 'parent.children.choose') return rows.map((r) => ({ id: r.id, reference: r.reference, firstName: r.first_name }));
-    return rows.map((r) => ({
-      id: r.id,
-      reference: r.reference,
-      firstName: r.first_name,
-      lastName: r.last_name,
-      birthDate: r.birth_date,
-      desiredEntryDate: r.desired_entry_date,
-      applicationsCount: Number(r.applications_count ?? 0),
-    }));
+    // Only the purpose's fields are decrypted, and only they leave (the audit event lists exactly these).
+    if (purpose === 'parent.children.choose') {
+      const opened = await openChildren(env, ctx.tenant.id, rows, ['first_name']);
+      return rows.map((r) => ({ id: r.id, reference: r.reference, firstName: required(opened.get(r.id)!.first_name, 'first name') }));
+    }
+    const opened = await openChildren(env, ctx.tenant.id, rows, ['first_name', 'last_name', 'birth_date']);
+    return rows.map((r) => {
+      const v = opened.get(r.id)!;
+      return {
+        id: r.id,
+        reference: r.reference,
+        firstName: required(v.first_name, 'first name'),
+        lastName: required(v.last_name, 'last name'),
+        birthDate: required(v.birth_date, 'birth date'),
+        desiredEntryDate: r.desired_entry_date,
+        applicationsCount: Number(r.applications_count ?? 0),
+      };
+    });
   });
 }
 
 export async function readChildFile(deps: Deps, ctx: Ctx, childId: string, purpose: 'parent.childFile.view' | 'parent.childFile.edit'): Promise<ChildFileView> {
-  return run(deps, ctx, async (trx) => {
+  return run(deps, ctx, 'waitlist.childFile.read', async (trx, env) => {
     const c = await childWithOwner(trx, ctx, childId, 'waitlist.childFile.read');
     const applications = purpose === 'parent.childFile.view' ? await applicationsOf(trx, c.id) : [];
+    const v = await openChild(env, ctx.tenant.id, c, ['first_name', 'last_name', 'birth_date', 'nirec']);
     await audit(trx, ctx, { action: 'waitlist.childFile.read', targetType: 'child', targetIds: [c.id], familyIds: [c.family_id], fields: fieldsFor(purpose), purpose });
     return {
       id: c.id,
       reference: c.reference,
-      firstName: c.first_name,
-      lastName: c.last_name,
-      birthDate: c.birth_date,
-      nirecMasked: maskNirec(c.nirec),
+      firstName: required(v.first_name, 'first name'),
+      lastName: required(v.last_name, 'last name'),
+      birthDate: required(v.birth_date, 'birth date'),
+      nirecMasked: maskNirec(v.nirec ?? null),
       desiredEntryDate: c.desired_entry_date,
       daysOfCare: c.days_of_care,
       inSubsidisedCare: c.in_subsidised_care,
@@ -291,27 +467,32 @@ export async function readChildFile(deps: Deps, ctx: Ctx, childId: string, purpo
 }
 
 export async function updateChildFile(deps: Deps, ctx: Ctx, childId: string, input: ChildInput): Promise<void> {
-  await run(deps, ctx, async (trx) => {
-    const c = await childWithOwner(trx, ctx, childId, 'waitlist.childFile.update');
-    await assertNoDuplicateNirec(trx, input.nirec, c.id);
-    const next = {
-      first_name: input.firstName,
-      last_name: input.lastName,
-      birth_date: input.birthDate,
-      nirec: input.nirec ?? c.nirec,
-      desired_entry_date: input.desiredEntryDate,
-      days_of_care: input.daysOfCare,
-      in_subsidised_care: input.inSubsidisedCare,
-    };
-    const changed = (Object.keys(next) as (keyof typeof next)[]).filter((k) => next[k] !== c[k]);
-    if (!changed.length) return;
-    await trx
-      .updateTable('children')
-      .set({ ...next, updated_at: ctx.now })
-      .where('id', '=', c.id)
-      .execute();
-    await audit(trx, ctx, { action: 'waitlist.childFile.update', targetType: 'child', targetIds: [c.id], familyIds: [c.family_id], fields: changed, purpose: 'parent.childFile.edit' });
-  });
+  try {
+    await run(deps, ctx, 'waitlist.childFile.update', async (trx, env) => {
+      const c = await childWithOwner(trx, ctx, childId, 'waitlist.childFile.update', { lock: true });
+      const key = await env.familyKey(ctx.tenant.id, c.family_id, c.key_version);
+      const cur = (await openChild(env, ctx.tenant.id, c, ['first_name', 'last_name', 'birth_date', 'nirec'])) as ChildValues;
+      const nextSecret: ChildValues = { first_name: input.firstName, last_name: input.lastName, birth_date: input.birthDate, nirec: input.nirec ?? cur.nirec };
+      const nextClear = { desired_entry_date: input.desiredEntryDate, days_of_care: input.daysOfCare, in_subsidised_care: input.inSubsidisedCare };
+      const changedSecret = (Object.keys(nextSecret) as (keyof ChildValues)[]).filter((k) => nextSecret[k] !== cur[k]);
+      const changedClear = (Object.keys(nextClear) as (keyof typeof nextClear)[]).filter((k) => nextClear[k] !== c[k]);
+      const changed = [...changedSecret, ...changedClear];
+      if (!changed.length) return;
+      const index = changedSecret.includes('nirec') ? await nirecIndex(env, ctx.tenant.id, nextSecret.nirec) : undefined;
+      if (index !== undefined) await assertNoDuplicateNirec(trx, index, c.id);
+      const sealed = sealChild(env, key, c.id, Object.fromEntries(changedSecret.map((k) => [k, nextSecret[k]])) as Partial<ChildValues>);
+      await trx
+        .updateTable('children')
+        .set({ ...sealed, ...(index !== undefined ? { nirec_index: index } : {}), ...nextClear, updated_at: ctx.now })
+        .where('id', '=', c.id)
+        .execute();
+      await recordVersion(trx, ctx, env, key, c.id, 'update', changed, snapshotOf({ ...c, ...nextClear }, nextSecret, false));
+      await audit(trx, ctx, { action: 'waitlist.childFile.update', targetType: 'child', targetIds: [c.id], familyIds: [c.family_id], fields: changed, purpose: 'parent.childFile.edit' });
+    });
+  } catch (err) {
+    if (duplicateNirec(err)) throw new ValidationError({ nirec: 'nirecDuplicate' });
+    throw err;
+  }
 }
 
 export interface ApplicationInput {
@@ -321,7 +502,7 @@ export interface ApplicationInput {
 }
 
 export async function addApplication(deps: Deps, ctx: Ctx, childId: string, input: ApplicationInput): Promise<void> {
-  await run(deps, ctx, async (trx) => {
+  await run(deps, ctx, 'waitlist.application.create', async (trx) => {
     const c = await childWithOwner(trx, ctx, childId, 'waitlist.application.create');
     const facility = UUID.test(input.facilityId)
       ? await trx.selectFrom('facilities').select('id').where('id', '=', input.facilityId).executeTakeFirst()
@@ -351,7 +532,7 @@ export async function addApplication(deps: Deps, ctx: Ctx, childId: string, inpu
 }
 
 export async function withdrawApplication(deps: Deps, ctx: Ctx, childId: string, applicationId: string): Promise<void> {
-  await run(deps, ctx, async (trx) => {
+  await run(deps, ctx, 'waitlist.application.withdraw', async (trx) => {
     const c = await childWithOwner(trx, ctx, childId, 'waitlist.application.withdraw');
     const app = UUID.test(applicationId)
       ? await trx.selectFrom('applications').select(['id', 'status']).where('id', '=', applicationId).where('child_id', '=', c.id).executeTakeFirst()
@@ -370,11 +551,14 @@ export interface CandidatePage {
 
 /**
  * A facility's candidates in admission order, without identities: no name,
- * no birth date, no NIREC leaves this function for this purpose.
+ * no birth date, no NIREC leaves this function for this purpose. The order is
+ * computed in SQL on clear columns (category inputs, desired entry date,
+ * reference); only the birth dates of the page's rows are decrypted, to give
+ * their age group.
  */
 export async function listCandidates(deps: Deps, ctx: Ctx, facilityId: string, page: number, pageSize = 50): Promise<CandidatePage> {
   const purpose: Purpose = 'facility.candidates';
-  return run(deps, ctx, async (trx) => {
+  return run(deps, ctx, 'waitlist.candidates.list', async (trx, env) => {
     if (!UUID.test(facilityId)) deny(ctx, 'waitlist.candidates.list', 'facility', facilityId, 'malformed_id');
     const d = decide(ctx.actor, 'waitlist.candidates.list', { type: 'facility', facilityId }, ctx.now);
     if (!d.allowed) deny(ctx, 'waitlist.candidates.list', 'facility', facilityId, d.reason ?? 'denied', d);
@@ -389,10 +573,10 @@ export async function listCandidates(deps: Deps, ctx: Ctx, facilityId: string, p
     const total = Number(totalRow?.n ?? 0);
     const rows = await base
       .select([
-        'c.id as child_id',
+        'c.id',
         'c.family_id',
         'c.reference',
-        'c.birth_date',
+        'c.birth_date_enc',
         'c.desired_entry_date',
         'a.created_at',
         categorySql('a', 'c').as('category'),
@@ -406,23 +590,245 @@ export async function listCandidates(deps: Deps, ctx: Ctx, facilityId: string, p
       await audit(trx, ctx, {
         action: 'waitlist.candidates.list',
         targetType: 'facility',
-        targetIds: [facilityId, ...rows.map((r) => r.child_id)],
+        targetIds: [facilityId, ...rows.map((r) => r.id)],
         familyIds: [...new Set(rows.map((r) => r.family_id))],
         fields: fieldsFor(purpose),
         purpose,
-        details: { page, count: rows.length },
+      details: { page, count: rows.length },
       });
     }
+    const births = await openChildren(env, ctx.tenant.id, rows, ['birth_date']);
     return {
       total,
       rows: rows.map((r) => ({
         rank: Number(r.rank),
         reference: r.reference,
-        ageGroup: ageGroup(r.birth_date, r.desired_entry_date, ctx.now, ctx.tenant.rules.infantMaxMonths),
+        ageGroup: ageGroup(required(births.get(r.id)!.birth_date, 'birth date'), r.desired_entry_date, ctx.now, ctx.tenant.rules.infantMaxMonths),
         desiredEntryDate: r.desired_entry_date,
         category: Number(r.category) as Category,
         appliedAt: r.created_at,
       })),
     };
+  });
+}
+
+/* ---------------------------------------------------- deletion and restore */
+
+/** For the confirmation page: whose file, and how many active registrations go with it. */
+export async function readChildFileForDeletion(deps: Deps, ctx: Ctx, childId: string): Promise<ChildFileDeletionView> {
+  const purpose: Purpose = 'parent.childFile.delete';
+  return run(deps, ctx, 'waitlist.childFile.read', async (trx, env) => {
+    // The confirmation page is the parent's: reading the name on it is a read of the file.
+    const c = await childWithOwner(trx, ctx, childId, 'waitlist.childFile.read');
+    const n = await trx.selectFrom('applications').select(sql<string>`count(*)`.as('n')).where('child_id', '=', c.id).where('status', '=', 'active').executeTakeFirst();
+    const v = await openChild(env, ctx.tenant.id, c, ['first_name', 'last_name']);
+    await audit(trx, ctx, { action: 'waitlist.childFile.read', targetType: 'child', targetIds: [c.id], familyIds: [c.family_id], fields: fieldsFor(purpose), purpose });
+    return { id: c.id, reference: c.reference, firstName: required(v.first_name, 'first name'), lastName: required(v.last_name, 'last name'), applicationsCount: Number(n?.n ?? 0) };
+  });
+}
+
+/**
+ * Deletes a child file softly: it leaves every list and every page at once,
+ * its data stays encrypted as it was, and it can be restored — by a second
+ * person — until the tenant's retention window ends; then the purge
+ * destroys it for good (purge.ts). The parent, or a programme operator or
+ * administrator, may delete.
+ */
+export async function deleteChildFile(deps: Deps, ctx: Ctx, childId: string): Promise<{ purgeAfter: Date }> {
+  return run(deps, ctx, 'waitlist.childFile.delete', async (trx, env) => {
+    const c = await childWithOwner(trx, ctx, childId, 'waitlist.childFile.delete', { lock: true });
+    const key = await env.familyKey(ctx.tenant.id, c.family_id, c.key_version);
+    const v = (await openChild(env, ctx.tenant.id, c, ['first_name', 'last_name', 'birth_date', 'nirec'])) as ChildValues;
+    // updated_at is left alone: the file's content does not change, and a restore gives it back identical.
+    await trx.updateTable('children').set({ deleted_at: ctx.now, deleted_by: ctx.actor!.accountId }).where('id', '=', c.id).execute();
+    await recordVersion(trx, ctx, env, key, c.id, 'delete', ['deleted_at'], snapshotOf(c, v, true));
+    const purgeAfter = new Date(ctx.now.getTime() + ctx.tenant.rules.deletedFileRetentionDays * 86_400_000);
+    await audit(trx, ctx, {
+      action: 'waitlist.childFile.delete',
+      targetType: 'child',
+      targetIds: [c.id],
+      familyIds: [c.family_id],
+      fields: ['deleted_at'],
+      purpose: 'parent.childFile.delete',
+      details: { retentionDays: ctx.tenant.rules.deletedFileRetentionDays, purgeAfter: purgeAfter.toISOString() },
+    });
+    return { purgeAfter };
+  });
+}
+
+/**
+ * Asks for a deleted file to be restored. A second person decides
+ * (decideChildFileRestore): one request open at a time per file.
+ */
+export async function requestChildFileRestore(deps: Deps, ctx: Ctx, childId: string): Promise<{ requestId: string }> {
+  return run(deps, ctx, 'waitlist.childFile.restore.request', async (trx) => {
+    const c = await childWithOwner(trx, ctx, childId, 'waitlist.childFile.restore.request', { deleted: true, lock: true });
+    const cutoff = new Date(ctx.now.getTime() - ctx.tenant.rules.deletedFileRetentionDays * 86_400_000);
+    if (c.deleted_at! <= cutoff) deny(ctx, 'waitlist.childFile.restore.request', 'child', childId, 'retention_expired');
+    const open = await trx.selectFrom('child_file_restore_requests').select('id').where('child_id', '=', c.id).where('decided_at', 'is', null).executeTakeFirst();
+    if (open) return { requestId: open.id };
+    const r = await trx
+      .insertInto('child_file_restore_requests')
+      .values({ tenant_id: ctx.tenant.id, child_id: c.id, requested_by: ctx.actor!.accountId, requested_at: ctx.now })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    await audit(trx, ctx, { action: 'waitlist.childFile.restore.request', targetType: 'child', targetIds: [r.id, c.id], familyIds: [c.family_id], details: { deletedAt: c.deleted_at!.toISOString() } });
+    return { requestId: r.id };
+  });
+}
+
+/**
+ * A current administrator, who is not the person who asked, approves (the
+ * file comes back exactly as it was: the same ciphertexts, the same
+ * registrations) or rejects a restore request. The database checks the
+ * same rules (migration 0006).
+ */
+export async function decideChildFileRestore(deps: Deps, ctx: Ctx, requestId: string, decision: 'approve' | 'reject'): Promise<void> {
+  const action = 'waitlist.childFile.restore.approve';
+  try {
+    await run(deps, ctx, action, async (trx, env) => {
+      if (!UUID.test(requestId)) deny(ctx, action, 'restore_request', requestId, 'malformed_id');
+      const d = decide(ctx.actor, action, { type: 'tenant' }, ctx.now);
+      if (!d.allowed || !ctx.actor) deny(ctx, action, 'restore_request', requestId, d.reason ?? 'denied', d);
+      const req = await trx.selectFrom('child_file_restore_requests').selectAll().where('id', '=', requestId).forUpdate().executeTakeFirst();
+      if (!req || req.decided_at) deny(ctx, action, 'restore_request', requestId, req ? 'already_decided' : 'not_found');
+      if (req.requested_by === ctx.actor.accountId) deny(ctx, action, 'restore_request', requestId, 'same_person', undefined, new AppError('forbidden'));
+      const c = await trx
+        .selectFrom('children as c')
+        .innerJoin('families as f', 'f.id', 'c.family_id')
+        .selectAll('c')
+        .select(['f.account_id as owner_account_id', 'f.key_version'])
+        .where('c.id', '=', req.child_id)
+        .forUpdate()
+        .executeTakeFirst();
+      if (!c || !c.deleted_at || c.purged_at) deny(ctx, action, 'restore_request', requestId, 'not_restorable');
+      await trx.updateTable('child_file_restore_requests').set({ decided_by: ctx.actor.accountId, decided_at: ctx.now, decision: decision === 'approve' ? 'approved' : 'rejected' }).where('id', '=', req.id).execute();
+      if (decision === 'approve') {
+        await assertNoDuplicateNirec(trx, c.nirec_index);
+        const key = await env.familyKey(ctx.tenant.id, c.family_id, c.key_version);
+        const v = (await openChild(env, ctx.tenant.id, c, ['first_name', 'last_name', 'birth_date', 'nirec'])) as ChildValues;
+        await trx.updateTable('children').set({ deleted_at: null, deleted_by: null }).where('id', '=', c.id).execute();
+        await recordVersion(trx, ctx, env, key, c.id, 'restore', ['deleted_at'], snapshotOf(c, v, false));
+      }
+      await audit(trx, ctx, {
+        action,
+        targetType: 'child',
+        targetIds: [req.id, c.id],
+        familyIds: [c.family_id],
+        details: { decision: decision === 'approve' ? 'approved' : 'rejected', requestedBy: req.requested_by },
+      });
+    });
+  } catch (err) {
+    if (duplicateNirec(err)) throw new ValidationError({ nirec: 'nirecDuplicate' });
+    throw err;
+  }
+}
+
+/** Open restore requests, for the administrators who decide them: references only, no identity. */
+export async function listRestoreRequests(deps: Deps, ctx: Ctx): Promise<{ id: string; childId: string; reference: string; requestedBy: string; requestedAt: Date; deletedAt: Date }[]> {
+  return run(deps, ctx, 'waitlist.childFile.restore.approve', async (trx) => {
+    const d = decide(ctx.actor, 'waitlist.childFile.restore.approve', { type: 'tenant' }, ctx.now);
+    if (!d.allowed) deny(ctx, 'waitlist.childFile.restore.approve', 'restore_request', 'list', d.reason ?? 'denied', d);
+    const rows = await trx
+      .selectFrom('child_file_restore_requests as r')
+      .innerJoin('children as c', 'c.id', 'r.child_id')
+      .select(['r.id', 'r.child_id', 'c.reference', 'r.requested_by', 'r.requested_at', 'c.deleted_at'])
+      .where('r.decided_at', 'is', null)
+      .where('c.purged_at', 'is', null)
+      .orderBy('r.requested_at')
+      .execute();
+    return rows.map((r) => ({ id: r.id, childId: r.child_id, reference: r.reference, requestedBy: r.requested_by, requestedAt: r.requested_at, deletedAt: r.deleted_at! }));
+  });
+}
+
+/* -------------------------------------------------------- agents' look-ups */
+
+/**
+ * Finds the files of a child by NIREC, for an authorised agent (programme
+ * operator, administrator): the NIREC is normalised, turned into its blind
+ * index, and looked up — it is never stored nor written to the audit log.
+ * Deleted files that can still be restored are found too. Every look-up is
+ * an audit event, a fruitless one included.
+ */
+export async function lookupChildFileByNirec(deps: Deps, ctx: Ctx, rawNirec: string): Promise<NirecMatch[]> {
+  const action = 'waitlist.childFile.lookupByNirec';
+  const purpose: Purpose = 'operator.childFile.lookup';
+  return run(deps, ctx, action, async (trx, env) => {
+    const d = decide(ctx.actor, action, { type: 'tenant' }, ctx.now);
+    if (!d.allowed) deny(ctx, action, 'child', 'nirec', d.reason ?? 'denied', d);
+    const nirec = typeof rawNirec === 'string' ? normaliseNirec(rawNirec) : '';
+    if (!nirec || nirec.length > 64 || /[\u0000-\u001f\u007f-\u009f]/.test(rawNirec) || !new RegExp(ctx.tenant.rules.nirecPattern).test(nirec)) {
+      throw new ValidationError({ nirec: 'nirecInvalid' });
+    }
+    const index = await env.blindIndex(ctx.tenant.id, 'nirec', nirec);
+    const rows = await trx
+      .selectFrom('children')
+      .selectAll()
+      .where('nirec_index', '=', index)
+      .where('purged_at', 'is', null)
+      .orderBy('created_at')
+      .execute();
+    await audit(trx, ctx, {
+      action,
+      targetType: 'child',
+      targetIds: rows.map((r) => r.id),
+      familyIds: [...new Set(rows.map((r) => r.family_id))],
+      fields: rows.length ? fieldsFor(purpose) : [],
+      purpose,
+      details: { matches: rows.length },
+    });
+    const opened = await openChildren(env, ctx.tenant.id, rows, ['first_name', 'last_name', 'birth_date', 'nirec']);
+    return rows.map((r) => {
+      const v = opened.get(r.id)!;
+      return {
+        id: r.id,
+        reference: r.reference,
+        firstName: required(v.first_name, 'first name'),
+        lastName: required(v.last_name, 'last name'),
+        birthDate: required(v.birth_date, 'birth date'),
+        nirecMasked: maskNirec(v.nirec ?? null),
+        desiredEntryDate: r.desired_entry_date,
+        status: r.deleted_at ? ('deleted' as const) : ('active' as const),
+        deletedAt: r.deleted_at,
+      };
+    });
+  });
+}
+
+/** The history of a child file (live or deleted, until purged), for an authorised agent. */
+export async function readChildFileHistory(deps: Deps, ctx: Ctx, childId: string): Promise<ChildFileVersionView[]> {
+  const action = 'waitlist.childFile.history';
+  const purpose: Purpose = 'operator.childFile.history';
+  return run(deps, ctx, action, async (trx, env) => {
+    if (!UUID.test(childId)) deny(ctx, action, 'child', childId, 'malformed_id');
+    const d = decide(ctx.actor, action, { type: 'tenant' }, ctx.now);
+    if (!d.allowed) deny(ctx, action, 'child', childId, d.reason ?? 'denied', d);
+    const rows = await trx
+      .selectFrom('child_file_versions')
+      .selectAll()
+      .where('child_id', '=', childId)
+      .where('purged_at', 'is', null)
+      .orderBy('version')
+      .execute();
+    if (!rows.length) deny(ctx, action, 'child', childId, 'not_found');
+    await audit(trx, ctx, { action, targetType: 'child', targetIds: [childId], familyIds: [rows[0]!.family_id], fields: fieldsFor(purpose), purpose, details: { versions: rows.length } });
+    const snaps = await openSnapshots(env, ctx.tenant.id, rows.map((r) => ({ id: r.id, family_id: r.family_id, snapshot_enc: r.snapshot_enc! })));
+    return rows.map((r) => {
+      const s = snaps.get(r.id)!;
+      return {
+        version: r.version,
+        change: r.change,
+        changedFields: r.changed_fields,
+        changedAt: r.created_at,
+        changedBy: r.actor_account_id,
+        firstName: s.firstName,
+        lastName: s.lastName,
+        birthDate: s.birthDate,
+        nirecMasked: maskNirec(s.nirec),
+        desiredEntryDate: s.desiredEntryDate,
+        daysOfCare: s.daysOfCare,
+        inSubsidisedCare: s.inSubsidisedCare,
+      };
+    });
   });
 }

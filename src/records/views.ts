@@ -33,6 +33,25 @@ export const PURPOSE_FIELDS = {
   'parent.children.choose': ['reference', 'first_name'],
   /** Facility staff see their candidates without identities before a referral. */
   'facility.candidates': ['rank', 'reference', 'age_group', 'desired_entry_date', 'category', 'applied_at'],
+  /** A parent (or an operator) confirms deleting a file: whose it is, and how many registrations go with it. */
+  'parent.childFile.delete': ['reference', 'first_name', 'last_name', 'applications_count'],
+  /** A programme operator or administrator finds a child's files by NIREC: who, the NIREC still masked, and whether deleted. */
+  'operator.childFile.lookup': ['reference', 'first_name', 'last_name', 'birth_date', 'nirec_masked', 'desired_entry_date', 'status', 'deleted_at'],
+  /** A programme operator or administrator reads the history of a file (every version, NIREC masked). */
+  'operator.childFile.history': [
+    'version',
+    'change',
+    'changed_fields',
+    'changed_at',
+    'changed_by',
+    'first_name',
+    'last_name',
+    'birth_date',
+    'nirec_masked',
+    'desired_entry_date',
+    'days_of_care',
+    'in_subsidised_care',
+  ],
 } as const;
 
 export type Purpose = keyof typeof PURPOSE_FIELDS;

@@ -13,6 +13,11 @@ export const tenantRulesSchema = z.object({
   nirecPattern: z.string().default('^[0-9A-Z]{6,20}$'),
   /** Age in months below which a child is in the infant (poupon) group at entry. */
   infantMaxMonths: z.number().int().min(1).max(36).default(18),
+  /**
+   * Days a deleted child file stays restorable (by a second person) before the
+   * purge destroys its key for good (crypto-shredding, src/records/purge.ts).
+   */
+  deletedFileRetentionDays: z.number().int().min(1).max(3650).default(30),
 });
 
 export type TenantRules = z.infer<typeof tenantRulesSchema>;

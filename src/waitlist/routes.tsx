@@ -11,6 +11,7 @@ import { formatDate } from '../web/i18n/index.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
 import { requireRecentAuth } from '../identity/stepup.ts';
 import { DAYS, parseChildInput } from './child-file.ts';
+import { childFileDeletionRoutes, DeleteFileSection } from './delete-routes.tsx';
 
 type ChildFormValues = Record<string, string | undefined>;
 
@@ -67,9 +68,11 @@ function formValues(body: unknown): ChildFormValues {
 const STATUS_PARAM = z.enum(['created', 'updated', 'applied', 'withdrawn']).optional().catch(undefined);
 
 export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
+  childFileDeletionRoutes(app, deps);
   /* ----------------------------------------------------------- parent: account */
-  app.get('/account', async (req, reply) => {
+  app.get<{ Querystring: { status?: string } }>('/account', async (req, reply) => {
     const ctx = req.ctx;
+    const deleted = req.query.status === 'deleted';
     if (!ctx.actor) throw new AppError('signInRequired');
     const children = ctx.actor.emailVerified ? await records.listChildren(deps, ctx, 'parent.children.list') : [];
     const env = pageEnv(req, reply);
@@ -79,6 +82,7 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
       <Page env={env} title={a.title}>
         <h1>{a.title}</h1>
         <p class="lead">{a.lead}</p>
+        {deleted && <Notice>{env.m.records.deleted(ctx.tenant.rules.deletedFileRetentionDays)}</Notice>}
         {!ctx.actor.emailVerified && <Notice>{a.unverified}</Notice>}
         <h2>{a.children}</h2>
         {children.length === 0 ? (
@@ -251,6 +255,7 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
             {c.chooseFacilities}
           </a>
         </p>
+        <DeleteFileSection env={env} childId={child.id} title={title} />
       </Page>,
     );
   });

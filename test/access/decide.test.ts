@@ -90,6 +90,11 @@ const RESOURCE_OF: Record<Action, Resource> = {
   'identity.grant.revoke': { type: 'tenant' },
   'identity.staff.list': { type: 'tenant' },
   'audit.head.read': { type: 'tenant' },
+  'waitlist.childFile.delete': { type: 'family', ownerAccountId: OWNER },
+  'waitlist.childFile.restore.request': { type: 'family', ownerAccountId: OWNER },
+  'waitlist.childFile.restore.approve': { type: 'tenant' },
+  'waitlist.childFile.lookupByNirec': { type: 'tenant' },
+  'waitlist.childFile.history': { type: 'tenant' },
 };
 
 /*
@@ -131,6 +136,11 @@ const TABLE: Record<Action, string> = {
   'identity.grant.revoke':         's n n n n n n n Y n n n',
   'identity.staff.list':           's n n n n n n n Y n n n',
   'audit.head.read':               's n n n n n n n Y n n Y',
+  'waitlist.childFile.delete':          's v v Y n n n n Y n n n',
+  'waitlist.childFile.restore.request': 's v v Y n n n n Y n n n',
+  'waitlist.childFile.restore.approve': 's n n n n n n n Y n n n',
+  'waitlist.childFile.lookupByNirec':   's n n n n n n n Y n n n',
+  'waitlist.childFile.history':         's n n n n n n n Y n n n',
 };
 
 const REASON = { s: 'not_signed_in', v: 'email_not_verified', n: 'no_rule_matches' } as const;

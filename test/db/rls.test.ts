@@ -28,6 +28,14 @@ const TENANT_TABLES = [
 ] as const;
 type TenantTable = (typeof TENANT_TABLES)[number];
 
+/**
+ * Personal fields are stored encrypted (migration 0006); isolation does not
+ * depend on what the bytes say, so these rows carry placeholders.
+ */
+const OPAQUE = Buffer.from('opaque ciphertext');
+const OPAQUE_FAMILY = { parent_first_name_enc: OPAQUE, parent_last_name_enc: OPAQUE, phone_enc: OPAQUE, postal_code_enc: OPAQUE };
+const OPAQUE_CHILD = { first_name_enc: OPAQUE, last_name_enc: OPAQUE, birth_date_enc: OPAQUE, nirec_enc: OPAQUE };
+
 interface Seeded {
   facilityId: string;
   accountId: string;
@@ -123,7 +131,7 @@ async function seedTenant(db: Kysely<DB>, tenantId: string): Promise<Seeded> {
       .executeTakeFirstOrThrow();
     const family = await trx
       .insertInto('families')
-      .values({ tenant_id: tenantId, account_id: account.id, parent_first_name: 'Marie', parent_last_name: 'Tremblay', phone: null, postal_code: 'G1A 1A1', created_at: now, updated_at: now })
+      .values({ tenant_id: tenantId, account_id: account.id, ...OPAQUE_FAMILY, created_at: now, updated_at: now })
       .returning('id')
       .executeTakeFirstOrThrow();
     const child = await trx
@@ -132,10 +140,7 @@ async function seedTenant(db: Kysely<DB>, tenantId: string): Promise<Seeded> {
         tenant_id: tenantId,
         family_id: family.id,
         reference: `REF-${tag.toUpperCase()}`,
-        first_name: 'Léa',
-        last_name: 'Tremblay',
-        birth_date: '2025-03-01',
-        nirec: null,
+        ...OPAQUE_CHILD,
         desired_entry_date: '2026-09-01',
         days_of_care: 31,
         in_subsidised_care: false,
@@ -253,7 +258,7 @@ describe('row-level security', () => {
         await trx
           .selectFrom('applications')
           .innerJoin('children', 'children.id', 'applications.child_id')
-          .select('children.first_name')
+          .select('children.first_name_enc')
           .where('applications.child_id', '=', rowsB.childId)
           .execute(),
       ).toEqual([]);
@@ -266,8 +271,8 @@ describe('row-level security', () => {
       const results = [
         await trx.updateTable('facilities').set({ name: 'pwned' }).where('id', '=', rowsB.facilityId).executeTakeFirst(),
         await trx.updateTable('accounts').set({ status: 'suspended' }).where('id', '=', rowsB.accountId).executeTakeFirst(),
-        await trx.updateTable('families').set({ phone: '555-0000' }).where('id', '=', rowsB.familyId).executeTakeFirst(),
-        await trx.updateTable('children').set({ first_name: 'pwned' }).where('id', '=', rowsB.childId).executeTakeFirst(),
+        await trx.updateTable('families').set({ phone_enc: Buffer.from('pwned') }).where('id', '=', rowsB.familyId).executeTakeFirst(),
+        await trx.updateTable('children').set({ first_name_enc: Buffer.from('pwned') }).where('id', '=', rowsB.childId).executeTakeFirst(),
         await trx.updateTable('applications').set({ status: 'withdrawn' }).where('id', '=', rowsB.applicationId).executeTakeFirst(),
         await trx.updateTable('memberships').set({ revoked_at: new Date() }).where('id', '=', rowsB.membershipId).executeTakeFirst(),
         // Without a WHERE clause: still only A's rows.
@@ -302,7 +307,7 @@ describe('row-level security', () => {
         (trx) =>
           trx
             .insertInto('families')
-            .values({ tenant_id: b.id, account_id: rowsB.accountId, parent_first_name: null, parent_last_name: null, phone: null, postal_code: null, created_at: now, updated_at: now })
+            .values({ tenant_id: b.id, account_id: rowsB.accountId, ...OPAQUE_FAMILY, created_at: now, updated_at: now })
             .execute(),
       ],
       [
@@ -314,10 +319,7 @@ describe('row-level security', () => {
               tenant_id: b.id,
               family_id: rowsB.familyId,
               reference: `X-${tag.toUpperCase()}`,
-              first_name: 'x',
-              last_name: 'x',
-              birth_date: '2025-01-01',
-              nirec: null,
+              ...OPAQUE_CHILD,
               desired_entry_date: '2026-01-01',
               days_of_care: 1,
               in_subsidised_care: false,
@@ -409,10 +411,7 @@ describe('row-level security', () => {
             tenant_id: a.id,
             family_id: rowsB.familyId,
             reference: `Y-${randomBytes(4).toString('hex').toUpperCase()}`,
-            first_name: 'x',
-            last_name: 'x',
-            birth_date: '2025-01-01',
-            nirec: null,
+            ...OPAQUE_CHILD,
             desired_entry_date: '2026-01-01',
             days_of_care: 1,
             in_subsidised_care: false,
@@ -439,8 +438,8 @@ describe('row-level security', () => {
     return {
       facility: await o.selectFrom('facilities').select(['name', 'updated_at']).where('id', '=', rowsB.facilityId).executeTakeFirst(),
       account: await o.selectFrom('accounts').select(['status']).where('id', '=', rowsB.accountId).executeTakeFirst(),
-      family: await o.selectFrom('families').select(['phone']).where('id', '=', rowsB.familyId).executeTakeFirst(),
-      child: await o.selectFrom('children').select(['first_name', 'in_subsidised_care']).where('id', '=', rowsB.childId).executeTakeFirst(),
+      family: await o.selectFrom('families').select(['phone_enc']).where('id', '=', rowsB.familyId).executeTakeFirst(),
+      child: await o.selectFrom('children').select(['first_name_enc', 'in_subsidised_care']).where('id', '=', rowsB.childId).executeTakeFirst(),
       application: await o.selectFrom('applications').select(['status']).where('id', '=', rowsB.applicationId).executeTakeFirst(),
       membership: await o.selectFrom('memberships').select(['revoked_at']).where('id', '=', rowsB.membershipId).executeTakeFirst(),
     };

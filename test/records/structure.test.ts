@@ -1,6 +1,7 @@
 /**
  * The shape of the source tree, checked statically:
- *  - the personal-data tables (families, children, applications) are named in
+ *  - the personal-data tables (families, children, applications, and the
+ *    history and restore requests of child files) are named in
  *    Kysely calls or raw SQL only under src/records/, in the migrations and in
  *    the schema types: everything else goes through the records gateway;
  *  - audit_events is written only from src/audit/.
@@ -14,7 +15,7 @@ import { describe, expect, it } from 'vitest';
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const SRC = join(ROOT, 'src');
 
-const PERSONAL = ['families', 'children', 'applications'] as const;
+const PERSONAL = ['families', 'children', 'applications', 'child_file_versions', 'child_file_restore_requests'] as const;
 const T = `(?:${PERSONAL.join('|')})`;
 
 /**
@@ -108,7 +109,7 @@ describe('the scanner itself', () => {
 });
 
 describe('personal data goes through src/records/', () => {
-  it('families, children and applications are named only under src/records/, src/db/migrations/ and in src/db/schema.ts', () => {
+  it('the personal-data tables are named only under src/records/, src/db/migrations/ and in src/db/schema.ts', () => {
     const hits = scanTree(PERSONAL_PATTERNS);
     const files = [...new Set(hits.map((h) => h.file))];
     // Every file that names them, for the record (shown with --reporter=verbose or on failure).

@@ -5,6 +5,7 @@ import type { Tenant } from '../../src/tenants/service.ts';
 import { addMonths, today } from '../../src/waitlist/dates.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 import { createAdmin, createFacility, createParent, createStaff, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
+import { childrenWithNirec, storedChild } from '../records/stored.ts';
 import { Client, textOf } from '../helpers/client.ts';
 
 let database: TestDatabase;
@@ -184,8 +185,8 @@ describe('a parent, from sign-up to a registered child', () => {
     await client.get(`/children/${childId}/edit`);
     const r = await client.post(`/children/${childId}/edit`, childForm({ nirec: '', firstName: 'Éloïse-Marie' }));
     expect(r.status).toBe(303);
-    const row = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('children').select(['first_name', 'nirec']).where('id', '=', childId).executeTakeFirstOrThrow());
-    expect(row).toEqual({ first_name: 'Éloïse-Marie', nirec: '1234567890' });
+    const row = await storedChild(database.db, t.deps.keys, tenant.id, childId);
+    expect(row).toMatchObject({ first_name: 'Éloïse-Marie', nirec: '1234567890' });
   });
 
   it('records every read and change of the file in the audit log, with the fields and the purpose', async () => {
@@ -239,7 +240,7 @@ describe('a parent, from sign-up to a registered child', () => {
     const after = (await auditEvents()).filter((e) => e.outcome === 'denied');
     expect(after.length - before).toBe(4);
     expect(after.at(-1)!.target_ids).toEqual([childId]);
-    const row = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('children').select('first_name').where('id', '=', childId).executeTakeFirstOrThrow());
+    const row = await storedChild(database.db, t.deps.keys, tenant.id, childId);
     expect(row.first_name).toBe('Éloïse-Marie');
   });
 
@@ -285,8 +286,7 @@ describe('forms are protected against cross-site requests', () => {
     await b.get('/children/new');
     r = await a.post('/children/new', childForm({ nirec: '999888777' }), { csrf: b.csrf });
     expect(r.status).toBe(403);
-    const rows = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('children').select('id').where('nirec', '=', '999888777').execute());
-    expect(rows).toHaveLength(0);
+    expect(await childrenWithNirec(database.db, t.deps.keys, tenant.id, '999888777')).toHaveLength(0);
   });
 });
 

@@ -522,4 +522,25 @@ export const en: Messages = {
     sealerError: 'This server’s sealer ran into an error: see the server logs.',
     sealerLast: (when: string | number) => `Last seal on ${when}.`,
   },
+  records: {
+    deleteHeading: 'Delete the file',
+    deleteLead: 'Take the child off the waiting list of every service you chose.',
+    deleteLink: 'Delete the file',
+    deleteTitle: (name: string) => `Delete ${name}’s file?`,
+    consequencesTitle: 'What happens next',
+    consequenceNow: (reference: string) => `The file (reference ${reference}) comes off the waiting list now.`,
+    consequenceApplications: (n: number) =>
+      n === 0
+        ? 'The child is not registered with any childcare service.'
+        : n === 1
+          ? 'Its registration no longer counts: the childcare service no longer sees the child on its list.'
+          : `Its ${n} registrations no longer count: the childcare services no longer see the child on their lists.`,
+    consequenceRestore: (days: number) => `For ${days} days, you can ask the programme to restore the file as it was, with its registrations. A second person in the administration approves every restore.`,
+    consequencePurge: (days: number) => `After ${days} days, the file and its history are destroyed for good: nobody can read them any more, not even in backup copies.`,
+    warningLabel: 'Warning',
+    warning: 'Once that time has passed, the deletion cannot be undone.',
+    confirm: 'Yes, delete the file',
+    cancel: 'No, go back to the file',
+    deleted: (days: number) => `The file has been deleted. The programme can restore it at your request for ${days} days.`,
+  },
 };

@@ -528,6 +528,27 @@ export const fr = {
     sealerError: `Le scelleur de ce serveur a rencontré une erreur${nb}: consultez les journaux du serveur.`,
     sealerLast: (when: string | number) => `Dernier scellement le ${when}.`,
   },
+  records: {
+    deleteHeading: 'Supprimer le dossier',
+    deleteLead: 'Retirer l’enfant de la liste d’attente de tous les services choisis.',
+    deleteLink: 'Supprimer le dossier',
+    deleteTitle: (name: string) => `Supprimer le dossier de ${name}${nb}?`,
+    consequencesTitle: 'Ce qui va se passer',
+    consequenceNow: (reference: string) => `Le dossier (référence ${reference}) est retiré de la liste d’attente dès maintenant.`,
+    consequenceApplications: (n: number) =>
+      n === 0
+        ? 'L’enfant n’est inscrit à aucun service de garde.'
+        : n === 1
+          ? `Son inscription ne compte plus${nb}: le service de garde ne voit plus l’enfant dans sa liste.`
+          : `Ses ${n} inscriptions ne comptent plus${nb}: les services de garde ne voient plus l’enfant dans leur liste.`,
+    consequenceRestore: (days: number) => `Pendant ${days} jours, vous pouvez demander au programme de rétablir le dossier tel qu’il était, avec ses inscriptions. Une seconde personne de l’administration approuve chaque rétablissement.`,
+    consequencePurge: (days: number) => `Après ${days} jours, le dossier et son historique sont détruits pour de bon${nb}: personne ne peut plus les lire, pas même dans les copies de sauvegarde.`,
+    warningLabel: 'Avertissement',
+    warning: 'Une fois le délai passé, la suppression ne peut plus être annulée.',
+    confirm: 'Oui, supprimer le dossier',
+    cancel: 'Non, revenir au dossier',
+    deleted: (days: number) => `Le dossier a été supprimé. Le programme peut le rétablir à votre demande pendant ${days} jours.`,
+  },
 } as const;
 
 /** Deeply widen literal string types to string, keeping the shape. */

@@ -1,0 +1,110 @@
+/**
+ * Deleting a child file in a real browser (Debian's Chromium, axe-core on
+ * every page, the page's real CSP, no script error): the file's page offers
+ * "Supprimer le dossier", the confirmation page names the consequences and
+ * is reachable and usable by keyboard, in French and in English, and the
+ * deletion lands on the account page with its notice. Works without JavaScript.
+ */
+import type { AddressInfo } from 'node:net';
+import type { Browser, BrowserContext } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Actor } from '../../src/access/actor.ts';
+import { inTenant } from '../../src/db/tenant.ts';
+import * as records from '../../src/records/gateway.ts';
+import type { Tenant } from '../../src/tenants/service.ts';
+import { addMonths, today } from '../../src/waitlist/dates.ts';
+import { createFacility, createParent, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
+import { assertNoPageProblems, checkA11y, closeBrowser, follow, launchBrowser, newContext, newPage, shot } from '../helpers/browser.ts';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+
+let database: TestDatabase;
+let t: TestApp;
+let tenant: Tenant;
+let base: string;
+let browser: Browser;
+const contexts: BrowserContext[] = [];
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  t = await startTestApp(database);
+  tenant = await tenantFor(t, { name_fr: 'Bureau coordonnateur de la Rive-Sud', name_en: 'Rive-Sud coordinating office' });
+  await t.app.listen({ port: 0, host: '127.0.0.1' });
+  base = `http://${tenant.hosts[0]}:${(t.app.server.address() as AddressInfo).port}`;
+  browser = await launchBrowser();
+}, 60_000);
+
+afterAll(async () => {
+  for (const c of contexts) await c.close().catch(() => {});
+  await closeBrowser(browser);
+  await t?.close();
+  await database?.close();
+});
+
+async function parentWithChild(email: string): Promise<string> {
+  const accountId = await createParent(t, tenant, email);
+  const actor: Actor = { accountId, tenantId: tenant.id, sessionId: null, email, emailVerified: true, locale: 'fr', memberships: [] };
+  const facility = await createFacility(t, tenant, { name: 'CPE Les Petits Explorateurs' });
+  const t0 = today(new Date());
+  const { id } = await records.createChildFile(t.deps, ctxFor(t, tenant, actor), { firstName: 'Éloïse', lastName: 'Gagnon-Côté', birthDate: addMonths(t0, -8), nirec: 'BRW1234567', desiredEntryDate: addMonths(t0, 3), daysOfCare: 21, inSubsidisedCare: false });
+  await records.addApplication(t.deps, ctxFor(t, tenant, actor), id, { facilityId: facility, siblingAttending: false, parentIsStaff: false });
+  return id;
+}
+
+describe('deleting a child file', () => {
+  for (const js of [true, false]) {
+    it(`from the file to the confirmation page to the account page, axe-clean, keyboard only (JavaScript ${js ? 'on' : 'off'})`, async () => {
+      const email = `suppression.${js ? 'js' : 'nojs'}.${Date.now()}@exemple.test`;
+      const childId = await parentWithChild(email);
+      const context = await newContext(browser, { javaScriptEnabled: js });
+      contexts.push(context);
+      const page = await newPage(context);
+      await page.goto(`${base}/signin`);
+      await page.getByLabel('Adresse courriel').fill(email);
+      await page.getByLabel('Mot de passe').fill(PASSWORD);
+      await follow(page, () => page.getByRole('button', { name: 'Se connecter' }).click());
+
+      expect(await follow(page, () => page.goto(`${base}/children/${childId}`))).toBe(200);
+      await checkA11y(page, 'child page with the delete section');
+      expect(await page.getByRole('heading', { name: 'Supprimer le dossier', level: 2 }).count()).toBe(1);
+      // By keyboard: focus the link and press Enter.
+      const link = page.getByRole('link', { name: /Supprimer le dossier — Éloïse Gagnon-Côté/ });
+      await link.focus();
+      expect(await follow(page, () => page.keyboard.press('Enter'))).toBe(200);
+      expect(page.url()).toBe(`${base}/children/${childId}/delete`);
+      await checkA11y(page, 'delete confirmation page');
+      assertNoPageProblems(page, 'delete confirmation page');
+      expect(await page.title()).toBe('Supprimer le dossier de Éloïse Gagnon-Côté\u202f? — Guichet');
+      expect(await page.locator('h1').innerText()).toBe('Supprimer le dossier de Éloïse Gagnon-Côté\u202f?');
+      const consequences = await page.locator('main ul li').allInnerTexts();
+      expect(consequences).toHaveLength(4);
+      expect(consequences[1]).toContain('le service de garde ne voit plus l’enfant dans sa liste');
+      expect(consequences[3]).toContain('pas même dans les copies de sauvegarde');
+      expect(await page.locator('.warning-text').innerText()).toContain('la suppression ne peut plus être annulée');
+      await shot(page, '09-delete-confirm');
+
+      // The same page in English.
+      expect(await follow(page, () => page.getByRole('link', { name: /English/ }).click())).toBe(200);
+      await checkA11y(page, 'delete confirmation page (en)');
+      expect(await page.locator('h1').innerText()).toBe('Delete Éloïse Gagnon-Côté’s file?');
+      expect(await page.getByRole('button', { name: 'Yes, delete the file' }).count()).toBe(1);
+      expect(await follow(page, () => page.getByRole('link', { name: /Français/ }).click())).toBe(200);
+
+      // Cancel first: back to the file, nothing deleted.
+      expect(await follow(page, () => page.getByRole('link', { name: 'Non, revenir au dossier' }).last().click())).toBe(200);
+      expect(page.url()).toBe(`${base}/children/${childId}`);
+      expect((await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('children').select('deleted_at').where('id', '=', childId).executeTakeFirstOrThrow())).deleted_at).toBeNull();
+
+      // Then delete, pressing the button by keyboard.
+      await follow(page, () => page.goto(`${base}/children/${childId}/delete`));
+      await page.getByRole('button', { name: 'Oui, supprimer le dossier' }).focus();
+      expect(await follow(page, () => page.keyboard.press('Enter'))).toBe(200);
+      expect(new URL(page.url()).pathname).toBe('/account');
+      await checkA11y(page, 'account page after deletion');
+      expect(await page.getByRole('status').innerText()).toContain('Le dossier a été supprimé. Le programme peut le rétablir à votre demande pendant 30 jours.');
+      expect(await page.locator('main').innerText()).not.toContain('Gagnon-Côté');
+      expect(await follow(page, () => page.goto(`${base}/children/${childId}`))).toBe(404);
+      await checkA11y(page, 'the deleted file');
+      assertNoPageProblems(page, 'the deleted file');
+    }, 60_000);
+  }
+});
