@@ -232,6 +232,27 @@ describe('authenticator app (TOTP)', () => {
   });
 });
 
+describe('notices', () => {
+  it('e-mails the account holder, in their language, every time a factor is added or removed or the recovery codes change', async () => {
+    const { c, email } = await enrolled();
+    at(1000);
+    expect((await c.post('/account/security/recovery-codes')).status).toBe(200);
+    at(1000);
+    expect((await c.post('/account/security/totp/remove')).status).toBe(303);
+    const mails = await inTenant(database.db, tenant.id, (trx) =>
+      trx.selectFrom('mail_outbox').select(['template', 'subject', 'body_text', 'locale']).where('to_address', '=', email).where('template', '=', 'factor_changed').orderBy('created_at').execute(),
+    );
+    expect(mails.map((m) => m.locale)).toEqual(['fr', 'fr', 'fr']);
+    expect(mails[0]!.subject).toBe('Vos moyens de connexion Guichet ont changé');
+    expect(mails.map((m) => /Sur votre compte Guichet, ([^.]+)\./.exec(m.body_text)?.[1])).toEqual([
+      'une application d’authentification a été ajoutée à votre compte',
+      'de nouveaux codes de récupération ont été créés (les anciens ne fonctionnent plus)',
+      'l’application d’authentification a été retirée de votre compte',
+    ]);
+    expect(mails[0]!.body_text).toContain('/account/security');
+  });
+});
+
 describe('recovery codes', () => {
   it('sign in once each (case and hyphens ignored), never twice; regenerating voids the old ones', async () => {
     const { c, email, id, codes } = await enrolled();

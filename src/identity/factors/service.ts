@@ -8,7 +8,9 @@ import type { Trx } from '../../db/connection.ts';
 import { inTenant } from '../../db/tenant.ts';
 import { AppError } from '../../errors.ts';
 import { originFields } from '../../tenants/service.ts';
-import { messages } from '../../web/i18n/index.ts';
+import { enqueueMail } from '../../mail/outbox.ts';
+import { formatDateTime, messages } from '../../web/i18n/index.ts';
+import { describeDevice } from '../sessions.ts';
 import { verifyPassword } from '../passwords.ts';
 import { createSession, loadMemberships, type SessionResult } from '../service.ts';
 import { requireRecentAuth } from '../stepup.ts';
@@ -91,6 +93,31 @@ async function recoveryCodesIfNone(deps: Deps, trx: Trx, ctx: Ctx, accountId: st
   return codes;
 }
 
+
+type FactorChange = 'totpAdded' | 'totpRemoved' | 'passkeyAdded' | 'passkeyRemoved' | 'recoveryRegenerated';
+
+/**
+ * Every change to a person's factors is e-mailed to them, in the same
+ * transaction: someone who has taken over a session and adds their own
+ * authenticator (or removes the owner's) is announced to the owner at once.
+ */
+async function notifyFactorChange(trx: Trx, ctx: Ctx, actor: Actor, change: FactorChange, name?: string): Promise<void> {
+  const m = messages(actor.locale);
+  const device = describeDevice(ctx.userAgent) ?? m.security.unknownDevice;
+  await enqueueMail(
+    trx,
+    ctx.tenant.id,
+    {
+      to: actor.email,
+      locale: actor.locale,
+      template: 'factor_changed',
+      subject: m.factors.changeMail.subject,
+      body: m.factors.changeMail.body(m.factors.changeMail.what[change](name ?? ''), formatDateTime(actor.locale, ctx.now), `${device}${ctx.ip ? ` (${ctx.ip})` : ''}`, `${ctx.baseUrl}/account/security`),
+    },
+    ctx.now,
+  );
+}
+
 /* ------------------------------------------------------------ the overview */
 
 export interface PasskeyView {
@@ -158,6 +185,7 @@ export async function confirmTotpEnrolment(deps: Deps, ctx: Ctx, rawCode: unknow
     }
     await trx.updateTable('totp_factors').set({ confirmed_at: ctx.now }).where('id', '=', live.id).execute();
     await audit(trx, ctx, 'identity.totp.enrol', 'success', { accountId: actor.accountId, targetType: 'totp', targetIds: [live.id] });
+    await notifyFactorChange(trx, ctx, actor, 'totpAdded');
     const recoveryCodes = await recoveryCodesIfNone(deps, trx, ctx, actor.accountId);
     await addSessionMethod(trx, actor, 'totp');
     return { ok: true, recoveryCodes } as const;
@@ -174,6 +202,7 @@ export async function removeTotp(deps: Deps, ctx: Ctx): Promise<boolean> {
     await dropRecoveryIfNoFactor(trx, ctx, actor.accountId);
     await endOtherSessions(trx, actor, ctx.now);
     await audit(trx, ctx, 'identity.totp.remove', 'success', { accountId: actor.accountId, targetType: 'totp', targetIds: [live.id] });
+    await notifyFactorChange(trx, ctx, actor, 'totpRemoved');
     return true;
   });
 }
@@ -188,6 +217,7 @@ export async function regenerateRecoveryCodes(deps: Deps, ctx: Ctx): Promise<str
     if (!store.hasSecondFactor(await store.enrolledFactors(trx, actor.accountId))) throw new AppError('badRequest');
     const codes = await store.replaceRecoveryCodes(trx, keys(deps), ctx.tenant.id, actor.accountId, ctx.now);
     await audit(trx, ctx, 'identity.recovery.generate', 'success', { accountId: actor.accountId, details: { count: codes.length, reason: 'regenerate' } });
+    await notifyFactorChange(trx, ctx, actor, 'recoveryRegenerated');
     return codes;
   });
 }
@@ -245,7 +275,7 @@ export async function registerPasskey(deps: Deps, ctx: Ctx, rp: RelyingParty, se
         last_used_at: null,
         revoked_at: null,
       })
-      .returning('id')
+      .returning(['id', 'name'])
       .executeTakeFirstOrThrow();
     await audit(trx, ctx, 'identity.passkey.register', 'success', {
       accountId: actor.accountId,
@@ -253,6 +283,7 @@ export async function registerPasskey(deps: Deps, ctx: Ctx, rp: RelyingParty, se
       targetIds: [row.id],
       details: { aaguid: v.credential.aaguid, backedUp: v.credential.backedUp, userVerified: v.credential.userVerified, rpId: rp.id },
     });
+    await notifyFactorChange(trx, ctx, actor, 'passkeyAdded', row.name);
     const recoveryCodes = await recoveryCodesIfNone(deps, trx, ctx, actor.accountId);
     await addSessionMethod(trx, actor, 'passkey');
     return { ok: true, id: row.id, recoveryCodes } as const;
@@ -285,11 +316,12 @@ export async function revokePasskey(deps: Deps, ctx: Ctx, id: string): Promise<b
   requireRecentAuth(ctx, undefined, { returnTo: `/account/security/passkeys/${UUID.test(id) ? id : ''}/revoke` });
   if (!UUID.test(id)) return false;
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
-    const r = await trx.updateTable('webauthn_credentials').set({ revoked_at: ctx.now }).where('id', '=', id).where('account_id', '=', actor.accountId).where('revoked_at', 'is', null).returning('id').executeTakeFirst();
+    const r = await trx.updateTable('webauthn_credentials').set({ revoked_at: ctx.now }).where('id', '=', id).where('account_id', '=', actor.accountId).where('revoked_at', 'is', null).returning(['id', 'name']).executeTakeFirst();
     if (!r) return false;
     await dropRecoveryIfNoFactor(trx, ctx, actor.accountId);
     await endOtherSessions(trx, actor, ctx.now);
     await audit(trx, ctx, 'identity.passkey.revoke', 'success', { accountId: actor.accountId, targetType: 'passkey', targetIds: [id] });
+    await notifyFactorChange(trx, ctx, actor, 'passkeyRemoved', r.name);
     return true;
   });
 }

@@ -421,6 +421,18 @@ export const en: Messages = {
     passkeyNameHint: 'To recognise it later, for example “Marie’s phone”.',
     passkeyNameInvalid: 'The name must have 1 to 60 characters, without control characters',
     defaultPasskeyName: (n: number) => `Passkey ${n}`,
+    changeMail: {
+      subject: 'The ways you sign in to Guichet have changed',
+      what: {
+        totpAdded: () => 'an authenticator app was added to your account',
+        totpRemoved: () => 'the authenticator app was removed from your account',
+        passkeyAdded: (name: string) => `a passkey (“${name}”) was added to your account`,
+        passkeyRemoved: (name: string) => `the passkey “${name}” was removed from your account`,
+        recoveryRegenerated: () => 'new recovery codes were created (the old ones no longer work)',
+      },
+      body: (what: string, when: string, device: string, link: string) =>
+        `Hello,\n\nOn your Guichet account, ${what}.\n\n${when}\n${device}\n\nIf it was you, there is nothing to do. If not, someone is using your account: change your password, check the ways you sign in and end any session you do not recognise:\n\n${link}\n\nGuichet`,
+    },
     needsJs: 'Passkeys need JavaScript. Turn JavaScript on in your browser to use them, or choose another method.',
     unsupported: 'This browser does not support passkeys. Use an up-to-date browser, or choose another method.',
     passkeyFailed: 'The passkey was not used. Try again, or choose another method.',

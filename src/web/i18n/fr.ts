@@ -427,6 +427,18 @@ export const fr = {
     passkeyNameHint: 'Pour la reconnaître plus tard, par exemple « Téléphone de Marie ».',
     passkeyNameInvalid: 'Le nom doit compter de 1 à 60 caractères, sans caractères de contrôle',
     defaultPasskeyName: (n: number) => `Clé d’accès ${n}`,
+    changeMail: {
+      subject: 'Vos moyens de connexion Guichet ont changé',
+      what: {
+        totpAdded: () => 'une application d’authentification a été ajoutée à votre compte',
+        totpRemoved: () => 'l’application d’authentification a été retirée de votre compte',
+        passkeyAdded: (name: string) => `une clé d’accès (« ${name} ») a été ajoutée à votre compte`,
+        passkeyRemoved: (name: string) => `la clé d’accès « ${name} » a été retirée de votre compte`,
+        recoveryRegenerated: () => 'de nouveaux codes de récupération ont été créés (les anciens ne fonctionnent plus)',
+      },
+      body: (what: string, when: string, device: string, link: string) =>
+        `Bonjour,\n\nSur votre compte Guichet, ${what}.\n\n${when}\n${device}\n\nSi c’était vous, vous n’avez rien à faire. Sinon, quelqu’un utilise votre compte : changez votre mot de passe, vérifiez vos moyens de connexion et mettez fin aux sessions que vous ne reconnaissez pas :\n\n${link}\n\nGuichet`,
+    },
     needsJs: 'Les clés d’accès ont besoin de JavaScript. Activez JavaScript dans votre navigateur pour les utiliser, ou choisissez une autre méthode.',
     unsupported: 'Ce navigateur ne prend pas en charge les clés d’accès. Utilisez un navigateur à jour, ou choisissez une autre méthode.',
     passkeyFailed: 'La clé d’accès n’a pas été utilisée. Réessayez, ou choisissez une autre méthode.',
