@@ -51,6 +51,10 @@ export const ACTIONS = {
   'identity.grant.list': tenantAdmin,
   'identity.grant.revoke': tenantAdmin,
   'identity.staff.list': tenantAdmin,
+  /** Ask for the second factors of someone who lost them all to be removed; a different administrator approves. */
+  'identity.factorReset.request': tenantAdmin,
+  'identity.factorReset.approve': tenantAdmin,
+  'identity.factorReset.list': tenantAdmin,
   /** The security console's view of the audit log: latest signed head, witness agreement. */
   'audit.head.read': [
     { who: 'role', role: 'security_officer', scope: 'tenant' },

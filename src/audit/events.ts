@@ -19,6 +19,10 @@ export const AUDIT_ACTIONS = [
   'identity.grant.refuse',
   'identity.grant.revoke',
   'identity.grant.list',
+  'identity.factorReset.request',
+  'identity.factorReset.approve',
+  'identity.factorReset.refuse',
+  'identity.factorReset.list',
   'identity.account.locked',
   'identity.signin.spraying',
   'identity.signin.throttled',
@@ -53,7 +57,7 @@ export const AUDIT_ACTIONS = [
   // the audit log itself (src/audit): the security console read, exports for auditors
   'audit.head.read',
   'audit.export',
-  // records encryption, deletion, history, keys (issue 6)
+  // records encryption, deletion, history, keys (src/records, src/crypto)
   'waitlist.childFile.delete',
   'waitlist.childFile.restore.request',
   'waitlist.childFile.restore.approve',

@@ -383,6 +383,19 @@ export interface PrivilegeRequestsTable {
   membership_id: string | null;
 }
 
+export interface FactorResetRequestsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  account_id: string;
+  reason: string;
+  requested_by: string;
+  requested_at: Timestamp;
+  expires_at: Timestamp;
+  status: Generated<'pending' | 'approved' | 'refused'>;
+  decided_by: string | null;
+  decided_at: Timestamp | null;
+}
+
 export interface SchemaMigrationsTable {
   version: number;
   name: string;
@@ -412,6 +425,7 @@ export interface DB {
   auth_attempts: AuthAttemptsTable;
   known_devices: KnownDevicesTable;
   privilege_requests: PrivilegeRequestsTable;
+  factor_reset_requests: FactorResetRequestsTable;
   totp_factors: TotpFactorsTable;
   recovery_codes: RecoveryCodesTable;
   webauthn_credentials: WebauthnCredentialsTable;
