@@ -200,7 +200,7 @@ const SPECS: RouteSpec[] = [
     dates: ['birthDate', 'desiredEntryDate'],
   },
   { route: '/children/:id/applications/:appId/withdraw', who: 'parent', params: { id: (fx) => fx.childId, appId: (fx) => fx.applicationId }, base: () => ({}), noBody: true },
-  // Deleting a file (records, issue 6): every case here is refused, so the file is never deleted.
+  // Deleting a file (records): every case here is refused, so the file is never deleted.
   { route: '/children/:id/delete', who: 'parent', params: { id: (fx) => fx.childId }, base: () => ({}), noBody: true },
   // Second factors (src/identity/factors). A code that is not the right one, a credential that is no credential:
   // whatever else is sent, these are refused; the spoiled field must be refused too, and nothing written.

@@ -1,5 +1,5 @@
 -- Personal data encrypted at rest; NIREC as a blind index; history; soft
--- deletion with a second person to restore; crypto-shredding (issue 6).
+-- deletion with a second person to restore; crypto-shredding.
 -- The keys are not here: see src/crypto/README.md.
 --
 -- ENCRYPTED (AES-256-GCM under the family's data key; the associated data
