@@ -336,7 +336,7 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
   });
 
   /* ------------------------------------------------------------------- staff */
-  app.get('/staff', async (req, reply) => {
+  app.get<{ Querystring: { requested?: string } }>('/staff', async (req, reply) => {
     const ctx = req.ctx;
     if (!ctx.actor) throw new AppError('signInRequired');
     const facilities = await staffFacilities(deps, ctx);
@@ -345,6 +345,7 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
     return sendPage(
       reply,
       <Page env={env} title={s.title}>
+        {req.query.requested && <Notice>{env.m.grants.requested}</Notice>}
         <h1>{s.title}</h1>
         <p class="lead">{s.lead}</p>
         {facilities.length === 0 ? (
@@ -367,6 +368,9 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
             ))}
           </ul>
         )}
+        <p>
+          <a href="/grants/new">{env.m.grants.newLink}</a>
+        </p>
       </Page>,
     );
   });

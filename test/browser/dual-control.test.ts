@@ -1,0 +1,174 @@
+/**
+ * Dual control in a real browser (Debian's Chromium, its virtual
+ * authenticator for the passkeys — not a mock): a staff member asks for the
+ * administrator role, the first administrator approves it with a passkey;
+ * the new administrator then approves the reset of a colleague's lost second
+ * factor that the first one asked for. Each side signs its step with a
+ * passkey. axe-core checks every page on the way (0 violations), in French
+ * and in English.
+ */
+import type { AddressInfo } from 'node:net';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inTenant } from '../../src/db/tenant.ts';
+import { enrolledFactors, hasSecondFactor } from '../../src/identity/factors/store.ts';
+import type { Tenant } from '../../src/tenants/service.ts';
+import { createAdmin, createFacility, createStaff, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
+import { assertNoPageProblems, checkA11y, closeBrowser, follow, launchBrowser, newContext, newPage } from '../helpers/browser.ts';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { freshTotpCode, totpSecretFor } from '../helpers/factors.ts';
+
+let database: TestDatabase;
+let t: TestApp;
+let tenant: Tenant;
+let base: string;
+let browser: Browser;
+const contexts: BrowserContext[] = [];
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  t = await startTestApp(database);
+  tenant = await tenantFor(t, { name_fr: 'Ville de Longueuil', name_en: 'City of Longueuil' });
+  await t.app.listen({ port: 0, host: '127.0.0.1' });
+  base = `http://${tenant.hosts[0]}:${(t.app.server.address() as AddressInfo).port}`;
+  browser = await launchBrowser();
+});
+
+afterAll(async () => {
+  for (const c of contexts) await c.close().catch(() => {});
+  await closeBrowser(browser);
+  await t?.close();
+  await database?.close();
+});
+
+/** A browser of its own, with Chromium's virtual platform authenticator (user verification on). */
+async function personalBrowser(): Promise<Page> {
+  const context = await newContext(browser);
+  contexts.push(context);
+  const page = await newPage(context);
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('WebAuthn.enable');
+  await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: { protocol: 'ctap2', transport: 'internal', hasResidentKey: true, hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true },
+  });
+  return page;
+}
+
+async function check(page: Page, label: string): Promise<void> {
+  await checkA11y(page, label);
+  assertNoPageProblems(page, label);
+}
+
+async function visit(page: Page, path: string, label: string, status = 200): Promise<void> {
+  const r = await page.goto(base + path);
+  expect(r?.status(), `${label}: status of ${path}`).toBe(status);
+  await check(page, label);
+}
+
+async function go(page: Page, label: string, action: () => Promise<unknown>): Promise<number> {
+  const status = await follow(page, action);
+  await check(page, label);
+  return status;
+}
+
+/**
+ * A step that needs a passkey used within five minutes: when the machine is
+ * slow enough for the sign-in to have aged, the server asks again, the
+ * passkey answers, and the step is taken again from its page.
+ */
+async function signed(page: Page, label: string, action: () => Promise<unknown>): Promise<void> {
+  await go(page, label, action);
+  if (new URL(page.url()).pathname === '/reauth') {
+    await go(page, `${label}: passkey again`, () => page.getByRole('button', { name: 'Utiliser une clé d’accès' }).click());
+    await go(page, `${label}: again`, action);
+  }
+}
+
+function path(page: Page): string {
+  const u = new URL(page.url());
+  return u.pathname + u.search;
+}
+
+async function mainText(page: Page): Promise<string> {
+  return (await page.locator('main').innerText()).replace(/\s+/g, ' ');
+}
+
+/** Password and app code, then a passkey added to the account (the session then counts it). */
+async function signInAndAddPasskey(page: Page, email: string, label: string): Promise<void> {
+  await visit(page, '/signin', `${label}: sign-in page`);
+  await page.getByLabel('Adresse courriel').fill(email);
+  await page.getByLabel('Mot de passe').fill(PASSWORD);
+  await go(page, `${label}: after the password`, () => page.getByRole('main').getByRole('button', { name: 'Se connecter', exact: true }).click());
+  await page.getByLabel('Code à 6 chiffres').fill(await freshTotpCode(totpSecretFor(tenant.hosts[0]!, email)!, t.deps.clock));
+  await go(page, `${label}: second step`, () => page.getByRole('button', { name: 'Continuer' }).click());
+  await visit(page, '/account/security', `${label}: account security`);
+  await expect.poll(() => page.getByRole('button', { name: 'Ajouter une clé d’accès' }).isVisible()).toBe(true);
+  await go(page, `${label}: passkey added`, () => page.getByRole('button', { name: 'Ajouter une clé d’accès' }).click());
+  if (await page.getByRole('link', { name: 'J’ai conservé mes codes' }).count()) {
+    await go(page, `${label}: codes kept`, () => page.getByRole('link', { name: 'J’ai conservé mes codes' }).click());
+  }
+  expect(await mainText(page)).toContain('La clé d’accès a été ajoutée.');
+}
+
+describe('dual control, in Chromium with passkeys', () => {
+  it('a second administrator by request and approval, then a lost second factor reset by the two of them', async () => {
+    const facility = await createFacility(t, tenant, { name: 'CPE Les Explorateurs' });
+    const first = 'direction.generale@exemple.test';
+    const second = 'coordonnatrice@exemple.test';
+    const colleague = 'educatrice.sans.telephone@exemple.test';
+    const adminId = await createAdmin(t, tenant, first);
+    await createStaff(t, tenant, second, facility, adminId);
+    const colleagueId = await createStaff(t, tenant, colleague, facility, adminId);
+
+    const a = await personalBrowser();
+    const b = await personalBrowser();
+    await signInAndAddPasskey(a, first, 'first administrator');
+    await signInAndAddPasskey(b, second, 'coordinator');
+
+    // the coordinator asks for the administrator role for herself
+    await visit(b, '/grants/new', 'privileged role request form');
+    await b.getByLabel('Rôle').selectOption('tenant_admin');
+    await b.getByLabel('Raison').fill('Remplacement de la direction pendant les vacances');
+    await signed(b, 'role requested', () => b.getByRole('button', { name: 'Envoyer la demande' }).click());
+    expect(await mainText(b)).toContain('La demande est envoyée.');
+
+    // the first administrator reviews and approves it
+    await visit(a, '/admin/grants', 'privileged roles, one pending');
+    await go(a, 'request review', () => a.getByRole('link', { name: `Examiner la demande pour ${second}` }).click());
+    expect(await mainText(a)).toContain('Remplacement de la direction pendant les vacances');
+    await signed(a, 'role approved', () => a.getByRole('button', { name: 'Approuver' }).click());
+    expect(await mainText(a)).toContain('La demande est approuvée');
+
+    // her roles changed, so her session ended: she signs in again with her passkey alone
+    await visit(b, '/signin', 'coordinator signed out by the role change');
+    await go(b, 'coordinator signs in with her passkey', () => b.getByRole('button', { name: 'Utiliser une clé d’accès' }).click());
+
+    // the first administrator asks for the colleague's lost factors to be reset
+    await visit(a, '/admin', 'administration');
+    await go(a, 'factor resets, none yet', () => a.getByRole('link', { name: 'Réinitialiser la deuxième étape' }).click());
+    await go(a, 'reset request form', () => a.getByRole('link', { name: 'Demander une réinitialisation' }).click());
+    await a.getByLabel('Adresse courriel de la personne').fill(colleague);
+    await go(a, 'reset request without a reason', () => a.getByRole('button', { name: 'Envoyer la demande' }).click());
+    expect(await mainText(a)).toContain('Expliquez comment vous avez vérifié l’identité de la personne');
+    await a.getByLabel('Vérification de l’identité').fill('Rappel au numéro du dossier du personnel, questions de vérification');
+    await signed(a, 'reset requested', () => a.getByRole('button', { name: 'Envoyer la demande' }).click());
+    expect(path(a)).toBe('/admin/factor-resets?requested=1');
+    await go(a, 'own request: cannot decide it', () => a.getByRole('link', { name: `Examiner la demande pour ${colleague}` }).click());
+    expect(await mainText(a)).toContain('une autre personne de l’administration doit la traiter');
+    expect(await a.getByRole('button', { name: 'Approuver' }).count()).toBe(0);
+    expect(hasSecondFactor(await inTenant(database.db, tenant.id, (trx) => enrolledFactors(trx, colleagueId)))).toBe(true);
+
+    // the new administrator approves it, in English
+    await visit(b, '/admin/factor-resets?lang=en', 'factor resets in English');
+    await go(b, 'reset review in English', () => b.getByRole('link', { name: `Review the request for ${colleague}` }).click());
+    expect(await mainText(b)).toContain('will be removed and all their sessions will end');
+    await signed(b, 'reset approved', () => b.getByRole('button', { name: 'Approve' }).click());
+    expect(await mainText(b)).toContain('The request is approved');
+    expect(hasSecondFactor(await inTenant(database.db, tenant.id, (trx) => enrolledFactors(trx, colleagueId)))).toBe(false);
+
+    const events = await inTenant(database.db, tenant.id, (trx) =>
+      trx.selectFrom('audit_events').select(['action', 'outcome']).where('action', 'in', ['identity.grant.request', 'identity.grant.approve', 'identity.factorReset.request', 'identity.factorReset.approve']).orderBy('seq').execute(),
+    );
+    expect(events.filter((e) => e.outcome === 'success').map((e) => e.action)).toEqual(['identity.grant.request', 'identity.grant.approve', 'identity.factorReset.request', 'identity.factorReset.approve']);
+  });
+});
