@@ -34,7 +34,7 @@ export interface Ctx {
 export function originOf(ctx: Ctx): AuditOrigin {
   return {
     actorAccountId: ctx.actor?.accountId ?? null,
-    actorRoles: rolesOf(ctx.actor),
+    actorRoles: rolesOf(ctx.actor, ctx.now),
     ip: ctx.ip,
     userAgent: ctx.userAgent,
     requestId: ctx.requestId,

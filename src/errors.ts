@@ -9,7 +9,9 @@ export type ErrorKind =
   | 'csrf'
   | 'tooLarge'
   | 'unsupportedType'
-  | 'tooMany';
+  | 'tooMany'
+  /** A newly granted role during its cooling-off period (src/access/decide.ts). */
+  | 'coolingOff';
 
 const STATUS: Record<ErrorKind, number> = {
   notFound: 404,
@@ -21,6 +23,7 @@ const STATUS: Record<ErrorKind, number> = {
   tooLarge: 413,
   unsupportedType: 415,
   tooMany: 429,
+  coolingOff: 403,
 };
 
 /**

@@ -11,6 +11,7 @@ import { startIdentityMaintenance } from './identity/maintenance.ts';
 import { factorRoutes } from './identity/factors/routes.tsx';
 import { identityRoutes } from './identity/routes.tsx';
 import { sessionRoutes } from './identity/sessions-routes.tsx';
+import { breakGlassRoutes } from './identity/break-glass-routes.tsx';
 import { factorResetRoutes } from './identity/factor-resets-routes.tsx';
 import { grantRoutes } from './identity/grants-routes.tsx';
 import { demoMailRoutes } from './mail/routes.tsx';
@@ -20,7 +21,7 @@ import { waitlistRoutes } from './waitlist/routes.tsx';
 import { buildApp, type RouteModule } from './web/app.ts';
 import { homeRoutes } from './web/pages.tsx';
 
-export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, grantRoutes, factorResetRoutes, waitlistRoutes, demoMailRoutes, factorRoutes, auditRoutes];
+export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, grantRoutes, factorResetRoutes, breakGlassRoutes, waitlistRoutes, demoMailRoutes, factorRoutes, auditRoutes];
 
 /** Tokens travel in links (verification, invitations): never let one reach the logs. */
 export function redactUrl(url: string): string {

@@ -5,6 +5,12 @@ export interface Membership {
   role: MembershipRole;
   facilityId: string | null;
   expiresAt: Date | null;
+  /**
+   * A role granted by dual control opens no personal data until then (the
+   * cooling-off period, COOLING_OFF_MINUTES in decide.ts), unless the session
+   * has broken the glass. Absent or null: no cooling-off.
+   */
+  coolingUntil?: Date | null;
 }
 
 /** Who is acting: resolved once per request from the session, passed to every service. */
@@ -24,6 +30,8 @@ export interface Actor {
   mfa?: boolean;
   /** How and when the session last authenticated; absent outside a session. See src/identity/stepup.ts. */
   auth?: SessionAuth;
+  /** The session's break-glass, while it lasts (src/identity/break-glass.ts). */
+  breakGlass?: { id: string; until: Date } | null;
 }
 
 /** How a session (re)authenticated. A passkey alone is multi-factor: the device, and its PIN or biometrics. */
@@ -41,8 +49,14 @@ export interface SessionAuth {
   passkeys: number;
 }
 
-export function rolesOf(actor: Actor | null): string[] {
+/**
+ * The roles written into each audit event. A session that has broken the
+ * glass says so in every event it causes ("break_glass:<id>"), so that its
+ * reads can be found and reviewed.
+ */
+export function rolesOf(actor: Actor | null, now?: Date): string[] {
   if (!actor) return ['anonymous'];
   const roles = actor.memberships.map((m) => (m.facilityId ? `${m.role}:${m.facilityId}` : m.role));
+  if (actor.breakGlass && (!now || actor.breakGlass.until > now)) roles.push(`break_glass:${actor.breakGlass.id}`);
   return roles.length ? roles : ['parent'];
 }

@@ -1,20 +1,48 @@
 import { sql, type Expression, type SqlBool } from 'kysely';
 import { ACTIONS, OPENS_NO_PERSONAL_DATA, type Action, type Resource, type Rule } from './actions.ts';
-import type { Actor } from './actor.ts';
+import { AppError } from '../errors.ts';
+import type { Actor, Membership } from './actor.ts';
+
+/**
+ * A role granted by dual control opens no personal data for this long: an
+ * intruder who obtains a grant (by tricking two people) still cannot start
+ * reading at once, and every privileged holder has been e-mailed meanwhile.
+ * Break-glass (a stated reason, 30 minutes, everyone alerted) lifts it.
+ */
+export const COOLING_OFF_MINUTES = 60;
 
 export interface Decision {
   allowed: boolean;
   action: Action;
   /** The rule that allowed it, for the audit trail. */
   rule?: Rule;
-  reason?: 'not_signed_in' | 'email_not_verified' | 'no_rule_matches' | 'second_factor_required';
+  reason?: 'not_signed_in' | 'email_not_verified' | 'no_rule_matches' | 'second_factor_required' | 'cooling_off';
 }
 
 function current(actor: Actor, now: Date) {
   return actor.memberships.filter((m) => !m.expiresAt || m.expiresAt > now);
 }
 
-function matches(rule: Rule, actor: Actor | null, resource: Resource, now: Date): boolean {
+export function breakGlassActive(actor: Actor | null, now: Date): boolean {
+  return !!actor?.breakGlass && actor.breakGlass.until > now;
+}
+
+function cooling(m: Membership, now: Date): boolean {
+  return !!m.coolingUntil && m.coolingUntil > now;
+}
+
+/** The memberships that count for this action now: cooling ones only for actions that open no personal data, or under break-glass. */
+function usable(actor: Actor, action: Action, now: Date) {
+  const all = current(actor, now);
+  if (OPENS_NO_PERSONAL_DATA.has(action) || breakGlassActive(actor, now)) return all;
+  return all.filter((m) => !cooling(m, now));
+}
+
+function roleMatches(rule: Extract<Rule, { who: 'role' }>, memberships: readonly Membership[], resource: Resource): boolean {
+  return memberships.some((m) => m.role === rule.role && (rule.scope === 'tenant' || (resource.type === 'facility' && m.facilityId === resource.facilityId)));
+}
+
+function matches(rule: Rule, actor: Actor | null, action: Action, resource: Resource, now: Date): boolean {
   switch (rule.who) {
     case 'anyone':
       return true;
@@ -24,11 +52,7 @@ function matches(rule: Rule, actor: Actor | null, resource: Resource, now: Date)
       return !!actor && actor.emailVerified && resource.type === 'family' && resource.ownerAccountId === actor.accountId;
     case 'role':
       if (!actor) return false;
-      return current(actor, now).some(
-        (m) =>
-          m.role === rule.role &&
-          (rule.scope === 'tenant' || (resource.type === 'facility' && m.facilityId === resource.facilityId)),
-      );
+      return roleMatches(rule, usable(actor, action, now), resource);
   }
 }
 
@@ -46,9 +70,10 @@ export function decide(actor: Actor | null, action: Action, resource: Resource, 
   const rules: readonly Rule[] = ACTIONS[action];
   if (secondFactorMissing(actor, action, now)) return { allowed: false, action, reason: 'second_factor_required' };
   for (const rule of rules) {
-    if (matches(rule, actor, resource, now)) return { allowed: true, action, rule };
+    if (matches(rule, actor, action, resource, now)) return { allowed: true, action, rule };
   }
   if (!actor) return { allowed: false, action, reason: 'not_signed_in' };
+  if (rules.some((r) => r.who === 'role' && roleMatches(r, current(actor, now), resource))) return { allowed: false, action, reason: 'cooling_off' };
   if (!actor.emailVerified && rules.some((r) => r.who === 'verifiedAccount' || r.who === 'familyOwner')) {
     return { allowed: false, action, reason: 'email_not_verified' };
   }
@@ -83,7 +108,7 @@ export function sqlFilter(actor: Actor | null, action: Action, cols: FilterColum
         break;
       case 'role': {
         if (!actor) break;
-        const ms = current(actor, now).filter((m) => m.role === rule.role);
+        const ms = usable(actor, action, now).filter((m) => m.role === rule.role);
         if (!ms.length) break;
         if (rule.scope === 'tenant') {
           parts.push(sql<SqlBool>`true`);
@@ -97,4 +122,12 @@ export function sqlFilter(actor: Actor | null, action: Action, cols: FilterColum
   }
   if (!parts.length) return sql<SqlBool>`false`;
   return sql<SqlBool>`(${sql.join(parts, sql` OR `)})`;
+}
+
+/** The error a person reads for a refusal: sign in, confirm the e-mail, wait out (or break) the cooling-off, or plain "forbidden". */
+export function refusal(actor: Actor | null, d: Decision): AppError {
+  if (!actor || d.reason === 'not_signed_in') return new AppError('signInRequired');
+  if (d.reason === 'email_not_verified') return new AppError('emailNotVerified');
+  if (d.reason === 'cooling_off') return new AppError('coolingOff');
+  return new AppError('forbidden');
 }

@@ -23,6 +23,8 @@ export const AUDIT_ACTIONS = [
   'identity.factorReset.approve',
   'identity.factorReset.refuse',
   'identity.factorReset.list',
+  'identity.breakGlass.start',
+  'identity.breakGlass.end',
   'identity.account.locked',
   'identity.signin.spraying',
   'identity.signin.throttled',

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Kysely } from 'kysely';
 import type { ComponentChildren } from 'preact';
-import { decide } from '../access/decide.ts';
+import { decide, refusal } from '../access/decide.ts';
 import type { Ctx, Deps } from '../context.ts';
 import { originOf } from '../context.ts';
 import type { KeyProvider } from '../crypto/keys.ts';
@@ -73,7 +73,7 @@ export async function auditConsole(deps: Deps, ctx: Ctx, witness: WitnessConfig)
   const base = { actorAccountId: origin.actorAccountId, actorRoles: origin.actorRoles, ip: origin.ip, userAgent: origin.userAgent, requestId: origin.requestId, targetType: 'audit_log' };
   if (!d.allowed) {
     await appendAuditAlone(deps.db.db, ctx.tenant.id, { action: 'audit.head.read', outcome: 'denied', ...base, details: { reason: d.reason ?? 'denied' } }, ctx.now);
-    throw new AppError(ctx.actor ? 'forbidden' : 'signInRequired');
+    throw refusal(ctx.actor, d);
   }
   const tenantId = ctx.tenant.id;
   const signer = signerFor(deps.keys, tenantId);

@@ -396,6 +396,17 @@ export interface FactorResetRequestsTable {
   decided_at: Timestamp | null;
 }
 
+export interface BreakGlassTable {
+  id: Generated<string>;
+  tenant_id: string;
+  account_id: string;
+  session_id: string;
+  reason: string;
+  started_at: Timestamp;
+  expires_at: Timestamp;
+  ended_at: Timestamp | null;
+}
+
 export interface SchemaMigrationsTable {
   version: number;
   name: string;
@@ -426,6 +437,7 @@ export interface DB {
   known_devices: KnownDevicesTable;
   privilege_requests: PrivilegeRequestsTable;
   factor_reset_requests: FactorResetRequestsTable;
+  break_glass: BreakGlassTable;
   totp_factors: TotpFactorsTable;
   recovery_codes: RecoveryCodesTable;
   webauthn_credentials: WebauthnCredentialsTable;

@@ -1,4 +1,4 @@
-import { decide } from '../access/decide.ts';
+import { decide, refusal } from '../access/decide.ts';
 import type { Action } from '../access/actions.ts';
 import { appendAudit, appendAuditAlone } from '../audit/log.ts';
 import type { AuditAction } from '../audit/events.ts';
@@ -53,7 +53,7 @@ async function refuse(deps: Deps, ctx: Ctx, action: AuditAction, targetIds: stri
 
 async function check(deps: Deps, ctx: Ctx, action: Action, audited: AuditAction, targetIds: string[]): Promise<void> {
   const d = decide(ctx.actor, action, { type: 'tenant' }, ctx.now);
-  if (!d.allowed) await refuse(deps, ctx, audited, targetIds, d.reason ?? 'denied', new AppError(ctx.actor ? 'forbidden' : 'signInRequired'));
+  if (!d.allowed) await refuse(deps, ctx, audited, targetIds, d.reason ?? 'denied', refusal(ctx.actor, d));
 }
 
 type Notice = 'requested' | 'approved' | 'refused';

@@ -1,7 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 import type { Actor, AuthMethod, Membership } from '../access/actor.ts';
 import { SECOND_FACTOR_METHODS } from '../access/actor.ts';
-import { decide } from '../access/decide.ts';
+import { COOLING_OFF_MINUTES, decide, refusal } from '../access/decide.ts';
 import { appendAudit, appendAuditAlone } from '../audit/log.ts';
 import type { AuditAction, AuditOrigin } from '../audit/events.ts';
 import type { Ctx, Deps } from '../context.ts';
@@ -15,6 +15,7 @@ import type { Tenant } from '../tenants/service.ts';
 import { originFields } from '../tenants/service.ts';
 import { messages, type Locale } from '../web/i18n/index.ts';
 import { beginSecondFactor, passkeyCountSql, totpEnabledSql } from './factors/store.ts';
+import { activeBreakGlass } from './break-glass.ts';
 import { hashPassword, verifyPassword } from './passwords.ts';
 import { requireRecentAuth } from './stepup.ts';
 import { hashToken, newToken } from './tokens.ts';
@@ -30,12 +31,19 @@ export function sessionPolicy(memberships: readonly Membership[]): { idleSeconds
 export async function loadMemberships(trx: Trx, accountId: string, now: Date): Promise<Membership[]> {
   const rows = await trx
     .selectFrom('memberships')
-    .select(['id', 'role', 'facility_id', 'expires_at'])
+    .select(['id', 'role', 'facility_id', 'expires_at', 'source', 'created_at'])
     .where('account_id', '=', accountId)
     .where('revoked_at', 'is', null)
     .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
     .execute();
-  return rows.map((r) => ({ id: r.id, role: r.role, facilityId: r.facility_id, expiresAt: r.expires_at }));
+  return rows.map((r) => ({
+    id: r.id,
+    role: r.role,
+    facilityId: r.facility_id,
+    expiresAt: r.expires_at,
+    // Only roles granted by dual control cool off: the bootstrap administrator of an empty tenant and invited staff do not.
+    coolingUntil: r.source === 'grant' ? new Date(r.created_at.getTime() + COOLING_OFF_MINUTES * 60_000) : null,
+  }));
 }
 
 function audit(trx: Trx, ctx: Ctx, action: AuditAction, outcome: 'success' | 'denied' | 'failure', extra: { targetIds?: string[]; details?: Record<string, string | number | boolean | null>; actorAccountId?: string } = {}) {
@@ -96,6 +104,8 @@ export async function resolveSession(deps: Deps, tenant: Tenant, token: string, 
       await trx.updateTable('sessions').set({ last_seen_at: now }).where('id', '=', s.id).execute();
     }
     const memberships = await loadMemberships(trx, s.account_id, now);
+    // Break-glass matters only while a role cools off: no look-up otherwise.
+    const breakGlass = memberships.some((m) => m.coolingUntil && m.coolingUntil > now) ? await activeBreakGlass(trx, s.id, now) : null;
     const methods = (s.auth_methods ?? ['password']) as AuthMethod[];
     const passkeys = Number(s.passkeys);
     const totp = !!s.has_totp;
@@ -110,6 +120,7 @@ export async function resolveSession(deps: Deps, tenant: Tenant, token: string, 
       // A second factor counts while the account still has one (removing the last one ends it).
       mfa: (totp || passkeys > 0) && methods.some((m) => SECOND_FACTOR_METHODS.includes(m)),
       auth: { methods, at: s.authenticated_at ?? s.created_at, totp, passkeys },
+      breakGlass,
     };
   });
 }
@@ -264,7 +275,7 @@ export async function inviteStaff(deps: Deps, ctx: Ctx, facilityId: string, emai
   const d = decide(ctx.actor, 'identity.invitation.create', { type: 'tenant' }, ctx.now);
   if (!d.allowed || !ctx.actor) {
     await appendAuditAlone(deps.db.db, ctx.tenant.id, { action: 'identity.invitation.create', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'facility', targetIds: [facilityId], details: { reason: d.reason ?? 'denied' } }, ctx.now);
-    throw new AppError(ctx.actor ? 'forbidden' : 'signInRequired');
+    throw refusal(ctx.actor, d);
   }
   // Conferring a role is sensitive: a fresh authentication (step-up), then back to the facility's page.
   requireRecentAuth(ctx, undefined, { returnTo: `/directory/${facilityId}` });
@@ -288,7 +299,7 @@ export async function listPendingInvitations(deps: Deps, ctx: Ctx) {
   const d = decide(ctx.actor, 'identity.invitation.list', { type: 'tenant' }, ctx.now);
   if (!d.allowed) {
     await appendAuditAlone(deps.db.db, ctx.tenant.id, { action: 'identity.invitation.list', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'invitation', details: { reason: d.reason ?? 'denied' } }, ctx.now);
-    throw new AppError(ctx.actor ? 'forbidden' : 'signInRequired');
+    throw refusal(ctx.actor, d);
   }
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     const rows = await trx

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { appendAudit, appendAuditAlone } from '../audit/log.ts';
 import { untrustedId } from '../audit/untrusted.ts';
-import { decide } from '../access/decide.ts';
+import { decide, refusal } from '../access/decide.ts';
 import type { Ctx, Deps } from '../context.ts';
 import { originOf } from '../context.ts';
 import { inTenant } from '../db/tenant.ts';
@@ -92,7 +92,7 @@ export async function endAccountSessions(deps: Deps, ctx: Ctx, accountId: string
   const d = decide(ctx.actor, 'identity.sessions.end', { type: 'tenant' }, ctx.now);
   if (!d.allowed) {
     await appendAuditAlone(deps.db.db, ctx.tenant.id, { action: 'identity.session.end', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'account', targetIds: [untrustedId(accountId)], details: { reason: d.reason ?? 'denied' } }, ctx.now);
-    throw new AppError(ctx.actor ? 'forbidden' : 'signInRequired');
+    throw refusal(ctx.actor, d);
   }
   if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(accountId)) throw new AppError('notFound');
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {

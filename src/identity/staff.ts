@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { decide } from '../access/decide.ts';
+import { decide, refusal } from '../access/decide.ts';
 import { appendAudit, appendAuditAlone } from '../audit/log.ts';
 import type { Ctx, Deps } from '../context.ts';
 import { originOf } from '../context.ts';
@@ -23,7 +23,7 @@ export async function listStaff(deps: Deps, ctx: Ctx): Promise<StaffRow[]> {
   const d = decide(ctx.actor, 'identity.staff.list', { type: 'tenant' }, ctx.now);
   if (!d.allowed) {
     await appendAuditAlone(deps.db.db, ctx.tenant.id, { action: 'identity.staff.list', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'membership', details: { reason: d.reason ?? 'denied' } }, ctx.now);
-    throw new AppError(ctx.actor ? 'forbidden' : 'signInRequired');
+    throw refusal(ctx.actor, d);
   }
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     const rows = await trx

@@ -135,7 +135,9 @@ function deny(ctx: Ctx, action: AuditAction, targetType: string, targetId: strin
       ? new AppError('signInRequired')
       : decision?.reason === 'email_not_verified'
         ? new AppError('emailNotVerified')
-        : new AppError('notFound'));
+        : decision?.reason === 'cooling_off'
+          ? new AppError('coolingOff')
+          : new AppError('notFound'));
   throw new Denied(
     {
       action,

@@ -19,6 +19,7 @@ export function errorPage(req: FastifyRequest, reply: FastifyReply, kind: ErrorP
       tooLarge: [e.badRequestTitle, e.tooLarge],
       unsupportedType: [e.badRequestTitle, e.unsupportedType],
       tooMany: [e.tooManyTitle, e.tooMany],
+      coolingOff: [e.coolingOffTitle, e.coolingOff],
       server: [e.serverTitle, e.server],
     } as const
   )[kind];
@@ -33,6 +34,11 @@ export function errorPage(req: FastifyRequest, reply: FastifyReply, kind: ErrorP
       {kind === 'signInRequired' && (
         <p>
           <a href="/signin">{env.m.layout.signIn}</a>
+        </p>
+      )}
+      {kind === 'coolingOff' && (
+        <p>
+          <a href={`/break-glass?return=${encodeURIComponent(req.method === 'GET' ? env.path : '/admin')}`}>{e.coolingOffBreakGlass}</a>
         </p>
       )}
       <p class="muted">{e.requestId(req.id)}</p>

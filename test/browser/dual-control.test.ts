@@ -2,8 +2,9 @@
  * Dual control in a real browser (Debian's Chromium, its virtual
  * authenticator for the passkeys — not a mock): a staff member asks for the
  * administrator role, the first administrator approves it with a passkey;
- * the new administrator then approves the reset of a colleague's lost second
- * factor that the first one asked for. Each side signs its step with a
+ * the new administrator, her role still in its cooling-off hour, breaks the
+ * glass and approves the reset of a colleague's lost second factor that the
+ * first one asked for. Each side signs its step with a
  * passkey. axe-core checks every page on the way (0 violations), in French
  * and in English.
  */
@@ -158,7 +159,15 @@ describe('dual control, in Chromium with passkeys', () => {
     expect(await a.getByRole('button', { name: 'Approuver' }).count()).toBe(0);
     expect(hasSecondFactor(await inTenant(database.db, tenant.id, (trx) => enrolledFactors(trx, colleagueId)))).toBe(true);
 
-    // the new administrator approves it, in English
+    // the new administrator's role is still cooling off: she breaks the glass, giving the reason
+    await visit(b, '/admin/factor-resets', 'cooling-off refusal', 403);
+    expect(await mainText(b)).toContain('Votre rôle vient d’être accordé');
+    await go(b, 'break-glass page', () => b.getByRole('link', { name: 'Briser la glace (urgence)' }).click());
+    await b.getByLabel('Raison de l’urgence').fill('Éducatrice sans accès, ouverture du service demain matin');
+    await signed(b, 'glass broken', () => b.getByRole('button', { name: 'Briser la glace pour 30 minutes' }).click());
+    expect(path(b)).toBe('/admin/factor-resets');
+
+    // and approves it, in English
     await visit(b, '/admin/factor-resets?lang=en', 'factor resets in English');
     await go(b, 'reset review in English', () => b.getByRole('link', { name: `Review the request for ${colleague}` }).click());
     expect(await mainText(b)).toContain('will be removed and all their sessions will end');
@@ -170,5 +179,7 @@ describe('dual control, in Chromium with passkeys', () => {
       trx.selectFrom('audit_events').select(['action', 'outcome']).where('action', 'in', ['identity.grant.request', 'identity.grant.approve', 'identity.factorReset.request', 'identity.factorReset.approve']).orderBy('seq').execute(),
     );
     expect(events.filter((e) => e.outcome === 'success').map((e) => e.action)).toEqual(['identity.grant.request', 'identity.grant.approve', 'identity.factorReset.request', 'identity.factorReset.approve']);
+    const glass = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select('actor_roles').where('action', '=', 'identity.factorReset.approve').where('outcome', '=', 'success').executeTakeFirstOrThrow());
+    expect(glass.actor_roles.some((r) => r.startsWith('break_glass:'))).toBe(true);
   });
 });

@@ -219,6 +219,13 @@ const SPECS: RouteSpec[] = [
   { route: '/admin/grants/:id/approve', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
   { route: '/admin/grants/:id/refuse', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
   { route: '/admin/memberships/:id/revoke', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
+  // Factor resets (src/identity/factor-resets-routes.tsx): refused at the first spoiled field, before any step-up; unknown ids are 404.
+  { route: '/admin/factor-resets/new', who: 'admin', base: (fx) => ({ email: fx.parentEmail, reason: 'Rappel au numéro connu' }), text: ['email', 'reason'] },
+  { route: '/admin/factor-resets/:id/approve', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
+  { route: '/admin/factor-resets/:id/refuse', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
+  // Break-glass (src/identity/break-glass-routes.tsx): the administrator here has no role cooling off, so even a good reason changes nothing.
+  { route: '/break-glass', who: 'admin', base: () => ({ reason: 'Urgence réelle ce soir', return: '/admin' }), text: ['reason'] },
+  { route: '/break-glass/end', who: 'admin', base: () => ({}), noBody: true },
   // A grant request is refused at the first spoiled field, before any step-up.
   { route: '/grants/new', who: 'admin', base: (fx) => ({ email: fx.parentEmail, role: 'security_officer', facilityId: '', reason: 'Remplacement', durationMinutes: '240' }), text: ['email', 'role', 'reason', 'durationMinutes'] },
   { route: '/signin/second-factor', who: 'anonymous', base: () => ({ code: '123456', return: '/account' }), text: ['code', 'return'] },
