@@ -51,6 +51,7 @@ async function signIn(page: Page, email: string): Promise<void> {
   expect(new URL(page.url()).pathname).toBe('/signin/second-factor');
   await page.getByLabel('Code à 6 chiffres').fill(await freshTotpCode(totpSecretFor(tenant.hosts[0]!, email)!, t.deps.clock));
   await follow(page, () => page.getByRole('button', { name: 'Continuer' }).click());
+  expect(new URL(page.url()).pathname, await page.locator('main').innerText()).not.toMatch(/^\/signin/);
 }
 
 /** Checks the page in French, switches to English and checks it there too, then comes back. */
