@@ -105,7 +105,7 @@ export interface ChildFileVersionView {
   changedAt: Date;
   changedBy: string | null;
   reference: string;
-  /** Who, as an agent reads it: the family itself, or a member of staff by e-mail (null: the system). */
+  /** Who, as an agent reads it: the family itself, a member of staff by e-mail, or the system (no account). */
   changedByWho: Who;
   firstName: string;
   lastName: string;
