@@ -17,11 +17,12 @@ import { grantRoutes } from './identity/grants-routes.tsx';
 import { demoMailRoutes } from './mail/routes.tsx';
 import { MailSender } from './mail/sender.ts';
 import { TenantDirectory } from './tenants/service.ts';
+import { fileConsoleRoutes } from './waitlist/console-routes.tsx';
 import { waitlistRoutes } from './waitlist/routes.tsx';
 import { buildApp, type RouteModule } from './web/app.ts';
 import { homeRoutes } from './web/pages.tsx';
 
-export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, grantRoutes, factorResetRoutes, breakGlassRoutes, waitlistRoutes, demoMailRoutes, factorRoutes, auditRoutes];
+export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, grantRoutes, factorResetRoutes, breakGlassRoutes, waitlistRoutes, demoMailRoutes, factorRoutes, auditRoutes, fileConsoleRoutes];
 
 /** Tokens travel in links (verification, invitations): never let one reach the logs. */
 export function redactUrl(url: string): string {

@@ -63,6 +63,7 @@ export const AUDIT_ACTIONS = [
   'waitlist.childFile.delete',
   'waitlist.childFile.restore.request',
   'waitlist.childFile.restore.approve',
+  'waitlist.childFile.restore.list',
   'waitlist.childFile.lookupByNirec',
   'waitlist.childFile.history',
   'records.childFile.purge',

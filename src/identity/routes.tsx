@@ -366,12 +366,20 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
         {ended !== undefined && <Notice>{a.sessionsEnded(ended)}</Notice>}
         <h1>{a.title}</h1>
         <p class="lead">{a.lead}</p>
-        <p>
-          <a href="/admin/grants">{env.m.grants.title}</a>
-        </p>
-        <p>
-          <a href="/admin/factor-resets">{env.m.factorResets.title}</a>
-        </p>
+        <ul>
+          <li>
+            <a href="/admin/grants">{env.m.grants.title}</a>
+          </li>
+          <li>
+            <a href="/admin/factor-resets">{env.m.factorResets.title}</a>
+          </li>
+          <li>
+            <a href="/admin/files">{env.m.console.lookupTitle}</a>
+          </li>
+          <li>
+            <a href="/admin/restores">{env.m.console.restoresTitle}</a>
+          </li>
+        </ul>
         <h2>{a.staffTitle}</h2>
         {staff.length === 0 ? (
           <p>{a.staffNone}</p>

@@ -10,7 +10,8 @@ import { envelopeFor, type Envelope, type FamilyKey } from '../crypto/envelope.t
 import { CiphertextError, DataKeyDestroyedError, DataKeyMissingError, KeyError, KeyringError, MasterKeyMismatchError } from '../crypto/errors.ts';
 import type { Trx } from '../db/connection.ts';
 import { inTenant } from '../db/tenant.ts';
-import { AppError, ValidationError } from '../errors.ts';
+import { AppError, ValidationError, type ErrorKind } from '../errors.ts';
+import { requireRecentAuth } from '../identity/stepup.ts';
 import { originFields } from '../tenants/service.ts';
 import { maskNirec, normaliseNirec, type ChildInput } from '../waitlist/child-file.ts';
 import { ageGroup, categorySql, rankOrderSql, type AgeGroup, type Category } from '../waitlist/ranking.ts';
@@ -103,6 +104,9 @@ export interface ChildFileVersionView {
   changedFields: string[];
   changedAt: Date;
   changedBy: string | null;
+  reference: string;
+  /** Who, as an agent reads it: the family itself, a member of staff by e-mail, or the system (no account). */
+  changedByWho: Who;
   firstName: string;
   lastName: string;
   birthDate: string;
@@ -110,6 +114,47 @@ export interface ChildFileVersionView {
   desiredEntryDate: string;
   daysOfCare: number;
   inSubsidisedCare: boolean;
+}
+
+/** Who acted, without naming a parent: the family, a member of staff (their work address), or nobody (the system). */
+export type Who = { kind: 'family' } | { kind: 'agent'; email: string } | { kind: 'system' };
+
+/** A deleted file as its family sees it: until when it can come back, and whether they asked. */
+export interface DeletedChildView {
+  id: string;
+  reference: string;
+  firstName: string;
+  lastName: string;
+  deletedAt: Date;
+  restoreUntil: Date;
+  restoreRequested: boolean;
+}
+
+/** An open restore request, for the administrators who decide it: the reference, no identity. */
+export interface RestoreRequestView {
+  id: string;
+  childId: string;
+  reference: string;
+  requestedBy: string;
+  requestedByWho: Who;
+  requestedAt: Date;
+  deletedAt: Date;
+  restoreUntil: Date;
+}
+
+/**
+ * Why a restore was refused, for a message that names it; the kind keeps the
+ * answer's status (the caller who may not know more still reads "not found").
+ */
+export type RestoreRefusalReason = 'malformed_id' | 'same_person' | 'already_decided' | 'retention_expired';
+
+export class RestoreRefused extends AppError {
+  constructor(
+    kind: ErrorKind,
+    readonly reason: RestoreRefusalReason,
+  ) {
+    super(kind);
+  }
 }
 
 class Denied extends Error {
@@ -666,7 +711,7 @@ export async function requestChildFileRestore(deps: Deps, ctx: Ctx, childId: str
   return run(deps, ctx, 'waitlist.childFile.restore.request', async (trx) => {
     const c = await childWithOwner(trx, ctx, childId, 'waitlist.childFile.restore.request', { deleted: true, lock: true });
     const cutoff = new Date(ctx.now.getTime() - ctx.tenant.rules.deletedFileRetentionDays * 86_400_000);
-    if (c.deleted_at! <= cutoff) deny(ctx, 'waitlist.childFile.restore.request', 'child', childId, 'retention_expired');
+    if (c.deleted_at! <= cutoff) deny(ctx, 'waitlist.childFile.restore.request', 'child', childId, 'retention_expired', undefined, new RestoreRefused('notFound', 'retention_expired'));
     const open = await trx.selectFrom('child_file_restore_requests').select('id').where('child_id', '=', c.id).where('decided_at', 'is', null).executeTakeFirst();
     if (open) return { requestId: open.id };
     const r = await trx
@@ -689,12 +734,13 @@ export async function decideChildFileRestore(deps: Deps, ctx: Ctx, requestId: st
   const action = 'waitlist.childFile.restore.approve';
   try {
     await run(deps, ctx, action, async (trx, env) => {
-      if (!UUID.test(requestId)) deny(ctx, action, 'restore_request', requestId, 'malformed_id');
+      if (!UUID.test(requestId)) deny(ctx, action, 'restore_request', requestId, 'malformed_id', undefined, new RestoreRefused('notFound', 'malformed_id'));
       const d = decide(ctx.actor, action, { type: 'tenant' }, ctx.now);
       if (!d.allowed || !ctx.actor) deny(ctx, action, 'restore_request', requestId, d.reason ?? 'denied', d);
       const req = await trx.selectFrom('child_file_restore_requests').selectAll().where('id', '=', requestId).forUpdate().executeTakeFirst();
-      if (!req || req.decided_at) deny(ctx, action, 'restore_request', requestId, req ? 'already_decided' : 'not_found');
-      if (req.requested_by === ctx.actor.accountId) deny(ctx, action, 'restore_request', requestId, 'same_person', undefined, new AppError('forbidden'));
+      if (!req) deny(ctx, action, 'restore_request', requestId, 'not_found');
+      if (req.decided_at) deny(ctx, action, 'restore_request', requestId, 'already_decided', undefined, new RestoreRefused('notFound', 'already_decided'));
+      if (req.requested_by === ctx.actor.accountId) deny(ctx, action, 'restore_request', requestId, 'same_person', undefined, new RestoreRefused('forbidden', 'same_person'));
       const c = await trx
         .selectFrom('children as c')
         .innerJoin('families as f', 'f.id', 'c.family_id')
@@ -703,7 +749,11 @@ export async function decideChildFileRestore(deps: Deps, ctx: Ctx, requestId: st
         .where('c.id', '=', req.child_id)
         .forUpdate()
         .executeTakeFirst();
-      if (!c || !c.deleted_at || c.purged_at) deny(ctx, action, 'restore_request', requestId, 'not_restorable');
+      // Past the window the file is the purge's, even if the purge has not run yet.
+      const cutoff = new Date(ctx.now.getTime() - ctx.tenant.rules.deletedFileRetentionDays * 86_400_000);
+      if (!c || !c.deleted_at || c.purged_at || c.deleted_at <= cutoff) deny(ctx, action, 'restore_request', requestId, 'not_restorable', undefined, new RestoreRefused('notFound', 'retention_expired'));
+      // Approving brings personal data back onto every list: the approver authenticates afresh (rejecting changes nothing).
+      if (decision === 'approve') requireRecentAuth(ctx, undefined, { returnTo: `/admin/restores/${req.id}` });
       await trx.updateTable('child_file_restore_requests').set({ decided_by: ctx.actor.accountId, decided_at: ctx.now, decision: decision === 'approve' ? 'approved' : 'rejected' }).where('id', '=', req.id).execute();
       if (decision === 'approve') {
         await assertNoDuplicateNirec(trx, c.nirec_index);
@@ -726,20 +776,110 @@ export async function decideChildFileRestore(deps: Deps, ctx: Ctx, requestId: st
   }
 }
 
-/** Open restore requests, for the administrators who decide them: references only, no identity. */
-export async function listRestoreRequests(deps: Deps, ctx: Ctx): Promise<{ id: string; childId: string; reference: string; requestedBy: string; requestedAt: Date; deletedAt: Date }[]> {
-  return run(deps, ctx, 'waitlist.childFile.restore.approve', async (trx) => {
-    const d = decide(ctx.actor, 'waitlist.childFile.restore.approve', { type: 'tenant' }, ctx.now);
-    if (!d.allowed) deny(ctx, 'waitlist.childFile.restore.approve', 'restore_request', 'list', d.reason ?? 'denied', d);
-    const rows = await trx
+/** Labels the account ids that acted on files: the family's own account, or a member of staff by e-mail. */
+async function whoActed(trx: Trx, pairs: { accountId: string | null; ownerAccountId: string }[]): Promise<Who[]> {
+  const agents = [...new Set(pairs.filter((p) => p.accountId && p.accountId !== p.ownerAccountId).map((p) => p.accountId!))];
+  const emails = new Map<string, string>();
+  if (agents.length) for (const a of await trx.selectFrom('accounts').select(['id', 'email']).where('id', 'in', agents).execute()) emails.set(a.id, a.email);
+  return pairs.map((p) => (!p.accountId ? { kind: 'system' } : p.accountId === p.ownerAccountId ? { kind: 'family' } : { kind: 'agent', email: emails.get(p.accountId) ?? '—' }));
+}
+
+async function openRestoreRequests(deps: Deps, ctx: Ctx, requestId: string | null): Promise<RestoreRequestView[]> {
+  const action = 'waitlist.childFile.restore.approve';
+  const purpose: Purpose = 'admin.childFile.restoreRequests';
+  return run(deps, ctx, action, async (trx) => {
+    const target = requestId ?? 'list';
+    if (requestId !== null && !UUID.test(requestId)) deny(ctx, 'waitlist.childFile.restore.list', 'restore_request', target, 'malformed_id', undefined, new RestoreRefused('notFound', 'malformed_id'));
+    const d = decide(ctx.actor, action, { type: 'tenant' }, ctx.now);
+    if (!d.allowed) deny(ctx, 'waitlist.childFile.restore.list', 'restore_request', target, d.reason ?? 'denied', d);
+    let q = trx
       .selectFrom('child_file_restore_requests as r')
       .innerJoin('children as c', 'c.id', 'r.child_id')
-      .select(['r.id', 'r.child_id', 'c.reference', 'r.requested_by', 'r.requested_at', 'c.deleted_at'])
-      .where('r.decided_at', 'is', null)
+      .innerJoin('families as f', 'f.id', 'c.family_id')
+      .select(['r.id', 'r.child_id', 'c.reference', 'c.family_id', 'f.account_id as owner', 'r.requested_by', 'r.requested_at', 'r.decided_at', 'c.deleted_at'])
       .where('c.purged_at', 'is', null)
-      .orderBy('r.requested_at')
+      .orderBy('r.requested_at');
+    q = requestId === null ? q.where('r.decided_at', 'is', null) : q.where('r.id', '=', requestId);
+    const rows = await q.execute();
+    if (requestId !== null && !rows.length) deny(ctx, 'waitlist.childFile.restore.list', 'restore_request', target, 'not_found');
+    if (requestId !== null && rows[0]!.decided_at) deny(ctx, 'waitlist.childFile.restore.list', 'restore_request', target, 'already_decided', undefined, new RestoreRefused('notFound', 'already_decided'));
+    if (rows.length) {
+      await audit(trx, ctx, {
+        action: 'waitlist.childFile.restore.list',
+        targetType: 'restore_request',
+        targetIds: rows.flatMap((r) => [r.id, r.child_id]),
+        familyIds: [...new Set(rows.map((r) => r.family_id))],
+        fields: fieldsFor(purpose),
+        purpose,
+        details: { count: rows.length },
+      });
+    }
+    const who = await whoActed(trx, rows.map((r) => ({ accountId: r.requested_by, ownerAccountId: r.owner })));
+    const days = ctx.tenant.rules.deletedFileRetentionDays;
+    return rows.map((r, i) => ({
+      id: r.id,
+      childId: r.child_id,
+      reference: r.reference,
+      requestedBy: r.requested_by,
+      requestedByWho: who[i]!,
+      requestedAt: r.requested_at,
+      deletedAt: r.deleted_at!,
+      restoreUntil: new Date(r.deleted_at!.getTime() + days * 86_400_000),
+    }));
+  });
+}
+
+/** Open restore requests, for the administrators who decide them: references only, no identity. Audited. */
+export async function listRestoreRequests(deps: Deps, ctx: Ctx): Promise<RestoreRequestView[]> {
+  return openRestoreRequests(deps, ctx, null);
+}
+
+/** One open restore request, for the page where a second administrator decides it. Audited. */
+export async function readRestoreRequest(deps: Deps, ctx: Ctx, requestId: string): Promise<RestoreRequestView> {
+  return (await openRestoreRequests(deps, ctx, requestId))[0]!;
+}
+
+/**
+ * The family's deleted files that can still come back: until when, and
+ * whether a restore was asked for. Names only, as on the account page.
+ */
+export async function listDeletedChildren(deps: Deps, ctx: Ctx): Promise<DeletedChildView[]> {
+  const purpose: Purpose = 'parent.children.deleted';
+  return run(deps, ctx, 'waitlist.childFile.list', async (trx, env) => {
+    if (!ctx.actor) deny(ctx, 'waitlist.childFile.list', 'family', 'self', 'not_signed_in', decide(null, 'waitlist.childFile.list', { type: 'tenant' }, ctx.now));
+    const days = ctx.tenant.rules.deletedFileRetentionDays;
+    const cutoff = new Date(ctx.now.getTime() - days * 86_400_000);
+    const rows = await trx
+      .selectFrom('children as c')
+      .innerJoin('families as f', 'f.id', 'c.family_id')
+      .select((eb) => [
+        'c.id',
+        'c.reference',
+        'c.first_name_enc',
+        'c.last_name_enc',
+        'c.family_id',
+        'c.deleted_at',
+        eb.exists(eb.selectFrom('child_file_restore_requests as r').select('r.id').whereRef('r.child_id', '=', 'c.id').where('r.decided_at', 'is', null)).as('requested'),
+      ])
+      .where(sqlFilter(ctx.actor, 'waitlist.childFile.list', { familyOwner: sql.ref('f.account_id') }, ctx.now))
+      .where('c.deleted_at', 'is not', null)
+      .where('c.deleted_at', '>', cutoff)
+      .where('c.purged_at', 'is', null)
+      .orderBy('c.deleted_at', 'desc')
       .execute();
-    return rows.map((r) => ({ id: r.id, childId: r.child_id, reference: r.reference, requestedBy: r.requested_by, requestedAt: r.requested_at, deletedAt: r.deleted_at! }));
+    if (rows.length) {
+      await audit(trx, ctx, { action: 'waitlist.childFile.list', targetType: 'child', targetIds: rows.map((r) => r.id), familyIds: [...new Set(rows.map((r) => r.family_id))], fields: fieldsFor(purpose), purpose });
+    }
+    const opened = await openChildren(env, ctx.tenant.id, rows, ['first_name', 'last_name']);
+    return rows.map((r) => ({
+      id: r.id,
+      reference: r.reference,
+      firstName: required(opened.get(r.id)!.first_name, 'first name'),
+      lastName: required(opened.get(r.id)!.last_name, 'last name'),
+      deletedAt: r.deleted_at!,
+      restoreUntil: new Date(r.deleted_at!.getTime() + days * 86_400_000),
+      restoreRequested: !!r.requested,
+    }));
   });
 }
 
@@ -815,9 +955,13 @@ export async function readChildFileHistory(deps: Deps, ctx: Ctx, childId: string
     if (!rows.length) deny(ctx, action, 'child', childId, 'not_found');
     await audit(trx, ctx, { action, targetType: 'child', targetIds: [childId], familyIds: [rows[0]!.family_id], fields: fieldsFor(purpose), purpose, details: { versions: rows.length } });
     const snaps = await openSnapshots(env, ctx.tenant.id, rows.map((r) => ({ id: r.id, family_id: r.family_id, snapshot_enc: r.snapshot_enc! })));
-    return rows.map((r) => {
+    const owner = await trx.selectFrom('families').select('account_id').where('id', '=', rows[0]!.family_id).executeTakeFirstOrThrow();
+    const who = await whoActed(trx, rows.map((r) => ({ accountId: r.actor_account_id, ownerAccountId: owner.account_id })));
+    return rows.map((r, i) => {
       const s = snaps.get(r.id)!;
       return {
+        changedByWho: who[i]!,
+        reference: s.reference,
         version: r.version,
         change: r.change,
         changedFields: r.changed_fields,

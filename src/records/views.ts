@@ -35,15 +35,21 @@ export const PURPOSE_FIELDS = {
   'facility.candidates': ['rank', 'reference', 'age_group', 'desired_entry_date', 'category', 'applied_at'],
   /** A parent (or an operator) confirms deleting a file: whose it is, and how many registrations go with it. */
   'parent.childFile.delete': ['reference', 'first_name', 'last_name', 'applications_count'],
+  /** A parent sees their deleted files that can still come back: whose, until when, and whether a restore was asked. */
+  'parent.children.deleted': ['reference', 'first_name', 'last_name', 'deleted_at', 'restore_until', 'restore_requested'],
+  /** An administrator reviews open restore requests: the reference and who asked, no identity of the child. */
+  'admin.childFile.restoreRequests': ['child_id', 'reference', 'requested_by', 'requested_by_who', 'requested_at', 'deleted_at', 'restore_until'],
   /** A programme operator or administrator finds a child's files by NIREC: who, the NIREC still masked, and whether deleted. */
   'operator.childFile.lookup': ['reference', 'first_name', 'last_name', 'birth_date', 'nirec_masked', 'desired_entry_date', 'status', 'deleted_at'],
   /** A programme operator or administrator reads the history of a file (every version, NIREC masked). */
   'operator.childFile.history': [
+    'reference',
     'version',
     'change',
     'changed_fields',
     'changed_at',
     'changed_by',
+    'changed_by_who',
     'first_name',
     'last_name',
     'birth_date',

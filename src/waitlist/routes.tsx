@@ -11,7 +11,7 @@ import { formatDate } from '../web/i18n/index.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
 import { requireRecentAuth } from '../identity/stepup.ts';
 import { DAYS, parseChildInput } from './child-file.ts';
-import { childFileDeletionRoutes, DeleteFileSection } from './delete-routes.tsx';
+import { childFileDeletionRoutes, DeletedFilesSection, DeleteFileSection } from './delete-routes.tsx';
 
 type ChildFormValues = Record<string, string | undefined>;
 
@@ -72,9 +72,10 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
   /* ----------------------------------------------------------- parent: account */
   app.get<{ Querystring: { status?: string } }>('/account', async (req, reply) => {
     const ctx = req.ctx;
-    const deleted = req.query.status === 'deleted';
+    const status = req.query.status;
     if (!ctx.actor) throw new AppError('signInRequired');
     const children = ctx.actor.emailVerified ? await records.listChildren(deps, ctx, 'parent.children.list') : [];
+    const deletedFiles = ctx.actor.emailVerified ? await records.listDeletedChildren(deps, ctx) : [];
     const env = pageEnv(req, reply);
     const a = env.m.account;
     return sendPage(
@@ -82,7 +83,9 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
       <Page env={env} title={a.title}>
         <h1>{a.title}</h1>
         <p class="lead">{a.lead}</p>
-        {deleted && <Notice>{env.m.records.deleted(ctx.tenant.rules.deletedFileRetentionDays)}</Notice>}
+        {status === 'deleted' && <Notice>{env.m.records.deleted(ctx.tenant.rules.deletedFileRetentionDays)}</Notice>}
+        {status === 'restoreRequested' && <Notice>{env.m.records.restoreRequested}</Notice>}
+        {status === 'restoreExpired' && <Notice>{env.m.console.refused.retention_expired}</Notice>}
         {!ctx.actor.emailVerified && <Notice>{a.unverified}</Notice>}
         <h2>{a.children}</h2>
         {children.length === 0 ? (
@@ -128,6 +131,7 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
             </a>
           </p>
         )}
+        <DeletedFilesSection env={env} files={deletedFiles} />
         <h2>{env.m.security.sessionsTitle}</h2>
         <p>
           <a href="/account/sessions">{env.m.security.sessionsLead}</a>

@@ -29,6 +29,7 @@ export function Page(props: { env: PageEnv; title: string; hasErrors?: boolean; 
   const { m, actor } = env;
   const isStaff = !!actor?.memberships.some((x) => x.role === 'facility_staff' || x.role === 'facility_director');
   const isAdmin = !!actor?.memberships.some((x) => x.role === 'tenant_admin');
+  const findsFiles = !!actor?.memberships.some((x) => x.role === 'tenant_admin' || x.role === 'program_operator');
   const fullTitle = `${props.hasErrors ? m.layout.errorTitlePrefix : ''}${props.title} — ${m.service}`;
   return (
     <html lang={env.locale}>
@@ -72,6 +73,11 @@ export function Page(props: { env: PageEnv; title: string; hasErrors?: boolean; 
               {isAdmin && (
                 <li>
                   <a href="/admin">{m.layout.admin}</a>
+                </li>
+              )}
+              {findsFiles && (
+                <li>
+                  <a href="/admin/files">{m.layout.files}</a>
                 </li>
               )}
               {env.demo && (

@@ -2,8 +2,11 @@
  * Deleting a child file in a real browser (Debian's Chromium, axe-core on
  * every page, the page's real CSP, no script error): the file's page offers
  * "Supprimer le dossier", the confirmation page names the consequences and
- * is reachable and usable by keyboard, in French and in English, and the
- * deletion lands on the account page with its notice. Works without JavaScript.
+ * is reachable and usable by keyboard, in French and in English; when the
+ * sign-in is older than five minutes it first asks to confirm who you are
+ * (step-up) and comes back; the deletion lands on the account page with its
+ * notice, the file listed as deleted with the last day it can come back, and
+ * a restore can be asked for from there. Works without JavaScript.
  */
 import type { AddressInfo } from 'node:net';
 import type { Browser, BrowserContext } from 'playwright-core';
@@ -13,6 +16,7 @@ import { inTenant } from '../../src/db/tenant.ts';
 import * as records from '../../src/records/gateway.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { addMonths, today } from '../../src/waitlist/dates.ts';
+import { formatDate } from '../../src/web/i18n/index.ts';
 import { createFacility, createParent, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
 import { assertNoPageProblems, checkA11y, closeBrowser, follow, launchBrowser, newContext, newPage, shot } from '../helpers/browser.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
@@ -94,17 +98,41 @@ describe('deleting a child file', () => {
       expect(page.url()).toBe(`${base}/children/${childId}`);
       expect((await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('children').select('deleted_at').where('id', '=', childId).executeTakeFirstOrThrow())).deleted_at).toBeNull();
 
+      // Six minutes later the sign-in is too old to delete: confirm who you are first, then back to the confirmation.
+      t.setNow(new Date(t.deps.clock().getTime() + 6 * 60_000));
+      expect(await follow(page, () => page.goto(`${base}/children/${childId}/delete`))).toBe(200);
+      expect(new URL(page.url()).pathname).toBe('/reauth');
+      await checkA11y(page, 're-authentication before deleting');
+      expect(await page.locator('h1').innerText()).toBe('Confirmer votre identité');
+      await page.getByLabel('Mot de passe').fill(PASSWORD);
+      expect(await follow(page, () => page.getByRole('main').getByRole('button', { name: 'Confirmer' }).click())).toBe(200);
+      expect(page.url()).toBe(`${base}/children/${childId}/delete`);
+
       // Then delete, pressing the button by keyboard.
-      await follow(page, () => page.goto(`${base}/children/${childId}/delete`));
       await page.getByRole('button', { name: 'Oui, supprimer le dossier' }).focus();
       expect(await follow(page, () => page.keyboard.press('Enter'))).toBe(200);
       expect(new URL(page.url()).pathname).toBe('/account');
       await checkA11y(page, 'account page after deletion');
       expect(await page.getByRole('status').innerText()).toContain('Le dossier a été supprimé. Le programme peut le rétablir à votre demande pendant 30 jours.');
-      expect(await page.locator('main').innerText()).not.toContain('Gagnon-Côté');
+      // Off the list of children, in the deleted files with the last day it can come back.
+      const deleted = page.getByRole('region', { name: 'Dossiers supprimés' });
+      expect(await deleted.innerText()).toContain('Éloïse Gagnon-Côté');
+      expect(await deleted.innerText()).toContain(formatDate('fr', new Date(t.deps.clock().getTime() + 30 * 86_400_000)));
+      expect(await page.locator(`main a[href="/children/${childId}"]`).count()).toBe(0);
       expect(await follow(page, () => page.goto(`${base}/children/${childId}`))).toBe(404);
       await checkA11y(page, 'the deleted file');
       assertNoPageProblems(page, 'the deleted file');
+
+      // Asking for it back, from the account page.
+      await follow(page, () => page.goto(`${base}/account`));
+      expect(await follow(page, () => page.getByRole('button', { name: 'Demander le rétablissement du dossier de Éloïse Gagnon-Côté' }).click())).toBe(200);
+      expect(await page.getByRole('status').innerText()).toContain('Votre demande de rétablissement est envoyée.');
+      expect(await deleted.innerText()).toContain('Demande envoyée');
+      await checkA11y(page, 'account page after asking for a restore');
+      expect(await follow(page, () => page.getByRole('link', { name: /English/ }).click())).toBe(200);
+      expect(await page.getByRole('region', { name: 'Deleted files' }).innerText()).toContain('Request sent');
+      await checkA11y(page, 'account page after asking for a restore (en)');
+      expect(await follow(page, () => page.getByRole('link', { name: /Français/ }).click())).toBe(200);
     }, 60_000);
   }
 });

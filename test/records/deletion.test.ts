@@ -21,9 +21,11 @@ import * as records from '../../src/records/gateway.ts';
 import { purgeExpired } from '../../src/records/purge.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { addMonths, today } from '../../src/waitlist/dates.ts';
+import { formatDate } from '../../src/web/i18n/index.ts';
 import { createAdmin, createFacility, createParent, createStaff, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
 import { Client, textOf } from '../helpers/client.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { enrolTotp, freshTotpCode, totpSecretFor } from '../helpers/factors.ts';
 import { actorOf, createAccount, grantRole } from './people.ts';
 import { storedChild } from './stored.ts';
 
@@ -133,7 +135,11 @@ describe('deleting a file, and restoring it with a second person', () => {
     expect(done.headers.location).toBe('/account?status=deleted');
     const account = await c.get('/account?status=deleted');
     expect(textOf(account.body)).toContain('Le dossier a été supprimé. Le programme peut le rétablir à votre demande pendant 30 jours.');
-    expect(textOf(account.body)).not.toContain('Lapointe-Cyr');
+    // Off the list of children; in the deleted files, with the last day it can come back.
+    const [listed, deletedSection] = account.body.split('id="deleted-files"');
+    expect(textOf(listed!)).not.toContain('Lapointe-Cyr');
+    expect(textOf(deletedSection!)).toContain('Jeanne Lapointe-Cyr');
+    expect(textOf(deletedSection!)).toContain(formatDate('fr', new Date(t.deps.clock().getTime() + 30 * DAY)));
     expect((await c.get(`/children/${id}`)).status).toBe(404);
     expect((await c.get(`/children/${id}/delete`)).status).toBe(404);
     const candidates = await records.listCandidates(t.deps, ctxFor(t, w.tenant, w.staff), w.facility, 1);
@@ -143,6 +149,52 @@ describe('deleting a file, and restoring it with a second person', () => {
     expect(e!.details).toMatchObject({ retentionDays: 30 });
     // A second deletion finds nothing, and is recorded as such.
     await expect(records.deleteChildFile(t.deps, ctxFor(t, w.tenant, w.parent), id)).rejects.toMatchObject({ kind: 'notFound' });
+  });
+
+  it('deleting asks for a fresh authentication when the last one is older than five minutes, for parents and staff alike', async () => {
+    const w = await world();
+    const id = await newChild(w, w.parent);
+    const c = w.parentClient;
+    const reauth = `/reauth?return=${encodeURIComponent(`/children/${id}/delete`)}`;
+    t.setNow(new Date(t.deps.clock().getTime() + 6 * 60_000));
+    // The confirmation page, then the form sent from it: both go to re-authentication first, and back.
+    let r = await c.get(`/children/${id}/delete`);
+    expect(r.status).toBe(303);
+    expect(r.headers.location).toBe(reauth);
+    await c.get(`/children/${id}`);
+    r = await c.post(`/children/${id}/delete`);
+    expect(r.status).toBe(303);
+    expect(r.headers.location).toBe(reauth);
+    expect((await rawChild(w.tenant, id)).deleted_at).toBeNull();
+    expect(await events(w.tenant, 'waitlist.childFile.delete')).toHaveLength(0);
+    await c.get(reauth);
+    r = await c.post('/reauth', { return: `/children/${id}/delete`, password: 'pas le bon mot de passe' });
+    expect(r.status).toBe(401);
+    r = await c.post('/reauth', { return: `/children/${id}/delete`, password: PASSWORD });
+    expect(r.status).toBe(303);
+    expect(r.headers.location).toBe(`/children/${id}/delete`);
+    expect((await c.get(`/children/${id}/delete`)).status).toBe(200);
+    expect((await c.post(`/children/${id}/delete`)).headers.location).toBe('/account?status=deleted');
+    expect((await rawChild(w.tenant, id)).deleted_by).toBe(w.parent.accountId);
+
+    // A programme operator deleting (staff, with an authenticator app): the same, with the app's code.
+    const other = await newChild(w, w.parent);
+    await enrolTotp(t.deps, w.tenant, w.operator.accountId, w.operator.email);
+    const op = new Client(t.app, w.tenant.hosts[0]!);
+    expect((await op.signIn(w.operator.email, PASSWORD)).status).toBe(303);
+    t.setNow(new Date(t.deps.clock().getTime() + 6 * 60_000));
+    await op.get('/admin/files');
+    r = await op.post(`/children/${other}/delete`);
+    expect(r.headers.location).toBe(`/reauth?return=${encodeURIComponent(`/children/${other}/delete`)}`);
+    expect((await rawChild(w.tenant, other)).deleted_at).toBeNull();
+    await op.get(r.headers.location as string);
+    // The password alone does not do for an account with a second factor.
+    expect((await op.post('/reauth', { return: `/children/${other}/delete`, password: PASSWORD })).status).toBe(400);
+    r = await op.post('/reauth', { return: `/children/${other}/delete`, password: PASSWORD, code: await freshTotpCode(totpSecretFor(w.tenant.hosts[0]!, w.operator.email)!, t.deps.clock) });
+    expect(r.status).toBe(303);
+    await op.get('/admin/files');
+    expect((await op.post(`/children/${other}/delete`)).status).toBe(303);
+    expect((await rawChild(w.tenant, other)).deleted_by).toBe(w.operator.accountId);
   });
 
   it('another family, a facility, a security officer cannot delete; an operator can', async () => {
@@ -193,7 +245,7 @@ describe('deleting a file, and restoring it with a second person', () => {
     const trail = await inTenant(database.db, w.tenant.id, (trx) =>
       trx.selectFrom('audit_events').select(['action', 'outcome', 'actor_account_id', 'details']).where(sql<boolean>`${first} = ANY(target_ids)`).where('action', 'like', 'waitlist.childFile.%').orderBy('occurred_at').execute(),
     );
-    const steps = trail.filter((e) => e.outcome === 'success' && /delete|restore/.test(e.action)).map((e) => [e.action, e.actor_account_id]);
+    const steps = trail.filter((e) => e.outcome === 'success' && /delete|restore\.(request|approve)/.test(e.action)).map((e) => [e.action, e.actor_account_id]);
     expect(steps).toEqual([
       ['waitlist.childFile.delete', w.parent.accountId],
       ['waitlist.childFile.restore.request', w.admin1.accountId],

@@ -255,6 +255,30 @@ const CASES: Record<Purpose, (f: Fixture) => Promise<void | number>> = {
     }
     return 2;
   },
+  'parent.children.deleted': async (f) => {
+    await records.deleteChildFile(t.deps, ctxFor(t, f.tenant, f.parentActor), f.childId);
+    const rows = await records.listDeletedChildren(t.deps, ctxFor(t, f.tenant, f.parentActor));
+    expect(rows).toHaveLength(1);
+    expect(outside(rows[0] as unknown as Record<string, unknown>, 'parent.children.deleted')).toEqual([]);
+    expect(rows[0]).toMatchObject({ reference: f.child.reference, firstName: f.child.firstName, lastName: f.child.lastName, restoreRequested: false });
+    const page = await f.parent.get('/account');
+    expect(page.status).toBe(200);
+    expect(textOf(page.body)).toContain(f.child.lastName);
+    expect(absent(page.body, { NIREC: nirecForms(f), 'birth date': dateForms(f.child.birthDate), applications: [f.facilityName] })).toEqual([]);
+  },
+  'admin.childFile.restoreRequests': async (f) => {
+    await records.deleteChildFile(t.deps, ctxFor(t, f.tenant, f.parentActor), f.childId);
+    const { requestId } = await records.requestChildFileRestore(t.deps, ctxFor(t, f.tenant, f.operatorActor), f.childId);
+    const rows = await records.listRestoreRequests(t.deps, ctxFor(t, f.tenant, f.adminActor));
+    expect(rows).toHaveLength(1);
+    const one = await records.readRestoreRequest(t.deps, ctxFor(t, f.tenant, f.adminActor), requestId);
+    for (const r of [rows[0]!, one]) {
+      expect(outside(r as unknown as Record<string, unknown>, 'admin.childFile.restoreRequests')).toEqual([]);
+      expect(r).toMatchObject({ reference: f.child.reference, requestedByWho: { kind: 'agent', email: f.operatorActor.email } });
+      expect(absent(JSON.stringify(r), { name: [f.child.firstName, f.child.lastName], NIREC: nirecForms(f), 'birth date': dateForms(f.child.birthDate) })).toEqual([]);
+    }
+    return 2;
+  },
 };
 
 describe('what each purpose receives', () => {
@@ -331,6 +355,9 @@ const CALLS: Record<Purpose, (f: Fixture, actor: Actor | null) => Promise<Record
   'facility.candidates': async (f, a) => (await records.listCandidates(t.deps, ctxFor(t, f.tenant, a), f.facility, 1)).rows as unknown as Record<string, unknown>[],
   'operator.childFile.lookup': async (f, a) => (await records.lookupChildFileByNirec(t.deps, ctxFor(t, f.tenant, a), f.child.nirec)) as unknown as Record<string, unknown>[],
   'operator.childFile.history': async (f, a) => (await records.readChildFileHistory(t.deps, ctxFor(t, f.tenant, a), f.childId)) as unknown as Record<string, unknown>[],
+  // The fixture's file is live: these answer nothing of it to anyone (their own checks above delete it first).
+  'parent.children.deleted': async (f, a) => (await records.listDeletedChildren(t.deps, ctxFor(t, f.tenant, a))) as unknown as Record<string, unknown>[],
+  'admin.childFile.restoreRequests': async (f, a) => (await records.listRestoreRequests(t.deps, ctxFor(t, f.tenant, a))) as unknown as Record<string, unknown>[],
 };
 
 describe('every role against every call of the gateway, compared with the table', () => {

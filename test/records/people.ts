@@ -28,7 +28,9 @@ export async function createAccount(t: TestApp, tenant: Tenant, email: string): 
 /**
  * The actor of a signed-in account, as a request would resolve it. Staff and
  * administrators sign in with a second factor (mfa: true), which the access
- * rules may require to open personal data.
+ * rules may require to open personal data; the sign-in is as old as the
+ * test clock's "now" when the actor is made (approving a restore wants it at
+ * most five minutes old).
  */
 export async function actorOf(t: TestApp, tenant: Tenant, accountId: string, email: string): Promise<Actor> {
   const ms = await inTenant(t.database.db, tenant.id, (trx) => trx.selectFrom('memberships').select(['id', 'role', 'facility_id', 'expires_at']).where('account_id', '=', accountId).where('revoked_at', 'is', null).execute());
@@ -41,5 +43,6 @@ export async function actorOf(t: TestApp, tenant: Tenant, accountId: string, ema
     locale: 'fr',
     memberships: ms.map((m) => ({ id: m.id, role: m.role, facilityId: m.facility_id, expiresAt: m.expires_at })),
     ...{ mfa: true },
+    auth: { methods: ['password', 'totp'], at: t.deps.clock(), totp: true, passkeys: 0 },
   } as Actor;
 }

@@ -202,6 +202,14 @@ const SPECS: RouteSpec[] = [
   { route: '/children/:id/applications/:appId/withdraw', who: 'parent', params: { id: (fx) => fx.childId, appId: (fx) => fx.applicationId }, base: () => ({}), noBody: true },
   // Deleting a file (records): every case here is refused, so the file is never deleted.
   { route: '/children/:id/delete', who: 'parent', params: { id: (fx) => fx.childId }, base: () => ({}), noBody: true },
+  // Asking for a deleted file back: the fixture's file is live, so every case is refused and nothing is asked.
+  { route: '/children/:id/restore-request', who: 'parent', params: { id: (fx) => fx.childId }, base: () => ({}), noBody: true },
+  // The child-file console (src/waitlist/console-routes.tsx): a NIREC of the right form that matches nothing;
+  // restore requests nobody made; a live file that cannot be asked back.
+  { route: '/admin/files', who: 'admin', base: () => ({ nirec: 'QZXW123456' }), text: ['nirec'] },
+  { route: '/admin/files/:id/restore-request', who: 'admin', params: { id: (fx) => fx.childId }, base: () => ({}), noBody: true },
+  { route: '/admin/restores/:id/approve', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
+  { route: '/admin/restores/:id/reject', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
   // Second factors (src/identity/factors). A code that is not the right one, a credential that is no credential:
   // whatever else is sent, these are refused; the spoiled field must be refused too, and nothing written.
   { route: '/account/security/totp', who: 'parent', base: () => ({ code: '123456' }), text: ['code'] },
@@ -508,6 +516,9 @@ describe('GET pages with junk query strings', () => {
       [staff, '/staff', 'ok'],
       [staff, `/staff/facilities/${fx.facility}/candidates`, 'ok'],
       [fx.admin, '/admin', 'ok'],
+      [fx.admin, '/admin/files', 'ok'],
+      [fx.admin, `/admin/files/${fx.childId}/history`, 'ok'],
+      [fx.admin, '/admin/restores', 'ok'],
     ];
     const failures: string[] = [];
     const before = await counts(fx.tenant);
@@ -540,6 +551,7 @@ describe('GET pages with junk query strings', () => {
         [fx.parent, `/children/${id}`],
         [fx.parent, `/children/${id}/edit`],
         [fx.admin, `/staff/facilities/${id}/candidates`],
+        [fx.admin, `/admin/files/${id}/history`],
       ] as [Client, string][]) {
         const r = await client.get(path);
         if (r.status !== 404) failures.push(`GET ${path} (${what}): status ${r.status}`);
