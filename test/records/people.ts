@@ -5,18 +5,25 @@
  * would carry.
  */
 import type { Actor } from '../../src/access/actor.ts';
+import { COOLING_OFF_MINUTES } from '../../src/access/decide.ts';
 import type { MembershipRole } from '../../src/db/schema.ts';
 import { inTenant } from '../../src/db/tenant.ts';
 import { createDemoAccount } from '../../src/identity/service.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { PASSWORD, type TestApp } from '../helpers/app.ts';
 
-/** A privileged role for `accountId`, asked by `grantedBy` and approved by the administrator `approvedBy`. */
+/**
+ * A privileged role for `accountId`, asked by `grantedBy` and approved by the
+ * administrator `approvedBy`, granted past its cooling-off hour (these tests
+ * are about what an established operator may do; test/identity/break-glass.test.ts
+ * is about the first hour).
+ */
 export async function grantRole(t: TestApp, tenant: Tenant, accountId: string, role: MembershipRole, grantedBy: string, approvedBy: string): Promise<void> {
+  const now = t.deps.clock().getTime();
   await inTenant(t.database.db, tenant.id, (trx) =>
     trx
       .insertInto('memberships')
-      .values({ tenant_id: tenant.id, account_id: accountId, role, facility_id: null, source: 'grant', granted_by: grantedBy, approved_by: approvedBy, created_at: t.deps.clock(), expires_at: new Date(t.deps.clock().getTime() + 8 * 3600_000) })
+      .values({ tenant_id: tenant.id, account_id: accountId, role, facility_id: null, source: 'grant', granted_by: grantedBy, approved_by: approvedBy, created_at: new Date(now - (COOLING_OFF_MINUTES + 1) * 60_000), expires_at: new Date(now + 8 * 3600_000) })
       .execute(),
   );
 }
