@@ -135,3 +135,19 @@ export async function createAdmin(t: TestApp, tenant: Tenant, email: string, opt
 export function ctxFor(t: TestApp, tenant: Tenant, actor: Actor | null): Ctx {
   return { tenant, actor, ip: '127.0.0.1', userAgent: 'vitest', requestId: 'test', locale: 'fr', now: t.deps.clock(), baseUrl: 'http://localhost' };
 }
+
+/** Reads the POST routes out of the router's own tree, so that a test over every route cannot leave a new one out. */
+export function registeredPostRoutes(app: TestApp['app']): string[] {
+  const stack: string[] = [];
+  const out: string[] = [];
+  for (const line of app.printRoutes({ commonPrefix: false }).split('\n')) {
+    const m = /^((?:[│ ] {3})*)[├└]── (.*?)(?: \(([^)]*)\))?$/.exec(line);
+    if (!m) continue;
+    const depth = m[1]!.length / 4;
+    stack.length = depth;
+    stack.push(m[2]!);
+    const methods = (m[3] ?? '').split(',').map((s) => s.trim());
+    if (methods.includes('POST')) out.push(stack.join(''));
+  }
+  return out.sort();
+}

@@ -14,7 +14,7 @@ import { bootstrapAdmin } from '../../src/identity/service.ts';
 import { hashPassword } from '../../src/identity/passwords.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { addMonths, today } from '../../src/waitlist/dates.ts';
-import { createFacility, createParent, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
+import { createFacility, createParent, PASSWORD, registeredPostRoutes, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
 import { Client, type Response } from '../helpers/client.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 import { enrolTotp } from '../helpers/factors.ts';
@@ -254,21 +254,6 @@ function pathOf(spec: RouteSpec, fx: Fixture, over: Record<string, string> = {})
   return spec.route.replace(/:(\w+)/g, (_, name: string) => over[name] ?? spec.params![name]!(fx));
 }
 
-/** Reads the POST routes out of the router's own tree, so a new route cannot be left out. */
-function registeredPostRoutes(app: TestApp['app']): string[] {
-  const stack: string[] = [];
-  const out: string[] = [];
-  for (const line of app.printRoutes({ commonPrefix: false }).split('\n')) {
-    const m = /^((?:[│ ] {3})*)[├└]── (.*?)(?: \(([^)]*)\))?$/.exec(line);
-    if (!m) continue;
-    const depth = m[1]!.length / 4;
-    stack.length = depth;
-    stack.push(m[2]!);
-    const methods = (m[3] ?? '').split(',').map((s) => s.trim());
-    if (methods.includes('POST')) out.push(stack.join(''));
-  }
-  return out.sort();
-}
 
 /* -------------------------------------------------------------------- cases */
 
