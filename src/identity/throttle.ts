@@ -33,6 +33,9 @@ export const THROTTLE = {
   sprayAccounts: 8,
   sprayBlockMs: 30 * 60_000,
   signupsPerSourcePerHour: 20,
+  /** Passkey sign-in options asked for without an account: each stores a challenge, so a source gets so many. */
+  passkeyOptionsPerSource: 60,
+  passkeyOptionsWindowMs: 10 * 60_000,
 } as const;
 
 export type Verdict = { ok: true } | { ok: false; retryAfterSeconds: number; reason: 'account' | 'source' | 'spraying' };
@@ -139,6 +142,29 @@ export async function checkSignUp(deps: Deps, ctx: Ctx, email: string): Promise<
       return { ok: false, retryAfterSeconds: Math.ceil((r.first.getTime() + 3600_000 - ctx.now.getTime()) / 1000), reason: 'source' };
     }
     await trx.insertInto('auth_attempts').values({ tenant_id: ctx.tenant.id, kind: 'signup', email_key: emailKey(deps, ctx.tenant.id, email), ip: ctx.ip, at: ctx.now }).execute();
+    return { ok: true };
+  });
+}
+
+/**
+ * Passkey sign-in needs no address, so its options are given to anyone — and
+ * each one writes a challenge. One source gets THROTTLE.passkeyOptionsPerSource
+ * in a window: plenty for a person, a ceiling for a script filling the table.
+ */
+export async function checkPasskeyOptions(deps: Deps, ctx: Ctx): Promise<Verdict> {
+  return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    const since = new Date(ctx.now.getTime() - THROTTLE.passkeyOptionsWindowMs);
+    const r = await trx
+      .selectFrom('auth_attempts')
+      .select([sql<string>`count(*)`.as('n'), sql<Date | null>`min(at)`.as('first')])
+      .where('ip', '=', ctx.ip)
+      .where('kind', '=', 'passkey_options')
+      .where('at', '>', since)
+      .executeTakeFirst();
+    if (Number(r?.n ?? 0) >= THROTTLE.passkeyOptionsPerSource && r?.first) {
+      return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil((r.first.getTime() + THROTTLE.passkeyOptionsWindowMs - ctx.now.getTime()) / 1000)), reason: 'source' };
+    }
+    await trx.insertInto('auth_attempts').values({ tenant_id: ctx.tenant.id, kind: 'passkey_options', email_key: emailKey(deps, ctx.tenant.id, `source:${ctx.ip ?? ''}`), ip: ctx.ip, at: ctx.now }).execute();
     return { ok: true };
   });
 }

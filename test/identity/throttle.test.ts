@@ -129,4 +129,29 @@ describe('one source against many accounts', () => {
     expect(r.status).toBe(429);
     t.setNow(new Date());
   });
+
+  it('caps the passkey sign-in options one source may ask for (each stores a challenge); another source is not affected', async () => {
+    const tenant = await tenantFor(t);
+    const start = new Date('2026-06-04T12:00:00Z');
+    t.setNow(start);
+    const c = new Client(t.app, tenant.hosts[0]!, freshIp());
+    await c.get('/signin');
+    for (let i = 0; i < THROTTLE.passkeyOptionsPerSource; i++) {
+      const r = await c.post('/signin/passkey/options');
+      expect(r.status, `options ${i}`).toBe(200);
+    }
+    const challenges = async () => Number((await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('webauthn_challenges').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow())).n);
+    const stored = await challenges();
+    const refused = await c.post('/signin/passkey/options');
+    expect(refused.status).toBe(429);
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThan(0);
+    expect(await challenges()).toBe(stored);
+    const other = new Client(t.app, tenant.hosts[0]!, freshIp());
+    await other.get('/signin');
+    expect((await other.post('/signin/passkey/options')).status).toBe(200);
+    // the window passes
+    t.setNow(new Date(start.getTime() + THROTTLE.passkeyOptionsWindowMs + 1000));
+    expect((await c.post('/signin/passkey/options')).status).toBe(200);
+    t.setNow(new Date());
+  });
 });

@@ -11,6 +11,7 @@ import { home, rememberDevice, setSessionCookie } from '../routes.tsx';
 import { reauthUrl, StepUpRequired } from '../stepup.ts';
 import { hashToken } from '../tokens.ts';
 import { clearPendingCookie, Field, PasskeyForm, PasskeyScript, pendingCookieName, Problems, setPendingCookie } from './components.tsx';
+import { checkPasskeyOptions } from '../throttle.ts';
 import * as factors from './service.ts';
 import { formatManualKey, qrCodeDataUrl } from './totp.ts';
 import { relyingPartyFor, type RelyingParty } from './webauthn.ts';
@@ -540,6 +541,11 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
   app.post('/signin/passkey/options', async (req, reply) => {
     const rp = rpOf(req);
     if (!rp) return json(reply, 400, { error: 'rp' });
+    const verdict = await checkPasskeyOptions(deps, req.ctx);
+    if (!verdict.ok) {
+      reply.header('retry-after', String(verdict.retryAfterSeconds));
+      return json(reply, 429, { error: 'throttled', retryAfterSeconds: verdict.retryAfterSeconds });
+    }
     const r = await factors.signInPasskeyOptions(deps, req.ctx, rp, 'alone', undefined);
     if (!r) return json(reply, 400, { error: 'pending' });
     if (r.newPending) setPendingCookie(app, reply, r.newPending);
