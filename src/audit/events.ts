@@ -9,6 +9,7 @@ export const AUDIT_ACTIONS = [
   'identity.signin',
   'identity.signout',
   'identity.password.set',
+  'identity.password.reset',
   'identity.invitation.create',
   'identity.invitation.list',
   'identity.staff.list',

@@ -277,7 +277,7 @@ export interface MailOutboxTable {
 export interface AuthAttemptsTable {
   id: Generated<string>;
   tenant_id: string;
-  kind: 'signin_failure' | 'signin_success' | 'signup' | 'passkey_options';
+  kind: 'signin_failure' | 'signin_success' | 'signup' | 'passkey_options' | 'recovery';
   email_key: Buffer;
   ip: string | null;
   at: Timestamp;

@@ -10,6 +10,7 @@ import { emailField, newPasswordField, parseBody, passwordField } from '../web/f
 import { formatDate } from '../web/i18n/index.ts';
 import { pageEnv, safeReturnPath, sendPage } from '../web/render.tsx';
 import { PasskeySignIn, startSecondStep } from './factors/components.tsx';
+import { requestPasswordReset } from './recovery.ts';
 import * as identity from './service.ts';
 import * as throttle from './throttle.ts';
 import { listStaff } from './staff.ts';
@@ -112,6 +113,51 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
     );
   });
 
+  /* ------------------------------------------------------- forgotten password */
+  const forgotPage = (req: FastifyRequest, reply: FastifyReply, email?: string, errors?: FieldErrors) => {
+    const env = pageEnv(req, reply);
+    const r = env.m.recovery;
+    return sendPage(
+      reply,
+      <Page env={env} title={r.title} hasErrors={!!errors}>
+        <ErrorSummary env={env} errors={errors} />
+        <h1>{r.title}</h1>
+        <p class="lead">{r.lead}</p>
+        <form method="post" action="/password/forgot" novalidate>
+          <Csrf env={env} />
+          <TextField env={env} name="email" type="email" label={env.m.signIn.email} value={email} errors={errors} autocomplete="username" spellcheck={false} />
+          <button type="submit" class="button">
+            {r.submit}
+          </button>
+        </form>
+      </Page>,
+      errors ? 400 : 200,
+    );
+  };
+  app.get('/password/forgot', async (req, reply) => forgotPage(req, reply));
+  app.post('/password/forgot', async (req, reply) => {
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    let input;
+    try {
+      input = parseBody(z.object({ email: emailField }), body);
+    } catch (err) {
+      if (err instanceof ValidationError) return forgotPage(req, reply, typeof body.email === 'string' ? body.email.slice(0, 254) : undefined, err.fields);
+      throw err;
+    }
+    const allowed = await throttle.checkRecovery(deps, req.ctx, input.email);
+    if (!allowed.ok) return throttledPage(req, reply, allowed);
+    await requestPasswordReset(deps, req.ctx, input.email);
+    const env = pageEnv(req, reply);
+    return sendPage(
+      reply,
+      <Page env={env} title={env.m.recovery.sentTitle}>
+        <h1>{env.m.recovery.sentTitle}</h1>
+        <p>{env.m.recovery.sent(input.email)}</p>
+        <p>{env.m.recovery.sentNext}</p>
+      </Page>,
+    );
+  });
+
   /* ------------------------------------------------------- e-mail verification */
   const invalidLink = (req: FastifyRequest, reply: FastifyReply) => {
     const env = pageEnv(req, reply);
@@ -191,6 +237,9 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
             {s.submit}
           </button>
         </form>
+        <p>
+          <a href="/password/forgot">{env.m.recovery.forgot}</a>
+        </p>
         <p>
           {s.noAccount} <a href="/signup">{env.m.layout.signUp}</a>
         </p>

@@ -200,6 +200,9 @@ export async function setPassword(deps: Deps, ctx: Ctx, token: string, password:
     // The link came by e-mail, so following it proves the address too.
     await trx.updateTable('accounts').set({ password_hash: passwordHash, email_verified_at: ctx.now }).where('id', '=', t.account_id).execute();
     await trx.updateTable('sessions').set({ revoked_at: ctx.now }).where('account_id', '=', t.account_id).where('revoked_at', 'is', null).execute();
+    const account = await trx.selectFrom('accounts').select(['email', 'locale']).where('id', '=', t.account_id).executeTakeFirstOrThrow();
+    const m = messages(account.locale);
+    await enqueueMail(trx, ctx.tenant.id, { to: account.email, locale: account.locale, template: 'password_changed', subject: m.recovery.changedSubject, body: m.recovery.changedBody(link(ctx, '/password/forgot')) }, ctx.now);
     await audit(trx, ctx, 'identity.password.set', 'success', { targetIds: [t.account_id], actorAccountId: t.account_id });
     return true;
   });

@@ -33,6 +33,7 @@ export const THROTTLE = {
   sprayAccounts: 8,
   sprayBlockMs: 30 * 60_000,
   signupsPerSourcePerHour: 20,
+  recoveriesPerSourcePerHour: 20,
   /** Passkey sign-in options asked for without an account: each stores a challenge, so a source gets so many. */
   passkeyOptionsPerSource: 60,
   passkeyOptionsWindowMs: 10 * 60_000,
@@ -127,23 +128,37 @@ export async function recordSignIn(deps: Deps, ctx: Ctx, email: string, ok: bool
   });
 }
 
-/** Sign-ups per source are capped too: each one sends an e-mail. */
-export async function checkSignUp(deps: Deps, ctx: Ctx, email: string): Promise<Verdict> {
+/**
+ * A cap per source on something anyone may ask for: at most `limit` in the
+ * window, counted in the database (every instance sees the same rows); the
+ * request that fits is counted as it passes.
+ */
+async function perSource(deps: Deps, ctx: Ctx, kind: 'signup' | 'passkey_options' | 'recovery', limit: number, windowMs: number, keyed: string): Promise<Verdict> {
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
-    const since = new Date(ctx.now.getTime() - 3600_000);
+    const since = new Date(ctx.now.getTime() - windowMs);
     const r = await trx
       .selectFrom('auth_attempts')
       .select([sql<string>`count(*)`.as('n'), sql<Date | null>`min(at)`.as('first')])
       .where('ip', '=', ctx.ip)
-      .where('kind', '=', 'signup')
+      .where('kind', '=', kind)
       .where('at', '>', since)
       .executeTakeFirst();
-    if (Number(r?.n ?? 0) >= THROTTLE.signupsPerSourcePerHour && r?.first) {
-      return { ok: false, retryAfterSeconds: Math.ceil((r.first.getTime() + 3600_000 - ctx.now.getTime()) / 1000), reason: 'source' };
+    if (Number(r?.n ?? 0) >= limit && r?.first) {
+      return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil((r.first.getTime() + windowMs - ctx.now.getTime()) / 1000)), reason: 'source' };
     }
-    await trx.insertInto('auth_attempts').values({ tenant_id: ctx.tenant.id, kind: 'signup', email_key: emailKey(deps, ctx.tenant.id, email), ip: ctx.ip, at: ctx.now }).execute();
+    await trx.insertInto('auth_attempts').values({ tenant_id: ctx.tenant.id, kind, email_key: emailKey(deps, ctx.tenant.id, keyed), ip: ctx.ip, at: ctx.now }).execute();
     return { ok: true };
   });
+}
+
+/** Sign-ups per source are capped: each one sends an e-mail. */
+export function checkSignUp(deps: Deps, ctx: Ctx, email: string): Promise<Verdict> {
+  return perSource(deps, ctx, 'signup', THROTTLE.signupsPerSourcePerHour, 3600_000, email);
+}
+
+/** Password-reset requests likewise: each one sends an e-mail, to any address typed. */
+export function checkRecovery(deps: Deps, ctx: Ctx, email: string): Promise<Verdict> {
+  return perSource(deps, ctx, 'recovery', THROTTLE.recoveriesPerSourcePerHour, 3600_000, email);
 }
 
 /**
@@ -151,22 +166,8 @@ export async function checkSignUp(deps: Deps, ctx: Ctx, email: string): Promise<
  * each one writes a challenge. One source gets THROTTLE.passkeyOptionsPerSource
  * in a window: plenty for a person, a ceiling for a script filling the table.
  */
-export async function checkPasskeyOptions(deps: Deps, ctx: Ctx): Promise<Verdict> {
-  return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
-    const since = new Date(ctx.now.getTime() - THROTTLE.passkeyOptionsWindowMs);
-    const r = await trx
-      .selectFrom('auth_attempts')
-      .select([sql<string>`count(*)`.as('n'), sql<Date | null>`min(at)`.as('first')])
-      .where('ip', '=', ctx.ip)
-      .where('kind', '=', 'passkey_options')
-      .where('at', '>', since)
-      .executeTakeFirst();
-    if (Number(r?.n ?? 0) >= THROTTLE.passkeyOptionsPerSource && r?.first) {
-      return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil((r.first.getTime() + THROTTLE.passkeyOptionsWindowMs - ctx.now.getTime()) / 1000)), reason: 'source' };
-    }
-    await trx.insertInto('auth_attempts').values({ tenant_id: ctx.tenant.id, kind: 'passkey_options', email_key: emailKey(deps, ctx.tenant.id, `source:${ctx.ip ?? ''}`), ip: ctx.ip, at: ctx.now }).execute();
-    return { ok: true };
-  });
+export function checkPasskeyOptions(deps: Deps, ctx: Ctx): Promise<Verdict> {
+  return perSource(deps, ctx, 'passkey_options', THROTTLE.passkeyOptionsPerSource, THROTTLE.passkeyOptionsWindowMs, `source:${ctx.ip ?? ''}`);
 }
 
 /** Attempts older than a day serve no window any more. */

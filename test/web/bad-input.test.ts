@@ -236,6 +236,7 @@ const SPECS: RouteSpec[] = [
   { route: '/break-glass/end', who: 'admin', base: () => ({}), noBody: true },
   // A grant request is refused at the first spoiled field, before any step-up.
   { route: '/grants/new', who: 'admin', base: (fx) => ({ email: fx.parentEmail, role: 'security_officer', facilityId: '', reason: 'Remplacement', durationMinutes: '240' }), text: ['email', 'role', 'reason', 'durationMinutes'] },
+  { route: '/password/forgot', who: 'anonymous', base: (fx) => ({ email: fx.parentEmail }), text: ['email'] },
   { route: '/signin/second-factor', who: 'anonymous', base: () => ({ code: '123456', return: '/account' }), text: ['code', 'return'] },
   { route: '/signin/recovery-code', who: 'anonymous', base: () => ({ code: 'ABCD-EFGH-JKMN-PQRS-TVWX-YZ01', return: '/account' }), text: ['code', 'return'] },
   { route: '/signin/passkey/options', who: 'anonymous', base: () => ({}), noBody: true },

@@ -255,6 +255,21 @@ export const fr = {
     setPasswordSubject: 'Choisissez votre mot de passe Guichet',
     setPasswordBody: (link: string) => `Bonjour,\n\nUn compte d’administration Guichet a été créé pour vous. Choisissez votre mot de passe ici (lien valide 24 heures) :\n\n${link}\n\nGuichet`,
   },
+  recovery: {
+    forgot: 'Mot de passe oublié ?',
+    title: 'Mot de passe oublié',
+    lead: 'Entrez l’adresse courriel de votre compte : nous y enverrons un lien pour choisir un nouveau mot de passe. Votre deuxième étape de connexion (clé d’accès ou application) restera demandée.',
+    submit: 'Envoyer le lien',
+    sentTitle: 'Vérifiez vos courriels',
+    sent: (email: string) => `Si un compte Guichet existe pour ${email}, un lien pour choisir un nouveau mot de passe vient d’y être envoyé. Il est valide une heure.`,
+    sentNext: 'Rien reçu ? Vérifiez le courrier indésirable, ou recommencez dans quelques minutes.',
+    linkSubject: 'Choisir un nouveau mot de passe Guichet',
+    linkBody: (link: string) => `Bonjour,\n\nQuelqu’un (vous, sans doute) a demandé à changer le mot de passe de votre compte Guichet. Pour en choisir un nouveau, suivez ce lien (valide une heure, une seule fois) :\n\n${link}\n\nVotre deuxième étape de connexion reste la même. Si vous n’avez rien demandé, ignorez ce courriel : votre mot de passe ne change pas.\n\nGuichet`,
+    unknownSubject: 'Demande de mot de passe Guichet',
+    unknownBody: (link: string) => `Bonjour,\n\nQuelqu’un a demandé à changer le mot de passe d’un compte Guichet à cette adresse, mais aucun compte n’y est associé. Si c’était vous, vous pouvez créer un compte :\n\n${link}\n\nSinon, ignorez ce courriel.\n\nGuichet`,
+    changedSubject: 'Votre mot de passe Guichet a changé',
+    changedBody: (link: string) => `Bonjour,\n\nLe mot de passe de votre compte Guichet vient d’être changé, et vos sessions ont pris fin.\n\nSi ce n’était pas vous, quelqu’un a accès à votre courriel : demandez un nouveau lien et vérifiez vos moyens de connexion :\n\n${link}\n\nGuichet`,
+  },
   setPassword: {
     title: 'Choisir votre mot de passe',
     submit: 'Enregistrer le mot de passe',
@@ -278,7 +293,7 @@ export const fr = {
     tooManyTitle: 'Trop de tentatives',
     tooMany: 'Trop de tentatives en peu de temps. Réessayez dans quelques minutes.',
     coolingOffTitle: 'Rôle en période d’attente',
-    coolingOff: 'Votre rôle vient d’être accordé : pendant la première heure, il n’ouvre aucun renseignement personnel. Toutes les personnes qui ont un rôle privilégié en ont été averties. En cas d’urgence, vous pouvez briser la glace : vous donnez la raison, l’accès dure 30 minutes et tout le monde est alerté.',
+    coolingOff: 'Votre rôle vient d’être accordé : pendant la première heure, il n’ouvre aucun renseignement personnel. Toutes les personnes qui ont un rôle privilégié en ont été averties. En cas d’urgence, vous pouvez briser la glace : vous donnez la raison, l’accès dure 30 minutes et tout le monde est alerté.',
     coolingOffBreakGlass: 'Briser la glace (urgence)',
     requestId: (id: string) => `Numéro de la demande${nb}: ${id}`,
     field: {
@@ -319,7 +334,7 @@ export const fr = {
       factorResetPending: 'Une demande pour cette personne attend déjà une décision',
       factorResetDecided: 'Cette demande a déjà été traitée ou a expiré',
       factorResetReasonRequired: 'Expliquez comment vous avez vérifié l’identité de la personne',
-      breakGlassNotNeeded: 'Aucun de vos rôles n’est en période d’attente : vous n’avez pas besoin de briser la glace',
+      breakGlassNotNeeded: 'Aucun de vos rôles n’est en période d’attente : vous n’avez pas besoin de briser la glace',
       breakGlassActive: 'Vous avez déjà brisé la glace pour cette session',
       breakGlassReasonRequired: 'Donnez la raison de l’urgence (au moins 10 caractères)',
       invalidValue: 'Cette valeur n’est pas valide',
@@ -379,8 +394,8 @@ export const fr = {
   breakGlass: {
     title: 'Briser la glace',
     lead: 'Un rôle privilégié nouvellement accordé n’ouvre aucun renseignement personnel pendant sa première heure. En cas d’urgence réelle, vous pouvez lever cette attente pour cette session.',
-    consequences: 'Ce que cela fait : l’accès dure 30 minutes ; il exige une clé d’accès ; toutes les personnes qui ont un rôle privilégié reçoivent un courriel avec votre raison ; chaque dossier que vous ouvrez est marqué au journal et revu.',
-    coolingUntil: (role: string, when: string) => `${role} : en attente jusqu’au ${when}`,
+    consequences: 'Ce que cela fait : l’accès dure 30 minutes ; il exige une clé d’accès ; toutes les personnes qui ont un rôle privilégié reçoivent un courriel avec votre raison ; chaque dossier que vous ouvrez est marqué au journal et revu.',
+    coolingUntil: (role: string, when: string) => `${role} : en attente jusqu’au ${when}`,
     reason: 'Raison de l’urgence',
     reasonHint: 'Elle est envoyée à toutes les personnes qui ont un rôle privilégié et gardée au journal.',
     submit: 'Briser la glace pour 30 minutes',
@@ -388,19 +403,19 @@ export const fr = {
     active: (when: string) => `Vous avez accès aux renseignements personnels de votre rôle jusqu’à ${when}. Chaque consultation est marquée au journal.`,
     end: 'Terminer maintenant',
     ended: 'L’accès d’urgence est terminé.',
-    nothing: 'Aucun de vos rôles n’est en période d’attente : vous n’avez pas besoin de briser la glace.',
-    mailSubject: (who: string) => `Bris de glace : ${who}`,
+    nothing: 'Aucun de vos rôles n’est en période d’attente : vous n’avez pas besoin de briser la glace.',
+    mailSubject: (who: string) => `Bris de glace : ${who}`,
     mailBody: (who: string, reason: string, until: string, link: string) =>
-      `Bonjour,\n\n${who} vient de briser la glace : son rôle, accordé il y a moins d’une heure, ouvre les renseignements personnels jusqu’à ${until}.\n\nRaison donnée : ${reason}\n\nChaque consultation est marquée au journal :\n\n${link}\n\nSi cela vous surprend, signalez-le à la sécurité sans tarder.\n\nGuichet`,
+      `Bonjour,\n\n${who} vient de briser la glace : son rôle, accordé il y a moins d’une heure, ouvre les renseignements personnels jusqu’à ${until}.\n\nRaison donnée : ${reason}\n\nChaque consultation est marquée au journal :\n\n${link}\n\nSi cela vous surprend, signalez-le à la sécurité sans tarder.\n\nGuichet`,
   },
   factorResets: {
     title: 'Réinitialiser la deuxième étape',
-    lead: 'Pour une personne qui a perdu sa clé d’accès, son application et ses codes de récupération. Une personne de l’administration le demande après avoir vérifié l’identité de la personne par un autre moyen ; une autre l’approuve. Le courriel seul ne suffit jamais.',
+    lead: 'Pour une personne qui a perdu sa clé d’accès, son application et ses codes de récupération. Une personne de l’administration le demande après avoir vérifié l’identité de la personne par un autre moyen ; une autre l’approuve. Le courriel seul ne suffit jamais.',
     newTitle: 'Demander une réinitialisation',
     newLink: 'Demander une réinitialisation',
     email: 'Adresse courriel de la personne',
     reason: 'Vérification de l’identité',
-    reasonHint: 'Comment avez-vous vérifié que c’est bien elle ? (rappel au numéro connu, pièce d’identité au comptoir…) Montré à la personne qui décidera et gardé au journal.',
+    reasonHint: 'Comment avez-vous vérifié que c’est bien elle ? (rappel au numéro connu, pièce d’identité au comptoir…) Montré à la personne qui décidera et gardé au journal.',
     submit: 'Envoyer la demande',
     requested: 'La demande est envoyée. Une autre personne de l’administration doit l’approuver.',
     pending: 'Demandes en attente',
@@ -417,9 +432,9 @@ export const fr = {
     consequence: (email: string) => `Si vous approuvez, l’application d’authentification, les clés d’accès et les codes de récupération de ${email} seront retirés et toutes ses sessions prendront fin. La personne se connectera avec son mot de passe et ajoutera une nouvelle deuxième étape.`,
     approve: 'Approuver',
     refuse: 'Refuser',
-    approved: 'La demande est approuvée : la deuxième étape de la personne est retirée.',
+    approved: 'La demande est approuvée : la deuxième étape de la personne est retirée.',
     refusedDone: 'La demande est refusée.',
-    ownRequest: 'Vous avez fait cette demande, ou elle vous concerne : une autre personne de l’administration doit la traiter.',
+    ownRequest: 'Vous avez fait cette demande, ou elle vous concerne : une autre personne de l’administration doit la traiter.',
     personMail: {
       subject: {
         requested: 'Demande de réinitialisation de votre deuxième étape de connexion',
@@ -427,7 +442,7 @@ export const fr = {
         refused: 'Demande de réinitialisation refusée',
       },
       body: {
-        requested: (link: string) => `Bonjour,\n\nL’administration de Guichet a demandé le retrait de la deuxième étape de connexion de votre compte (application d’authentification, clés d’accès, codes de récupération), comme quand on les a tous perdus. Une autre personne de l’administration doit l’approuver.\n\nSi vous n’avez rien demandé, répondez à l’administration sans tarder : quelqu’un cherche peut-être à prendre votre compte.\n\n${link}\n\nGuichet`,
+        requested: (link: string) => `Bonjour,\n\nL’administration de Guichet a demandé le retrait de la deuxième étape de connexion de votre compte (application d’authentification, clés d’accès, codes de récupération), comme quand on les a tous perdus. Une autre personne de l’administration doit l’approuver.\n\nSi vous n’avez rien demandé, répondez à l’administration sans tarder : quelqu’un cherche peut-être à prendre votre compte.\n\n${link}\n\nGuichet`,
         approved: (link: string) => `Bonjour,\n\nLa deuxième étape de connexion de votre compte Guichet a été retirée et toutes vos sessions ont pris fin. Connectez-vous avec votre mot de passe, puis ajoutez une clé d’accès ou une application d’authentification.\n\n${link}\n\nSi vous n’avez rien demandé, communiquez avec l’administration sans tarder.\n\nGuichet`,
         refused: (link: string) => `Bonjour,\n\nLa demande de retrait de la deuxième étape de connexion de votre compte Guichet a été refusée. Rien n’a changé.\n\n${link}\n\nGuichet`,
       },
@@ -439,7 +454,7 @@ export const fr = {
         refused: 'Réinitialisation refusée',
       },
       body: {
-        requested: (who: string, link: string) => `Bonjour,\n\nLe retrait de la deuxième étape de connexion de ${who} a été demandé. Une autre personne de l’administration doit approuver ou refuser la demande :\n\n${link}\n\nSi cette demande vous surprend, signalez-la à la sécurité.\n\nGuichet`,
+        requested: (who: string, link: string) => `Bonjour,\n\nLe retrait de la deuxième étape de connexion de ${who} a été demandé. Une autre personne de l’administration doit approuver ou refuser la demande :\n\n${link}\n\nSi cette demande vous surprend, signalez-la à la sécurité.\n\nGuichet`,
         approved: (who: string, link: string) => `Bonjour,\n\nLa deuxième étape de connexion de ${who} a été retirée, et ses sessions ont pris fin.\n\n${link}\n\nSi cela vous surprend, signalez-le à la sécurité.\n\nGuichet`,
         refused: (who: string, link: string) => `Bonjour,\n\nLa demande de retrait de la deuxième étape de connexion de ${who} a été refusée.\n\n${link}\n\nGuichet`,
       },
@@ -514,12 +529,12 @@ export const fr = {
       what: {
         totpAdded: () => 'une application d’authentification a été ajoutée à votre compte',
         totpRemoved: () => 'l’application d’authentification a été retirée de votre compte',
-        passkeyAdded: (name: string) => `une clé d’accès (« ${name} ») a été ajoutée à votre compte`,
-        passkeyRemoved: (name: string) => `la clé d’accès « ${name} » a été retirée de votre compte`,
+        passkeyAdded: (name: string) => `une clé d’accès (« ${name} ») a été ajoutée à votre compte`,
+        passkeyRemoved: (name: string) => `la clé d’accès « ${name} » a été retirée de votre compte`,
         recoveryRegenerated: () => 'de nouveaux codes de récupération ont été créés (les anciens ne fonctionnent plus)',
       },
       body: (what: string, when: string, device: string, link: string) =>
-        `Bonjour,\n\nSur votre compte Guichet, ${what}.\n\n${when}\n${device}\n\nSi c’était vous, vous n’avez rien à faire. Sinon, quelqu’un utilise votre compte : changez votre mot de passe, vérifiez vos moyens de connexion et mettez fin aux sessions que vous ne reconnaissez pas :\n\n${link}\n\nGuichet`,
+        `Bonjour,\n\nSur votre compte Guichet, ${what}.\n\n${when}\n${device}\n\nSi c’était vous, vous n’avez rien à faire. Sinon, quelqu’un utilise votre compte : changez votre mot de passe, vérifiez vos moyens de connexion et mettez fin aux sessions que vous ne reconnaissez pas :\n\n${link}\n\nGuichet`,
     },
     needsJs: 'Les clés d’accès ont besoin de JavaScript. Activez JavaScript dans votre navigateur pour les utiliser, ou choisissez une autre méthode.',
     unsupported: 'Ce navigateur ne prend pas en charge les clés d’accès. Utilisez un navigateur à jour, ou choisissez une autre méthode.',
@@ -631,10 +646,10 @@ export const fr = {
     consequenceNow: (reference: string) => `Le dossier (référence ${reference}) est retiré de la liste d’attente dès maintenant.`,
     consequenceApplications: (n: number) =>
       n === 0
-        ? 'L’enfant n’est inscrit à aucun service de garde.'
+        ? 'L’enfant n’est inscrit à aucun service de garde.'
         : n === 1
-          ? `Son inscription ne compte plus${nb}: le service de garde ne voit plus l’enfant dans sa liste.`
-          : `Ses ${n} inscriptions ne comptent plus${nb}: les services de garde ne voient plus l’enfant dans leur liste.`,
+          ? `Son inscription ne compte plus${nb}: le service de garde ne voit plus l’enfant dans sa liste.`
+          : `Ses ${n} inscriptions ne comptent plus${nb}: les services de garde ne voient plus l’enfant dans leur liste.`,
     consequenceRestore: (days: number) => `Pendant ${days} jours, vous pouvez demander au programme de rétablir le dossier tel qu’il était, avec ses inscriptions. Une seconde personne de l’administration approuve chaque rétablissement.`,
     consequencePurge: (days: number) => `Après ${days} jours, le dossier et son historique sont détruits pour de bon${nb}: personne ne peut plus les lire, pas même dans les copies de sauvegarde.`,
     warningLabel: 'Avertissement',
