@@ -147,7 +147,7 @@ describe('pages a signed-out visitor reaches', () => {
   it('have the same elements in French and in English, in the language they say they are in', async () => {
     const tenant = await tenantFor(t);
     const facility = await createFacility(t, tenant, { name: 'CPE Les Bourgeons' });
-    const paths = ['/', '/directory', `/directory/${facility}`, '/directory?q=bourgeons', '/signin', '/signup', '/nowhere'];
+    const paths = ['/', '/directory', `/directory/${facility}`, '/directory?q=bourgeons', '/signin', '/signup', '/password/forgot', '/nowhere'];
     const frOnly = sentences(fr, en);
     const enOnly = sentences(en, fr);
     for (const path of paths) {
