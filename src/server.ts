@@ -18,8 +18,9 @@ import { TenantDirectory } from './tenants/service.ts';
 import { waitlistRoutes } from './waitlist/routes.tsx';
 import { buildApp, type RouteModule } from './web/app.ts';
 import { homeRoutes } from './web/pages.tsx';
+import { oidcRoutes } from './oidc/routes.tsx';
 
-export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, grantRoutes, waitlistRoutes, demoMailRoutes, factorRoutes, auditRoutes];
+export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, grantRoutes, waitlistRoutes, demoMailRoutes, factorRoutes, auditRoutes, oidcRoutes];
 
 /** Tokens travel in links (verification, invitations): never let one reach the logs. */
 export function redactUrl(url: string): string {
