@@ -369,6 +369,9 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
         <p>
           <a href="/admin/grants">{env.m.grants.title}</a>
         </p>
+        <p>
+          <a href="/admin/oidc/clients">{env.m.oidc.clientsTitle}</a> · <a href="/admin/oidc/entitlements">{env.m.oidc.entTitle}</a>
+        </p>
         <h2>{a.staffTitle}</h2>
         {staff.length === 0 ? (
           <p>{a.staffNone}</p>

@@ -106,7 +106,7 @@ async function check(deps: Deps, ctx: Ctx, action: Action, audited: AuditAction,
  * second administrator (approveClient); the secret is returned once, here,
  * and kept only wrapped by the key provider.
  */
-export async function registerClient(deps: Deps, ctx: Ctx, input: NewClient, knownScopes: ReadonlySet<string>): Promise<{ clientId: string; secret: string | null; status: 'pending' | 'active' }> {
+export async function registerClient(deps: Deps, ctx: Ctx, input: NewClient): Promise<{ clientId: string; secret: string | null; status: 'pending' | 'active' }> {
   await check(deps, ctx, 'oidc.client.create', 'oidc.client.create', []);
   requireRecentAuth(ctx);
   const errors: Record<string, 'invalidValue'> = {};
@@ -115,7 +115,7 @@ export async function registerClient(deps: Deps, ctx: Ctx, input: NewClient, kno
   // Pairwise identifiers are computed per host: every redirect URI on one host.
   else if (new Set(input.redirectUris.map((u) => new URL(u).host)).size > 1) errors.redirectUris = 'invalidValue';
   if (input.postLogoutRedirectUris.length > 10 || !input.postLogoutRedirectUris.every((u) => checkRedirectUri(u, deps.config.production))) errors.postLogoutRedirectUris = 'invalidValue';
-  if (!input.scopes.includes('openid') || !input.scopes.every((s) => SCOPE_SHAPE.test(s) && knownScopes.has(s))) errors.scopes = 'invalidValue';
+  if (!input.scopes.includes('openid') || input.scopes.length > 20 || !input.scopes.every((s) => SCOPE_SHAPE.test(s))) errors.scopes = 'invalidValue';
   if (input.logoUri && (!checkRedirectUri(input.logoUri, deps.config.production) || !input.logoUri.startsWith('https://'))) errors.logoUri = 'invalidValue';
   if (input.backchannelLogoutUri && !checkRedirectUri(input.backchannelLogoutUri, deps.config.production)) errors.backchannelLogoutUri = 'invalidValue';
   if (Object.keys(errors).length) throw new ValidationError(errors);

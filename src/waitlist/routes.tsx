@@ -84,6 +84,9 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
         <p class="lead">{a.lead}</p>
         {deleted && <Notice>{env.m.records.deleted(ctx.tenant.rules.deletedFileRetentionDays)}</Notice>}
         {!ctx.actor.emailVerified && <Notice>{a.unverified}</Notice>}
+        <p>
+          <a href="/account/access-rights">{env.m.oidc.servicesLink}</a>
+        </p>
         <h2>{a.children}</h2>
         {children.length === 0 ? (
           <p>{a.none}</p>
