@@ -64,6 +64,40 @@ export async function clientMetadata(keys: KeyProvider, c: ClientRow): Promise<R
   };
 }
 
+/* ------------------------------------------------- form-action of the pages */
+
+const ORIGINS_TTL_MS = 5000;
+const originsCache = new Map<string, { at: number; origins: Promise<string[]> }>();
+
+/**
+ * The origins the tenant's active relying parties receive people at (their
+ * redirect and post-logout addresses). A sign-in, consent or logout form ends
+ * with a redirect to one of them, and browsers apply the page's CSP
+ * form-action to that redirect too: Guichet's pages allow exactly these
+ * besides 'self'.
+ */
+export function clientOrigins(db: Kysely<DB>, tenantId: string): Promise<string[]> {
+  const hit = originsCache.get(tenantId);
+  if (hit && Date.now() - hit.at < ORIGINS_TTL_MS) return hit.origins;
+  const origins = inTenant(db, tenantId, (trx) => trx.selectFrom('oidc_clients').select(['redirect_uris', 'post_logout_redirect_uris']).where('status', '=', 'active').execute()).then((rows) => {
+    const set = new Set<string>();
+    for (const r of rows) for (const u of [...r.redirect_uris, ...r.post_logout_redirect_uris]) set.add(new URL(u).origin);
+    return [...set].sort();
+  });
+  originsCache.set(tenantId, { at: Date.now(), origins });
+  origins.catch(() => originsCache.delete(tenantId));
+  return origins;
+}
+
+export function forgetClientOrigins(tenantId: string): void {
+  originsCache.delete(tenantId);
+}
+
+export function widenFormAction(csp: string, origins: readonly string[]): string {
+  if (!origins.length) return csp;
+  return csp.replace(/form-action 'self'/, `form-action 'self' ${origins.join(' ')}`);
+}
+
 /* ------------------------------------------------------------- registration */
 
 export interface NewClient {
@@ -148,6 +182,7 @@ export async function registerClient(deps: Deps, ctx: Ctx, input: NewClient): Pr
       .execute();
     await appendAudit(trx, ctx.tenant.id, { action: 'oidc.client.create', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'oidc_client', targetIds: [clientId], details: { personal, status, scopes: input.scopes.join(' '), confidential: input.confidential } }, ctx.now);
   }, actor.accountId);
+  forgetClientOrigins(ctx.tenant.id);
   return { clientId, secret, status };
 }
 
@@ -193,4 +228,5 @@ export async function decideClient(deps: Deps, ctx: Ctx, clientId: string, decis
     }
     await appendAudit(trx, ctx.tenant.id, { action: audited, outcome: 'success', ...originFields(originOf(ctx)), targetType: 'oidc_client', targetIds: [clientId], details: { personal: c.personal } }, ctx.now);
   }, actor.accountId);
+  forgetClientOrigins(ctx.tenant.id);
 }

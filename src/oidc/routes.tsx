@@ -7,7 +7,7 @@ import { originOf, type Deps } from '../context.ts';
 import { reauthUrl } from '../identity/stepup.ts';
 import { originFields } from '../tenants/service.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
-import { findActiveClient } from './clients.ts';
+import { clientOrigins, findActiveClient, widenFormAction } from './clients.ts';
 import { currentEntitlements } from './entitlements.ts';
 import { ConsentPage, ExpiredPage } from './pages.tsx';
 import { BRIDGE, OIDC_PREFIX, OidcProviders, type Bridge } from './provider.ts';
@@ -63,7 +63,11 @@ export function oidcRoutes(app: FastifyInstance, deps: Deps) {
       handler: async (req, reply) => {
         const provider = await providerFor(req);
         // Guichet's security headers go with the provider's answers too (it adds a hash to the CSP for its own inline script).
-        for (const [k, v] of Object.entries(reply.getHeaders())) if (v !== undefined) reply.raw.setHeader(k, v as string | string[]);
+        const origins = await clientOrigins(deps.db.db, req.ctx.tenant.id);
+        for (const [k, v] of Object.entries(reply.getHeaders())) {
+          if (v === undefined) continue;
+          reply.raw.setHeader(k, k === 'content-security-policy' && typeof v === 'string' ? widenFormAction(v, origins) : (v as string | string[]));
+        }
         const raw = req.raw as IncomingMessage & { originalUrl?: string; [BRIDGE]?: Bridge };
         raw[BRIDGE] = { req, reply };
         raw.originalUrl = raw.url;
@@ -72,6 +76,16 @@ export function oidcRoutes(app: FastifyInstance, deps: Deps) {
         callbackOf(provider)(raw, reply.raw);
       },
     });
+  });
+
+  // Every page's form may end, through redirects, at a relying party: see clientOrigins().
+  app.addHook('onSend', async (req, reply, payload) => {
+    if (!req.ctx) return payload;
+    const csp = reply.getHeader('content-security-policy');
+    if (typeof csp !== 'string') return payload;
+    const origins = await clientOrigins(deps.db.db, req.ctx.tenant.id);
+    if (origins.length) reply.header('content-security-policy', widenFormAction(csp, origins));
+    return payload;
   });
 
   /* ------------------------------------------------------------ interactions */

@@ -61,11 +61,11 @@ export interface RegisteredClient {
  * its dual control have their own tests): two other accounts of the tenant
  * stand for the requester and the approver.
  */
-export async function insertActiveClient(t: TestApp, tenant: Tenant, opts: { scopes: string[]; confidential?: boolean; name?: string; requestedBy: string; approvedBy: string; backchannelLogoutUri?: string }): Promise<RegisteredClient> {
+export async function insertActiveClient(t: TestApp, tenant: Tenant, opts: { scopes: string[]; confidential?: boolean; name?: string; requestedBy: string; approvedBy: string; backchannelLogoutUri?: string; redirectUri?: string; postLogoutRedirectUri?: string }): Promise<RegisteredClient> {
   const clientId = randomBytes(18).toString('base64url');
   const secret = opts.confidential === false ? null : randomBytes(32).toString('base64url');
-  const redirectUri = 'https://catalogue.example.org/callback';
-  const postLogoutRedirectUri = 'https://catalogue.example.org/signed-out';
+  const redirectUri = opts.redirectUri ?? 'https://catalogue.example.org/callback';
+  const postLogoutRedirectUri = opts.postLogoutRedirectUri ?? 'https://catalogue.example.org/signed-out';
   await inTenant(t.database.db, tenant.id, async (trx) =>
     trx
       .insertInto('oidc_clients')
