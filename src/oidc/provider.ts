@@ -181,6 +181,16 @@ function createProvider(deps: Deps, tenant: Tenant, issuer: string, jwks: object
     issueRefreshToken: async (_ctx: unknown, client: { grantTypeAllowed(g: string): boolean }) => client.grantTypeAllowed('refresh_token'),
     rotateRefreshToken: true,
     ttl: TTL,
+    // oidc-provider refuses outgoing requests (back-channel logout) to special-use addresses, loopback
+    // included. Outside production a loopback address is allowed, as it is for redirect URIs (a relying
+    // party on the developer's machine); in production the protection stays whole.
+    fetch: (url: string | URL, options: RequestInit & { dispatcher?: unknown }) => {
+      if (!deps.config.production && isLoopback(new URL(url))) {
+        const { dispatcher: _ssrf, ...rest } = options;
+        return globalThis.fetch(url, rest);
+      }
+      return globalThis.fetch(url, options);
+    },
     clientBasedCORS: (_ctx: unknown, origin: string, client: { redirectUris?: string[] }) => (client.redirectUris ?? []).some((u) => new URL(u).origin === origin),
     async findAccount(ctx: KoaContextWithOIDC, sub: string) {
       const acc = /^[0-9a-f-]{36}$/.test(sub)
@@ -209,7 +219,7 @@ function createProvider(deps: Deps, tenant: Tenant, issuer: string, jwks: object
   provider.proxy = process.env.TRUST_PROXY === '1';
 
   const noteError = (ctx: KoaContextWithOIDC, err: { error?: string; error_description?: string; error_detail?: string; message?: string }) => {
-    factsOf(ctx).error = { error: err.error ?? 'server_error', ...(err.error_description ? { description: err.error_description } : {}), ...(err.error_detail ? { detail: err.error_detail } : {}) };
+    factsOf(ctx).error = { error: err.error ?? 'server_error', ...(err.error_description ? { description: err.error_description } : {}), ...(err.error_detail ? { detail: err.error_detail } : !err.error && err.message ? { detail: err.message } : {}) };
   };
   for (const e of ['authorization.error', 'grant.error', 'userinfo.error', 'end_session.error', 'revocation.error', 'introspection.error', 'backchannel.error', 'server_error']) {
     provider.on(e, noteError as never);
@@ -234,6 +244,10 @@ function createProvider(deps: Deps, tenant: Tenant, issuer: string, jwks: object
   return provider;
 }
 
+function isLoopback(u: URL): boolean {
+  return u.hostname === 'localhost' || u.hostname === '127.0.0.1' || u.hostname === '[::1]' || u.hostname.endsWith('.localhost');
+}
+
 const ROUTE_ACTIONS: Record<string, AuditAction> = {
   authorization: 'oidc.authorization',
   resume: 'oidc.authorization',
@@ -254,8 +268,10 @@ async function auditRequest(deps: Deps, tenant: Tenant, ctx: KoaContextWithOIDC)
   const facts = FACTS.get(ctx);
   const action = route ? ROUTE_ACTIONS[route] : undefined;
   if (!action && !facts?.error) return;
-  // An authorization request that only led to our sign-in or consent page is recorded when it resumes.
+  // An authorization request that only led to our sign-in or consent page is recorded when it resumes;
+  // a logout request that only showed the confirmation page, when the person answers.
   if ((route === 'authorization' || route === 'resume') && !facts?.authorized && !facts?.error) return;
+  if (route === 'end_session' && !facts?.error) return;
   const bridge = bridgeOf(ctx);
   const e = ctx.oidc?.entities ?? {};
   const client = ctx.oidc?.client?.clientId ?? (typeof ctx.oidc?.params?.client_id === 'string' ? ctx.oidc.params.client_id : undefined);
