@@ -72,6 +72,7 @@ export const AUDIT_ACTIONS = [
   'oidc.client.disable',
   'oidc.authorization',
   'oidc.consent',
+  'oidc.consent.withdraw',
   'oidc.token',
   'oidc.userinfo',
   'oidc.claims.release',

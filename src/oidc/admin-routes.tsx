@@ -6,7 +6,7 @@ import { Csrf, ErrorSummary, Fieldset, Notice, Page, SummaryList, Tag, TextField
 import { formatDate, formatDateTime } from '../web/i18n/index.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
 import { decideClient, getClient, listClients, registerClient, type ClientRow } from './clients.ts';
-import { grantEntitlement, listEntitlements, ownEntitlements, revokeEntitlement } from './entitlements.ts';
+import { connectedServices, grantEntitlement, listEntitlements, ownEntitlements, revokeEntitlement, withdrawConsent } from './entitlements.ts';
 import { OIDC_PREFIX } from './provider.ts';
 
 type Body = Record<string, unknown>;
@@ -342,15 +342,17 @@ export function oidcAdminRoutes(app: FastifyInstance, deps: Deps) {
   });
 
   /* ----------------------------------------------- the person's own page */
-  app.get('/account/access-rights', async (req, reply) => {
+  app.get<{ Querystring: { withdrawn?: string } }>('/account/access-rights', async (req, reply) => {
     if (!req.ctx.actor) throw new AppError('signInRequired');
     const rows = await ownEntitlements(deps, req.ctx);
+    const services = await connectedServices(deps, req.ctx);
     const env = pageEnv(req, reply);
     const o = env.m.oidc;
     const today = req.ctx.now.toISOString().slice(0, 10);
     return sendPage(
       reply,
       <Page env={env} title={o.servicesTitle}>
+        {req.query.withdrawn && <Notice>{o.withdrawn}</Notice>}
         <h1>{o.servicesTitle}</h1>
         <p class="lead">{o.servicesLead}</p>
         {rows.length === 0 ? (
@@ -386,10 +388,33 @@ export function oidcAdminRoutes(app: FastifyInstance, deps: Deps) {
             </table>
           </div>
         )}
+        <h2>{o.connectedTitle}</h2>
+        {services.length === 0 ? (
+          <p>{o.connectedNone}</p>
+        ) : (
+          <ul>
+            {services.map((c) => (
+              <li>
+                <strong>{c.name}</strong> — {o.connectedShared(c.scopes.join(', '))}{' '}
+                <form method="post" action={`/account/access-rights/grants/${c.grantId}/withdraw`} class="inline-form">
+                  <Csrf env={env} />
+                  <button type="submit" class="link-button" aria-label={o.withdrawLabel(c.name)}>
+                    {o.withdraw}
+                  </button>
+                </form>
+              </li>
+            ))}
+          </ul>
+        )}
         <p>
           <a href="/account">{env.m.layout.myFile}</a>
         </p>
       </Page>,
     );
+  });
+
+  app.post<{ Params: { grantId: string } }>('/account/access-rights/grants/:grantId/withdraw', async (req, reply) => {
+    await withdrawConsent(deps, req.ctx, req.params.grantId);
+    return reply.redirect('/account/access-rights?withdrawn=1', 303);
   });
 }

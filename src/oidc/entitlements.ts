@@ -1,4 +1,4 @@
-import type { Kysely, Selectable } from 'kysely';
+import { sql, type Kysely, type Selectable } from 'kysely';
 import { decide } from '../access/decide.ts';
 import { appendAudit, appendAuditAlone } from '../audit/log.ts';
 import { originOf, type Ctx, type Deps } from '../context.ts';
@@ -128,4 +128,59 @@ export async function ownEntitlements(deps: Deps, ctx: Ctx): Promise<Entitlement
   const d = decide(ctx.actor, 'oidc.entitlement.readOwn', { type: 'tenant' }, ctx.now);
   if (!d.allowed) throw new AppError(ctx.actor ? 'forbidden' : 'signInRequired');
   return inTenant(deps.db.db, ctx.tenant.id, (trx) => trx.selectFrom('oidc_entitlements').selectAll().where('account_id', '=', ctx.actor!.accountId).orderBy('created_at', 'desc').execute());
+}
+
+/* ------------------------------------------------------ consents given */
+
+export interface ConnectedService {
+  grantId: string;
+  clientId: string;
+  name: string;
+  scopes: string[];
+}
+
+/** The services the person consented to (the provider's grants still in force), for their account page. */
+export async function connectedServices(deps: Deps, ctx: Ctx): Promise<ConnectedService[]> {
+  const actor = ctx.actor;
+  if (!actor) throw new AppError('signInRequired');
+  return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    const grants = await trx
+      .selectFrom('oidc_payloads')
+      .select(['id', 'payload'])
+      .where('model', '=', 'Grant')
+      .where(sql<string>`payload->>'accountId'`, '=', actor.accountId)
+      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', ctx.now)]))
+      .execute();
+    if (!grants.length) return [];
+    const parsed = grants.map((g) => {
+      const p = (typeof g.payload === 'string' ? JSON.parse(g.payload) : g.payload) as { clientId?: string; openid?: { scope?: string } };
+      return { grantId: g.id, clientId: String(p.clientId ?? ''), scopes: String(p.openid?.scope ?? '').split(' ').filter(Boolean) };
+    });
+    const clients = await trx.selectFrom('oidc_clients').select(['client_id', 'name']).where('client_id', 'in', [...new Set(parsed.map((p) => p.clientId))]).execute();
+    const names = new Map(clients.map((c) => [c.client_id, c.name]));
+    return parsed.filter((p) => names.has(p.clientId)).map((p) => ({ ...p, name: names.get(p.clientId)! }));
+  }, actor.accountId);
+}
+
+/**
+ * Withdraws a consent: the grant and every code and token issued under it end
+ * now; the service asks again at the next sign-in.
+ */
+export async function withdrawConsent(deps: Deps, ctx: Ctx, grantId: string): Promise<void> {
+  const actor = ctx.actor;
+  if (!actor) throw new AppError('signInRequired');
+  if (!/^[A-Za-z0-9_-]{10,64}$/.test(grantId)) throw new AppError('notFound');
+  const clientId = await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    const g = await trx.selectFrom('oidc_payloads').select('payload').where('model', '=', 'Grant').where('id', '=', grantId).where(sql<string>`payload->>'accountId'`, '=', actor.accountId).executeTakeFirst();
+    if (!g) return null;
+    const p = (typeof g.payload === 'string' ? JSON.parse(g.payload) : g.payload) as { clientId?: string };
+    await trx.deleteFrom('oidc_payloads').where((eb) => eb.or([eb('grant_id', '=', grantId), eb.and([eb('model', '=', 'Grant'), eb('id', '=', grantId)])])).execute();
+    await appendAudit(trx, ctx.tenant.id, { action: 'oidc.consent.withdraw', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'oidc_client', targetIds: [String(p.clientId ?? '').slice(0, 64)] }, ctx.now);
+    return String(p.clientId ?? '');
+  }, actor.accountId);
+  if (clientId === null) {
+    // Someone else's grant, or none: the same answer, and a record of the attempt.
+    await appendAuditAlone(deps.db.db, ctx.tenant.id, { action: 'oidc.consent.withdraw', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'oidc_grant', targetIds: [grantId.slice(0, 64)], details: { reason: 'not_found' } }, ctx.now);
+    throw new AppError('notFound');
+  }
 }

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inTenant } from '../../src/db/tenant.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { createParent, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
-import { Client } from '../helpers/client.ts';
+import { Client, textOf } from '../helpers/client.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 import { follow, freePort, insertActiveClient, rpConfig, type RegisteredClient } from './helpers.ts';
 
@@ -186,6 +186,32 @@ describe('OpenID Connect provider, with openid-client as the relying party', () 
     const tk = await oidc.authorizationCodeGrant(config, back, { pkceCodeVerifier: req.verifier, expectedState: req.state, expectedNonce: req.nonce });
     await inTenant(database.db, tenant.id, (trx) => trx.updateTable('oidc_payloads').set({ expires_at: new Date(Date.now() - 1000) }).where('model', '=', 'RefreshToken').execute());
     await expect(oidc.refreshTokenGrant(config, tk.refresh_token!)).rejects.toMatchObject({ error: 'invalid_grant' });
+  });
+
+  it('the person sees the services they consented to and withdraws one: its tokens end, consent is asked again', async () => {
+    const req = authRequest('openid email');
+    const back = await signInAndConsent(alice, await req.url(), { signedIn: true });
+    const tk = await oidc.authorizationCodeGrant(config, back, { pkceCodeVerifier: req.verifier, expectedState: req.state, expectedNonce: req.nonce });
+    const page = await alice.get('/account/access-rights');
+    expect(textOf(page.body)).toContain('Catalogue des bibliothèques');
+    expect(textOf(page.body)).toContain('Abonné du réseau X');
+    const grants = [...page.body.matchAll(/action="\/account\/access-rights\/grants\/([^/"]+)\/withdraw"/g)].map((m) => m[1]!);
+    expect(grants.length).toBeGreaterThan(0);
+    // Another person cannot withdraw it (and learns nothing).
+    const bob = new Client(t.app, tenant.hosts[0]!);
+    await bob.signIn('bob@example.org', PASSWORD);
+    await bob.get('/account');
+    expect((await bob.post(`/account/access-rights/grants/${grants[0]}/withdraw`)).status).toBe(404);
+    await expect(oidc.fetchUserInfo(config, tk.access_token, tk.claims()!.sub)).resolves.toBeTruthy();
+    for (const g of grants) expect((await alice.post(`/account/access-rights/grants/${g}/withdraw`)).status).toBe(303);
+    expect(textOf((await alice.get('/account/access-rights')).body)).toContain('Vous n’avez autorisé aucun service');
+    await expect(oidc.fetchUserInfo(config, tk.access_token, tk.claims()!.sub)).rejects.toBeTruthy();
+    await expect(oidc.refreshTokenGrant(config, tk.refresh_token!)).rejects.toMatchObject({ error: 'invalid_grant' });
+    const again = await follow(alice, (await authRequest('openid').url()).href.replace(/^http:\/\/[^/]+/, ''));
+    expect(again.body).toContain('/consent"');
+    const withdrawn = await auditActions('oidc.consent.withdraw');
+    expect(withdrawn.filter((e) => e.outcome === 'success').length).toBe(grants.length);
+    expect(withdrawn.some((e) => e.outcome === 'denied')).toBe(true);
   });
 
   it('RP-initiated logout asks the person, ends the provider session and the Guichet session, and returns to the registered address', async () => {

@@ -646,5 +646,11 @@ export const en: Messages = {
     stateRevoked: 'Removed',
     colState: 'Status',
     noLimit: 'No end date',
+    connectedTitle: 'Services you signed in to',
+    connectedNone: 'You have not authorised any service.',
+    connectedShared: (scopes: string) => `Shared: ${scopes}`,
+    withdraw: 'Withdraw access',
+    withdrawLabel: (name: string) => `Withdraw the access of ${name}`,
+    withdrawn: 'The access has been withdrawn. The service will ask for your consent at the next sign-in.',
   },
 };

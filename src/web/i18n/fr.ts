@@ -652,6 +652,12 @@ export const fr = {
     stateRevoked: 'Retiré',
     colState: 'État',
     noLimit: 'Sans date de fin',
+    connectedTitle: 'Services auxquels vous êtes connecté',
+    connectedNone: 'Vous n’avez autorisé aucun service.',
+    connectedShared: (scopes: string) => `Transmis${nb}: ${scopes}`,
+    withdraw: 'Retirer l’accès',
+    withdrawLabel: (name: string) => `Retirer l’accès de ${name}`,
+    withdrawn: 'L’accès a été retiré. Le service vous demandera votre consentement à la prochaine connexion.',
   },
 } as const;
 
