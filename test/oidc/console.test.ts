@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import * as oidc from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inTenant } from '../../src/db/tenant.ts';
+import { sweepExpired } from '../../src/oidc/adapter.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { createAdmin, createParent, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
 import { Client, textOf } from '../helpers/client.ts';
@@ -203,6 +204,19 @@ describe('tenant isolation', () => {
       FROM pg_class c WHERE c.relname IN (${sql.join(TABLES)}) ORDER BY c.relname`.execute(database.ownerDb());
     expect(rows.map((r) => r.relname)).toEqual(TABLES);
     for (const r of rows) expect(r, r.relname).toMatchObject({ relrowsecurity: true, relforcerowsecurity: true, policies: ['tenant_isolation'] });
+  });
+
+  it('expired provider artefacts are swept, tenant by tenant, and live ones kept', async () => {
+    const row = (tenantId: string, id: string, expires: number) => ({ tenant_id: tenantId, model: 'AccessToken', id, payload: JSON.stringify({}), grant_id: null, uid: null, user_code: null, expires_at: new Date(Date.now() + expires), consumed_at: null });
+    await inTenant(database.db, tenant.id, (trx) => trx.insertInto('oidc_payloads').values([row(tenant.id, 'old-1', -60_000), row(tenant.id, 'live-1', 60_000)]).execute());
+    await inTenant(database.db, other.id, (trx) => trx.insertInto('oidc_payloads').values([row(other.id, 'old-2', -60_000)]).execute());
+    expect(await sweepExpired(database.db, [tenant.id], new Date())).toBeGreaterThanOrEqual(1);
+    const ids = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('oidc_payloads').select('id').where('id', 'in', ['old-1', 'live-1']).execute());
+    expect(ids.map((r) => r.id)).toEqual(['live-1']);
+    // The other tenant's row is untouched until its own sweep.
+    expect(await inTenant(database.db, other.id, (trx) => trx.selectFrom('oidc_payloads').select('id').where('id', '=', 'old-2').execute())).toHaveLength(1);
+    await sweepExpired(database.db, [other.id], new Date());
+    expect(await inTenant(database.db, other.id, (trx) => trx.selectFrom('oidc_payloads').select('id').where('id', '=', 'old-2').execute())).toHaveLength(0);
   });
 
   it("another tenant's provider has its own issuer and keys and does not know this tenant's clients", async () => {
