@@ -2,7 +2,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { InteractionDetails, Provider } from 'oidc-provider';
 import type { AuthMethod } from '../access/actor.ts';
-import { appendAuditAlone } from '../audit/log.ts';
+import { appendAudit, appendAuditAlone } from '../audit/log.ts';
+import { inTenant } from '../db/tenant.ts';
 import { originOf, type Deps } from '../context.ts';
 import { reauthUrl } from '../identity/stepup.ts';
 import { originFields } from '../tenants/service.ts';
@@ -87,6 +88,47 @@ export function oidcRoutes(app: FastifyInstance, deps: Deps) {
     if (origins.length) reply.header('content-security-policy', widenFormAction(csp, origins));
     return payload;
   });
+
+  // Signing out of Guichet signs out of the provider too: this browser's provider session ends (the
+  // tokens bound to it stop working), its grants are revoked as an RP-initiated logout would, and
+  // every service with a back-channel address is told.
+  app.addHook('preHandler', async (req) => {
+    if (req.method !== 'POST' || req.routeOptions.url !== '/signout' || !req.ctx?.actor) return;
+    const sessionId = req.cookies['guichet_oidc_session'];
+    if (!sessionId || !/^[A-Za-z0-9_-]{10,64}$/.test(sessionId)) return;
+    try {
+      await endProviderSession(req, sessionId);
+    } catch (err) {
+      // Guichet's own sign-out goes ahead whatever happens here.
+      req.log.error({ err }, 'ending the OpenID Connect session failed');
+    }
+  });
+
+  const endProviderSession = async (req: FastifyRequest, sessionId: string) => {
+    const actor = req.ctx.actor!;
+    const tenantId = req.ctx.tenant.id;
+    const row = await inTenant(deps.db.db, tenantId, (trx) => trx.selectFrom('oidc_payloads').select('payload').where('model', '=', 'Session').where('id', '=', sessionId).executeTakeFirst());
+    if (!row) return;
+    const session = (typeof row.payload === 'string' ? JSON.parse(row.payload) : row.payload) as { accountId?: string; authorizations?: Record<string, { sid?: string; grantId?: string; persistsLogout?: boolean }> };
+    if (session.accountId !== actor.accountId) return;
+    const provider = (await providerFor(req)) as Provider & { Client: { find(id: string): Promise<{ backchannelLogoutUri?: string; backchannelLogout(sub: string, sid: string | undefined): Promise<void> } | undefined> } };
+    const told: string[] = [];
+    for (const [clientId, auth] of Object.entries(session.authorizations ?? {})) {
+      const client = await provider.Client.find(clientId);
+      if (client?.backchannelLogoutUri) {
+        await client.backchannelLogout(actor.accountId, auth.sid).then(
+          () => told.push(clientId),
+          (err: Error) => req.log.warn({ err, clientId }, 'back-channel logout failed'),
+        );
+      }
+    }
+    const grants = Object.values(session.authorizations ?? {}).filter((a) => a.grantId && !a.persistsLogout).map((a) => a.grantId!);
+    await inTenant(deps.db.db, tenantId, async (trx) => {
+      if (grants.length) await trx.deleteFrom('oidc_payloads').where((eb) => eb.or([eb('grant_id', 'in', grants), eb.and([eb('model', '=', 'Grant'), eb('id', 'in', grants)])])).execute();
+      await trx.deleteFrom('oidc_payloads').where('model', '=', 'Session').where('id', '=', sessionId).execute();
+      await appendAudit(trx, tenantId, { action: 'oidc.logout', outcome: 'success', ...originFields(originOf(req.ctx)), targetType: 'oidc_client', targetIds: Object.keys(session.authorizations ?? {}).slice(0, 50), details: { via: 'guichet_signout', backchannel: told.length } }, req.ctx.now);
+    }, actor.accountId);
+  };
 
   /* ------------------------------------------------------------ interactions */
 

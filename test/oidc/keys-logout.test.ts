@@ -167,4 +167,20 @@ describe('back-channel logout', () => {
     const audit = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['action', 'outcome']).where('action', '=', 'oidc.logout').execute());
     expect(audit.some((e) => e.outcome === 'success')).toBe(true);
   });
+
+  it('signing out of Guichet itself ends the provider session: the service is told, session-bound tokens stop working', async () => {
+    received.length = 0;
+    const person = new Client(t.app, tenant.hosts[0]!);
+    const tokens = await signIn(person);
+    await expect(oidc.fetchUserInfo(config, tokens.access_token, tokens.claims()!.sub)).resolves.toBeTruthy();
+    await person.get('/account');
+    const out = await person.post('/signout');
+    expect(out.status).toBe(303);
+    expect(received).toHaveLength(1);
+    expect(payload(received[0]!)).toMatchObject({ sub: tokens.claims()!.sub, sid: tokens.claims()!.sid });
+    await expect(oidc.fetchUserInfo(config, tokens.access_token, tokens.claims()!.sub)).rejects.toBeTruthy();
+    await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!)).rejects.toMatchObject({ error: 'invalid_grant' });
+    const audit = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['details']).where('action', '=', 'oidc.logout').orderBy('seq', 'desc').limit(1).executeTakeFirstOrThrow());
+    expect(audit.details).toMatchObject({ via: 'guichet_signout', backchannel: 1 });
+  });
 });
