@@ -31,9 +31,7 @@ export function oidcAdminRoutes(app: FastifyInstance, deps: Deps) {
         {req.query.decided && <Notice>{o.decided}</Notice>}
         <h1>{o.clientsTitle}</h1>
         <p class="lead">{o.clientsLead}</p>
-        <p>
-          {o.discovery}: <code>{`${req.ctx.baseUrl}${OIDC_PREFIX}/.well-known/openid-configuration`}</code>
-        </p>
+        <SummaryList rows={[[o.discovery, <code>{`${req.ctx.baseUrl}${OIDC_PREFIX}/.well-known/openid-configuration`}</code>]]} />
         <p>
           <a class="button" href="/admin/oidc/clients/new">
             {o.newClient}

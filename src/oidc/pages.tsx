@@ -11,7 +11,7 @@ import { bridgeOf } from './provider.ts';
  * logout form carries its own anti-forgery token; it is copied, not trusted as HTML
  * from elsewhere: oidc-provider builds it from its own values.
  */
-export async function renderProviderPage(ctx: KoaContextWithOIDC, page: { kind: 'logout'; form: string } | { kind: 'loggedOut' } | { kind: 'error'; error: string }): Promise<void> {
+export async function renderProviderPage(ctx: KoaContextWithOIDC, page: { kind: 'logout'; form: string } | { kind: 'loggedOut' } | { kind: 'error'; error: string; description: string }): Promise<void> {
   const bridge = bridgeOf(ctx);
   ctx.type = 'html';
   if (!bridge) {
@@ -49,7 +49,8 @@ export async function renderProviderPage(ctx: KoaContextWithOIDC, page: { kind: 
       </Page>
     );
   } else {
-    const expired = page.error === 'invalid_request' && /interaction|session/i.test(String(ctx.body ?? ''));
+    // A sign-in that took too long (its interaction or session cookie expired) is not the service's fault.
+    const expired = page.error === 'invalid_request' && /interaction|session/i.test(page.description);
     node = (
       <Page env={env} title={expired ? o.expiredTitle : o.errorTitle}>
         <h1>{expired ? o.expiredTitle : o.errorTitle}</h1>
@@ -102,7 +103,7 @@ export function ConsentPage({ env, view }: { env: PageEnv; view: ConsentView }) 
                       <span class="hint">
                         {' — '}
                         {view.entitlements[s]!.length
-                          ? view.entitlements[s]!.map((e) => (e.validUntil ? `${e.label} (${o.validUntil(formatDate(env.locale, e.validUntil))})` : e.label)).join(' ; ')
+                          ? view.entitlements[s]!.map((e) => (e.validUntil ? `${e.label} (${o.validUntil(formatDate(env.locale, e.validUntil))})` : e.label)).join(', ')
                           : o.scopeEntitlementsNone}
                       </span>
                     )}

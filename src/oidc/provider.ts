@@ -171,7 +171,7 @@ function createProvider(deps: Deps, tenant: Tenant, issuer: string, jwks: object
         postLogoutSuccessSource: async (ctx: KoaContextWithOIDC) => renderProviderPage(ctx, { kind: 'loggedOut' }),
       },
     },
-    renderError: async (ctx: KoaContextWithOIDC, out: { error: string; error_description?: string }) => renderProviderPage(ctx, { kind: 'error', error: out.error }),
+    renderError: async (ctx: KoaContextWithOIDC, out: { error: string; error_description?: string }) => renderProviderPage(ctx, { kind: 'error', error: out.error, description: out.error_description ?? '' }),
     interactions: {
       url: async (_ctx: unknown, interaction: { uid: string }) => `${OIDC_PREFIX}/interaction/${interaction.uid}`,
       policy,
