@@ -192,10 +192,20 @@ function createProvider(deps: Deps, tenant: Tenant, issuer: string, jwks: object
       return globalThis.fetch(url, options);
     },
     clientBasedCORS: (_ctx: unknown, origin: string, client: { redirectUris?: string[] }) => (client.redirectUris ?? []).some((u) => new URL(u).origin === origin),
-    async findAccount(ctx: KoaContextWithOIDC, sub: string) {
-      const acc = /^[0-9a-f-]{36}$/.test(sub)
-        ? await inTenant(db, tenant.id, (trx) => trx.selectFrom('accounts').select(['id', 'email', 'email_verified_at', 'locale', 'status']).where('id', '=', sub).executeTakeFirst())
-        : undefined;
+    async findAccount(ctx: KoaContextWithOIDC, sub: string, token?: { expiresWithSession?: boolean }) {
+      if (!/^[0-9a-f-]{36}$/.test(sub)) return undefined;
+      const now = deps.clock();
+      const found = await inTenant(db, tenant.id, async (trx) => {
+        const acc = await trx.selectFrom('accounts').select(['id', 'email', 'email_verified_at', 'locale', 'status']).where('id', '=', sub).executeTakeFirst();
+        // Tokens that live with the sign-in (all but offline_access) die with the person's Guichet
+        // sign-ins: once every session has ended (signed out everywhere, ended by an administrator,
+        // past its 8 or 12 hours), the services' refresh tokens and userinfo calls stop too.
+        const live = token?.expiresWithSession
+          ? await trx.selectFrom('sessions').select('id').where('account_id', '=', sub).where('revoked_at', 'is', null).where('expires_at', '>', now).limit(1).executeTakeFirst()
+          : true;
+        return acc && live ? acc : undefined;
+      });
+      const acc = found;
       if (!acc || acc.status !== 'active') return undefined;
       return {
         accountId: acc.id,

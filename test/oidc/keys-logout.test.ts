@@ -183,4 +183,13 @@ describe('back-channel logout', () => {
     const audit = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['details']).where('action', '=', 'oidc.logout').orderBy('seq', 'desc').limit(1).executeTakeFirstOrThrow());
     expect(audit.details).toMatchObject({ via: 'guichet_signout', backchannel: 1 });
   });
+
+  it('when every Guichet session of the person has ended (an administrator ended them), the services\' tokens stop', async () => {
+    const person = new Client(t.app, tenant.hosts[0]!);
+    const tokens = await signIn(person);
+    await expect(oidc.fetchUserInfo(config, tokens.access_token, tokens.claims()!.sub)).resolves.toBeTruthy();
+    await inTenant(database.db, tenant.id, (trx) => trx.updateTable('sessions').set({ revoked_at: new Date() }).where('revoked_at', 'is', null).execute());
+    await expect(oidc.fetchUserInfo(config, tokens.access_token, tokens.claims()!.sub)).rejects.toBeTruthy();
+    await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!)).rejects.toMatchObject({ error: 'invalid_grant' });
+  });
 });
