@@ -78,6 +78,8 @@ export function ConsentPage({ env, view }: { env: PageEnv; view: ConsentView }) 
   const o = env.m.oidc;
   return (
     <Page env={env} title={o.consentTitle(view.clientName)}>
+      {/* The name is in the heading: the logo adds nothing for a screen reader. */}
+      {view.logoUri && <img src={view.logoUri} alt="" width={64} height={64} />}
       <h1>{o.consentTitle(view.clientName)}</h1>
       <p class="lead">{o.consentLead(view.clientName, env.tenantName)}</p>
       {env.actor && <p>{o.signedInAs(env.actor.email)}</p>}

@@ -73,10 +73,6 @@ export class OidcProviders {
     private readonly recheckMs = 5000,
   ) {}
 
-  invalidate(tenantId: string): void {
-    this.built.delete(tenantId);
-  }
-
   async get(tenant: Tenant, issuer: string): Promise<Provider> {
     const key = `${tenant.id} ${issuer}`;
     let p = this.built.get(key);

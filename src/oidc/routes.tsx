@@ -184,6 +184,9 @@ export function oidcRoutes(app: FastifyInstance, deps: Deps) {
       const env = pageEnv(req, reply);
       const entitlements: Record<string, { label: string; validUntil: string | null }[]> = {};
       for (const s of extra) entitlements[s] = ents.filter((e) => e.scope === s).map((e) => ({ label: env.locale === 'fr' ? e.label_fr : e.label_en, validUntil: e.valid_until }));
+      // The service's logo (registered over https) is the one image from elsewhere a page may show.
+      const csp = reply.getHeader('content-security-policy');
+      if (client.logo_uri && typeof csp === 'string') reply.header('content-security-policy', csp.replace("img-src 'self' data:", `img-src 'self' data: ${new URL(client.logo_uri).origin}`));
       return sendPage(reply, <ConsentPage env={env} view={{ uid: d.uid, clientName: client.name, logoUri: client.logo_uri, scopes, entitlements }} />);
     }
     return expired(req, reply);

@@ -167,6 +167,18 @@ describe('OpenID Connect provider, with openid-client as the relying party', () 
     expect(info.entitlements).toEqual([]);
   });
 
+  it("the consent page shows the service's registered logo, and its CSP allows that origin only", async () => {
+    await inTenant(database.db, tenant.id, (trx) => trx.updateTable('oidc_clients').set({ logo_uri: 'https://cdn.example.org/logo.png' }).where('client_id', '=', rp.clientId).execute());
+    const gina = new Client(t.app, tenant.hosts[0]!);
+    await createParent(t, tenant, 'gina@example.org');
+    let r = await follow(gina, (await authRequest('openid email').url()).href.replace(/^http:\/\/[^/]+/, ''));
+    await gina.signIn('gina@example.org', PASSWORD);
+    r = await follow(gina, decodeURIComponent(r.path.split('return=')[1]!));
+    expect(r.body).toMatch(/<img src="https:\/\/cdn.example.org\/logo.png" alt(="")? /);
+    expect(String(gina.last!.headers['content-security-policy'])).toContain("img-src 'self' data: https://cdn.example.org;");
+    await inTenant(database.db, tenant.id, (trx) => trx.updateTable('oidc_clients').set({ logo_uri: null }).where('client_id', '=', rp.clientId).execute());
+  });
+
   it('refresh tokens rotate; a rotated one used again is refused and ends the whole grant', async () => {
     const first = tokens.refresh_token!;
     const second = await oidc.refreshTokenGrant(config, first);
