@@ -248,6 +248,31 @@ describe('OpenID Connect provider, with openid-client as the relying party', () 
     expect(next.path).toMatch(/^\/signin\?return=/);
     expect((await auditActions('oidc.logout')).some((e) => e.outcome === 'success')).toBe(true);
   });
+
+  it('prompt=login asks a person signed in more than a minute ago to confirm who they are, with Guichet\'s re-authentication page', async () => {
+    const hana = new Client(t.app, tenant.hosts[0]!);
+    await createParent(t, tenant, 'hana@example.org');
+    const first = authRequest('openid');
+    let r = await follow(hana, (await first.url()).href.replace(/^http:\/\/[^/]+/, ''));
+    await hana.signIn('hana@example.org', PASSWORD);
+    r = await follow(hana, decodeURIComponent(r.path.split('return=')[1]!));
+    const uid = /action="\/oidc\/interaction\/([^/"]+)\/consent"/.exec(r.body)![1]!;
+    await follow(hana, String((await hana.post(`/oidc/interaction/${uid}/consent`, { decision: 'allow' })).headers.location));
+    t.setNow(new Date(Date.now() + 120_000));
+    try {
+      const req = authRequest('openid', { prompt: 'login' });
+      r = await follow(hana, (await req.url()).href.replace(/^http:\/\/[^/]+/, ''));
+      expect(r.path).toMatch(/^\/reauth\?return=%2Foidc%2Finteraction%2F/);
+      const back = decodeURIComponent(/return=([^&]+)/.exec(r.path)![1]!);
+      const p = await hana.post('/reauth', { password: PASSWORD, return: back });
+      expect(p.status).toBe(303);
+      const done = await follow(hana, String(p.headers.location));
+      const tk = await oidc.authorizationCodeGrant(config, new URL(done.location!), { pkceCodeVerifier: req.verifier, expectedState: req.state, expectedNonce: req.nonce });
+      expect(tk.claims()!.sub).toBeTruthy();
+    } finally {
+      t.setNow(null as never);
+    }
+  });
 });
 
 describe('bad input: the standard error, nothing issued, an audit event', () => {
