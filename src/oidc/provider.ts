@@ -142,6 +142,8 @@ function createProvider(deps: Deps, tenant: Tenant, issuer: string, jwks: object
     clientDefaults: { grant_types: ['authorization_code', 'refresh_token'], id_token_signed_response_alg: 'RS256', response_types: ['code'], token_endpoint_auth_method: 'client_secret_basic', subject_type: 'pairwise' },
     // The code flow only, with PKCE (S256) for every client, public or confidential.
     responseTypes: ['code'],
+    // What the console registers: a secret sent in the Authorization header, or none (PKCE alone).
+    clientAuthMethods: ['client_secret_basic', 'none'],
     pkce: { required: () => true },
     // Exact matching, and never guessed: redirect_uri must be sent even if only one is registered.
     allowOmittingSingleRegisteredRedirectUri: false,

@@ -100,6 +100,9 @@ describe('OpenID Connect provider, with openid-client as the relying party', () 
     expect(m.issuer).toBe(issuer);
     expect(m.response_types_supported).toEqual(['code']);
     expect(m.code_challenge_methods_supported).toEqual(['S256']);
+    expect(m.grant_types_supported?.sort()).toEqual(['authorization_code', 'refresh_token']);
+    expect(m.registration_endpoint).toBeUndefined();
+    expect(m.token_endpoint_auth_methods_supported?.sort()).toEqual(['client_secret_basic', 'none']);
     expect(m.subject_types_supported).toContain('pairwise');
     expect(m.scopes_supported).toEqual(expect.arrayContaining(['openid', 'email', 'library', 'residency']));
     const jwks = (await (await config[oidc.customFetch]!(m.jwks_uri!, { method: 'GET', headers: {} } as never)).json()) as { keys: Record<string, unknown>[] };
