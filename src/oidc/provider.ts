@@ -208,8 +208,11 @@ function createProvider(deps: Deps, tenant: Tenant, issuer: string, jwks: object
       return {
         accountId: acc.id,
         async claims(use: string, scope: string) {
-          const granted = new Set(scope.split(' '));
           const out: Record<string, unknown> = { sub: acc.id };
+          // The code flow always issues an access token, so the ID token carries the subject only
+          // (conformIdTokenClaims) and the consented claims go out at userinfo: read nothing more here.
+          if (use === 'id_token') return out;
+          const granted = new Set(scope.split(' '));
           if (granted.has('email')) {
             out.email = acc.email;
             out.email_verified = !!acc.email_verified_at;
