@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { sql } from 'kysely';
-import Provider, { interactionPolicy, type KoaContextWithOIDC } from 'oidc-provider';
+import type { KoaContextWithOIDC, Provider } from 'oidc-provider';
 import { appendAuditAlone } from '../audit/log.ts';
 import type { AuditAction, AuditOutcome } from '../audit/events.ts';
 import { untrustedId } from '../audit/untrusted.ts';
@@ -107,12 +107,15 @@ export class OidcProviders {
 
   private async build(tenant: Tenant, issuer: string): Promise<Built> {
     const { keys, scopes, fingerprint } = await this.fingerprint(tenant.id);
-    const provider = createProvider(this.deps, tenant, issuer, keys.keys, scopes);
+    // Loaded on first use: commands that never serve OpenID Connect neither load it nor print its runtime notice.
+    const lib = await import('oidc-provider');
+    const provider = createProvider(lib, this.deps, tenant, issuer, keys.keys, scopes);
     return { provider, fingerprint, checkedAt: Date.now() };
   }
 }
 
-function createProvider(deps: Deps, tenant: Tenant, issuer: string, jwks: object[], scopes: string[]): Provider {
+function createProvider(lib: typeof import('oidc-provider'), deps: Deps, tenant: Tenant, issuer: string, jwks: object[], scopes: string[]): Provider {
+  const { Provider, interactionPolicy } = lib;
   const db = deps.db.db;
   const pairwiseKey = deps.keys.derive(`oidc-pairwise:${tenant.id}`);
   const secure = issuer.startsWith('https://');
