@@ -70,6 +70,15 @@ export const ACTIONS = {
   'waitlist.childFile.lookupByNirec': [{ who: 'role', role: 'tenant_admin', scope: 'tenant' }, { who: 'role', role: 'program_operator', scope: 'tenant' }],
   /** Read every version of a child file. */
   'waitlist.childFile.history': [{ who: 'role', role: 'tenant_admin', scope: 'tenant' }, { who: 'role', role: 'program_operator', scope: 'tenant' }],
+  /** Relying parties of the tenant's OpenID Connect provider (src/oidc): register, list, disable. */
+  'oidc.client.create': tenantAdmin,
+  'oidc.client.list': tenantAdmin,
+  /** A client that may receive personal claims: a second administrator (not the requester) approves it. */
+  'oidc.client.approve': tenantAdmin,
+  /** Access rights as data (library patron, resident): the tenant manages them. */
+  'oidc.entitlement.manage': tenantAdmin,
+  /** A person's own entitlements and the services they signed in to, on their account page. */
+  'oidc.entitlement.readOwn': [{ who: 'verifiedAccount' }],
 } as const satisfies Record<string, readonly Rule[]>;
 
 export type Action = keyof typeof ACTIONS;

@@ -72,6 +72,25 @@ export const AUDIT_ACTIONS = [
   'records.legacy.encrypt',
   'keys.tenant.rotate',
   'keys.master.rotate',
+  // OpenID Connect provider (src/oidc): relying parties, sign-ins for them, tokens, claims released
+  'oidc.client.create',
+  'oidc.client.list',
+  'oidc.client.approve',
+  'oidc.client.refuse',
+  'oidc.client.disable',
+  'oidc.authorization',
+  'oidc.consent',
+  'oidc.consent.withdraw',
+  'oidc.token',
+  'oidc.userinfo',
+  'oidc.claims.release',
+  'oidc.refresh.reuse',
+  'oidc.logout',
+  'oidc.revocation',
+  'oidc.keys.rotate',
+  'oidc.entitlement.create',
+  'oidc.entitlement.revoke',
+  'oidc.entitlement.list',
 ] as const;
 
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];

@@ -36,6 +36,8 @@ Commands:
   keys status [--tenant T]             Key versions, family keys and rotations in progress.
   keys rotate --tenant T | --master    Re-wrap under a new tenant key or master key, online; resumes if interrupted.
   keys purge [--tenant T]              Destroy the keys of files deleted longer ago than the retention window.
+  oidc keys --tenant T                 The tenant's OpenID Connect signing keys and their state.
+  oidc rotate-keys --tenant T          New OpenID Connect signing keys; the previous ones stay published until the next rotation.
   help                                 Show this help.
 
 Environment: PORT, HOST, GUICHET_DATA_DIR, DATABASE_URL, DATABASE_OWNER_URL, SMTP_URL,
@@ -180,6 +182,17 @@ export async function main(argv: string[]): Promise<number> {
         tenants: (db) => new TenantDirectory(db, config.defaultTenant).all(),
         origin,
         usage: (message) => new UsageError(message),
+      });
+    }
+    case 'oidc': {
+      const { oidcCommand } = await import('../oidc/cli.ts');
+      return oidcCommand(rest, {
+        config,
+        withDatabase: (fn) => withDatabase(config, (db) => fn(db)),
+        tenant: (db, slug) => tenantOrFail(db, config, slug),
+        origin,
+        usage: (message) => new UsageError(message),
+        out: (text) => process.stdout.write(text),
       });
     }
     default:

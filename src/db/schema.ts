@@ -407,6 +407,65 @@ export interface BreakGlassTable {
   ended_at: Timestamp | null;
 }
 
+/** A relying party of the tenant's OpenID Connect provider (migration 0011). */
+export interface OidcClientsTable {
+  tenant_id: string;
+  client_id: string;
+  name: string;
+  redirect_uris: string[];
+  post_logout_redirect_uris: ColumnType<string[], string[] | undefined, string[]>;
+  scopes: string[];
+  logo_uri: string | null;
+  backchannel_logout_uri: string | null;
+  secret_wrapped: Buffer | null;
+  subject_type: ColumnType<'pairwise' | 'public', 'pairwise' | 'public' | undefined, never>;
+  personal: boolean;
+  status: 'pending' | 'active' | 'refused' | 'disabled';
+  requested_by: string;
+  requested_at: Timestamp;
+  approved_by: string | null;
+  approved_at: Timestamp | null;
+}
+
+/** oidc-provider's artefacts (src/oidc/adapter.ts). */
+export interface OidcPayloadsTable {
+  tenant_id: string;
+  model: string;
+  id: string;
+  payload: ColumnType<Record<string, unknown>, string, string>;
+  grant_id: string | null;
+  uid: string | null;
+  user_code: string | null;
+  expires_at: Timestamp | null;
+  consumed_at: Timestamp | null;
+}
+
+export interface OidcSigningKeysTable {
+  tenant_id: string;
+  kid: string;
+  alg: 'RS256' | 'ES256';
+  public_jwk: ColumnType<Record<string, unknown>, string, never>;
+  private_wrapped: Buffer;
+  status: 'current' | 'previous' | 'retired';
+  created_at: Timestamp;
+  retired_at: Timestamp | null;
+}
+
+export interface OidcEntitlementsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  account_id: string;
+  scope: string;
+  kind: string;
+  value: string;
+  label_fr: string;
+  label_en: string;
+  valid_until: DateOnly | null;
+  created_by: string;
+  created_at: Timestamp;
+  revoked_at: Timestamp | null;
+}
+
 export interface SchemaMigrationsTable {
   version: number;
   name: string;
@@ -444,4 +503,8 @@ export interface DB {
   pending_signins: PendingSigninsTable;
   webauthn_challenges: WebauthnChallengesTable;
   factor_failures: FactorFailuresTable;
+  oidc_clients: OidcClientsTable;
+  oidc_payloads: OidcPayloadsTable;
+  oidc_signing_keys: OidcSigningKeysTable;
+  oidc_entitlements: OidcEntitlementsTable;
 }

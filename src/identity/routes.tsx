@@ -428,6 +428,12 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
           <li>
             <a href="/admin/restores">{env.m.console.restoresTitle}</a>
           </li>
+          <li>
+            <a href="/admin/oidc/clients">{env.m.oidc.clientsTitle}</a>
+          </li>
+          <li>
+            <a href="/admin/oidc/entitlements">{env.m.oidc.entTitle}</a>
+          </li>
         </ul>
         <h2>{a.staffTitle}</h2>
         {staff.length === 0 ? (

@@ -87,6 +87,9 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
         {status === 'restoreRequested' && <Notice>{env.m.records.restoreRequested}</Notice>}
         {status === 'restoreExpired' && <Notice>{env.m.console.refused.retention_expired}</Notice>}
         {!ctx.actor.emailVerified && <Notice>{a.unverified}</Notice>}
+        <p>
+          <a href="/account/access-rights">{env.m.oidc.servicesLink}</a>
+        </p>
         <h2>{a.children}</h2>
         {children.length === 0 ? (
           <p>{a.none}</p>

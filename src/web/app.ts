@@ -136,6 +136,8 @@ export async function buildApp(deps: Deps, routes: RouteModule[]): Promise<Fasti
   // Every state-changing request carries a CSRF token bound to the session.
   app.addHook('preHandler', (req, reply, done) => {
     if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS' || !req.ctx) return done();
+    // Protocol endpoints that other sites post to by design (OpenID Connect) check their own tokens.
+    if (req.routeOptions.config.csrf === false) return done();
     app.csrfProtection(req, reply, done);
   });
 

@@ -98,6 +98,11 @@ const RESOURCE_OF: Record<Action, Resource> = {
   'waitlist.childFile.restore.approve': { type: 'tenant' },
   'waitlist.childFile.lookupByNirec': { type: 'tenant' },
   'waitlist.childFile.history': { type: 'tenant' },
+  'oidc.client.create': { type: 'tenant' },
+  'oidc.client.list': { type: 'tenant' },
+  'oidc.client.approve': { type: 'tenant' },
+  'oidc.entitlement.manage': { type: 'tenant' },
+  'oidc.entitlement.readOwn': { type: 'tenant' },
 };
 
 /*
@@ -147,6 +152,11 @@ const TABLE: Record<Action, string> = {
   'waitlist.childFile.restore.approve': 's n n n n n n n Y n n n',
   'waitlist.childFile.lookupByNirec':   's n n n n n n n Y n n n',
   'waitlist.childFile.history':         's n n n n n n n Y n n n',
+  'oidc.client.create':                 's n n n n n n n Y n n n',
+  'oidc.client.list':                   's n n n n n n n Y n n n',
+  'oidc.client.approve':                's n n n n n n n Y n n n',
+  'oidc.entitlement.manage':            's n n n n n n n Y n n n',
+  'oidc.entitlement.readOwn':           's v v Y Y Y Y Y Y Y Y Y',
 };
 
 const REASON = { s: 'not_signed_in', v: 'email_not_verified', n: 'no_rule_matches' } as const;

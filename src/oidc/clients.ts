@@ -1,0 +1,232 @@
+import { randomBytes } from 'node:crypto';
+import { sql, type Kysely } from 'kysely';
+import { decide } from '../access/decide.ts';
+import type { Action } from '../access/actions.ts';
+import { appendAudit, appendAuditAlone } from '../audit/log.ts';
+import type { AuditAction } from '../audit/events.ts';
+import { untrustedId } from '../audit/untrusted.ts';
+import { originOf, type Ctx, type Deps } from '../context.ts';
+import type { KeyProvider } from '../crypto/keys.ts';
+import type { DB, OidcClientsTable } from '../db/schema.ts';
+import { inTenant } from '../db/tenant.ts';
+import { AppError, ValidationError } from '../errors.ts';
+import { requireRecentAuth } from '../identity/stepup.ts';
+import { originFields } from '../tenants/service.ts';
+import type { Selectable } from 'kysely';
+
+export type ClientRow = Selectable<OidcClientsTable>;
+
+/** Scopes that release nothing about the person but a pairwise identifier (and the right to stay signed in). */
+export const NON_PERSONAL_SCOPES: ReadonlySet<string> = new Set(['openid', 'offline_access']);
+/** Scopes every provider knows; entitlement scopes are added per tenant (see entitlements.ts). */
+export const STANDARD_SCOPES = ['openid', 'offline_access', 'email', 'profile'] as const;
+export const SCOPE_SHAPE = /^[a-z][a-z0-9_]{1,39}$/;
+
+export function isPersonal(scopes: readonly string[]): boolean {
+  return scopes.some((s) => !NON_PERSONAL_SCOPES.has(s));
+}
+
+function secretContext(tenantId: string, clientId: string): string {
+  return `oidc-client-secret:${tenantId}:${clientId}`;
+}
+
+/** A client secret as stored: wrapped by the key provider, bound to its tenant and client. */
+export function wrapClientSecret(keys: KeyProvider, tenantId: string, clientId: string, secret: string): Promise<Buffer> {
+  return keys.wrap(Buffer.from(secret, 'utf8'), secretContext(tenantId, clientId));
+}
+
+export async function findActiveClient(db: Kysely<DB>, tenantId: string, clientId: string): Promise<ClientRow | undefined> {
+  if (!/^[A-Za-z0-9_-]{16,64}$/.test(clientId)) return undefined;
+  return inTenant(db, tenantId, (trx) => trx.selectFrom('oidc_clients').selectAll().where('client_id', '=', clientId).where('status', '=', 'active').executeTakeFirst());
+}
+
+/**
+ * A registered client as oidc-provider's client metadata. Only what Guichet
+ * allows: the authorization code flow (PKCE is required for every client, see
+ * provider.ts), refresh tokens, the registered redirect URIs compared exactly,
+ * pairwise subjects unless registered otherwise.
+ */
+export async function clientMetadata(keys: KeyProvider, c: ClientRow): Promise<Record<string, unknown>> {
+  const secret = c.secret_wrapped ? (await keys.unwrap(c.secret_wrapped, secretContext(c.tenant_id, c.client_id))).toString('utf8') : null;
+  return {
+    client_id: c.client_id,
+    ...(secret ? { client_secret: secret, token_endpoint_auth_method: 'client_secret_basic' } : { token_endpoint_auth_method: 'none' }),
+    client_name: c.name,
+    ...(c.logo_uri ? { logo_uri: c.logo_uri } : {}),
+    redirect_uris: c.redirect_uris,
+    post_logout_redirect_uris: c.post_logout_redirect_uris,
+    ...(c.backchannel_logout_uri ? { backchannel_logout_uri: c.backchannel_logout_uri, backchannel_logout_session_required: true } : {}),
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    scope: c.scopes.join(' '),
+    subject_type: c.subject_type,
+    application_type: 'web',
+  };
+}
+
+/* ------------------------------------------------- form-action of the pages */
+
+const ORIGINS_TTL_MS = 5000;
+const originsCache = new Map<string, { at: number; origins: Promise<string[]> }>();
+
+/**
+ * The origins the tenant's active relying parties receive people at (their
+ * redirect and post-logout addresses). A sign-in, consent or logout form ends
+ * with a redirect to one of them, and browsers apply the page's CSP
+ * form-action to that redirect too: Guichet's pages allow exactly these
+ * besides 'self'.
+ */
+export function clientOrigins(db: Kysely<DB>, tenantId: string): Promise<string[]> {
+  const hit = originsCache.get(tenantId);
+  if (hit && Date.now() - hit.at < ORIGINS_TTL_MS) return hit.origins;
+  const origins = inTenant(db, tenantId, (trx) => trx.selectFrom('oidc_clients').select(['redirect_uris', 'post_logout_redirect_uris']).where('status', '=', 'active').execute()).then((rows) => {
+    const set = new Set<string>();
+    for (const r of rows) for (const u of [...r.redirect_uris, ...r.post_logout_redirect_uris]) set.add(new URL(u).origin);
+    return [...set].sort();
+  });
+  originsCache.set(tenantId, { at: Date.now(), origins });
+  origins.catch(() => originsCache.delete(tenantId));
+  return origins;
+}
+
+export function forgetClientOrigins(tenantId: string): void {
+  originsCache.delete(tenantId);
+}
+
+export function widenFormAction(csp: string, origins: readonly string[]): string {
+  if (!origins.length) return csp;
+  return csp.replace(/form-action 'self'/, `form-action 'self' ${origins.join(' ')}`);
+}
+
+/* ------------------------------------------------------------- registration */
+
+export interface NewClient {
+  name: string;
+  redirectUris: string[];
+  postLogoutRedirectUris: string[];
+  scopes: string[];
+  logoUri: string | null;
+  backchannelLogoutUri: string | null;
+  /** A confidential client (a server) gets a secret; a public one (a browser or mobile app) relies on PKCE alone. */
+  confidential: boolean;
+}
+
+/** An https URL, or http on a loopback name for development; no fragment. The provider compares redirect URIs exactly. */
+export function checkRedirectUri(raw: string, production: boolean): boolean {
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    return false;
+  }
+  if (u.hash || u.username || u.password || raw.length > 500) return false;
+  if (u.protocol === 'https:') return true;
+  const loopback = u.hostname === 'localhost' || u.hostname === '127.0.0.1' || u.hostname === '[::1]' || u.hostname.endsWith('.localhost');
+  return u.protocol === 'http:' && loopback && !production;
+}
+
+async function refuse(deps: Deps, ctx: Ctx, action: AuditAction, targetIds: string[], reason: string, error: AppError): Promise<never> {
+  await appendAuditAlone(deps.db.db, ctx.tenant.id, { action, outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'oidc_client', targetIds: targetIds.map(untrustedId), details: { reason } }, ctx.now);
+  throw error;
+}
+
+async function check(deps: Deps, ctx: Ctx, action: Action, audited: AuditAction, targetIds: string[]): Promise<void> {
+  const d = decide(ctx.actor, action, { type: 'tenant' }, ctx.now);
+  if (!d.allowed) await refuse(deps, ctx, audited, targetIds, d.reason ?? 'denied', new AppError(ctx.actor ? 'forbidden' : 'signInRequired'));
+}
+
+/**
+ * Registers a relying party. One that may receive personal claims waits for a
+ * second administrator (approveClient); the secret is returned once, here,
+ * and kept only wrapped by the key provider.
+ */
+export async function registerClient(deps: Deps, ctx: Ctx, input: NewClient): Promise<{ clientId: string; secret: string | null; status: 'pending' | 'active' }> {
+  await check(deps, ctx, 'oidc.client.create', 'oidc.client.create', []);
+  requireRecentAuth(ctx);
+  const errors: Record<string, 'invalidValue'> = {};
+  if (!input.name.trim() || input.name.length > 120) errors.name = 'invalidValue';
+  if (!input.redirectUris.length || input.redirectUris.length > 10 || !input.redirectUris.every((u) => checkRedirectUri(u, deps.config.production))) errors.redirectUris = 'invalidValue';
+  // Pairwise identifiers are computed per host: every redirect URI on one host.
+  else if (new Set(input.redirectUris.map((u) => new URL(u).host)).size > 1) errors.redirectUris = 'invalidValue';
+  if (input.postLogoutRedirectUris.length > 10 || !input.postLogoutRedirectUris.every((u) => checkRedirectUri(u, deps.config.production))) errors.postLogoutRedirectUris = 'invalidValue';
+  if (!input.scopes.includes('openid') || input.scopes.length > 20 || !input.scopes.every((s) => SCOPE_SHAPE.test(s))) errors.scopes = 'invalidValue';
+  if (input.logoUri && (!checkRedirectUri(input.logoUri, deps.config.production) || !input.logoUri.startsWith('https://'))) errors.logoUri = 'invalidValue';
+  if (input.backchannelLogoutUri && !checkRedirectUri(input.backchannelLogoutUri, deps.config.production)) errors.backchannelLogoutUri = 'invalidValue';
+  if (Object.keys(errors).length) throw new ValidationError(errors);
+
+  const clientId = randomBytes(18).toString('base64url');
+  const secret = input.confidential ? randomBytes(32).toString('base64url') : null;
+  const personal = isPersonal(input.scopes);
+  const status = personal ? 'pending' : 'active';
+  const actor = ctx.actor!;
+  await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    await trx
+      .insertInto('oidc_clients')
+      .values({
+        tenant_id: ctx.tenant.id,
+        client_id: clientId,
+        name: input.name.trim(),
+        redirect_uris: input.redirectUris,
+        post_logout_redirect_uris: input.postLogoutRedirectUris,
+        scopes: [...new Set(input.scopes)],
+        logo_uri: input.logoUri,
+        backchannel_logout_uri: input.backchannelLogoutUri,
+        secret_wrapped: secret ? await wrapClientSecret(deps.keys, ctx.tenant.id, clientId, secret) : null,
+        personal,
+        status,
+        requested_by: actor.accountId,
+        requested_at: ctx.now,
+        approved_by: null,
+        approved_at: null,
+      })
+      .execute();
+    await appendAudit(trx, ctx.tenant.id, { action: 'oidc.client.create', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'oidc_client', targetIds: [clientId], details: { personal, status, scopes: input.scopes.join(' '), confidential: input.confidential } }, ctx.now);
+  }, actor.accountId);
+  forgetClientOrigins(ctx.tenant.id);
+  return { clientId, secret, status };
+}
+
+export async function listClients(deps: Deps, ctx: Ctx): Promise<ClientRow[]> {
+  await check(deps, ctx, 'oidc.client.list', 'oidc.client.list', []);
+  return inTenant(deps.db.db, ctx.tenant.id, (trx) => trx.selectFrom('oidc_clients').selectAll().orderBy('requested_at', 'desc').execute());
+}
+
+export async function getClient(deps: Deps, ctx: Ctx, clientId: string): Promise<ClientRow> {
+  await check(deps, ctx, 'oidc.client.list', 'oidc.client.list', [clientId]);
+  const c = /^[A-Za-z0-9_-]{16,64}$/.test(clientId) ? await inTenant(deps.db.db, ctx.tenant.id, (trx) => trx.selectFrom('oidc_clients').selectAll().where('client_id', '=', clientId).executeTakeFirst()) : undefined;
+  if (!c) throw new AppError('notFound');
+  return c;
+}
+
+export type ClientDecision = 'approve' | 'refuse' | 'disable';
+
+/**
+ * The second administrator's decision on a pending client, or ending an
+ * active one. Approval: a current administrator other than the requester,
+ * authenticated with a second factor in the last five minutes; the database
+ * refuses a self-approval too (oidc_clients_guard).
+ */
+export async function decideClient(deps: Deps, ctx: Ctx, clientId: string, decision: ClientDecision): Promise<void> {
+  const audited: AuditAction = decision === 'approve' ? 'oidc.client.approve' : decision === 'refuse' ? 'oidc.client.refuse' : 'oidc.client.disable';
+  await check(deps, ctx, decision === 'approve' ? 'oidc.client.approve' : 'oidc.client.create', audited, [clientId]);
+  const c = await getClient(deps, ctx, clientId);
+  if (decision === 'approve') requireRecentAuth(ctx);
+  const actor = ctx.actor!;
+  if (decision !== 'disable' && c.status !== 'pending') await refuse(deps, ctx, audited, [clientId], 'not_pending', new ValidationError({ _: 'grantDecided' }));
+  if (decision === 'disable' && c.status !== 'active') await refuse(deps, ctx, audited, [clientId], 'not_active', new ValidationError({ _: 'grantDecided' }));
+  if (decision === 'approve' && c.requested_by === actor.accountId) await refuse(deps, ctx, audited, [clientId], 'self_approval', new AppError('forbidden'));
+  await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    const status = decision === 'approve' ? 'active' : decision === 'refuse' ? 'refused' : 'disabled';
+    await trx
+      .updateTable('oidc_clients')
+      .set({ status, ...(decision === 'approve' ? { approved_by: actor.accountId, approved_at: ctx.now } : {}) })
+      .where('client_id', '=', clientId)
+      .execute();
+    if (decision === 'disable') {
+      // A disabled client's tokens stop working now, not when they expire.
+      await trx.deleteFrom('oidc_payloads').where(sql<string>`payload->>'clientId'`, '=', clientId).where('model', 'in', ['AccessToken', 'RefreshToken', 'AuthorizationCode', 'Grant']).execute();
+    }
+    await appendAudit(trx, ctx.tenant.id, { action: audited, outcome: 'success', ...originFields(originOf(ctx)), targetType: 'oidc_client', targetIds: [clientId], details: { personal: c.personal } }, ctx.now);
+  }, actor.accountId);
+  forgetClientOrigins(ctx.tenant.id);
+}

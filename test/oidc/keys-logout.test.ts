@@ -1,0 +1,195 @@
+import { createPublicKey, verify } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as oidc from 'openid-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inTenant } from '../../src/db/tenant.ts';
+import { oidcCommand } from '../../src/oidc/cli.ts';
+import type { Tenant } from '../../src/tenants/service.ts';
+import { createParent, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
+import { Client } from '../helpers/client.ts';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { follow, freePort, insertActiveClient, rpConfig, type RegisteredClient } from './helpers.ts';
+
+/**
+ * Signing-key rotation (the CLI) with a published JWKS, and back-channel
+ * logout: a relying party that registered a back-channel address is told,
+ * with a signed logout token, when the person signs out.
+ */
+let database: TestDatabase;
+let t: TestApp;
+let port: number;
+let tenant: Tenant;
+let issuer: string;
+let rp: RegisteredClient;
+let config: oidc.Configuration;
+let bcl: Server;
+const received: string[] = [];
+const EMAIL = 'usager@example.org';
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  port = await freePort();
+  t = await startTestApp(database, { port });
+  await t.app.listen({ port, host: '127.0.0.1' });
+  tenant = await tenantFor(t);
+  issuer = `http://${tenant.hosts[0]}:${port}/oidc`;
+  await createParent(t, tenant, EMAIL);
+  const a = await createParent(t, tenant, 'demandeur@example.org');
+  const b = await createParent(t, tenant, 'approbateur@example.org');
+  bcl = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString('utf8')));
+    req.on('end', () => {
+      received.push(new URLSearchParams(body).get('logout_token') ?? '');
+      res.writeHead(200).end();
+    });
+  });
+  await new Promise<void>((r) => bcl.listen(0, '127.0.0.1', r));
+  rp = await insertActiveClient(t, tenant, { scopes: ['openid', 'email'], requestedBy: a, approvedBy: b, backchannelLogoutUri: `http://127.0.0.1:${(bcl.address() as AddressInfo).port}/backchannel-logout` });
+  config = await rpConfig(issuer, port, rp);
+}, 120_000);
+
+afterAll(async () => {
+  await new Promise((r) => bcl?.close(r));
+  await t?.close();
+  await database?.close();
+});
+
+async function signIn(person: Client, signedIn = false) {
+  const verifier = oidc.randomPKCECodeVerifier();
+  const url = oidc.buildAuthorizationUrl(config, { redirect_uri: rp.redirectUri, scope: 'openid email', code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
+  let r = await follow(person, url.pathname + url.search);
+  if (!signedIn) {
+    await person.signIn(EMAIL, PASSWORD);
+    r = await follow(person, decodeURIComponent(r.path.split('return=')[1]!));
+  }
+  if (!r.location) {
+    const uid = /action="\/oidc\/interaction\/([^/"]+)\/consent"/.exec(r.body)![1]!;
+    const p = await person.post(`/oidc/interaction/${uid}/consent`, { decision: 'allow', scope: 'email' });
+    r = await follow(person, String(p.headers.location));
+  }
+  return oidc.authorizationCodeGrant(config, new URL(r.location!), { pkceCodeVerifier: verifier });
+}
+
+const header = (jwt: string) => JSON.parse(Buffer.from(jwt.split('.')[0]!, 'base64url').toString('utf8')) as { kid: string; alg: string };
+const payload = (jwt: string) => JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString('utf8')) as Record<string, unknown>;
+const jwks = async () => JSON.parse((await new Client(t.app, tenant.hosts[0]!).get('/oidc/jwks')).body) as { keys: (Record<string, string> & { kid: string })[] };
+
+function verifyRs256(jwt: string, keys: { kid: string }[]): boolean {
+  const [h, p, s] = jwt.split('.') as [string, string, string];
+  const jwk = keys.find((k) => k.kid === header(jwt).kid);
+  if (!jwk) return false;
+  return verify('sha256', Buffer.from(`${h}.${p}`), createPublicKey({ key: jwk as never, format: 'jwk' }), Buffer.from(s, 'base64url'));
+}
+
+const cli = (args: string[], out: string[]) =>
+  oidcCommand(args, {
+    config: t.deps.config,
+    withDatabase: (fn) => fn(database.db),
+    tenant: async () => tenant,
+    origin: (command) => ({ actorAccountId: null, actorRoles: ['system:cli'], ip: null, userAgent: command, requestId: null }),
+    usage: (m) => new Error(m),
+    out: (text) => out.push(text),
+    keys: t.deps.keys,
+  });
+
+describe('signing keys', () => {
+  it('rotate: new tokens are signed with the new key, the old key stays published until the next rotation', async () => {
+    const person = new Client(t.app, tenant.hosts[0]!);
+    const before = await signIn(person);
+    const oldKid = header(before.id_token!).kid;
+    expect((await jwks()).keys.map((k) => k.kid)).toContain(oldKid);
+
+    const out: string[] = [];
+    expect(await cli(['rotate-keys', '--tenant', tenant.slug], out)).toBe(0);
+    expect(out.join('')).toMatch(/new signing keys/);
+    // Running servers look again within five seconds.
+    await new Promise((r) => setTimeout(r, 5200));
+    const published = await jwks();
+    expect(published.keys).toHaveLength(4);
+    expect(published.keys.map((k) => k.kid)).toContain(oldKid);
+    expect(verifyRs256(before.id_token!, published.keys)).toBe(true);
+
+    const after = await signIn(person, true);
+    const newKid = header(after.id_token!).kid;
+    expect(newKid).not.toBe(oldKid);
+    expect(verifyRs256(after.id_token!, published.keys)).toBe(true);
+
+    expect(await cli(['rotate-keys', '--tenant', tenant.slug], [])).toBe(0);
+    await new Promise((r) => setTimeout(r, 5200));
+    const again = (await jwks()).keys.map((k) => k.kid);
+    expect(again).not.toContain(oldKid);
+    expect(again).toContain(newKid);
+
+    const listing: string[] = [];
+    await cli(['keys', '--tenant', tenant.slug], listing);
+    expect(listing.join('')).toMatch(new RegExp(`${oldKid}\\s+RS256\\s+retired`));
+    const audit = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select('action').where('action', '=', 'oidc.keys.rotate').execute());
+    expect(audit).toHaveLength(2);
+  });
+
+  it('the private halves are wrapped by the key provider and bound to their tenant and kid', async () => {
+    const rows = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('oidc_signing_keys').select(['kid', 'private_wrapped']).execute());
+    for (const r of rows) {
+      expect(r.private_wrapped.toString('latin1')).not.toMatch(/"d"|"kty"/);
+      await expect(t.deps.keys.unwrap(r.private_wrapped, `oidc-signing-key:${tenant.id}:another-kid`)).rejects.toThrow();
+      const jwk = JSON.parse((await t.deps.keys.unwrap(r.private_wrapped, `oidc-signing-key:${tenant.id}:${r.kid}`)).toString('utf8')) as { d?: string };
+      expect(jwk.d).toBeTruthy();
+    }
+  });
+
+  it('bad usage is refused', async () => {
+    await expect(cli(['rotate-keys'], [])).rejects.toThrow(/usage/);
+    await expect(cli(['spin'], [])).rejects.toThrow(/usage/);
+  });
+});
+
+describe('back-channel logout', () => {
+  it('signing out tells the relying party with a signed logout token naming the pairwise subject and the session', async () => {
+    const person = new Client(t.app, tenant.hosts[0]!);
+    const tokens = await signIn(person);
+    const sub = tokens.claims()!.sub;
+    const sid = tokens.claims()!.sid;
+    expect(sid).toBeTruthy();
+    const end = oidc.buildEndSessionUrl(config, { id_token_hint: tokens.id_token!, post_logout_redirect_uri: rp.postLogoutRedirectUri });
+    const page = await follow(person, end.pathname + end.search);
+    const xsrf = /name="xsrf" value="([^"]+)"/.exec(page.body)![1]!;
+    const done = await person.post('/oidc/session/end/confirm', { xsrf, logout: 'yes' });
+    expect(done.status).toBe(303);
+    expect(received).toHaveLength(1);
+    const token = received[0]!;
+    expect(verifyRs256(token, (await jwks()).keys)).toBe(true);
+    const claims = payload(token);
+    expect(claims).toMatchObject({ iss: issuer, aud: rp.clientId, sub, sid });
+    expect(claims.events).toEqual({ 'http://schemas.openid.net/event/backchannel-logout': {} });
+    expect(claims.nonce).toBeUndefined();
+    const audit = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['action', 'outcome']).where('action', '=', 'oidc.logout').execute());
+    expect(audit.some((e) => e.outcome === 'success')).toBe(true);
+  });
+
+  it('signing out of Guichet itself ends the provider session: the service is told, session-bound tokens stop working', async () => {
+    received.length = 0;
+    const person = new Client(t.app, tenant.hosts[0]!);
+    const tokens = await signIn(person);
+    await expect(oidc.fetchUserInfo(config, tokens.access_token, tokens.claims()!.sub)).resolves.toBeTruthy();
+    await person.get('/account');
+    const out = await person.post('/signout');
+    expect(out.status).toBe(303);
+    expect(received).toHaveLength(1);
+    expect(payload(received[0]!)).toMatchObject({ sub: tokens.claims()!.sub, sid: tokens.claims()!.sid });
+    await expect(oidc.fetchUserInfo(config, tokens.access_token, tokens.claims()!.sub)).rejects.toBeTruthy();
+    await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!)).rejects.toMatchObject({ error: 'invalid_grant' });
+    const audit = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['details']).where('action', '=', 'oidc.logout').orderBy('seq', 'desc').limit(1).executeTakeFirstOrThrow());
+    expect(audit.details).toMatchObject({ via: 'guichet_signout', backchannel: 1 });
+  });
+
+  it('when every Guichet session of the person has ended (an administrator ended them), the services\' tokens stop', async () => {
+    const person = new Client(t.app, tenant.hosts[0]!);
+    const tokens = await signIn(person);
+    await expect(oidc.fetchUserInfo(config, tokens.access_token, tokens.claims()!.sub)).resolves.toBeTruthy();
+    await inTenant(database.db, tenant.id, (trx) => trx.updateTable('sessions').set({ revoked_at: new Date() }).where('revoked_at', 'is', null).execute());
+    await expect(oidc.fetchUserInfo(config, tokens.access_token, tokens.claims()!.sub)).rejects.toBeTruthy();
+    await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!)).rejects.toMatchObject({ error: 'invalid_grant' });
+  });
+});
