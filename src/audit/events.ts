@@ -64,6 +64,19 @@ export const AUDIT_ACTIONS = [
   'records.legacy.encrypt',
   'keys.tenant.rotate',
   'keys.master.rotate',
+  // privacy rights, incidents and retention (issue 8, src/privacy)
+  'privacy.accessLog.read',
+  'privacy.export',
+  'privacy.deletion.request',
+  'privacy.breachReport.create',
+  'privacy.breach.recipients',
+  'incident.create',
+  'incident.update',
+  'incident.list',
+  'incident.export',
+  'retention.preview',
+  'retention.run',
+  'records.account.purge',
 ] as const;
 
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];

@@ -36,6 +36,11 @@ Commands:
   keys status [--tenant T]             Key versions, family keys and rotations in progress.
   keys rotate --tenant T | --master    Re-wrap under a new tenant key or master key, online; resumes if interrupted.
   keys purge [--tenant T]              Destroy the keys of files deleted longer ago than the retention window.
+  breach-report --tenant T (--actor ACCOUNT | --session ID | --ip ADDR) --from ISO --to ISO
+                [--format json|csv] [--out FILE] [--notices DIR]
+                                       The exact persons, files and fields an actor, session or address read,
+                                       exported, changed or deleted in a window, from the verified audit log;
+                                       --notices writes each family's notice and the Commission's summary.
   help                                 Show this help.
 
 Environment: PORT, HOST, GUICHET_DATA_DIR, DATABASE_URL, DATABASE_OWNER_URL, SMTP_URL,
@@ -180,6 +185,18 @@ export async function main(argv: string[]): Promise<number> {
         tenants: (db) => new TenantDirectory(db, config.defaultTenant).all(),
         origin,
         usage: (message) => new UsageError(message),
+      });
+    }
+    case 'breach-report': {
+      const { breachReportCommand } = await import('../privacy/cli.ts');
+      return breachReportCommand(rest, {
+        config,
+        withDatabase: (fn) => withDatabase(config, (db) => fn(db, config.databaseUrl ? 'postgres' : 'pglite')),
+        tenant: (db, slug) => tenantOrFail(db, config, slug),
+        origin,
+        usage: (message) => new UsageError(message),
+        out: (text) => process.stdout.write(text),
+        err: (text) => process.stderr.write(text),
       });
     }
     default:
