@@ -364,8 +364,8 @@ function noticeFor(tenant: Tenant, p: BreachPerson, r: NoticeRecipient): BreachN
       m.fileLine(
         name,
         f.reference,
-        f.kinds.map((k) => kindWords[k]),
-        f.fields.map((x) => fieldLabel(r.locale, x)),
+        f.kinds.map((k) => kindWords[k]).join(', '),
+        f.fields.map((x) => fieldLabel(r.locale, x)).join(', '),
         formatDateTime(r.locale, new Date(first)),
         formatDateTime(r.locale, new Date(last)),
       ),
@@ -374,9 +374,9 @@ function noticeFor(tenant: Tenant, p: BreachPerson, r: NoticeRecipient): BreachN
   if (p.familyAccesses.length) {
     const fields = [...new Set(p.familyAccesses.flatMap((a) => a.fields))].sort();
     const kinds = (['read', 'exported', 'changed', 'deleted'] as const).filter((k) => p.familyAccesses.some((a) => a.kind === k));
-    lines.push(m.familyLine(kinds.map((k) => kindWords[k]), fields.map((x) => fieldLabel(r.locale, x))));
+    lines.push(m.familyLine(kinds.map((k) => kindWords[k]).join(', '), fields.map((x) => fieldLabel(r.locale, x)).join(', ')));
   }
-  return { familyId: p.familyId, to: r.email, locale: r.locale, subject: m.subject(org), body: m.body(org, lines) };
+  return { familyId: p.familyId, to: r.email, locale: r.locale, subject: m.subject(org), body: m.body(org, lines.join('\n')) };
 }
 
 function commissionSummary(tenant: Tenant, r: BreachReport, locale: Locale): string {
@@ -395,7 +395,7 @@ function commissionSummary(tenant: Tenant, r: BreachReport, locale: Locale): str
     exported: r.totals.exported,
     changed: r.totals.changed,
     deleted: r.totals.deleted,
-    fields: fields.map((f) => fieldLabel(locale, f)),
+    fields: fields.map((f) => fieldLabel(locale, f)).join(', '),
     refused: r.refused,
     treeSize: r.verification.treeSize,
     signedAt: formatDateTime(locale, new Date(r.verification.signedAt)),
