@@ -15,12 +15,13 @@ import { grantRoutes } from './identity/grants-routes.tsx';
 import { demoMailRoutes } from './mail/routes.tsx';
 import { MailSender } from './mail/sender.ts';
 import { privacyRoutes } from './privacy/routes.tsx';
+import { securityPrivacyRoutes } from './privacy/security-routes.tsx';
 import { TenantDirectory } from './tenants/service.ts';
 import { waitlistRoutes } from './waitlist/routes.tsx';
 import { buildApp, type RouteModule } from './web/app.ts';
 import { homeRoutes } from './web/pages.tsx';
 
-export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, grantRoutes, waitlistRoutes, demoMailRoutes, factorRoutes, auditRoutes, privacyRoutes];
+export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, grantRoutes, waitlistRoutes, demoMailRoutes, factorRoutes, auditRoutes, privacyRoutes, securityPrivacyRoutes];
 
 /** Tokens travel in links (verification, invitations): never let one reach the logs. */
 export function redactUrl(url: string): string {

@@ -383,6 +383,34 @@ export interface PrivilegeRequestsTable {
   membership_id: string | null;
 }
 
+/** Migration 0012: the register of confidentiality incidents (Law 25), kept five years. */
+export interface IncidentsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  number: number;
+  title: string;
+  data_concerned: string;
+  circumstances: string;
+  occurred_from: DateOnly | null;
+  occurred_to: DateOnly | null;
+  discovered_on: DateOnly;
+  persons_count: number | null;
+  risk_level: 'undetermined' | 'not_serious' | 'serious';
+  risk_assessment: string;
+  commission_notified_on: DateOnly | null;
+  persons_notified_on: DateOnly | null;
+  public_notice: string;
+  measures: string;
+  audit_event_ids: string[];
+  /** Alerts of the detection console, by id (free text until detection lands). */
+  alert_ids: string | null;
+  created_by: string | null;
+  created_at: Timestamp;
+  updated_by: string | null;
+  updated_at: Timestamp;
+  retain_until: DateOnly;
+}
+
 export interface SchemaMigrationsTable {
   version: number;
   name: string;
@@ -418,4 +446,5 @@ export interface DB {
   pending_signins: PendingSigninsTable;
   webauthn_challenges: WebauthnChallengesTable;
   factor_failures: FactorFailuresTable;
+  incidents: IncidentsTable;
 }
