@@ -14,6 +14,7 @@ import { sessionRoutes } from './identity/sessions-routes.tsx';
 import { grantRoutes } from './identity/grants-routes.tsx';
 import { demoMailRoutes } from './mail/routes.tsx';
 import { MailSender } from './mail/sender.ts';
+import { retentionHour, startRetentionSchedule } from './privacy/retention.ts';
 import { privacyRoutes } from './privacy/routes.tsx';
 import { securityPrivacyRoutes } from './privacy/security-routes.tsx';
 import { TenantDirectory } from './tenants/service.ts';
@@ -116,6 +117,7 @@ export async function serve(config: Config, opts: { demo: boolean }): Promise<vo
   let app: Awaited<ReturnType<typeof buildApp>> | null = null;
   let sender: MailSender | null = null;
   let stopMaintenance = () => {};
+  let stopRetention = () => {};
   try {
     db = await openFromConfig(config, log);
     const deps = makeDeps(config, db, log);
@@ -127,8 +129,11 @@ export async function serve(config: Config, opts: { demo: boolean }): Promise<vo
     sender = config.smtpUrl ? new MailSender(deps, config.smtpUrl) : null;
     sender?.start();
     stopMaintenance = startIdentityMaintenance(deps);
+    // Read at start like the rest of the configuration: a bad value stops the start, naming the variable.
+    stopRetention = startRetentionSchedule(deps, retentionHour(process.env));
     await app.listen({ port: config.port, host: config.host });
   } catch (err) {
+    stopRetention();
     // Leave nothing behind: no open database, no pid file naming a dead process.
     await app?.close().catch(() => {});
     await sender?.stop().catch(() => {});
@@ -142,6 +147,7 @@ export async function serve(config: Config, opts: { demo: boolean }): Promise<vo
   process.stdout.write(`\n${lines.join('\n')}\n\n`);
   const stop = async () => {
     stopMaintenance();
+    stopRetention();
     await app?.close();
     await sender?.stop();
     await db?.close();

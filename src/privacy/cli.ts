@@ -16,6 +16,7 @@ import type { Deps } from '../context.ts';
 import { loadKeyProvider, type KeyProvider } from '../crypto/keys.ts';
 import type { DB } from '../db/schema.ts';
 import { TenantDirectory, type Tenant } from '../tenants/service.ts';
+import { runRetention } from './retention.ts';
 import { breachReportCsv, BreachReportError, createBreachReport, type Selector } from './breach.ts';
 
 export interface PrivacyCliHelpers {
@@ -93,6 +94,38 @@ export async function breachReportCommand(args: string[], h: PrivacyCliHelpers):
       `breach report: ${report.totals.families} families, ${report.totals.files} files, ${report.events} events (${report.refused} refused) in ${report.window.from} .. ${report.window.to}; log verified to ${report.verification.treeSize} events` +
         `${report.unsealed ? `; ${report.unsealed} events after the verified head are not included` : ''}\n`,
     );
+    return 0;
+  });
+}
+
+export const RETENTION_USAGE = 'usage: guichet retention run [--tenant T]';
+
+/** `guichet retention run`: the daily job once, now (the server runs it on its own timer). */
+export async function retentionCommand(args: string[], h: PrivacyCliHelpers & { tenants(db: Kysely<DB>): Promise<Tenant[]> }): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub !== 'run') throw h.usage(RETENTION_USAGE);
+  let values: { tenant?: string | undefined };
+  try {
+    values = parseArgs({ args: rest, options: { tenant: { type: 'string' } } }).values;
+  } catch (err) {
+    throw h.usage(`${(err as Error).message}\n${RETENTION_USAGE}`);
+  }
+  return h.withDatabase(async (db, kind) => {
+    const only = values.tenant ? await h.tenant(db, values.tenant) : undefined;
+    const deps: Deps = {
+      db: { kind, db, close: async () => {} },
+      config: h.config,
+      clock: () => new Date(),
+      log: pino({ level: 'silent' }),
+      tenants: new TenantDirectory(db, h.config.defaultTenant),
+      keys: h.keys ?? loadKeyProvider(process.env, h.config.dataDir),
+    };
+    const results = await runRetention(deps, h.origin('retention run'), new Date(), only);
+    if (!results) {
+      h.err('guichet: another instance is running the retention job; nothing done\n');
+      return 1;
+    }
+    for (const r of results) h.out(`${r.tenant}: ${r.deleted} files deleted by the retention rules, ${r.purge.filesPurged} purged (${r.purge.familiesPurged} families, ${r.purge.familiesRekeyed} re-keyed, ${r.purge.keysDestroyed} keys destroyed)\n`);
     return 0;
   });
 }

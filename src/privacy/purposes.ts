@@ -13,6 +13,8 @@ export const PRIVACY_PURPOSE_FIELDS = {
   'parent.accessLog.view': ['access_log'],
   /** A parent downloads everything Guichet holds on the family (Law 25, portability). The NIREC stays masked, as everywhere. */
   'parent.family.export': [...FAMILY_EXPORT_FIELDS],
+  /** The retention rules are computed from each live file's birth date (school age). */
+  'retention.schedule': ['birth_date'],
   /** A breach report addresses its notices. */
   'security.breach.notice': [...BREACH_NOTICE_FIELDS],
 } as const;

@@ -1,12 +1,70 @@
 import type { FastifyInstance } from 'fastify';
+import { sql } from 'kysely';
+import { inTenant } from '../db/tenant.ts';
 import type { Deps } from '../context.ts';
 import { AppError } from '../errors.ts';
-import { Page, Pagination, type PageEnv } from '../web/components.tsx';
-import { formatDateTime } from '../web/i18n/index.ts';
+import { Csrf, Page, Pagination, type PageEnv } from '../web/components.tsx';
+import { formatDate, formatDateTime } from '../web/i18n/index.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
 import { readAccessLog, type AccessEntry } from './access-log.ts';
 import { fieldLabel } from './breach.ts';
 import { buildFamilyExport } from './export.ts';
+import { pendingPurges, requestFamilyDeletion, retentionPreview, type DeletedFile, type ScheduledFile } from './retention.ts';
+
+function PurgeTable({ env, rows }: { env: PageEnv; rows: DeletedFile[] }) {
+  const d = env.m.deletion;
+  return (
+    <div class="table-wrap">
+      <table>
+        <caption class="visually-hidden">{d.pendingTitle}</caption>
+        <thead>
+          <tr>
+            <th scope="col">{d.colReference}</th>
+            <th scope="col">{d.colDeleted}</th>
+            <th scope="col">{d.colPurge}</th>
+          </tr>
+        </thead>
+        <tbody>
+          {rows.map((r) => (
+            <tr>
+              <td>{r.reference}</td>
+              <td>{formatDate(env.locale, r.deletedAt)}</td>
+              <td>{formatDate(env.locale, r.purgeOn)}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  );
+}
+
+function ScheduleTable({ env, rows, caption }: { env: PageEnv; rows: ScheduledFile[]; caption: string }) {
+  const r = env.m.retention;
+  if (!rows.length) return <p>{r.none}</p>;
+  return (
+    <div class="table-wrap">
+      <table>
+        <caption class="visually-hidden">{caption}</caption>
+        <thead>
+          <tr>
+            <th scope="col">{r.colReference}</th>
+            <th scope="col">{r.colDate}</th>
+            <th scope="col">{r.colReason}</th>
+          </tr>
+        </thead>
+        <tbody>
+          {rows.map((f) => (
+            <tr>
+              <td>{f.reference}</td>
+              <td>{formatDate(env.locale, f.deleteOn)}</td>
+              <td>{r.reasons[f.reason]}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  );
+}
 
 /** Who acted, as a parent reads it: the organisation, then the role. */
 function whoOf(env: PageEnv, e: AccessEntry): string {
@@ -40,6 +98,7 @@ function whatOf(env: PageEnv, e: AccessEntry): string {
 export function privacyRoutes(app: FastifyInstance, deps: Deps) {
   app.get('/account/privacy', async (req, reply) => {
     if (!req.ctx.actor) throw new AppError('signInRequired');
+    const pending = await pendingPurges(deps, req.ctx);
     const env = pageEnv(req, reply);
     const p = env.m.privacyPages;
     return sendPage(
@@ -59,6 +118,115 @@ export function privacyRoutes(app: FastifyInstance, deps: Deps) {
             {p.exportButton}
           </a>
         </p>
+        <h2>{env.m.deletion.title}</h2>
+        <p>{env.m.deletion.lead}</p>
+        <p>
+          <a class="button button--warning" href="/account/privacy/delete">
+            {env.m.deletion.link}
+          </a>
+        </p>
+        {pending.length > 0 && (
+          <>
+            <h2>{env.m.deletion.pendingTitle}</h2>
+            <PurgeTable env={env} rows={pending} />
+          </>
+        )}
+      </Page>,
+    );
+  });
+
+  app.get('/account/privacy/delete', async (req, reply) => {
+    if (!req.ctx.actor) throw new AppError('signInRequired');
+    const env = pageEnv(req, reply);
+    const d = env.m.deletion;
+    const live = await inTenant(deps.db.db, req.ctx.tenant.id, async (trx) =>
+      Number(
+        (
+          await trx
+            .selectFrom('children as c')
+            .innerJoin('families as f', 'f.id', 'c.family_id')
+            .select(sql<string>`count(*)`.as('n'))
+            .where('f.account_id', '=', req.ctx.actor!.accountId)
+            .where('c.deleted_at', 'is', null)
+            .where('c.purged_at', 'is', null)
+            .executeTakeFirst()
+        )?.n ?? 0,
+      ),
+    );
+    return sendPage(
+      reply,
+      <Page env={env} title={d.title}>
+        <p>
+          <a href="/account/privacy" class="back-link">
+            {d.cancel}
+          </a>
+        </p>
+        <h1>{d.title}</h1>
+        <p class="lead">{d.lead}</p>
+        <p>{d.files(live)}</p>
+        <ul>
+          {d.consequences(req.ctx.tenant.rules.deletedFileRetentionDays).map((c) => (
+            <li>{c}</li>
+          ))}
+        </ul>
+        <form method="post" action="/account/privacy/delete">
+          <Csrf env={env} />
+          <p class="actions">
+            <button type="submit" class="button button--warning">
+              {d.confirm}
+            </button>
+            <a href="/account/privacy">{d.cancel}</a>
+          </p>
+        </form>
+      </Page>,
+    );
+  });
+
+  app.post('/account/privacy/delete', async (req, reply) => {
+    const pending = await requestFamilyDeletion(deps, req.ctx);
+    const env = pageEnv(req, reply);
+    const d = env.m.deletion;
+    return sendPage(
+      reply,
+      <Page env={env} title={d.doneTitle}>
+        <h1>{d.doneTitle}</h1>
+        <p class="lead">{d.lead}</p>
+        {pending.length > 0 && (
+          <>
+            <h2>{d.pendingTitle}</h2>
+            <PurgeTable env={env} rows={pending} />
+          </>
+        )}
+        <p>
+          <a href="/account">{env.m.layout.myFile}</a>
+        </p>
+      </Page>,
+    );
+  });
+
+  app.get('/retention', async (req, reply) => {
+    const p = await retentionPreview(deps, req.ctx);
+    const env = pageEnv(req, reply);
+    const r = env.m.retention;
+    const rules = req.ctx.tenant.rules;
+    return sendPage(
+      reply,
+      <Page env={env} title={r.title}>
+        <h1>{r.title}</h1>
+        <p class="lead">{r.lead}</p>
+        <h2>{r.rulesTitle}</h2>
+        <ul>
+          {r.rules(rules.retention.schoolAgeYears, rules.retention.afterSchoolAgeMonths, rules.retention.inactiveFileMonths, rules.deletedFileRetentionDays).map((x) => (
+            <li>{x}</li>
+          ))}
+        </ul>
+        <p>{p.lastRun ? r.lastRun(formatDateTime(env.locale, p.lastRun.at)) : r.never}</p>
+        <h2>{r.dueTitle}</h2>
+        <ScheduleTable env={env} rows={p.dueNow} caption={r.dueTitle} />
+        <h2>{r.upcomingTitle(p.horizonDays)}</h2>
+        <ScheduleTable env={env} rows={p.upcoming} caption={r.upcomingTitle(p.horizonDays)} />
+        <h2>{r.purgeTitle}</h2>
+        {p.awaitingPurge.length ? <PurgeTable env={env} rows={p.awaitingPurge} /> : <p>{r.none}</p>}
       </Page>,
     );
   });

@@ -1024,3 +1024,130 @@ export async function readFamilyExport(deps: Deps, ctx: Ctx): Promise<FamilyExpo
     };
   });
 }
+
+/* --------------------------------------------------------------- retention */
+
+/** What the retention rules need of a live file: its birth date (decrypted) and its last activity. */
+export interface RetentionFile {
+  childId: string;
+  familyId: string;
+  reference: string;
+  birthDate: string;
+  lastActivity: Date;
+}
+
+/**
+ * The live files with what the retention rules are computed from. Opening
+ * the birth dates is a read like any other, recorded with the families it
+ * touched (purpose 'retention.schedule'): by the retention job (no actor:
+ * the server's own work) or by a programme operator looking at what comes
+ * next (retention.preview).
+ */
+export async function readRetentionFiles(deps: Deps, ctx: Ctx, action: 'retention.preview' | 'retention.run', system?: AuditOrigin): Promise<RetentionFile[]> {
+  return run(deps, ctx, action, async (trx, env) => {
+    if (ctx.actor) {
+      const d = decide(ctx.actor, 'retention.preview', { type: 'tenant' }, ctx.now);
+      if (!d.allowed) deny(ctx, action, 'tenant', 'retention', d.reason ?? 'denied', d, new AppError('forbidden'));
+    } else if (!system || !system.actorRoles.some((r) => r.startsWith('system:'))) {
+      deny(ctx, action, 'tenant', 'retention', 'not_signed_in', undefined, new AppError('signInRequired'));
+    }
+    const rows = await trx
+      .selectFrom('children as c')
+      .select((eb) => [
+        'c.id',
+        'c.family_id',
+        'c.reference',
+        'c.birth_date_enc',
+        'c.updated_at',
+        eb.selectFrom('applications as a').select(sql<Date>`max(a.updated_at)`.as('m')).whereRef('a.child_id', '=', 'c.id').as('last_application'),
+      ])
+      .where('c.deleted_at', 'is', null)
+      .where('c.purged_at', 'is', null)
+      .orderBy('c.created_at')
+      .execute();
+    if (rows.length) {
+      await appendAudit(
+        trx,
+        ctx.tenant.id,
+        {
+          action,
+          outcome: 'success',
+          ...originFields(system && !ctx.actor ? system : originOf(ctx)),
+          targetType: 'child',
+          targetIds: rows.map((r) => r.id),
+          familyIds: [...new Set(rows.map((r) => r.family_id))],
+          fields: ['birth_date'],
+          purpose: 'retention.schedule',
+          details: withSession(ctx, { files: rows.length }),
+        },
+        ctx.now,
+      );
+    }
+    const births = await openChildren(env, ctx.tenant.id, rows, ['birth_date']);
+    return rows.map((r) => {
+      const la = r.last_application ? new Date(r.last_application as unknown as string) : null;
+      return {
+        childId: r.id,
+        familyId: r.family_id,
+        reference: r.reference,
+        birthDate: required(births.get(r.id)!.birth_date, 'birth date'),
+        lastActivity: la && la > r.updated_at ? la : r.updated_at,
+      };
+    });
+  });
+}
+
+/**
+ * Deletes files softly for a reason that is not a person's request: the
+ * retention rules (the server's work), or a parent's request to delete the
+ * family's data. Registrations are withdrawn; each file gets a version and
+ * an audit event naming the rule, and is purged deletedFileRetentionDays
+ * later like any deleted file.
+ */
+export async function retireChildFiles(deps: Deps, ctx: Ctx, childIds: readonly string[], reason: string, system?: AuditOrigin): Promise<number> {
+  const action = 'waitlist.childFile.delete';
+  let n = 0;
+  for (const childId of childIds) {
+    if (!UUID.test(childId)) continue;
+    const done = await run(deps, ctx, action, async (trx, env) => {
+      const c = await trx
+        .selectFrom('children as c')
+        .innerJoin('families as f', 'f.id', 'c.family_id')
+        .selectAll('c')
+        .select(['f.account_id as owner_account_id', 'f.key_version'])
+        .where('c.id', '=', childId)
+        .where('c.deleted_at', 'is', null)
+        .where('c.purged_at', 'is', null)
+        .forUpdate()
+        .executeTakeFirst();
+      if (!c) return false;
+      if (ctx.actor) check(ctx, 'privacy.deletion.request', c.owner_account_id, 'child', childId);
+      else if (!system || !system.actorRoles.some((r) => r.startsWith('system:'))) deny(ctx, action, 'child', childId, 'not_signed_in', undefined, new AppError('signInRequired'));
+      const key = await env.familyKey(ctx.tenant.id, c.family_id, c.key_version);
+      const v = (await openChild(env, ctx.tenant.id, c, ['first_name', 'last_name', 'birth_date', 'nirec'])) as ChildValues;
+      const withdrawn = await trx.updateTable('applications').set({ status: 'withdrawn', updated_at: ctx.now }).where('child_id', '=', c.id).where('status', '=', 'active').returning('id').execute();
+      await trx.updateTable('children').set({ deleted_at: ctx.now, deleted_by: ctx.actor?.accountId ?? null }).where('id', '=', c.id).execute();
+      await recordVersion(trx, ctx, env, key, c.id, 'delete', ['deleted_at'], snapshotOf(c, v, true));
+      const purgeAfter = new Date(ctx.now.getTime() + ctx.tenant.rules.deletedFileRetentionDays * 86_400_000);
+      await appendAudit(
+        trx,
+        ctx.tenant.id,
+        {
+          action,
+          outcome: 'success',
+          ...originFields(system && !ctx.actor ? system : originOf(ctx)),
+          targetType: 'child',
+          targetIds: [c.id, ...withdrawn.map((a) => a.id)],
+          familyIds: [c.family_id],
+          fields: withdrawn.length ? ['deleted_at', 'applications'] : ['deleted_at'],
+          purpose: reason === 'parent_request' ? 'parent.family.deletion' : 'retention.purge',
+          details: withSession(ctx, { reason, withdrawn: withdrawn.length, retentionDays: ctx.tenant.rules.deletedFileRetentionDays, purgeAfter: purgeAfter.toISOString() }),
+        },
+        ctx.now,
+      );
+      return true;
+    });
+    if (done) n++;
+  }
+  return n;
+}
