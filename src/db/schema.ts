@@ -45,6 +45,8 @@ export interface AccountsTable {
   locale: 'fr' | 'en';
   status: Generated<'active' | 'suspended'>;
   created_at: Generated<Date>;
+  /** Migration 0012: closed by the retention rules (no child file left for a set time). */
+  purged_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 export interface SessionsTable {

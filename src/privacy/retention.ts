@@ -17,7 +17,7 @@
 import { sql } from 'kysely';
 import { decide } from '../access/decide.ts';
 import type { AuditOrigin } from '../audit/events.ts';
-import { appendAuditAlone } from '../audit/log.ts';
+import { appendAudit, appendAuditAlone } from '../audit/log.ts';
 import type { Ctx, Deps } from '../context.ts';
 import { originOf } from '../context.ts';
 import { inTenant } from '../db/tenant.ts';
@@ -63,6 +63,8 @@ export interface RetentionPreview {
   awaitingPurge: DeletedFile[];
   lastRun: { at: Date; summary: Record<string, unknown> } | null;
   horizonDays: number;
+  /** Accounts without any child file: closed at the next run, and within the horizon. */
+  accounts: { dueNow: number; upcoming: string[] };
 }
 
 function schedule(tenant: Tenant, files: RetentionFile[]): ScheduledFile[] {
@@ -91,6 +93,7 @@ export async function retentionPreview(deps: Deps, ctx: Ctx, horizonDays = 90): 
     awaitingPurge: await awaitingPurge(deps, ctx.tenant),
     lastRun: last ? { at: last.occurred_at, summary: last.details } : null,
     horizonDays,
+    accounts: ((due) => ({ dueNow: due.filter((a) => a.closeOn <= today).length, upcoming: due.filter((a) => a.closeOn > today && a.closeOn <= horizon).map((a) => a.closeOn) }))(await accountsWithoutChild(deps, ctx.tenant)),
   };
 }
 
@@ -98,6 +101,55 @@ export interface TenantRetentionResult {
   tenant: string;
   deleted: number;
   purge: PurgeResult;
+  accountsClosed: number;
+}
+
+/** A parent's account with no child file left, and the day the rules close it. */
+export interface AccountDue {
+  accountId: string;
+  closeOn: string;
+}
+
+/**
+ * Accounts that hold no child file (none created, or every one purged) and
+ * no role, with the day they are due: their last activity (creation, last
+ * use of a session, last purge of a file) plus the tenant's months.
+ */
+export async function accountsWithoutChild(deps: Deps, tenant: Tenant): Promise<AccountDue[]> {
+  const months = tenant.rules.retention.accountWithoutChildMonths;
+  const { rows } = await inTenant(deps.db.db, tenant.id, (trx) =>
+    sql<{ id: string; last: Date }>`
+      SELECT a.id,
+             greatest(a.created_at,
+                      (SELECT max(s.last_seen_at) FROM sessions s WHERE s.account_id = a.id),
+                      (SELECT max(c.purged_at) FROM children c JOIN families f ON f.id = c.family_id WHERE f.account_id = a.id)) AS last
+        FROM accounts a
+       WHERE a.purged_at IS NULL
+         AND NOT EXISTS (SELECT 1 FROM memberships m WHERE m.account_id = a.id)
+         AND NOT EXISTS (SELECT 1 FROM children c JOIN families f ON f.id = c.family_id WHERE f.account_id = a.id AND c.purged_at IS NULL)
+       ORDER BY a.created_at`.execute(trx),
+  );
+  return rows.map((r) => ({ accountId: r.id, closeOn: addMonths(localToday(new Date(r.last)), months) })).sort((a, b) => a.closeOn.localeCompare(b.closeOn));
+}
+
+/** Closes one account the rules say is done, if it still is (checked again under lock). */
+async function closeAccount(deps: Deps, tenant: Tenant, accountId: string, origin: AuditOrigin, now: Date): Promise<boolean> {
+  return inTenant(deps.db.db, tenant.id, async (trx) => {
+    const a = await trx.selectFrom('accounts').select(['id', 'purged_at']).where('id', '=', accountId).forUpdate().executeTakeFirst();
+    if (!a || a.purged_at) return false;
+    const role = await trx.selectFrom('memberships').select('id').where('account_id', '=', accountId).executeTakeFirst();
+    const live = await trx.selectFrom('children as c').innerJoin('families as f', 'f.id', 'c.family_id').select('c.id').where('f.account_id', '=', accountId).where('c.purged_at', 'is', null).executeTakeFirst();
+    if (role || live) return false;
+    await trx.updateTable('accounts').set({ email: `purged-${accountId}@purged.invalid`, password_hash: null, status: 'suspended', purged_at: now }).where('id', '=', accountId).execute();
+    const ended = await trx.updateTable('sessions').set({ revoked_at: now }).where('account_id', '=', accountId).where('revoked_at', 'is', null).returning('id').execute();
+    await appendAudit(
+      trx,
+      tenant.id,
+      { action: 'records.account.purge', outcome: 'success', ...originFields(origin), targetType: 'account', targetIds: [accountId], fields: ['account_email', 'password'], details: { rule: 'account_without_child', months: tenant.rules.retention.accountWithoutChildMonths, sessionsEnded: ended.length } },
+      now,
+    );
+    return true;
+  });
 }
 
 /** One tenant: delete what the rules say is due, then purge what has waited long enough. */
@@ -112,13 +164,23 @@ export async function runTenantRetention(deps: Deps, tenant: Tenant, origin: Aud
       deleted += await retireChildFiles(deps, ctx, due.filter((f) => f.reason === reason).map((f) => f.childId), `retention_${reason}`, origin);
     }
     const purge = await purgeExpired(deps.db.db, deps.keys, tenant, origin, now);
+    let accountsClosed = 0;
+    for (const a of await accountsWithoutChild(deps, tenant)) {
+      if (a.closeOn <= today && (await closeAccount(deps, tenant, a.accountId, origin, now))) accountsClosed++;
+    }
     await appendAuditAlone(
       deps.db.db,
       tenant.id,
-      { action: 'retention.run', outcome: 'success', ...originFields(origin), targetType: 'tenant', details: { deleted, filesPurged: purge.filesPurged, familiesPurged: purge.familiesPurged, familiesRekeyed: purge.familiesRekeyed, keysDestroyed: purge.keysDestroyed } },
+      {
+        action: 'retention.run',
+        outcome: 'success',
+        ...originFields(origin),
+        targetType: 'tenant',
+        details: { deleted, filesPurged: purge.filesPurged, familiesPurged: purge.familiesPurged, familiesRekeyed: purge.familiesRekeyed, keysDestroyed: purge.keysDestroyed, accountsClosed },
+      },
       now,
     );
-    return { tenant: tenant.slug, deleted, purge };
+    return { tenant: tenant.slug, deleted, purge, accountsClosed };
   } catch (err) {
     await appendAuditAlone(deps.db.db, tenant.id, { action: 'retention.run', outcome: 'failure', ...originFields(origin), targetType: 'tenant', details: { error: String((err as Error).message).slice(0, 300) } }, now).catch(() => {});
     throw err;

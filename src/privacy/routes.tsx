@@ -168,6 +168,7 @@ export function privacyRoutes(app: FastifyInstance, deps: Deps) {
           {d.consequences(req.ctx.tenant.rules.deletedFileRetentionDays).map((c) => (
             <li>{c}</li>
           ))}
+          <li>{d.accountClose(req.ctx.tenant.rules.retention.accountWithoutChildMonths)}</li>
         </ul>
         <form method="post" action="/account/privacy/delete">
           <Csrf env={env} />
@@ -197,6 +198,7 @@ export function privacyRoutes(app: FastifyInstance, deps: Deps) {
             <PurgeTable env={env} rows={pending} />
           </>
         )}
+        <p>{d.accountClose(req.ctx.tenant.rules.retention.accountWithoutChildMonths)}</p>
         <p>
           <a href="/account">{env.m.layout.myFile}</a>
         </p>
@@ -227,6 +229,8 @@ export function privacyRoutes(app: FastifyInstance, deps: Deps) {
         <ScheduleTable env={env} rows={p.upcoming} caption={r.upcomingTitle(p.horizonDays)} />
         <h2>{r.purgeTitle}</h2>
         {p.awaitingPurge.length ? <PurgeTable env={env} rows={p.awaitingPurge} /> : <p>{r.none}</p>}
+        <h2>{r.accountsTitle}</h2>
+        <p>{r.accounts(p.accounts.dueNow, p.accounts.upcoming.length, p.horizonDays)}</p>
       </Page>,
     );
   });

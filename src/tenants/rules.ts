@@ -31,6 +31,8 @@ export const tenantRulesSchema = z.object({
       afterSchoolAgeMonths: z.number().int().min(0).max(120).default(12),
       /** Months without any change to the file or its registrations before it is deleted. */
       inactiveFileMonths: z.number().int().min(1).max(240).default(36),
+      /** Months a parent's account is kept with no child file left (none created, or all purged), counted from its last activity. */
+      accountWithoutChildMonths: z.number().int().min(1).max(240).default(24),
     })
     .prefault({}),
 });

@@ -162,6 +162,33 @@ describe('the retention job', () => {
   });
 });
 
+describe('accounts without a file', () => {
+  it('a parent’s account with no child file for the tenant’s months is closed by the run; staff and parents with files are not', async () => {
+    const w = await world();
+    const email = `sansdossier.${Date.now()}@exemple.test`;
+    const lonely = await createParent(t, w.tenant, email);
+    const recent = await createParent(t, w.tenant, `recent.${Date.now()}@exemple.test`);
+    // Signed up 25 months ago (the tenant keeps 24), never came back.
+    await database.ownerDb().updateTable('accounts').set({ created_at: new Date(w.now.getTime() - 25 * 31 * DAY) }).where('id', 'in', [lonely, w.admin.accountId]).execute();
+    const c = new Client(t.app, w.tenant.hosts[0]!);
+    expect((await c.signIn(w.adminEmail, PASSWORD)).status).toBe(303);
+    const page = await c.get('/retention');
+    expect(textOf(page.body)).toContain('Un compte est fermé à la prochaine exécution');
+    const [r] = (await runRetention(t.deps, JOB, w.now, w.tenant))!;
+    expect(r!.accountsClosed).toBe(1);
+    const rows = await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('accounts').select(['id', 'email', 'status', 'password_hash', 'purged_at']).execute());
+    const closed = rows.find((a) => a.id === lonely)!;
+    expect(closed).toMatchObject({ email: `purged-${lonely}@purged.invalid`, status: 'suspended', password_hash: null });
+    expect(closed.purged_at).not.toBeNull();
+    for (const id of [recent, w.admin.accountId, ...w.parents.map((p) => p.accountId)]) expect(rows.find((a) => a.id === id)!.purged_at).toBeNull();
+    expect((await events(w.tenant, 'records.account.purge')).map((e) => e.target_ids)).toEqual([[lonely]]);
+    // The address no longer signs in.
+    const gone = new Client(t.app, w.tenant.hosts[0]!);
+    const r2 = await gone.signIn(email, PASSWORD);
+    expect(String(r2.headers.location ?? '')).not.toBe('/account');
+  });
+});
+
 describe('a parent’s deletion request', () => {
   it('withdraws every registration and deletes every file now, and shows the dates of destruction', async () => {
     const w = await world();

@@ -71,3 +71,12 @@ END
 $$;
 CREATE TRIGGER incidents_guard BEFORE UPDATE OR DELETE ON incidents
   FOR EACH ROW EXECUTE FUNCTION incidents_guard();
+
+-- Retention of accounts (issue 8): a parent's account with no child file
+-- left is closed after the tenant's rules.retention.accountWithoutChildMonths.
+-- Closing empties what identifies the person (the address becomes a
+-- placeholder, the password goes); the row stays for the audit log's
+-- references. Nothing reopens a purged account.
+ALTER TABLE accounts ADD COLUMN purged_at timestamptz;
+GRANT UPDATE (email, purged_at) ON accounts TO guichet_app;
+ALTER TABLE accounts ADD CONSTRAINT accounts_purged_closed CHECK (purged_at IS NULL OR (status = 'suspended' AND password_hash IS NULL AND email LIKE 'purged-%@purged.invalid'));

@@ -800,6 +800,9 @@ export const en: Messages = {
     colReference: 'Reference',
     colDate: 'Date',
     colReason: 'Reason',
+    accountsTitle: 'Accounts without a file',
+    accounts: (due: number, upcoming: number, days: number) =>
+      `${due === 0 ? 'No account is closed' : due === 1 ? 'One account is closed' : `${due} accounts are closed`} at the next run; ${upcoming === 0 ? 'none' : upcoming} in the following ${days} days.`,
     reasons: { school_age: 'school age reached', inactive: 'no activity' },
   },
   deletion: {
@@ -816,6 +819,7 @@ export const en: Messages = {
     confirm: 'Yes, delete my data',
     cancel: 'No, go back',
     doneTitle: 'Your request has been recorded',
+    accountClose: (months: number) => `Your account itself is closed ${months} months after the last file is destroyed, unless you create a new one.`,
     pendingTitle: 'Destruction dates',
     colReference: 'File',
     colDeleted: 'Deleted on',

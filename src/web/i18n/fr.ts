@@ -806,6 +806,9 @@ export const fr = {
     colReference: 'Référence',
     colDate: 'Date',
     colReason: 'Motif',
+    accountsTitle: 'Comptes sans dossier',
+    accounts: (due: number, upcoming: number, days: number) =>
+      `${due === 0 ? 'Aucun compte n’est fermé' : due === 1 ? 'Un compte est fermé' : `${due} comptes sont fermés`} à la prochaine exécution${nb}; ${upcoming === 0 ? 'aucun' : upcoming} dans les ${days} jours suivants.`,
     reasons: { school_age: 'âge scolaire atteint', inactive: 'aucune activité' },
   },
   deletion: {
@@ -822,6 +825,7 @@ export const fr = {
     confirm: 'Oui, supprimer mes données',
     cancel: 'Non, revenir',
     doneTitle: 'Votre demande a été enregistrée',
+    accountClose: (months: number) => `Votre compte lui-même est fermé ${months} mois après la destruction du dernier dossier, si vous n’en créez pas de nouveau.`,
     pendingTitle: 'Dates de destruction',
     colReference: 'Dossier',
     colDeleted: 'Supprimé le',
