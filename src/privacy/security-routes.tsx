@@ -189,7 +189,7 @@ function requireOfficer(req: FastifyRequest) {
   if (!decide(ctx.actor, 'privacy.breachReport.create', { type: 'tenant' }, ctx.now).allowed) throw new AppError('forbidden');
 }
 
-function BreachFormPage(props: { env: PageEnv; values: BreachValues; errors?: FieldErrors; report?: BreachReport }) {
+function BreachFormPage(props: { env: PageEnv; values: BreachValues; errors?: FieldErrors; report?: BreachReport; unverified?: boolean }) {
   const { env, values: v, errors, report } = props;
   const b = env.m.breach;
   const kind = v.kind ?? 'actor';
@@ -224,6 +224,11 @@ function BreachFormPage(props: { env: PageEnv; values: BreachValues; errors?: Fi
       </p>
       <ErrorSummary env={env} errors={errors} />
       <h1>{b.title}</h1>
+      {props.unverified && (
+        <div class="error-summary" role="alert">
+          <p>{b.unverified}</p>
+        </div>
+      )}
       <p class="lead">{b.lead}</p>
       <p class="hint">{b.stepUp}</p>
       <form method="post" action="/security/breach-report" novalidate>
@@ -466,6 +471,7 @@ export function securityPrivacyRoutes(app: FastifyInstance, deps: Deps) {
     } catch (err) {
       if (err instanceof BreachReportError) {
         if (err.code === 'forbidden') throw new AppError(req.ctx.actor ? 'forbidden' : 'signInRequired');
+        if (err.code === 'log_unverified') return sendPage(reply, <BreachFormPage env={pageEnv(req, reply)} values={values} unverified />, 409);
         const field = FIELD_OF[err.code];
         if (!field) throw err;
         return sendPage(reply, <BreachFormPage env={pageEnv(req, reply)} values={values} errors={{ [field[0]]: field[1] }} />, 400);

@@ -11,6 +11,7 @@
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Actor } from '../../src/access/actor.ts';
 import { inTenant } from '../../src/db/tenant.ts';
@@ -287,6 +288,32 @@ describe('bad input and refusals: a clear error, nothing produced, the attempt l
       ['denied', 'step_up_required', d.officer.accountId],
     ]);
     expect(await events(d.tenant, 'privacy.breach.recipients')).toEqual([]);
+  });
+});
+
+describe('a rewritten log', () => {
+  it('an intruder who erased the fields of their reads gets no report out of it: verification fails first, nothing is produced, the attempt is logged', async () => {
+    const d = await drill();
+    at(d, 1);
+    await records.readChildFileHistory(t.deps, ctxFor(t, d.tenant, d.admin), d.families[0]!.childId);
+    t.setNow(new Date(d.to.getTime() + 10 * MIN));
+    const who = { kind: 'cli' as const, tenant: d.tenant, origin: CLI, now: t.deps.clock() };
+    const input: BreachInput = { selector: { kind: 'actor', value: d.adminEmail }, from: d.from.toISOString(), to: d.to.toISOString() };
+    // Sealed into a signed head by a first report.
+    expect(Object.keys(filesOf(await createBreachReport(t.deps, who, input)))).toEqual([d.families[0]!.childId]);
+    const [read] = await events(d.tenant, 'waitlist.childFile.history');
+    await database.ownerDb().transaction().execute(async (trx) => {
+      await sql`ALTER TABLE audit_events DISABLE TRIGGER USER`.execute(trx);
+      await sql`UPDATE audit_events SET fields = '{}', family_ids = '{}' WHERE id = ${read!.id}`.execute(trx);
+      await sql`ALTER TABLE audit_events ENABLE TRIGGER USER`.execute(trx);
+    });
+    const err = await createBreachReport(t.deps, who, input).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BreachReportError);
+    expect((err as BreachReportError).code).toBe('log_unverified');
+    expect((err as Error).message).toMatch(/does not verify against its signed heads/);
+    const logged = await events(d.tenant, 'privacy.breachReport.create');
+    expect(logged.at(-1)).toMatchObject({ outcome: 'failure', details: expect.objectContaining({ reason: 'log_unverified' }) });
+    expect(await events(d.tenant, 'privacy.breach.recipients')).toHaveLength(1);
   });
 });
 

@@ -779,6 +779,7 @@ export const en: Messages = {
     colKinds: 'Actions',
     colFields: 'Information',
     colWhen: 'When',
+    unverified: 'The audit log does not verify against its signed heads: no report can rest on it. See the audit log page and run guichet audit verify on the server.',
     noticesTitle: 'Notices to families',
     commissionTitle: 'Summary for the Commission d’accès à l’information',
   },

@@ -785,6 +785,7 @@ export const fr = {
     colKinds: 'Actions',
     colFields: 'Renseignements',
     colWhen: 'Quand',
+    unverified: `Le journal d’audit ne se vérifie pas contre ses têtes signées${nb}: aucun rapport ne peut s’y fier. Voyez la page du journal d’audit et lancez guichet audit verify sur le serveur.`,
     noticesTitle: 'Avis aux familles',
     commissionTitle: 'Résumé pour la Commission d’accès à l’information',
   },
