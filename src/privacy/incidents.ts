@@ -86,10 +86,11 @@ export function retentionDate(discoveredOn: string): string {
   return dt.toISOString().slice(0, 10);
 }
 
-async function authorize(deps: Deps, ctx: Ctx, action: Action, audited: AuditAction, target: string): Promise<void> {
+/** Refuses (recorded) unless the actor may perform the action on the register. */
+export async function authorize(deps: Deps, ctx: Ctx, action: Action, audited: AuditAction, target: string): Promise<void> {
   const d = decide(ctx.actor, action, { type: 'tenant' }, ctx.now);
   if (d.allowed) return;
-  await appendAuditAlone(deps.db.db, ctx.tenant.id, { action: audited, outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'incident', targetIds: [target.slice(0, 64)], details: withSession(ctx, { reason: d.reason ?? 'denied' }) }, ctx.now);
+  await appendAuditAlone(deps.db.db, ctx.tenant.id, { action: audited, outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'incident', targetIds: [target.slice(0, 64).replace(/[\u0000-\u001f\u007f-\u009f]/g, '\ufffd')], details: withSession(ctx, { reason: d.reason ?? 'denied' }) }, ctx.now);
   throw new AppError(ctx.actor ? 'forbidden' : 'signInRequired');
 }
 

@@ -9,7 +9,7 @@ import { isRealDate, parseBody, text } from '../web/forms.ts';
 import { formatDate, formatDateTime, type FieldErrorKey } from '../web/i18n/index.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
 import { breachReportCsv, BreachReportError, createBreachReport, fieldLabel, type BreachErrorCode, type BreachReport, type Selector } from './breach.ts';
-import { createIncident, exportIncidents, getIncident, listIncidents, updateIncident, type Incident, type IncidentInput } from './incidents.ts';
+import { authorize, createIncident, exportIncidents, getIncident, listIncidents, updateIncident, type Incident, type IncidentInput } from './incidents.ts';
 
 function TextArea(props: { env: PageEnv; name: string; label: string; hint?: string; value?: string; errors?: FieldErrors | undefined; rows?: number }) {
   const id = fieldId(props.name);
@@ -410,6 +410,8 @@ export function securityPrivacyRoutes(app: FastifyInstance, deps: Deps) {
   });
 
   app.post('/security/incidents', async (req, reply) => {
+    // Who may write comes before what was written: a refusal says nothing about the input.
+    await authorize(deps, req.ctx, 'incident.write', 'incident.create', 'new');
     try {
       const input = parseBody(incidentForm, req.body) as IncidentInput;
       const i = await createIncident(deps, req.ctx, input);
@@ -428,6 +430,7 @@ export function securityPrivacyRoutes(app: FastifyInstance, deps: Deps) {
   });
 
   app.post<{ Params: { id: string } }>('/security/incidents/:id', async (req, reply) => {
+    await authorize(deps, req.ctx, 'incident.write', 'incident.update', req.params.id);
     try {
       const input = parseBody(incidentForm, req.body) as IncidentInput;
       const i = await updateIncident(deps, req.ctx, req.params.id, input);
