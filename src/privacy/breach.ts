@@ -24,7 +24,7 @@ import { sql } from 'kysely';
 import pino from 'pino';
 import { decide } from '../access/decide.ts';
 import type { AuditEventInput, AuditOrigin } from '../audit/events.ts';
-import { appendAuditAlone } from '../audit/log.ts';
+import { appendAudit, appendAuditAlone } from '../audit/log.ts';
 import { Sealer } from '../audit/sealer.ts';
 import { verifyTenant } from '../audit/verify.ts';
 import type { Ctx, Deps } from '../context.ts';
@@ -127,6 +127,8 @@ export interface BreachNotice {
 
 export interface BreachReport {
   format: 'guichet.breach-report.v1';
+  /** The audit event that records this report: what an incident entry links to. */
+  eventId: string;
   tenant: { id: string; slug: string };
   selector: Selector & { accountId?: string };
   window: { from: string; to: string };
@@ -331,17 +333,42 @@ export async function createBreachReport(deps: Deps, who: Requester, input: Brea
     totals: { families: ordered.length, files: childIds.length, read: count('read'), exported: count('exported'), changed: count('changed'), deleted: count('deleted') },
     notices: [],
     commission: { fr: '', en: '' },
+    eventId: '',
   };
   report.notices = ordered.flatMap((p) => {
     const r = byFamily.get(p.familyId);
     return r ? [noticeFor(tenant, p, r)] : [];
   });
   report.commission = { fr: commissionSummary(tenant, report, 'fr'), en: commissionSummary(tenant, report, 'en') };
-  await logAttempt(
-    'success',
-    { selector: sel.kind, from: report.window.from, to: report.window.to, events: report.events, families: report.totals.families, files: report.totals.files, tree_size: treeSize },
-    { familyIds: ordered.map((p) => p.familyId), targetIds: childIds },
+  const made = await inTenant(
+    db,
+    tenant.id,
+    (trx) =>
+      appendAudit(
+        trx,
+        tenant.id,
+        {
+          action: 'privacy.breachReport.create',
+          outcome: 'success',
+          ...originFields(origin),
+          targetType: 'audit_log',
+          familyIds: ordered.map((p) => p.familyId),
+          targetIds: childIds,
+          details: ((d: Record<string, string | number | boolean | null>) => (who.kind === 'web' ? withSession(who.ctx, d) : d))({
+            selector: sel.kind,
+            from: report.window.from,
+            to: report.window.to,
+            events: report.events,
+            families: report.totals.families,
+            files: report.totals.files,
+            tree_size: treeSize,
+          }),
+        },
+        now,
+      ),
+    origin.actorAccountId,
   );
+  report.eventId = made.id;
   return report;
 }
 

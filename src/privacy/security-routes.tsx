@@ -267,6 +267,11 @@ function BreachResult({ env, report: r }: { env: PageEnv; report: BreachReport }
       <p>{b.verified(r.verification.treeSize, formatDateTime(env.locale, new Date(r.verification.signedAt)))}</p>
       <p>{b.totals(r.totals.families, r.totals.files, r.events, r.refused)}</p>
       {r.unsealed > 0 && <p>{b.unsealed(r.unsealed)}</p>}
+      <p>
+        <a class="button button--secondary" href={`/security/incidents/new?event=${r.eventId}&persons=${r.totals.families}`}>
+          {b.toRegister}
+        </a>
+      </p>
       {r.persons.length === 0 ? (
         <p>{b.noneFound}</p>
       ) : (
@@ -403,10 +408,16 @@ export function securityPrivacyRoutes(app: FastifyInstance, deps: Deps) {
   app.get('/security/incidents/export.csv', exportRoute('csv'));
   app.get('/security/incidents/export.json', exportRoute('json'));
 
-  app.get('/security/incidents/new', async (req, reply) => {
+  app.get<{ Querystring: { event?: string; persons?: string } }>('/security/incidents/new', async (req, reply) => {
     requireOfficer(req);
     const env = pageEnv(req, reply);
-    return sendPage(reply, <IncidentFormPage env={env} title={env.m.incidents.newTitle} action="/security/incidents" values={{ discoveredOn: req.ctx.now.toISOString().slice(0, 10), riskLevel: 'undetermined' }} />);
+    // From a breach report: its event linked, its count of families as the persons concerned.
+    const event = typeof req.query.event === 'string' && /^[0-9a-f-]{36}$/i.test(req.query.event) ? req.query.event : '';
+    const persons = typeof req.query.persons === 'string' && /^\d{1,9}$/.test(req.query.persons) ? req.query.persons : '';
+    return sendPage(
+      reply,
+      <IncidentFormPage env={env} title={env.m.incidents.newTitle} action="/security/incidents" values={{ discoveredOn: req.ctx.now.toISOString().slice(0, 10), riskLevel: 'undetermined', auditEventIds: event, personsCount: persons }} />,
+    );
   });
 
   app.post('/security/incidents', async (req, reply) => {

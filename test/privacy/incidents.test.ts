@@ -173,6 +173,12 @@ describe('the breach report in the console', () => {
     expect(text).toContain('Avis d’incident de confidentialité');
     expect(text).toContain('Dossier de Félix');
     expect(text).toContain('Résumé d’un incident de confidentialité');
+    // From the report to the register: its event and its count, filled in.
+    const made = (await events(w.tenant, 'privacy.breachReport.create')).at(-1)!;
+    expect(r.body).toContain(`href="/security/incidents/new?event=${made.id}&amp;persons=1"`);
+    const prefilled = await w.officer.get(`/security/incidents/new?event=${made.id}&persons=1`);
+    expect(prefilled.body).toContain(`>${made.id}</textarea>`);
+    expect(prefilled.body).toMatch(/id="f-personsCount"[^>]*value="1"|value="1"[^>]*id="f-personsCount"/);
     const csv = await w.officer.post('/security/breach-report', { kind: 'actor', value: w.adminEmail, from, to, format: 'csv' });
     expect(csv.status).toBe(200);
     expect(String(csv.headers['content-disposition'])).toMatch(/attachment; filename="breach-report-/);

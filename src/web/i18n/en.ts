@@ -780,6 +780,7 @@ export const en: Messages = {
     colFields: 'Information',
     colWhen: 'When',
     unverified: 'The audit log does not verify against its signed heads: no report can rest on it. See the audit log page and run guichet audit verify on the server.',
+    toRegister: 'Record this incident in the register',
     noticesTitle: 'Notices to families',
     commissionTitle: 'Summary for the Commission d’accès à l’information',
   },

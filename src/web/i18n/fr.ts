@@ -786,6 +786,7 @@ export const fr = {
     colFields: 'Renseignements',
     colWhen: 'Quand',
     unverified: `Le journal d’audit ne se vérifie pas contre ses têtes signées${nb}: aucun rapport ne peut s’y fier. Voyez la page du journal d’audit et lancez guichet audit verify sur le serveur.`,
+    toRegister: 'Inscrire cet incident au registre',
     noticesTitle: 'Avis aux familles',
     commissionTitle: 'Résumé pour la Commission d’accès à l’information',
   },
