@@ -117,6 +117,10 @@ describe('the retention job', () => {
       ['tenant', 'success', null],
     ]);
     expect(runs[1]!.details).toMatchObject({ deleted: 2, filesPurged: 0 });
+    // The family sees it in « Qui a consulté le dossier »: Guichet's retention job deleted the file.
+    const seen = textOf((await p.get('/account/privacy/access')).body);
+    expect(seen).toContain('Guichet (traitement automatique) — tâche de conservation');
+    expect(seen).toContain('Suppression — destruction prévue par les règles de conservation');
     const after = await retentionPreview(t.deps, ctxFor(t, w.tenant, w.admin));
     expect(after.dueNow).toEqual([]);
     expect(after.awaitingPurge.map((f) => [f.childId, f.purgeOn.getTime() - f.deletedAt.getTime()]).sort()).toEqual([[w.old, 30 * DAY], [w.idle, 30 * DAY]].sort());

@@ -590,6 +590,7 @@ export const en: Messages = {
       phone: 'telephone',
       postal_code: 'postal code',
       history: 'file history',
+      password: 'password',
       access_log: 'record of who consulted the file',
     },
     notice: {
@@ -668,6 +669,7 @@ export const en: Messages = {
       program_operator: 'programme officer',
       security_officer: 'security officer',
       'system:cli': 'command on the server',
+      'system:retention': 'retention job',
     },
     actions: {
       read: 'Consultation',

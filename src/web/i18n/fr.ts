@@ -596,6 +596,7 @@ export const fr = {
       phone: 'téléphone',
       postal_code: 'code postal',
       history: 'historique du dossier',
+      password: 'mot de passe',
       access_log: 'journal des consultations',
     },
     notice: {
@@ -674,6 +675,7 @@ export const fr = {
       program_operator: 'agent du programme',
       security_officer: 'responsable de la sécurité',
       'system:cli': 'commande sur le serveur',
+      'system:retention': 'tâche de conservation',
     },
     actions: {
       read: 'Consultation',
