@@ -152,6 +152,25 @@ describe('the incident register', () => {
   });
 });
 
+describe('tenants', () => {
+  it('one programme’s register is invisible to another’s officer and to its database rows', async () => {
+    const a = await world();
+    const b = await world();
+    await a.officer.get('/security/incidents/new');
+    const made = await a.officer.post('/security/incidents', VALID);
+    const id = String(made.headers.location).split('/')[3]!.split('?')[0]!;
+    expect((await b.officer.get(`/security/incidents/${id}`)).status).toBe(404);
+    await b.officer.get('/security/incidents/new');
+    expect((await b.officer.post(`/security/incidents/${id}`, VALID)).status).toBe(404);
+    expect(await inTenant(database.db, b.tenant.id, (trx) => trx.selectFrom('incidents').selectAll().execute())).toEqual([]);
+    // A link to another programme's audit event is refused like an unknown one.
+    const [foreign] = await events(a.tenant, 'waitlist.childFile.create');
+    const linked = await b.officer.post('/security/incidents', { ...VALID, auditEventIds: foreign!.id });
+    expect(linked.status).toBe(400);
+    expect(textOf(linked.body)).toContain('n’est pas un événement du journal de ce programme');
+  });
+});
+
 describe('the breach report in the console', () => {
   it('a security officer signed in a moment ago gets the report, the notices and the summary, or a download; bad input is an error on the form', async () => {
     const w = await world();
