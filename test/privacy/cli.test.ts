@@ -133,5 +133,6 @@ describe(`guichet breach-report and retention run (${kind})`, () => {
     const help = await cli(['help'], env);
     expect(help.stdout).toContain('breach-report --tenant T (--actor ACCOUNT | --session ID | --ip ADDR)');
     expect(help.stdout).toContain('retention run [--tenant T]');
-  });
+    // Seven processes, each opening the database (PGlite: ~6 s apiece on a loaded two-core machine).
+  }, 300_000);
 });
