@@ -16,6 +16,9 @@ import { factorResetRoutes } from './identity/factor-resets-routes.tsx';
 import { grantRoutes } from './identity/grants-routes.tsx';
 import { demoMailRoutes } from './mail/routes.tsx';
 import { MailSender } from './mail/sender.ts';
+import { retentionHour, startRetentionSchedule } from './privacy/retention.ts';
+import { privacyRoutes } from './privacy/routes.tsx';
+import { securityPrivacyRoutes } from './privacy/security-routes.tsx';
 import { TenantDirectory } from './tenants/service.ts';
 import { fileConsoleRoutes } from './waitlist/console-routes.tsx';
 import { waitlistRoutes } from './waitlist/routes.tsx';
@@ -24,7 +27,7 @@ import { homeRoutes } from './web/pages.tsx';
 import { oidcRoutes } from './oidc/routes.tsx';
 import { oidcAdminRoutes } from './oidc/admin-routes.tsx';
 
-export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, grantRoutes, factorResetRoutes, breakGlassRoutes, waitlistRoutes, demoMailRoutes, factorRoutes, auditRoutes, fileConsoleRoutes, oidcRoutes, oidcAdminRoutes];
+export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, grantRoutes, factorResetRoutes, breakGlassRoutes, waitlistRoutes, demoMailRoutes, factorRoutes, auditRoutes, fileConsoleRoutes, oidcRoutes, oidcAdminRoutes, privacyRoutes, securityPrivacyRoutes];
 
 /** Tokens travel in links (verification, invitations): never let one reach the logs. */
 export function redactUrl(url: string): string {
@@ -119,6 +122,7 @@ export async function serve(config: Config, opts: { demo: boolean }): Promise<vo
   let app: Awaited<ReturnType<typeof buildApp>> | null = null;
   let sender: MailSender | null = null;
   let stopMaintenance = () => {};
+  let stopRetention = () => {};
   try {
     db = await openFromConfig(config, log);
     const deps = makeDeps(config, db, log);
@@ -130,8 +134,11 @@ export async function serve(config: Config, opts: { demo: boolean }): Promise<vo
     sender = config.smtpUrl ? new MailSender(deps, config.smtpUrl) : null;
     sender?.start();
     stopMaintenance = startIdentityMaintenance(deps);
+    // Read at start like the rest of the configuration: a bad value stops the start, naming the variable.
+    stopRetention = startRetentionSchedule(deps, retentionHour(process.env));
     await app.listen({ port: config.port, host: config.host });
   } catch (err) {
+    stopRetention();
     // Leave nothing behind: no open database, no pid file naming a dead process.
     await app?.close().catch(() => {});
     await sender?.stop().catch(() => {});
@@ -145,6 +152,7 @@ export async function serve(config: Config, opts: { demo: boolean }): Promise<vo
   process.stdout.write(`\n${lines.join('\n')}\n\n`);
   const stop = async () => {
     stopMaintenance();
+    stopRetention();
     await app?.close();
     await sender?.stop();
     await db?.close();

@@ -79,6 +79,19 @@ export const ACTIONS = {
   'oidc.entitlement.manage': tenantAdmin,
   /** A person's own entitlements and the services they signed in to, on their account page. */
   'oidc.entitlement.readOwn': [{ who: 'verifiedAccount' }],
+  /** A parent reads who consulted their family's files (from the audit log). */
+  'privacy.accessLog.read': [{ who: 'familyOwner' }],
+  /** A parent downloads all of the family's data (Law 25, portability). */
+  'privacy.export': [{ who: 'familyOwner' }],
+  /** A parent asks for the family's data to be deleted: applications withdrawn, files deleted softly, then purged by the retention rules. */
+  'privacy.deletion.request': [{ who: 'familyOwner' }],
+  /** A breach impact report: who and which fields an actor, session or address reached in a window (step-up required too). */
+  'privacy.breachReport.create': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
+  /** The incident register (Law 25: kept five years). */
+  'incident.read': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
+  'incident.write': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
+  /** What the retention job will purge next. */
+  'retention.preview': [{ who: 'role', role: 'program_operator', scope: 'tenant' }, { who: 'role', role: 'tenant_admin', scope: 'tenant' }],
 } as const satisfies Record<string, readonly Rule[]>;
 
 export type Action = keyof typeof ACTIONS;

@@ -91,6 +91,19 @@ export const AUDIT_ACTIONS = [
   'oidc.entitlement.create',
   'oidc.entitlement.revoke',
   'oidc.entitlement.list',
+  // privacy rights, incidents and retention (src/privacy)
+  'privacy.accessLog.read',
+  'privacy.export',
+  'privacy.deletion.request',
+  'privacy.breachReport.create',
+  'privacy.breach.recipients',
+  'incident.create',
+  'incident.update',
+  'incident.list',
+  'incident.export',
+  'retention.preview',
+  'retention.run',
+  'records.account.purge',
 ] as const;
 
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];

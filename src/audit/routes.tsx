@@ -153,6 +153,9 @@ export function auditRoutes(app: FastifyInstance, deps: Deps) {
       <Page env={env} title={a.title}>
         <h1>{a.title}</h1>
         <p class="lead">{a.lead}</p>
+        <p>
+          <a href="/security/incidents">{env.m.incidents.title}</a>
+        </p>
         <h2>{a.headTitle}</h2>
         {c.head ? (
           <SummaryList

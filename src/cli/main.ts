@@ -38,6 +38,13 @@ Commands:
   keys purge [--tenant T]              Destroy the keys of files deleted longer ago than the retention window.
   oidc keys --tenant T                 The tenant's OpenID Connect signing keys and their state.
   oidc rotate-keys --tenant T          New OpenID Connect signing keys; the previous ones stay published until the next rotation.
+  breach-report --tenant T (--actor ACCOUNT | --session ID | --ip ADDR) --from ISO --to ISO
+                [--format json|csv] [--out FILE] [--notices DIR]
+                                       The exact persons, files and fields an actor, session or address read,
+                                       exported, changed or deleted in a window, from the verified audit log;
+                                       --notices writes each family's notice and the Commission's summary.
+  retention run [--tenant T]           Delete the files the tenant's retention rules say are done, and purge
+                                       deleted files past their window (the server does it daily).
   help                                 Show this help.
 
 Environment: PORT, HOST, GUICHET_DATA_DIR, DATABASE_URL, DATABASE_OWNER_URL, SMTP_URL,
@@ -193,6 +200,31 @@ export async function main(argv: string[]): Promise<number> {
         origin,
         usage: (message) => new UsageError(message),
         out: (text) => process.stdout.write(text),
+      });
+    }
+    case 'breach-report': {
+      const { breachReportCommand } = await import('../privacy/cli.ts');
+      return breachReportCommand(rest, {
+        config,
+        withDatabase: (fn) => withDatabase(config, (db) => fn(db, config.databaseUrl ? 'postgres' : 'pglite')),
+        tenant: (db, slug) => tenantOrFail(db, config, slug),
+        origin,
+        usage: (message) => new UsageError(message),
+        out: (text) => process.stdout.write(text),
+        err: (text) => process.stderr.write(text),
+      });
+    }
+    case 'retention': {
+      const { retentionCommand } = await import('../privacy/cli.ts');
+      return retentionCommand(rest, {
+        config,
+        withDatabase: (fn) => withDatabase(config, (db) => fn(db, config.databaseUrl ? 'postgres' : 'pglite')),
+        tenant: (db, slug) => tenantOrFail(db, config, slug),
+        tenants: (db) => new TenantDirectory(db, config.defaultTenant).all(),
+        origin,
+        usage: (message) => new UsageError(message),
+        out: (text) => process.stdout.write(text),
+        err: (text) => process.stderr.write(text),
       });
     }
     default:

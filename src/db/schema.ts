@@ -45,6 +45,8 @@ export interface AccountsTable {
   locale: 'fr' | 'en';
   status: Generated<'active' | 'suspended'>;
   created_at: Generated<Date>;
+  /** Migration 0012: closed by the retention rules (no child file left for a set time). */
+  purged_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 export interface SessionsTable {
@@ -466,6 +468,34 @@ export interface OidcEntitlementsTable {
   revoked_at: Timestamp | null;
 }
 
+/** Migration 0012: the register of confidentiality incidents (Law 25), kept five years. */
+export interface IncidentsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  number: number;
+  title: string;
+  data_concerned: string;
+  circumstances: string;
+  occurred_from: DateOnly | null;
+  occurred_to: DateOnly | null;
+  discovered_on: DateOnly;
+  persons_count: number | null;
+  risk_level: 'undetermined' | 'not_serious' | 'serious';
+  risk_assessment: string;
+  commission_notified_on: DateOnly | null;
+  persons_notified_on: DateOnly | null;
+  public_notice: string;
+  measures: string;
+  audit_event_ids: string[];
+  /** Alerts of the detection console, by id (free text until detection lands). */
+  alert_ids: string | null;
+  created_by: string | null;
+  created_at: Timestamp;
+  updated_by: string | null;
+  updated_at: Timestamp;
+  retain_until: DateOnly;
+}
+
 export interface SchemaMigrationsTable {
   version: number;
   name: string;
@@ -507,4 +537,5 @@ export interface DB {
   oidc_payloads: OidcPayloadsTable;
   oidc_signing_keys: OidcSigningKeysTable;
   oidc_entitlements: OidcEntitlementsTable;
+  incidents: IncidentsTable;
 }

@@ -3,7 +3,7 @@ import { sql } from 'kysely';
 import type { Action } from '../access/actions.ts';
 import { decide, sqlFilter, type Decision } from '../access/decide.ts';
 import { appendAudit, appendAuditAlone } from '../audit/log.ts';
-import type { AuditAction, AuditEventInput } from '../audit/events.ts';
+import type { AuditAction, AuditEventInput, AuditOrigin } from '../audit/events.ts';
 import type { Ctx, Deps } from '../context.ts';
 import { originOf } from '../context.ts';
 import { envelopeFor, type Envelope, type FamilyKey } from '../crypto/envelope.ts';
@@ -15,7 +15,8 @@ import { requireRecentAuth } from '../identity/stepup.ts';
 import { originFields } from '../tenants/service.ts';
 import { maskNirec, normaliseNirec, type ChildInput } from '../waitlist/child-file.ts';
 import { ageGroup, categorySql, rankOrderSql, type AgeGroup, type Category } from '../waitlist/ranking.ts';
-import { openChild, openChildren, openSnapshots, required, sealChild, sealFamily, sealSnapshot, type ChildSnapshot, type ChildValues } from './fields.ts';
+import { FAMILY_FIELDS, openCells, openChild, openChildren, openSnapshots, required, sealChild, sealFamily, sealSnapshot, type ChildSnapshot, type ChildValues } from './fields.ts';
+import { isRecentAuth } from '../identity/stepup.ts';
 import { ensureTenantEncrypted } from './legacy.ts';
 import { fieldsFor, type Purpose } from './views.ts';
 
@@ -190,7 +191,7 @@ function deny(ctx: Ctx, action: AuditAction, targetType: string, targetId: strin
       ...originFields(originOf(ctx)),
       targetType,
       targetIds: [boundedId(targetId)],
-      details: { reason },
+      details: withSession(ctx, { reason }),
     },
     e,
   );
@@ -240,8 +241,18 @@ async function run<T>(deps: Deps, ctx: Ctx, action: AuditAction, fn: (trx: Trx, 
   }
 }
 
+/**
+ * The session an event came from, in its details: a breach report can then
+ * select exactly what one stolen session did (src/privacy/breach.ts). The
+ * session id is the row's id, not its token.
+ */
+export function withSession(ctx: Ctx, details: AuditEventInput['details']): AuditEventInput['details'] {
+  const session = ctx.actor?.sessionId;
+  return session ? { ...(details ?? {}), session } : details;
+}
+
 function audit(trx: Trx, ctx: Ctx, e: Omit<AuditEventInput, 'outcome'> & { outcome?: AuditEventInput['outcome'] }) {
-  return appendAudit(trx, ctx.tenant.id, { outcome: 'success', ...originFields(originOf(ctx)), ...e }, ctx.now);
+  return appendAudit(trx, ctx.tenant.id, { outcome: 'success', ...originFields(originOf(ctx)), ...e, details: withSession(ctx, e.details) }, ctx.now);
 }
 
 function check(ctx: Ctx, action: Action & AuditAction, ownerAccountId: string, targetType: string, targetId: string): void {
@@ -977,4 +988,312 @@ export async function readChildFileHistory(deps: Deps, ctx: Ctx, childId: string
       };
     });
   });
+}
+
+/* ---------------------------------------------------------- breach notices */
+
+/** Whom a breach notice is for: the parent's address and language, and each named file by reference and first name. */
+export interface NoticeRecipient {
+  familyId: string;
+  accountId: string;
+  email: string;
+  locale: 'fr' | 'en';
+  /** The files the notice names; firstName is null once a file is purged (nothing left to read). */
+  children: { id: string; reference: string; firstName: string | null }[];
+}
+
+/** The fields a breach notice opens (src/privacy/purposes.ts lists the privacy purposes). */
+export const BREACH_NOTICE_FIELDS = ['account_email', 'account_locale', 'reference', 'first_name'] as const;
+
+/**
+ * Addresses the notices of a breach report. Opening first names to write them
+ * is a read of those files like any other, recorded before anything leaves.
+ * Who may: a security officer who authenticated in the last five minutes
+ * (the console), or — `system` set, no actor — the operator running
+ * `guichet breach-report` on the server, with the same trust as every other
+ * server command.
+ */
+export async function readBreachNoticeRecipients(deps: Deps, ctx: Ctx, familyIds: readonly string[], childIds: readonly string[], system?: AuditOrigin): Promise<NoticeRecipient[]> {
+  const action = 'privacy.breach.recipients';
+  return run(deps, ctx, action, async (trx, env) => {
+    if (ctx.actor) {
+      const d = decide(ctx.actor, 'privacy.breachReport.create', { type: 'tenant' }, ctx.now);
+      if (!d.allowed) deny(ctx, action, 'family', 'breach', d.reason ?? 'denied', d, new AppError('forbidden'));
+      if (!isRecentAuth(ctx.actor, ctx.now)) deny(ctx, action, 'family', 'breach', 'step_up_required', undefined, new AppError('forbidden'));
+    } else if (!system || !system.actorRoles.some((r) => r.startsWith('system:'))) {
+      deny(ctx, action, 'family', 'breach', 'not_signed_in', undefined, new AppError('signInRequired'));
+    }
+    const fams = familyIds.filter((f) => UUID.test(f));
+    if (!fams.length) return [];
+    const owners = await trx
+      .selectFrom('families as f')
+      .innerJoin('accounts as a', 'a.id', 'f.account_id')
+      .select(['f.id', 'f.account_id', 'a.email', 'a.locale'])
+      .where('f.id', 'in', fams)
+      .execute();
+    const wanted = new Set(childIds);
+    const kids = (await trx.selectFrom('children').selectAll().where('family_id', 'in', fams).orderBy('created_at').execute()).filter((k) => wanted.has(k.id));
+    const readable = kids.filter((k) => !k.purged_at && k.first_name_enc);
+    const origin = system && !ctx.actor ? system : originOf(ctx);
+    await appendAudit(
+      trx,
+      ctx.tenant.id,
+      {
+        action,
+        outcome: 'success',
+        ...originFields(origin),
+        targetType: 'family',
+        targetIds: kids.map((k) => k.id),
+        familyIds: owners.map((o) => o.id),
+        fields: [...BREACH_NOTICE_FIELDS],
+        purpose: 'security.breach.notice',
+        details: withSession(ctx, { families: owners.length, files: kids.length }),
+      },
+      ctx.now,
+    );
+    const names = await openChildren(env, ctx.tenant.id, readable, ['first_name']);
+    return owners.map((o) => ({
+      familyId: o.id,
+      accountId: o.account_id,
+      email: o.email,
+      locale: o.locale,
+      children: kids.filter((k) => k.family_id === o.id).map((k) => ({ id: k.id, reference: k.reference, firstName: names.get(k.id)?.first_name ?? null })),
+    }));
+  });
+}
+
+/* ------------------------------------------------- the family's own export */
+
+export interface FamilyExport {
+  account: { email: string; locale: 'fr' | 'en'; createdAt: Date };
+  family: { id: string; parentFirstName: string | null; parentLastName: string | null; phone: string | null; postalCode: string | null } | null;
+  children: {
+    id: string;
+    reference: string;
+    firstName: string;
+    lastName: string;
+    birthDate: string;
+    nirecMasked: string | null;
+    desiredEntryDate: string;
+    daysOfCare: number;
+    inSubsidisedCare: boolean;
+    createdAt: Date;
+    deletedAt: Date | null;
+    applications: ApplicationView[];
+    history: { version: number; change: ChildFileVersionView['change']; changedFields: string[]; changedAt: Date; changedBy: 'you' | 'someone_else' | null }[];
+  }[];
+}
+
+/** The fields the export opens (src/privacy/purposes.ts, 'parent.family.export'), but for the access log, which is read from the audit log. */
+export const FAMILY_EXPORT_FIELDS = [
+  'account_email',
+  'account_locale',
+  'account_created_at',
+  'parent_first_name',
+  'parent_last_name',
+  'phone',
+  'postal_code',
+  'reference',
+  'first_name',
+  'last_name',
+  'birth_date',
+  'nirec_masked',
+  'desired_entry_date',
+  'days_of_care',
+  'in_subsidised_care',
+  'applications',
+  'history',
+  'access_log',
+] as const;
+
+/**
+ * Everything Guichet holds on the signed-in parent's family, for them to take
+ * away (Law 25, since September 2024: a structured, commonly used format).
+ * Files deleted but not yet purged are included: they are still held. The
+ * NIREC stays masked, as on every page. `familyIds` lets the caller record
+ * the access log with the same event (it reads the audit log itself).
+ */
+export async function readFamilyExport(deps: Deps, ctx: Ctx): Promise<FamilyExport & { familyIds: string[] }> {
+  const action = 'privacy.export';
+  return run(deps, ctx, action, async (trx, env) => {
+    if (!ctx.actor) deny(ctx, action, 'family', 'self', 'not_signed_in', decide(null, action, { type: 'tenant' }, ctx.now));
+    check(ctx, action, ctx.actor.accountId, 'family', 'self');
+    const account = await trx.selectFrom('accounts').select(['email', 'locale', 'created_at']).where('id', '=', ctx.actor.accountId).executeTakeFirstOrThrow();
+    const fam = await trx.selectFrom('families').selectAll().where('account_id', '=', ctx.actor.accountId).where('purged_at', 'is', null).executeTakeFirst();
+    const kids = fam ? await trx.selectFrom('children').selectAll().where('family_id', '=', fam.id).where('purged_at', 'is', null).orderBy('created_at').execute() : [];
+    const versions = kids.length
+      ? await trx.selectFrom('child_file_versions').select(['id', 'child_id', 'version', 'change', 'changed_fields', 'created_at', 'actor_account_id']).where('child_id', 'in', kids.map((k) => k.id)).where('purged_at', 'is', null).orderBy('child_id').orderBy('version').execute()
+      : [];
+    const apps = new Map<string, ApplicationView[]>();
+    for (const k of kids) apps.set(k.id, await applicationsOf(trx, k.id));
+    await audit(trx, ctx, {
+      action,
+      targetType: 'family',
+      targetIds: kids.map((k) => k.id),
+      familyIds: fam ? [fam.id] : [],
+      fields: [...FAMILY_EXPORT_FIELDS],
+      purpose: 'parent.family.export',
+      details: { files: kids.length },
+    });
+    let family: FamilyExport['family'] = null;
+    if (fam) {
+      const cells = FAMILY_FIELDS.map((f) => ({ rowId: fam.id, familyId: fam.id, column: f, blob: fam[`${f}_enc`]! })).filter((c) => c.blob);
+      const open = await openCells(env, ctx.tenant.id, 'families', cells);
+      const v = (f: string) => open.get(`${fam.id}/${f}`) ?? null;
+      family = { id: fam.id, parentFirstName: v('parent_first_name'), parentLastName: v('parent_last_name'), phone: v('phone'), postalCode: v('postal_code') };
+    }
+    const opened = await openChildren(env, ctx.tenant.id, kids, ['first_name', 'last_name', 'birth_date', 'nirec']);
+    return {
+      familyIds: fam ? [fam.id] : [],
+      account: { email: account.email, locale: account.locale, createdAt: account.created_at },
+      family,
+      children: kids.map((k) => {
+        const v = opened.get(k.id)!;
+        return {
+          id: k.id,
+          reference: k.reference,
+          firstName: required(v.first_name, 'first name'),
+          lastName: required(v.last_name, 'last name'),
+          birthDate: required(v.birth_date, 'birth date'),
+          nirecMasked: maskNirec(v.nirec ?? null),
+          desiredEntryDate: k.desired_entry_date,
+          daysOfCare: k.days_of_care,
+          inSubsidisedCare: k.in_subsidised_care,
+          createdAt: k.created_at,
+          deletedAt: k.deleted_at,
+          applications: apps.get(k.id) ?? [],
+          history: versions
+            .filter((r) => r.child_id === k.id)
+            .map((r) => ({ version: r.version, change: r.change, changedFields: r.changed_fields, changedAt: r.created_at, changedBy: r.actor_account_id === null ? null : r.actor_account_id === ctx.actor!.accountId ? ('you' as const) : ('someone_else' as const) })),
+        };
+      }),
+    };
+  });
+}
+
+/* --------------------------------------------------------------- retention */
+
+/** What the retention rules need of a live file: its birth date (decrypted) and its last activity. */
+export interface RetentionFile {
+  childId: string;
+  familyId: string;
+  reference: string;
+  birthDate: string;
+  lastActivity: Date;
+}
+
+/**
+ * The live files with what the retention rules are computed from. Opening
+ * the birth dates is a read like any other, recorded with the families it
+ * touched (purpose 'retention.schedule'): by the retention job (no actor:
+ * the server's own work) or by a programme operator looking at what comes
+ * next (retention.preview).
+ */
+export async function readRetentionFiles(deps: Deps, ctx: Ctx, action: 'retention.preview' | 'retention.run', system?: AuditOrigin): Promise<RetentionFile[]> {
+  return run(deps, ctx, action, async (trx, env) => {
+    if (ctx.actor) {
+      const d = decide(ctx.actor, 'retention.preview', { type: 'tenant' }, ctx.now);
+      if (!d.allowed) deny(ctx, action, 'tenant', 'retention', d.reason ?? 'denied', d, new AppError('forbidden'));
+    } else if (!system || !system.actorRoles.some((r) => r.startsWith('system:'))) {
+      deny(ctx, action, 'tenant', 'retention', 'not_signed_in', undefined, new AppError('signInRequired'));
+    }
+    const rows = await trx
+      .selectFrom('children as c')
+      .select((eb) => [
+        'c.id',
+        'c.family_id',
+        'c.reference',
+        'c.birth_date_enc',
+        'c.updated_at',
+        eb.selectFrom('applications as a').select(sql<Date>`max(a.updated_at)`.as('m')).whereRef('a.child_id', '=', 'c.id').as('last_application'),
+      ])
+      .where('c.deleted_at', 'is', null)
+      .where('c.purged_at', 'is', null)
+      .orderBy('c.created_at')
+      .execute();
+    if (rows.length) {
+      await appendAudit(
+        trx,
+        ctx.tenant.id,
+        {
+          action,
+          outcome: 'success',
+          ...originFields(system && !ctx.actor ? system : originOf(ctx)),
+          targetType: 'child',
+          targetIds: rows.map((r) => r.id),
+          familyIds: [...new Set(rows.map((r) => r.family_id))],
+          fields: ['birth_date'],
+          purpose: 'retention.schedule',
+          details: withSession(ctx, { files: rows.length }),
+        },
+        ctx.now,
+      );
+    }
+    const births = await openChildren(env, ctx.tenant.id, rows, ['birth_date']);
+    return rows.map((r) => {
+      const la = r.last_application ? new Date(r.last_application as unknown as string) : null;
+      return {
+        childId: r.id,
+        familyId: r.family_id,
+        reference: r.reference,
+        birthDate: required(births.get(r.id)!.birth_date, 'birth date'),
+        lastActivity: la && la > r.updated_at ? la : r.updated_at,
+      };
+    });
+  });
+}
+
+/**
+ * Deletes files softly for a reason that is not a person's request: the
+ * retention rules (the server's work), or a parent's request to delete the
+ * family's data. Registrations are withdrawn; each file gets a version and
+ * an audit event naming the rule, and is purged deletedFileRetentionDays
+ * later like any deleted file.
+ */
+export async function retireChildFiles(deps: Deps, ctx: Ctx, childIds: readonly string[], reason: string, system?: AuditOrigin): Promise<number> {
+  const action = 'waitlist.childFile.delete';
+  let n = 0;
+  for (const childId of childIds) {
+    if (!UUID.test(childId)) continue;
+    const done = await run(deps, ctx, action, async (trx, env) => {
+      const c = await trx
+        .selectFrom('children as c')
+        .innerJoin('families as f', 'f.id', 'c.family_id')
+        .selectAll('c')
+        .select(['f.account_id as owner_account_id', 'f.key_version'])
+        .where('c.id', '=', childId)
+        .where('c.deleted_at', 'is', null)
+        .where('c.purged_at', 'is', null)
+        .forUpdate()
+        .executeTakeFirst();
+      if (!c) return false;
+      if (ctx.actor) check(ctx, 'privacy.deletion.request', c.owner_account_id, 'child', childId);
+      else if (!system || !system.actorRoles.some((r) => r.startsWith('system:'))) deny(ctx, action, 'child', childId, 'not_signed_in', undefined, new AppError('signInRequired'));
+      const key = await env.familyKey(ctx.tenant.id, c.family_id, c.key_version);
+      const v = (await openChild(env, ctx.tenant.id, c, ['first_name', 'last_name', 'birth_date', 'nirec'])) as ChildValues;
+      const withdrawn = await trx.updateTable('applications').set({ status: 'withdrawn', updated_at: ctx.now }).where('child_id', '=', c.id).where('status', '=', 'active').returning('id').execute();
+      await trx.updateTable('children').set({ deleted_at: ctx.now, deleted_by: ctx.actor?.accountId ?? null }).where('id', '=', c.id).execute();
+      await recordVersion(trx, ctx, env, key, c.id, 'delete', ['deleted_at'], snapshotOf(c, v, true));
+      const purgeAfter = new Date(ctx.now.getTime() + ctx.tenant.rules.deletedFileRetentionDays * 86_400_000);
+      await appendAudit(
+        trx,
+        ctx.tenant.id,
+        {
+          action,
+          outcome: 'success',
+          ...originFields(system && !ctx.actor ? system : originOf(ctx)),
+          targetType: 'child',
+          targetIds: [c.id, ...withdrawn.map((a) => a.id)],
+          familyIds: [c.family_id],
+          fields: withdrawn.length ? ['deleted_at', 'applications'] : ['deleted_at'],
+          purpose: reason === 'parent_request' ? 'parent.family.deletion' : 'retention.purge',
+          details: withSession(ctx, { reason, withdrawn: withdrawn.length, retentionDays: ctx.tenant.rules.deletedFileRetentionDays, purgeAfter: purgeAfter.toISOString() }),
+        },
+        ctx.now,
+      );
+      return true;
+    });
+    if (done) n++;
+  }
+  return n;
 }

@@ -18,6 +18,23 @@ export const tenantRulesSchema = z.object({
    * purge destroys its key for good (crypto-shredding, src/records/purge.ts).
    */
   deletedFileRetentionDays: z.number().int().min(1).max(3650).default(30),
+  /**
+   * When a child file has served its purpose (Law 25: destroy it then), the
+   * retention job (src/privacy/retention.ts) deletes it softly; it is then
+   * purged like any deleted file, deletedFileRetentionDays later.
+   */
+  retention: z
+    .object({
+      /** The age at which a child leaves childcare for school (Quebec: kindergarten at 5). */
+      schoolAgeYears: z.number().int().min(3).max(8).default(5),
+      /** Months after that age before the file is deleted. */
+      afterSchoolAgeMonths: z.number().int().min(0).max(120).default(12),
+      /** Months without any change to the file or its registrations before it is deleted. */
+      inactiveFileMonths: z.number().int().min(1).max(240).default(36),
+      /** Months a parent's account is kept with no child file left (none created, or all purged), counted from its last activity. */
+      accountWithoutChildMonths: z.number().int().min(1).max(240).default(24),
+    })
+    .prefault({}),
 });
 
 export type TenantRules = z.infer<typeof tenantRulesSchema>;

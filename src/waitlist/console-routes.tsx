@@ -8,7 +8,7 @@ import { formatDate, formatDateTime } from '../web/i18n/index.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
 
 /**
- * The programme's console for child files (issue 6): find a file by NIREC,
+ * The programme's console for child files: find a file by NIREC,
  * read its history, ask for a deleted file back, and — for a second
  * administrator — decide those requests. Every read goes through the records
  * gateway, which decides, audits and trims; these pages only lay out what it

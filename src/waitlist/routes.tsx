@@ -135,6 +135,13 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
           </p>
         )}
         <DeletedFilesSection env={env} files={deletedFiles} />
+        <h2>{env.m.privacyPages.hubTitle}</h2>
+        <p>
+          <a href="/account/privacy/access">{env.m.privacyPages.accessLink}</a>
+        </p>
+        <p>
+          <a href="/account/privacy">{env.m.privacyPages.exportTitle}</a>
+        </p>
         <h2>{env.m.security.sessionsTitle}</h2>
         <p>
           <a href="/account/sessions">{env.m.security.sessionsLead}</a>

@@ -103,6 +103,13 @@ const RESOURCE_OF: Record<Action, Resource> = {
   'oidc.client.approve': { type: 'tenant' },
   'oidc.entitlement.manage': { type: 'tenant' },
   'oidc.entitlement.readOwn': { type: 'tenant' },
+  'privacy.accessLog.read': { type: 'family', ownerAccountId: OWNER },
+  'privacy.export': { type: 'family', ownerAccountId: OWNER },
+  'privacy.deletion.request': { type: 'family', ownerAccountId: OWNER },
+  'privacy.breachReport.create': { type: 'tenant' },
+  'incident.read': { type: 'tenant' },
+  'incident.write': { type: 'tenant' },
+  'retention.preview': { type: 'tenant' },
 };
 
 /*
@@ -157,6 +164,13 @@ const TABLE: Record<Action, string> = {
   'oidc.client.approve':                's n n n n n n n Y n n n',
   'oidc.entitlement.manage':            's n n n n n n n Y n n n',
   'oidc.entitlement.readOwn':           's v v Y Y Y Y Y Y Y Y Y',
+  'privacy.accessLog.read':             's v v Y n n n n n n n n',
+  'privacy.export':                     's v v Y n n n n n n n n',
+  'privacy.deletion.request':           's v v Y n n n n n n n n',
+  'privacy.breachReport.create':        's n n n n n n n n n n Y',
+  'incident.read':                      's n n n n n n n n n n Y',
+  'incident.write':                     's n n n n n n n n n n Y',
+  'retention.preview':                  's n n n n n n n Y n n n',
 };
 
 const REASON = { s: 'not_signed_in', v: 'email_not_verified', n: 'no_rule_matches' } as const;
@@ -297,7 +311,8 @@ describe('sqlFilter() selects a row exactly when decide() allows it', () => {
     }
     expect(mismatches).toEqual([]);
     // the generator must produce both answers in fair numbers, or the property proves little
-    expect(allowed).toBeGreaterThan(cases.length * 0.15);
+    // (12 %: most actions added since are one tenant role's, which few random actors hold)
+    expect(allowed).toBeGreaterThan(cases.length * 0.12);
     expect(cases.length - allowed).toBeGreaterThan(cases.length * 0.15);
   });
 

@@ -174,6 +174,8 @@ interface RouteSpec {
   noBody?: boolean;
 }
 
+const INCIDENT = { title: 'Accès inhabituel', dataConcerned: 'Noms d’enfants', circumstances: 'Un samedi soir', discoveredOn: '2026-05-17', riskLevel: 'undetermined', measures: 'Sessions révoquées' };
+
 const SPECS: RouteSpec[] = [
   { route: '/signup', who: 'anonymous', base: () => ({ email: `someone.${uniq()}@exemple.test`, password: PASSWORD, passwordConfirm: PASSWORD }), text: ['email'], passwords: ['password', 'passwordConfirm'] },
   // A wrong password keeps sign-in from succeeding whatever else is sent; the e-mail field is still validated first.
@@ -210,6 +212,12 @@ const SPECS: RouteSpec[] = [
   { route: '/admin/files/:id/restore-request', who: 'admin', params: { id: (fx) => fx.childId }, base: () => ({}), noBody: true },
   { route: '/admin/restores/:id/approve', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
   { route: '/admin/restores/:id/reject', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
+  // Privacy and incidents (src/privacy). The deletion request reads no body. The register and the breach report are the
+  // security officer's: an administrator is refused whatever is sent (their validation is test/privacy/incidents.test.ts).
+  { route: '/account/privacy/delete', who: 'parent', base: () => ({}), noBody: true },
+  { route: '/security/incidents', who: 'admin', base: () => INCIDENT, text: ['title', 'dataConcerned', 'circumstances', 'measures'] },
+  { route: '/security/incidents/:id', who: 'admin', params: { id: () => randomUUID() }, base: () => INCIDENT, text: ['title', 'dataConcerned', 'circumstances', 'measures'] },
+  { route: '/security/breach-report', who: 'admin', base: (fx) => ({ kind: 'actor', value: fx.parentEmail, from: '2026-05-15T19:00', to: '2026-05-15T23:00', format: 'html' }), text: ['kind', 'value', 'from', 'to', 'format'] },
   // Second factors (src/identity/factors). A code that is not the right one, a credential that is no credential:
   // whatever else is sent, these are refused; the spoiled field must be refused too, and nothing written.
   { route: '/account/security/totp', who: 'parent', base: () => ({ code: '123456' }), text: ['code'] },

@@ -1,0 +1,152 @@
+/**
+ * « Qui a consulté le dossier »: every read and change of a family's files,
+ * read straight from the audit log — the very rows the hash tree seals — not
+ * from a copy kept for the page, which could differ. An event names the
+ * families it touched (family_ids, indexed), so the family's events are one
+ * index look-up, as soon as they are committed.
+ *
+ * What a parent sees of each event: when, which organisation (the facility
+ * of a facility role, the programme for a tenant role, Guichet itself for
+ * server work), which role, for what purpose, which of their files, which
+ * fields, and whether it was done on their behalf. Never who personally:
+ * the person's account id stays in the log, for the security officer.
+ * Reading the list is itself recorded (with the same event as the export
+ * when it is part of one).
+ */
+import { sql } from 'kysely';
+import { decide } from '../access/decide.ts';
+import { appendAudit, appendAuditAlone } from '../audit/log.ts';
+import type { Ctx, Deps } from '../context.ts';
+import { originOf } from '../context.ts';
+import type { Trx } from '../db/connection.ts';
+import { inTenant } from '../db/tenant.ts';
+import { AppError } from '../errors.ts';
+import { withSession } from '../records/gateway.ts';
+import { originFields } from '../tenants/service.ts';
+import { kindOf, type AccessKind } from './breach.ts';
+import { fieldsOfPurpose } from './purposes.ts';
+
+export type AccessorKind = 'you' | 'staff' | 'programme' | 'system' | 'other';
+
+export interface AccessEntry {
+  eventId: string;
+  at: Date;
+  action: string;
+  kind: AccessKind;
+  outcome: 'success' | 'failure';
+  accessor: AccessorKind;
+  /** Roles as the log has them, without facility ids: 'facility_staff', 'tenant_admin', 'parent', 'system:cli' … */
+  roles: string[];
+  /** Facility names for facility roles; empty otherwise. */
+  facilities: string[];
+  purpose: string | null;
+  fields: string[];
+  /** References of the family's files the event named. */
+  files: string[];
+  onBehalf: boolean;
+}
+
+export interface AccessLogPage {
+  entries: AccessEntry[];
+  total: number;
+  page: number;
+  pages: number;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function accessorOf(roles: readonly string[], actor: string | null, self: string): AccessorKind {
+  if (actor && actor === self) return 'you';
+  if (roles.some((r) => r.startsWith('system:'))) return 'system';
+  if (roles.some((r) => r.startsWith('facility_staff') || r.startsWith('facility_director'))) return 'staff';
+  if (roles.some((r) => ['tenant_admin', 'program_operator', 'security_officer'].includes(r))) return 'programme';
+  return 'other';
+}
+
+/** The family's events, newest first; `own` includes the parent's own actions. */
+async function entriesOf(trx: Trx, familyIds: readonly string[], self: string, opts: { own: boolean; limit: number | null; offset: number }): Promise<{ entries: AccessEntry[]; total: number }> {
+  if (!familyIds.length) return { entries: [], total: 0 };
+  const fam = sql`${sql.val([...familyIds])}::uuid[]`;
+  let q = trx.selectFrom('audit_events').where(sql<boolean>`family_ids && ${fam}`).where('outcome', '<>', 'denied');
+  if (!opts.own) q = q.where((eb) => eb.or([eb('actor_account_id', 'is', null), eb('actor_account_id', '<>', self)]));
+  const total = Number((await q.select(sql<string>`count(*)`.as('n')).executeTakeFirst())?.n ?? 0);
+  let rows = q.select(['id', 'occurred_at', 'action', 'outcome', 'actor_account_id', 'actor_roles', 'on_behalf_of', 'target_ids', 'fields', 'purpose']).orderBy('seq', 'desc').offset(opts.offset);
+  if (opts.limit !== null) rows = rows.limit(opts.limit);
+  const events = await rows.execute();
+  const targetIds = [...new Set(events.flatMap((e) => e.target_ids).filter((x) => UUID.test(x)))];
+  const kids = targetIds.length ? await trx.selectFrom('children').select(['id', 'reference']).where('id', 'in', targetIds).where('family_id', 'in', [...familyIds]).execute() : [];
+  const refOf = new Map(kids.map((k) => [k.id, k.reference]));
+  const facilityIds = [...new Set(events.flatMap((e) => e.actor_roles.map((r) => r.split(':')[1] ?? '').filter((x) => UUID.test(x))))];
+  const facilities = facilityIds.length ? await trx.selectFrom('facilities').select(['id', 'name']).where('id', 'in', facilityIds).execute() : [];
+  const nameOf = new Map(facilities.map((f) => [f.id, f.name]));
+  return {
+    total,
+    entries: events.map((e) => ({
+      eventId: e.id,
+      at: e.occurred_at,
+      action: e.action,
+      kind: kindOf(e.action),
+      outcome: e.outcome === 'failure' ? 'failure' : 'success',
+      accessor: accessorOf(e.actor_roles, e.actor_account_id, self),
+      roles: [...new Set(e.actor_roles.map((r) => (r.startsWith('system:') ? r : r.split(':')[0]!)))],
+      facilities: [...new Set(e.actor_roles.map((r) => nameOf.get(r.split(':')[1] ?? '')).filter((x): x is string => !!x))],
+      purpose: e.purpose,
+      fields: e.fields.length ? [...e.fields] : (fieldsOfPurpose(e.purpose) ?? []),
+      files: [...new Set(e.target_ids.map((id) => refOf.get(id)).filter((x): x is string => !!x))],
+      onBehalf: !!e.on_behalf_of && e.on_behalf_of === self,
+    })),
+  };
+}
+
+async function familiesOf(trx: Trx, accountId: string): Promise<string[]> {
+  return (await trx.selectFrom('families').select('id').where('account_id', '=', accountId).execute()).map((f) => f.id);
+}
+
+export const ACCESS_LOG_PAGE_SIZE = 50;
+
+/** The signed-in parent's access list, a page at a time. */
+export async function readAccessLog(deps: Deps, ctx: Ctx, opts: { page: number; own: boolean }): Promise<AccessLogPage> {
+  const action = 'privacy.accessLog.read';
+  const actor = ctx.actor;
+  const d = decide(actor, action, { type: 'family', ownerAccountId: actor?.accountId ?? '' }, ctx.now);
+  if (!d.allowed || !actor) {
+    await appendAuditAlone(deps.db.db, ctx.tenant.id, { action, outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'family', details: { reason: d.reason ?? 'denied' } }, ctx.now);
+    throw new AppError(actor ? (d.reason === 'email_not_verified' ? 'emailNotVerified' : 'forbidden') : 'signInRequired');
+  }
+  const page = Number.isInteger(opts.page) && opts.page >= 1 && opts.page <= 100_000 ? opts.page : 1;
+  return inTenant(
+    deps.db.db,
+    ctx.tenant.id,
+    async (trx) => {
+      const familyIds = await familiesOf(trx, actor.accountId);
+      const { entries, total } = await entriesOf(trx, familyIds, actor.accountId, { own: opts.own, limit: ACCESS_LOG_PAGE_SIZE, offset: (page - 1) * ACCESS_LOG_PAGE_SIZE });
+      // Recorded before the list leaves; it is the family's too, so it shows among the parent's own actions.
+      await appendAudit(
+        trx,
+        ctx.tenant.id,
+        {
+          action,
+          outcome: 'success',
+          ...originFields(originOf(ctx)),
+          targetType: 'family',
+          familyIds,
+          fields: ['access_log'],
+          purpose: 'parent.accessLog.view',
+          details: withSession(ctx, { page, entries: entries.length }),
+        },
+        ctx.now,
+      );
+      return { entries, total, page, pages: Math.max(1, Math.ceil(total / ACCESS_LOG_PAGE_SIZE)) };
+    },
+    actor.accountId,
+  );
+}
+
+/**
+ * The whole list, for the export: read in the export's own transaction
+ * (after the gateway recorded it), everyone's actions included.
+ */
+export async function accessLogForExport(deps: Deps, ctx: Ctx, familyIds: readonly string[]): Promise<AccessEntry[]> {
+  const self = ctx.actor!.accountId;
+  return inTenant(deps.db.db, ctx.tenant.id, async (trx) => (await entriesOf(trx, familyIds, self, { own: true, limit: null, offset: 0 })).entries, self);
+}

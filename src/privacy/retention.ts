@@ -1,0 +1,314 @@
+/**
+ * Retention: a child file is destroyed once it has served its purpose
+ * (Law 25, s. 23), by the tenant's rules (rules.retention, data per tenant):
+ * a set time after the child reaches school age, or after the last activity
+ * on the file. The job deletes such files softly (registrations withdrawn,
+ * restorable by a second person for deletedFileRetentionDays), and purges
+ * the files deleted longer ago than that (src/records/purge.ts:
+ * crypto-shredding). Each deletion and each purge is an audit event naming
+ * the rule; each run is one more.
+ *
+ * It runs in the server process every day at GUICHET_RETENTION_HOUR
+ * (Montreal time, 3 by default), and once with `guichet retention run`. Two
+ * instances never run it at once: on PostgreSQL a session advisory lock,
+ * taken without waiting — the second instance skips the run; on the
+ * embedded database only one process opens the data directory.
+ */
+import { sql } from 'kysely';
+import { decide } from '../access/decide.ts';
+import type { AuditOrigin } from '../audit/events.ts';
+import { appendAudit, appendAuditAlone } from '../audit/log.ts';
+import type { Ctx, Deps } from '../context.ts';
+import { originOf } from '../context.ts';
+import { inTenant } from '../db/tenant.ts';
+import { AppError } from '../errors.ts';
+import { readRetentionFiles, retireChildFiles, withSession, type RetentionFile } from '../records/gateway.ts';
+import { purgeExpired, type PurgeResult } from '../records/purge.ts';
+import { originFields, type Tenant } from '../tenants/service.ts';
+import { addMonths, today as localToday } from '../waitlist/dates.ts';
+
+const DAY = 86_400_000;
+
+export type RetentionReason = 'school_age' | 'inactive';
+
+export interface ScheduledFile {
+  childId: string;
+  reference: string;
+  /** When the rules delete it (softly), and why. */
+  deleteOn: string;
+  reason: RetentionReason;
+}
+
+export interface DeletedFile {
+  childId: string;
+  reference: string;
+  deletedAt: Date;
+  purgeOn: Date;
+}
+
+/** The day a live file is due, and the rule that makes it due first. */
+export function dueDate(tenant: Tenant, f: Pick<RetentionFile, 'birthDate' | 'lastActivity'>): { on: string; reason: RetentionReason } {
+  const r = tenant.rules.retention;
+  const school = addMonths(f.birthDate, 12 * r.schoolAgeYears + r.afterSchoolAgeMonths);
+  const inactive = addMonths(f.lastActivity.toISOString().slice(0, 10), r.inactiveFileMonths);
+  return school <= inactive ? { on: school, reason: 'school_age' } : { on: inactive, reason: 'inactive' };
+}
+
+export interface RetentionPreview {
+  /** Live files the next run deletes (due today or earlier). */
+  dueNow: ScheduledFile[];
+  /** Live files due within `horizonDays`. */
+  upcoming: ScheduledFile[];
+  /** Deleted files and the day the purge destroys them. */
+  awaitingPurge: DeletedFile[];
+  lastRun: { at: Date; summary: Record<string, unknown> } | null;
+  horizonDays: number;
+  /** Accounts without any child file: closed at the next run, and within the horizon. */
+  accounts: { dueNow: number; upcoming: string[] };
+}
+
+function schedule(tenant: Tenant, files: RetentionFile[]): ScheduledFile[] {
+  return files.map((f) => ({ childId: f.childId, reference: f.reference, ...((d) => ({ deleteOn: d.on, reason: d.reason }))(dueDate(tenant, f)) })).sort((a, b) => a.deleteOn.localeCompare(b.deleteOn) || a.reference.localeCompare(b.reference));
+}
+
+async function awaitingPurge(deps: Deps, tenant: Tenant): Promise<DeletedFile[]> {
+  const rows = await inTenant(deps.db.db, tenant.id, (trx) =>
+    trx.selectFrom('children').select(['id', 'reference', 'deleted_at']).where('deleted_at', 'is not', null).where('purged_at', 'is', null).orderBy('deleted_at').execute(),
+  );
+  return rows.map((r) => ({ childId: r.id, reference: r.reference, deletedAt: r.deleted_at!, purgeOn: new Date(r.deleted_at!.getTime() + tenant.rules.deletedFileRetentionDays * DAY) }));
+}
+
+/** What comes next, for a programme operator or an administrator: references and dates, no identity. */
+export async function retentionPreview(deps: Deps, ctx: Ctx, horizonDays = 90): Promise<RetentionPreview> {
+  const files = await readRetentionFiles(deps, ctx, 'retention.preview');
+  const today = localToday(ctx.now);
+  const horizon = new Date(ctx.now.getTime() + horizonDays * DAY).toISOString().slice(0, 10);
+  const all = schedule(ctx.tenant, files);
+  const last = await inTenant(deps.db.db, ctx.tenant.id, (trx) =>
+    trx.selectFrom('audit_events').select(['occurred_at', 'details']).where('action', '=', 'retention.run').where('outcome', '=', 'success').orderBy('seq', 'desc').limit(1).executeTakeFirst(),
+  );
+  return {
+    dueNow: all.filter((f) => f.deleteOn <= today),
+    upcoming: all.filter((f) => f.deleteOn > today && f.deleteOn <= horizon),
+    awaitingPurge: await awaitingPurge(deps, ctx.tenant),
+    lastRun: last ? { at: last.occurred_at, summary: last.details } : null,
+    horizonDays,
+    accounts: ((due) => ({ dueNow: due.filter((a) => a.closeOn <= today).length, upcoming: due.filter((a) => a.closeOn > today && a.closeOn <= horizon).map((a) => a.closeOn) }))(await accountsWithoutChild(deps, ctx.tenant)),
+  };
+}
+
+export interface TenantRetentionResult {
+  tenant: string;
+  deleted: number;
+  purge: PurgeResult;
+  accountsClosed: number;
+}
+
+/** A parent's account with no child file left, and the day the rules close it. */
+export interface AccountDue {
+  accountId: string;
+  closeOn: string;
+}
+
+/**
+ * Accounts that hold no child file (none created, or every one purged) and
+ * no role, with the day they are due: their last activity (creation, last
+ * use of a session, last purge of a file) plus the tenant's months.
+ */
+export async function accountsWithoutChild(deps: Deps, tenant: Tenant): Promise<AccountDue[]> {
+  const months = tenant.rules.retention.accountWithoutChildMonths;
+  const { rows } = await inTenant(deps.db.db, tenant.id, (trx) =>
+    sql<{ id: string; last: Date }>`
+      SELECT a.id,
+             greatest(a.created_at,
+                      (SELECT max(s.last_seen_at) FROM sessions s WHERE s.account_id = a.id),
+                      (SELECT max(c.purged_at) FROM children c JOIN families f ON f.id = c.family_id WHERE f.account_id = a.id)) AS last
+        FROM accounts a
+       WHERE a.purged_at IS NULL
+         AND NOT EXISTS (SELECT 1 FROM memberships m WHERE m.account_id = a.id)
+         AND NOT EXISTS (SELECT 1 FROM children c JOIN families f ON f.id = c.family_id WHERE f.account_id = a.id AND c.purged_at IS NULL)
+       ORDER BY a.created_at`.execute(trx),
+  );
+  return rows.map((r) => ({ accountId: r.id, closeOn: addMonths(localToday(new Date(r.last)), months) })).sort((a, b) => a.closeOn.localeCompare(b.closeOn));
+}
+
+/** Closes one account the rules say is done, if it still is (checked again under lock). */
+async function closeAccount(deps: Deps, tenant: Tenant, accountId: string, origin: AuditOrigin, now: Date): Promise<boolean> {
+  return inTenant(deps.db.db, tenant.id, async (trx) => {
+    const a = await trx.selectFrom('accounts').select(['id', 'purged_at']).where('id', '=', accountId).forUpdate().executeTakeFirst();
+    if (!a || a.purged_at) return false;
+    const role = await trx.selectFrom('memberships').select('id').where('account_id', '=', accountId).executeTakeFirst();
+    const live = await trx.selectFrom('children as c').innerJoin('families as f', 'f.id', 'c.family_id').select('c.id').where('f.account_id', '=', accountId).where('c.purged_at', 'is', null).executeTakeFirst();
+    if (role || live) return false;
+    await trx.updateTable('accounts').set({ email: `purged-${accountId}@purged.invalid`, password_hash: null, status: 'suspended', purged_at: now }).where('id', '=', accountId).execute();
+    const ended = await trx.updateTable('sessions').set({ revoked_at: now }).where('account_id', '=', accountId).where('revoked_at', 'is', null).returning('id').execute();
+    await appendAudit(
+      trx,
+      tenant.id,
+      { action: 'records.account.purge', outcome: 'success', ...originFields(origin), targetType: 'account', targetIds: [accountId], fields: ['account_email', 'password'], details: { rule: 'account_without_child', months: tenant.rules.retention.accountWithoutChildMonths, sessionsEnded: ended.length } },
+      now,
+    );
+    return true;
+  });
+}
+
+/** One tenant: delete what the rules say is due, then purge what has waited long enough. */
+export async function runTenantRetention(deps: Deps, tenant: Tenant, origin: AuditOrigin, now: Date): Promise<TenantRetentionResult> {
+  const ctx: Ctx = { tenant, actor: null, ip: null, userAgent: origin.userAgent, requestId: null, locale: 'fr', now, baseUrl: deps.config.publicUrl ?? '' };
+  try {
+    const files = await readRetentionFiles(deps, ctx, 'retention.run', origin);
+    const today = localToday(now);
+    const due = schedule(tenant, files).filter((f) => f.deleteOn <= today);
+    let deleted = 0;
+    for (const reason of ['school_age', 'inactive'] as const) {
+      deleted += await retireChildFiles(deps, ctx, due.filter((f) => f.reason === reason).map((f) => f.childId), `retention_${reason}`, origin);
+    }
+    const purge = await purgeExpired(deps.db.db, deps.keys, tenant, origin, now);
+    let accountsClosed = 0;
+    for (const a of await accountsWithoutChild(deps, tenant)) {
+      if (a.closeOn <= today && (await closeAccount(deps, tenant, a.accountId, origin, now))) accountsClosed++;
+    }
+    await appendAuditAlone(
+      deps.db.db,
+      tenant.id,
+      {
+        action: 'retention.run',
+        outcome: 'success',
+        ...originFields(origin),
+        targetType: 'tenant',
+        details: { deleted, filesPurged: purge.filesPurged, familiesPurged: purge.familiesPurged, familiesRekeyed: purge.familiesRekeyed, keysDestroyed: purge.keysDestroyed, accountsClosed },
+      },
+      now,
+    );
+    return { tenant: tenant.slug, deleted, purge, accountsClosed };
+  } catch (err) {
+    await appendAuditAlone(deps.db.db, tenant.id, { action: 'retention.run', outcome: 'failure', ...originFields(origin), targetType: 'tenant', details: { error: String((err as Error).message).slice(0, 300) } }, now).catch(() => {});
+    throw err;
+  }
+}
+
+/** A lock key of its own, so that the retention job never waits on another use of advisory locks. */
+const LOCK = sql`hashtext('guichet.retention')`;
+let runningHere: Promise<unknown> | null = null;
+
+/**
+ * Every tenant (or one), under the lock. Returns null when another instance
+ * is running it (this one skips).
+ */
+export async function runRetention(deps: Deps, origin: AuditOrigin, now: Date, only?: Tenant): Promise<TenantRetentionResult[] | null> {
+  if (runningHere) return null;
+  const work = async () => {
+    const out: TenantRetentionResult[] = [];
+    for (const t of only ? [only] : await deps.tenants.all()) out.push(await runTenantRetention(deps, t, origin, now));
+    return out;
+  };
+  const p = (async () => {
+    if (deps.db.kind !== 'postgres') return work();
+    // A session lock on a connection of its own, held for the whole run; the work uses the pool's other connections.
+    return deps.db.db.connection().execute(async (conn) => {
+      const { rows } = await sql<{ ok: boolean }>`SELECT pg_try_advisory_lock(${LOCK}) AS ok`.execute(conn);
+      if (!rows[0]?.ok) return null;
+      try {
+        return await work();
+      } finally {
+        await sql`SELECT pg_advisory_unlock(${LOCK})`.execute(conn);
+      }
+    });
+  })();
+  runningHere = p;
+  try {
+    return await p;
+  } finally {
+    runningHere = null;
+  }
+}
+
+/** GUICHET_RETENTION_HOUR: the hour of the day (Montreal time) the server runs the job; 'off' disables it. */
+export function retentionHour(env: NodeJS.ProcessEnv): number | null {
+  const v = env.GUICHET_RETENTION_HOUR;
+  if (v === undefined || v === '') return 3;
+  if (v === 'off') return null;
+  if (!/^\d{1,2}$/.test(v) || Number(v) > 23) throw new Error(`GUICHET_RETENTION_HOUR: an hour from 0 to 23, or off (not "${v}")`);
+  return Number(v);
+}
+
+/** The next instant after `now` at which Montreal's clock shows `hour`:00. */
+export function nextRunAt(now: Date, hour: number): Date {
+  const fmt = new Intl.DateTimeFormat('en-US', { timeZone: 'America/Toronto', hourCycle: 'h23', hour: '2-digit', minute: '2-digit' });
+  // Walk forward a quarter-hour at a time: DST-proof, at most 96 steps.
+  const start = Math.ceil((now.getTime() + 1) / (15 * 60_000)) * 15 * 60_000;
+  for (let t = start; t < start + 2 * DAY; t += 15 * 60_000) {
+    const p = Object.fromEntries(fmt.formatToParts(new Date(t)).map((x) => [x.type, x.value]));
+    if (Number(p.hour) === hour && Number(p.minute) === 0) return new Date(t);
+  }
+  return new Date(start + DAY);
+}
+
+/** The daily timer of `guichet serve`; returns the stop function. */
+export function startRetentionSchedule(deps: Deps, hour: number | null): () => void {
+  if (hour === null) return () => {};
+  let timer: NodeJS.Timeout | null = null;
+  let stopped = false;
+  const origin: AuditOrigin = { actorAccountId: null, actorRoles: ['system:retention'], ip: null, userAgent: 'guichet serve (retention)', requestId: null };
+  const arm = () => {
+    if (stopped) return;
+    const at = nextRunAt(deps.clock(), hour);
+    timer = setTimeout(() => void fire(), Math.max(1000, at.getTime() - Date.now()));
+    timer.unref();
+  };
+  const fire = async () => {
+    try {
+      const r = await runRetention(deps, origin, deps.clock());
+      if (r) deps.log.info({ retention: r.map((x) => ({ tenant: x.tenant, deleted: x.deleted, purged: x.purge.filesPurged })) }, 'retention run');
+      else deps.log.info('retention: another instance is running it');
+    } catch (err) {
+      deps.log.error({ err: { message: (err as Error).message } }, 'retention run failed');
+    }
+    arm();
+  };
+  arm();
+  return () => {
+    stopped = true;
+    if (timer) clearTimeout(timer);
+  };
+}
+
+/** A parent's request: every live file of the family deleted now (registrations withdrawn), purged later by the rules. */
+export async function requestFamilyDeletion(deps: Deps, ctx: Ctx): Promise<DeletedFile[]> {
+  const actor = ctx.actor;
+  const d = decide(actor, 'privacy.deletion.request', { type: 'family', ownerAccountId: actor?.accountId ?? '' }, ctx.now);
+  if (!d.allowed || !actor) {
+    await appendAuditAlone(deps.db.db, ctx.tenant.id, { action: 'privacy.deletion.request', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'family', details: withSession(ctx, { reason: d.reason ?? 'denied' }) }, ctx.now);
+    throw new AppError(actor ? 'forbidden' : 'signInRequired');
+  }
+  const mine = await inTenant(deps.db.db, ctx.tenant.id, (trx) =>
+    trx.selectFrom('children as c').innerJoin('families as f', 'f.id', 'c.family_id').select(['c.id', 'c.family_id', 'c.deleted_at']).where('f.account_id', '=', actor.accountId).where('c.purged_at', 'is', null).execute(),
+  );
+  const live = mine.filter((c) => !c.deleted_at).map((c) => c.id);
+  await retireChildFiles(deps, ctx, live, 'parent_request');
+  await appendAuditAlone(
+    deps.db.db,
+    ctx.tenant.id,
+    { action: 'privacy.deletion.request', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'child', targetIds: live, familyIds: [...new Set(mine.map((c) => c.family_id))], details: withSession(ctx, { files: live.length }) },
+    ctx.now,
+  );
+  return pendingPurges(deps, ctx);
+}
+
+/** The signed-in parent's deleted files and the day each is destroyed. */
+export async function pendingPurges(deps: Deps, ctx: Ctx): Promise<DeletedFile[]> {
+  const actor = ctx.actor;
+  if (!actor) return [];
+  const rows = await inTenant(deps.db.db, ctx.tenant.id, (trx) =>
+    trx
+      .selectFrom('children as c')
+      .innerJoin('families as f', 'f.id', 'c.family_id')
+      .select(['c.id', 'c.reference', 'c.deleted_at'])
+      .where('f.account_id', '=', actor.accountId)
+      .where('c.deleted_at', 'is not', null)
+      .where('c.purged_at', 'is', null)
+      .orderBy('c.deleted_at')
+      .execute(),
+  );
+  return rows.map((r) => ({ childId: r.id, reference: r.reference, deletedAt: r.deleted_at!, purgeOn: new Date(r.deleted_at!.getTime() + ctx.tenant.rules.deletedFileRetentionDays * DAY) }));
+}

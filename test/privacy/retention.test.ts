@@ -1,0 +1,230 @@
+/**
+ * Retention as data per tenant: files past school age (plus the tenant's
+ * grace) or without activity for the tenant's months are deleted by the
+ * job, then purged a window later; the operator sees what comes next; each
+ * deletion, purge and run is in the log; two runs never overlap; a parent's
+ * deletion request withdraws everything at once and shows the dates.
+ */
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Actor } from '../../src/access/actor.ts';
+import { inTenant } from '../../src/db/tenant.ts';
+import { dueDate, nextRunAt, retentionHour, retentionPreview, runRetention } from '../../src/privacy/retention.ts';
+import * as records from '../../src/records/gateway.ts';
+import type { Tenant } from '../../src/tenants/service.ts';
+import { addMonths, today } from '../../src/waitlist/dates.ts';
+import { createAdmin, createFacility, createParent, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
+import { Client, textOf } from '../helpers/client.ts';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { actorOf } from '../records/people.ts';
+
+let database: TestDatabase;
+let t: TestApp;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  t = await startTestApp(database);
+});
+
+afterAll(async () => {
+  await t?.close();
+  await database?.close();
+});
+
+const DAY = 86_400_000;
+const JOB = { actorAccountId: null, actorRoles: ['system:retention'], ip: null, userAgent: 'vitest', requestId: null };
+let seq = 0;
+
+async function file(tenant: Tenant, facility: string, parent: Actor, firstName: string, birthDate: string) {
+  const d0 = today(t.deps.clock());
+  const { id } = await records.createChildFile(t.deps, ctxFor(t, tenant, parent), { firstName, lastName: 'Pelletier', birthDate, nirec: null, desiredEntryDate: addMonths(d0, 1), daysOfCare: 0b11111, inSubsidisedCare: false });
+  await records.addApplication(t.deps, ctxFor(t, tenant, parent), id, { facilityId: facility, siblingAttending: false, parentIsStaff: false });
+  return id;
+}
+
+async function world() {
+  const n = `${Date.now().toString(36)}${(seq++).toString(36)}`;
+  const now = new Date();
+  const tenant = await tenantFor(t, { rules: { deletedFileRetentionDays: 30, retention: { schoolAgeYears: 5, afterSchoolAgeMonths: 12, inactiveFileMonths: 36 } } });
+  const facility = await createFacility(t, tenant);
+  const parents: Actor[] = [];
+  for (let i = 0; i < 4; i++) {
+    const email = `parent${i}.${n}@exemple.test`;
+    parents.push(await actorOf(t, tenant, await createParent(t, tenant, email), email));
+  }
+  const d0 = today(now);
+  // Four years ago: a file nobody has touched since.
+  t.setNow(new Date(now.getTime() - 4 * 365 * DAY));
+  const idle = await file(tenant, facility, parents[2]!, 'Inès', addMonths(today(t.deps.clock()), -3));
+  t.setNow(now);
+  const old = await file(tenant, facility, parents[0]!, 'Arthur', addMonths(d0, -12 * 7));
+  const young = await file(tenant, facility, parents[1]!, 'Béatrice', addMonths(d0, -10));
+  const soon = await file(tenant, facility, parents[3]!, 'Charles', addMonths(d0, -(12 * 6 - 1)));
+  const adminEmail = `admin.${n}@exemple.test`;
+  const adminId = await createAdmin(t, tenant, adminEmail);
+  return { tenant, facility, parents, now, old, young, idle, soon, adminEmail, admin: await actorOf(t, tenant, adminId, adminEmail) };
+}
+
+const child = (tenant: Tenant, id: string) => inTenant(database.db, tenant.id, (trx) => trx.selectFrom('children').selectAll().where('id', '=', id).executeTakeFirstOrThrow());
+const events = (tenant: Tenant, action: string) => inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').selectAll().where('action', '=', action).orderBy('seq').execute());
+const ref = async (tenant: Tenant, id: string) => (await child(tenant, id)).reference;
+
+describe('the retention job', () => {
+  it('the operator sees what comes next; the run deletes what is due, a window later purges it; each step in the log', async () => {
+    const w = await world();
+    const preview = await retentionPreview(t.deps, ctxFor(t, w.tenant, w.admin));
+    expect(preview.dueNow.map((f) => [f.childId, f.reason]).sort()).toEqual([[w.old, 'school_age'], [w.idle, 'inactive']].sort());
+    expect(preview.upcoming.map((f) => f.childId)).toEqual([w.soon]);
+    expect(preview.awaitingPurge).toEqual([]);
+    // Reading birth dates to compute it is recorded, with the families.
+    const schedReads = await events(w.tenant, 'retention.preview');
+    expect(schedReads.at(-1)).toMatchObject({ purpose: 'retention.schedule', fields: ['birth_date'], actor_account_id: w.admin.accountId });
+    expect(schedReads.at(-1)!.family_ids).toHaveLength(4);
+    // The page, for the administrator.
+    const c = new Client(t.app, w.tenant.hosts[0]!);
+    expect((await c.signIn(w.adminEmail, PASSWORD)).status).toBe(303);
+    const page = await c.get('/retention');
+    expect(page.status).toBe(200);
+    const text = textOf(page.body);
+    expect(text).toContain('Un dossier est supprimé 12 mois après que l’enfant a atteint 5 ans');
+    expect(text).toContain(await ref(w.tenant, w.old));
+    expect(text).toContain('âge scolaire atteint');
+    expect(text).toContain('aucune activité');
+    expect(text).toContain('La tâche n’a pas encore été exécutée.');
+    // A parent may not see it.
+    const p = new Client(t.app, w.tenant.hosts[0]!);
+    expect((await p.signIn(w.parents[0]!.email, PASSWORD)).status).toBe(303);
+    expect((await p.get('/retention')).status).toBe(403);
+
+    // The run.
+    const [r] = (await runRetention(t.deps, JOB, w.now, w.tenant))!;
+    expect(r).toMatchObject({ deleted: 2, purge: { filesPurged: 0 } });
+    for (const id of [w.old, w.idle]) expect((await child(w.tenant, id)).deleted_at).not.toBeNull();
+    for (const id of [w.young, w.soon]) expect((await child(w.tenant, id)).deleted_at).toBeNull();
+    const apps = await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('applications').select(['child_id', 'status']).execute());
+    expect(apps.filter((a) => a.status === 'withdrawn').map((a) => a.child_id).sort()).toEqual([w.old, w.idle].sort());
+    const deletions = await events(w.tenant, 'waitlist.childFile.delete');
+    expect(deletions.map((e) => [e.target_ids[0], (e.details as { reason: string }).reason, e.actor_roles]).sort()).toEqual(
+      [
+        [w.old, 'retention_school_age', ['system:retention']],
+        [w.idle, 'retention_inactive', ['system:retention']],
+      ].sort(),
+    );
+    // Two events for the run: its read of the birth dates (with the families), and its summary.
+    const runs = await events(w.tenant, 'retention.run');
+    expect(runs.map((e) => [e.target_type, e.outcome, e.purpose])).toEqual([
+      ['child', 'success', 'retention.schedule'],
+      ['tenant', 'success', null],
+    ]);
+    expect(runs[1]!.details).toMatchObject({ deleted: 2, filesPurged: 0 });
+    // The family sees it in « Qui a consulté le dossier »: Guichet's retention job deleted the file.
+    const seen = textOf((await p.get('/account/privacy/access')).body);
+    expect(seen).toContain('Guichet (traitement automatique) — tâche de conservation');
+    expect(seen).toContain('Suppression — destruction prévue par les règles de conservation');
+    const after = await retentionPreview(t.deps, ctxFor(t, w.tenant, w.admin));
+    expect(after.dueNow).toEqual([]);
+    expect(after.awaitingPurge.map((f) => [f.childId, f.purgeOn.getTime() - f.deletedAt.getTime()]).sort()).toEqual([[w.old, 30 * DAY], [w.idle, 30 * DAY]].sort());
+    expect(after.lastRun).not.toBeNull();
+
+    // A window later, the purge destroys them.
+    const later = new Date(w.now.getTime() + 31 * DAY);
+    t.setNow(later);
+    const [r2] = (await runRetention(t.deps, JOB, later, w.tenant))!;
+    expect(r2!.purge).toMatchObject({ filesPurged: 2, familiesPurged: 2 });
+    for (const id of [w.old, w.idle]) expect((await child(w.tenant, id)).purged_at).not.toBeNull();
+    expect((await events(w.tenant, 'records.family.purge')).map((e) => e.target_ids[0]).sort()).toEqual([w.old, w.idle].sort());
+  });
+
+  it('never runs twice at once', async () => {
+    const w = await world();
+    const [a, b] = await Promise.all([runRetention(t.deps, JOB, w.now, w.tenant), runRetention(t.deps, JOB, w.now, w.tenant)]);
+    expect([a, b].filter((x) => x === null)).toHaveLength(1);
+    if (database.kind === 'postgres') {
+      // Another instance holds the lock: this one skips.
+      await database.db.connection().execute(async (conn) => {
+        await sql`SELECT pg_advisory_lock(hashtext('guichet.retention'))`.execute(conn);
+        try {
+          expect(await runRetention(t.deps, JOB, w.now, w.tenant)).toBeNull();
+        } finally {
+          await sql`SELECT pg_advisory_unlock(hashtext('guichet.retention'))`.execute(conn);
+        }
+      });
+    }
+  });
+
+  it('rules are the tenant’s own; the timer fires at the configured Montreal hour', () => {
+    const tenant = { rules: { retention: { schoolAgeYears: 5, afterSchoolAgeMonths: 12, inactiveFileMonths: 36 }, deletedFileRetentionDays: 30 } } as unknown as Tenant;
+    expect(dueDate(tenant, { birthDate: '2020-03-15', lastActivity: new Date('2025-01-01T12:00:00Z') })).toEqual({ on: '2026-03-15', reason: 'school_age' });
+    expect(dueDate(tenant, { birthDate: '2024-03-15', lastActivity: new Date('2025-01-01T12:00:00Z') })).toEqual({ on: '2028-01-01', reason: 'inactive' });
+    // 03:00 in Montreal is 08:00 UTC in winter, 07:00 UTC in summer.
+    expect(nextRunAt(new Date('2026-01-10T12:00:00Z'), 3).toISOString()).toBe('2026-01-11T08:00:00.000Z');
+    expect(nextRunAt(new Date('2026-07-10T06:59:00Z'), 3).toISOString()).toBe('2026-07-10T07:00:00.000Z');
+    expect(retentionHour({})).toBe(3);
+    expect(retentionHour({ GUICHET_RETENTION_HOUR: '22' })).toBe(22);
+    expect(retentionHour({ GUICHET_RETENTION_HOUR: 'off' })).toBeNull();
+    expect(() => retentionHour({ GUICHET_RETENTION_HOUR: '25' })).toThrow(/GUICHET_RETENTION_HOUR/);
+  });
+});
+
+describe('accounts without a file', () => {
+  it('a parent’s account with no child file for the tenant’s months is closed by the run; staff and parents with files are not', async () => {
+    const w = await world();
+    const email = `sansdossier.${Date.now()}@exemple.test`;
+    const lonely = await createParent(t, w.tenant, email);
+    const recent = await createParent(t, w.tenant, `recent.${Date.now()}@exemple.test`);
+    // Signed up 25 months ago (the tenant keeps 24), never came back.
+    await database.ownerDb().updateTable('accounts').set({ created_at: new Date(w.now.getTime() - 25 * 31 * DAY) }).where('id', 'in', [lonely, w.admin.accountId]).execute();
+    const c = new Client(t.app, w.tenant.hosts[0]!);
+    expect((await c.signIn(w.adminEmail, PASSWORD)).status).toBe(303);
+    const page = await c.get('/retention');
+    expect(textOf(page.body)).toContain('Un compte est fermé à la prochaine exécution');
+    const [r] = (await runRetention(t.deps, JOB, w.now, w.tenant))!;
+    expect(r!.accountsClosed).toBe(1);
+    const rows = await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('accounts').select(['id', 'email', 'status', 'password_hash', 'purged_at']).execute());
+    const closed = rows.find((a) => a.id === lonely)!;
+    expect(closed).toMatchObject({ email: `purged-${lonely}@purged.invalid`, status: 'suspended', password_hash: null });
+    expect(closed.purged_at).not.toBeNull();
+    for (const id of [recent, w.admin.accountId, ...w.parents.map((p) => p.accountId)]) expect(rows.find((a) => a.id === id)!.purged_at).toBeNull();
+    expect((await events(w.tenant, 'records.account.purge')).map((e) => e.target_ids)).toEqual([[lonely]]);
+    // The address no longer signs in.
+    const gone = new Client(t.app, w.tenant.hosts[0]!);
+    const r2 = await gone.signIn(email, PASSWORD);
+    expect(String(r2.headers.location ?? '')).not.toBe('/account');
+  });
+});
+
+describe('a parent’s deletion request', () => {
+  it('withdraws every registration and deletes every file now, and shows the dates of destruction', async () => {
+    const w = await world();
+    const parent = w.parents[1]!;
+    const second = await file(w.tenant, w.facility, parent, 'Delphine', addMonths(today(w.now), -20));
+    const c = new Client(t.app, w.tenant.hosts[0]!);
+    expect((await c.signIn(parent.email, PASSWORD)).status).toBe(303);
+    const hub = await c.get('/account/privacy');
+    expect(hub.body).toContain('href="/account/privacy/delete"');
+    const confirm = await c.get('/account/privacy/delete');
+    expect(confirm.status).toBe(200);
+    expect(textOf(confirm.body)).toContain('2 dossiers seront supprimés.');
+    const done = await c.post('/account/privacy/delete', {});
+    expect(done.status).toBe(200);
+    const text = textOf(done.body);
+    expect(text).toContain('Votre demande a été enregistrée');
+    const purgeOn = new Intl.DateTimeFormat('fr-CA', { day: 'numeric', month: 'long', year: 'numeric', timeZone: 'America/Toronto' }).format(new Date(t.deps.clock().getTime() + 30 * DAY));
+    expect(text).toContain(purgeOn);
+    for (const id of [w.young, second]) {
+      expect((await child(w.tenant, id)).deleted_at).not.toBeNull();
+      expect(text).toContain(await ref(w.tenant, id));
+    }
+    const apps = await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('applications').select('status').where('child_id', 'in', [w.young, second]).execute());
+    expect(apps.every((a) => a.status === 'withdrawn')).toBe(true);
+    // Other families untouched.
+    expect((await child(w.tenant, w.soon)).deleted_at).toBeNull();
+    const req = await events(w.tenant, 'privacy.deletion.request');
+    expect(req).toHaveLength(1);
+    expect(req[0]).toMatchObject({ outcome: 'success', actor_account_id: parent.accountId });
+    expect([...req[0]!.target_ids].sort()).toEqual([w.young, second].sort());
+    // The hub shows the dates from now on, in English too.
+    const en = await c.get('/account/privacy?lang=en');
+    expect(textOf(en.body)).toContain('Destruction dates');
+  });
+});
