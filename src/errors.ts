@@ -9,7 +9,11 @@ export type ErrorKind =
   | 'csrf'
   | 'tooLarge'
   | 'unsupportedType'
-  | 'tooMany';
+  | 'tooMany'
+  /** The tenant's lockdown closes personal data (level 3) or the whole service (level 4). */
+  | 'closed'
+  /** The tenant's lockdown makes staff read-only (level 2). */
+  | 'readOnly';
 
 const STATUS: Record<ErrorKind, number> = {
   notFound: 404,
@@ -21,6 +25,8 @@ const STATUS: Record<ErrorKind, number> = {
   tooLarge: 413,
   unsupportedType: 415,
   tooMany: 429,
+  closed: 503,
+  readOnly: 403,
 };
 
 /**

@@ -66,6 +66,13 @@ export const ACTIONS = {
   'waitlist.childFile.lookupByNirec': [{ who: 'role', role: 'tenant_admin', scope: 'tenant' }, { who: 'role', role: 'program_operator', scope: 'tenant' }],
   /** Read every version of a child file. */
   'waitlist.childFile.history': [{ who: 'role', role: 'tenant_admin', scope: 'tenant' }, { who: 'role', role: 'program_operator', scope: 'tenant' }],
+  /** The security console's alerts: list, read, acknowledge, assign, annotate. */
+  'detection.alert.list': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
+  'detection.alert.update': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
+  /** Raise the tenant's lockdown level: one security officer. */
+  'detection.lockdown.raise': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
+  /** Ask to lower it, or approve another officer's request: two different security officers. */
+  'detection.lockdown.lower': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
 } as const satisfies Record<string, readonly Rule[]>;
 
 export type Action = keyof typeof ACTIONS;

@@ -64,6 +64,16 @@ export const AUDIT_ACTIONS = [
   'records.legacy.encrypt',
   'keys.tenant.rotate',
   'keys.master.rotate',
+  // detection and response, lockdown (src/detection)
+  'detection.alert',
+  'detection.response',
+  'detection.alert.list',
+  'detection.alert.read',
+  'detection.alert.update',
+  'detection.lockdown.raise',
+  'detection.lockdown.lower.request',
+  'detection.lockdown.lower.approve',
+  'detection.lockdown.lower.refuse',
 ] as const;
 
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];

@@ -13,6 +13,7 @@ export interface TenantsTable {
   hosts: string[];
   rules: ColumnType<TenantRulesJson, string, string>;
   lockdown_level: Generated<number>;
+  lockdown_changed_at: Generated<Date | null>;
   created_at: Generated<Date>;
 }
 
@@ -389,6 +390,92 @@ export interface SchemaMigrationsTable {
   applied_at: Generated<Date>;
 }
 
+export type DetectionSignal = 'files_read';
+export type DetectionResponse = 'alert' | 'stepup' | 'end_sessions' | 'suspend';
+
+export interface DetectionRulesTable {
+  tenant_id: string;
+  code: string;
+  signal: DetectionSignal;
+  threshold: number;
+  window_seconds: number;
+  response: DetectionResponse;
+  lockdown_level: number | null;
+  except_declared_batch: Generated<boolean>;
+  enabled: Generated<boolean>;
+  updated_at: Timestamp;
+  updated_by: string | null;
+}
+
+export interface DetectionHitsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  account_id: string;
+  signal: string;
+  weight: number;
+  at: Timestamp;
+}
+
+export interface DetectionBatchesTable {
+  id: Generated<string>;
+  tenant_id: string;
+  account_id: string;
+  reason: string;
+  starts_at: Timestamp;
+  ends_at: Timestamp;
+  declared_by: string;
+  created_at: Timestamp;
+}
+
+export interface DetectionHoldsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  account_id: string;
+  kind: 'stepup';
+  rule_code: string;
+  since: Timestamp;
+}
+
+export interface DetectionAlertsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  rule_code: string;
+  signal: string;
+  severity: 'low' | 'high' | 'critical';
+  subject_account_id: string | null;
+  response: string;
+  lockdown_level: number | null;
+  event_ids: string[];
+  details: ColumnType<Record<string, unknown>, string, string>;
+  status: Generated<'open' | 'acknowledged' | 'closed'>;
+  assigned_to: string | null;
+  acknowledged_by: string | null;
+  acknowledged_at: Timestamp | null;
+  created_at: Timestamp;
+}
+
+export interface DetectionAlertNotesTable {
+  id: Generated<string>;
+  tenant_id: string;
+  alert_id: string;
+  author_account_id: string;
+  body: string;
+  created_at: Timestamp;
+}
+
+export interface LockdownChangesTable {
+  id: Generated<string>;
+  tenant_id: string;
+  from_level: number;
+  to_level: number;
+  reason: string;
+  requested_by: string | null;
+  requested_at: Timestamp;
+  status: 'pending' | 'applied' | 'refused' | 'superseded';
+  decided_by: string | null;
+  decided_at: Timestamp | null;
+}
+
 export interface DB {
   tenants: TenantsTable;
   facilities: FacilitiesTable;
@@ -418,4 +505,11 @@ export interface DB {
   pending_signins: PendingSigninsTable;
   webauthn_challenges: WebauthnChallengesTable;
   factor_failures: FactorFailuresTable;
+  detection_rules: DetectionRulesTable;
+  detection_hits: DetectionHitsTable;
+  detection_batches: DetectionBatchesTable;
+  detection_holds: DetectionHoldsTable;
+  detection_alerts: DetectionAlertsTable;
+  detection_alert_notes: DetectionAlertNotesTable;
+  lockdown_changes: LockdownChangesTable;
 }

@@ -4,7 +4,7 @@ import type { Locale } from '../web/i18n/index.ts';
 export interface Mail {
   to: string;
   locale: Locale;
-  template: 'verify_email' | 'signup_exists' | 'invitation' | 'set_password' | 'account_locked' | 'new_device' | 'privilege_notice';
+  template: 'verify_email' | 'signup_exists' | 'invitation' | 'set_password' | 'account_locked' | 'new_device' | 'privilege_notice' | 'security_alert';
   subject: string;
   body: string;
 }

@@ -10,6 +10,8 @@ import { envelopeFor, type Envelope, type FamilyKey } from '../crypto/envelope.t
 import { CiphertextError, DataKeyDestroyedError, DataKeyMissingError, KeyError, KeyringError, MasterKeyMismatchError } from '../crypto/errors.ts';
 import type { Trx } from '../db/connection.ts';
 import { inTenant } from '../db/tenant.ts';
+import { guardRecords } from '../detection/lockdown.ts';
+import { Contained, contain, onRecordEvent, type ReadContext } from '../detection/response.ts';
 import { AppError, ValidationError } from '../errors.ts';
 import { originFields } from '../tenants/service.ts';
 import { maskNirec, normaliseNirec, type ChildInput } from '../waitlist/child-file.ts';
@@ -32,6 +34,13 @@ import { fieldsFor, type Purpose } from './views.ts';
  * recorded as a failure and answered "not found"; any other key or
  * ciphertext problem is recorded and raised with a message naming the row,
  * the column and what is wrong.
+ *
+ * Detection (src/detection) sits on both ends of each call: before any data
+ * is touched, the tenant's lockdown level and the actor's standing are read
+ * in the same transaction (a level raised on another instance applies here at
+ * once); and every event written is evaluated as it is written, so a read
+ * that crosses a refusing rule is rolled back, not served, and its refusal,
+ * the alert and the containment are committed on their own (contain()).
  */
 
 export interface ApplicationView {
@@ -169,8 +178,18 @@ async function run<T>(deps: Deps, ctx: Ctx, action: AuditAction, fn: (trx: Trx, 
   await ensureTenantEncrypted(deps.db.db, deps.keys, ctx.tenant.id, ctx.now);
   for (let attempt = 0; ; attempt++) {
     try {
-      return await inTenant(deps.db.db, ctx.tenant.id, (trx) => fn(trx, env), ctx.actor?.accountId);
+      return await inTenant(
+        deps.db.db,
+        ctx.tenant.id,
+        async (trx) => {
+          const refusal = await guardRecords(trx, ctx, action);
+          if (refusal) deny(ctx, action, 'tenant', ctx.tenant.id, refusal.reason, undefined, refusal.error);
+          return fn(trx, env);
+        },
+        ctx.actor?.accountId,
+      );
     } catch (err) {
+      if (err instanceof Contained) throw await contain(deps, readContext(ctx), err);
       if (err instanceof Denied) {
         await appendAuditAlone(deps.db.db, ctx.tenant.id, err.event, ctx.now);
         throw err.error;
@@ -193,8 +212,16 @@ async function run<T>(deps: Deps, ctx: Ctx, action: AuditAction, fn: (trx: Trx, 
   }
 }
 
-function audit(trx: Trx, ctx: Ctx, e: Omit<AuditEventInput, 'outcome'> & { outcome?: AuditEventInput['outcome'] }) {
-  return appendAudit(trx, ctx.tenant.id, { outcome: 'success', ...originFields(originOf(ctx)), ...e }, ctx.now);
+function readContext(ctx: Ctx): ReadContext {
+  return { tenantId: ctx.tenant.id, actor: ctx.actor, origin: originOf(ctx), now: ctx.now, baseUrl: ctx.baseUrl };
+}
+
+/** Writes the event, then lets detection weigh it before the data leaves (it may throw Contained). */
+async function audit(trx: Trx, ctx: Ctx, e: Omit<AuditEventInput, 'outcome'> & { outcome?: AuditEventInput['outcome'] }) {
+  const input: AuditEventInput = { outcome: 'success', ...originFields(originOf(ctx)), ...e };
+  const sealed = await appendAudit(trx, ctx.tenant.id, input, ctx.now);
+  await onRecordEvent(trx, readContext(ctx), input, sealed.id);
+  return sealed;
 }
 
 function check(ctx: Ctx, action: Action & AuditAction, ownerAccountId: string, targetType: string, targetId: string): void {

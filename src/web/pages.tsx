@@ -19,6 +19,8 @@ export function errorPage(req: FastifyRequest, reply: FastifyReply, kind: ErrorP
       tooLarge: [e.badRequestTitle, e.tooLarge],
       unsupportedType: [e.badRequestTitle, e.unsupportedType],
       tooMany: [e.tooManyTitle, e.tooMany],
+      closed: [e.closedTitle, e.closed],
+      readOnly: [e.readOnlyTitle, e.readOnly],
       server: [e.serverTitle, e.server],
     } as const
   )[kind];

@@ -270,6 +270,10 @@ export const en: Messages = {
     server: 'Try again in a few minutes. Nothing was saved.',
     tooManyTitle: 'Too many attempts',
     tooMany: 'Too many attempts in a short time. Try again in a few minutes.',
+    closedTitle: 'Files closed for now',
+    closed: 'To protect families, access to personal files is suspended for now. The childcare directory and the information pages remain open. Please try again later.',
+    readOnlyTitle: 'Read only',
+    readOnly: 'For now, staff may read files but not change them.',
     requestId: (id: string) => `Request number: ${id}`,
     field: {
       emailRequired: 'Enter your e-mail address',
@@ -303,7 +307,11 @@ export const en: Messages = {
       grantDecided: 'This request has already been decided or has expired',
       grantReasonRequired: 'Explain why this role is needed',
       grantRoleRequired: 'Choose a role',
-      invalidValue: 'This value is not valid',
+      invalidValue: 'This value is not valid',      reasonRequired: 'Give the reason (500 characters at most)',
+      levelInvalid: 'Choose a level from 0 to 4',
+      levelNotHigher: 'Choose a level higher than the current one',
+      levelNotLower: 'Choose a level lower than the current one',
+      noteRequired: 'Write a note (2,000 characters at most)',
     },
   },
   grants: {
@@ -542,5 +550,22 @@ export const en: Messages = {
     confirm: 'Yes, delete the file',
     cancel: 'No, go back to the file',
     deleted: (days: number) => `The file has been deleted. The programme can restore it at your request for ${days} days.`,
+  },
+  detection: {
+    severity: { low: 'Low', high: 'High', critical: 'Critical' },
+    responses: {
+      alert: 'Alert only',
+      stepup: 'Re-authentication required',
+      end_sessions: 'Sessions ended',
+      suspend: 'Account suspended and sessions ended',
+    },
+    rules: {
+      'files_read.5m': 'More than 20 files opened in 5 minutes',
+      'files_read.1h': 'More than 50 files opened in an hour',
+      'files_read.1d': 'More than 200 files opened in a day, outside a declared batch',
+    },
+    mailSubject: (severity: string, rule: string) => `[Guichet] Security alert (${severity}): ${rule}`,
+    mailBody: (when: string, rule: string, response: string, link: string) =>
+      `Hello,\n\nGuichet detected unusual activity on ${when}.\n\nRule: ${rule}\nAction taken automatically: ${response}\n\nReview the alert, take charge of the follow-up and record your findings in the security console:\n\n${link}\n\nGuichet`,
   },
 };

@@ -276,6 +276,10 @@ export const fr = {
     server: 'Réessayez dans quelques minutes. Rien n’a été enregistré.',
     tooManyTitle: 'Trop de tentatives',
     tooMany: 'Trop de tentatives en peu de temps. Réessayez dans quelques minutes.',
+    closedTitle: 'Dossiers temporairement fermés',
+    closed: 'Pour protéger les familles, l’accès aux dossiers personnels est suspendu pour l’instant. Le répertoire des services de garde et les pages d’information restent ouverts. Réessayez plus tard.',
+    readOnlyTitle: 'Consultation seulement',
+    readOnly: 'Pour l’instant, le personnel peut consulter les dossiers mais pas les modifier.',
     requestId: (id: string) => `Numéro de la demande${nb}: ${id}`,
     field: {
       emailRequired: 'Entrez votre adresse courriel',
@@ -310,6 +314,11 @@ export const fr = {
       grantReasonRequired: 'Expliquez pourquoi ce rôle est nécessaire',
       grantRoleRequired: 'Choisissez un rôle',
       invalidValue: 'Cette valeur n’est pas valide',
+      reasonRequired: 'Expliquez la raison (500 caractères au plus)',
+      levelInvalid: 'Choisissez un niveau de 0 à 4',
+      levelNotHigher: 'Choisissez un niveau plus élevé que le niveau actuel',
+      levelNotLower: 'Choisissez un niveau plus bas que le niveau actuel',
+      noteRequired: 'Écrivez une note (2 000 caractères au plus)',
     },
   },
   grants: {
@@ -548,6 +557,23 @@ export const fr = {
     confirm: 'Oui, supprimer le dossier',
     cancel: 'Non, revenir au dossier',
     deleted: (days: number) => `Le dossier a été supprimé. Le programme peut le rétablir à votre demande pendant ${days} jours.`,
+  },
+  detection: {
+    severity: { low: 'Faible', high: 'Élevée', critical: 'Critique' },
+    responses: {
+      alert: 'Alerte seulement',
+      stepup: 'Nouvelle authentification exigée',
+      end_sessions: 'Sessions fermées',
+      suspend: 'Compte suspendu et sessions fermées',
+    },
+    rules: {
+      'files_read.5m': 'Plus de 20 dossiers ouverts en 5 minutes',
+      'files_read.1h': 'Plus de 50 dossiers ouverts en une heure',
+      'files_read.1d': 'Plus de 200 dossiers ouverts en une journée, hors lot déclaré',
+    } as Record<string, string>,
+    mailSubject: (severity: string, rule: string) => `[Guichet] Alerte de sécurité (${severity})${nb}: ${rule}`,
+    mailBody: (when: string, rule: string, response: string, link: string) =>
+      `Bonjour,\n\nGuichet a détecté une activité inhabituelle le ${when}.\n\nRègle${nb}: ${rule}\nMesure prise automatiquement${nb}: ${response}\n\nConsultez l’alerte, prenez-en charge le suivi et notez vos constats dans la console de sécurité${nb}:\n\n${link}\n\nGuichet`,
   },
 } as const;
 
