@@ -69,6 +69,9 @@ export const ACTIONS = {
   /** The security console's alerts: list, read, acknowledge, assign, annotate. */
   'detection.alert.list': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
   'detection.alert.update': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
+  /** Change the tenant's detection rules; declare a batch that lets an account read beyond the daily volume. */
+  'detection.rules.update': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
+  'detection.batch.declare': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
   /** Raise the tenant's lockdown level: one security officer. */
   'detection.lockdown.raise': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
   /** Ask to lower it, or approve another officer's request: two different security officers. */

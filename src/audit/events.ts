@@ -70,6 +70,8 @@ export const AUDIT_ACTIONS = [
   'detection.alert.list',
   'detection.alert.read',
   'detection.alert.update',
+  'detection.rules.update',
+  'detection.batch.declare',
   'detection.lockdown.raise',
   'detection.lockdown.lower.request',
   'detection.lockdown.lower.approve',

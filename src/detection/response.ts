@@ -63,7 +63,8 @@ export async function onRecordEvent(trx: Trx, rc: ReadContext, event: AuditEvent
   const totals = Object.fromEntries([...check.before].map(([k, v]) => [k, v + sig.weight]));
   if (refusing.length) throw new Contained(refusing, event, totals);
   await record(trx, rc.tenantId, actor.accountId, sig.signal, sig.weight, rc.now);
-  for (const r of check.crossed) {
+  // A step-up the actor has already answered is not alerted again.
+  for (const r of check.crossed.filter((x) => !refuses(x))) {
     await createAlert(
       trx,
       rc.tenantId,

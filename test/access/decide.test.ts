@@ -97,6 +97,8 @@ const RESOURCE_OF: Record<Action, Resource> = {
   'waitlist.childFile.history': { type: 'tenant' },
   'detection.alert.list': { type: 'tenant' },
   'detection.alert.update': { type: 'tenant' },
+  'detection.rules.update': { type: 'tenant' },
+  'detection.batch.declare': { type: 'tenant' },
   'detection.lockdown.raise': { type: 'tenant' },
   'detection.lockdown.lower': { type: 'tenant' },
 };
@@ -147,6 +149,8 @@ const TABLE: Record<Action, string> = {
   'waitlist.childFile.history':         's n n n n n n n Y n n n',
   'detection.alert.list':               's n n n n n n n n n n Y',
   'detection.alert.update':             's n n n n n n n n n n Y',
+  'detection.rules.update':             's n n n n n n n n n n Y',
+  'detection.batch.declare':            's n n n n n n n n n n Y',
   'detection.lockdown.raise':           's n n n n n n n n n n Y',
   'detection.lockdown.lower':           's n n n n n n n n n n Y',
 };
