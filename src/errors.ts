@@ -13,7 +13,9 @@ export type ErrorKind =
   /** The tenant's lockdown closes personal data (level 3) or the whole service (level 4). */
   | 'closed'
   /** The tenant's lockdown makes staff read-only (level 2). */
-  | 'readOnly';
+  | 'readOnly'
+  /** The tenant's lockdown level 4: the maintenance page. */
+  | 'maintenance';
 
 const STATUS: Record<ErrorKind, number> = {
   notFound: 404,
@@ -27,6 +29,7 @@ const STATUS: Record<ErrorKind, number> = {
   tooMany: 429,
   closed: 503,
   readOnly: 403,
+  maintenance: 503,
 };
 
 /**

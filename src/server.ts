@@ -6,6 +6,7 @@ import type { Config } from './config/config.ts';
 import type { Deps } from './context.ts';
 import { loadKeyProvider } from './crypto/keys.ts';
 import { openDatabase, type Database } from './db/connection.ts';
+import { detectionRoutes } from './detection/routes.tsx';
 import { directoryRoutes } from './directory/routes.tsx';
 import { startIdentityMaintenance } from './identity/maintenance.ts';
 import { factorRoutes } from './identity/factors/routes.tsx';
@@ -19,7 +20,7 @@ import { waitlistRoutes } from './waitlist/routes.tsx';
 import { buildApp, type RouteModule } from './web/app.ts';
 import { homeRoutes } from './web/pages.tsx';
 
-export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, grantRoutes, waitlistRoutes, demoMailRoutes, factorRoutes, auditRoutes];
+export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, grantRoutes, waitlistRoutes, demoMailRoutes, factorRoutes, auditRoutes, detectionRoutes];
 
 /** Tokens travel in links (verification, invitations): never let one reach the logs. */
 export function redactUrl(url: string): string {

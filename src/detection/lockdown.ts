@@ -76,7 +76,7 @@ export async function guardRecords(trx: Trx, ctx: Ctx, action: AuditAction): Pro
   const staff = isStaff(ctx.actor, ctx.now);
   if (staff && level >= 2 && WRITES.has(action)) return { reason: 'lockdown_read_only', error: new AppError('readOnly') };
   const authAt = ctx.actor?.auth?.at.getTime() ?? 0;
-  if (staff && level >= 1 && row.lockdown_changed_at && authAt <= new Date(row.lockdown_changed_at).getTime()) {
+  if (staff && level >= 1 && row.lockdown_changed_at && authAt < new Date(row.lockdown_changed_at).getTime()) {
     return { reason: 'lockdown_stepup', error: new StepUpRequired(false, undefined) };
   }
   if (ctx.actor && row.hold_since && authAt <= new Date(row.hold_since).getTime()) {

@@ -21,6 +21,7 @@ export function errorPage(req: FastifyRequest, reply: FastifyReply, kind: ErrorP
       tooMany: [e.tooManyTitle, e.tooMany],
       closed: [e.closedTitle, e.closed],
       readOnly: [e.readOnlyTitle, e.readOnly],
+      maintenance: [env.m.detection.lockdown.maintenanceTitle, env.m.detection.lockdown.maintenance],
       server: [e.serverTitle, e.server],
     } as const
   )[kind];
