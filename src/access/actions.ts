@@ -72,6 +72,8 @@ export const ACTIONS = {
   /** Change the tenant's detection rules; declare a batch that lets an account read beyond the daily volume. */
   'detection.rules.update': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
   'detection.batch.declare': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
+  /** Where the tenant's alerts are sent as signed webhooks. */
+  'detection.webhook.update': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
   /** Raise the tenant's lockdown level: one security officer. */
   'detection.lockdown.raise': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
   /** Ask to lower it, or approve another officer's request: two different security officers. */

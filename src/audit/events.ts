@@ -72,6 +72,7 @@ export const AUDIT_ACTIONS = [
   'detection.alert.update',
   'detection.rules.update',
   'detection.batch.declare',
+  'detection.webhook.update',
   'detection.lockdown.raise',
   'detection.lockdown.lower.request',
   'detection.lockdown.lower.approve',

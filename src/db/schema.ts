@@ -476,6 +476,27 @@ export interface LockdownChangesTable {
   decided_at: Timestamp | null;
 }
 
+export interface DetectionWebhooksTable {
+  tenant_id: string;
+  url: string;
+  updated_at: Timestamp;
+  updated_by: string;
+}
+
+export interface DetectionWebhookDeliveriesTable {
+  id: Generated<string>;
+  tenant_id: string;
+  alert_id: string;
+  url: string;
+  body: string;
+  created_at: Timestamp;
+  next_attempt_at: Timestamp;
+  attempts: Generated<number>;
+  delivered_at: Timestamp | null;
+  last_status: number | null;
+  last_error: string | null;
+}
+
 export interface DB {
   tenants: TenantsTable;
   facilities: FacilitiesTable;
@@ -512,4 +533,6 @@ export interface DB {
   detection_alerts: DetectionAlertsTable;
   detection_alert_notes: DetectionAlertNotesTable;
   lockdown_changes: LockdownChangesTable;
+  detection_webhooks: DetectionWebhooksTable;
+  detection_webhook_deliveries: DetectionWebhookDeliveriesTable;
 }

@@ -2,17 +2,354 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Deps } from '../context.ts';
 import { AppError, ValidationError } from '../errors.ts';
-import { Csrf, ErrorSummary, Notice, Page, Select, SummaryList, Tag, TextField, type FieldErrors } from '../web/components.tsx';
+import { Checkbox, Csrf, ErrorSummary, Notice, Page, Select, SummaryList, Tag, TextField, type FieldErrors } from '../web/components.tsx';
 import { formatDateTime } from '../web/i18n/index.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
+import { ALERT_STATUSES, ALERTS_PAGE_SIZE, listAlerts, readAlert, responseKey, SEVERITIES, updateAlert, type AlertStatus, type Severity } from './alerts.ts';
+import { setWebhook, webhookSettings } from './webhook.ts';
 import { decideLockdownLower, lockdownState, MAX_LEVEL, raiseLockdown, requestLockdownLower, type LockdownChangeView } from './lockdown.ts';
+import type { PageEnv } from '../web/components.tsx';
+import { Pagination } from '../web/components.tsx';
+
+const SEVERITY_TONE: Record<Severity, 'blue' | 'orange' | 'grey'> = { low: 'blue', high: 'orange', critical: 'orange' };
+const STATUS_TONE: Record<AlertStatus, 'orange' | 'blue' | 'green'> = { open: 'orange', acknowledged: 'blue', closed: 'green' };
+
+function ruleLabel(env: PageEnv, code: string): string {
+  return env.m.detection.rules[code] ?? code;
+}
+
+function alertsQuery(q: Record<string, unknown>) {
+  const status = ALERT_STATUSES.find((s) => s === q.status);
+  const severity = SEVERITIES.find((s) => s === q.severity);
+  const mine = q.mine === 'on';
+  const page = z.coerce.number().int().min(1).max(10_000).catch(1).parse(q.page);
+  return { status, severity, mine, page };
+}
+
+const UPDATES = ['acknowledge', 'close', 'reopen', 'assign', 'note'] as const;
 
 const DONE = ['raised', 'requested', 'approved', 'refused'] as const;
 
 const levelForm = z.object({ level: z.string().max(2).optional(), reason: z.string().max(2000).optional() });
 
-/** The security console's pages for detection: the tenant's lockdown level. */
+/** The security console's pages for detection: alerts, and the tenant's lockdown level. */
 export function detectionRoutes(app: FastifyInstance, deps: Deps) {
+  app.get('/security/alerts', async (req, reply) => {
+    if (!req.ctx.actor) throw new AppError('signInRequired');
+    const f = alertsQuery((req.query ?? {}) as Record<string, unknown>);
+    const { rows, total } = await listAlerts(deps, req.ctx, f);
+    const env = pageEnv(req, reply);
+    const a = env.m.detection.alerts;
+    const pages = Math.max(1, Math.ceil(total / ALERTS_PAGE_SIZE));
+    const qs = (p: number) => {
+      const u = new URLSearchParams();
+      if (f.status) u.set('status', f.status);
+      if (f.severity) u.set('severity', f.severity);
+      if (f.mine) u.set('mine', 'on');
+      u.set('page', String(p));
+      return `/security/alerts?${u.toString()}`;
+    };
+    return sendPage(
+      reply,
+      <Page env={env} title={a.title}>
+        <h1>{a.title}</h1>
+        <p class="lead">{a.lead}</p>
+        <ul>
+          <li>
+            <a href="/security/lockdown">{a.lockdownLink}</a>
+          </li>
+          <li>
+            <a href="/security/alerts/webhook">{a.webhookLink}</a>
+          </li>
+        </ul>
+        <form method="get" action="/security/alerts" class="filters">
+          <h2>{a.filterTitle}</h2>
+          <Select env={env} name="status" label={a.status} value={f.status ?? ''} options={[{ value: '', label: a.any }, ...ALERT_STATUSES.map((x) => ({ value: x, label: a.statuses[x] }))]} />
+          <Select env={env} name="severity" label={a.severityLabel} value={f.severity ?? ''} options={[{ value: '', label: a.any }, ...SEVERITIES.map((x) => ({ value: x, label: env.m.detection.severity[x] }))]} />
+          <Checkbox name="mine" label={a.mine} checked={f.mine} />
+          <button type="submit" class="button button--secondary">
+            {a.apply}
+          </button>
+        </form>
+        <p role="status">{a.count(total)}</p>
+        {rows.length === 0 ? (
+          <p>{a.none}</p>
+        ) : (
+          <div class="table-wrap">
+            <table>
+              <caption class="visually-hidden">{a.title}</caption>
+              <thead>
+                <tr>
+                  <th scope="col">{a.colWhen}</th>
+                  <th scope="col">{a.colRule}</th>
+                  <th scope="col">{a.colSeverity}</th>
+                  <th scope="col">{a.colSubject}</th>
+                  <th scope="col">{a.colResponse}</th>
+                  <th scope="col">{a.colStatus}</th>
+                  <th scope="col">{a.colAssigned}</th>
+                </tr>
+              </thead>
+              <tbody>
+                {rows.map((r) => (
+                  <tr>
+                    <td>
+                      <a href={`/security/alerts/${r.id}`} aria-label={a.open(formatDateTime(env.locale, r.createdAt))}>
+                        {formatDateTime(env.locale, r.createdAt)}
+                      </a>
+                    </td>
+                    <td>{ruleLabel(env, r.ruleCode)}</td>
+                    <td>
+                      <Tag tone={SEVERITY_TONE[r.severity]}>{env.m.detection.severity[r.severity]}</Tag>
+                    </td>
+                    <td>{r.subjectEmail ?? '—'}</td>
+                    <td>
+                      {env.m.detection.responses[responseKey(r.response)]}
+                      {r.lockdownLevel ? ` — ${a.lockdownRaised(r.lockdownLevel)}` : ''}
+                    </td>
+                    <td>
+                      <Tag tone={STATUS_TONE[r.status]}>{a.statuses[r.status]}</Tag>
+                    </td>
+                    <td>{r.assignedEmail ?? a.nobody}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        )}
+        <Pagination env={env} page={f.page} pages={pages} href={qs} />
+      </Page>,
+    );
+  });
+
+  async function webhookPage(req: FastifyRequest, reply: FastifyReply, errors?: FieldErrors, value?: string) {
+    const s = await webhookSettings(deps, req.ctx);
+    const env = pageEnv(req, reply);
+    const a = env.m.detection.alerts;
+    const saved = (req.query as Record<string, unknown>)?.saved === '1';
+    return sendPage(
+      reply,
+      <Page env={env} title={a.webhookTitle} hasErrors={!!errors}>
+        <p>
+          <a href="/security/alerts" class="back-link">
+            {a.back}
+          </a>
+        </p>
+        <ErrorSummary env={env} errors={errors} />
+        <h1>{a.webhookTitle}</h1>
+        <p class="lead">{a.webhookLead}</p>
+        {saved && <Notice>{a.webhookSaved}</Notice>}
+        <SummaryList
+          rows={[
+            [a.webhookUrl, s.url ?? a.webhookNone],
+            [a.webhookSecret, <code>{s.secret}</code>],
+          ]}
+        />
+        <form method="post" action="/security/alerts/webhook" novalidate>
+          <Csrf env={env} />
+          <TextField env={env} name="url" label={a.webhookUrl} hint={a.webhookUrlHint} value={value ?? s.url ?? ''} errors={errors} spellcheck={false} />
+          <button type="submit" class="button">
+            {a.webhookSave}
+          </button>
+        </form>
+        {s.recent.length > 0 && (
+          <>
+            <h2>{a.deliveriesTitle}</h2>
+            <div class="table-wrap">
+              <table>
+                <caption class="visually-hidden">{a.deliveriesTitle}</caption>
+                <thead>
+                  <tr>
+                    <th scope="col">{a.colWhen}</th>
+                    <th scope="col">{a.colDelivered}</th>
+                    <th scope="col" class="num">
+                      {a.colAttempts}
+                    </th>
+                    <th scope="col">{a.colLastError}</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {s.recent.map((r) => (
+                    <tr>
+                      <td>{formatDateTime(env.locale, r.createdAt)}</td>
+                      <td>{r.deliveredAt ? formatDateTime(env.locale, r.deliveredAt) : a.notDelivered}</td>
+                      <td class="num">{r.attempts}</td>
+                      <td>{r.lastError ?? '—'}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
+          </>
+        )}
+      </Page>,
+      errors ? 400 : 200,
+    );
+  }
+
+  app.get('/security/alerts/webhook', async (req, reply) => {
+    if (!req.ctx.actor) throw new AppError('signInRequired');
+    return webhookPage(req, reply);
+  });
+
+  app.post('/security/alerts/webhook', async (req, reply) => {
+    if (!req.ctx.actor) throw new AppError('signInRequired');
+    const raw = (req.body as Record<string, unknown> | undefined)?.url;
+    const url = typeof raw === 'string' ? raw : '';
+    try {
+      await setWebhook(deps, req.ctx, url);
+    } catch (err) {
+      if (err instanceof ValidationError) return webhookPage(req, reply, err.fields, url.slice(0, 500));
+      throw err;
+    }
+    return reply.redirect('/security/alerts/webhook?saved=1', 303);
+  });
+
+  async function alertPage(req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply, errors?: FieldErrors, note?: string) {
+    const { alert, notes, events, officers } = await readAlert(deps, req.ctx, req.params.id);
+    const env = pageEnv(req, reply);
+    const a = env.m.detection.alerts;
+    const done = UPDATES.find((d) => d === (req.query as Record<string, unknown>)?.done);
+    const title = a.alertTitle(ruleLabel(env, alert.ruleCode));
+    const d = alert.details;
+    const action = (kind: (typeof UPDATES)[number], label: string, secondary = false) => (
+      <form method="post" action={`/security/alerts/${alert.id}/${kind}`} class="inline-form">
+        <Csrf env={env} />
+        <button type="submit" class={`button${secondary ? ' button--secondary' : ''}`}>
+          {label}
+        </button>
+      </form>
+    );
+    return sendPage(
+      reply,
+      <Page env={env} title={title} hasErrors={!!errors}>
+        <p>
+          <a href="/security/alerts" class="back-link">
+            {a.back}
+          </a>
+        </p>
+        <ErrorSummary env={env} errors={errors} />
+        <h1>{title}</h1>
+        {done && <Notice>{a.done[done]}</Notice>}
+        <SummaryList
+          rows={[
+            [a.summaryWhen, formatDateTime(env.locale, alert.createdAt)],
+            [a.colSeverity, <Tag tone={SEVERITY_TONE[alert.severity]}>{env.m.detection.severity[alert.severity]}</Tag>],
+            [a.colSubject, alert.subjectEmail ?? '—'],
+            ...(alert.subjectStatus ? ([[a.summaryAccount, a.accountStatus[alert.subjectStatus] ?? alert.subjectStatus]] as [string, string][]) : []),
+            [a.colResponse, `${env.m.detection.responses[responseKey(alert.response)]}${alert.lockdownLevel ? ` — ${a.lockdownRaised(alert.lockdownLevel)}` : ''}`],
+            ...(typeof d.total === 'number' && typeof d.threshold === 'number' && typeof d.windowSeconds === 'number'
+              ? ([[a.summaryTotal, `${d.total} (${a.summaryThreshold(d.threshold, d.windowSeconds)})`]] as [string, string][])
+              : []),
+            [a.colStatus, <Tag tone={STATUS_TONE[alert.status]}>{a.statuses[alert.status]}</Tag>],
+            [a.colAssigned, alert.assignedEmail ?? a.nobody],
+          ]}
+        />
+        <div class="actions">
+          {alert.status === 'open' && action('acknowledge', a.acknowledge)}
+          {alert.status !== 'closed' ? action('close', a.close, true) : action('reopen', a.reopen, true)}
+        </div>
+        <form method="post" action={`/security/alerts/${alert.id}/assign`}>
+          <Csrf env={env} />
+          <h2>{a.assignTitle}</h2>
+          <Select env={env} name="assignee" label={a.assignee} value={alert.assignedTo ?? ''} options={officers.map((o) => ({ value: o.id, label: o.email }))} errors={errors} />
+          <button type="submit" class="button button--secondary">
+            {a.assign}
+          </button>
+        </form>
+        <h2>{a.notesTitle}</h2>
+        {notes.length === 0 ? (
+          <p>{a.noNotes}</p>
+        ) : (
+          <ul class="notes">
+            {notes.map((n) => (
+              <li>
+                <p>
+                  <strong>{n.authorEmail}</strong> — {formatDateTime(env.locale, n.createdAt)}
+                </p>
+                <p class="note-body">{n.body}</p>
+              </li>
+            ))}
+          </ul>
+        )}
+        <form method="post" action={`/security/alerts/${alert.id}/note`} novalidate>
+          <Csrf env={env} />
+          <TextField env={env} name="note" label={a.note} hint={a.noteHint} value={note} errors={errors} />
+          <button type="submit" class="button">
+            {a.addNote}
+          </button>
+        </form>
+        <h2>{a.eventsTitle}</h2>
+        <p>{a.eventsLead}</p>
+        <div class="table-wrap">
+          <table>
+            <caption class="visually-hidden">{a.eventsTitle}</caption>
+            <thead>
+              <tr>
+                <th scope="col" class="num">
+                  {a.colSeq}
+                </th>
+                <th scope="col">{a.colWhen}</th>
+                <th scope="col">{a.colAction}</th>
+                <th scope="col">{a.colOutcome}</th>
+                <th scope="col">{a.colActor}</th>
+                <th scope="col" class="num">
+                  {a.colTargets}
+                </th>
+                <th scope="col">{a.colRequest}</th>
+              </tr>
+            </thead>
+            <tbody>
+              {events.map((e) => (
+                <tr id={`event-${e.id}`}>
+                  <td class="num">{e.seq}</td>
+                  <td>{formatDateTime(env.locale, e.occurredAt)}</td>
+                  <td>
+                    <code>{e.action}</code>
+                    {e.cause && (
+                      <>
+                        {' '}
+                        <Tag tone="orange">{a.cause}</Tag>
+                      </>
+                    )}
+                  </td>
+                  <td>{a.outcomes[e.outcome] ?? e.outcome}</td>
+                  <td>{e.actorEmail ?? '—'}</td>
+                  <td class="num">{e.count}</td>
+                  <td>
+                    <code>{e.requestId ?? '—'}</code>
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      </Page>,
+      errors ? 400 : 200,
+    );
+  }
+
+  app.get<{ Params: { id: string } }>('/security/alerts/:id', async (req, reply) => {
+    if (!req.ctx.actor) throw new AppError('signInRequired');
+    return alertPage(req, reply);
+  });
+
+  for (const kind of UPDATES) {
+    app.post<{ Params: { id: string } }>(`/security/alerts/:id/${kind}`, async (req, reply) => {
+      if (!req.ctx.actor) throw new AppError('signInRequired');
+      const body = (req.body ?? {}) as Record<string, unknown>;
+      const text = (k: string) => (typeof body[k] === 'string' ? (body[k] as string) : '');
+      try {
+        if (kind === 'assign') await updateAlert(deps, req.ctx, req.params.id, { kind, accountId: text('assignee') });
+        else if (kind === 'note') await updateAlert(deps, req.ctx, req.params.id, { kind, body: text('note') });
+        else await updateAlert(deps, req.ctx, req.params.id, { kind });
+      } catch (err) {
+        if (err instanceof ValidationError) return alertPage(req, reply, err.fields, kind === 'note' ? text('note').slice(0, 2000) : undefined);
+        throw err;
+      }
+      return reply.redirect(`/security/alerts/${req.params.id}?done=${kind}`, 303);
+    });
+  }
+
   async function lockdownPage(req: FastifyRequest, reply: FastifyReply, form: { raise?: FieldErrors; lower?: FieldErrors; values?: { level?: string; reason?: string } } = {}) {
     const state = await lockdownState(deps, req.ctx);
     const env = pageEnv(req, reply);

@@ -99,6 +99,7 @@ const RESOURCE_OF: Record<Action, Resource> = {
   'detection.alert.update': { type: 'tenant' },
   'detection.rules.update': { type: 'tenant' },
   'detection.batch.declare': { type: 'tenant' },
+  'detection.webhook.update': { type: 'tenant' },
   'detection.lockdown.raise': { type: 'tenant' },
   'detection.lockdown.lower': { type: 'tenant' },
 };
@@ -151,6 +152,7 @@ const TABLE: Record<Action, string> = {
   'detection.alert.update':             's n n n n n n n n n n Y',
   'detection.rules.update':             's n n n n n n n n n n Y',
   'detection.batch.declare':            's n n n n n n n n n n Y',
+  'detection.webhook.update':           's n n n n n n n n n n Y',
   'detection.lockdown.raise':           's n n n n n n n n n n Y',
   'detection.lockdown.lower':           's n n n n n n n n n n Y',
 };

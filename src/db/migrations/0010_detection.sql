@@ -137,11 +137,38 @@ END
 $$;
 CREATE TRIGGER lockdown_changes_guard BEFORE UPDATE ON lockdown_changes FOR EACH ROW EXECUTE FUNCTION lockdown_changes_guard();
 
+-- A tenant's webhook for alerts. The signing secret is not stored: it is
+-- derived from the root key for the tenant (src/detection/webhook.ts).
+CREATE TABLE detection_webhooks (
+  tenant_id uuid PRIMARY KEY REFERENCES tenants (id),
+  url text NOT NULL CHECK (url ~ '^https?://' AND length(url) <= 500),
+  updated_at timestamptz NOT NULL,
+  updated_by uuid NOT NULL,
+  FOREIGN KEY (tenant_id, updated_by) REFERENCES accounts (tenant_id, id)
+);
+
+-- Deliveries are written with the alert, in its transaction, and sent after.
+CREATE TABLE detection_webhook_deliveries (
+  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  tenant_id uuid NOT NULL REFERENCES tenants (id),
+  alert_id uuid NOT NULL REFERENCES detection_alerts (id),
+  url text NOT NULL,
+  body text NOT NULL,
+  created_at timestamptz NOT NULL,
+  next_attempt_at timestamptz NOT NULL,
+  attempts integer NOT NULL DEFAULT 0,
+  delivered_at timestamptz,
+  last_status integer,
+  last_error text
+);
+CREATE INDEX detection_webhook_deliveries_pending ON detection_webhook_deliveries (tenant_id, next_attempt_at) WHERE delivered_at IS NULL;
+
 DO $$
 DECLARE t text;
 BEGIN
   FOREACH t IN ARRAY ARRAY['detection_rules', 'detection_hits', 'detection_batches', 'detection_holds',
-                           'detection_alerts', 'detection_alert_notes', 'lockdown_changes']
+                           'detection_alerts', 'detection_alert_notes', 'lockdown_changes',
+                           'detection_webhooks', 'detection_webhook_deliveries']
   LOOP
     EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
     EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
@@ -161,3 +188,6 @@ GRANT SELECT, INSERT ON detection_alert_notes TO guichet_app;
 GRANT SELECT, INSERT ON lockdown_changes TO guichet_app;
 GRANT UPDATE (status, decided_by, decided_at) ON lockdown_changes TO guichet_app;
 GRANT UPDATE (lockdown_changed_at) ON tenants TO guichet_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON detection_webhooks TO guichet_app;
+GRANT SELECT, INSERT ON detection_webhook_deliveries TO guichet_app;
+GRANT UPDATE (next_attempt_at, attempts, delivered_at, last_status, last_error) ON detection_webhook_deliveries TO guichet_app;
