@@ -15,7 +15,9 @@ export type ErrorKind =
   /** The tenant's lockdown makes staff read-only (level 2). */
   | 'readOnly'
   /** The tenant's lockdown level 4: the maintenance page. */
-  | 'maintenance';
+  | 'maintenance'
+  /** A protected file opens only with a stated reason. */
+  | 'reasonRequired';
 
 const STATUS: Record<ErrorKind, number> = {
   notFound: 404,
@@ -30,6 +32,7 @@ const STATUS: Record<ErrorKind, number> = {
   closed: 503,
   readOnly: 403,
   maintenance: 503,
+  reasonRequired: 403,
 };
 
 /**

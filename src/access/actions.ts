@@ -74,6 +74,10 @@ export const ACTIONS = {
   'detection.batch.declare': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
   /** Where the tenant's alerts are sent as signed webhooks. */
   'detection.webhook.update': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
+  /** Mark a child file as protected (a public figure, a staff member's child), or remove the mark. */
+  'records.childFile.protect': [{ who: 'role', role: 'program_operator', scope: 'tenant' }, { who: 'role', role: 'tenant_admin', scope: 'tenant' }],
+  /** The daily review of protected files opened, with the reasons given. */
+  'detection.protected.review': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
   /** Raise the tenant's lockdown level: one security officer. */
   'detection.lockdown.raise': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
   /** Ask to lower it, or approve another officer's request: two different security officers. */

@@ -497,6 +497,29 @@ export interface DetectionWebhookDeliveriesTable {
   last_error: string | null;
 }
 
+export interface ProtectedFilesTable {
+  id: Generated<string>;
+  tenant_id: string;
+  child_id: string;
+  reason: string;
+  marked_by: string;
+  marked_at: Timestamp;
+  unmarked_by: string | null;
+  unmarked_at: Timestamp | null;
+}
+
+export interface ProtectedFileOpeningsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  child_id: string;
+  account_id: string;
+  reason: string;
+  action: string;
+  audit_event_id: string;
+  alert_id: string | null;
+  opened_at: Timestamp;
+}
+
 export interface DB {
   tenants: TenantsTable;
   facilities: FacilitiesTable;
@@ -535,4 +558,6 @@ export interface DB {
   lockdown_changes: LockdownChangesTable;
   detection_webhooks: DetectionWebhooksTable;
   detection_webhook_deliveries: DetectionWebhookDeliveriesTable;
+  protected_files: ProtectedFilesTable;
+  protected_file_openings: ProtectedFileOpeningsTable;
 }

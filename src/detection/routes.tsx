@@ -7,6 +7,7 @@ import { formatDateTime } from '../web/i18n/index.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
 import { ALERT_STATUSES, ALERTS_PAGE_SIZE, listAlerts, readAlert, responseKey, SEVERITIES, updateAlert, type AlertStatus, type Severity } from './alerts.ts';
 import { setWebhook, webhookSettings } from './webhook.ts';
+import { protectedReview } from './protected.ts';
 import { decideLockdownLower, lockdownState, MAX_LEVEL, raiseLockdown, requestLockdownLower, type LockdownChangeView } from './lockdown.ts';
 import type { PageEnv } from '../web/components.tsx';
 import { Pagination } from '../web/components.tsx';
@@ -60,6 +61,9 @@ export function detectionRoutes(app: FastifyInstance, deps: Deps) {
           </li>
           <li>
             <a href="/security/alerts/webhook">{a.webhookLink}</a>
+          </li>
+          <li>
+            <a href="/security/protected">{env.m.detection.protected.link}</a>
           </li>
         </ul>
         <form method="get" action="/security/alerts" class="filters">
@@ -118,6 +122,75 @@ export function detectionRoutes(app: FastifyInstance, deps: Deps) {
         )}
         <Pagination env={env} page={f.page} pages={pages} href={qs} />
       </Page>,
+    );
+  });
+
+  app.get('/security/protected', async (req, reply) => {
+    if (!req.ctx.actor) throw new AppError('signInRequired');
+    const raw = (req.query as Record<string, unknown>)?.day;
+    const todayHere = new Intl.DateTimeFormat('en-CA', { timeZone: 'America/Toronto', year: 'numeric', month: '2-digit', day: '2-digit' }).format(req.ctx.now);
+    const day = typeof raw === 'string' && raw ? raw.slice(0, 10) : todayHere;
+    let rows: Awaited<ReturnType<typeof protectedReview>> = [];
+    let errors: FieldErrors | undefined;
+    try {
+      rows = await protectedReview(deps, req.ctx, day);
+    } catch (err) {
+      if (!(err instanceof ValidationError)) throw err;
+      errors = { day: 'dateInvalid' };
+    }
+    const env = pageEnv(req, reply);
+    const p = env.m.detection.protected;
+    return sendPage(
+      reply,
+      <Page env={env} title={p.title} hasErrors={!!errors}>
+        <p>
+          <a href="/security/alerts" class="back-link">
+            {env.m.detection.alerts.back}
+          </a>
+        </p>
+        <ErrorSummary env={env} errors={errors} />
+        <h1>{p.title}</h1>
+        <p class="lead">{p.lead}</p>
+        <form method="get" action="/security/protected">
+          <TextField env={env} name="day" label={p.day} type="date" value={errors ? '' : day} errors={errors} width="medium" />
+          <button type="submit" class="button button--secondary">
+            {p.show}
+          </button>
+        </form>
+        {!errors &&
+          (rows.length === 0 ? (
+            <p>{p.none}</p>
+          ) : (
+            <div class="table-wrap">
+              <table>
+                <caption class="visually-hidden">{p.title}</caption>
+                <thead>
+                  <tr>
+                    <th scope="col">{p.colWhen}</th>
+                    <th scope="col">{p.colBy}</th>
+                    <th scope="col">{p.colFile}</th>
+                    <th scope="col">{p.colReason}</th>
+                    <th scope="col">{p.colAlert}</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {rows.map((r) => (
+                    <tr>
+                      <td>{formatDateTime(env.locale, r.openedAt)}</td>
+                      <td>{r.accountEmail}</td>
+                      <td>
+                        <code>{r.reference}</code>
+                      </td>
+                      <td>{r.reason}</td>
+                      <td>{r.alertId ? <a href={`/security/alerts/${r.alertId}`}>{p.viewAlert(r.reference)}</a> : '—'}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
+          ))}
+      </Page>,
+      errors ? 400 : 200,
     );
   });
 

@@ -11,6 +11,7 @@ import { CiphertextError, DataKeyDestroyedError, DataKeyMissingError, KeyError, 
 import type { Trx } from '../db/connection.ts';
 import { inTenant } from '../db/tenant.ts';
 import { guardRecords } from '../detection/lockdown.ts';
+import { accessReason, protectedAmong, recordProtectedOpenings } from '../detection/protected.ts';
 import { Contained, contain, onRecordEvent, type ReadContext } from '../detection/response.ts';
 import { AppError, ValidationError } from '../errors.ts';
 import { originFields } from '../tenants/service.ts';
@@ -777,7 +778,21 @@ export async function listRestoreRequests(deps: Deps, ctx: Ctx): Promise<{ id: s
  * Deleted files that can still be restored are found too. Every look-up is
  * an audit event, a fruitless one included.
  */
-export async function lookupChildFileByNirec(deps: Deps, ctx: Ctx, rawNirec: string): Promise<NirecMatch[]> {
+/** How a file was asked for: the reason stated, which a protected file needs (src/detection/protected.ts). */
+export interface AccessReason {
+  reason?: string | undefined;
+}
+
+/** Refuses a protected file opened without a reason; returns the protected ones and the reason to record. */
+async function protectedAccess(trx: Trx, ctx: Ctx, action: AuditAction, childIds: readonly string[], access: AccessReason): Promise<{ ids: string[]; reason: string }> {
+  const ids = await protectedAmong(trx, childIds);
+  if (!ids.length) return { ids, reason: '' };
+  const reason = accessReason(access.reason);
+  if (!reason) deny(ctx, action, 'child', ids[0]!, 'protected_reason_required', undefined, new AppError('reasonRequired'));
+  return { ids, reason };
+}
+
+export async function lookupChildFileByNirec(deps: Deps, ctx: Ctx, rawNirec: string, access: AccessReason = {}): Promise<NirecMatch[]> {
   const action = 'waitlist.childFile.lookupByNirec';
   const purpose: Purpose = 'operator.childFile.lookup';
   return run(deps, ctx, action, async (trx, env) => {
@@ -795,15 +810,17 @@ export async function lookupChildFileByNirec(deps: Deps, ctx: Ctx, rawNirec: str
       .where('purged_at', 'is', null)
       .orderBy('created_at')
       .execute();
-    await audit(trx, ctx, {
+    const prot = await protectedAccess(trx, ctx, action, rows.map((r) => r.id), access);
+    const event = await audit(trx, ctx, {
       action,
       targetType: 'child',
       targetIds: rows.map((r) => r.id),
       familyIds: [...new Set(rows.map((r) => r.family_id))],
       fields: rows.length ? fieldsFor(purpose) : [],
       purpose,
-      details: { matches: rows.length },
+      details: { matches: rows.length, ...(prot.ids.length ? { protectedReason: prot.reason } : {}) },
     });
+    await recordProtectedOpenings(trx, readContext(ctx), action, prot.ids, prot.reason, event.id);
     const opened = await openChildren(env, ctx.tenant.id, rows, ['first_name', 'last_name', 'birth_date', 'nirec']);
     return rows.map((r) => {
       const v = opened.get(r.id)!;
@@ -823,7 +840,7 @@ export async function lookupChildFileByNirec(deps: Deps, ctx: Ctx, rawNirec: str
 }
 
 /** The history of a child file (live or deleted, until purged), for an authorised agent. */
-export async function readChildFileHistory(deps: Deps, ctx: Ctx, childId: string): Promise<ChildFileVersionView[]> {
+export async function readChildFileHistory(deps: Deps, ctx: Ctx, childId: string, access: AccessReason = {}): Promise<ChildFileVersionView[]> {
   const action = 'waitlist.childFile.history';
   const purpose: Purpose = 'operator.childFile.history';
   return run(deps, ctx, action, async (trx, env) => {
@@ -838,7 +855,9 @@ export async function readChildFileHistory(deps: Deps, ctx: Ctx, childId: string
       .orderBy('version')
       .execute();
     if (!rows.length) deny(ctx, action, 'child', childId, 'not_found');
-    await audit(trx, ctx, { action, targetType: 'child', targetIds: [childId], familyIds: [rows[0]!.family_id], fields: fieldsFor(purpose), purpose, details: { versions: rows.length } });
+    const prot = await protectedAccess(trx, ctx, action, [childId], access);
+    const event = await audit(trx, ctx, { action, targetType: 'child', targetIds: [childId], familyIds: [rows[0]!.family_id], fields: fieldsFor(purpose), purpose, details: { versions: rows.length, ...(prot.ids.length ? { protectedReason: prot.reason } : {}) } });
+    await recordProtectedOpenings(trx, readContext(ctx), action, prot.ids, prot.reason, event.id);
     const snaps = await openSnapshots(env, ctx.tenant.id, rows.map((r) => ({ id: r.id, family_id: r.family_id, snapshot_enc: r.snapshot_enc! })));
     return rows.map((r) => {
       const s = snaps.get(r.id)!;

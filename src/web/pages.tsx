@@ -22,6 +22,7 @@ export function errorPage(req: FastifyRequest, reply: FastifyReply, kind: ErrorP
       closed: [e.closedTitle, e.closed],
       readOnly: [e.readOnlyTitle, e.readOnly],
       maintenance: [env.m.detection.lockdown.maintenanceTitle, env.m.detection.lockdown.maintenance],
+      reasonRequired: [e.forbiddenTitle, env.m.detection.protected.reasonRequired],
       server: [e.serverTitle, e.server],
     } as const
   )[kind];

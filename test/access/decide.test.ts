@@ -100,6 +100,8 @@ const RESOURCE_OF: Record<Action, Resource> = {
   'detection.rules.update': { type: 'tenant' },
   'detection.batch.declare': { type: 'tenant' },
   'detection.webhook.update': { type: 'tenant' },
+  'records.childFile.protect': { type: 'tenant' },
+  'detection.protected.review': { type: 'tenant' },
   'detection.lockdown.raise': { type: 'tenant' },
   'detection.lockdown.lower': { type: 'tenant' },
 };
@@ -153,6 +155,8 @@ const TABLE: Record<Action, string> = {
   'detection.rules.update':             's n n n n n n n n n n Y',
   'detection.batch.declare':            's n n n n n n n n n n Y',
   'detection.webhook.update':           's n n n n n n n n n n Y',
+  'records.childFile.protect':          's n n n n n n n Y n n n',
+  'detection.protected.review':         's n n n n n n n n n n Y',
   'detection.lockdown.raise':           's n n n n n n n n n n Y',
   'detection.lockdown.lower':           's n n n n n n n n n n Y',
 };

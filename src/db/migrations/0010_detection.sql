@@ -163,10 +163,40 @@ CREATE TABLE detection_webhook_deliveries (
 );
 CREATE INDEX detection_webhook_deliveries_pending ON detection_webhook_deliveries (tenant_id, next_attempt_at) WHERE delivered_at IS NULL;
 
+-- Protected files (a public figure, a staff member's child): opening one
+-- needs a stated reason, raises an alert, and is listed for the daily review.
+CREATE TABLE protected_files (
+  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  tenant_id uuid NOT NULL REFERENCES tenants (id),
+  child_id uuid NOT NULL REFERENCES children (id),
+  reason text NOT NULL CHECK (length(reason) BETWEEN 1 AND 500),
+  marked_by uuid NOT NULL,
+  marked_at timestamptz NOT NULL,
+  unmarked_by uuid,
+  unmarked_at timestamptz,
+  FOREIGN KEY (tenant_id, marked_by) REFERENCES accounts (tenant_id, id),
+  FOREIGN KEY (tenant_id, unmarked_by) REFERENCES accounts (tenant_id, id)
+);
+CREATE UNIQUE INDEX protected_files_current ON protected_files (child_id) WHERE unmarked_at IS NULL;
+
+CREATE TABLE protected_file_openings (
+  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  tenant_id uuid NOT NULL REFERENCES tenants (id),
+  child_id uuid NOT NULL REFERENCES children (id),
+  account_id uuid NOT NULL,
+  reason text NOT NULL CHECK (length(reason) BETWEEN 1 AND 500),
+  action text NOT NULL,
+  audit_event_id uuid NOT NULL,
+  alert_id uuid REFERENCES detection_alerts (id),
+  opened_at timestamptz NOT NULL,
+  FOREIGN KEY (tenant_id, account_id) REFERENCES accounts (tenant_id, id)
+);
+CREATE INDEX protected_file_openings_day ON protected_file_openings (tenant_id, opened_at);
+
 DO $$
 DECLARE t text;
 BEGIN
-  FOREACH t IN ARRAY ARRAY['detection_rules', 'detection_hits', 'detection_batches', 'detection_holds',
+  FOREACH t IN ARRAY ARRAY['protected_files', 'protected_file_openings', 'detection_rules', 'detection_hits', 'detection_batches', 'detection_holds',
                            'detection_alerts', 'detection_alert_notes', 'lockdown_changes',
                            'detection_webhooks', 'detection_webhook_deliveries']
   LOOP
@@ -189,5 +219,7 @@ GRANT SELECT, INSERT ON lockdown_changes TO guichet_app;
 GRANT UPDATE (status, decided_by, decided_at) ON lockdown_changes TO guichet_app;
 GRANT UPDATE (lockdown_changed_at) ON tenants TO guichet_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON detection_webhooks TO guichet_app;
+GRANT SELECT, INSERT ON protected_files, protected_file_openings TO guichet_app;
+GRANT UPDATE (unmarked_by, unmarked_at) ON protected_files TO guichet_app;
 GRANT SELECT, INSERT ON detection_webhook_deliveries TO guichet_app;
 GRANT UPDATE (next_attempt_at, attempts, delivered_at, last_status, last_error) ON detection_webhook_deliveries TO guichet_app;
