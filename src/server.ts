@@ -7,7 +7,7 @@ import type { Deps } from './context.ts';
 import { loadKeyProvider } from './crypto/keys.ts';
 import { openDatabase, type Database } from './db/connection.ts';
 import { detectionRoutes } from './detection/routes.tsx';
-import { WebhookSender } from './detection/webhook.ts';
+import { startDetectionWork } from './detection/stream.ts';
 import { directoryRoutes } from './directory/routes.tsx';
 import { startIdentityMaintenance } from './identity/maintenance.ts';
 import { factorRoutes } from './identity/factors/routes.tsx';
@@ -115,8 +115,8 @@ export async function serve(config: Config, opts: { demo: boolean }): Promise<vo
   let db: Database | null = null;
   let app: Awaited<ReturnType<typeof buildApp>> | null = null;
   let sender: MailSender | null = null;
-  let webhooks: WebhookSender | null = null;
   let stopMaintenance = () => {};
+  let stopDetection = async () => {};
   try {
     db = await openFromConfig(config, log);
     const deps = makeDeps(config, db, log);
@@ -127,15 +127,14 @@ export async function serve(config: Config, opts: { demo: boolean }): Promise<vo
     app = await buildApp(deps, ROUTES);
     sender = config.smtpUrl ? new MailSender(deps, config.smtpUrl) : null;
     sender?.start();
-    webhooks = new WebhookSender(deps);
-    webhooks.start();
     stopMaintenance = startIdentityMaintenance(deps);
+    stopDetection = startDetectionWork(deps);
     await app.listen({ port: config.port, host: config.host });
   } catch (err) {
     // Leave nothing behind: no open database, no pid file naming a dead process.
     await app?.close().catch(() => {});
     await sender?.stop().catch(() => {});
-    await webhooks?.stop().catch(() => {});
+    await stopDetection().catch(() => {});
     await db?.close().catch(() => {});
     unlock();
     throw err;
@@ -148,7 +147,7 @@ export async function serve(config: Config, opts: { demo: boolean }): Promise<vo
     stopMaintenance();
     await app?.close();
     await sender?.stop();
-    await webhooks?.stop();
+    await stopDetection();
     await db?.close();
     unlock();
     process.exit(0);

@@ -390,7 +390,7 @@ export interface SchemaMigrationsTable {
   applied_at: Generated<Date>;
 }
 
-export type DetectionSignal = 'files_read';
+export type DetectionSignal = 'files_read' | 'privilege' | 'deletion' | 'new_device' | 'off_hours';
 export type DetectionResponse = 'alert' | 'stepup' | 'end_sessions' | 'suspend';
 
 export interface DetectionRulesTable {
@@ -520,6 +520,11 @@ export interface ProtectedFileOpeningsTable {
   opened_at: Timestamp;
 }
 
+export interface DetectionStreamCursorsTable {
+  tenant_id: string;
+  leaf_index: ColumnType<string, string | number, string | number>;
+}
+
 export interface DB {
   tenants: TenantsTable;
   facilities: FacilitiesTable;
@@ -559,5 +564,6 @@ export interface DB {
   detection_webhooks: DetectionWebhooksTable;
   detection_webhook_deliveries: DetectionWebhookDeliveriesTable;
   protected_files: ProtectedFilesTable;
+  detection_stream_cursors: DetectionStreamCursorsTable;
   protected_file_openings: ProtectedFileOpeningsTable;
 }

@@ -33,7 +33,7 @@ const DONE = ['raised', 'requested', 'approved', 'refused'] as const;
 
 const levelForm = z.object({ level: z.string().max(2).optional(), reason: z.string().max(2000).optional() });
 
-/** The security console's pages for detection: alerts, and the tenant's lockdown level. */
+/** The security console's pages for detection: alerts, the daily review of protected files, the webhook, the tenant's lockdown level. */
 export function detectionRoutes(app: FastifyInstance, deps: Deps) {
   app.get('/security/alerts', async (req, reply) => {
     if (!req.ctx.actor) throw new AppError('signInRequired');

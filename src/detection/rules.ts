@@ -51,7 +51,15 @@ export const DEFAULT_RULES: readonly DetectionRule[] = [
   { code: 'files_read.5m', signal: 'files_read', threshold: 20, windowSeconds: 300, response: 'suspend', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
   { code: 'files_read.1h', signal: 'files_read', threshold: 50, windowSeconds: 3600, response: 'suspend', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
   { code: 'files_read.1d', signal: 'files_read', threshold: 200, windowSeconds: 86400, response: 'suspend', lockdownLevel: null, exceptDeclaredBatch: true, enabled: true },
+  // Read from the audit stream after the fact (stream.ts): an alert within a second, no refusal.
+  { code: 'privilege.change', signal: 'privilege', threshold: 0, windowSeconds: 1, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
+  { code: 'deletion.staff', signal: 'deletion', threshold: 0, windowSeconds: 1, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
+  { code: 'new_device.staff', signal: 'new_device', threshold: 0, windowSeconds: 1, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
+  { code: 'off_hours.read', signal: 'off_hours', threshold: 0, windowSeconds: 3600, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
 ];
+
+/** Signals counted in the records gateway's transaction (which can refuse); the others are read from the stream. */
+export const SYNCHRONOUS_SIGNALS: ReadonlySet<DetectionSignal> = new Set<DetectionSignal>(['files_read']);
 
 /** The longest window any rule may have: hits older than this are purged. */
 export const MAX_WINDOW_SECONDS = 7 * 86400;
@@ -109,7 +117,7 @@ export function signalOf(e: Pick<AuditEventInput, 'action' | 'familyIds'>): { si
 
 const RULE_INPUT = z.object({
   code: z.string().regex(/^[a-z0-9_.-]{1,64}$/),
-  signal: z.enum(['files_read']),
+  signal: z.enum(['files_read', 'privilege', 'deletion', 'new_device', 'off_hours']),
   threshold: z.number().int().min(0).max(1_000_000),
   windowSeconds: z.number().int().min(1).max(MAX_WINDOW_SECONDS),
   response: z.enum(['alert', 'stepup', 'end_sessions', 'suspend']),

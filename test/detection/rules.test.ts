@@ -106,8 +106,9 @@ describe('files read by staff, counted in shared windows', () => {
     expect(refusals.map((e) => (e.details as { reason: string }).reason)).toEqual(['detection', 'account_suspended']);
   });
 
-  it('the defaults are the issue’s: 20 in 5 minutes, 50 an hour, 200 a day outside a declared batch', async () => {
-    expect(DEFAULT_RULES.map((r) => [r.code, r.threshold, r.windowSeconds, r.exceptDeclaredBatch])).toEqual([
+  it('the defaults are the issue’s: 20 in 5 minutes, 50 an hour, 200 a day outside a declared batch; each suspends', async () => {
+    expect(DEFAULT_RULES.filter((r) => r.signal === 'files_read').every((r) => r.response === 'suspend')).toBe(true);
+    expect(DEFAULT_RULES.filter((r) => r.signal === 'files_read').map((r) => [r.code, r.threshold, r.windowSeconds, r.exceptDeclaredBatch])).toEqual([
       ['files_read.5m', 20, 300, false],
       ['files_read.1h', 50, 3600, false],
       ['files_read.1d', 200, 86400, true],

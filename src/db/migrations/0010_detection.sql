@@ -7,7 +7,7 @@
 CREATE TABLE detection_rules (
   tenant_id uuid NOT NULL REFERENCES tenants (id),
   code text NOT NULL CHECK (code ~ '^[a-z0-9_.-]{1,64}$'),
-  signal text NOT NULL CHECK (signal IN ('files_read')),
+  signal text NOT NULL CHECK (signal IN ('files_read', 'privilege', 'deletion', 'new_device', 'off_hours')),
   threshold integer NOT NULL CHECK (threshold >= 0),
   window_seconds integer NOT NULL CHECK (window_seconds BETWEEN 1 AND 604800),
   response text NOT NULL CHECK (response IN ('alert', 'stepup', 'end_sessions', 'suspend')),
@@ -30,6 +30,13 @@ CREATE TABLE detection_hits (
   at timestamptz NOT NULL
 );
 CREATE INDEX detection_hits_window ON detection_hits (tenant_id, account_id, signal, at);
+
+-- How far each tenant's audit stream has been read by detection (src/detection/stream.ts):
+-- the Merkle leaf index, which orders events as the sealer committed them.
+CREATE TABLE detection_stream_cursors (
+  tenant_id uuid PRIMARY KEY REFERENCES tenants (id),
+  leaf_index bigint NOT NULL
+);
 
 -- A declared batch: an account may read beyond the daily volume rules that
 -- allow it (except_declared_batch), for a stated reason and a bounded time.
@@ -196,7 +203,7 @@ CREATE INDEX protected_file_openings_day ON protected_file_openings (tenant_id, 
 DO $$
 DECLARE t text;
 BEGIN
-  FOREACH t IN ARRAY ARRAY['protected_files', 'protected_file_openings', 'detection_rules', 'detection_hits', 'detection_batches', 'detection_holds',
+  FOREACH t IN ARRAY ARRAY['detection_stream_cursors', 'protected_files', 'protected_file_openings', 'detection_rules', 'detection_hits', 'detection_batches', 'detection_holds',
                            'detection_alerts', 'detection_alert_notes', 'lockdown_changes',
                            'detection_webhooks', 'detection_webhook_deliveries']
   LOOP
@@ -219,6 +226,7 @@ GRANT SELECT, INSERT ON lockdown_changes TO guichet_app;
 GRANT UPDATE (status, decided_by, decided_at) ON lockdown_changes TO guichet_app;
 GRANT UPDATE (lockdown_changed_at) ON tenants TO guichet_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON detection_webhooks TO guichet_app;
+GRANT SELECT, INSERT, UPDATE ON detection_stream_cursors TO guichet_app;
 GRANT SELECT, INSERT ON protected_files, protected_file_openings TO guichet_app;
 GRANT UPDATE (unmarked_by, unmarked_at) ON protected_files TO guichet_app;
 GRANT SELECT, INSERT ON detection_webhook_deliveries TO guichet_app;

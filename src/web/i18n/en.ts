@@ -565,6 +565,10 @@ export const en: Messages = {
       'files_read.1h': 'More than 50 files opened in an hour',
       'files_read.1d': 'More than 200 files opened in a day, outside a declared batch',
       'protected_file.open': 'A protected file opened',
+      'privilege.change': 'A privileged role requested, approved or removed',
+      'deletion.staff': 'A file deleted by staff or administration',
+      'new_device.staff': 'A staff member signed in from a new device',
+      'off_hours.read': 'Files opened outside working hours',
     },
     mailSubject: (severity: string, rule: string) => `[Guichet] Security alert (${severity}): ${rule}`,
     mailBody: (when: string, rule: string, response: string, link: string) =>

@@ -572,6 +572,10 @@ export const fr = {
       'files_read.1h': 'Plus de 50 dossiers ouverts en une heure',
       'files_read.1d': 'Plus de 200 dossiers ouverts en une journée, hors lot déclaré',
       'protected_file.open': 'Ouverture d’un dossier protégé',
+      'privilege.change': 'Demande, approbation ou retrait d’un rôle privilégié',
+      'deletion.staff': 'Dossier supprimé par le personnel ou l’administration',
+      'new_device.staff': 'Connexion d’un membre du personnel depuis un nouvel appareil',
+      'off_hours.read': 'Dossiers ouverts en dehors des heures de travail',
     } as Record<string, string>,
     mailSubject: (severity: string, rule: string) => `[Guichet] Alerte de sécurité (${severity})${nb}: ${rule}`,
     mailBody: (when: string, rule: string, response: string, link: string) =>
