@@ -8,6 +8,7 @@ import { originOf } from '../context.ts';
 import type { Trx } from '../db/connection.ts';
 import { inTenant } from '../db/tenant.ts';
 import { AppError, ValidationError } from '../errors.ts';
+import { requireRecentAuth } from '../identity/stepup.ts';
 import { originFields } from '../tenants/service.ts';
 import { enqueueWebhook } from './webhook.ts';
 import { enqueueMail } from '../mail/outbox.ts';
@@ -315,7 +316,7 @@ export async function readAlert(deps: Deps, ctx: Ctx, id: string): Promise<{ ale
   );
 }
 
-export type AlertUpdate = { kind: 'acknowledge' } | { kind: 'close' } | { kind: 'reopen' } | { kind: 'assign'; accountId: string } | { kind: 'note'; body: string };
+export type AlertUpdate = { kind: 'acknowledge' } | { kind: 'close' } | { kind: 'reopen' } | { kind: 'assign'; accountId: string } | { kind: 'note'; body: string } | { kind: 'reinstate' };
 
 /** Acknowledge, close, reopen, assign to an officer, or add a note; each one an audit event. */
 export async function updateAlert(deps: Deps, ctx: Ctx, id: string, u: AlertUpdate): Promise<void> {
@@ -326,11 +327,13 @@ export async function updateAlert(deps: Deps, ctx: Ctx, id: string, u: AlertUpda
     if (!body || body.length > 2000 || /\u0000/.test(body)) throw new ValidationError({ note: 'noteRequired' });
     u = { kind: 'note', body };
   }
+  // Giving a suspended account back is a sensitive action: a fresh authentication.
+  if (u.kind === 'reinstate') requireRecentAuth(ctx);
   await inTenant(
     deps.db.db,
     ctx.tenant.id,
     async (trx) => {
-      const a = await trx.selectFrom('detection_alerts').select(['id', 'status']).where('id', '=', id).forUpdate().executeTakeFirst();
+      const a = await trx.selectFrom('detection_alerts').select(['id', 'status', 'subject_account_id']).where('id', '=', id).forUpdate().executeTakeFirst();
       if (!a) throw new AppError('notFound');
       const details: Record<string, string> = { change: u.kind };
       switch (u.kind) {
@@ -353,6 +356,15 @@ export async function updateAlert(deps: Deps, ctx: Ctx, id: string, u: AlertUpda
         case 'note':
           await trx.insertInto('detection_alert_notes').values({ tenant_id: ctx.tenant.id, alert_id: id, author_account_id: me, body: u.body, created_at: ctx.now }).execute();
           break;
+        case 'reinstate': {
+          // The account comes back with empty windows: its old reads would otherwise suspend it again at the next one.
+          const subject = a.subject_account_id;
+          const done = subject ? await trx.updateTable('accounts').set({ status: 'active' }).where('id', '=', subject).where('status', '=', 'suspended').returning('id').execute() : [];
+          if (!done.length) throw new AppError('notFound');
+          await trx.deleteFrom('detection_hits').where('account_id', '=', subject!).execute();
+          details.account = subject!;
+          break;
+        }
       }
       await appendAudit(trx, ctx.tenant.id, { action: 'detection.alert.update', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'alert', targetIds: [id], details }, ctx.now);
     },

@@ -27,7 +27,7 @@ function alertsQuery(q: Record<string, unknown>) {
   return { status, severity, mine, page };
 }
 
-const UPDATES = ['acknowledge', 'close', 'reopen', 'assign', 'note'] as const;
+const UPDATES = ['acknowledge', 'close', 'reopen', 'assign', 'note', 'reinstate'] as const;
 
 const DONE = ['raised', 'requested', 'approved', 'refused'] as const;
 
@@ -320,6 +320,7 @@ export function detectionRoutes(app: FastifyInstance, deps: Deps) {
         <div class="actions">
           {alert.status === 'open' && action('acknowledge', a.acknowledge)}
           {alert.status !== 'closed' ? action('close', a.close, true) : action('reopen', a.reopen, true)}
+          {alert.subjectStatus === 'suspended' && action('reinstate', a.reinstate, true)}
         </div>
         <form method="post" action={`/security/alerts/${alert.id}/assign`}>
           <Csrf env={env} />

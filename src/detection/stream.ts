@@ -4,7 +4,7 @@ import type { Trx } from '../db/connection.ts';
 import type { DetectionSignal } from '../db/schema.ts';
 import { inTenant } from '../db/tenant.ts';
 import { createAlert } from './alerts.ts';
-import { checkWindows, record } from './counters.ts';
+import { checkWindows, purgeHits, record } from './counters.ts';
 import { rulesFor, SYNCHRONOUS_SIGNALS } from './rules.ts';
 import { WebhookSender } from './webhook.ts';
 
@@ -168,12 +168,19 @@ export function tenantBaseUrl(deps: Deps): (hosts: readonly string[]) => string 
  * The background work of detection on one instance — the audit stream reader
  * and the webhook sender — as `guichet serve` runs it. Returns its stop.
  */
-export function startDetectionWork(deps: Deps): () => Promise<void> {
+export function startDetectionWork(deps: Deps, purgeEveryMs = 3600_000): () => Promise<void> {
   const stream = new DetectionStream(deps, tenantBaseUrl(deps));
   const webhooks = new WebhookSender(deps);
   stream.start();
   webhooks.start();
+  const purge = setInterval(() => {
+    void (async () => {
+      for (const t of await deps.tenants.all()) await inTenant(deps.db.db, t.id, (trx) => purgeHits(trx, deps.clock()));
+    })().catch((err) => deps.log.error({ err }, 'detection: purge of old counts failed'));
+  }, purgeEveryMs);
+  purge.unref();
   return async () => {
+    clearInterval(purge);
     await stream.stop();
     await webhooks.stop();
   };

@@ -162,9 +162,19 @@ describe('an alert, from the read that crossed the threshold to the people who a
     expect((await second.signIn('securite2@exemple.test', PASSWORD)).status).toBe(303);
     expect(textOf((await second.get('/security/alerts?mine=on')).body)).toContain('1 alerte');
 
+    // Once the facts are established, an officer reinstates the account: it signs in and reads again, its counters from zero.
+    const closed = await officer.get(`/security/alerts/${alertId}`);
+    expect(textOf(closed.body)).toContain('Rétablir le compte suspendu');
+    expect((await officer.post(`/security/alerts/${alertId}/reinstate`)).status).toBe(303);
+    expect(textOf((await officer.get(`/security/alerts/${alertId}?done=reinstate`)).body)).toContain('Le compte est rétabli');
+    expect((await officer.post(`/security/alerts/${alertId}/reinstate`)).status).toBe(404);
+    const back = new Client(t.app, host);
+    expect((await back.signIn('intrus@exemple.test', PASSWORD)).status).toBe(303);
+    expect((await back.get(`/staff/facilities/${facility}/candidates`)).status).toBe(200);
+
     // Everything the console did is in the log.
-    const updates = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['details']).where('action', '=', 'detection.alert.update').orderBy('seq').execute());
-    expect(updates.map((u) => (u.details as { change: string }).change)).toEqual(['acknowledge', 'assign', 'note', 'close']);
+    const updates = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['details', 'outcome']).where('action', '=', 'detection.alert.update').where('outcome', '=', 'success').orderBy('seq').execute());
+    expect(updates.map((u) => (u.details as { change: string }).change)).toEqual(['acknowledge', 'assign', 'note', 'close', 'reinstate']);
 
     // Nobody but a security officer reaches the console.
     const parentClient = new Client(t.app, host);

@@ -665,6 +665,7 @@ export const en: Messages = {
       acknowledge: 'Take in charge',
       close: 'Close the alert',
       reopen: 'Reopen the alert',
+      reinstate: 'Reinstate the suspended account',
       assignTitle: 'Assign',
       assignee: 'Security officer',
       assign: 'Assign',
@@ -697,7 +698,7 @@ export const en: Messages = {
       colAttempts: 'Attempts',
       colLastError: 'Last error',
       notDelivered: 'Not yet',
-      done: { acknowledge: 'The alert is taken in charge.', close: 'The alert is closed.', reopen: 'The alert is reopened.', assign: 'The alert is assigned.', note: 'The note is added.' },
+      done: { acknowledge: 'The alert is taken in charge.', close: 'The alert is closed.', reopen: 'The alert is reopened.', assign: 'The alert is assigned.', note: 'The note is added.', reinstate: 'The account is reinstated; its counters start again from zero.' },
     },
   },
 };

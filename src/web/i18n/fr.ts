@@ -672,6 +672,7 @@ export const fr = {
       acknowledge: 'Prendre en charge',
       close: 'Fermer l’alerte',
       reopen: 'Rouvrir l’alerte',
+      reinstate: 'Rétablir le compte suspendu',
       assignTitle: 'Assigner',
       assignee: 'Personne responsable de la sécurité',
       assign: 'Assigner',
@@ -704,7 +705,7 @@ export const fr = {
       colAttempts: 'Tentatives',
       colLastError: 'Dernière erreur',
       notDelivered: 'Pas encore',
-      done: { acknowledge: 'L’alerte est prise en charge.', close: 'L’alerte est fermée.', reopen: 'L’alerte est rouverte.', assign: 'L’alerte est assignée.', note: 'La note est ajoutée.' },
+      done: { acknowledge: 'L’alerte est prise en charge.', close: 'L’alerte est fermée.', reopen: 'L’alerte est rouverte.', assign: 'L’alerte est assignée.', note: 'La note est ajoutée.', reinstate: 'Le compte est rétabli ; ses compteurs repartent de zéro.' },
     },
   },
 } as const;
