@@ -8,6 +8,7 @@ import { pageEnv, sendPage } from '../web/render.tsx';
 import { ALERT_STATUSES, ALERTS_PAGE_SIZE, listAlerts, readAlert, responseKey, SEVERITIES, updateAlert, type AlertStatus, type Severity } from './alerts.ts';
 import { setWebhook, webhookSettings } from './webhook.ts';
 import { protectedReview } from './protected.ts';
+import { listRules, saveRule } from './rules.ts';
 import { decideLockdownLower, lockdownState, MAX_LEVEL, raiseLockdown, requestLockdownLower, type LockdownChangeView } from './lockdown.ts';
 import type { PageEnv } from '../web/components.tsx';
 import { Pagination } from '../web/components.tsx';
@@ -64,6 +65,9 @@ export function detectionRoutes(app: FastifyInstance, deps: Deps) {
           </li>
           <li>
             <a href="/security/protected">{env.m.detection.protected.link}</a>
+          </li>
+          <li>
+            <a href="/security/rules">{env.m.detection.rulesPage.link}</a>
           </li>
         </ul>
         <form method="get" action="/security/alerts" class="filters">
@@ -123,6 +127,112 @@ export function detectionRoutes(app: FastifyInstance, deps: Deps) {
         <Pagination env={env} page={f.page} pages={pages} href={qs} />
       </Page>,
     );
+  });
+
+  async function rulesPage(req: FastifyRequest, reply: FastifyReply, errors?: FieldErrors) {
+    const rules = await listRules(deps, req.ctx);
+    const env = pageEnv(req, reply);
+    const r = env.m.detection.rulesPage;
+    const saved = (req.query as Record<string, unknown>)?.saved === '1';
+    const yesNo = (b: boolean) => (b ? r.yes : r.no);
+    return sendPage(
+      reply,
+      <Page env={env} title={r.title} hasErrors={!!errors}>
+        <p>
+          <a href="/security/alerts" class="back-link">
+            {env.m.detection.alerts.back}
+          </a>
+        </p>
+        <ErrorSummary env={env} errors={errors} />
+        <h1>{r.title}</h1>
+        <p class="lead">{r.lead}</p>
+        {saved && <Notice>{r.saved}</Notice>}
+        <div class="table-wrap">
+          <table>
+            <caption class="visually-hidden">{r.title}</caption>
+            <thead>
+              <tr>
+                <th scope="col">{r.colRule}</th>
+                <th scope="col">{r.colSignal}</th>
+                <th scope="col" class="num">
+                  {r.colThreshold}
+                </th>
+                <th scope="col" class="num">
+                  {r.colWindow}
+                </th>
+                <th scope="col">{r.colResponse}</th>
+                <th scope="col">{r.colLockdown}</th>
+                <th scope="col">{r.colBatch}</th>
+                <th scope="col">{r.colEnabled}</th>
+              </tr>
+            </thead>
+            <tbody>
+              {rules.map((x) => (
+                <tr>
+                  <td>
+                    {ruleLabel(env, x.code)} <code>{x.code}</code>
+                  </td>
+                  <td>{r.signals[x.signal] ?? x.signal}</td>
+                  <td class="num">{x.threshold}</td>
+                  <td class="num">{x.windowSeconds}</td>
+                  <td>{env.m.detection.responses[responseKey(x.response)]}</td>
+                  <td>{x.lockdownLevel ?? r.none}</td>
+                  <td>{yesNo(x.exceptDeclaredBatch)}</td>
+                  <td>{yesNo(x.enabled)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+        <form method="post" action="/security/rules" novalidate>
+          <Csrf env={env} />
+          <h2>{r.changeTitle}</h2>
+          <Select env={env} name="code" label={r.code} options={rules.map((x) => ({ value: x.code, label: `${ruleLabel(env, x.code)} (${x.code})` }))} errors={errors} />
+          <TextField env={env} name="threshold" label={r.threshold} width="short" errors={errors} />
+          <TextField env={env} name="windowSeconds" label={r.window} width="short" errors={errors} />
+          <Select env={env} name="response" label={r.response} options={(['alert', 'stepup', 'end_sessions', 'suspend'] as const).map((x) => ({ value: x, label: env.m.detection.responses[x] }))} errors={errors} />
+          <Select env={env} name="lockdownLevel" label={r.lockdown} options={[{ value: '', label: r.none }, ...[1, 2, 3, 4].map((n) => ({ value: String(n), label: env.m.detection.lockdown.levelOption(n) }))]} errors={errors} />
+          <Checkbox name="exceptDeclaredBatch" label={r.batch} />
+          <Checkbox name="enabled" label={r.enabled} checked />
+          <button type="submit" class="button">
+            {r.save}
+          </button>
+        </form>
+      </Page>,
+      errors ? 400 : 200,
+    );
+  }
+
+  app.get('/security/rules', async (req, reply) => {
+    if (!req.ctx.actor) throw new AppError('signInRequired');
+    return rulesPage(req, reply);
+  });
+
+  app.post('/security/rules', async (req, reply) => {
+    if (!req.ctx.actor) throw new AppError('signInRequired');
+    const b = (req.body ?? {}) as Record<string, unknown>;
+    const str = (k: string) => (typeof b[k] === 'string' ? (b[k] as string).trim() : '');
+    const current = (await listRules(deps, req.ctx)).find((x) => x.code === str('code'));
+    const int = (k: string) => (/^\d{1,7}$/.test(str(k)) ? Number(str(k)) : Number.NaN);
+    try {
+      if (!current) throw new ValidationError({ code: 'invalidValue' });
+      if (Number.isNaN(int('threshold'))) throw new ValidationError({ threshold: 'invalidValue' });
+      if (Number.isNaN(int('windowSeconds'))) throw new ValidationError({ windowSeconds: 'invalidValue' });
+      await saveRule(deps, req.ctx, {
+        code: current.code,
+        signal: current.signal,
+        threshold: int('threshold'),
+        windowSeconds: int('windowSeconds'),
+        response: str('response') as never,
+        lockdownLevel: str('lockdownLevel') ? Number(str('lockdownLevel')) : null,
+        exceptDeclaredBatch: b.exceptDeclaredBatch === 'on',
+        enabled: b.enabled === 'on',
+      });
+    } catch (err) {
+      if (err instanceof ValidationError) return rulesPage(req, reply, err.fields.rule ? { threshold: 'invalidValue' } : err.fields);
+      throw err;
+    }
+    return reply.redirect('/security/rules?saved=1', 303);
   });
 
   app.get('/security/protected', async (req, reply) => {

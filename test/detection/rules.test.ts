@@ -13,7 +13,9 @@ import { StepUpRequired } from '../../src/identity/stepup.ts';
 import * as records from '../../src/records/gateway.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { addMonths, today } from '../../src/waitlist/dates.ts';
-import { createAdmin, createParent, ctxFor, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
+import { createAdmin, createParent, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
+import { Client, textOf } from '../helpers/client.ts';
+import { enrolTotp } from '../helpers/factors.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 import { actorOf, createAccount, grantRole } from '../records/people.ts';
 
@@ -192,5 +194,25 @@ describe('rules as data, per tenant', () => {
     await expect(saveRule(t.deps, ctxFor(t, w.tenant, w.officer), { ...rule, response: 'erase' as never })).rejects.toMatchObject({ kind: 'badRequest' });
     const stored = await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('detection_rules').selectAll().execute());
     expect(stored).toHaveLength(0);
+  });
+
+  it('a security officer reads and changes the tenant’s rules on the console', async () => {
+    const w = await world();
+    await enrolTotp(t.deps, w.tenant, w.officer.accountId, w.officer.email);
+    const c = new Client(t.app, w.tenant.hosts[0]!);
+    expect((await c.signIn(w.officer.email, PASSWORD)).status).toBe(303);
+    const page = await c.get('/security/rules');
+    expect(page.status).toBe(200);
+    expect(textOf(page.body)).toContain('Plus de 20 dossiers ouverts en 5 minutes');
+    expect(textOf(page.body)).toContain('Dossiers ouverts en dehors des heures de travail');
+    const bad = await c.post('/security/rules', { code: 'files_read.5m', threshold: 'dix', windowSeconds: '300', response: 'suspend', lockdownLevel: '', enabled: 'on' });
+    expect(bad.status).toBe(400);
+    expect(textOf(bad.body)).toContain('Il y a un problème');
+    await c.get('/security/rules');
+    expect((await c.post('/security/rules', { code: 'files_read.5m', threshold: '10', windowSeconds: '300', response: 'stepup', lockdownLevel: '', enabled: 'on' })).status).toBe(303);
+    expect(textOf((await c.get('/security/rules?saved=1')).body)).toContain('La règle est enregistrée.');
+    const rules = await listRules(t.deps, ctxFor(t, w.tenant, w.officer));
+    expect(rules.find((r) => r.code === 'files_read.5m')).toMatchObject({ threshold: 10, response: 'stepup', custom: true, enabled: true });
+    expect((await readsUntilRefused(w.tenant, w.operator, w.child)).served).toBe(10);
   });
 });
