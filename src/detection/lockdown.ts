@@ -129,17 +129,22 @@ function validLevel(level: unknown): number {
   return n;
 }
 
-/** One security officer raises the tenant's level; it applies at once. */
-export async function raiseLockdown(deps: Deps, ctx: Ctx, rawLevel: unknown, rawReason: unknown): Promise<void> {
+/**
+ * One security officer raises the tenant's level; it applies at once.
+ * `check` validates and answers from and to without changing anything (the
+ * confirmation page that names the consequence).
+ */
+export async function raiseLockdown(deps: Deps, ctx: Ctx, rawLevel: unknown, rawReason: unknown, opts: { check?: boolean } = {}): Promise<{ from: number; to: number; reason: string }> {
   const actor = await requireOfficer(deps, ctx, 'detection.lockdown.raise', 'detection.lockdown.raise');
   const level = validLevel(rawLevel);
   const reason = validReason(rawReason);
-  await inTenant(
+  return inTenant(
     deps.db.db,
     ctx.tenant.id,
     async (trx) => {
       const from = await currentLevel(trx, ctx.tenant.id);
       if (level <= from) throw new ValidationError({ level: 'levelNotHigher' });
+      if (opts.check) return { from, to: level, reason };
       await setLevel(trx, ctx.tenant.id, level, ctx.now);
       const { id } = await trx
         .insertInto('lockdown_changes')
@@ -147,10 +152,11 @@ export async function raiseLockdown(deps: Deps, ctx: Ctx, rawLevel: unknown, raw
         .returning('id')
         .executeTakeFirstOrThrow();
       await appendAudit(trx, ctx.tenant.id, { action: 'detection.lockdown.raise', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'tenant', targetIds: [ctx.tenant.id, id], details: { from, to: level } }, ctx.now);
+      deps.tenants.invalidate();
+      return { from, to: level, reason };
     },
     actor.accountId,
   );
-  deps.tenants.invalidate();
 }
 
 /** An officer asks to lower the level; nothing changes until a different officer approves. */

@@ -32,7 +32,7 @@ const UPDATES = ['acknowledge', 'close', 'reopen', 'assign', 'note', 'reinstate'
 
 const DONE = ['raised', 'requested', 'approved', 'refused'] as const;
 
-const levelForm = z.object({ level: z.string().max(2).optional(), reason: z.string().max(2000).optional() });
+const levelForm = z.object({ level: z.string().max(2).optional(), reason: z.string().max(2000).optional(), confirm: z.string().max(8).optional() });
 
 /** The security console's pages for detection: alerts, the daily review of protected files, the webhook, the tenant's lockdown level. */
 export function detectionRoutes(app: FastifyInstance, deps: Deps) {
@@ -689,6 +689,32 @@ export function detectionRoutes(app: FastifyInstance, deps: Deps) {
       const values = body.success ? body.data : {};
       const level = values.level === undefined || values.level === '' ? Number.NaN : Number(values.level);
       try {
+        if (which === 'raise' && values.confirm !== 'yes') {
+          // A dangerous action: its own page, naming the consequence, before anything changes.
+          const c = await raiseLockdown(deps, req.ctx, level, values.reason, { check: true });
+          const env = pageEnv(req, reply);
+          const l = env.m.detection.lockdown;
+          return sendPage(
+            reply,
+            <Page env={env} title={l.confirmTitle(c.to)}>
+              <h1>{l.confirmTitle(c.to)}</h1>
+              <p class="lead">{l.levels[c.to]}</p>
+              <p>{l.confirmLead(c.from, c.to)}</p>
+              <form method="post" action="/security/lockdown/raise">
+                <Csrf env={env} />
+                <input type="hidden" name="level" value={String(c.to)} />
+                <input type="hidden" name="reason" value={c.reason} />
+                <input type="hidden" name="confirm" value="yes" />
+                <button type="submit" class="button button--warning">
+                  {l.confirmButton(c.to)}
+                </button>
+              </form>
+              <p>
+                <a href="/security/lockdown">{l.cancel}</a>
+              </p>
+            </Page>,
+          );
+        }
         if (which === 'raise') await raiseLockdown(deps, req.ctx, level, values.reason);
         else await requestLockdownLower(deps, req.ctx, level, values.reason);
       } catch (err) {

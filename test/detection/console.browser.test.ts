@@ -131,6 +131,11 @@ describe('the security console', () => {
     expect(await page.title()).toMatch(/^Erreur/);
     await check(page, 'lockdown page with an error');
     await shot(page, '22-security-lockdown');
+    await page.getByLabel('Raison').first().fill('Lecture massive par un compte d’opération');
+    expect(await follow(page, () => page.getByRole('button', { name: 'Élever le niveau maintenant' }).click())).toBe(200);
+    await check(page, 'lockdown confirmation page');
+    expect(await page.locator('h1').innerText()).toBe('Élever le verrouillage au niveau 1\u202f?');
+    expect(await follow(page, () => page.getByRole('link', { name: 'Non, revenir au niveau de verrouillage' }).click())).toBe(200);
 
     // The webhook page.
     expect(await follow(page, () => page.goto(`${base}/security/alerts/webhook`))).toBe(200);

@@ -148,7 +148,13 @@ describe('what each level closes, in one tenant only', () => {
     const bad = await officer.post('/security/lockdown/raise', { level: '3', reason: '' });
     expect(bad.status).toBe(400);
     expect(textOf(bad.body)).toContain('Expliquez la raison');
-    expect((await officer.post('/security/lockdown/raise', { level: '3', reason: 'Fuite soupçonnée' })).status).toBe(303);
+    // A confirmation page names the consequence first; nothing changes until it is confirmed.
+    const confirm = await officer.post('/security/lockdown/raise', { level: '3', reason: 'Fuite soupçonnée' });
+    expect(confirm.status).toBe(200);
+    expect(textOf(confirm.body)).toContain('Élever le verrouillage au niveau 3 ?');
+    expect(textOf(confirm.body)).toContain('Le niveau passera de 0 à 3 dès maintenant');
+    expect(await level(locked.tenant)).toBe(0);
+    expect((await officer.post('/security/lockdown/raise', { level: '3', reason: 'Fuite soupçonnée', confirm: 'yes' })).status).toBe(303);
     expect(await level(locked.tenant)).toBe(3);
 
     await journey(other);
