@@ -630,7 +630,7 @@ export const fr = {
     },
     rulesPage: {
       title: 'Règles de détection',
-      lead: 'Les règles de ce programme : les règles par défaut, telles que vous les avez changées. Une règle est franchie quand le total de la fenêtre dépasse le seuil.',
+      lead: `Les règles de ce programme${nb}: les règles par défaut, telles que vous les avez changées. Une règle est franchie quand le total de la fenêtre dépasse le seuil.`,
       link: 'Règles de détection',
       colRule: 'Règle',
       colSignal: 'Signal',
@@ -656,9 +656,9 @@ export const fr = {
       signals: { files_read: 'Dossiers ouverts', privilege: 'Rôles privilégiés', deletion: 'Suppressions', new_device: 'Nouvel appareil', off_hours: 'Hors des heures de travail' } as Record<string, string>,
     },
     protected: {
-      reasonRequired: 'Ce dossier est protégé. Indiquez la raison pour laquelle vous l’ouvrez : elle sera conservée et examinée par l’équipe de sécurité.',
+      reasonRequired: `Ce dossier est protégé. Indiquez la raison pour laquelle vous l’ouvrez${nb}: elle sera conservée et examinée par l’équipe de sécurité.`,
       title: 'Dossiers protégés ouverts',
-      lead: 'La revue quotidienne : chaque ouverture d’un dossier protégé, par qui, quand et pour quelle raison.',
+      lead: `La revue quotidienne${nb}: chaque ouverture d’un dossier protégé, par qui, quand et pour quelle raison.`,
       link: 'Revue quotidienne des dossiers protégés',
       day: 'Jour',
       show: 'Afficher',
@@ -736,7 +736,7 @@ export const fr = {
       colAttempts: 'Tentatives',
       colLastError: 'Dernière erreur',
       notDelivered: 'Pas encore',
-      done: { acknowledge: 'L’alerte est prise en charge.', close: 'L’alerte est fermée.', reopen: 'L’alerte est rouverte.', assign: 'L’alerte est assignée.', note: 'La note est ajoutée.', reinstate: 'Le compte est rétabli ; ses compteurs repartent de zéro.' },
+      done: { acknowledge: 'L’alerte est prise en charge.', close: 'L’alerte est fermée.', reopen: 'L’alerte est rouverte.', assign: 'L’alerte est assignée.', note: 'La note est ajoutée.', reinstate: `Le compte est rétabli${nb}; ses compteurs repartent de zéro.` },
     },
   },
 } as const;
