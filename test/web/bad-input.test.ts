@@ -219,6 +219,16 @@ const SPECS: RouteSpec[] = [
   { route: '/admin/grants/:id/approve', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
   { route: '/admin/grants/:id/refuse', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
   { route: '/admin/memberships/:id/revoke', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
+  // The security console (src/detection): the administrator is not a security officer, and every bad request is a 4xx all the same.
+  ...(['acknowledge', 'close', 'reopen', 'reinstate'] as const).map((k): RouteSpec => ({ route: `/security/alerts/:id/${k}`, who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true })),
+  { route: '/security/alerts/:id/assign', who: 'admin', params: { id: () => randomUUID() }, base: () => ({ assignee: randomUUID() }), text: ['assignee'] },
+  { route: '/security/alerts/:id/note', who: 'admin', params: { id: () => randomUUID() }, base: () => ({ note: 'Constat' }), text: ['note'] },
+  { route: '/security/alerts/webhook', who: 'admin', base: () => ({ url: 'https://exemple.test/alertes' }), text: ['url'] },
+  { route: '/security/lockdown/raise', who: 'admin', base: () => ({ level: '1', reason: 'Lecture massive' }), text: ['level', 'reason'] },
+  { route: '/security/lockdown/lower', who: 'admin', base: () => ({ level: '0', reason: 'Rétabli' }), text: ['level', 'reason'] },
+  { route: '/security/lockdown/changes/:id/approve', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
+  { route: '/security/lockdown/changes/:id/refuse', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
+  { route: '/security/rules', who: 'admin', base: () => ({ code: 'files_read.5m', threshold: '10', windowSeconds: '300', response: 'alert', lockdownLevel: '', enabled: 'on' }), text: ['code', 'threshold', 'windowSeconds', 'response', 'lockdownLevel'] },
   // A grant request is refused at the first spoiled field, before any step-up.
   { route: '/grants/new', who: 'admin', base: (fx) => ({ email: fx.parentEmail, role: 'security_officer', facilityId: '', reason: 'Remplacement', durationMinutes: '240' }), text: ['email', 'role', 'reason', 'durationMinutes'] },
   { route: '/signin/second-factor', who: 'anonymous', base: () => ({ code: '123456', return: '/account' }), text: ['code', 'return'] },
