@@ -11,7 +11,15 @@ export type ErrorKind =
   | 'unsupportedType'
   | 'tooMany'
   /** A newly granted role during its cooling-off period (src/access/decide.ts). */
-  | 'coolingOff';
+  | 'coolingOff'
+  /** The tenant's lockdown closes personal data (level 3) or the whole service (level 4). */
+  | 'closed'
+  /** The tenant's lockdown makes staff read-only (level 2). */
+  | 'readOnly'
+  /** The tenant's lockdown level 4: the maintenance page. */
+  | 'maintenance'
+  /** A protected file opens only with a stated reason. */
+  | 'reasonRequired';
 
 const STATUS: Record<ErrorKind, number> = {
   notFound: 404,
@@ -24,6 +32,10 @@ const STATUS: Record<ErrorKind, number> = {
   unsupportedType: 415,
   tooMany: 429,
   coolingOff: 403,
+  closed: 503,
+  readOnly: 403,
+  maintenance: 503,
+  reasonRequired: 403,
 };
 
 /**

@@ -6,6 +6,8 @@ import type { Config } from './config/config.ts';
 import type { Deps } from './context.ts';
 import { loadKeyProvider } from './crypto/keys.ts';
 import { openDatabase, type Database } from './db/connection.ts';
+import { detectionRoutes } from './detection/routes.tsx';
+import { startDetectionWork } from './detection/stream.ts';
 import { directoryRoutes } from './directory/routes.tsx';
 import { startIdentityMaintenance } from './identity/maintenance.ts';
 import { factorRoutes } from './identity/factors/routes.tsx';
@@ -27,7 +29,7 @@ import { homeRoutes } from './web/pages.tsx';
 import { oidcRoutes } from './oidc/routes.tsx';
 import { oidcAdminRoutes } from './oidc/admin-routes.tsx';
 
-export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, grantRoutes, factorResetRoutes, breakGlassRoutes, waitlistRoutes, demoMailRoutes, factorRoutes, auditRoutes, fileConsoleRoutes, oidcRoutes, oidcAdminRoutes, privacyRoutes, securityPrivacyRoutes];
+export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, grantRoutes, factorResetRoutes, breakGlassRoutes, waitlistRoutes, demoMailRoutes, factorRoutes, auditRoutes, fileConsoleRoutes, oidcRoutes, oidcAdminRoutes, privacyRoutes, securityPrivacyRoutes, detectionRoutes];
 
 /** Tokens travel in links (verification, invitations): never let one reach the logs. */
 export function redactUrl(url: string): string {
@@ -123,6 +125,7 @@ export async function serve(config: Config, opts: { demo: boolean }): Promise<vo
   let sender: MailSender | null = null;
   let stopMaintenance = () => {};
   let stopRetention = () => {};
+  let stopDetection = async () => {};
   try {
     db = await openFromConfig(config, log);
     const deps = makeDeps(config, db, log);
@@ -136,12 +139,14 @@ export async function serve(config: Config, opts: { demo: boolean }): Promise<vo
     stopMaintenance = startIdentityMaintenance(deps);
     // Read at start like the rest of the configuration: a bad value stops the start, naming the variable.
     stopRetention = startRetentionSchedule(deps, retentionHour(process.env));
+    stopDetection = startDetectionWork(deps);
     await app.listen({ port: config.port, host: config.host });
   } catch (err) {
     stopRetention();
     // Leave nothing behind: no open database, no pid file naming a dead process.
     await app?.close().catch(() => {});
     await sender?.stop().catch(() => {});
+    await stopDetection().catch(() => {});
     await db?.close().catch(() => {});
     unlock();
     throw err;
@@ -155,6 +160,7 @@ export async function serve(config: Config, opts: { demo: boolean }): Promise<vo
     stopRetention();
     await app?.close();
     await sender?.stop();
+    await stopDetection();
     await db?.close();
     unlock();
     process.exit(0);

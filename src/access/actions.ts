@@ -92,6 +92,22 @@ export const ACTIONS = {
   'incident.write': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
   /** What the retention job will purge next. */
   'retention.preview': [{ who: 'role', role: 'program_operator', scope: 'tenant' }, { who: 'role', role: 'tenant_admin', scope: 'tenant' }],
+  /** The security console's alerts: list, read, acknowledge, assign, annotate. */
+  'detection.alert.list': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
+  'detection.alert.update': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
+  /** Change the tenant's detection rules; declare a batch that lets an account read beyond the daily volume. */
+  'detection.rules.update': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
+  'detection.batch.declare': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
+  /** Where the tenant's alerts are sent as signed webhooks. */
+  'detection.webhook.update': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
+  /** Mark a child file as protected (a public figure, a staff member's child), or remove the mark. */
+  'records.childFile.protect': [{ who: 'role', role: 'program_operator', scope: 'tenant' }, { who: 'role', role: 'tenant_admin', scope: 'tenant' }],
+  /** The daily review of protected files opened, with the reasons given. */
+  'detection.protected.review': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
+  /** Raise the tenant's lockdown level: one security officer. */
+  'detection.lockdown.raise': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
+  /** Ask to lower it, or approve another officer's request: two different security officers. */
+  'detection.lockdown.lower': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
 } as const satisfies Record<string, readonly Rule[]>;
 
 export type Action = keyof typeof ACTIONS;

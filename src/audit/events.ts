@@ -104,6 +104,22 @@ export const AUDIT_ACTIONS = [
   'retention.preview',
   'retention.run',
   'records.account.purge',
+  // detection and response, lockdown (src/detection)
+  'detection.alert',
+  'detection.response',
+  'detection.alert.list',
+  'detection.alert.read',
+  'detection.alert.update',
+  'detection.rules.update',
+  'detection.batch.declare',
+  'detection.webhook.update',
+  'records.childFile.protect',
+  'records.childFile.unprotect',
+  'detection.protected.review',
+  'detection.lockdown.raise',
+  'detection.lockdown.lower.request',
+  'detection.lockdown.lower.approve',
+  'detection.lockdown.lower.refuse',
 ] as const;
 
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];

@@ -13,6 +13,7 @@ export interface TenantsTable {
   hosts: string[];
   rules: ColumnType<TenantRulesJson, string, string>;
   lockdown_level: Generated<number>;
+  lockdown_changed_at: Generated<Date | null>;
   created_at: Generated<Date>;
 }
 
@@ -502,6 +503,141 @@ export interface SchemaMigrationsTable {
   applied_at: Generated<Date>;
 }
 
+export type DetectionSignal = 'files_read' | 'privilege' | 'deletion' | 'new_device' | 'off_hours';
+export type DetectionResponse = 'alert' | 'stepup' | 'end_sessions' | 'suspend';
+
+export interface DetectionRulesTable {
+  tenant_id: string;
+  code: string;
+  signal: DetectionSignal;
+  threshold: number;
+  window_seconds: number;
+  response: DetectionResponse;
+  lockdown_level: number | null;
+  except_declared_batch: Generated<boolean>;
+  enabled: Generated<boolean>;
+  updated_at: Timestamp;
+  updated_by: string | null;
+}
+
+export interface DetectionHitsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  account_id: string;
+  signal: string;
+  weight: number;
+  at: Timestamp;
+}
+
+export interface DetectionBatchesTable {
+  id: Generated<string>;
+  tenant_id: string;
+  account_id: string;
+  reason: string;
+  starts_at: Timestamp;
+  ends_at: Timestamp;
+  declared_by: string;
+  created_at: Timestamp;
+}
+
+export interface DetectionHoldsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  account_id: string;
+  kind: 'stepup';
+  rule_code: string;
+  since: Timestamp;
+}
+
+export interface DetectionAlertsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  rule_code: string;
+  signal: string;
+  severity: 'low' | 'high' | 'critical';
+  subject_account_id: string | null;
+  response: string;
+  lockdown_level: number | null;
+  event_ids: string[];
+  details: ColumnType<Record<string, unknown>, string, string>;
+  status: Generated<'open' | 'acknowledged' | 'closed'>;
+  assigned_to: string | null;
+  acknowledged_by: string | null;
+  acknowledged_at: Timestamp | null;
+  created_at: Timestamp;
+}
+
+export interface DetectionAlertNotesTable {
+  id: Generated<string>;
+  tenant_id: string;
+  alert_id: string;
+  author_account_id: string;
+  body: string;
+  created_at: Timestamp;
+}
+
+export interface LockdownChangesTable {
+  id: Generated<string>;
+  tenant_id: string;
+  from_level: number;
+  to_level: number;
+  reason: string;
+  requested_by: string | null;
+  requested_at: Timestamp;
+  status: 'pending' | 'applied' | 'refused' | 'superseded';
+  decided_by: string | null;
+  decided_at: Timestamp | null;
+}
+
+export interface DetectionWebhooksTable {
+  tenant_id: string;
+  url: string;
+  updated_at: Timestamp;
+  updated_by: string;
+}
+
+export interface DetectionWebhookDeliveriesTable {
+  id: Generated<string>;
+  tenant_id: string;
+  alert_id: string;
+  url: string;
+  body: string;
+  created_at: Timestamp;
+  next_attempt_at: Timestamp;
+  attempts: Generated<number>;
+  delivered_at: Timestamp | null;
+  last_status: number | null;
+  last_error: string | null;
+}
+
+export interface ProtectedFilesTable {
+  id: Generated<string>;
+  tenant_id: string;
+  child_id: string;
+  reason: string;
+  marked_by: string;
+  marked_at: Timestamp;
+  unmarked_by: string | null;
+  unmarked_at: Timestamp | null;
+}
+
+export interface ProtectedFileOpeningsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  child_id: string;
+  account_id: string;
+  reason: string;
+  action: string;
+  audit_event_id: string;
+  alert_id: string | null;
+  opened_at: Timestamp;
+}
+
+export interface DetectionStreamCursorsTable {
+  tenant_id: string;
+  leaf_index: ColumnType<string, string | number, string | number>;
+}
+
 export interface DB {
   tenants: TenantsTable;
   facilities: FacilitiesTable;
@@ -538,4 +674,16 @@ export interface DB {
   oidc_signing_keys: OidcSigningKeysTable;
   oidc_entitlements: OidcEntitlementsTable;
   incidents: IncidentsTable;
+  detection_rules: DetectionRulesTable;
+  detection_hits: DetectionHitsTable;
+  detection_batches: DetectionBatchesTable;
+  detection_holds: DetectionHoldsTable;
+  detection_alerts: DetectionAlertsTable;
+  detection_alert_notes: DetectionAlertNotesTable;
+  lockdown_changes: LockdownChangesTable;
+  detection_webhooks: DetectionWebhooksTable;
+  detection_webhook_deliveries: DetectionWebhookDeliveriesTable;
+  protected_files: ProtectedFilesTable;
+  detection_stream_cursors: DetectionStreamCursorsTable;
+  protected_file_openings: ProtectedFileOpeningsTable;
 }

@@ -104,7 +104,13 @@ export function directoryRoutes(app: FastifyInstance, deps: Deps) {
     const facility = await getFacility(deps, ctx, req.params.id);
     if (!facility) throw new AppError('notFound');
     const isAdmin = !!ctx.actor?.memberships.some((m) => m.role === 'tenant_admin');
-    const children = ctx.actor?.emailVerified ? await listChildren(deps, ctx, 'parent.children.choose') : [];
+    // Under lockdown level 3 personal data is closed but the directory stays up: the page, without the parent's children.
+    const children = ctx.actor?.emailVerified
+      ? await listChildren(deps, ctx, 'parent.children.choose').catch((err: unknown) => {
+          if (err instanceof AppError && err.kind === 'closed') return [];
+          throw err;
+        })
+      : [];
     return renderFacility(req, reply, facility, children, isAdmin, {});
   });
 }

@@ -10,6 +10,9 @@ import { envelopeFor, type Envelope, type FamilyKey } from '../crypto/envelope.t
 import { CiphertextError, DataKeyDestroyedError, DataKeyMissingError, KeyError, KeyringError, MasterKeyMismatchError } from '../crypto/errors.ts';
 import type { Trx } from '../db/connection.ts';
 import { inTenant } from '../db/tenant.ts';
+import { guardRecords } from '../detection/lockdown.ts';
+import { accessReason, protectedAmong, recordProtectedOpenings } from '../detection/protected.ts';
+import { Contained, contain, onRecordEvent, type ReadContext } from '../detection/response.ts';
 import { AppError, ValidationError, type ErrorKind } from '../errors.ts';
 import { requireRecentAuth } from '../identity/stepup.ts';
 import { originFields } from '../tenants/service.ts';
@@ -34,6 +37,13 @@ import { fieldsFor, type Purpose } from './views.ts';
  * recorded as a failure and answered "not found"; any other key or
  * ciphertext problem is recorded and raised with a message naming the row,
  * the column and what is wrong.
+ *
+ * Detection (src/detection) sits on both ends of each call: before any data
+ * is touched, the tenant's lockdown level and the actor's standing are read
+ * in the same transaction (a level raised on another instance applies here at
+ * once); and every event written is evaluated as it is written, so a read
+ * that crosses a refusing rule is rolled back, not served, and its refusal,
+ * the alert and the containment are committed on their own (contain()).
  */
 
 export interface ApplicationView {
@@ -217,8 +227,18 @@ async function run<T>(deps: Deps, ctx: Ctx, action: AuditAction, fn: (trx: Trx, 
   await ensureTenantEncrypted(deps.db.db, deps.keys, ctx.tenant.id, ctx.now);
   for (let attempt = 0; ; attempt++) {
     try {
-      return await inTenant(deps.db.db, ctx.tenant.id, (trx) => fn(trx, env), ctx.actor?.accountId);
+      return await inTenant(
+        deps.db.db,
+        ctx.tenant.id,
+        async (trx) => {
+          const refusal = await guardRecords(trx, ctx, action);
+          if (refusal) deny(ctx, action, 'tenant', ctx.tenant.id, refusal.reason, undefined, refusal.error);
+          return fn(trx, env);
+        },
+        ctx.actor?.accountId,
+      );
     } catch (err) {
+      if (err instanceof Contained) throw await contain(deps, readContext(ctx), err);
       if (err instanceof Denied) {
         await appendAuditAlone(deps.db.db, ctx.tenant.id, err.event, ctx.now);
         throw err.error;
@@ -251,8 +271,16 @@ export function withSession(ctx: Ctx, details: AuditEventInput['details']): Audi
   return session ? { ...(details ?? {}), session } : details;
 }
 
-function audit(trx: Trx, ctx: Ctx, e: Omit<AuditEventInput, 'outcome'> & { outcome?: AuditEventInput['outcome'] }) {
-  return appendAudit(trx, ctx.tenant.id, { outcome: 'success', ...originFields(originOf(ctx)), ...e, details: withSession(ctx, e.details) }, ctx.now);
+function readContext(ctx: Ctx): ReadContext {
+  return { tenantId: ctx.tenant.id, actor: ctx.actor, origin: originOf(ctx), now: ctx.now, baseUrl: ctx.baseUrl };
+}
+
+/** Writes the event, then lets detection weigh it before the data leaves (it may throw Contained). */
+async function audit(trx: Trx, ctx: Ctx, e: Omit<AuditEventInput, 'outcome'> & { outcome?: AuditEventInput['outcome'] }) {
+  const input: AuditEventInput = { outcome: 'success', ...originFields(originOf(ctx)), ...e, details: withSession(ctx, e.details) };
+  const sealed = await appendAudit(trx, ctx.tenant.id, input, ctx.now);
+  await onRecordEvent(trx, readContext(ctx), input, sealed.id);
+  return sealed;
 }
 
 function check(ctx: Ctx, action: Action & AuditAction, ownerAccountId: string, targetType: string, targetId: string): void {
@@ -903,7 +931,21 @@ export async function listDeletedChildren(deps: Deps, ctx: Ctx): Promise<Deleted
  * Deleted files that can still be restored are found too. Every look-up is
  * an audit event, a fruitless one included.
  */
-export async function lookupChildFileByNirec(deps: Deps, ctx: Ctx, rawNirec: string): Promise<NirecMatch[]> {
+/** How a file was asked for: the reason stated, which a protected file needs (src/detection/protected.ts). */
+export interface AccessReason {
+  reason?: string | undefined;
+}
+
+/** Refuses a protected file opened without a reason; returns the protected ones and the reason to record. */
+async function protectedAccess(trx: Trx, ctx: Ctx, action: AuditAction, childIds: readonly string[], access: AccessReason): Promise<{ ids: string[]; reason: string }> {
+  const ids = await protectedAmong(trx, childIds);
+  if (!ids.length) return { ids, reason: '' };
+  const reason = accessReason(access.reason);
+  if (!reason) deny(ctx, action, 'child', ids[0]!, 'protected_reason_required', undefined, new AppError('reasonRequired'));
+  return { ids, reason };
+}
+
+export async function lookupChildFileByNirec(deps: Deps, ctx: Ctx, rawNirec: string, access: AccessReason = {}): Promise<NirecMatch[]> {
   const action = 'waitlist.childFile.lookupByNirec';
   const purpose: Purpose = 'operator.childFile.lookup';
   return run(deps, ctx, action, async (trx, env) => {
@@ -921,15 +963,17 @@ export async function lookupChildFileByNirec(deps: Deps, ctx: Ctx, rawNirec: str
       .where('purged_at', 'is', null)
       .orderBy('created_at')
       .execute();
-    await audit(trx, ctx, {
+    const prot = await protectedAccess(trx, ctx, action, rows.map((r) => r.id), access);
+    const event = await audit(trx, ctx, {
       action,
       targetType: 'child',
       targetIds: rows.map((r) => r.id),
       familyIds: [...new Set(rows.map((r) => r.family_id))],
       fields: rows.length ? fieldsFor(purpose) : [],
       purpose,
-      details: { matches: rows.length },
+      details: { matches: rows.length, ...(prot.ids.length ? { protectedReason: prot.reason } : {}) },
     });
+    await recordProtectedOpenings(trx, readContext(ctx), action, prot.ids, prot.reason, event.id);
     const opened = await openChildren(env, ctx.tenant.id, rows, ['first_name', 'last_name', 'birth_date', 'nirec']);
     return rows.map((r) => {
       const v = opened.get(r.id)!;
@@ -949,7 +993,7 @@ export async function lookupChildFileByNirec(deps: Deps, ctx: Ctx, rawNirec: str
 }
 
 /** The history of a child file (live or deleted, until purged), for an authorised agent. */
-export async function readChildFileHistory(deps: Deps, ctx: Ctx, childId: string): Promise<ChildFileVersionView[]> {
+export async function readChildFileHistory(deps: Deps, ctx: Ctx, childId: string, access: AccessReason = {}): Promise<ChildFileVersionView[]> {
   const action = 'waitlist.childFile.history';
   const purpose: Purpose = 'operator.childFile.history';
   return run(deps, ctx, action, async (trx, env) => {
@@ -964,7 +1008,9 @@ export async function readChildFileHistory(deps: Deps, ctx: Ctx, childId: string
       .orderBy('version')
       .execute();
     if (!rows.length) deny(ctx, action, 'child', childId, 'not_found');
-    await audit(trx, ctx, { action, targetType: 'child', targetIds: [childId], familyIds: [rows[0]!.family_id], fields: fieldsFor(purpose), purpose, details: { versions: rows.length } });
+    const prot = await protectedAccess(trx, ctx, action, [childId], access);
+    const event = await audit(trx, ctx, { action, targetType: 'child', targetIds: [childId], familyIds: [rows[0]!.family_id], fields: fieldsFor(purpose), purpose, details: { versions: rows.length, ...(prot.ids.length ? { protectedReason: prot.reason } : {}) } });
+    await recordProtectedOpenings(trx, readContext(ctx), action, prot.ids, prot.reason, event.id);
     const snaps = await openSnapshots(env, ctx.tenant.id, rows.map((r) => ({ id: r.id, family_id: r.family_id, snapshot_enc: r.snapshot_enc! })));
     const owner = await trx.selectFrom('families').select('account_id').where('id', '=', rows[0]!.family_id).executeTakeFirstOrThrow();
     const who = await whoActed(trx, rows.map((r) => ({ accountId: r.actor_account_id, ownerAccountId: owner.account_id })));

@@ -131,6 +131,8 @@ export async function buildApp(deps: Deps, routes: RouteModule[]): Promise<Fasti
       now,
       baseUrl: baseUrlFor(deps, tenant.hosts[0]),
     };
+    // Lockdown level 4 (src/detection/lockdown.ts): a maintenance page for everything but signing in and the security console.
+    if (tenant.lockdownLevel >= 4 && !OPEN_IN_MAINTENANCE.test(req.url)) return errorPage(req, reply, 'maintenance', 503);
   });
 
   // Every state-changing request carries a CSRF token bound to the session.
@@ -193,6 +195,8 @@ export async function buildApp(deps: Deps, routes: RouteModule[]): Promise<Fasti
 }
 
 const MAX_PARAM_LENGTH = 200;
+
+const OPEN_IN_MAINTENANCE = /^\/(signin|signout|reauth|security)(\/|\?|$)/;
 
 function routableUrl(url: string): string {
   const q = url.indexOf('?');

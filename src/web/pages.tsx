@@ -20,6 +20,10 @@ export function errorPage(req: FastifyRequest, reply: FastifyReply, kind: ErrorP
       unsupportedType: [e.badRequestTitle, e.unsupportedType],
       tooMany: [e.tooManyTitle, e.tooMany],
       coolingOff: [e.coolingOffTitle, e.coolingOff],
+      closed: [e.closedTitle, e.closed],
+      readOnly: [e.readOnlyTitle, e.readOnly],
+      maintenance: [env.m.detection.lockdown.maintenanceTitle, env.m.detection.lockdown.maintenance],
+      reasonRequired: [e.forbiddenTitle, env.m.detection.protected.reasonRequired],
       server: [e.serverTitle, e.server],
     } as const
   )[kind];

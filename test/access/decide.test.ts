@@ -60,7 +60,7 @@ const ACTORS = {
   expiredStaffA: actor('80000000-0000-4000-8000-000000000008', true, [{ role: 'facility_staff', facilityId: FACILITY_A, expiresAt: new Date(NOW.getTime() - 1) }]),
   // expires at this very instant: an expiry is the first moment it no longer counts
   expiringAdmin: actor('90000000-0000-4000-8000-000000000009', true, [{ role: 'tenant_admin', facilityId: null, expiresAt: NOW }]),
-  // a role that confers nothing in the catalogue
+  // the security console: the audit head, alerts and lockdown
   securityOfficer: actor('a1000000-0000-4000-8000-0000000000a1', true, [{ role: 'security_officer', facilityId: null, expiresAt: null }]),
 } satisfies Record<string, Actor | null>;
 
@@ -110,6 +110,15 @@ const RESOURCE_OF: Record<Action, Resource> = {
   'incident.read': { type: 'tenant' },
   'incident.write': { type: 'tenant' },
   'retention.preview': { type: 'tenant' },
+  'detection.alert.list': { type: 'tenant' },
+  'detection.alert.update': { type: 'tenant' },
+  'detection.rules.update': { type: 'tenant' },
+  'detection.batch.declare': { type: 'tenant' },
+  'detection.webhook.update': { type: 'tenant' },
+  'records.childFile.protect': { type: 'tenant' },
+  'detection.protected.review': { type: 'tenant' },
+  'detection.lockdown.raise': { type: 'tenant' },
+  'detection.lockdown.lower': { type: 'tenant' },
 };
 
 /*
@@ -171,6 +180,15 @@ const TABLE: Record<Action, string> = {
   'incident.read':                      's n n n n n n n n n n Y',
   'incident.write':                     's n n n n n n n n n n Y',
   'retention.preview':                  's n n n n n n n Y n n n',
+  'detection.alert.list':               's n n n n n n n n n n Y',
+  'detection.alert.update':             's n n n n n n n n n n Y',
+  'detection.rules.update':             's n n n n n n n n n n Y',
+  'detection.batch.declare':            's n n n n n n n n n n Y',
+  'detection.webhook.update':           's n n n n n n n n n n Y',
+  'records.childFile.protect':          's n n n n n n n Y n n n',
+  'detection.protected.review':         's n n n n n n n n n n Y',
+  'detection.lockdown.raise':           's n n n n n n n n n n Y',
+  'detection.lockdown.lower':           's n n n n n n n n n n Y',
 };
 
 const REASON = { s: 'not_signed_in', v: 'email_not_verified', n: 'no_rule_matches' } as const;
@@ -314,6 +332,9 @@ describe('sqlFilter() selects a row exactly when decide() allows it', () => {
     // (12 %: most actions added since are one tenant role's, which few random actors hold)
     expect(allowed).toBeGreaterThan(cases.length * 0.12);
     expect(cases.length - allowed).toBeGreaterThan(cases.length * 0.15);
+    // (an eighth at least: most actions belong to one or two roles, so refusals outnumber permissions)
+    expect(allowed).toBeGreaterThan(cases.length * 0.125);
+    expect(cases.length - allowed).toBeGreaterThan(cases.length * 0.125);
   });
 
   it('a filter missing a column can only hide rows, never show one that decide() refuses', async () => {

@@ -242,6 +242,16 @@ const SPECS: RouteSpec[] = [
   // Break-glass (src/identity/break-glass-routes.tsx): the administrator here has no role cooling off, so even a good reason changes nothing.
   { route: '/break-glass', who: 'admin', base: () => ({ reason: 'Urgence réelle ce soir', return: '/admin' }), text: ['reason'] },
   { route: '/break-glass/end', who: 'admin', base: () => ({}), noBody: true },
+  // The security console (src/detection): the administrator is not a security officer, and every bad request is a 4xx all the same.
+  ...(['acknowledge', 'close', 'reopen', 'reinstate'] as const).map((k): RouteSpec => ({ route: `/security/alerts/:id/${k}`, who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true })),
+  { route: '/security/alerts/:id/assign', who: 'admin', params: { id: () => randomUUID() }, base: () => ({ assignee: randomUUID() }), text: ['assignee'] },
+  { route: '/security/alerts/:id/note', who: 'admin', params: { id: () => randomUUID() }, base: () => ({ note: 'Constat' }), text: ['note'] },
+  { route: '/security/alerts/webhook', who: 'admin', base: () => ({ url: 'https://exemple.test/alertes' }), text: ['url'] },
+  { route: '/security/lockdown/raise', who: 'admin', base: () => ({ level: '1', reason: 'Lecture massive' }), text: ['level', 'reason'] },
+  { route: '/security/lockdown/lower', who: 'admin', base: () => ({ level: '0', reason: 'Rétabli' }), text: ['level', 'reason'] },
+  { route: '/security/lockdown/changes/:id/approve', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
+  { route: '/security/lockdown/changes/:id/refuse', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
+  { route: '/security/rules', who: 'admin', base: () => ({ code: 'files_read.5m', threshold: '10', windowSeconds: '300', response: 'alert', lockdownLevel: '', enabled: 'on' }), text: ['code', 'threshold', 'windowSeconds', 'response', 'lockdownLevel'] },
   // A grant request is refused at the first spoiled field, before any step-up.
   { route: '/grants/new', who: 'admin', base: (fx) => ({ email: fx.parentEmail, role: 'security_officer', facilityId: '', reason: 'Remplacement', durationMinutes: '240' }), text: ['email', 'role', 'reason', 'durationMinutes'] },
   { route: '/password/forgot', who: 'anonymous', base: (fx) => ({ email: fx.parentEmail }), text: ['email'] },

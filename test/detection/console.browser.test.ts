@@ -1,0 +1,159 @@
+/**
+ * The security console in a real browser (Debian's Chromium, axe-core on
+ * every page, the page's real CSP, no script error): a security officer
+ * signs in with her second factor, finds the alert detection raised, opens
+ * it, takes it in charge and writes a note by keyboard, in French and in
+ * English; then the lockdown, webhook and rules pages, with their error
+ * summaries, and the daily review of protected files.
+ */
+import type { AddressInfo } from 'node:net';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as records from '../../src/records/gateway.ts';
+import type { Tenant } from '../../src/tenants/service.ts';
+import { addMonths, today } from '../../src/waitlist/dates.ts';
+import { createAdmin, createParent, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
+import { assertNoPageProblems, checkA11y, closeBrowser, follow, launchBrowser, newContext, newPage, shot } from '../helpers/browser.ts';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { enrolTotp, freshTotpCode, totpSecretFor } from '../helpers/factors.ts';
+import { actorOf, createAccount, grantRole } from '../records/people.ts';
+
+let database: TestDatabase;
+let t: TestApp;
+let tenant: Tenant;
+let base: string;
+let browser: Browser;
+const contexts: BrowserContext[] = [];
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  t = await startTestApp(database);
+  tenant = await tenantFor(t, { name_fr: 'Bureau coordonnateur de la Rive-Sud', name_en: 'Rive-Sud coordinating office' });
+  await t.app.listen({ port: 0, host: '127.0.0.1' });
+  base = `http://${tenant.hosts[0]}:${(t.app.server.address() as AddressInfo).port}`;
+  browser = await launchBrowser();
+}, 60_000);
+
+afterAll(async () => {
+  for (const c of contexts) await c.close().catch(() => {});
+  await closeBrowser(browser);
+  await t?.close();
+  await database?.close();
+});
+
+async function check(page: Page, label: string): Promise<void> {
+  await checkA11y(page, label);
+  assertNoPageProblems(page, label);
+}
+
+describe('the security console', () => {
+  it('alerts list, an alert, taking it in charge and a note, lockdown and webhook pages: axe-clean, keyboard, French and English', async () => {
+    const adminId = await createAdmin(t, tenant, 'admin@exemple.test');
+    const helperId = await createAccount(t, tenant, 'aide@exemple.test');
+    const officerEmail = 'securite@exemple.test';
+    const officerId = await createAccount(t, tenant, officerEmail);
+    await grantRole(t, tenant, officerId, 'security_officer', helperId, adminId);
+    await enrolTotp(t.deps, tenant, officerId, officerEmail);
+    // An operator who opens one file too many: the alert the officer will find.
+    const operatorId = await createAccount(t, tenant, 'operation@exemple.test');
+    await grantRole(t, tenant, operatorId, 'program_operator', helperId, adminId);
+    const operator = await actorOf(t, tenant, operatorId, 'operation@exemple.test');
+    const parent = await actorOf(t, tenant, await createParent(t, tenant, 'parent@exemple.test'), 'parent@exemple.test');
+    const t0 = today(new Date());
+    const { id: child } = await records.createChildFile(t.deps, ctxFor(t, tenant, parent), { firstName: 'Zoé', lastName: 'Roy', birthDate: addMonths(t0, -9), nirec: null, desiredEntryDate: addMonths(t0, 2), daysOfCare: 0b11111, inSubsidisedCare: false });
+    for (let i = 0; i < 20; i++) await records.readChildFileHistory(t.deps, ctxFor(t, tenant, operator), child);
+    await expect(records.readChildFileHistory(t.deps, ctxFor(t, tenant, operator), child)).rejects.toMatchObject({ kind: 'forbidden' });
+
+    const context = await newContext(browser);
+    contexts.push(context);
+    const page = await newPage(context);
+    await page.goto(`${base}/signin?return=%2Fsecurity%2Falerts`);
+    await page.getByLabel('Adresse courriel').fill(officerEmail);
+    await page.getByLabel('Mot de passe').fill(PASSWORD);
+    await follow(page, () => page.getByRole('main').getByRole('button', { name: 'Se connecter' }).click());
+    expect(new URL(page.url()).pathname).toBe('/signin/second-factor');
+    // The helper hands out the previous time step's code first; the current step's leaves a loaded browser more time to send it.
+    const secret = totpSecretFor(tenant.hosts[0]!, officerEmail)!;
+    await freshTotpCode(secret, t.deps.clock);
+    await page.getByLabel('Code à 6 chiffres').fill(await freshTotpCode(secret, t.deps.clock));
+    await follow(page, () => page.getByRole('button', { name: 'Continuer' }).click());
+
+    expect(await follow(page, () => page.goto(`${base}/security/alerts`))).toBe(200);
+    await check(page, 'alerts list');
+    expect(await page.locator('h1').innerText()).toBe('Alertes de sécurité');
+    expect(await page.locator('tbody tr').count()).toBe(1);
+    expect(await page.locator('tbody').innerText()).toContain('operation@exemple.test');
+    await shot(page, '20-security-alerts');
+
+    // Filter by keyboard: choose "Fermée", submit: nothing.
+    await page.getByLabel('État').selectOption('closed');
+    await page.getByRole('button', { name: 'Filtrer' }).focus();
+    expect(await follow(page, () => page.keyboard.press('Enter'))).toBe(200);
+    expect(await page.getByText('Aucune alerte ne correspond.').count()).toBe(1);
+    await check(page, 'alerts list, filtered');
+    await follow(page, () => page.goto(`${base}/security/alerts`));
+
+    // Open the alert by keyboard.
+    await page.locator('tbody a').first().focus();
+    expect(await follow(page, () => page.keyboard.press('Enter'))).toBe(200);
+    await check(page, 'an alert');
+    expect(await page.locator('h1').innerText()).toBe('Alerte\u202f: Plus de 20 dossiers ouverts en 5 minutes');
+    expect(await page.locator('main').innerText()).toContain('Cause de l’alerte');
+    await shot(page, '21-security-alert');
+
+    await page.getByRole('button', { name: 'Prendre en charge' }).focus();
+    expect(await follow(page, () => page.keyboard.press('Enter'))).toBe(200);
+    expect(await page.getByRole('status').innerText()).toContain('L’alerte est prise en charge.');
+
+    // An empty note: the error summary, focusable, linking to the field.
+    await page.getByRole('button', { name: 'Ajouter la note' }).click();
+    await page.waitForLoadState('load');
+    expect(await page.title()).toMatch(/^Erreur/);
+    await check(page, 'an alert with an error');
+    await page.getByLabel('Nouvelle note').fill('Compte suspendu; la directrice joint l’employée.');
+    await follow(page, () => page.getByRole('button', { name: 'Ajouter la note' }).click());
+    expect(await page.locator('main').innerText()).toContain('la directrice joint l’employée');
+    await check(page, 'an alert with a note');
+
+    // The same page in English.
+    expect(await follow(page, () => page.getByRole('link', { name: /English/ }).click())).toBe(200);
+    await check(page, 'an alert (en)');
+    expect(await page.locator('h1').innerText()).toBe('Alert: More than 20 files opened in 5 minutes');
+    expect(await page.locator('main').innerText()).toContain('Taken in charge');
+    expect(await follow(page, () => page.getByRole('link', { name: 'Back to the alerts' }).click())).toBe(200);
+    await check(page, 'alerts list (en)');
+    expect(await follow(page, () => page.getByRole('link', { name: /Français/ }).click())).toBe(200);
+
+    // The lockdown page, and a raise without a reason.
+    expect(await follow(page, () => page.getByRole('link', { name: 'Niveau de verrouillage' }).click())).toBe(200);
+    await check(page, 'lockdown page');
+    await follow(page, () => page.getByRole('button', { name: 'Élever le niveau maintenant' }).click());
+    expect(await page.title()).toMatch(/^Erreur/);
+    await check(page, 'lockdown page with an error');
+    await shot(page, '22-security-lockdown');
+    await page.getByLabel('Raison').first().fill('Lecture massive par un compte d’opération');
+    expect(await follow(page, () => page.getByRole('button', { name: 'Élever le niveau maintenant' }).click())).toBe(200);
+    await check(page, 'lockdown confirmation page');
+    expect(await page.locator('h1').innerText()).toBe('Élever le verrouillage au niveau 1\u202f?');
+    expect(await follow(page, () => page.getByRole('link', { name: 'Non, revenir au niveau de verrouillage' }).click())).toBe(200);
+
+    // The webhook page.
+    expect(await follow(page, () => page.goto(`${base}/security/alerts/webhook`))).toBe(200);
+    await check(page, 'webhook page');
+    await page.getByLabel('Adresse du récepteur (https://…)').fill('pas une adresse');
+    await follow(page, () => page.getByRole('button', { name: 'Enregistrer l’adresse' }).click());
+    await check(page, 'webhook page with an error');
+    expect(await page.locator('.error-summary').innerText()).toContain('Entrez une adresse https:// complète');
+
+    // The rules and the daily review of protected files.
+    expect(await follow(page, () => page.goto(`${base}/security/rules`))).toBe(200);
+    await check(page, 'rules page');
+    await page.getByLabel('Seuil (nombre)').fill('beaucoup');
+    await follow(page, () => page.getByRole('button', { name: 'Enregistrer la règle' }).click());
+    await check(page, 'rules page with an error');
+    expect(await follow(page, () => page.goto(`${base}/security/protected`))).toBe(200);
+    await check(page, 'protected files review');
+    expect(await follow(page, () => page.goto(`${base}/security/protected?lang=en`))).toBe(200);
+    await check(page, 'protected files review (en)');
+  }, 120_000);
+});
