@@ -1,9 +1,11 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
 import type { Deps } from '../context.ts';
 import { inTenant } from '../db/tenant.ts';
 import { AppError, ValidationError } from '../errors.ts';
 import { Csrf, ErrorSummary, Fieldset, Notice, Page, SummaryList, Tag, TextField, type FieldErrors } from '../web/components.tsx';
 import { formatDate, formatDateTime } from '../web/i18n/index.ts';
+import { dateField, parseBody } from '../web/forms.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
 import { decideClient, getClient, listClients, registerClient, type ClientRow } from './clients.ts';
 import { connectedServices, grantEntitlement, listEntitlements, ownEntitlements, revokeEntitlement, withdrawConsent } from './entitlements.ts';
@@ -12,6 +14,23 @@ import { OIDC_PREFIX } from './provider.ts';
 type Body = Record<string, unknown>;
 const str = (v: unknown, max = 2000) => (typeof v === 'string' ? v.slice(0, max) : '');
 const list = (v: unknown) => str(v).split(/\s+/).filter(Boolean);
+
+/**
+ * Refuses a form before anything is written when a field is not one plain
+ * string within its bound: repeated (an array), too long, holding control or
+ * bidirectional-override characters, or badly encoded (U+FFFD). Multi-line
+ * fields (lists of addresses) may hold line breaks and tabs.
+ */
+function strictFields(body: Body, bounds: Record<string, number>, multiline: readonly string[] = []): void {
+  const errors: Record<string, 'invalidValue'> = {};
+  for (const [name, max] of Object.entries(bounds)) {
+    const v = body[name];
+    if (v === undefined) continue;
+    const bad = multiline.includes(name) ? /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069\ufffd]/ : /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069\ufffd]/;
+    if (typeof v !== 'string' || v.length > max || bad.test(v)) errors[name] = 'invalidValue';
+  }
+  if (Object.keys(errors).length) throw new ValidationError(errors);
+}
 const TONE = { pending: 'orange', active: 'green', refused: 'grey', disabled: 'grey' } as const;
 const CHOOSABLE = ['email', 'profile', 'offline_access'] as const;
 
@@ -134,6 +153,12 @@ export function oidcAdminRoutes(app: FastifyInstance, deps: Deps) {
 
   app.post('/admin/oidc/clients', async (req, reply) => {
     const body = (req.body ?? {}) as Body;
+    try {
+      strictFields(body, { name: 200, redirectUris: 4000, postLogoutRedirectUris: 4000, extraScopes: 400, logoUri: 600, backchannelLogoutUri: 600, kind: 20 }, ['redirectUris', 'postLogoutRedirectUris', 'extraScopes']);
+    } catch (err) {
+      if (err instanceof ValidationError) return clientForm(req, reply, body, err.fields);
+      throw err;
+    }
     const scopes = ['openid', ...(Array.isArray(body.scope) ? body.scope : body.scope ? [body.scope] : []).filter((s): s is string => typeof s === 'string'), ...list(body.extraScopes)];
     let r;
     try {
@@ -229,6 +254,7 @@ export function oidcAdminRoutes(app: FastifyInstance, deps: Deps) {
   app.get<{ Params: { clientId: string } }>('/admin/oidc/clients/:clientId', async (req, reply) => clientPage(req, reply, await getClient(deps, req.ctx, req.params.clientId)));
 
   app.post<{ Params: { clientId: string } }>('/admin/oidc/clients/:clientId/decision', async (req, reply) => {
+    strictFields((req.body ?? {}) as Body, { decision: 20 });
     const d = str((req.body as Body | undefined)?.decision, 20);
     if (d !== 'approve' && d !== 'refuse' && d !== 'disable') throw new ValidationError({ decision: 'invalidValue' });
     await decideClient(deps, req.ctx, req.params.clientId, d);
@@ -319,6 +345,9 @@ export function oidcAdminRoutes(app: FastifyInstance, deps: Deps) {
   app.post('/admin/oidc/entitlements', async (req, reply) => {
     const b = (req.body ?? {}) as Body;
     try {
+      strictFields(b, { email: 254, scope: 40, kind: 64, value: 200, labelFr: 200, labelEn: 200 });
+      // Empty: no end date. Anything else must be one real calendar date.
+      if (b.validUntil !== undefined && b.validUntil !== '') parseBody(z.object({ validUntil: dateField }), { validUntil: b.validUntil });
       await grantEntitlement(deps, req.ctx, {
         email: str(b.email, 254),
         scope: str(b.scope, 40).trim(),

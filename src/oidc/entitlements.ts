@@ -104,7 +104,7 @@ export async function grantEntitlement(deps: Deps, ctx: Ctx, input: NewEntitleme
 export async function revokeEntitlement(deps: Deps, ctx: Ctx, id: string): Promise<void> {
   const d = decide(ctx.actor, 'oidc.entitlement.manage', { type: 'tenant' }, ctx.now);
   if (!d.allowed) return denied(deps, ctx, 'oidc.entitlement.revoke', d.reason ?? 'denied');
-  if (!/^[0-9a-f-]{36}$/.test(id)) throw new AppError('notFound');
+  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) throw new AppError('notFound');
   await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     const r = await trx.updateTable('oidc_entitlements').set({ revoked_at: ctx.now }).where('id', '=', id).where('revoked_at', 'is', null).returning(['id', 'account_id']).executeTakeFirst();
     if (!r) throw new AppError('notFound');
