@@ -22,7 +22,7 @@ import { WebhookSender } from './webhook.ts';
  * Working hours: Monday to Friday, 7 h to 19 h, Eastern time.
  */
 
-const PRIVILEGE = new Set(['identity.grant.request', 'identity.grant.approve', 'identity.grant.revoke', 'identity.membership.bootstrap']);
+const PRIVILEGE = new Set(['identity.grant.request', 'identity.grant.approve', 'identity.grant.revoke', 'identity.membership.bootstrap', 'identity.breakGlass.start', 'identity.factorReset.request', 'identity.factorReset.approve']);
 const READS = new Set(['waitlist.childFile.read', 'waitlist.childFile.history', 'family.profile.read', 'waitlist.childFile.lookupByNirec', 'waitlist.candidates.list']);
 
 interface StreamEvent {

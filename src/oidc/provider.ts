@@ -204,7 +204,10 @@ function createProvider(lib: typeof import('oidc-provider'), deps: Deps, tenant:
         const live = token?.expiresWithSession
           ? await trx.selectFrom('sessions').select('id').where('account_id', '=', sub).where('revoked_at', 'is', null).where('expires_at', '>', now).limit(1).executeTakeFirst()
           : true;
-        return acc && live ? acc : undefined;
+        // A tenant locked down at level 3 or more has closed personal data: its provider still signs
+        // people in (the subject alone), but releases no personal claim until the level comes down.
+        const t = await trx.selectFrom('tenants').select('lockdown_level').where('id', '=', tenant.id).executeTakeFirst();
+        return acc && live ? { ...acc, closed: Number(t?.lockdown_level ?? 0) >= 3 } : undefined;
       });
       const acc = found;
       if (!acc || acc.status !== 'active') return undefined;
@@ -214,7 +217,7 @@ function createProvider(lib: typeof import('oidc-provider'), deps: Deps, tenant:
           const out: Record<string, unknown> = { sub: acc.id };
           // The code flow always issues an access token, so the ID token carries the subject only
           // (conformIdTokenClaims) and the consented claims go out at userinfo: read nothing more here.
-          if (use === 'id_token') return out;
+          if (use === 'id_token' || acc.closed) return out;
           const granted = new Set(scope.split(' '));
           if (granted.has('email')) {
             out.email = acc.email;

@@ -146,6 +146,19 @@ describe('OpenID Connect provider, with openid-client as the relying party', () 
     expect(release.target_ids).toEqual([rp.clientId]);
   });
 
+  it('a tenant locked down at level 3 releases no personal claim (the subject only) until the level comes down', async () => {
+    const setLevel = (level: number) => database.ownerDb().updateTable('tenants').set({ lockdown_level: level }).where('id', '=', tenant.id).execute();
+    await setLevel(3);
+    try {
+      const info = await oidc.fetchUserInfo(config, tokens.access_token, tokens.claims()!.sub);
+      expect(Object.keys(info)).toEqual(['sub']);
+    } finally {
+      await setLevel(0);
+    }
+    const again = await oidc.fetchUserInfo(config, tokens.access_token, tokens.claims()!.sub);
+    expect(again.email).toBe(EMAIL);
+  });
+
   it('the same person gets the same pairwise subject again (no consent asked twice)', async () => {
     const req = authRequest('openid');
     const back = await signInAndConsent(alice, await req.url(), { signedIn: true });
