@@ -160,3 +160,33 @@ export function registeredPostRoutes(app: TestApp['app']): string[] {
   }
   return [...out].sort();
 }
+
+/**
+ * The actor a session would resolve for the account with this e-mail, signed
+ * in `ageSeconds` before `now` with `methods` (a passkey by default): for
+ * calling services directly. Memberships are read as the session would,
+ * without cooling-off (test/identity/break-glass.test.ts covers that).
+ */
+export async function actorByEmail(t: TestApp, tenant: Tenant, email: string, now: Date, ageSeconds = 10, methods: ('password' | 'passkey' | 'totp')[] = ['passkey']): Promise<Actor> {
+  return inTenant(t.database.db, tenant.id, async (trx) => {
+    const a = await trx.selectFrom('accounts').select(['id', 'locale']).where('email', '=', email).executeTakeFirstOrThrow();
+    const ms = await trx
+      .selectFrom('memberships')
+      .select(['id', 'role', 'facility_id', 'expires_at'])
+      .where('account_id', '=', a.id)
+      .where('revoked_at', 'is', null)
+      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
+      .execute();
+    return {
+      accountId: a.id,
+      tenantId: tenant.id,
+      sessionId: null,
+      email,
+      emailVerified: true,
+      locale: a.locale,
+      memberships: ms.map((m) => ({ id: m.id, role: m.role, facilityId: m.facility_id, expiresAt: m.expires_at })),
+      mfa: methods.some((x) => x !== 'password'),
+      auth: { methods, at: new Date(now.getTime() - ageSeconds * 1000), totp: methods.includes('totp'), passkeys: methods.includes('passkey') ? 1 : 0 },
+    };
+  });
+}

@@ -14,7 +14,7 @@ import { inTenant } from '../../src/db/tenant.ts';
 import { decideGrant, requestGrant } from '../../src/identity/grants.ts';
 import { hashToken } from '../../src/identity/tokens.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
-import { createAdmin, createFacility, createStaff, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
+import { actorByEmail, PASSWORD, createAdmin, createFacility, createStaff, ctxFor, tenantFor, type TestApp, startTestApp } from '../helpers/app.ts';
 import { Client, textOf } from '../helpers/client.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 
@@ -33,24 +33,8 @@ afterAll(async () => {
 
 const MIN = 60_000;
 
-/** An actor built outside a session, signed in with a passkey a few seconds ago. */
-async function actor(tenant: Tenant, email: string, now: Date): Promise<Actor> {
-  return inTenant(database.db, tenant.id, async (trx) => {
-    const a = await trx.selectFrom('accounts').select(['id', 'locale']).where('email', '=', email).executeTakeFirstOrThrow();
-    const ms = await trx.selectFrom('memberships').select(['id', 'role', 'facility_id', 'expires_at']).where('account_id', '=', a.id).where('revoked_at', 'is', null).execute();
-    return {
-      accountId: a.id,
-      tenantId: tenant.id,
-      sessionId: null,
-      email,
-      emailVerified: true,
-      locale: a.locale,
-      memberships: ms.map((m) => ({ id: m.id, role: m.role, facilityId: m.facility_id, expiresAt: m.expires_at })),
-      mfa: true,
-      auth: { methods: ['passkey'], at: new Date(now.getTime() - 10_000), totp: false, passkeys: 1 },
-    };
-  });
-}
+
+const actor = (tenant: Tenant, email: string, now: Date) => actorByEmail(t, tenant, email, now);
 
 /** The session just authenticated with a passkey (the ceremony itself is tested in test/browser/passkeys.test.ts). */
 async function passkeySession(tenant: Tenant, c: Client, accountId: string, now: Date) {

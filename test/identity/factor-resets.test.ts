@@ -6,14 +6,13 @@
  * same things again when the application is bypassed.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Actor } from '../../src/access/actor.ts';
 import { inTenant } from '../../src/db/tenant.ts';
 import { decideFactorReset, requestFactorReset } from '../../src/identity/factor-resets.ts';
 import { enrolledFactors, hasSecondFactor } from '../../src/identity/factors/store.ts';
 import { decideGrant, requestGrant } from '../../src/identity/grants.ts';
 import { StepUpRequired } from '../../src/identity/stepup.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
-import { createAdmin, createFacility, createParent, createStaff, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
+import { actorByEmail, PASSWORD, createAdmin, createFacility, createParent, createStaff, ctxFor, tenantFor, type TestApp, startTestApp } from '../helpers/app.ts';
 import { Client, textOf } from '../helpers/client.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 
@@ -30,30 +29,8 @@ afterAll(async () => {
   await database?.close();
 });
 
-/** The actor as a session would build it, signed in `ageSeconds` ago with the given methods. */
-async function actor(tenant: Tenant, email: string, now: Date, ageSeconds = 10, methods: ('password' | 'passkey' | 'totp')[] = ['passkey']): Promise<Actor> {
-  return inTenant(database.db, tenant.id, async (trx) => {
-    const a = await trx.selectFrom('accounts').select(['id', 'locale']).where('email', '=', email).executeTakeFirstOrThrow();
-    const ms = await trx
-      .selectFrom('memberships')
-      .select(['id', 'role', 'facility_id', 'expires_at'])
-      .where('account_id', '=', a.id)
-      .where('revoked_at', 'is', null)
-      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
-      .execute();
-    return {
-      accountId: a.id,
-      tenantId: tenant.id,
-      sessionId: null,
-      email,
-      emailVerified: true,
-      locale: a.locale,
-      memberships: ms.map((m) => ({ id: m.id, role: m.role, facilityId: m.facility_id, expiresAt: m.expires_at })),
-      mfa: methods.some((x) => x !== 'password'),
-      auth: { methods, at: new Date(now.getTime() - ageSeconds * 1000), totp: methods.includes('totp'), passkeys: methods.includes('passkey') ? 1 : 0 },
-    };
-  });
-}
+
+const actor = (tenant: Tenant, email: string, now: Date, ageSeconds?: number, methods?: ('password' | 'passkey' | 'totp')[]) => actorByEmail(t, tenant, email, now, ageSeconds, methods);
 
 async function events(tenant: Tenant, action: string, outcome?: string) {
   return inTenant(database.db, tenant.id, (trx) => {
