@@ -8,46 +8,34 @@
  * passkey. axe-core checks every page on the way (0 violations), in French
  * and in English.
  */
-import type { AddressInfo } from 'node:net';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inTenant } from '../../src/db/tenant.ts';
 import { enrolledFactors, hasSecondFactor } from '../../src/identity/factors/store.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
-import { createAdmin, createFacility, createStaff, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
-import { assertNoPageProblems, checkA11y, closeBrowser, follow, launchBrowser, newContext, newPage } from '../helpers/browser.ts';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { createAdmin, createFacility, createStaff, PASSWORD, type TestApp } from '../helpers/app.ts';
+import { mainText, pathOf as path, startBrowserApp, type BrowserApp } from '../helpers/browser-app.ts';
+import type { TestDatabase } from '../helpers/db.ts';
 import { freshTotpCode, totpSecretFor } from '../helpers/factors.ts';
 
+let b: BrowserApp;
 let database: TestDatabase;
 let t: TestApp;
 let tenant: Tenant;
-let base: string;
-let browser: Browser;
-const contexts: BrowserContext[] = [];
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  t = await startTestApp(database);
-  tenant = await tenantFor(t, { name_fr: 'Ville de Longueuil', name_en: 'City of Longueuil' });
-  await t.app.listen({ port: 0, host: '127.0.0.1' });
-  base = `http://${tenant.hosts[0]}:${(t.app.server.address() as AddressInfo).port}`;
-  browser = await launchBrowser();
-});
+  b = await startBrowserApp({ name_fr: 'Ville de Longueuil', name_en: 'City of Longueuil' });
+  ({ database, t, tenant } = b);
+}, 120_000);
 
 afterAll(async () => {
-  for (const c of contexts) await c.close().catch(() => {});
-  await closeBrowser(browser);
-  await t?.close();
-  await database?.close();
+  await b?.close();
 });
 
-/** A browser of its own, with Chromium's virtual platform authenticator (user verification on). */
+/** A page of its own, with Chromium's virtual platform authenticator (user verification on). */
 async function personalBrowser(): Promise<Page> {
-  const context = await newContext(browser);
-  contexts.push(context);
-  const page = await newPage(context);
-  const cdp = await context.newCDPSession(page);
+  const page = await b.page();
+  const cdp = await page.context().newCDPSession(page);
   await cdp.send('WebAuthn.enable');
   await cdp.send('WebAuthn.addVirtualAuthenticator', {
     options: { protocol: 'ctap2', transport: 'internal', hasResidentKey: true, hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true },
@@ -55,22 +43,8 @@ async function personalBrowser(): Promise<Page> {
   return page;
 }
 
-async function check(page: Page, label: string): Promise<void> {
-  await checkA11y(page, label);
-  assertNoPageProblems(page, label);
-}
-
-async function visit(page: Page, path: string, label: string, status = 200): Promise<void> {
-  const r = await page.goto(base + path);
-  expect(r?.status(), `${label}: status of ${path}`).toBe(status);
-  await check(page, label);
-}
-
-async function go(page: Page, label: string, action: () => Promise<unknown>): Promise<number> {
-  const status = await follow(page, action);
-  await check(page, label);
-  return status;
-}
+const visit = (page: Page, p: string, label: string, status = 200) => b.visit(page, p, label, status);
+const go = (page: Page, label: string, action: () => Promise<unknown>) => b.go(page, label, action);
 
 /**
  * A step that needs a passkey used within five minutes: when the machine is
@@ -85,14 +59,7 @@ async function signed(page: Page, label: string, action: () => Promise<unknown>)
   }
 }
 
-function path(page: Page): string {
-  const u = new URL(page.url());
-  return u.pathname + u.search;
-}
 
-async function mainText(page: Page): Promise<string> {
-  return (await page.locator('main').innerText()).replace(/\s+/g, ' ');
-}
 
 /** Password and app code, then a passkey added to the account (the session then counts it). */
 async function signInAndAddPasskey(page: Page, email: string, label: string): Promise<void> {

@@ -8,70 +8,34 @@
  * page on the way (0 violations), with the pages' real CSP in force, and a
  * page without JavaScript says that passkeys need it.
  */
-import type { AddressInfo } from 'node:net';
-import type { Browser, BrowserContext, CDPSession, Page } from 'playwright-core';
+import type { CDPSession, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inTenant } from '../../src/db/tenant.ts';
 import { totpCodeAt } from '../../src/identity/factors/totp.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
-import { createParent, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
-import { assertNoPageProblems, checkA11y, closeBrowser, follow, launchBrowser, newContext, newPage, shot } from '../helpers/browser.ts';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { createParent, PASSWORD, type TestApp } from '../helpers/app.ts';
+import { mainText, pathOf as path, startBrowserApp, type BrowserApp } from '../helpers/browser-app.ts';
+import { shot } from '../helpers/browser.ts';
+import type { TestDatabase } from '../helpers/db.ts';
 
+let b: BrowserApp;
 let database: TestDatabase;
 let t: TestApp;
 let tenant: Tenant;
-let base: string;
-let browser: Browser;
-const contexts: BrowserContext[] = [];
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  t = await startTestApp(database);
-  tenant = await tenantFor(t, { name_fr: 'Bureau coordonnateur de la Rive-Sud', name_en: 'Rive-Sud coordinating office' });
-  await t.app.listen({ port: 0, host: '127.0.0.1' });
-  base = `http://${tenant.hosts[0]}:${(t.app.server.address() as AddressInfo).port}`;
-  browser = await launchBrowser();
-});
+  b = await startBrowserApp();
+  ({ database, t, tenant } = b);
+}, 120_000);
 
 afterAll(async () => {
-  for (const c of contexts) await c.close().catch(() => {});
-  await closeBrowser(browser);
-  await t?.close();
-  await database?.close();
+  await b?.close();
 });
 
-async function freshPage(options: Parameters<typeof newContext>[1] = {}): Promise<Page> {
-  const context = await newContext(browser, options);
-  contexts.push(context);
-  return newPage(context);
-}
-
-async function check(page: Page, label: string): Promise<void> {
-  await checkA11y(page, label);
-  assertNoPageProblems(page, label);
-}
-
-async function visit(page: Page, path: string, label: string, status = 200): Promise<void> {
-  const r = await page.goto(base + path);
-  expect(r?.status(), `${label}: status of ${path}`).toBe(status);
-  await check(page, label);
-}
-
-async function go(page: Page, label: string, action: () => Promise<unknown>): Promise<number> {
-  const status = await follow(page, action);
-  await check(page, label);
-  return status;
-}
-
-function path(page: Page): string {
-  const u = new URL(page.url());
-  return u.pathname + u.search;
-}
-
-async function mainText(page: Page): Promise<string> {
-  return (await page.locator('main').innerText()).replace(/\s+/g, ' ');
-}
+const freshPage = (options: Parameters<BrowserApp['page']>[0] = {}) => b.page(options);
+const check = (page: Page, label: string) => b.check(page, label);
+const visit = (page: Page, p: string, label: string, status = 200) => b.visit(page, p, label, status);
+const go = (page: Page, label: string, action: () => Promise<unknown>) => b.go(page, label, action);
 
 const nav = (page: Page) => page.getByRole('navigation', { name: /Navigation principale|Main navigation/ });
 

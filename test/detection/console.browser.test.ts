@@ -6,45 +6,34 @@
  * English; then the lockdown, webhook and rules pages, with their error
  * summaries, and the daily review of protected files.
  */
-import type { AddressInfo } from 'node:net';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as records from '../../src/records/gateway.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { addMonths, today } from '../../src/waitlist/dates.ts';
-import { createAdmin, createParent, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
-import { assertNoPageProblems, checkA11y, closeBrowser, follow, launchBrowser, newContext, newPage, shot } from '../helpers/browser.ts';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { createAdmin, createParent, ctxFor, PASSWORD, type TestApp } from '../helpers/app.ts';
+import { follow, shot } from '../helpers/browser.ts';
+import { startBrowserApp, type BrowserApp } from '../helpers/browser-app.ts';
+import type { TestDatabase } from '../helpers/db.ts';
 import { enrolTotp, freshTotpCode, totpSecretFor } from '../helpers/factors.ts';
 import { actorOf, createAccount, grantRole } from '../records/people.ts';
 
+let b: BrowserApp;
 let database: TestDatabase;
 let t: TestApp;
 let tenant: Tenant;
 let base: string;
-let browser: Browser;
-const contexts: BrowserContext[] = [];
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  t = await startTestApp(database);
-  tenant = await tenantFor(t, { name_fr: 'Bureau coordonnateur de la Rive-Sud', name_en: 'Rive-Sud coordinating office' });
-  await t.app.listen({ port: 0, host: '127.0.0.1' });
-  base = `http://${tenant.hosts[0]}:${(t.app.server.address() as AddressInfo).port}`;
-  browser = await launchBrowser();
-}, 60_000);
+  b = await startBrowserApp({ name_fr: 'Bureau coordonnateur de la Rive-Sud', name_en: 'Rive-Sud coordinating office' });
+  ({ database, t, tenant, base } = b);
+}, 120_000);
 
 afterAll(async () => {
-  for (const c of contexts) await c.close().catch(() => {});
-  await closeBrowser(browser);
-  await t?.close();
-  await database?.close();
+  await b?.close();
 });
 
-async function check(page: Page, label: string): Promise<void> {
-  await checkA11y(page, label);
-  assertNoPageProblems(page, label);
-}
+const check = (page: Page, label: string) => b.check(page, label);
 
 describe('the security console', () => {
   it('alerts list, an alert, taking it in charge and a note, lockdown and webhook pages: axe-clean, keyboard, French and English', async () => {
@@ -64,9 +53,7 @@ describe('the security console', () => {
     for (let i = 0; i < 20; i++) await records.readChildFileHistory(t.deps, ctxFor(t, tenant, operator), child);
     await expect(records.readChildFileHistory(t.deps, ctxFor(t, tenant, operator), child)).rejects.toMatchObject({ kind: 'forbidden' });
 
-    const context = await newContext(browser);
-    contexts.push(context);
-    const page = await newPage(context);
+    const page = await b.page();
     await page.goto(`${base}/signin?return=%2Fsecurity%2Falerts`);
     await page.getByLabel('Adresse courriel').fill(officerEmail);
     await page.getByLabel('Mot de passe').fill(PASSWORD);

@@ -6,41 +6,33 @@
  * minutes old, opens the request, confirms who they are, and approves. The
  * NIREC never appears in an address.
  */
-import type { AddressInfo } from 'node:net';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Actor } from '../../src/access/actor.ts';
 import { inTenant } from '../../src/db/tenant.ts';
 import * as records from '../../src/records/gateway.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { addMonths, today } from '../../src/waitlist/dates.ts';
-import { createAdmin, createFacility, createParent, createStaff, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
-import { assertNoPageProblems, checkA11y, closeBrowser, follow, launchBrowser, newContext, newPage, shot } from '../helpers/browser.ts';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { createAdmin, createFacility, createParent, createStaff, ctxFor, PASSWORD, type TestApp } from '../helpers/app.ts';
+import { assertNoPageProblems, checkA11y, follow, shot } from '../helpers/browser.ts';
+import { startBrowserApp, type BrowserApp } from '../helpers/browser-app.ts';
+import type { TestDatabase } from '../helpers/db.ts';
 import { enrolTotp, freshTotpCode, totpSecretFor } from '../helpers/factors.ts';
 import { createAccount, grantRole } from './people.ts';
 
+let b: BrowserApp;
 let database: TestDatabase;
 let t: TestApp;
 let tenant: Tenant;
 let base: string;
-let browser: Browser;
-const contexts: BrowserContext[] = [];
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  t = await startTestApp(database);
-  tenant = await tenantFor(t, { name_fr: 'Bureau coordonnateur de la Rive-Sud', name_en: 'Rive-Sud coordinating office' });
-  await t.app.listen({ port: 0, host: '127.0.0.1' });
-  base = `http://${tenant.hosts[0]}:${(t.app.server.address() as AddressInfo).port}`;
-  browser = await launchBrowser();
-}, 60_000);
+  b = await startBrowserApp({ name_fr: 'Bureau coordonnateur de la Rive-Sud', name_en: 'Rive-Sud coordinating office' });
+  ({ database, t, tenant, base } = b);
+}, 120_000);
 
 afterAll(async () => {
-  for (const c of contexts) await c.close().catch(() => {});
-  await closeBrowser(browser);
-  await t?.close();
-  await database?.close();
+  await b?.close();
 });
 
 async function signIn(page: Page, email: string): Promise<void> {
@@ -91,9 +83,7 @@ describe('the child-file console', () => {
     await enrolTotp(t.deps, tenant, admin2Id, admin2);
 
     /* ---- the first administrator: find, read, ask */
-    const c1 = await newContext(browser);
-    contexts.push(c1);
-    const p1 = await newPage(c1);
+    const p1 = await b.page();
     await signIn(p1, admin1);
     expect(await follow(p1, () => p1.getByRole('navigation').getByRole('link', { name: 'Recherche de dossiers' }).click())).toBe(200);
     expect(await p1.locator('h1').innerText()).toBe('Retrouver un dossier par NIREC');
@@ -137,9 +127,7 @@ describe('the child-file console', () => {
     await checkA11y(p1, 'own request (fr)');
 
     /* ---- the second administrator: review, confirm who they are, approve */
-    const c2 = await newContext(browser);
-    contexts.push(c2);
-    const p2 = await newPage(c2);
+    const p2 = await b.page();
     await signIn(p2, admin2);
     expect(await follow(p2, () => p2.getByRole('navigation').getByRole('link', { name: 'Administration' }).click())).toBe(200);
     expect(await follow(p2, () => p2.getByRole('link', { name: 'Demandes de rétablissement' }).click())).toBe(200);

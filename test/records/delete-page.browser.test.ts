@@ -8,8 +8,6 @@
  * notice, the file listed as deleted with the last day it can come back, and
  * a restore can be asked for from there. Works without JavaScript.
  */
-import type { AddressInfo } from 'node:net';
-import type { Browser, BrowserContext } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Actor } from '../../src/access/actor.ts';
 import { inTenant } from '../../src/db/tenant.ts';
@@ -17,31 +15,24 @@ import * as records from '../../src/records/gateway.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { addMonths, today } from '../../src/waitlist/dates.ts';
 import { formatDate } from '../../src/web/i18n/index.ts';
-import { createFacility, createParent, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
-import { assertNoPageProblems, checkA11y, closeBrowser, follow, launchBrowser, newContext, newPage, shot } from '../helpers/browser.ts';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { createFacility, createParent, ctxFor, PASSWORD, type TestApp } from '../helpers/app.ts';
+import { assertNoPageProblems, checkA11y, follow, shot } from '../helpers/browser.ts';
+import { startBrowserApp, type BrowserApp } from '../helpers/browser-app.ts';
+import type { TestDatabase } from '../helpers/db.ts';
 
+let b: BrowserApp;
 let database: TestDatabase;
 let t: TestApp;
 let tenant: Tenant;
 let base: string;
-let browser: Browser;
-const contexts: BrowserContext[] = [];
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  t = await startTestApp(database);
-  tenant = await tenantFor(t, { name_fr: 'Bureau coordonnateur de la Rive-Sud', name_en: 'Rive-Sud coordinating office' });
-  await t.app.listen({ port: 0, host: '127.0.0.1' });
-  base = `http://${tenant.hosts[0]}:${(t.app.server.address() as AddressInfo).port}`;
-  browser = await launchBrowser();
-}, 60_000);
+  b = await startBrowserApp({ name_fr: 'Bureau coordonnateur de la Rive-Sud', name_en: 'Rive-Sud coordinating office' });
+  ({ database, t, tenant, base } = b);
+}, 120_000);
 
 afterAll(async () => {
-  for (const c of contexts) await c.close().catch(() => {});
-  await closeBrowser(browser);
-  await t?.close();
-  await database?.close();
+  await b?.close();
 });
 
 async function parentWithChild(email: string): Promise<string> {
@@ -59,9 +50,7 @@ describe('deleting a child file', () => {
     it(`from the file to the confirmation page to the account page, axe-clean, keyboard only (JavaScript ${js ? 'on' : 'off'})`, async () => {
       const email = `suppression.${js ? 'js' : 'nojs'}.${Date.now()}@exemple.test`;
       const childId = await parentWithChild(email);
-      const context = await newContext(browser, { javaScriptEnabled: js });
-      contexts.push(context);
-      const page = await newPage(context);
+      const page = await b.page({ javaScriptEnabled: js });
       await page.goto(`${base}/signin`);
       await page.getByLabel('Adresse courriel').fill(email);
       await page.getByLabel('Mot de passe').fill(PASSWORD);
