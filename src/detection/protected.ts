@@ -11,6 +11,7 @@ import { originFields } from '../tenants/service.ts';
 import { isRealDate } from '../web/forms.ts';
 import { createAlert } from './alerts.ts';
 import type { ReadContext } from './response.ts';
+import { childReferences, liveChildFamily } from '../records/lookups.ts';
 
 /**
  * Protected files: a programme operator or administrator marks a child's
@@ -78,7 +79,7 @@ export async function markProtected(deps: Deps, ctx: Ctx, childId: string, rawRe
     deps.db.db,
     ctx.tenant.id,
     async (trx) => {
-      const child = await trx.selectFrom('children').select(['id', 'family_id']).where('id', '=', childId).where('purged_at', 'is', null).executeTakeFirst();
+      const child = await liveChildFamily(trx, childId);
       if (!child) throw new AppError('notFound');
       if ((await protectedAmong(trx, [childId])).length) return;
       await trx.insertInto('protected_files').values({ tenant_id: ctx.tenant.id, child_id: childId, reason, marked_by: by, marked_at: ctx.now }).execute();
@@ -131,14 +132,14 @@ export async function protectedReview(deps: Deps, ctx: Ctx, day: string): Promis
       const rows = await trx
         .selectFrom('protected_file_openings as o')
         .innerJoin('accounts as a', 'a.id', 'o.account_id')
-        .innerJoin('children as c', 'c.id', 'o.child_id')
-        .select(['o.opened_at', 'a.email', 'c.reference', 'o.reason', 'o.action', 'o.alert_id'])
+        .select(['o.opened_at', 'a.email', 'o.child_id', 'o.reason', 'o.action', 'o.alert_id'])
         .where('o.opened_at', '>=', sql<Date>`(${day}::date::timestamp AT TIME ZONE 'America/Toronto')`)
         .where('o.opened_at', '<', sql<Date>`((${day}::date + 1)::timestamp AT TIME ZONE 'America/Toronto')`)
         .orderBy('o.opened_at')
         .execute();
       await appendAudit(trx, ctx.tenant.id, { action: 'detection.protected.review', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'tenant', targetIds: [ctx.tenant.id], details: { day, count: rows.length } }, ctx.now);
-      return rows.map((r) => ({ openedAt: r.opened_at, accountEmail: r.email, reference: r.reference, reason: r.reason, action: r.action, alertId: r.alert_id }));
+      const refs = await childReferences(trx, [...new Set(rows.map((r) => r.child_id))]);
+      return rows.map((r) => ({ openedAt: r.opened_at, accountEmail: r.email, reference: refs.get(r.child_id) ?? '', reason: r.reason, action: r.action, alertId: r.alert_id }));
     },
     by,
   );

@@ -146,9 +146,8 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
     }
     const allowed = await throttle.checkRecovery(deps, req.ctx, input.email);
     if (!allowed.ok) return throttledPage(req, reply, allowed);
-    await requestPasswordReset(deps, req.ctx, input.email);
     const env = pageEnv(req, reply);
-    return sendPage(
+    const sent = sendPage(
       reply,
       <Page env={env} title={env.m.recovery.sentTitle}>
         <h1>{env.m.recovery.sentTitle}</h1>
@@ -156,6 +155,11 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
         <p>{env.m.recovery.sentNext}</p>
       </Page>,
     );
+    // The work differs with an account (a link) and without (a notice): it happens once the answer has
+    // left, so that the answer's time says nothing about the address.
+    const ctx = req.ctx;
+    setImmediate(() => void requestPasswordReset(deps, ctx, input.email).catch((err: unknown) => req.log.error({ err }, 'password reset request failed')));
+    return sent;
   });
 
   /* ------------------------------------------------------- e-mail verification */

@@ -25,6 +25,7 @@ import { withSession } from '../records/gateway.ts';
 import { originFields } from '../tenants/service.ts';
 import { kindOf, type AccessKind } from './breach.ts';
 import { fieldsOfPurpose } from './purposes.ts';
+import { childReferences, familyIdsOfAccount } from '../records/lookups.ts';
 
 export type AccessorKind = 'you' | 'staff' | 'programme' | 'system' | 'other';
 
@@ -74,8 +75,7 @@ async function entriesOf(trx: Trx, familyIds: readonly string[], self: string, o
   if (opts.limit !== null) rows = rows.limit(opts.limit);
   const events = await rows.execute();
   const targetIds = [...new Set(events.flatMap((e) => e.target_ids).filter((x) => UUID.test(x)))];
-  const kids = targetIds.length ? await trx.selectFrom('children').select(['id', 'reference']).where('id', 'in', targetIds).where('family_id', 'in', [...familyIds]).execute() : [];
-  const refOf = new Map(kids.map((k) => [k.id, k.reference]));
+  const refOf = await childReferences(trx, targetIds, [...familyIds]);
   const facilityIds = [...new Set(events.flatMap((e) => e.actor_roles.map((r) => r.split(':')[1] ?? '').filter((x) => UUID.test(x))))];
   const facilities = facilityIds.length ? await trx.selectFrom('facilities').select(['id', 'name']).where('id', 'in', facilityIds).execute() : [];
   const nameOf = new Map(facilities.map((f) => [f.id, f.name]));
@@ -99,7 +99,7 @@ async function entriesOf(trx: Trx, familyIds: readonly string[], self: string, o
 }
 
 async function familiesOf(trx: Trx, accountId: string): Promise<string[]> {
-  return (await trx.selectFrom('families').select('id').where('account_id', '=', accountId).execute()).map((f) => f.id);
+  return familyIdsOfAccount(trx, accountId);
 }
 
 export const ACCESS_LOG_PAGE_SIZE = 50;

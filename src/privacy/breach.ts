@@ -35,6 +35,7 @@ import { readBreachNoticeRecipients, withSession, type NoticeRecipient } from '.
 import { originFields, type Tenant } from '../tenants/service.ts';
 import { formatDateTime, messages, type Locale } from '../web/i18n/index.ts';
 import { fieldsOfPurpose } from './purposes.ts';
+import { childrenOfFamilies } from '../records/lookups.ts';
 
 export type AccessKind = 'read' | 'exported' | 'changed' | 'deleted';
 
@@ -265,7 +266,7 @@ export async function createBreachReport(deps: Deps, who: Requester, input: Brea
   const successes = events.filter((e) => e.outcome === 'success' && e.family_ids.length);
   const familyIds = [...new Set(successes.flatMap((e) => e.family_ids))];
   const kids = familyIds.length
-    ? await inTenant(db, tenant.id, (trx) => trx.selectFrom('children').select(['id', 'family_id', 'reference']).where('family_id', 'in', familyIds).execute())
+    ? await inTenant(db, tenant.id, (trx) => childrenOfFamilies(trx, familyIds))
     : [];
   const childById = new Map(kids.map((k) => [k.id, k]));
   const persons = new Map<string, BreachPerson>();

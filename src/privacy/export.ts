@@ -9,7 +9,7 @@
  */
 import type { Ctx, Deps } from '../context.ts';
 import { requireRecentAuth } from '../identity/stepup.ts';
-import { readFamilyExport, type FamilyExport } from '../records/gateway.ts';
+import { readFamilyExport, type FamilyExport, type FamilyExportChildCore } from '../records/gateway.ts';
 import { messages } from '../web/i18n/index.ts';
 import { accessLogForExport, type AccessEntry } from './access-log.ts';
 import { csvLine } from './breach.ts';
@@ -21,7 +21,7 @@ export interface FamilyExportDocument {
   tenant: { slug: string; name: string };
   account: { email: string; locale: string; createdAt: string };
   family: FamilyExport['family'];
-  children: (Omit<FamilyExport['children'][number], 'createdAt' | 'deletedAt' | 'applications' | 'history'> & {
+  children: (FamilyExportChildCore & {
     createdAt: string;
     deletedAt: string | null;
     applications: { id: string; facilityId: string; facilityName: string; municipality: string; status: string; appliedAt: string }[];

@@ -26,6 +26,7 @@ import { readRetentionFiles, retireChildFiles, withSession, type RetentionFile }
 import { purgeExpired, type PurgeResult } from '../records/purge.ts';
 import { originFields, type Tenant } from '../tenants/service.ts';
 import { addMonths, today as localToday } from '../waitlist/dates.ts';
+import { accountChildFiles, accountsWithoutLiveChild, filesAwaitingPurge } from '../records/lookups.ts';
 
 const DAY = 86_400_000;
 
@@ -73,7 +74,7 @@ function schedule(tenant: Tenant, files: RetentionFile[]): ScheduledFile[] {
 
 async function awaitingPurge(deps: Deps, tenant: Tenant): Promise<DeletedFile[]> {
   const rows = await inTenant(deps.db.db, tenant.id, (trx) =>
-    trx.selectFrom('children').select(['id', 'reference', 'deleted_at']).where('deleted_at', 'is not', null).where('purged_at', 'is', null).orderBy('deleted_at').execute(),
+    filesAwaitingPurge(trx),
   );
   return rows.map((r) => ({ childId: r.id, reference: r.reference, deletedAt: r.deleted_at!, purgeOn: new Date(r.deleted_at!.getTime() + tenant.rules.deletedFileRetentionDays * DAY) }));
 }
@@ -117,18 +118,7 @@ export interface AccountDue {
  */
 export async function accountsWithoutChild(deps: Deps, tenant: Tenant): Promise<AccountDue[]> {
   const months = tenant.rules.retention.accountWithoutChildMonths;
-  const { rows } = await inTenant(deps.db.db, tenant.id, (trx) =>
-    sql<{ id: string; last: Date }>`
-      SELECT a.id,
-             greatest(a.created_at,
-                      (SELECT max(s.last_seen_at) FROM sessions s WHERE s.account_id = a.id),
-                      (SELECT max(c.purged_at) FROM children c JOIN families f ON f.id = c.family_id WHERE f.account_id = a.id)) AS last
-        FROM accounts a
-       WHERE a.purged_at IS NULL
-         AND NOT EXISTS (SELECT 1 FROM memberships m WHERE m.account_id = a.id)
-         AND NOT EXISTS (SELECT 1 FROM children c JOIN families f ON f.id = c.family_id WHERE f.account_id = a.id AND c.purged_at IS NULL)
-       ORDER BY a.created_at`.execute(trx),
-  );
+  const rows = await inTenant(deps.db.db, tenant.id, (trx) => accountsWithoutLiveChild(trx));
   return rows.map((r) => ({ accountId: r.id, closeOn: addMonths(localToday(new Date(r.last)), months) })).sort((a, b) => a.closeOn.localeCompare(b.closeOn));
 }
 
@@ -138,7 +128,7 @@ async function closeAccount(deps: Deps, tenant: Tenant, accountId: string, origi
     const a = await trx.selectFrom('accounts').select(['id', 'purged_at']).where('id', '=', accountId).forUpdate().executeTakeFirst();
     if (!a || a.purged_at) return false;
     const role = await trx.selectFrom('memberships').select('id').where('account_id', '=', accountId).executeTakeFirst();
-    const live = await trx.selectFrom('children as c').innerJoin('families as f', 'f.id', 'c.family_id').select('c.id').where('f.account_id', '=', accountId).where('c.purged_at', 'is', null).executeTakeFirst();
+    const live = (await accountChildFiles(trx, accountId)).length > 0;
     if (role || live) return false;
     await trx.updateTable('accounts').set({ email: `purged-${accountId}@purged.invalid`, password_hash: null, status: 'suspended', purged_at: now }).where('id', '=', accountId).execute();
     const ended = await trx.updateTable('sessions').set({ revoked_at: now }).where('account_id', '=', accountId).where('revoked_at', 'is', null).returning('id').execute();
@@ -282,7 +272,7 @@ export async function requestFamilyDeletion(deps: Deps, ctx: Ctx): Promise<Delet
     throw new AppError(actor ? 'forbidden' : 'signInRequired');
   }
   const mine = await inTenant(deps.db.db, ctx.tenant.id, (trx) =>
-    trx.selectFrom('children as c').innerJoin('families as f', 'f.id', 'c.family_id').select(['c.id', 'c.family_id', 'c.deleted_at']).where('f.account_id', '=', actor.accountId).where('c.purged_at', 'is', null).execute(),
+    accountChildFiles(trx, actor.accountId),
   );
   const live = mine.filter((c) => !c.deleted_at).map((c) => c.id);
   await retireChildFiles(deps, ctx, live, 'parent_request');
@@ -299,16 +289,6 @@ export async function requestFamilyDeletion(deps: Deps, ctx: Ctx): Promise<Delet
 export async function pendingPurges(deps: Deps, ctx: Ctx): Promise<DeletedFile[]> {
   const actor = ctx.actor;
   if (!actor) return [];
-  const rows = await inTenant(deps.db.db, ctx.tenant.id, (trx) =>
-    trx
-      .selectFrom('children as c')
-      .innerJoin('families as f', 'f.id', 'c.family_id')
-      .select(['c.id', 'c.reference', 'c.deleted_at'])
-      .where('f.account_id', '=', actor.accountId)
-      .where('c.deleted_at', 'is not', null)
-      .where('c.purged_at', 'is', null)
-      .orderBy('c.deleted_at')
-      .execute(),
-  );
+  const rows = (await inTenant(deps.db.db, ctx.tenant.id, (trx) => accountChildFiles(trx, actor.accountId))).filter((r) => r.deleted_at);
   return rows.map((r) => ({ childId: r.id, reference: r.reference, deletedAt: r.deleted_at!, purgeOn: new Date(r.deleted_at!.getTime() + ctx.tenant.rules.deletedFileRetentionDays * DAY) }));
 }

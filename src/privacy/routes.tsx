@@ -10,6 +10,7 @@ import { readAccessLog, type AccessEntry } from './access-log.ts';
 import { fieldLabel } from './breach.ts';
 import { buildFamilyExport } from './export.ts';
 import { pendingPurges, requestFamilyDeletion, retentionPreview, type DeletedFile, type ScheduledFile } from './retention.ts';
+import { accountChildFiles } from '../records/lookups.ts';
 
 function PurgeTable({ env, rows }: { env: PageEnv; rows: DeletedFile[] }) {
   const d = env.m.deletion;
@@ -139,20 +140,7 @@ export function privacyRoutes(app: FastifyInstance, deps: Deps) {
     if (!req.ctx.actor) throw new AppError('signInRequired');
     const env = pageEnv(req, reply);
     const d = env.m.deletion;
-    const live = await inTenant(deps.db.db, req.ctx.tenant.id, async (trx) =>
-      Number(
-        (
-          await trx
-            .selectFrom('children as c')
-            .innerJoin('families as f', 'f.id', 'c.family_id')
-            .select(sql<string>`count(*)`.as('n'))
-            .where('f.account_id', '=', req.ctx.actor!.accountId)
-            .where('c.deleted_at', 'is', null)
-            .where('c.purged_at', 'is', null)
-            .executeTakeFirst()
-        )?.n ?? 0,
-      ),
-    );
+    const live = (await inTenant(deps.db.db, req.ctx.tenant.id, (trx) => accountChildFiles(trx, req.ctx.actor!.accountId))).filter((c) => !c.deleted_at).length;
     return sendPage(
       reply,
       <Page env={env} title={d.title}>

@@ -1130,6 +1130,9 @@ export interface FamilyExport {
   }[];
 }
 
+/** One child file of a family's export, without its dates, registrations and history (which the export document writes its own way). */
+export type FamilyExportChildCore = Omit<FamilyExport['children'][number], 'createdAt' | 'deletedAt' | 'applications' | 'history'>;
+
 /** The fields the export opens (src/privacy/purposes.ts, 'parent.family.export'), but for the access log, which is read from the audit log. */
 export const FAMILY_EXPORT_FIELDS = [
   'account_email',

@@ -35,8 +35,18 @@ let ipSeq = 0;
 const freshIp = () => `203.0.113.${++ipSeq}`;
 const NEW_PASSWORD = 'une phrase de passe toute neuve 2026';
 
-async function outbox(to: string) {
+async function outboxNow(to: string) {
   return inTenant(database.db, tenant.id, (trx) => trx.selectFrom('mail_outbox').select(['template', 'subject', 'body_text', 'locale']).where('to_address', '=', to).orderBy('created_at').execute());
+}
+
+/** The request is handled after the answer has left: wait (a little) for the `n`th message to the address. */
+async function outbox(to: string, n = 1) {
+  const until = Date.now() + 10_000;
+  for (;;) {
+    const mails = await outboxNow(to);
+    if (mails.length >= n || Date.now() > until) return mails;
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 async function ask(c: Client, email: string) {
@@ -85,13 +95,13 @@ describe('a forgotten password', () => {
     const start = new Date();
     t.setNow(start);
     const email = `chef.${Date.now()}@exemple.test`;
-    await createAdmin(t, tenant, email);
+    await createAdmin(t, tenant, email); // its first message: the bootstrap link to choose a password
     const c = new Client(t.app, host, freshIp());
     await ask(c, email);
-    const first = /\/set-password\?token=[A-Za-z0-9_-]{43}/.exec((await outbox(email)).at(-1)!.body_text)![0];
+    const first = /\/set-password\?token=[A-Za-z0-9_-]{43}/.exec((await outbox(email, 2)).at(-1)!.body_text)![0];
     t.setNow(new Date(start.getTime() + 1000));
     await ask(c, email);
-    const link = /\/set-password\?token=[A-Za-z0-9_-]{43}/.exec((await outbox(email)).at(-1)!.body_text)![0];
+    const link = /\/set-password\?token=[A-Za-z0-9_-]{43}/.exec((await outbox(email, 3)).at(-1)!.body_text)![0];
     expect(link).not.toBe(first);
     expect((await c.get(first)).status).toBe(404);
     expect((await c.get(link)).status).toBe(200);
@@ -99,7 +109,7 @@ describe('a forgotten password', () => {
     const r = await c.post('/set-password', { token, password: NEW_PASSWORD, passwordConfirm: NEW_PASSWORD });
     expect(r.status).toBe(303);
     expect((await c.get(link)).status).toBe(404);
-    const mails = await outbox(email);
+    const mails = await outbox(email, 4);
     expect(mails.at(-1)!.template).toBe('password_changed');
 
     // the new password is only the first step: the authenticator app is still asked for
@@ -113,8 +123,9 @@ describe('a forgotten password', () => {
     expect(s.cookies.get('guichet_session')).toBeDefined();
 
     // an hour later, a link is no good
+    t.setNow(new Date(start.getTime() + 2000));
     await ask(c, email);
-    const late = /\/set-password\?token=[A-Za-z0-9_-]{43}/.exec((await outbox(email)).at(-1)!.body_text)![0];
+    const late = /\/set-password\?token=[A-Za-z0-9_-]{43}/.exec((await outbox(email, 5)).at(-1)!.body_text)![0];
     t.setNow(new Date(t.deps.clock().getTime() + RESET_LINK_MS + 1000));
     expect((await c.get(late)).status).toBe(404);
     const events = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select('outcome').where('action', '=', 'identity.password.reset').execute());
@@ -128,12 +139,13 @@ describe('a forgotten password', () => {
     const bad = await c.post('/password/forgot', { email: 'pas une adresse' });
     expect(bad.status).toBe(400);
     expect(textOf(bad.body)).toContain('Entrez une adresse courriel valide');
-    expect(await outbox('pas une adresse')).toEqual([]);
+    expect(await outboxNow('pas une adresse')).toEqual([]);
     t.setNow(new Date('2026-06-05T12:00:00Z'));
     const d = new Client(t.app, host, freshIp());
     for (let i = 0; i < THROTTLE.recoveriesPerSourcePerHour; i++) expect((await ask(d, `x${i}@exemple.test`)).status).toBe(200);
     expect((await ask(d, 'encore@exemple.test')).status).toBe(429);
-    expect(await outbox('encore@exemple.test')).toEqual([]);
+    await outbox(`x${THROTTLE.recoveriesPerSourcePerHour - 1}@exemple.test`);
+    expect(await outboxNow('encore@exemple.test')).toEqual([]);
     t.setNow(new Date());
   });
 });

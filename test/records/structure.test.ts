@@ -25,7 +25,8 @@ const T = `(?:${PERSONAL.join('|')})`;
  * TRUNCATE, REFERENCES followed by the table, quoted or schema-qualified or not.
  */
 const PERSONAL_PATTERNS: RegExp[] = [
-  new RegExp(`(['"\`])(?:public\\.)?${T}(?:\\s+as\\s+\\w+|\\.\\w+)?\\1`, 'g'),
+  // A file name ('children.csv' in an export) is not the table.
+  new RegExp(`(['"\`])(?:public\\.)?${T}(?:\\s+as\\s+\\w+|\\.(?!csv\\1)\\w+)?\\1`, 'g'),
   new RegExp(`\\b(?:from|join|into|update|table|truncate|references)\\s+(?:only\\s+)?(?:"?public"?\\.)?"?${T}"?(?![\\w-])`, 'gi'),
 ];
 
