@@ -13,7 +13,7 @@
  * kills and restarts, the tree checked with the server stopped.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { createServer } from 'node:net';
@@ -33,7 +33,9 @@ import { createTenant } from '../../src/tenants/service.ts';
 import { createTestDatabase, randomSlug, testDatabaseInfo, testDbKind, type TestDatabase } from '../helpers/db.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const MASTER = randomBytes(32);
+// The test apps' secret (test/helpers/app.ts): on the PostgreSQL run every test file shares one database,
+// and the sealer of any listening test app seals every tenant it sees — this file's too — with that key.
+const MASTER = Buffer.alloc(32, 7);
 const keys = keyProviderFromSecret(MASTER);
 
 async function freePort(): Promise<number> {

@@ -56,21 +56,23 @@ const latencies: string[] = [];
 /**
  * An event reaches the reader once the sealer has put it in the tree (every
  * 300 ms) and the reader's next pass (every 100 ms) finds it: about half a
- * second on an idle machine. The bound leaves room for a loaded one; the
- * figures are printed.
+ * second on an idle machine. The bound leaves room for a loaded one, and for
+ * the PostgreSQL run, where every test file's tenants share the database and
+ * each listening instance's sealer passes over all of them; the figures are
+ * printed.
  */
-const BOUND_MS = 2000;
+const BOUND_MS = 10_000;
 
 async function waitForAlert(tenant: Tenant, rule: string, count = 1): Promise<number> {
   const start = performance.now();
-  while (performance.now() - start < 5000) {
+  while (performance.now() - start < 15_000) {
     if ((await alertsFor(tenant)).filter((a) => a.rule_code === rule).length >= count) {
       latencies.push(`${rule} ${Math.round(performance.now() - start)} ms`);
       return performance.now() - start;
     }
     await new Promise((r) => setTimeout(r, 25));
   }
-  throw new Error(`no ${rule} alert within 5 s`);
+  throw new Error(`no ${rule} alert within 15 s`);
 }
 
 describe('the audit stream', () => {
