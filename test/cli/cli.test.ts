@@ -312,7 +312,8 @@ describe.runIf(process.env.GUICHET_TEST_DB === 'postgres')('guichet CLI on Postg
     if (info.kind !== 'postgres') throw new Error('expected the PostgreSQL test database');
     ownerUrl = info.ownerUrl;
     dir = mkdtempSync(join(tmpdir(), 'guichet-cli-pg-'));
-    env = cliEnv({ GUICHET_DATA_DIR: dir, DATABASE_OWNER_URL: info.ownerUrl, DATABASE_URL: info.appUrl });
+    // The test apps' secret: any listening test app on the shared database seals this file's tenants too (test/helpers/app.ts).
+    env = cliEnv({ GUICHET_DATA_DIR: dir, DATABASE_OWNER_URL: info.ownerUrl, DATABASE_URL: info.appUrl, GUICHET_MASTER_KEY: Buffer.alloc(32, 7).toString('base64') });
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
