@@ -7,6 +7,7 @@ import { createAlert } from './alerts.ts';
 import { checkWindows, purgeHits, record } from './counters.ts';
 import { rulesFor, SYNCHRONOUS_SIGNALS } from './rules.ts';
 import { WebhookSender } from './webhook.ts';
+import { PollLoop } from './poll.ts';
 
 /**
  * Detection on the audit stream, for what need not be refused on the spot:
@@ -97,8 +98,7 @@ async function evaluate(trx: Trx, deps: Deps, tenantId: string, baseUrl: string,
 
 /** Reads the tenants' audit streams; started when the server listens. */
 export class DetectionStream {
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<void> | null = null;
+  private readonly loop: PollLoop;
 
   constructor(
     private readonly deps: Deps,
@@ -106,26 +106,16 @@ export class DetectionStream {
     private readonly intervalMs = 250,
     /** Which tenants this reader follows (all by default). */
     private readonly follows: (tenantId: string) => boolean = () => true,
-  ) {}
-
-  start(): void {
-    const tick = () => {
-      this.running = this.runOnce()
-        .then(() => undefined)
-        .catch((err) => this.deps.log.error({ err }, 'detection stream failed'))
-        .finally(() => {
-          this.running = null;
-          if (this.timer) this.timer = setTimeout(tick, this.intervalMs);
-        });
-    };
-    this.timer = setTimeout(tick, 0);
-    this.timer.unref?.();
+  ) {
+    this.loop = new PollLoop(() => this.runOnce(), this.intervalMs, this.deps.log, 'detection stream failed');
   }
 
-  async stop(): Promise<void> {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    await this.running;
+  start(): void {
+    this.loop.start();
+  }
+
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
 
   /** One pass over every tenant's new leaves. Returns the alerts written. */

@@ -9,6 +9,7 @@ import { inTenant } from '../db/tenant.ts';
 import { AppError, ValidationError } from '../errors.ts';
 import { requireRecentAuth } from '../identity/stepup.ts';
 import { originFields } from '../tenants/service.ts';
+import { PollLoop } from './poll.ts';
 
 /**
  * Alerts as signed webhooks. Each delivery is a POST of a JSON body with
@@ -123,33 +124,22 @@ const MAX_ATTEMPTS = 12;
 
 /** Sends pending deliveries, on every instance; started by `guichet serve`. */
 export class WebhookSender {
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<void> | null = null;
+  private readonly loop: PollLoop;
 
   constructor(
     private readonly deps: Deps,
     private readonly intervalMs = 250,
     private readonly timeoutMs = 5000,
-  ) {}
-
-  start(): void {
-    const tick = () => {
-      this.running = this.runOnce()
-        .then(() => undefined)
-        .catch((err) => this.deps.log.error({ err }, 'webhook delivery failed'))
-        .finally(() => {
-          this.running = null;
-          if (this.timer) this.timer = setTimeout(tick, this.intervalMs);
-        });
-    };
-    this.timer = setTimeout(tick, 0);
-    this.timer.unref?.();
+  ) {
+    this.loop = new PollLoop(() => this.runOnce(), this.intervalMs, this.deps.log, 'webhook delivery failed');
   }
 
-  async stop(): Promise<void> {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    await this.running;
+  start(): void {
+    this.loop.start();
+  }
+
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
 
   /** One pass over every tenant's due deliveries. Returns how many were delivered. */

@@ -1113,21 +1113,12 @@ export async function readBreachNoticeRecipients(deps: Deps, ctx: Ctx, familyIds
 export interface FamilyExport {
   account: { email: string; locale: 'fr' | 'en'; createdAt: Date };
   family: { id: string; parentFirstName: string | null; parentLastName: string | null; phone: string | null; postalCode: string | null } | null;
-  children: {
-    id: string;
-    reference: string;
-    firstName: string;
-    lastName: string;
-    birthDate: string;
-    nirecMasked: string | null;
-    desiredEntryDate: string;
-    daysOfCare: number;
-    inSubsidisedCare: boolean;
+  /** Each file as its parent sees it, with its dates and the outline of its versions. */
+  children: (ChildFileView & {
     createdAt: Date;
     deletedAt: Date | null;
-    applications: ApplicationView[];
     history: { version: number; change: ChildFileVersionView['change']; changedFields: string[]; changedAt: Date; changedBy: 'you' | 'someone_else' | null }[];
-  }[];
+  })[];
 }
 
 /** One child file of a family's export, without its dates, registrations and history (which the export document writes its own way). */
