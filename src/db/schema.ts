@@ -205,6 +205,41 @@ export interface ApplicationsTable {
   updated_at: Timestamp;
 }
 
+export type AgeGroupValue = 'infant' | 'toddler';
+
+/** Migration 0016: places and vacancies per facility and age group. */
+export interface FacilityPlacesTable {
+  tenant_id: string;
+  facility_id: string;
+  age_group: AgeGroupValue;
+  places: number;
+  vacancies: ColumnType<number, number | undefined, number>;
+  updated_at: Timestamp;
+  updated_by: string | null;
+}
+
+export type OfferStatus = 'pending' | 'accepted' | 'started' | 'refused' | 'expired' | 'cancelled';
+
+/** Migration 0016: a place proposed to one child (a referral, or an allocation round's result). */
+export interface OffersTable {
+  id: Generated<string>;
+  tenant_id: string;
+  application_id: string;
+  child_id: string;
+  facility_id: string;
+  age_group: AgeGroupValue;
+  status: ColumnType<OfferStatus, OfferStatus | undefined, OfferStatus>;
+  source: ColumnType<'referral' | 'allocation', 'referral' | 'allocation' | undefined, never>;
+  by_priority: string | null;
+  allocation_run_id: string | null;
+  offered_at: Timestamp;
+  deadline: Timestamp;
+  answered_at: Timestamp | null;
+  start_date: ColumnType<string | null, string | null | undefined, string | null>;
+  start_confirmed_at: Timestamp | null;
+  start_confirmed_by: string | null;
+}
+
 export interface AuditEventsTable {
   tenant_id: string;
   /** From the sequence audit_events_seq (the column default): orders events within a transaction. */
@@ -651,6 +686,8 @@ export interface DB {
   child_file_versions: ChildFileVersionsTable;
   child_file_restore_requests: ChildFileRestoreRequestsTable;
   applications: ApplicationsTable;
+  facility_places: FacilityPlacesTable;
+  offers: OffersTable;
   audit_events: AuditEventsTable;
   audit_heads: AuditHeadsTable;
   audit_leaves: AuditLeavesTable;
