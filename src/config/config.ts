@@ -23,6 +23,17 @@ const schema = z.object({
     .string()
     .regex(/^[a-z0-9-]{2,40}$/)
     .default('quebec'),
+  /** security.txt (RFC 9116): where to report a vulnerability — comma-separated mailto:, https: or tel: URIs. */
+  GUICHET_SECURITY_CONTACT: z
+    .string()
+    .refine((v) => v.split(',').every((c) => /^(mailto:[^\s@,]+@[^\s@,]+|https:\/\/[^\s,]+|tel:\+?[0-9 -]+)$/.test(c.trim())), 'comma-separated mailto:, https: or tel: URIs')
+    .optional(),
+  /** security.txt: when its content stops being valid (ISO 8601 date-time); unset: 180 days after the start. */
+  GUICHET_SECURITY_EXPIRES: z.string().datetime({ offset: true }).optional(),
+  /** security.txt: the disclosure policy (https: URL); unset: the one Guichet serves at /security-policy.txt. */
+  GUICHET_SECURITY_POLICY: z.string().url().startsWith('https://').optional(),
+  /** security.txt: the OpenPGP key to encrypt reports with (https: URL), if any. */
+  GUICHET_SECURITY_ENCRYPTION: z.string().url().startsWith('https://').optional(),
   /** Allow the app to connect as a superuser or table owner (never in production). */
   GUICHET_ALLOW_PRIVILEGED_DB_ROLE: z.enum(['0', '1']).default('0'),
 });
@@ -42,6 +53,22 @@ export interface Config {
   /** Demo mode: embedded database and no production flag. Prints demo sign-ins. */
   demo: boolean;
   allowPrivilegedDbRole: boolean;
+  /** What /.well-known/security.txt says (src/web/security-txt.ts). */
+  securityTxt: SecurityTxtConfig;
+}
+
+export interface SecurityTxtConfig {
+  contacts: string[];
+  expires: Date;
+  /** null: the policy Guichet serves itself. */
+  policy: string | null;
+  encryption: string | null;
+}
+
+/** The reporting address when none is configured: security@ the domain mail is sent from. */
+function defaultSecurityContact(mailFrom: string): string {
+  const domain = /@([^\s>]+)>?\s*$/.exec(mailFrom)?.[1] ?? 'guichet.localhost';
+  return `mailto:security@${domain}`;
 }
 
 export class ConfigError extends Error {
@@ -75,5 +102,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     defaultTenant: e.GUICHET_DEFAULT_TENANT,
     demo: !production && !e.DATABASE_URL,
     allowPrivilegedDbRole: e.GUICHET_ALLOW_PRIVILEGED_DB_ROLE === '1',
+    securityTxt: {
+      contacts: (e.GUICHET_SECURITY_CONTACT ?? defaultSecurityContact(e.MAIL_FROM)).split(',').map((c) => c.trim()),
+      // The default moves with every start, so it vouches for no review of the file: production sets a date someone will keep.
+      expires: e.GUICHET_SECURITY_EXPIRES ? new Date(e.GUICHET_SECURITY_EXPIRES) : new Date(Math.ceil(Date.now() / 86_400_000) * 86_400_000 + 180 * 86_400_000),
+      policy: e.GUICHET_SECURITY_POLICY ?? null,
+      encryption: e.GUICHET_SECURITY_ENCRYPTION ?? null,
+    },
   };
 }

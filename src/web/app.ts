@@ -196,7 +196,8 @@ export async function buildApp(deps: Deps, routes: RouteModule[]): Promise<Fasti
 
 const MAX_PARAM_LENGTH = 200;
 
-const OPEN_IN_MAINTENANCE = /^\/(signin|signout|reauth|security)(\/|\?|$)/;
+// security.txt stays reachable: an incident is when a reporter most needs the address.
+const OPEN_IN_MAINTENANCE = /^\/(signin|signout|reauth|security|\.well-known\/security\.txt|security-policy\.txt)(\/|\?|$)/;
 
 function routableUrl(url: string): string {
   const q = url.indexOf('?');
