@@ -45,11 +45,20 @@ Commands:
                                        --notices writes each family's notice and the Commission's summary.
   retention run [--tenant T]           Delete the files the tenant's retention rules say are done, and purge
                                        deleted files past their window (the server does it daily).
+  backup --out FILE [--keyring]        Back up the data database, encrypted with a key from the key provider:
+                                       PostgreSQL through pg_dump (as GUICHET_BACKUP_URL, a role that reads every
+                                       row), the embedded database through its data directory (stop the server).
+                                       The keyring is never in it: --keyring backs it up alone, into another file,
+                                       to keep apart and for no longer than 7 days.
+  backup --check FILE                  Authenticate every byte of a backup without restoring it.
+  restore FILE [--force]               Restore a backup into a fresh, empty database (or, from a --keyring file, the
+                                       keyring); refuses an altered or truncated file, and a non-empty target
+                                       unless --force. Then run guichet audit verify.
   help                                 Show this help.
 
 Environment: PORT, HOST, GUICHET_DATA_DIR, DATABASE_URL, DATABASE_OWNER_URL, SMTP_URL,
 PUBLIC_URL, NODE_ENV, LOG_LEVEL, GUICHET_DEFAULT_TENANT, GUICHET_MASTER_KEY, GUICHET_KEY_FILE,
-GUICHET_KEYRING_URL.
+GUICHET_KEYRING_URL, GUICHET_BACKUP_URL, GUICHET_PG_BIN.
 See README.md.`;
 
 class UsageError extends Error {}
@@ -226,6 +235,19 @@ export async function main(argv: string[]): Promise<number> {
         out: (text) => process.stdout.write(text),
         err: (text) => process.stderr.write(text),
       });
+    }
+    case 'backup':
+    case 'restore': {
+      const { backupCommand, restoreCommand } = await import('../backup/cli.ts');
+      const ctx = {
+        config,
+        env: process.env,
+        lockDataDir,
+        usage: (message: string) => new UsageError(message),
+        out: (text: string) => process.stdout.write(text),
+        err: (text: string) => process.stderr.write(text),
+      };
+      return command === 'backup' ? backupCommand(rest, ctx) : restoreCommand(rest, ctx);
     }
     default:
       throw new UsageError(`unknown command "${command}" (guichet help lists them)`);
