@@ -416,6 +416,12 @@ export async function restoreKeyringFile(opts: { dir: string; keys: KeyProvider;
   if (header.contents !== 'keyring-file') throw new BackupError(`${opts.file} holds a ${describe(header.contents)}, not a file keyring: ${hint(header.contents)}`);
   const dir = resolve(opts.dir);
   const f = join(dir, KEYRING_FILE);
+  // The file keyring has one process at a time: never replace it under a running server.
+  const lock = join(dir, 'keyring.lock');
+  if (existsSync(lock)) {
+    const pid = Number(readFileSync(lock, 'utf8'));
+    if (pid && pid !== process.pid && isAlive(pid)) throw new BackupError(`the keyring ${dir} is in use by process ${pid}: stop it before restoring the keyring`);
+  }
   let movedAside: string | undefined;
   if (existsSync(f) && readFileSync(f).length > 0) {
     if (!opts.force) throw new BackupError(`${f} already holds keys: give --force to replace it (the current file is kept beside it)`);
@@ -433,6 +439,15 @@ export async function restoreKeyringFile(opts: { dir: string; keys: KeyProvider;
   }
   renameSync(tmp, f);
   return { header, bytes: plain!.length, ...(movedAside ? { movedAside } : {}) };
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /* ------------------------------------------------------------------ words */

@@ -235,8 +235,9 @@ describe.runIf(KIND === 'pglite')('guichet backup and restore on the embedded da
       await dbB.close();
     }
 
-    const forced = ok(await cli(['restore', data, '--force'], envB));
-    expect(forced.stdout).toMatch(/the previous data directory is at .*pglite\.before-restore-/);
+    // --force replaces, and keeps what it replaced beside it (the keyring here: the same path as the data's, without a database to start).
+    expect(ok(await cli(['restore', keyring], envB), 2).stderr).toMatch(/already holds keys: give --force/);
+    expect(ok(await cli(['restore', keyring, '--force'], envB)).stdout).toMatch(/the previous one is at .*keyring\.jsonl\.before-restore-/);
   }, 900_000);
 });
 
