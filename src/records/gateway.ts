@@ -326,6 +326,11 @@ async function applicationsOf(trx: Trx, childId: string): Promise<ApplicationVie
   return rows.map((r) => ({ id: r.id, facilityId: r.facility_id, facilityName: r.name, municipality: r.municipality, status: r.status, appliedAt: r.created_at }));
 }
 
+/** The birth month in clear, for the allocation's age group (migration 0020 says why it is kept). */
+export function birthMonth(birthDate: string | null): string | null {
+  return birthDate && /^\d{4}-\d{2}/.test(birthDate) ? `${birthDate.slice(0, 7)}-01` : null;
+}
+
 const REF_ALPHABET = '23456789ABCDEFGHJKMNPQRSTVWXYZ';
 
 export function newReference(): string {
@@ -438,6 +443,7 @@ export async function createChildFile(deps: Deps, ctx: Ctx, input: ChildInput): 
             reference,
             ...(sealChild(env, family.key, id, values) as Required<ReturnType<typeof sealChild>>),
             nirec_index: index,
+            birth_month: birthMonth(input.birthDate),
             desired_entry_date: input.desiredEntryDate,
             days_of_care: input.daysOfCare,
             in_subsidised_care: input.inSubsidisedCare,
@@ -569,7 +575,7 @@ export async function updateChildFile(deps: Deps, ctx: Ctx, childId: string, inp
       const sealed = sealChild(env, key, c.id, Object.fromEntries(changedSecret.map((k) => [k, nextSecret[k]])) as Partial<ChildValues>);
       await trx
         .updateTable('children')
-        .set({ ...sealed, ...(index !== undefined ? { nirec_index: index } : {}), ...nextClear, updated_at: ctx.now })
+        .set({ ...sealed, ...(index !== undefined ? { nirec_index: index } : {}), ...nextClear, birth_month: birthMonth(nextSecret.birth_date), updated_at: ctx.now })
         .where('id', '=', c.id)
         .execute();
       await recordVersion(trx, ctx, env, key, c.id, 'update', changed, snapshotOf({ ...c, ...nextClear }, nextSecret, false));
