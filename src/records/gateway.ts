@@ -184,7 +184,7 @@ function boundedId(id: string): string {
   return id.slice(0, 64).replace(/[\u0000-\u001f\u007f-\u009f]/g, '\ufffd');
 }
 
-function deny(ctx: Ctx, action: AuditAction, targetType: string, targetId: string, reason: string, decision?: Decision, error?: AppError): never {
+export function deny(ctx: Ctx, action: AuditAction, targetType: string, targetId: string, reason: string, decision?: Decision, error?: AppError): never {
   const e =
     error ??
     (decision?.reason === 'not_signed_in'
@@ -222,7 +222,7 @@ function cryptoFailure(err: unknown): string | null {
  * The work of one call, in one tenant transaction. `action` names it in the
  * audit trail if decryption fails.
  */
-async function run<T>(deps: Deps, ctx: Ctx, action: AuditAction, fn: (trx: Trx, env: Envelope) => Promise<T>): Promise<T> {
+export async function run<T>(deps: Deps, ctx: Ctx, action: AuditAction, fn: (trx: Trx, env: Envelope) => Promise<T>): Promise<T> {
   const env = envelopeFor(deps.keys);
   await ensureTenantEncrypted(deps.db.db, deps.keys, ctx.tenant.id, ctx.now);
   for (let attempt = 0; ; attempt++) {
@@ -276,7 +276,7 @@ function readContext(ctx: Ctx): ReadContext {
 }
 
 /** Writes the event, then lets detection weigh it before the data leaves (it may throw Contained). */
-async function audit(trx: Trx, ctx: Ctx, e: Omit<AuditEventInput, 'outcome'> & { outcome?: AuditEventInput['outcome'] }) {
+export async function audit(trx: Trx, ctx: Ctx, e: Omit<AuditEventInput, 'outcome'> & { outcome?: AuditEventInput['outcome'] }) {
   const input: AuditEventInput = { outcome: 'success', ...originFields(originOf(ctx)), ...e, details: withSession(ctx, e.details) };
   const sealed = await appendAudit(trx, ctx.tenant.id, input, ctx.now);
   await onRecordEvent(trx, readContext(ctx), input, sealed.id);
@@ -293,7 +293,7 @@ function check(ctx: Ctx, action: Action & AuditAction, ownerAccountId: string, t
  * found". Writes lock the child and its family (a purge re-keying the family
  * waits for them, and they for it).
  */
-async function childWithOwner(trx: Trx, ctx: Ctx, childId: string, action: Action & AuditAction, opts: { lock?: boolean; deleted?: boolean } = {}) {
+export async function childWithOwner(trx: Trx, ctx: Ctx, childId: string, action: Action & AuditAction, opts: { lock?: boolean; deleted?: boolean } = {}) {
   if (!UUID.test(childId)) deny(ctx, action, 'child', childId, 'malformed_id');
   let q = trx
     .selectFrom('children as c')
