@@ -141,7 +141,8 @@ describe('scale seed generators', () => {
   });
 });
 
-describe('guichet allocate on PGlite', () => {
+// Each run covers its own database: the PGlite journey under the PGlite run, the PostgreSQL one under GUICHET_TEST_DB=postgres.
+describe.runIf(process.env.GUICHET_TEST_DB !== 'postgres')('guichet allocate on PGlite', () => {
   let dir: string;
   beforeAll(() => {
     dir = mkdtempSync(join(tmpdir(), 'guichet-allocate-'));
@@ -154,7 +155,7 @@ describe('guichet allocate on PGlite', () => {
       const db = await openDatabase({ dataDir: join(dir, 'pglite'), migrate: false });
       return { db: db.db, close: () => db.close() };
     });
-  }, 300_000);
+  }, 480_000);
 });
 
 describe.runIf(process.env.GUICHET_TEST_DB === 'postgres')('guichet allocate on PostgreSQL', () => {
@@ -172,5 +173,5 @@ describe.runIf(process.env.GUICHET_TEST_DB === 'postgres')('guichet allocate on 
       const db = await openDatabase({ databaseUrl: info.ownerUrl, migrate: false, allowPrivilegedRole: true });
       return { db: db.db, close: () => db.close() };
     });
-  }, 300_000);
+  }, 480_000);
 });
