@@ -131,10 +131,12 @@ try {
   ).rows.map((r) => r.facility_id);
   const config = { ...loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', GUICHET_DEFAULT_TENANT: 'bench' }), demo: false };
   const deps: Deps = { db: b.database, config, clock: () => new Date(), log: pino({ level: 'silent' }), tenants: new TenantDirectory(b.database.db, 'bench'), keys };
-  const account = (await sql<{ id: string }>`SELECT id FROM accounts WHERE tenant_id = ${tenant.id} LIMIT 1`.execute(owner)).rows[0]!.id;
+  // One staff member per page: detection rightly suspends one account reading hundreds of lists in a minute.
+  const accounts = (await sql<{ id: string }>`SELECT id FROM accounts WHERE tenant_id = ${tenant.id} ORDER BY id LIMIT ${PAGES + 40}`.execute(owner)).rows.map((r) => r.id);
+  let nextAccount = 0;
   const staffCtx = (facilityId: string): Ctx => ({
     tenant,
-    actor: { accountId: account, tenantId: tenant.id, sessionId: null, email: 'x@exemple.test', emailVerified: true, locale: 'fr', memberships: [{ id: 'm', role: 'facility_staff', facilityId, expiresAt: null }], mfa: true } as unknown as Actor,
+    actor: { accountId: accounts[nextAccount++ % accounts.length]!, tenantId: tenant.id, sessionId: null, email: 'x@exemple.test', emailVerified: true, locale: 'fr', memberships: [{ id: 'm', role: 'facility_staff', facilityId, expiresAt: null }], mfa: true } as unknown as Actor,
     ip: '127.0.0.1',
     userAgent: 'bench',
     requestId: null,
