@@ -104,7 +104,7 @@ async function journey(env: NodeJS.ProcessEnv, slug: string, owner: () => Promis
   expectExit(replay, 0);
   expect(replay.stdout).toContain('replay OK');
 
-  // Tampering: the stored vacancies inside the snapshot, then the signed hash.
+  // Tampering with the stored run: its outputs hash no longer matches the signature.
   const t = await owner();
   try {
     await sql`UPDATE allocation_runs SET outputs_hash = sha256(outputs_hash) WHERE id = ${runId}`.execute(t.db);
