@@ -24,13 +24,35 @@ import { securityPrivacyRoutes } from './privacy/security-routes.tsx';
 import { TenantDirectory } from './tenants/service.ts';
 import { fileConsoleRoutes } from './waitlist/console-routes.tsx';
 import { waitlistRoutes } from './waitlist/routes.tsx';
+import { allocationRoutes } from './waitlist/allocation-routes.tsx';
 import { buildApp, type RouteModule } from './web/app.ts';
 import { homeRoutes } from './web/pages.tsx';
 import { securityTxtRoutes } from './web/security-txt.ts';
 import { oidcRoutes } from './oidc/routes.tsx';
 import { oidcAdminRoutes } from './oidc/admin-routes.tsx';
 
-export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, grantRoutes, factorResetRoutes, breakGlassRoutes, waitlistRoutes, demoMailRoutes, factorRoutes, auditRoutes, fileConsoleRoutes, oidcRoutes, oidcAdminRoutes, privacyRoutes, securityPrivacyRoutes, detectionRoutes, securityTxtRoutes];
+// One module a line: modules are added in parallel, and a line each merges cleanly.
+export const ROUTES: RouteModule[] = [
+  homeRoutes,
+  directoryRoutes,
+  identityRoutes,
+  sessionRoutes,
+  grantRoutes,
+  factorResetRoutes,
+  breakGlassRoutes,
+  waitlistRoutes,
+  allocationRoutes,
+  demoMailRoutes,
+  factorRoutes,
+  auditRoutes,
+  fileConsoleRoutes,
+  oidcRoutes,
+  oidcAdminRoutes,
+  privacyRoutes,
+  securityPrivacyRoutes,
+  detectionRoutes,
+  securityTxtRoutes,
+];
 
 /** Tokens travel in links (verification, invitations): never let one reach the logs. */
 export function redactUrl(url: string): string {

@@ -34,6 +34,8 @@ export const ACTIONS = {
   'family.profile.read': [{ who: 'familyOwner' }],
   'family.profile.update': [{ who: 'familyOwner' }],
   'waitlist.candidates.list': facilityStaff,
+  /** A family reads why its child got the place it got in an allocation round. */
+  'waitlist.allocation.read': [{ who: 'familyOwner' }],
   'staff.facility.open': facilityStaff,
   'identity.invitation.create': tenantAdmin,
   'identity.invitation.list': tenantAdmin,

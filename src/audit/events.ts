@@ -120,6 +120,10 @@ export const AUDIT_ACTIONS = [
   'detection.lockdown.lower.request',
   'detection.lockdown.lower.approve',
   'detection.lockdown.lower.refuse',
+  // coordinated allocation (src/records/allocation.ts): the round's one bulk read, its replay, a family's explanation
+  'allocation.run',
+  'allocation.replay',
+  'waitlist.allocation.read',
 ] as const;
 
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];

@@ -5,6 +5,13 @@ import { checkpointText, formatVerifierKey, originFor, signedNote, verifierKey, 
 // PKCS#8 wrapping of a raw Ed25519 seed (RFC 8410): node:crypto takes keys as DER.
 const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
 
+/** An Ed25519 private key from a 32-byte seed, and its raw public key. */
+export function ed25519FromSeed(seed: Buffer): { privateKey: KeyObject; publicKey: Buffer } {
+  const privateKey = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, seed]), format: 'der', type: 'pkcs8' });
+  const spki = createPublicKey(privateKey).export({ format: 'der', type: 'spki' });
+  return { privateKey, publicKey: Buffer.from(spki.subarray(spki.length - 32)) };
+}
+
 /**
  * A tenant's log key. One Ed25519 key per tenant, derived from the master key
  * (HKDF, purpose `audit-signing:<tenant>`): nothing to store or back up beyond

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { Kysely, PostgresDialect } from 'kysely';
+import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { AuditOrigin } from '../audit/events.ts';
 import { ConfigError, loadConfig, type Config } from '../config/config.ts';
@@ -25,6 +25,15 @@ Commands:
   import facilities FILE --tenant T    Import the ministry's facility directory (CSV).
   seed --families N --seed S --tenant T
                                        Generate N synthetic families, deterministically from S.
+  seed --children N [--facilities F] [--choices K] --seed S --tenant T
+                                       Scale seed: F synthetic facilities (directory distributions, 10 % of
+                                       places open) and exactly N children with K choices each (up to
+                                       1,000,000, 30,000 and 10 by default); a progress bar on a terminal.
+  allocate --tenant T [--dry-run] [--today YYYY-MM-DD] [--deadline-days N]
+                                       Coordinated allocation round (deferred acceptance) when the tenant's
+                                       rules allow it; signed run, one offer per placed child.
+  allocate --replay RUN [--tenant T]   Rebuild a run's inputs, run it again and check the signature and the
+                                       output hash; exit 1 if anything differs.
   admin bootstrap --tenant T --email E Create the tenant's first administrator (once).
   audit verify [--tenant T] [--no-seal]
                                        Seal waiting events, then recompute the audit Merkle trees, signed
@@ -142,7 +151,30 @@ export async function main(argv: string[]): Promise<number> {
       });
     }
     case 'seed': {
-      const { values } = parseArgs({ args: rest, options: { families: { type: 'string' }, seed: { type: 'string' }, tenant: { type: 'string' } } });
+      const { values } = parseArgs({ args: rest, options: { families: { type: 'string' }, seed: { type: 'string' }, tenant: { type: 'string' }, children: { type: 'string' }, facilities: { type: 'string' }, choices: { type: 'string' } } });
+      if (values.children !== undefined) {
+        const children = Number(values.children);
+        const facilities = Number(values.facilities ?? 0);
+        const choices = Number(values.choices ?? 10);
+        if (!Number.isInteger(children) || children < 1 || children > 1_000_000) throw new UsageError('--children: a whole number from 1 to 1,000,000');
+        if (!Number.isInteger(facilities) || facilities < 0 || facilities > 30_000) throw new UsageError('--facilities: a whole number from 0 to 30,000');
+        if (!Number.isInteger(choices) || choices < 1 || choices > 20) throw new UsageError('--choices: a whole number from 1 to 20');
+        const seed = values.seed ?? '1';
+        return withDatabase(config, async (db) => {
+          const t = await tenantOrFail(db, config, values.tenant);
+          const { seedScale } = await import('../demo/scale.ts');
+          const { progress } = await import('./progress.ts');
+          const bar = progress();
+          bar.phase('seed');
+          const started = Date.now();
+          const r = await seedScale(db, t.id, { children, facilities, choices, seed: /^\d+$/.test(seed) ? Number(seed) : seed, now: new Date(), origin: origin('seed'), onProgress: (d, n) => bar.update(d, n) });
+          bar.done();
+          // Fresh statistics: without them the planner walks a million rows in nested loops on the first round.
+          await sql`ANALYZE facilities, facility_places, children, applications, offers`.execute(db).catch(() => {});
+          process.stdout.write(`${r.facilities} facilities, ${r.families} families, ${r.children} children, ${r.applications} applications in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+          return 0;
+        });
+      }
       const families = Number(values.families ?? 1000);
       if (!Number.isInteger(families) || families < 1 || families > 2_000_000) throw new UsageError('--families: a whole number from 1 to 2,000,000');
       const seed = values.seed ?? '1';
@@ -216,6 +248,17 @@ export async function main(argv: string[]): Promise<number> {
       return breachReportCommand(rest, {
         config,
         withDatabase: (fn) => withDatabase(config, (db) => fn(db, config.databaseUrl ? 'postgres' : 'pglite')),
+        tenant: (db, slug) => tenantOrFail(db, config, slug),
+        origin,
+        usage: (message) => new UsageError(message),
+        out: (text) => process.stdout.write(text),
+        err: (text) => process.stderr.write(text),
+      });
+    }
+    case 'allocate': {
+      const { allocateCommand } = await import('./allocate.ts');
+      return allocateCommand(rest, {
+        withDatabase: (fn) => withDatabase(config, (db) => fn(db)),
         tenant: (db, slug) => tenantOrFail(db, config, slug),
         origin,
         usage: (message) => new UsageError(message),

@@ -164,6 +164,8 @@ export interface ChildrenTable {
   legacy_last_name: string | null;
   legacy_birth_date: ColumnType<string | null, string | null, string | null>;
   legacy_nirec: string | null;
+  /** Migration 0020: first day of the birth month, in clear, for the age group (NULL when unknown). */
+  birth_month: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /** Migration 0006: every change to a child file, the whole file encrypted. */
@@ -203,6 +205,8 @@ export interface ApplicationsTable {
   status: 'active' | 'withdrawn' | 'placed';
   created_at: Timestamp;
   updated_at: Timestamp;
+  /** Migration 0020: 1 = the child's first choice; a trigger fills it (next after the child's last) when left out. */
+  preference: ColumnType<number, number | undefined, number>;
 }
 
 export type AgeGroupValue = 'infant' | 'toddler';
@@ -673,7 +677,52 @@ export interface DetectionStreamCursorsTable {
   leaf_index: ColumnType<string, string | number, string | number>;
 }
 
+/** Migration 0020: a coordinated allocation round, signed. */
+export interface AllocationRunsTable {
+  id: string;
+  tenant_id: string;
+  started_at: Timestamp;
+  finished_at: Timestamp;
+  dry_run: boolean;
+  parameters: ColumnType<Record<string, unknown>, string, never>;
+  children: number;
+  applications: number;
+  placed: number;
+  inputs_hash: Buffer;
+  outputs_hash: Buffer;
+  inputs_snapshot: Buffer;
+  signature: Buffer;
+  public_key: Buffer;
+}
+
+/** Migration 0020: one child's outcome in a run, with its choices as they stood. */
+export interface AllocationResultsTable {
+  run_id: string;
+  tenant_id: string;
+  child_id: string;
+  age_group: AgeGroupValue;
+  category_by_choice: number[];
+  facility_by_choice: string[];
+  desired_entry_date: DateOnly;
+  placed_choice: number | null;
+}
+
+/** Migration 0020: the last candidate a facility admitted in an age group, in a run. */
+export interface AllocationCutoffsTable {
+  run_id: string;
+  tenant_id: string;
+  facility_id: string;
+  age_group: AgeGroupValue;
+  vacancies: number;
+  admitted: number;
+  last_category: number | null;
+  last_desired_entry_date: DateOnly | null;
+}
+
 export interface DB {
+  allocation_runs: AllocationRunsTable;
+  allocation_results: AllocationResultsTable;
+  allocation_cutoffs: AllocationCutoffsTable;
   tenants: TenantsTable;
   facilities: FacilitiesTable;
   accounts: AccountsTable;

@@ -179,6 +179,8 @@ export interface GenerateOptions {
   today: Date;
   /** Defaults to the tables in seed-data/. */
   names?: NameTables;
+  /** Every child makes exactly this many choices (the scale seed: 10); by default 1 to 5, as families do. */
+  choices?: number;
 }
 
 // Letters and digits that cannot be misread over the phone (no 0/O, 1/I/L).
@@ -207,6 +209,8 @@ function fsaOf(postalCode: string): string {
 
 interface FacilityIndex {
   list: SeedFacility[];
+  /** Tiers already filtered for infants, by "tier|key": at 30,000 facilities, filtering per child would dominate. */
+  eligibleCache: Map<string, number[]>;
   weight: number[];
   all: Weighted<number>;
   allInfant: Weighted<number> | null;
@@ -232,6 +236,7 @@ function indexFacilities(list: SeedFacility[]): FacilityIndex {
   const infant = list.map((f, i) => [i, f.places_infant] as [number, number]).filter(([, w]) => w > 0);
   return {
     list,
+    eligibleCache: new Map(),
     weight,
     all: weighted(list.map((_, i) => [i, weight[i]!] as [number, number])),
     allInfant: infant.length ? weighted(infant) : null,
@@ -248,21 +253,31 @@ function indexFacilities(list: SeedFacility[]): FacilityIndex {
  * (near a parent's work). Infants only choose facilities with infant places,
  * since no other facility could ever offer them one.
  */
-function chooseFacilities(rng: Rng, idx: FacilityIndex, home: SeedFacility, infant: boolean, siblingAttending: boolean, parentIsStaff: boolean): SyntheticApplication[] {
-  const wanted = Math.min(draw(rng, CHOICES), idx.list.length);
+function chooseFacilities(rng: Rng, idx: FacilityIndex, home: SeedFacility, infant: boolean, siblingAttending: boolean, parentIsStaff: boolean, choices?: number): SyntheticApplication[] {
+  const wanted = Math.min(choices ?? draw(rng, CHOICES), idx.list.length);
   const eligible = (i: number) => !infant || idx.allInfant === null || idx.list[i]!.places_infant > 0;
+  const tier = (name: string, m: Map<string, number[]>, key: string) => {
+    const k = `${name}|${infant}|${key}`;
+    let t = idx.eligibleCache.get(k);
+    if (!t) {
+      t = (m.get(key) ?? []).filter(eligible);
+      idx.eligibleCache.set(k, t);
+    }
+    return t;
+  };
   const tiers = [
-    idx.byMunicipality.get(home.municipality) ?? [],
-    idx.byFsa.get(fsaOf(home.postal_code)) ?? [],
-    idx.byArea.get(fsaOf(home.postal_code).slice(0, 2)) ?? [],
-  ].map((t) => t.filter(eligible));
+    () => tier('m', idx.byMunicipality, home.municipality),
+    () => tier('f', idx.byFsa, fsaOf(home.postal_code)),
+    () => tier('a', idx.byArea, fsaOf(home.postal_code).slice(0, 2)),
+  ];
   const chosen: number[] = [];
   const taken = new Set<number>();
   const anywhere = infant && idx.allInfant ? idx.allInfant : idx.all;
   while (chosen.length < wanted) {
     let pick = -1;
     if (!chance(rng, 0.1)) {
-      for (const tier of tiers) {
+      for (const lazyTier of tiers) {
+        const tier = lazyTier();
         const open = tier.filter((i) => !taken.has(i));
         if (open.length === 0) continue;
         pick = draw(rng, weighted(open.map((i) => [i, idx.weight[i]!] as [number, number])));
@@ -291,8 +306,24 @@ function chooseFacilities(rng: Rng, idx: FacilityIndex, home: SeedFacility, infa
  * byte (JSON.stringify of the result is stable).
  */
 export function generateFamilies(opts: GenerateOptions): SyntheticFamily[] {
-  const { count, seed, facilities, today } = opts;
+  const { count } = opts;
   if (!Number.isInteger(count) || count < 0) throw new Error('generateFamilies: count must be a whole number ≥ 0');
+  const families: SyntheticFamily[] = [];
+  if (count === 0) return families;
+  for (const f of familyStream(opts)) {
+    families.push(f);
+    if (families.length === count) break;
+  }
+  return families;
+}
+
+/**
+ * The same families one at a time, without end: a seed of a million children
+ * is written in batches as it is generated rather than held whole in memory.
+ * The first n families are those generateFamilies gives for count n.
+ */
+export function* familyStream(opts: Omit<GenerateOptions, 'count'>): Generator<SyntheticFamily> {
+  const { seed, facilities, today } = opts;
   if (facilities.length === 0) throw new Error('generateFamilies: no facilities to apply to (import the directory first)');
   const names = opts.names ?? loadNameTables();
   const rng = createRng(seed);
@@ -314,8 +345,7 @@ export function generateFamilies(opts: GenerateOptions): SyntheticFamily[] {
     }
   };
 
-  const families: SyntheticFamily[] = [];
-  for (let n = 0; n < count; n++) {
+  for (;;) {
     const home = idx.list[draw(rng, idx.all)]!;
     // The family lives where its landmark facility is; if that FSA is not in
     // the reference list (a typo in the directory), any J area will do.
@@ -381,13 +411,12 @@ export function generateFamilies(opts: GenerateOptions): SyntheticFamily[] {
         registeredOn: isoDay(registered),
         daysOfCare,
         inSubsidisedCare,
-        applications: chooseFacilities(rng, idx, home, infant, siblingAttending, parentIsStaff),
+        applications: chooseFacilities(rng, idx, home, infant, siblingAttending, parentIsStaff, opts.choices),
       });
     }
 
-    families.push({ email, locale, parentFirstName, parentLastName, phone, postalCode, children });
+    yield { email, locale, parentFirstName, parentLastName, phone, postalCode, children };
   }
-  return families;
 }
 
 // ---------------------------------------------------------------------------

@@ -184,7 +184,7 @@ function boundedId(id: string): string {
   return id.slice(0, 64).replace(/[\u0000-\u001f\u007f-\u009f]/g, '\ufffd');
 }
 
-function deny(ctx: Ctx, action: AuditAction, targetType: string, targetId: string, reason: string, decision?: Decision, error?: AppError): never {
+export function deny(ctx: Ctx, action: AuditAction, targetType: string, targetId: string, reason: string, decision?: Decision, error?: AppError): never {
   const e =
     error ??
     (decision?.reason === 'not_signed_in'
@@ -222,7 +222,7 @@ function cryptoFailure(err: unknown): string | null {
  * The work of one call, in one tenant transaction. `action` names it in the
  * audit trail if decryption fails.
  */
-async function run<T>(deps: Deps, ctx: Ctx, action: AuditAction, fn: (trx: Trx, env: Envelope) => Promise<T>): Promise<T> {
+export async function run<T>(deps: Deps, ctx: Ctx, action: AuditAction, fn: (trx: Trx, env: Envelope) => Promise<T>): Promise<T> {
   const env = envelopeFor(deps.keys);
   await ensureTenantEncrypted(deps.db.db, deps.keys, ctx.tenant.id, ctx.now);
   for (let attempt = 0; ; attempt++) {
@@ -276,7 +276,7 @@ function readContext(ctx: Ctx): ReadContext {
 }
 
 /** Writes the event, then lets detection weigh it before the data leaves (it may throw Contained). */
-async function audit(trx: Trx, ctx: Ctx, e: Omit<AuditEventInput, 'outcome'> & { outcome?: AuditEventInput['outcome'] }) {
+export async function audit(trx: Trx, ctx: Ctx, e: Omit<AuditEventInput, 'outcome'> & { outcome?: AuditEventInput['outcome'] }) {
   const input: AuditEventInput = { outcome: 'success', ...originFields(originOf(ctx)), ...e, details: withSession(ctx, e.details) };
   const sealed = await appendAudit(trx, ctx.tenant.id, input, ctx.now);
   await onRecordEvent(trx, readContext(ctx), input, sealed.id);
@@ -293,7 +293,7 @@ function check(ctx: Ctx, action: Action & AuditAction, ownerAccountId: string, t
  * found". Writes lock the child and its family (a purge re-keying the family
  * waits for them, and they for it).
  */
-async function childWithOwner(trx: Trx, ctx: Ctx, childId: string, action: Action & AuditAction, opts: { lock?: boolean; deleted?: boolean } = {}) {
+export async function childWithOwner(trx: Trx, ctx: Ctx, childId: string, action: Action & AuditAction, opts: { lock?: boolean; deleted?: boolean } = {}) {
   if (!UUID.test(childId)) deny(ctx, action, 'child', childId, 'malformed_id');
   let q = trx
     .selectFrom('children as c')
@@ -324,6 +324,11 @@ async function applicationsOf(trx: Trx, childId: string): Promise<ApplicationVie
     .orderBy('a.created_at')
     .execute();
   return rows.map((r) => ({ id: r.id, facilityId: r.facility_id, facilityName: r.name, municipality: r.municipality, status: r.status, appliedAt: r.created_at }));
+}
+
+/** The birth month in clear, for the allocation's age group (migration 0020 says why it is kept). */
+export function birthMonth(birthDate: string | null): string | null {
+  return birthDate && /^\d{4}-\d{2}/.test(birthDate) ? `${birthDate.slice(0, 7)}-01` : null;
 }
 
 const REF_ALPHABET = '23456789ABCDEFGHJKMNPQRSTVWXYZ';
@@ -438,6 +443,7 @@ export async function createChildFile(deps: Deps, ctx: Ctx, input: ChildInput): 
             reference,
             ...(sealChild(env, family.key, id, values) as Required<ReturnType<typeof sealChild>>),
             nirec_index: index,
+            birth_month: birthMonth(input.birthDate),
             desired_entry_date: input.desiredEntryDate,
             days_of_care: input.daysOfCare,
             in_subsidised_care: input.inSubsidisedCare,
@@ -569,7 +575,7 @@ export async function updateChildFile(deps: Deps, ctx: Ctx, childId: string, inp
       const sealed = sealChild(env, key, c.id, Object.fromEntries(changedSecret.map((k) => [k, nextSecret[k]])) as Partial<ChildValues>);
       await trx
         .updateTable('children')
-        .set({ ...sealed, ...(index !== undefined ? { nirec_index: index } : {}), ...nextClear, updated_at: ctx.now })
+        .set({ ...sealed, ...(index !== undefined ? { nirec_index: index } : {}), ...nextClear, birth_month: birthMonth(nextSecret.birth_date), updated_at: ctx.now })
         .where('id', '=', c.id)
         .execute();
       await recordVersion(trx, ctx, env, key, c.id, 'update', changed, snapshotOf({ ...c, ...nextClear }, nextSecret, false));

@@ -11,6 +11,12 @@ export const tenantRulesSchema = z.object({
   ordering: z.enum(['quebec-2025']).default('quebec-2025'),
   /** The NIREC format is not published: an opaque identifier checked against this pattern. */
   nirecPattern: z.string().default('^[0-9A-Z]{6,20}$'),
+  /**
+   * Whether the programme runs coordinated allocation rounds (`guichet
+   * allocate`): a central deferred-acceptance round instead of, or beside,
+   * each facility referring down its own list.
+   */
+  coordinatedAllocation: z.boolean().default(false),
   /** Age in months below which a child is in the infant (poupon) group at entry. */
   infantMaxMonths: z.number().int().min(1).max(36).default(18),
   /**

@@ -225,6 +225,9 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
           </a>
         </p>
         <h2>{c.applications}</h2>
+        <p>
+          <a href={`/children/${child.id}/allocation`}>{env.m.allocation.link}</a>
+        </p>
         {child.applications.length === 0 ? (
           <p>{c.noApplications}</p>
         ) : (

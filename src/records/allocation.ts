@@ -1,0 +1,513 @@
+/**
+ * The coordinated allocation's way in and out of personal data: the round's
+ * inputs read in bulk (one audit event naming the run), its outcome written
+ * as a signed run, per-child results, per-slot cutoffs and offers, its replay,
+ * and a family's explanation.
+ *
+ * The bulk read is audited as one event with the run id rather than one per
+ * family: a round reads every waiting file, and naming 870,000 families in one
+ * event would make the log a copy of the table. A family finds the rounds that
+ * read its file through allocation_results (its child is there) and the run's
+ * event.
+ */
+import { randomUUID, sign, verify, createPublicKey } from 'node:crypto';
+import { sql, type Kysely } from 'kysely';
+import { appendAudit } from '../audit/log.ts';
+import type { AuditOrigin } from '../audit/events.ts';
+import { ed25519FromSeed } from '../audit/signing.ts';
+import { envelopeFor } from '../crypto/envelope.ts';
+import type { KeyProvider } from '../crypto/keys.ts';
+import type { Deps, Ctx } from '../context.ts';
+import type { Trx } from '../db/connection.ts';
+import type { DB } from '../db/schema.ts';
+import { inTenant } from '../db/tenant.ts';
+import { AppError } from '../errors.ts';
+import type { TenantRules } from '../tenants/rules.ts';
+import { addMonths } from '../waitlist/dates.ts';
+import { category } from '../waitlist/ranking.ts';
+import {
+  allocate,
+  compressSnapshot,
+  decodeInputs,
+  decompressSnapshot,
+  encodeInputs,
+  inputsHash,
+  ORDERS,
+  outputsHash,
+  signedText,
+  INFANT,
+  TODDLER,
+  type AllocationInputs,
+} from '../waitlist/allocation.ts';
+import { audit, childWithOwner, run } from './gateway.ts';
+import { openChildren } from './fields.ts';
+
+const DAY_MS = 86_400_000;
+const dayOf = (iso: string) => Math.floor(Date.parse(`${iso}T00:00:00Z`) / DAY_MS);
+const isoOf = (day: number) => new Date(day * DAY_MS).toISOString().slice(0, 10);
+const AGE = ['infant', 'toddler'] as const;
+
+/** The tenant's allocation key: derived from the master key like the audit log's, for another purpose. */
+function allocationKey(keys: KeyProvider, tenantId: string) {
+  return ed25519FromSeed(keys.derive(`allocation-signing:${tenantId}`, 32));
+}
+
+export interface AllocationParameters {
+  order: string;
+  /** The day the age group is judged from (YYYY-MM-DD). */
+  today: string;
+  infantMaxMonths: number;
+  deadlineDays: number;
+  [k: string]: unknown;
+}
+
+export interface Loaded {
+  inputs: AllocationInputs;
+  /** Application ids, parallel to inputs.appFacility: for the offers. */
+  appIds: string[];
+}
+
+/**
+ * A child's age group at the start of care from its birth month: an infant
+ * until the first day of the month after it reaches the tenant's age. Rounding
+ * up errs towards an infant place: a few days' older toddler in an infant
+ * place is within the ratios; the reverse would not be.
+ */
+function ageGroupFromMonth(birthMonth: string, desired: string, today: string, infantMaxMonths: number): number {
+  const start = desired > today ? desired : today;
+  return start < addMonths(birthMonth, infantMaxMonths + 1) ? INFANT : TODDLER;
+}
+
+function ageGroupFromDate(birthDate: string, desired: string, today: string, infantMaxMonths: number): number {
+  const start = desired > today ? desired : today;
+  return start < addMonths(birthDate, infantMaxMonths) ? INFANT : TODDLER;
+}
+
+const CHILD_BATCH = 20_000;
+
+/**
+ * Every live child waiting with at least one active application and no
+ * pending offer, in reference order, with its applications in its order of
+ * preference; every facility of the tenant with its vacancies.
+ */
+export async function loadInputs(trx: Trx, tenantId: string, keys: KeyProvider, params: AllocationParameters, onProgress?: (done: number, total: number) => void): Promise<Loaded> {
+  const facilities = await trx
+    .selectFrom('facilities as f')
+    .leftJoin('facility_places as p', 'p.facility_id', 'f.id')
+    .select(['f.id', 'p.age_group', 'p.vacancies'])
+    .where('f.tenant_id', '=', tenantId)
+    .orderBy('f.id')
+    .execute();
+  const facilityIds: string[] = [];
+  const facilityIndex = new Map<string, number>();
+  for (const f of facilities) {
+    if (!facilityIndex.has(f.id)) {
+      facilityIndex.set(f.id, facilityIds.length);
+      facilityIds.push(f.id);
+    }
+  }
+  const vacancies = new Int32Array(facilityIds.length * 2);
+  for (const f of facilities) if (f.age_group) vacancies[facilityIndex.get(f.id)! * 2 + (f.age_group === 'infant' ? INFANT : TODDLER)] = f.vacancies ?? 0;
+
+  const waiting = (q: Trx) =>
+    q
+      .selectFrom('children as c')
+      .where('c.tenant_id', '=', tenantId)
+      .where('c.deleted_at', 'is', null)
+      .where('c.purged_at', 'is', null)
+      .where(({ exists, not, selectFrom }) => not(exists(selectFrom('offers as o').select('o.id').whereRef('o.child_id', '=', 'c.id').where('o.status', '=', 'pending'))))
+      .where(({ exists, selectFrom }) => exists(selectFrom('applications as a').select('a.id').whereRef('a.child_id', '=', 'c.id').where('a.status', '=', 'active')));
+  const total = Number((await waiting(trx).select(sql<string>`count(*)`.as('n')).executeTakeFirstOrThrow()).n);
+
+  const env = envelopeFor(keys);
+  const childIds: string[] = [];
+  const desired: number[] = [];
+  const ages: number[] = [];
+  const starts: number[] = [0];
+  const appFacility: number[] = [];
+  const appCategory: number[] = [];
+  const appCreated: number[] = [];
+  const appIds: string[] = [];
+  let after = '';
+  onProgress?.(0, total);
+  for (;;) {
+    const children = await waiting(trx)
+      .select(['c.id', 'c.reference', 'c.family_id', 'c.desired_entry_date', 'c.in_subsidised_care', 'c.birth_month', sql<Buffer | null>`CASE WHEN c.birth_month IS NULL THEN c.birth_date_enc END`.as('birth_date_enc')])
+      .where('c.reference', '>', after)
+      .orderBy('c.reference')
+      .limit(CHILD_BATCH)
+      .execute();
+    if (children.length === 0) break;
+    after = children[children.length - 1]!.reference;
+    // Files written before the clear birth month: open only their birth dates.
+    const unknown = children.filter((c) => !c.birth_month);
+    const opened = unknown.length ? await openChildren(env, tenantId, unknown.map((c) => ({ id: c.id, family_id: c.family_id, birth_date_enc: c.birth_date_enc })), ['birth_date']) : new Map();
+    const apps = await trx
+      .selectFrom('applications')
+      .select(['id', 'child_id', 'facility_id', 'sibling_attending', 'parent_is_staff', 'created_at'])
+      .where('child_id', 'in', children.map((c) => c.id))
+      .where('status', '=', 'active')
+      .orderBy('child_id')
+      .orderBy('preference')
+      .orderBy('created_at')
+      .orderBy('id')
+      .execute();
+    const byChild = new Map<string, typeof apps>();
+    for (const a of apps) {
+      const list = byChild.get(a.child_id);
+      if (list) list.push(a);
+      else byChild.set(a.child_id, [a]);
+    }
+    for (const c of children) {
+      const list = byChild.get(c.id) ?? [];
+      const birth = c.birth_month ?? null;
+      const age = birth
+        ? ageGroupFromMonth(birth, c.desired_entry_date, params.today, params.infantMaxMonths)
+        : ageGroupFromDate(opened.get(c.id)?.birth_date ?? c.desired_entry_date, c.desired_entry_date, params.today, params.infantMaxMonths);
+      childIds.push(c.id);
+      desired.push(dayOf(c.desired_entry_date));
+      ages.push(age);
+      for (const a of list) {
+        appFacility.push(facilityIndex.get(a.facility_id)!);
+        appCategory.push(category({ parentIsStaff: a.parent_is_staff, siblingAttending: a.sibling_attending, inSubsidisedCare: c.in_subsidised_care }));
+        appCreated.push(new Date(a.created_at).getTime());
+        appIds.push(a.id);
+      }
+      starts.push(appFacility.length);
+    }
+    onProgress?.(childIds.length, total);
+  }
+  return {
+    inputs: {
+      childIds,
+      facilityIds,
+      childDesiredDay: Int32Array.from(desired),
+      childAgeGroup: Uint8Array.from(ages),
+      choiceStart: Int32Array.from(starts),
+      appFacility: Int32Array.from(appFacility),
+      appCategory: Uint8Array.from(appCategory),
+      appCreatedMs: Float64Array.from(appCreated),
+      vacancies,
+    },
+    appIds,
+  };
+}
+
+export interface RunOptions {
+  dryRun: boolean;
+  today: string;
+  deadlineDays: number;
+  now: Date;
+  origin: AuditOrigin;
+  onPhase?: (name: string) => void;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface RunSummary {
+  runId: string;
+  children: number;
+  applications: number;
+  placed: number;
+  byChoice: number[];
+  inputsHash: string;
+  outputsHash: string;
+  seconds: { load: number; round: number; write: number };
+}
+
+export class AllocationNotEnabled extends Error {}
+
+/** One round in one transaction: read, allocate, and (unless dry) record and offer. */
+export async function runAllocation(db: Kysely<DB>, keys: KeyProvider, tenant: { id: string; rules: TenantRules }, opts: RunOptions): Promise<RunSummary> {
+  if (!tenant.rules.coordinatedAllocation) throw new AllocationNotEnabled('this tenant does not run coordinated allocation (rules: coordinatedAllocation)');
+  const params: AllocationParameters = { order: tenant.rules.ordering, today: opts.today, infantMaxMonths: tenant.rules.infantMaxMonths, deadlineDays: opts.deadlineDays };
+  const order = ORDERS[params.order];
+  if (!order) throw new Error(`allocation: no allocation order for "${params.order}"`);
+  const runId = randomUUID();
+  return inTenant(db, tenant.id, async (trx) => {
+    const t0 = performance.now();
+    opts.onPhase?.('load');
+    const { inputs, appIds } = await loadInputs(trx, tenant.id, keys, params, opts.onProgress);
+    // Written before anything leaves this function: the bulk read is on the record even if the round fails.
+    await appendAudit(
+      trx,
+      tenant.id,
+      {
+        action: 'allocation.run',
+        outcome: 'success',
+        actorAccountId: opts.origin.actorAccountId,
+        actorRoles: opts.origin.actorRoles,
+        ip: opts.origin.ip,
+        userAgent: opts.origin.userAgent,
+        requestId: opts.origin.requestId,
+        targetType: 'allocation_run',
+        targetIds: [runId],
+        fields: ['desired_entry_date', 'birth_month', 'in_subsidised_care', 'applications'],
+        purpose: 'allocation.round',
+        details: { run: runId, dryRun: opts.dryRun, children: inputs.childIds.length, applications: inputs.appFacility.length, order: params.order, today: params.today },
+      },
+      opts.now,
+    );
+    const t1 = performance.now();
+    opts.onPhase?.('allocate');
+    const result = allocate(inputs, order, (share) => opts.onProgress?.(Math.round(share * inputs.childIds.length), inputs.childIds.length));
+    const snapshot = encodeInputs(inputs);
+    const inHash = inputsHash(snapshot, params);
+    const outHash = outputsHash(snapshot, result);
+    const t2 = performance.now();
+
+    const byChoice: number[] = [];
+    let placed = 0;
+    for (let c = 0; c < inputs.childIds.length; c++) {
+      const a = result.assigned[c]!;
+      if (a < 0) continue;
+      placed++;
+      const k = a - inputs.choiceStart[c]!;
+      byChoice[k] = (byChoice[k] ?? 0) + 1;
+    }
+
+    if (!opts.dryRun) {
+      opts.onPhase?.('write');
+      const key = allocationKey(keys, tenant.id);
+      const signature = sign(null, Buffer.from(signedText(runId, tenant.id, params, inHash, outHash), 'utf8'), key.privateKey);
+      await trx
+        .insertInto('allocation_runs')
+        .values({
+          id: runId,
+          tenant_id: tenant.id,
+          started_at: opts.now,
+          finished_at: new Date(opts.now.getTime() + Math.round(performance.now() - t0)),
+          dry_run: false,
+          parameters: JSON.stringify(params),
+          children: inputs.childIds.length,
+          applications: inputs.appFacility.length,
+          placed,
+          inputs_hash: inHash,
+          outputs_hash: outHash,
+          inputs_snapshot: compressSnapshot(snapshot),
+          signature,
+          public_key: key.publicKey,
+        })
+        .execute();
+      await writeResults(trx, tenant.id, runId, inputs, appIds, result, params, opts);
+    }
+    const t3 = performance.now();
+    return {
+      runId,
+      children: inputs.childIds.length,
+      applications: inputs.appFacility.length,
+      placed,
+      byChoice: Array.from(byChoice, (n) => n ?? 0),
+      inputsHash: inHash.toString('hex'),
+      outputsHash: outHash.toString('hex'),
+      seconds: { load: (t1 - t0) / 1000, round: (t2 - t1) / 1000, write: (t3 - t2) / 1000 },
+    };
+  });
+}
+
+const ROWS = 10_000;
+
+async function writeResults(trx: Trx, tenantId: string, runId: string, x: AllocationInputs, appIds: string[], r: ReturnType<typeof allocate>, params: AllocationParameters, opts: RunOptions): Promise<void> {
+  const n = x.childIds.length;
+  for (let i = 0; i < n; i += ROWS) {
+    const child: string[] = [];
+    const age: string[] = [];
+    const cats: string[] = [];
+    const facs: string[] = [];
+    const dates: string[] = [];
+    const got: (number | null)[] = [];
+    for (let c = i; c < Math.min(n, i + ROWS); c++) {
+      const s = x.choiceStart[c]!;
+      const e = x.choiceStart[c + 1]!;
+      child.push(x.childIds[c]!);
+      age.push(AGE[x.childAgeGroup[c]!]!);
+      cats.push(`{${Array.from(x.appCategory.subarray(s, e)).join(',')}}`);
+      facs.push(`{${Array.from(x.appFacility.subarray(s, e), (f) => x.facilityIds[f]).join(',')}}`);
+      dates.push(isoOf(x.childDesiredDay[c]!));
+      got.push(r.assigned[c]! >= 0 ? r.assigned[c]! - s + 1 : null);
+    }
+    await sql`INSERT INTO allocation_results (run_id, tenant_id, child_id, age_group, category_by_choice, facility_by_choice, desired_entry_date, placed_choice)
+      SELECT ${runId}::uuid, ${tenantId}::uuid, t.child, t.age, t.cats::smallint[], t.facs::uuid[], t.d, t.p
+      FROM unnest(${child}::uuid[], ${age}::text[], ${cats}::text[], ${facs}::text[], ${dates}::date[], ${got}::smallint[]) AS t(child, age, cats, facs, d, p)`.execute(trx);
+  }
+
+  const cut = { fac: [] as string[], age: [] as string[], vac: [] as number[], adm: [] as number[], cat: [] as (number | null)[], date: [] as (string | null)[] };
+  const appChild = new Int32Array(x.appFacility.length);
+  for (let c = 0; c < n; c++) appChild.fill(c, x.choiceStart[c]!, x.choiceStart[c + 1]!);
+  for (let s = 0; s < x.vacancies.length; s++) {
+    if (x.vacancies[s]! <= 0 && r.admitted[s]! === 0) continue;
+    const last = r.lastAdmitted[s]!;
+    cut.fac.push(x.facilityIds[s >> 1]!);
+    cut.age.push(AGE[s & 1]!);
+    cut.vac.push(x.vacancies[s]!);
+    cut.adm.push(r.admitted[s]!);
+    cut.cat.push(last >= 0 ? x.appCategory[last]! : null);
+    cut.date.push(last >= 0 ? isoOf(x.childDesiredDay[appChild[last]!]!) : null);
+  }
+  for (let i = 0; i < cut.fac.length; i += ROWS) {
+    const sl = <T>(a: T[]) => a.slice(i, i + ROWS);
+    await sql`INSERT INTO allocation_cutoffs (run_id, tenant_id, facility_id, age_group, vacancies, admitted, last_category, last_desired_entry_date)
+      SELECT ${runId}::uuid, ${tenantId}::uuid, t.* FROM unnest(${sl(cut.fac)}::uuid[], ${sl(cut.age)}::text[], ${sl(cut.vac)}::int[], ${sl(cut.adm)}::int[], ${sl(cut.cat)}::smallint[], ${sl(cut.date)}::date[])
+      AS t(facility_id, age_group, vacancies, admitted, last_category, last_desired_entry_date)`.execute(trx);
+  }
+
+  // One pending offer per placed child (the partial unique index holds it), and the places it takes are no longer open.
+  const deadline = new Date(opts.now.getTime() + params.deadlineDays * DAY_MS);
+  const offer = { app: [] as string[], child: [] as string[], fac: [] as string[], age: [] as string[] };
+  for (let c = 0; c < n; c++) {
+    const a = r.assigned[c]!;
+    if (a < 0) continue;
+    offer.app.push(appIds[a]!);
+    offer.child.push(x.childIds[c]!);
+    offer.fac.push(x.facilityIds[x.appFacility[a]!]!);
+    offer.age.push(AGE[x.childAgeGroup[c]!]!);
+  }
+  for (let i = 0; i < offer.app.length; i += ROWS) {
+    const sl = <T>(a: T[]) => a.slice(i, i + ROWS);
+    await sql`INSERT INTO offers (tenant_id, application_id, child_id, facility_id, age_group, status, source, allocation_run_id, offered_at, deadline)
+      SELECT ${tenantId}::uuid, t.app, t.child, t.fac, t.age, 'pending', 'allocation', ${runId}::uuid, ${opts.now}::timestamptz, ${deadline}::timestamptz
+      FROM unnest(${sl(offer.app)}::uuid[], ${sl(offer.child)}::uuid[], ${sl(offer.fac)}::uuid[], ${sl(offer.age)}::text[]) AS t(app, child, fac, age)`.execute(trx);
+  }
+  await sql`UPDATE facility_places p SET vacancies = p.vacancies - o.n, updated_at = ${opts.now}
+    FROM (SELECT facility_id, age_group, count(*)::int AS n FROM offers WHERE allocation_run_id = ${runId}::uuid GROUP BY facility_id, age_group) o
+    WHERE p.facility_id = o.facility_id AND p.age_group = o.age_group`.execute(trx);
+}
+
+export interface ReplayOutcome {
+  ok: boolean;
+  /** What failed first, when not ok. */
+  problem: string | null;
+  storedOutputsHash: string;
+  replayedOutputsHash: string | null;
+  children: number;
+  seconds: number;
+}
+
+/**
+ * Rebuilds the run's inputs from its snapshot, checks them against the signed
+ * inputs hash, runs the round again and compares the output hash. Any change
+ * to the stored run — snapshot, parameters, hashes or signature — fails.
+ */
+export async function replayAllocation(db: Kysely<DB>, keys: KeyProvider, tenantId: string, runId: string, origin: AuditOrigin, now: Date): Promise<ReplayOutcome> {
+  return inTenant(db, tenantId, async (trx) => {
+    const row = await trx.selectFrom('allocation_runs').selectAll().where('id', '=', runId).executeTakeFirst();
+    if (!row) throw new AppError('notFound');
+    await appendAudit(
+      trx,
+      tenantId,
+      {
+        action: 'allocation.replay',
+        outcome: 'success',
+        actorAccountId: origin.actorAccountId,
+        actorRoles: origin.actorRoles,
+        ip: origin.ip,
+        userAgent: origin.userAgent,
+        requestId: origin.requestId,
+        targetType: 'allocation_run',
+        targetIds: [runId],
+        purpose: 'allocation.replay',
+        details: { run: runId },
+      },
+      now,
+    );
+    const t0 = performance.now();
+    const params = (typeof row.parameters === 'string' ? JSON.parse(row.parameters) : row.parameters) as AllocationParameters;
+    const stored = Buffer.from(row.outputs_hash).toString('hex');
+    const out = (problem: string | null, replayed: string | null, children: number): ReplayOutcome => ({ ok: problem === null, problem, storedOutputsHash: stored, replayedOutputsHash: replayed, children, seconds: (performance.now() - t0) / 1000 });
+
+    const key = allocationKey(keys, tenantId);
+    if (!key.publicKey.equals(Buffer.from(row.public_key))) return out('the run was signed with another key than this tenant\'s allocation key', null, row.children);
+    const spki = createPublicKey(key.privateKey);
+    if (!verify(null, Buffer.from(signedText(row.id, tenantId, params, Buffer.from(row.inputs_hash), Buffer.from(row.outputs_hash)), 'utf8'), spki, Buffer.from(row.signature))) {
+      return out('the signature does not match the run\'s parameters and hashes', null, row.children);
+    }
+    let snapshot: Buffer;
+    let inputs: AllocationInputs;
+    try {
+      snapshot = decompressSnapshot(Buffer.from(row.inputs_snapshot));
+      inputs = decodeInputs(snapshot);
+    } catch (err) {
+      return out(`the inputs snapshot cannot be read (${(err as Error).message})`, null, row.children);
+    }
+    if (!inputsHash(snapshot, params).equals(Buffer.from(row.inputs_hash))) return out('the inputs snapshot does not match the signed inputs hash', null, inputs.childIds.length);
+    const order = ORDERS[params.order];
+    if (!order) return out(`no allocation order "${params.order}" in this version`, null, inputs.childIds.length);
+    const replayed = outputsHash(snapshot, allocate(inputs, order)).toString('hex');
+    return out(replayed === stored ? null : 'the replayed outputs differ from the signed outputs hash', replayed, inputs.childIds.length);
+  });
+}
+
+// ---------------------------------------------------------------------------
+// A family's explanation
+
+export type ChoiceOutcome = 'placed' | 'ahead' | 'noVacancy' | 'notNeeded';
+
+export interface ChoiceExplanation {
+  preference: number;
+  facilityName: string;
+  municipality: string;
+  outcome: ChoiceOutcome;
+  /** For 'ahead': what the last admitted candidate had over this child. */
+  why: 'category' | 'date' | 'registration' | null;
+  lastCategory: number | null;
+  lastDesiredEntryDate: string | null;
+  category: number;
+}
+
+export interface AllocationExplanation {
+  childId: string;
+  reference: string;
+  firstName: string;
+  runAt: Date;
+  ageGroup: 'infant' | 'toddler';
+  desiredEntryDate: string;
+  placedChoice: number | null;
+  choices: ChoiceExplanation[];
+}
+
+export const EXPLANATION_FIELDS = ['reference', 'first_name', 'age_group', 'desired_entry_date', 'category', 'allocation_outcome', 'choices'];
+
+/** The child's outcome in the latest round that included it, or null when none did. */
+export async function readAllocationExplanation(deps: Deps, ctx: Ctx, childId: string): Promise<AllocationExplanation | null> {
+  return run(deps, ctx, 'waitlist.allocation.read', async (trx, env) => {
+    const c = await childWithOwner(trx, ctx, childId, 'waitlist.allocation.read');
+    const r = await trx
+      .selectFrom('allocation_results as r')
+      .innerJoin('allocation_runs as u', 'u.id', 'r.run_id')
+      .select(['r.run_id', 'r.age_group', 'r.category_by_choice', 'r.facility_by_choice', 'r.desired_entry_date', 'r.placed_choice', 'u.started_at'])
+      .where('r.child_id', '=', c.id)
+      .orderBy('u.started_at', 'desc')
+      .limit(1)
+      .executeTakeFirst();
+    const v = (await openChildren(env, ctx.tenant.id, [c], ['first_name'])).get(c.id)!;
+    await audit(trx, ctx, { action: 'waitlist.allocation.read', targetType: 'child', targetIds: [c.id], familyIds: [c.family_id], fields: EXPLANATION_FIELDS, purpose: 'parent.allocation.view', details: r ? { run: r.run_id } : {} });
+    if (!r) return null;
+    const facilityIds = r.facility_by_choice;
+    const facilities = facilityIds.length ? await trx.selectFrom('facilities').select(['id', 'name', 'municipality']).where('id', 'in', facilityIds).execute() : [];
+    const cutoffs = facilityIds.length
+      ? await trx.selectFrom('allocation_cutoffs').selectAll().where('run_id', '=', r.run_id).where('age_group', '=', r.age_group).where('facility_id', 'in', facilityIds).execute()
+      : [];
+    const fac = new Map(facilities.map((f) => [f.id, f]));
+    const cut = new Map(cutoffs.map((k) => [k.facility_id, k]));
+    const choices = facilityIds.map((fid, i): ChoiceExplanation => {
+      const preference = i + 1;
+      const mine = r.category_by_choice[i]!;
+      const k = cut.get(fid);
+      const base = { preference, facilityName: fac.get(fid)?.name ?? '—', municipality: fac.get(fid)?.municipality ?? '', category: mine, lastCategory: k?.last_category ?? null, lastDesiredEntryDate: k?.last_desired_entry_date ?? null };
+      if (r.placed_choice === preference) return { ...base, outcome: 'placed', why: null };
+      if (r.placed_choice !== null && preference > r.placed_choice) return { ...base, outcome: 'notNeeded', why: null };
+      if (!k || k.vacancies === 0 || k.last_category === null) return { ...base, outcome: 'noVacancy', why: null };
+      const why = k.last_category < mine ? 'category' : (k.last_desired_entry_date ?? '') < r.desired_entry_date ? 'date' : 'registration';
+      return { ...base, outcome: 'ahead', why };
+    });
+    return {
+      childId: c.id,
+      reference: c.reference,
+      firstName: v.first_name ?? '',
+      runAt: new Date(r.started_at),
+      ageGroup: r.age_group,
+      desiredEntryDate: r.desired_entry_date,
+      placedChoice: r.placed_choice,
+      choices,
+    };
+  });
+}

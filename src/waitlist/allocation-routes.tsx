@@ -1,0 +1,92 @@
+import type { FastifyInstance } from 'fastify';
+import type { Deps } from '../context.ts';
+import { readAllocationExplanation, type ChoiceExplanation } from '../records/allocation.ts';
+import { Notice, Page, SummaryList, Tag, type PageEnv } from '../web/components.tsx';
+import { formatDate } from '../web/i18n/index.ts';
+import { pageEnv, sendPage } from '../web/render.tsx';
+
+function categoryName(env: PageEnv, n: number | null): string {
+  const names = env.m.allocation.categories as Record<number, string>;
+  return n === null ? '—' : `${n} — ${names[n] ?? ''}`;
+}
+
+function outcomeTag(env: PageEnv, c: ChoiceExplanation) {
+  const tone = c.outcome === 'placed' ? 'green' : c.outcome === 'notNeeded' ? 'grey' : 'orange';
+  return <Tag tone={tone}>{env.m.allocation.outcome[c.outcome]}</Tag>;
+}
+
+function why(env: PageEnv, c: ChoiceExplanation): string {
+  const w = env.m.allocation.why;
+  if (c.outcome !== 'ahead') return w[c.outcome];
+  if (c.why === 'category') return w.category(categoryName(env, c.lastCategory), categoryName(env, c.category));
+  if (c.why === 'date') return w.date(c.lastDesiredEntryDate ? formatDate(env.locale, c.lastDesiredEntryDate) : '—');
+  return w.registration;
+}
+
+/**
+ * A family's explanation of a coordinated allocation round: the choice it
+ * got, and for each choice it preferred, what the facility's last admitted
+ * candidate in the child's age group had over it (category or date). Only
+ * the terms of the order are shown, never who that candidate was.
+ */
+export function allocationRoutes(app: FastifyInstance, deps: Deps) {
+  app.get<{ Params: { id: string } }>('/children/:id/allocation', async (req, reply) => {
+    const x = await readAllocationExplanation(deps, req.ctx, req.params.id);
+    const env = pageEnv(req, reply);
+    const a = env.m.allocation;
+    const title = a.title(x?.firstName ?? '');
+    return sendPage(
+      reply,
+      <Page env={env} title={title}>
+        <p>
+          <a href={`/children/${encodeURIComponent(req.params.id)}`} class="back-link">
+            {a.back}
+          </a>
+        </p>
+        <h1>{title}</h1>
+        {!x ? (
+          <p>{a.none}</p>
+        ) : (
+          <>
+            <p>{a.ranOn(formatDate(env.locale, x.runAt.toISOString().slice(0, 10)))}</p>
+            <Notice>{x.placedChoice !== null ? a.placed(x.placedChoice) : a.notPlaced}</Notice>
+            <SummaryList
+              rows={[
+                [env.m.child.reference, <code>{x.reference}</code>],
+                [a.ageGroup, a.ageGroups[x.ageGroup]],
+                [env.m.child.desiredEntryDate, formatDate(env.locale, x.desiredEntryDate)],
+              ]}
+            />
+            <div class="table-wrap">
+              <table>
+                <caption>{a.caption}</caption>
+                <thead>
+                  <tr>
+                    <th scope="col">{a.colChoice}</th>
+                    <th scope="col">{a.colFacility}</th>
+                    <th scope="col">{a.colOutcome}</th>
+                    <th scope="col">{a.colWhy}</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {x.choices.map((c) => (
+                    <tr>
+                      <td>{c.preference}</td>
+                      <th scope="row">
+                        {c.facilityName}
+                        {c.municipality && <span class="hint"> — {c.municipality}</span>}
+                      </th>
+                      <td>{outcomeTag(env, c)}</td>
+                      <td>{why(env, c)}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
+            <p>{a.how}</p>
+          </>
+        )}
+      </Page>,
+    );
+  });
+}

@@ -1,0 +1,177 @@
+/**
+ * `guichet seed --children` and `guichet allocate`, run for real as child
+ * processes on a small scale seed: refused while the tenant's rules do not
+ * allow it, a dry run, a real run with its offers, a replay that matches,
+ * and a replay of a tampered run that fails with exit 1. On PGlite (its own
+ * data directory) and, with GUICHET_TEST_DB=postgres, on PostgreSQL.
+ * Also: the scale generators are deterministic.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { sql, type Kysely } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openDatabase } from '../../src/db/connection.ts';
+import type { DB } from '../../src/db/schema.ts';
+import { generateFacilities } from '../../src/demo/scale.ts';
+import { familyStream } from '../../src/demo/seed.ts';
+import { randomSlug, testDatabaseInfo } from '../helpers/db.ts';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const CONFIG_VARS = ['PORT', 'HOST', 'GUICHET_DATA_DIR', 'DATABASE_URL', 'DATABASE_OWNER_URL', 'SMTP_URL', 'NODE_ENV', 'LOG_LEVEL', 'PUBLIC_URL', 'GUICHET_DEFAULT_TENANT', 'GUICHET_ALLOW_PRIVILEGED_DB_ROLE', 'GUICHET_MASTER_KEY', 'GUICHET_KEY_FILE', 'GUICHET_KEYRING_URL'];
+
+function cliEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const k of CONFIG_VARS) delete env[k];
+  return { ...env, NODE_ENV: 'test', LOG_LEVEL: 'silent', ...extra };
+}
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function cli(args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = execFile(process.execPath, ['bin/guichet.mjs', ...args], { cwd: ROOT, env, timeout: 120_000, maxBuffer: 16 * 1024 * 1024 }, (_err, stdout, stderr) => {
+      resolve({ code: child.exitCode, stdout: String(stdout), stderr: String(stderr) });
+    });
+  });
+}
+
+function expectExit(r: Run, code: number): void {
+  expect(r.code, `exit ${r.code}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`).toBe(code);
+}
+
+/** The whole journey, against whichever database `env` and `owner` reach. */
+async function journey(env: NodeJS.ProcessEnv, slug: string, owner: () => Promise<{ db: Kysely<DB>; close: () => Promise<void> }>): Promise<void> {
+  expectExit(await cli(['tenant', 'create', '--slug', slug, '--name-fr', 'Répartition', '--name-en', 'Allocation'], env), 0);
+  const seeded = await cli(['seed', '--children', '400', '--facilities', '60', '--choices', '5', '--seed', slug, '--tenant', slug], env);
+  expectExit(seeded, 0);
+  expect(seeded.stdout).toMatch(/^60 facilities, \d+ families, 400 children, 2000 applications in/m);
+  // Not a terminal: plain progress lines, no carriage returns.
+  expect(seeded.stderr).toMatch(/seed: 100 %/);
+  expect(seeded.stderr).not.toContain('\r');
+
+  const refused = await cli(['allocate', '--tenant', slug], env);
+  expectExit(refused, 2);
+  expect(refused.stderr).toMatch(/coordinatedAllocation/);
+
+  const enable = async () => {
+    const o = await owner();
+    try {
+      await sql`UPDATE tenants SET rules = rules || '{"coordinatedAllocation": true}'::jsonb WHERE slug = ${slug}`.execute(o.db);
+    } finally {
+      await o.close();
+    }
+  };
+  await enable();
+
+  const dry = await cli(['allocate', '--tenant', slug, '--dry-run', '--today', '2026-06-01'], env);
+  expectExit(dry, 0);
+  expect(dry.stdout).toContain('dry run (no offers made, nothing stored)');
+  const placed = Number(/400 children, 2000 applications: (\d+) placed/.exec(dry.stdout)?.[1]);
+  expect(placed).toBeGreaterThan(0);
+  const dryHash = /outputs hash (\w+)/.exec(dry.stdout)?.[1];
+
+  const real = await cli(['allocate', '--tenant', slug, '--today', '2026-06-01'], env);
+  expectExit(real, 0);
+  // Same inputs, same round: the dry run announced exactly this outcome.
+  expect(/outputs hash (\w+)/.exec(real.stdout)?.[1]).toBe(dryHash);
+  const runId = /^run ([0-9a-f-]{36})$/m.exec(real.stdout)?.[1];
+  expect(runId).toBeDefined();
+
+  const o = await owner();
+  try {
+    const offers = await sql<{ n: string; children: string }>`SELECT count(*) AS n, count(DISTINCT child_id) AS children FROM offers WHERE allocation_run_id = ${runId} AND source = 'allocation' AND status = 'pending'`.execute(o.db);
+    expect(Number(offers.rows[0]!.n)).toBe(placed);
+    expect(Number(offers.rows[0]!.children)).toBe(placed);
+    const audit = await sql<{ n: string }>`SELECT count(*) AS n FROM audit_events WHERE action = 'allocation.run' AND ${runId} = ANY (target_ids)`.execute(o.db);
+    expect(Number(audit.rows[0]!.n)).toBe(1);
+  } finally {
+    await o.close();
+  }
+
+  // A second round skips the children who hold an offer.
+  const second = await cli(['allocate', '--tenant', slug, '--dry-run', '--today', '2026-06-01'], env);
+  expectExit(second, 0);
+  expect(second.stdout).toContain(`${400 - placed} children`);
+
+  const replay = await cli(['allocate', '--tenant', slug, '--replay', runId!], env);
+  expectExit(replay, 0);
+  expect(replay.stdout).toContain('replay OK');
+
+  // Tampering with the stored run: its outputs hash no longer matches the signature.
+  const t = await owner();
+  try {
+    await sql`UPDATE allocation_runs SET outputs_hash = sha256(outputs_hash) WHERE id = ${runId}`.execute(t.db);
+  } finally {
+    await t.close();
+  }
+  const tampered = await cli(['allocate', '--tenant', slug, '--replay', runId!], env);
+  expectExit(tampered, 1);
+  expect(tampered.stderr).toMatch(/replay FAILED: the signature does not match/);
+
+  const unknown = await cli(['allocate', '--tenant', slug, '--replay', '00000000-0000-4000-8000-000000000000'], env);
+  expectExit(unknown, 1);
+}
+
+describe('scale seed generators', () => {
+  it('give the same facilities and families for the same seed, others for another', () => {
+    const a = generateFacilities(200, 'x');
+    expect(generateFacilities(200, 'x')).toEqual(a);
+    expect(generateFacilities(200, 'y')).not.toEqual(a);
+    expect(new Set(a.map((f) => f.code)).size).toBe(200);
+    const facilities = a.map((f, i) => ({ ...f, id: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}` }));
+    const take = (seed: string) => {
+      const out = [];
+      for (const f of familyStream({ seed, facilities, today: new Date('2026-06-01T12:00:00Z'), choices: 10 })) {
+        out.push(f);
+        if (out.length === 300) break;
+      }
+      return out;
+    };
+    const first = take('s');
+    expect(JSON.stringify(take('s'))).toBe(JSON.stringify(first));
+    expect(JSON.stringify(take('t'))).not.toBe(JSON.stringify(first));
+    for (const f of first) for (const c of f.children) expect(c.applications).toHaveLength(10);
+  });
+});
+
+// Each run covers its own database: the PGlite journey under the PGlite run, the PostgreSQL one under GUICHET_TEST_DB=postgres.
+describe.runIf(process.env.GUICHET_TEST_DB !== 'postgres')('guichet allocate on PGlite', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'guichet-allocate-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('seeds, refuses without the rule, dry-runs, runs, replays, and catches tampering', async () => {
+    const env = cliEnv({ GUICHET_DATA_DIR: dir });
+    await journey(env, 'alloc', async () => {
+      const db = await openDatabase({ dataDir: join(dir, 'pglite'), migrate: false });
+      return { db: db.db, close: () => db.close() };
+    });
+  }, 480_000);
+});
+
+describe.runIf(process.env.GUICHET_TEST_DB === 'postgres')('guichet allocate on PostgreSQL', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'guichet-allocate-pg-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('seeds, refuses without the rule, dry-runs, runs, replays, and catches tampering', async () => {
+    const info = testDatabaseInfo();
+    if (info.kind !== 'postgres') throw new Error('expected the PostgreSQL test database');
+    const env = cliEnv({ GUICHET_DATA_DIR: dir, DATABASE_OWNER_URL: info.ownerUrl, DATABASE_URL: info.appUrl, GUICHET_MASTER_KEY: Buffer.alloc(32, 7).toString('base64') });
+    await journey(env, randomSlug('alloc-'), async () => {
+      const db = await openDatabase({ databaseUrl: info.ownerUrl, migrate: false, allowPrivilegedRole: true });
+      return { db: db.db, close: () => db.close() };
+    });
+  }, 480_000);
+});
