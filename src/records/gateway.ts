@@ -21,6 +21,7 @@ import { ageGroup, categorySql, rankOrderSql, type AgeGroup, type Category } fro
 import { FAMILY_FIELDS, openCells, openChild, openChildren, openSnapshots, required, sealChild, sealFamily, sealSnapshot, type ChildSnapshot, type ChildValues } from './fields.ts';
 import { isRecentAuth } from '../identity/stepup.ts';
 import { ensureTenantEncrypted } from './legacy.ts';
+import { facilityOrdering } from './ordering.ts';
 import { fieldsFor, type Purpose } from './views.ts';
 
 /**
@@ -177,14 +178,14 @@ class Denied extends Error {
   }
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 function boundedId(id: string): string {
   // an id from the request is untrusted: keep it bounded, and printable (PostgreSQL refuses NUL in text)
   return id.slice(0, 64).replace(/[\u0000-\u001f\u007f-\u009f]/g, '\ufffd');
 }
 
-function deny(ctx: Ctx, action: AuditAction, targetType: string, targetId: string, reason: string, decision?: Decision, error?: AppError): never {
+export function deny(ctx: Ctx, action: AuditAction, targetType: string, targetId: string, reason: string, decision?: Decision, error?: AppError): never {
   const e =
     error ??
     (decision?.reason === 'not_signed_in'
@@ -222,7 +223,7 @@ function cryptoFailure(err: unknown): string | null {
  * The work of one call, in one tenant transaction. `action` names it in the
  * audit trail if decryption fails.
  */
-async function run<T>(deps: Deps, ctx: Ctx, action: AuditAction, fn: (trx: Trx, env: Envelope) => Promise<T>): Promise<T> {
+export async function run<T>(deps: Deps, ctx: Ctx, action: AuditAction, fn: (trx: Trx, env: Envelope) => Promise<T>): Promise<T> {
   const env = envelopeFor(deps.keys);
   await ensureTenantEncrypted(deps.db.db, deps.keys, ctx.tenant.id, ctx.now);
   for (let attempt = 0; ; attempt++) {
@@ -276,7 +277,7 @@ function readContext(ctx: Ctx): ReadContext {
 }
 
 /** Writes the event, then lets detection weigh it before the data leaves (it may throw Contained). */
-async function audit(trx: Trx, ctx: Ctx, e: Omit<AuditEventInput, 'outcome'> & { outcome?: AuditEventInput['outcome'] }) {
+export async function audit(trx: Trx, ctx: Ctx, e: Omit<AuditEventInput, 'outcome'> & { outcome?: AuditEventInput['outcome'] }) {
   const input: AuditEventInput = { outcome: 'success', ...originFields(originOf(ctx)), ...e, details: withSession(ctx, e.details) };
   const sealed = await appendAudit(trx, ctx.tenant.id, input, ctx.now);
   await onRecordEvent(trx, readContext(ctx), input, sealed.id);
@@ -293,7 +294,7 @@ function check(ctx: Ctx, action: Action & AuditAction, ownerAccountId: string, t
  * found". Writes lock the child and its family (a purge re-keying the family
  * waits for them, and they for it).
  */
-async function childWithOwner(trx: Trx, ctx: Ctx, childId: string, action: Action & AuditAction, opts: { lock?: boolean; deleted?: boolean } = {}) {
+export async function childWithOwner(trx: Trx, ctx: Ctx, childId: string, action: Action & AuditAction, opts: { lock?: boolean; deleted?: boolean } = {}) {
   if (!UUID.test(childId)) deny(ctx, action, 'child', childId, 'malformed_id');
   let q = trx
     .selectFrom('children as c')
@@ -654,7 +655,10 @@ export async function listCandidates(deps: Deps, ctx: Ctx, facilityId: string, p
       .where('a.facility_id', '=', facilityId)
       .where('a.status', '=', 'active')
       .where('c.deleted_at', 'is', null)
+      .where('c.inactive_since', 'is', null)
       .where(sqlFilter(ctx.actor, 'waitlist.candidates.list', { facilityId: sql.ref('a.facility_id') }, ctx.now));
+    // The tenant's order, with the facility's declared priorities and where it stands against their cap.
+    const order = await facilityOrdering(trx, ctx.tenant, facilityId, ctx.now);
     const totalRow = await base.select(sql<string>`count(*)`.as('n')).executeTakeFirst();
     const total = Number(totalRow?.n ?? 0);
     const rows = await base
@@ -666,9 +670,9 @@ export async function listCandidates(deps: Deps, ctx: Ctx, facilityId: string, p
         'c.desired_entry_date',
         'a.created_at',
         categorySql('a', 'c').as('category'),
-        sql<string>`row_number() OVER (ORDER BY ${rankOrderSql('a', 'c')})`.as('rank'),
+        sql<string>`row_number() OVER (ORDER BY ${rankOrderSql('a', 'c', order)})`.as('rank'),
       ])
-      .orderBy(rankOrderSql('a', 'c'))
+      .orderBy(rankOrderSql('a', 'c', order))
       .limit(pageSize)
       .offset((page - 1) * pageSize)
       .execute();

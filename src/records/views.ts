@@ -29,6 +29,10 @@ export const PURPOSE_FIELDS = {
     'days_of_care',
     'in_subsidised_care',
   ],
+  /** A parent sees the child's rank at each chosen facility, and why (no other child's data leaves). */
+  'parent.childFile.rank': ['rank', 'total', 'category', 'points', 'seniority_date', 'priorities_met'],
+  /** The server orders a facility's eligible applications (referral, allocation): references and order, no identity. */
+  'system.ranking': ['rank', 'reference', 'age_group', 'category', 'points', 'seniority_date', 'priorities_met'],
   /** A parent chooses which child to register with a facility. */
   'parent.children.choose': ['reference', 'first_name'],
   /** Facility staff see their candidates without identities before a referral. */
