@@ -24,6 +24,7 @@ import {
   type OrderingContext,
   type PointsParts,
 } from '../waitlist/ranking.ts';
+import { confirmationState, type ConfirmationState } from './confirmation.ts';
 import { declaredPriorities, facilityOrdering, type DeclaredPriority, type FacilityOrdering } from './ordering.ts';
 export { declaredPriorities, facilityOrdering, type DeclaredPriority, type FacilityOrdering };
 import { audit, childWithOwner, deny, run, UUID, withSession } from './gateway.ts';
@@ -207,7 +208,7 @@ export interface ChildRank {
  * other children's rows are counted and ordered, their birth dates opened
  * only to find their age group, and nothing of them leaves but the count.
  */
-export async function readChildRanks(deps: Deps, ctx: Ctx, childId: string): Promise<{ inactiveSince: Date | null; ranks: ChildRank[] }> {
+export async function readChildRanks(deps: Deps, ctx: Ctx, childId: string): Promise<{ confirmation: ConfirmationState; ranks: ChildRank[] }> {
   const action = 'waitlist.childFile.read';
   return run(deps, ctx, action, async (trx, env) => {
     const c = await childWithOwner(trx, ctx, childId, action);
@@ -252,7 +253,7 @@ export async function readChildRanks(deps: Deps, ctx: Ctx, childId: string): Pro
       purpose: 'parent.childFile.rank',
       details: { facilities: apps.length },
     });
-    return { inactiveSince: c.inactive_since, ranks };
+    return { confirmation: confirmationState(ctx.tenant.rules, c, ctx.now), ranks };
   });
 }
 

@@ -1,6 +1,6 @@
 import { sql, type RawBuilder } from 'kysely';
 import type { PriorityKind, TenantRules } from '../tenants/rules.ts';
-import { addMonths, today } from './dates.ts';
+import { addMonths, monthsBetween, today } from './dates.ts';
 
 export type Category = 1 | 2 | 3 | 4 | 5;
 export type AgeGroup = 'infant' | 'toddler';
@@ -112,11 +112,8 @@ export function category(x: { parentIsStaff: boolean; siblingAttending: boolean;
 }
 
 /** Full months from `from` to `to` (ISO dates), never negative: the same count as monthsWaitedSql. */
-export function monthsBetween(from: string, to: string): number {
-  if (to <= from) return 0;
-  const [fy, fm, fd] = from.split('-').map(Number) as [number, number, number];
-  const [ty, tm, td] = to.split('-').map(Number) as [number, number, number];
-  return Math.max(0, (ty - fy) * 12 + (tm - fm) - (td < fd ? 1 : 0));
+export function monthsWaited(from: string, to: string): number {
+  return to <= from ? 0 : Math.max(0, monthsBetween(from, to));
 }
 
 /** The parts of an application's points, for the parent's "why" and for tests; the same sum as pointsSql. */
@@ -140,7 +137,7 @@ export function pointsOf(
     parentIsStaff: x.parentIsStaff ? w.parentIsStaff : 0,
     notInSubsidisedCare: x.inSubsidisedCare ? 0 : w.notInSubsidisedCare,
     priorities: o.priorityOpen ? x.prioritiesMet * w.eachPriority : 0,
-    monthsWaited: monthsBetween(x.seniorityDate, o.today) * w.perMonthWaited,
+    monthsWaited: monthsWaited(x.seniorityDate, o.today) * w.perMonthWaited,
   };
   return { ...parts, total: parts.siblingAttending + parts.parentIsStaff + parts.notInSubsidisedCare + parts.priorities + parts.monthsWaited };
 }
