@@ -100,6 +100,8 @@ export function rankOrderSql(app: string, child: string, o?: OrderingContext): R
   const ctx = o ?? quebecContext();
   const tail = sql`${senioritySql(child)}, ${sql.ref(`${app}.created_at`)}, ${sql.ref(`${child}.reference`)}`;
   if (ctx.ordering.kind === 'points') return sql`${pointsSql(app, child, ctx)} DESC, ${tail}`;
+  // A bare constant in ORDER BY would name a column position: the lift is there only when it can apply.
+  if (!ctx.priorityOpen || !ctx.declared.length) return sql`${categorySql(app, child)}, ${tail}`;
   return sql`${liftedSql(app, ctx)} DESC, ${categorySql(app, child)}, ${tail}`;
 }
 
