@@ -44,20 +44,24 @@ export async function publicFacilityPriorities(deps: Deps, ctx: Ctx, facilityId:
  */
 export function parsePrioritiesForm(body: unknown, ctx: Ctx): DeclaredPriority[] {
   const b = (body ?? {}) as Record<string, unknown>;
+  // The form says what it is: a body without its marker is no declaration (an empty one would clear every priority).
+  if (b.form !== 'priorities') throw new AppError('badRequest');
   const allowed = new Set<string>(ctx.tenant.rules.priorities.kinds);
   const fields: Record<string, FieldErrorKey> = {};
   const out: DeclaredPriority[] = [];
   for (const [k, v] of Object.entries(b)) {
-    if (!k.startsWith('kind_') || v !== 'on') continue;
+    // A detail must be text; a detail without its box ticked is ignored (the form keeps what was typed).
+    if (k.startsWith('detail_') && typeof v !== 'string') fields[k] = 'priorityDetailRequired';
+    if (!k.startsWith('kind_')) continue;
     const kind = k.slice(5);
-    if (!(PRIORITY_KINDS as readonly string[]).includes(kind) || !allowed.has(kind)) {
+    if (v !== 'on' || !(PRIORITY_KINDS as readonly string[]).includes(kind) || !allowed.has(kind)) {
       fields.kinds = 'priorityUnknown';
       continue;
     }
     const needs = PRIORITY_DETAIL[kind as PriorityKind];
     const raw = b[`detail_${kind}`];
     const d = typeof raw === 'string' ? detailText.safeParse(raw) : null;
-    if (needs && (!d?.success || !d.data)) {
+    if (needs ? !d?.success || !d.data : d !== null && !d.success) {
       fields[`detail_${kind}`] = 'priorityDetailRequired';
       continue;
     }
@@ -79,7 +83,7 @@ export async function declareFacilityPriorities(deps: Deps, ctx: Ctx, facilityId
     await appendAuditAlone(
       deps.db.db,
       ctx.tenant.id,
-      { action, outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'facility', targetIds: [facilityId.slice(0, 64)], details: { reason: d?.reason ?? 'malformed_id' } },
+      { action, outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'facility', targetIds: [facilityId.slice(0, 64).replace(/[\u0000-\u001f\u007f-\u009f]/g, '\ufffd')], details: { reason: d?.reason ?? 'malformed_id' } },
       ctx.now,
     );
     throw new AppError(d?.reason === 'not_signed_in' ? 'signInRequired' : 'notFound');

@@ -137,6 +137,7 @@ export function waitlistRulesRoutes(app: FastifyInstance, deps: Deps) {
         </p>
         <form method="post" action={`/staff/facilities/${facility.id}/priorities`} novalidate>
           <Csrf env={env} />
+          <input type="hidden" name="form" value="priorities" />
           <Fieldset legend={w.prioritiesLegend} name="kinds" env={env} errors={errors}>
             {rules.kinds.map((k: PriorityKind) => (
               <>

@@ -128,7 +128,7 @@ async function acceptedOffer(p: Programme, byPriority: string | null): Promise<v
 }
 
 async function auditCount(tenant: Tenant, action: string, outcome: string): Promise<number> {
-  const r = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select((eb) => eb.fn.countAll<string>().as('n')).where('action', '=', action).where('outcome', '=', outcome).executeTakeFirstOrThrow());
+  const r = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select((eb) => eb.fn.countAll<string>().as('n')).where('action', '=', action).where('outcome', '=', outcome as 'denied').executeTakeFirstOrThrow());
   return Number(r.n);
 }
 
@@ -196,15 +196,15 @@ describe('two programmes side by side', () => {
     expect(page.status).toBe(200);
     expect(textOf(page.body)).toContain('au plus 3 types');
     // The programme allows three kinds, and not the employer kind at all.
-    let r = await d.post(url, { kind_specialNeeds: 'on', kind_socioEconomic: 'on', kind_residentOf: 'on', detail_residentOf: 'Longueuil', kind_employeeOf: 'on', detail_employeeOf: 'Hôpital' });
+    let r = await d.post(url, { form: 'priorities', kind_specialNeeds: 'on', kind_socioEconomic: 'on', kind_residentOf: 'on', detail_residentOf: 'Longueuil', kind_employeeOf: 'on', detail_employeeOf: 'Hôpital' });
     expect(r.status).toBe(400);
     expect(textOf(r.body)).toContain('Ce type de priorité n’est pas permis');
-    r = await d.post(url, { kind_residentOf: 'on', detail_residentOf: '   ' });
+    r = await d.post(url, { form: 'priorities', kind_residentOf: 'on', detail_residentOf: '   ' });
     expect(r.status).toBe(400);
     expect(textOf(r.body)).toContain('Précisez l’établissement');
     const none = await inTenant(database.db, p.tenant.id, (trx) => trx.selectFrom('facility_priorities').selectAll().where('facility_id', '=', p.facility).execute());
     expect(none).toEqual([]);
-    r = await d.post(url, { kind_specialNeeds: 'on', kind_residentOf: 'on', detail_residentOf: 'Longueuil' });
+    r = await d.post(url, { form: 'priorities', kind_specialNeeds: 'on', kind_residentOf: 'on', detail_residentOf: 'Longueuil' });
     expect(r.status).toBe(303);
     const saved = await inTenant(database.db, p.tenant.id, (trx) => trx.selectFrom('facility_priorities').select(['kind', 'detail']).where('facility_id', '=', p.facility).orderBy('kind').execute());
     expect(saved).toEqual([{ kind: 'residentOf', detail: 'Longueuil' }, { kind: 'specialNeeds', detail: null }]);
@@ -216,7 +216,7 @@ describe('two programmes side by side', () => {
     const qurl = `/staff/facilities/${q.facility}/priorities`;
     await qd.get(qurl);
     const strict = await programmeWithMax(q, 2);
-    r = await qd.post(qurl, { kind_specialNeeds: 'on', kind_socioEconomic: 'on', kind_indigenous: 'on' });
+    r = await qd.post(qurl, { form: 'priorities', kind_specialNeeds: 'on', kind_socioEconomic: 'on', kind_indigenous: 'on' });
     expect(r.status).toBe(400);
     expect(textOf(r.body)).toContain('Trop de priorités');
     await strict.restore();
@@ -226,7 +226,7 @@ describe('two programmes side by side', () => {
     const parent = new Client(t.app, p.host);
     await parent.signIn(p.parents.x.email, PASSWORD);
     await parent.get('/account');
-    r = await parent.post(url, { kind_socioEconomic: 'on' });
+    r = await parent.post(url, { form: 'priorities', kind_socioEconomic: 'on' });
     expect(r.status).toBe(404);
     expect(await auditCount(p.tenant, 'waitlist.facility.priorities.update', 'denied')).toBe(before + 1);
     expect((await inTenant(database.db, p.tenant.id, (trx) => trx.selectFrom('facility_priorities').select('kind').where('facility_id', '=', p.facility).execute())).length).toBe(2);
@@ -237,7 +237,7 @@ describe('two programmes side by side', () => {
     const d = new Client(t.app, p.host);
     await d.signIn(p.staff.email, PASSWORD);
     await d.get(`/staff/facilities/${p.facility}/priorities`);
-    expect((await d.post(`/staff/facilities/${p.facility}/priorities`, { kind_specialNeeds: 'on', kind_employeeOf: 'on', detail_employeeOf: 'Hôpital Pierre-Boucher' })).status).toBe(303);
+    expect((await d.post(`/staff/facilities/${p.facility}/priorities`, { form: 'priorities', kind_specialNeeds: 'on', kind_employeeOf: 'on', detail_employeeOf: 'Hôpital Pierre-Boucher' })).status).toBe(303);
     // Y's parent withdraws and applies again, stating special needs (through the facility page's form).
     const c = new Client(t.app, p.host);
     await c.signIn(p.parents.y.email, PASSWORD);
