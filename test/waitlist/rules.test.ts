@@ -22,7 +22,7 @@ import type { Tenant } from '../../src/tenants/service.ts';
 import { addDays, addMonths, today } from '../../src/waitlist/dates.ts';
 import { createAdmin, createFacility, createParent, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
 import { Client, textOf } from '../helpers/client.ts';
-import { createTestDatabase, randomSlug, type TestDatabase } from '../helpers/db.ts';
+import { createTestDatabase, randomSlug, testDbKind, type TestDatabase } from '../helpers/db.ts';
 import { enrolTotp } from '../helpers/factors.ts';
 import { actorOf } from '../records/people.ts';
 
@@ -354,4 +354,56 @@ describe('periodic confirmation', () => {
     expect((await zRow(municipal)).seniority_from).toBeNull();
     t.setNow(NOW);
   });
+});
+
+describe('figures', () => {
+  it('ordering a facility of 1,000 applications: the tenant-rules ranking, the parent’s rank, beside the staff page of 50 (baseline)', async () => {
+    const p = await programme(JSON.parse(JSON.stringify(SECOND_TENANT_RULES)) as Record<string, unknown>);
+    const N = 1000;
+    const families = Array.from({ length: N }, (_, i) => ({
+      email: `famille.${i}.${p.host}@exemple.test`,
+      locale: 'fr' as const,
+      parentFirstName: 'Parent',
+      parentLastName: 'Test',
+      phone: '450-555-0100',
+      postalCode: 'J4K 1A1',
+      children: [
+        {
+          reference: `B-${p.tenant.id.slice(0, 4).toUpperCase()}${String(i).padStart(6, '0')}`,
+          firstName: 'Enfant',
+          lastName: `Numéro ${i}`,
+          birthDate: addMonths(T0, -(20 + (i % 30))),
+          desiredEntryDate: addMonths(T0, -(i % 24)),
+          registeredOn: addMonths(T0, -(i % 24) - 1),
+          daysOfCare: 31,
+          inSubsidisedCare: i % 3 === 0,
+          applications: [{ facilityId: p.facility, siblingAttending: i % 7 === 0, parentIsStaff: i % 11 === 0 }],
+        },
+      ],
+    }));
+    const { insertSyntheticFamilies } = await import('../../src/records/bulk.ts');
+    await inTenant(database.db, p.tenant.id, (trx) => insertSyntheticFamilies(trx, p.tenant.id, families, NOW, t.deps.keys));
+    const time = async (fn: () => Promise<unknown>) => {
+      await fn();
+      const s = performance.now();
+      for (let i = 0; i < 3; i++) await fn();
+      return (performance.now() - s) / 3;
+    };
+    const staff = ctxFor(t, p.tenant, p.staff);
+    const baseline = await time(() => records.listCandidates(t.deps, staff, p.facility, 1));
+    const ranking = await time(() => listRankedApplications(t.deps, staff, p.facility, 'toddler'));
+    const rank = await time(() => readChildRanks(t.deps, ctxFor(t, p.tenant, p.parents.y), p.children.y));
+    const rows = await listRankedApplications(t.deps, staff, p.facility, null);
+    expect(rows).toHaveLength(N + 3);
+    // Points never increase down the list.
+    expect(rows.every((r, i) => i === 0 || r.points!.total <= rows[i - 1]!.points!.total)).toBe(true);
+    console.log(
+      [
+        `ranking ${N + 3} applications at one facility (${testDbKind()}):`,
+        `  staff page of 50 (baseline)          ${baseline.toFixed(1)} ms`,
+        `  listRankedApplications, toddlers     ${ranking.toFixed(1)} ms  (×${(ranking / baseline).toFixed(1)})`,
+        `  readChildRanks (one facility)        ${rank.toFixed(1)} ms  (×${(rank / baseline).toFixed(1)})`,
+      ].join('\n'),
+    );
+  }, 300_000);
 });
