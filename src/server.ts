@@ -10,6 +10,7 @@ import { detectionRoutes } from './detection/routes.tsx';
 import { startDetectionWork } from './detection/stream.ts';
 import { directoryRoutes } from './directory/routes.tsx';
 import { startIdentityMaintenance } from './identity/maintenance.ts';
+import { startConfirmationSchedule } from './records/confirmation.ts';
 import { factorRoutes } from './identity/factors/routes.tsx';
 import { identityRoutes } from './identity/routes.tsx';
 import { sessionRoutes } from './identity/sessions-routes.tsx';
@@ -147,6 +148,7 @@ export async function serve(config: Config, opts: { demo: boolean }): Promise<vo
   let app: Awaited<ReturnType<typeof buildApp>> | null = null;
   let sender: MailSender | null = null;
   let stopMaintenance = () => {};
+  let stopConfirmation = () => {};
   let stopRetention = () => {};
   let stopDetection = async () => {};
   try {
@@ -160,6 +162,7 @@ export async function serve(config: Config, opts: { demo: boolean }): Promise<vo
     sender = config.smtpUrl ? new MailSender(deps, config.smtpUrl) : null;
     sender?.start();
     stopMaintenance = startIdentityMaintenance(deps);
+    stopConfirmation = startConfirmationSchedule(deps, `http://localhost:${config.port}`);
     // Read at start like the rest of the configuration: a bad value stops the start, naming the variable.
     stopRetention = startRetentionSchedule(deps, retentionHour(process.env));
     stopDetection = startDetectionWork(deps);
@@ -180,6 +183,7 @@ export async function serve(config: Config, opts: { demo: boolean }): Promise<vo
   process.stdout.write(`\n${lines.join('\n')}\n\n`);
   const stop = async () => {
     stopMaintenance();
+    stopConfirmation();
     stopRetention();
     await app?.close();
     await sender?.stop();

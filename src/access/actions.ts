@@ -110,6 +110,10 @@ export const ACTIONS = {
   'detection.lockdown.raise': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
   /** Ask to lower it, or approve another officer's request: two different security officers. */
   'detection.lockdown.lower': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
+  /** A facility's director declares its priorities (kinds from the tenant's rules), or a programme administrator for it. */
+  'waitlist.facility.priorities.update': [{ who: 'role', role: 'facility_director', scope: 'facility' }, { who: 'role', role: 'tenant_admin', scope: 'tenant' }],
+  /** A parent confirms the child's file is still wanted (periodic confirmation; an inactive file comes back). */
+  'waitlist.childFile.confirm': [{ who: 'familyOwner' }],
 } as const satisfies Record<string, readonly Rule[]>;
 
 export type Action = keyof typeof ACTIONS;

@@ -67,6 +67,11 @@ export const AUDIT_ACTIONS = [
   'waitlist.childFile.restore.list',
   'waitlist.childFile.lookupByNirec',
   'waitlist.childFile.history',
+  // tenant rules on the waitlist: declared priorities, periodic confirmation (src/records/ranks.ts, src/records/confirmation.ts)
+  'waitlist.facility.priorities.update',
+  'waitlist.childFile.confirm',
+  'waitlist.confirmation.remind',
+  'waitlist.confirmation.inactivate',
   'records.childFile.purge',
   'records.family.purge',
   'records.legacy.encrypt',

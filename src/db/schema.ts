@@ -166,6 +166,12 @@ export interface ChildrenTable {
   legacy_nirec: string | null;
   /** Migration 0020: first day of the birth month, in clear, for the age group (NULL when unknown). */
   birth_month: ColumnType<string | null, string | null | undefined, string | null>;
+  /** Migration 0017: periodic confirmation (NULL: never confirmed, counted from created_at). */
+  confirmed_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  reminded_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  inactive_since: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  /** Migration 0017: when a reactivated file lost its seniority, the day it came back (seniority is the later of this and the desired entry date). */
+  seniority_from: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /** Migration 0006: every change to a child file, the whole file encrypted. */
@@ -207,6 +213,18 @@ export interface ApplicationsTable {
   updated_at: Timestamp;
   /** Migration 0020: 1 = the child's first choice; a trigger fills it (next after the child's last) when left out. */
   preference: ColumnType<number, number | undefined, number>;
+  /** Migration 0017: the facility's declared priorities the parent says the child meets (kinds). */
+  priorities: ColumnType<string[], string[] | undefined, string[]>;
+}
+
+/** Migration 0017: the priorities a facility declares (kinds from the tenant's rules). */
+export interface FacilityPrioritiesTable {
+  tenant_id: string;
+  facility_id: string;
+  kind: string;
+  detail: string | null;
+  declared_at: Timestamp;
+  declared_by: string | null;
 }
 
 export type AgeGroupValue = 'infant' | 'toddler';
@@ -736,6 +754,7 @@ export interface DB {
   child_file_restore_requests: ChildFileRestoreRequestsTable;
   applications: ApplicationsTable;
   facility_places: FacilityPlacesTable;
+  facility_priorities: FacilityPrioritiesTable;
   offers: OffersTable;
   audit_events: AuditEventsTable;
   audit_heads: AuditHeadsTable;

@@ -26,6 +26,8 @@ export interface DemoCredentials {
   parent: string;
   staff: string;
   admin: string;
+  /** The second programme, with rules of its own, on its own host name. */
+  secondTenant?: { host: string; parent: string };
   /** Authenticator-app secrets of the demo staff and administrator (staff open no personal data without a second factor). */
   totp?: Record<string, string>;
 }
@@ -54,6 +56,7 @@ export async function ensureDemo(deps: Deps): Promise<string> {
     const seeded = await seedDemo(deps.db.db, tenant.id, { families: DEMO_FAMILIES, seed: DEMO_SEED, now, origin: CLI_ORIGIN, keys: deps.keys });
     deps.log.info(seeded, 'demo: families seeded');
     const creds = await createDemoAccounts(deps, tenant, now);
+    creds.secondTenant = await ensureSecondTenant(deps, creds.password, now);
     writeFileSync(credFile, JSON.stringify(creds, null, 2), { mode: 0o600 });
   }
   const creds = JSON.parse(readFileSync(credFile, 'utf8')) as DemoCredentials;
@@ -63,6 +66,7 @@ export async function ensureDemo(deps: Deps): Promise<string> {
     `  facility staff ${creds.staff}`,
     `  administrator  ${creds.admin}`,
     `  password       ${creds.password}`,
+    ...(creds.secondTenant ? [`Second programme (points order, registration before birth): http://${creds.secondTenant.host}:${deps.config.port}, parent ${creds.secondTenant.parent}, same password.`] : []),
     'Staff and administrator sign in with a second factor: their current authenticator codes are at /demo/mail.',
     'Mail is not sent in demo mode: read it at /demo/mail.',
   ].join('\n');
@@ -125,4 +129,36 @@ async function createDemoAccounts(deps: Deps, tenant: Tenant, now: Date): Promis
     return staffId;
   }).then((staffId) => enrol(staffId, creds.staff));
   return creds;
+}
+
+/** The demo's second programme: the same directory, different rules (see SECOND_TENANT_RULES). */
+export const SECOND_TENANT = { slug: 'municipal', nameFr: 'Programme municipal (démo)', nameEn: 'Municipal programme (demo)', host: 'municipal.localhost' } as const;
+
+/**
+ * Rules unlike Quebec's, so the two can be compared side by side:
+ * registration before birth, the points order, a confirmation every three
+ * months that keeps seniority on reactivation, at most three kinds of
+ * priority, and offers answered within three business days with three
+ * refusals allowed (the offers' rules are read by the referral).
+ */
+export const SECOND_TENANT_RULES = {
+  prebirthRegistration: true,
+  ordering: { kind: 'points', weights: { siblingAttending: 40, parentIsStaff: 10, notInSubsidisedCare: 20, eachPriority: 25, perMonthWaited: 2 } },
+  priorities: { kinds: ['specialNeeds', 'socioEconomic', 'residentOf'], maxKinds: 3, capShare: 0.3 },
+  confirmation: { everyMonths: 3, reminderDaysBefore: [14], graceDays: 14, reactivationKeepsSeniority: true },
+  offers: { deadlineDays: 3, businessDays: true, refusalsAllowed: 3 },
+} as const;
+
+async function ensureSecondTenant(deps: Deps, password: string, now: Date): Promise<{ host: string; parent: string }> {
+  const parent = 'parent@municipal.guichet.test';
+  let tenant = await deps.tenants.bySlug(SECOND_TENANT.slug);
+  if (!tenant) {
+    tenant = await createTenant(deps.db.db, { slug: SECOND_TENANT.slug, nameFr: SECOND_TENANT.nameFr, nameEn: SECOND_TENANT.nameEn, hosts: [SECOND_TENANT.host], rules: SECOND_TENANT_RULES as never }, CLI_ORIGIN, now);
+    deps.tenants.invalidate();
+    await importFacilities(deps.db.db, tenant.id, readFileSync(FACILITIES_CSV, 'utf8'), { now, origin: CLI_ORIGIN });
+    await seedDemo(deps.db.db, tenant.id, { families: 300, seed: DEMO_SEED + 1, now, origin: CLI_ORIGIN, keys: deps.keys });
+    const t = tenant;
+    await inTenant(deps.db.db, t.id, (trx) => createDemoAccount(trx, t.id, parent, password, now));
+  }
+  return { host: SECOND_TENANT.host, parent };
 }

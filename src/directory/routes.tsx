@@ -5,6 +5,8 @@ import { AppError } from '../errors.ts';
 import { listChildren } from '../records/gateway.ts';
 import { Checkbox, Csrf, ErrorSummary, Fieldset, Notice, Page, Pagination, Select, SummaryList, Tag, TextField, type FieldErrors, type PageEnv } from '../web/components.tsx';
 import { pageEnv, sendPage } from '../web/render.tsx';
+import type { DeclaredPriority } from '../records/ordering.ts';
+import { publicFacilityPriorities } from '../waitlist/priorities.ts';
 import { getFacility, municipalities, searchFacilities, type FacilityRow } from './service.ts';
 
 /** Control characters (NUL among them, which PostgreSQL refuses in text) and bidi overrides make a filter void, like any other bad value. */
@@ -111,7 +113,8 @@ export function directoryRoutes(app: FastifyInstance, deps: Deps) {
           throw err;
         })
       : [];
-    return renderFacility(req, reply, facility, children, isAdmin, {});
+    const priorities = await publicFacilityPriorities(deps, ctx, facility.id);
+    return renderFacility(req, reply, facility, children, isAdmin, { priorities });
   });
 }
 
@@ -121,7 +124,7 @@ export function renderFacility(
   f: FacilityRow,
   children: { id: string; firstName: string; reference: string }[],
   isAdmin: boolean,
-  state: { applyErrors?: FieldErrors; inviteErrors?: FieldErrors; inviteEmail?: string; invited?: string },
+  state: { applyErrors?: FieldErrors; inviteErrors?: FieldErrors; inviteEmail?: string; invited?: string; priorities?: DeclaredPriority[] },
   status = 200,
 ) {
   const env = pageEnv(req, reply);
@@ -170,6 +173,13 @@ export function renderFacility(
               <Checkbox name="siblingAttending" label={d.siblingAttending} />
               <Checkbox name="parentIsStaff" label={d.parentIsStaff} />
             </Fieldset>
+            {state.priorities && state.priorities.length > 0 && (
+              <Fieldset legend={env.m.waitlistRules.applyPriorities} hint={env.m.waitlistRules.applyPrioritiesHint} name="priorities" env={env} errors={state.applyErrors}>
+                {state.priorities.map((p) => (
+                  <Checkbox name={`priority_${p.kind}`} label={p.detail ? `${env.m.waitlistRules.kinds[p.kind]} — ${p.detail}` : env.m.waitlistRules.kinds[p.kind]} />
+                ))}
+              </Fieldset>
+            )}
             <button type="submit" class="button">
               {d.applySubmit}
             </button>

@@ -24,7 +24,7 @@ import { inTenant } from '../db/tenant.ts';
 import { AppError } from '../errors.ts';
 import type { TenantRules } from '../tenants/rules.ts';
 import { addMonths } from '../waitlist/dates.ts';
-import { category } from '../waitlist/ranking.ts';
+import { category, senioritySql } from '../waitlist/ranking.ts';
 import {
   allocate,
   compressSnapshot,
@@ -115,6 +115,8 @@ export async function loadInputs(trx: Trx, tenantId: string, keys: KeyProvider, 
       .where('c.tenant_id', '=', tenantId)
       .where('c.deleted_at', 'is', null)
       .where('c.purged_at', 'is', null)
+      // An unconfirmed file is out of every ranking (src/records/confirmation.ts), so out of the round too.
+      .where('c.inactive_since', 'is', null)
       .where(({ exists, not, selectFrom }) => not(exists(selectFrom('offers as o').select('o.id').whereRef('o.child_id', '=', 'c.id').where('o.status', '=', 'pending'))))
       .where(({ exists, selectFrom }) => exists(selectFrom('applications as a').select('a.id').whereRef('a.child_id', '=', 'c.id').where('a.status', '=', 'active')));
   const total = Number((await waiting(trx).select(sql<string>`count(*)`.as('n')).executeTakeFirstOrThrow()).n);
@@ -132,7 +134,7 @@ export async function loadInputs(trx: Trx, tenantId: string, keys: KeyProvider, 
   onProgress?.(0, total);
   for (;;) {
     const children = await waiting(trx)
-      .select(['c.id', 'c.reference', 'c.family_id', 'c.desired_entry_date', 'c.in_subsidised_care', 'c.birth_month', sql<Buffer | null>`CASE WHEN c.birth_month IS NULL THEN c.birth_date_enc END`.as('birth_date_enc')])
+      .select(['c.id', 'c.reference', 'c.family_id', 'c.desired_entry_date', 'c.in_subsidised_care', 'c.birth_month', senioritySql('c').as('seniority'), sql<Buffer | null>`CASE WHEN c.birth_month IS NULL THEN c.birth_date_enc END`.as('birth_date_enc')])
       .where('c.reference', '>', after)
       .orderBy('c.reference')
       .limit(CHILD_BATCH)
@@ -165,7 +167,8 @@ export async function loadInputs(trx: Trx, tenantId: string, keys: KeyProvider, 
         ? ageGroupFromMonth(birth, c.desired_entry_date, params.today, params.infantMaxMonths)
         : ageGroupFromDate(opened.get(c.id)?.birth_date ?? c.desired_entry_date, c.desired_entry_date, params.today, params.infantMaxMonths);
       childIds.push(c.id);
-      desired.push(dayOf(c.desired_entry_date));
+      // Seniority as the ranking counts it: a file that lost it on reactivation counts from its return.
+      desired.push(dayOf(c.seniority));
       ages.push(age);
       for (const a of list) {
         appFacility.push(facilityIndex.get(a.facility_id)!);
@@ -219,7 +222,8 @@ export class AllocationNotEnabled extends Error {}
 /** One round in one transaction: read, allocate, and (unless dry) record and offer. */
 export async function runAllocation(db: Kysely<DB>, keys: KeyProvider, tenant: { id: string; rules: TenantRules }, opts: RunOptions): Promise<RunSummary> {
   if (!tenant.rules.coordinatedAllocation) throw new AllocationNotEnabled('this tenant does not run coordinated allocation (rules: coordinatedAllocation)');
-  const params: AllocationParameters = { order: tenant.rules.ordering, today: opts.today, infantMaxMonths: tenant.rules.infantMaxMonths, deadlineDays: opts.deadlineDays };
+  // The allocation's order keys implement the categories order; a points order, and the lift of a facility's declared priorities, are not in the round yet.
+  const params: AllocationParameters = { order: tenant.rules.ordering.kind === 'categories' ? 'quebec-2025' : tenant.rules.ordering.kind, today: opts.today, infantMaxMonths: tenant.rules.infantMaxMonths, deadlineDays: opts.deadlineDays };
   const order = ORDERS[params.order];
   if (!order) throw new Error(`allocation: no allocation order for "${params.order}"`);
   const runId = randomUUID();

@@ -226,6 +226,8 @@ export async function insertSyntheticFamilies(trx: Trx, tenantId: string, famili
         in_subsidised_care: c.inSubsidisedCare,
         created_at: registeredAt,
         updated_at: registeredAt,
+        // Synthetic files count as confirmed when loaded: none falls inactive at the first confirmation pass.
+        confirmed_at: now,
       });
       versions.push({
         id: versionId,

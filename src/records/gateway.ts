@@ -21,6 +21,7 @@ import { ageGroup, categorySql, rankOrderSql, type AgeGroup, type Category } fro
 import { FAMILY_FIELDS, openCells, openChild, openChildren, openSnapshots, required, sealChild, sealFamily, sealSnapshot, type ChildSnapshot, type ChildValues } from './fields.ts';
 import { isRecentAuth } from '../identity/stepup.ts';
 import { ensureTenantEncrypted } from './legacy.ts';
+import { declaredPriorities, facilityOrdering } from './ordering.ts';
 import { fieldsFor, type Purpose } from './views.ts';
 
 /**
@@ -177,7 +178,7 @@ class Denied extends Error {
   }
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 function boundedId(id: string): string {
   // an id from the request is untrusted: keep it bounded, and printable (PostgreSQL refuses NUL in text)
@@ -449,6 +450,7 @@ export async function createChildFile(deps: Deps, ctx: Ctx, input: ChildInput): 
             in_subsidised_care: input.inSubsidisedCare,
             created_at: ctx.now,
             updated_at: ctx.now,
+            confirmed_at: ctx.now,
           })
           .execute();
         await recordVersion(trx, ctx, env, family.key, id, 'create', CHILD_INPUT_FIELDS, {
@@ -591,6 +593,8 @@ export interface ApplicationInput {
   facilityId: string;
   siblingAttending: boolean;
   parentIsStaff: boolean;
+  /** The facility's declared priorities the parent says the child meets (kinds); checked against its declaration now, verified at referral. */
+  priorities?: readonly string[];
 }
 
 export async function addApplication(deps: Deps, ctx: Ctx, childId: string, input: ApplicationInput): Promise<void> {
@@ -602,11 +606,14 @@ export async function addApplication(deps: Deps, ctx: Ctx, childId: string, inpu
     if (!facility) throw new ValidationError({ facilityId: 'facilityUnknown' });
     const existing = await trx.selectFrom('applications').select(['id', 'status']).where('child_id', '=', c.id).where('facility_id', '=', facility.id).executeTakeFirst();
     if (existing && existing.status !== 'withdrawn') throw new ValidationError({ facilityId: 'alreadyApplied' });
+    const declared = new Set((await declaredPriorities(trx, ctx.tenant, facility.id)).map((p) => p.kind as string));
+    const priorities = [...new Set(input.priorities ?? [])];
+    if (priorities.some((k) => !declared.has(k))) throw new ValidationError({ priorities: 'priorityNotDeclared' });
     let id: string;
     if (existing) {
       await trx
         .updateTable('applications')
-        .set({ status: 'active', sibling_attending: input.siblingAttending, parent_is_staff: input.parentIsStaff, created_at: ctx.now, updated_at: ctx.now })
+        .set({ status: 'active', sibling_attending: input.siblingAttending, parent_is_staff: input.parentIsStaff, priorities, created_at: ctx.now, updated_at: ctx.now })
         .where('id', '=', existing.id)
         .execute();
       id = existing.id;
@@ -614,12 +621,12 @@ export async function addApplication(deps: Deps, ctx: Ctx, childId: string, inpu
       id = (
         await trx
           .insertInto('applications')
-          .values({ tenant_id: ctx.tenant.id, child_id: c.id, facility_id: facility.id, sibling_attending: input.siblingAttending, parent_is_staff: input.parentIsStaff, status: 'active', created_at: ctx.now, updated_at: ctx.now })
+          .values({ tenant_id: ctx.tenant.id, child_id: c.id, facility_id: facility.id, sibling_attending: input.siblingAttending, parent_is_staff: input.parentIsStaff, priorities, status: 'active', created_at: ctx.now, updated_at: ctx.now })
           .returning('id')
           .executeTakeFirstOrThrow()
       ).id;
     }
-    await audit(trx, ctx, { action: 'waitlist.application.create', targetType: 'application', targetIds: [id, c.id, facility.id], familyIds: [c.family_id], fields: ['facility_id', 'sibling_attending', 'parent_is_staff'], purpose: 'parent.application.create' });
+    await audit(trx, ctx, { action: 'waitlist.application.create', targetType: 'application', targetIds: [id, c.id, facility.id], familyIds: [c.family_id], fields: ['facility_id', 'sibling_attending', 'parent_is_staff', ...(priorities.length ? ['priorities'] : [])], purpose: 'parent.application.create' });
   });
 }
 
@@ -660,7 +667,10 @@ export async function listCandidates(deps: Deps, ctx: Ctx, facilityId: string, p
       .where('a.facility_id', '=', facilityId)
       .where('a.status', '=', 'active')
       .where('c.deleted_at', 'is', null)
+      .where('c.inactive_since', 'is', null)
       .where(sqlFilter(ctx.actor, 'waitlist.candidates.list', { facilityId: sql.ref('a.facility_id') }, ctx.now));
+    // The tenant's order, with the facility's declared priorities and where it stands against their cap.
+    const order = await facilityOrdering(trx, ctx.tenant, facilityId, ctx.now);
     const totalRow = await base.select(sql<string>`count(*)`.as('n')).executeTakeFirst();
     const total = Number(totalRow?.n ?? 0);
     const rows = await base
@@ -672,9 +682,9 @@ export async function listCandidates(deps: Deps, ctx: Ctx, facilityId: string, p
         'c.desired_entry_date',
         'a.created_at',
         categorySql('a', 'c').as('category'),
-        sql<string>`row_number() OVER (ORDER BY ${rankOrderSql('a', 'c')})`.as('rank'),
+        sql<string>`row_number() OVER (ORDER BY ${rankOrderSql('a', 'c', order)})`.as('rank'),
       ])
-      .orderBy(rankOrderSql('a', 'c'))
+      .orderBy(rankOrderSql('a', 'c', order))
       .limit(pageSize)
       .offset((page - 1) * pageSize)
       .execute();

@@ -29,6 +29,26 @@ export const PURPOSE_FIELDS = {
     'days_of_care',
     'in_subsidised_care',
   ],
+  /** A parent sees the child's rank at each chosen facility, and why (no other child's data leaves). */
+  'parent.childFile.rank': ['application_id', 'facility_id', 'facility_name', 'age_group', 'rank', 'total', 'ordering', 'category', 'points', 'seniority_date', 'priorities_met', 'priority_open'],
+  /** The server orders a facility's eligible applications (referral, allocation): references and order, no identity. */
+  'system.ranking': [
+    'rank',
+    'application_id',
+    'child_id',
+    'family_id',
+    'reference',
+    'age_group',
+    'category',
+    'points',
+    'seniority_date',
+    'applied_at',
+    'priorities_met',
+    'by_priority',
+    'sibling_attending',
+    'parent_is_staff',
+    'in_subsidised_care',
+  ],
   /** A parent chooses which child to register with a facility. */
   'parent.children.choose': ['reference', 'first_name'],
   /** Facility staff see their candidates without identities before a referral. */

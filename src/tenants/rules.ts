@@ -1,14 +1,89 @@
 import { z } from 'zod';
 
 /**
+ * The kinds of need a facility may give priority to (Quebec 2025). Those
+ * marked in PRIORITY_DETAIL name what they are about (which institution,
+ * employer or municipality), given by the facility when it declares them.
+ */
+export const PRIORITY_KINDS = ['specialNeeds', 'socioEconomic', 'studentAt', 'employeeOf', 'residentOf', 'indigenous'] as const;
+export type PriorityKind = (typeof PRIORITY_KINDS)[number];
+export const PRIORITY_DETAIL: Record<PriorityKind, boolean> = { specialNeeds: false, socioEconomic: false, studentAt: true, employeeOf: true, residentOf: true, indigenous: false };
+
+/**
  * A tenant's waitlist rules, stored as data (tenants.rules). Missing keys take
  * the Quebec 2025 defaults, so the default tenant needs no configuration.
  */
 export const tenantRulesSchema = z.object({
   /** Quebec 2025: registration after birth or adoption only. */
   prebirthRegistration: z.boolean().default(false),
-  /** The ordering used for candidates; more orderings come with per-tenant rules. */
-  ordering: z.enum(['quebec-2025']).default('quebec-2025'),
+  /**
+   * How a facility's candidates are ordered (src/waitlist/ranking.ts).
+   * 'categories' is Quebec 2025: the five categories, then seniority counted
+   * from the desired entry date. 'points' adds weighted points; ties go to
+   * the earlier seniority date, then the earlier application, then the file
+   * reference, so the order is total and stable. The string 'quebec-2025'
+   * (the rules' first form) still reads as the categories.
+   */
+  ordering: z
+    .preprocess(
+      (v) => (typeof v === 'string' ? { kind: v === 'points' ? 'points' : 'categories' } : v),
+      z.discriminatedUnion('kind', [
+        z.object({ kind: z.literal('categories') }),
+        z.object({
+          kind: z.literal('points'),
+          weights: z
+            .object({
+              siblingAttending: z.number().int().min(0).max(1000).default(30),
+              parentIsStaff: z.number().int().min(0).max(1000).default(20),
+              notInSubsidisedCare: z.number().int().min(0).max(1000).default(10),
+              /** For each priority the facility declared that the child meets (while the facility is under its cap). */
+              eachPriority: z.number().int().min(0).max(1000).default(15),
+              /** For each full month waited since the seniority date. */
+              perMonthWaited: z.number().int().min(0).max(1000).default(1),
+            })
+            .prefault({}),
+        }),
+      ]),
+    )
+    .default({ kind: 'categories' }),
+  /**
+   * The priorities a facility may declare (Quebec 2025: at most six kinds of
+   * need, applied on at most half of its admissions over the last year).
+   */
+  priorities: z
+    .object({
+      kinds: z.array(z.enum(PRIORITY_KINDS)).max(PRIORITY_KINDS.length).default([...PRIORITY_KINDS]),
+      maxKinds: z.number().int().min(0).max(PRIORITY_KINDS.length).default(6),
+      /** The share of a facility's admissions that may come by priority. */
+      capShare: z.number().min(0).max(1).default(0.5),
+      /** Over how many months the admissions are counted. */
+      windowMonths: z.number().int().min(1).max(60).default(12),
+    })
+    .prefault({}),
+  /**
+   * How often a parent confirms the file is still wanted. Unconfirmed after
+   * the grace period, the file becomes inactive: out of every ranking and
+   * referral until the parent confirms again.
+   */
+  confirmation: z
+    .object({
+      enabled: z.boolean().default(true),
+      everyMonths: z.number().int().min(1).max(60).default(6),
+      /** Reminders by e-mail, this many days before the file is due. */
+      reminderDaysBefore: z.array(z.number().int().min(0).max(365)).max(5).default([30, 7]),
+      /** Days after the due date before an unconfirmed file becomes inactive. */
+      graceDays: z.number().int().min(0).max(365).default(30),
+      /** Whether a file confirmed after becoming inactive keeps its seniority; if not, seniority counts from the day it comes back. */
+      reactivationKeepsSeniority: z.boolean().default(false),
+    })
+    .prefault({}),
+  /** Who may see a candidate's identity before a referral, per kind of facility (Quebec 2025: nobody at CPE and subsidised garderies). */
+  identitiesBeforeReferral: z
+    .object({
+      subsidised: z.enum(['nobody', 'director', 'staff']).default('nobody'),
+      nonSubsidised: z.enum(['nobody', 'director', 'staff']).default('nobody'),
+    })
+    .prefault({}),
   /** The NIREC format is not published: an opaque identifier checked against this pattern. */
   nirecPattern: z.string().default('^[0-9A-Z]{6,20}$'),
   /**
@@ -41,7 +116,7 @@ export const tenantRulesSchema = z.object({
       accountWithoutChildMonths: z.number().int().min(1).max(240).default(24),
     })
     .prefault({}),
-});
+}).loose();
 
 export type TenantRules = z.infer<typeof tenantRulesSchema>;
 

@@ -21,3 +21,8 @@ export function monthsBetween(a: string, b: string): number {
   if (bd < ad) months -= 1;
   return months;
 }
+
+export function addDays(date: string, days: number): string {
+  const t = Date.parse(`${date}T00:00:00Z`) + days * 86_400_000;
+  return new Date(t).toISOString().slice(0, 10);
+}

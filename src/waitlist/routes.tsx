@@ -11,6 +11,9 @@ import { formatDate } from '../web/i18n/index.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
 import { requireRecentAuth } from '../identity/stepup.ts';
 import { DAYS, parseChildInput } from './child-file.ts';
+import { readChildRanks } from '../records/ranks.ts';
+import { publicFacilityPriorities } from './priorities.ts';
+import { ConfirmSection, RankSection, waitlistRulesRoutes } from './rules-routes.tsx';
 import { childFileDeletionRoutes, DeletedFilesSection, DeleteFileSection } from './delete-routes.tsx';
 
 type ChildFormValues = Record<string, string | undefined>;
@@ -66,9 +69,11 @@ function formValues(body: unknown): ChildFormValues {
 }
 
 const STATUS_PARAM = z.enum(['created', 'updated', 'applied', 'withdrawn']).optional().catch(undefined);
+const CONFIRM_STATUS = z.enum(['confirmed', 'reactivated']).optional().catch(undefined);
 
 export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
   childFileDeletionRoutes(app, deps);
+  waitlistRulesRoutes(app, deps);
   /* ----------------------------------------------------------- parent: account */
   app.get<{ Querystring: { status?: string } }>('/account', async (req, reply) => {
     const ctx = req.ctx;
@@ -191,7 +196,10 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
   app.get<{ Params: { id: string }; Querystring: { status?: string } }>('/children/:id', async (req, reply) => {
     const ctx = req.ctx;
     const child = await records.readChildFile(deps, ctx, req.params.id, 'parent.childFile.view');
+    // Computed live, through the records path: the rank is read (and recorded) each time it is shown.
+    const { ranks, confirmation } = await readChildRanks(deps, ctx, child.id);
     const status = STATUS_PARAM.parse(req.query.status);
+    const confirmStatus = CONFIRM_STATUS.parse(req.query.status);
     const env = pageEnv(req, reply);
     const c = env.m.child;
     const title = `${child.firstName} ${child.lastName}`;
@@ -204,7 +212,9 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
           </a>
         </p>
         {status && <Notice>{c[status]}</Notice>}
+        {confirmStatus && <Notice>{env.m.waitlistRules[confirmStatus]}</Notice>}
         <h1>{title}</h1>
+        <ConfirmSection env={env} childId={child.id} state={confirmation} />
         <h2>{c.summary}</h2>
         <SummaryList
           rows={[
@@ -267,6 +277,7 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
             </table>
           </div>
         )}
+        <RankSection env={env} ranks={ranks} />
         <p>
           <a class="button button--secondary" href="/directory">
             {c.chooseFacilities}
@@ -330,7 +341,11 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
     const body = (req.body ?? {}) as Record<string, unknown>;
     try {
       const input = parseBody(applySchema, body);
-      await records.addApplication(deps, ctx, input.childId, { facilityId: input.facilityId, siblingAttending: input.siblingAttending, parentIsStaff: input.parentIsStaff });
+      // One checkbox per declared priority (priority_<kind>); the gateway checks them against the facility's declaration.
+      const priorities = Object.entries(body)
+        .filter(([k, v]) => k.startsWith('priority_') && v === 'on')
+        .map(([k]) => k.slice('priority_'.length, 'priority_'.length + 40));
+      await records.addApplication(deps, ctx, input.childId, { facilityId: input.facilityId, siblingAttending: input.siblingAttending, parentIsStaff: input.parentIsStaff, priorities });
       return reply.redirect(`/children/${input.childId}?status=applied`, 303);
     } catch (err) {
       if (!(err instanceof ValidationError)) throw err;
@@ -343,7 +358,8 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
         fields.childId = fields.facilityId;
         delete fields.facilityId;
       }
-      return renderFacility(req, reply, facility, children, isAdmin, { applyErrors: fields }, 400);
+      const priorities = await publicFacilityPriorities(deps, ctx, facility.id);
+      return renderFacility(req, reply, facility, children, isAdmin, { applyErrors: fields, priorities }, 400);
     }
   });
 
@@ -381,6 +397,14 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
                     <span class="visually-hidden"> — {f.name}</span>
                   </a>
                 </p>
+                {ctx.actor!.memberships.some((m) => (m.role === 'facility_director' && m.facilityId === f.id) || m.role === 'tenant_admin') && (
+                  <p>
+                    <a href={`/staff/facilities/${f.id}/priorities`}>
+                      {env.m.waitlistRules.prioritiesLink}
+                      <span class="visually-hidden"> — {f.name}</span>
+                    </a>
+                  </p>
+                )}
               </li>
             ))}
           </ul>

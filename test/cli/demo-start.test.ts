@@ -11,6 +11,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { get } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -243,6 +244,18 @@ describe('npm start (guichet serve --demo)', () => {
       const mail = await fetch(`${base}/demo/mail`);
       expect(mail.status).toBe(200);
       expect(await mail.text()).toContain(first.admin);
+
+      // The second programme, with rules of its own, answers on its own host name.
+      expect(printed).toContain('Second programme');
+      const second = await new Promise<string>((resolve, reject) => {
+        get({ host: '127.0.0.1', port, path: '/', headers: { host: `municipal.localhost:${port}` } }, (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (body += c));
+          res.on('end', () => resolve(body));
+        }).on('error', reject);
+      });
+      expect(second).toContain('Programme municipal (démo)');
     } finally {
       const e = await stop(s);
       expect(e.code, s.output()).toBe(0);

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Actor } from '../../src/access/actor.ts';
 import { inTenant } from '../../src/db/tenant.ts';
 import * as records from '../../src/records/gateway.ts';
+import { listRankedApplications, readChildRanks } from '../../src/records/ranks.ts';
 import { PURPOSE_FIELDS, type Purpose } from '../../src/records/views.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { addMonths, today } from '../../src/waitlist/dates.ts';
@@ -266,6 +267,25 @@ const CASES: Record<Purpose, (f: Fixture) => Promise<void | number>> = {
     expect(textOf(page.body)).toContain(f.child.lastName);
     expect(absent(page.body, { NIREC: nirecForms(f), 'birth date': dateForms(f.child.birthDate), applications: [f.facilityName] })).toEqual([]);
   },
+  'parent.childFile.rank': async (f) => {
+    const { ranks } = await readChildRanks(t.deps, ctxFor(t, f.tenant, f.parentActor), f.childId);
+    expect(ranks).toHaveLength(1);
+    expect(outside(ranks[0] as unknown as Record<string, unknown>, 'parent.childFile.rank')).toEqual([]);
+    expect(ranks[0]).toMatchObject({ rank: 1, total: 1, category: 3, facilityName: f.facilityName });
+    const page = await f.parent.get(`/children/${f.childId}`);
+    expect(textOf(page.body)).toContain('1er sur 1');
+  },
+  'system.ranking': async (f) => {
+    const system = { actorAccountId: null, actorRoles: ['system:referral'], ip: null, userAgent: null, requestId: null };
+    for (const [actor, opts] of [[f.staffActor, {}], [null, { system }]] as const) {
+      const rows = await listRankedApplications(t.deps, ctxFor(t, f.tenant, actor), f.facility, 'infant', opts);
+      expect(rows).toHaveLength(1);
+      expect(outside(rows[0] as unknown as Record<string, unknown>, 'system.ranking')).toEqual([]);
+      expect(rows[0]).toMatchObject({ reference: f.child.reference, rank: 1, category: 3 });
+      expect(absent(JSON.stringify(rows), { name: [f.child.firstName, f.child.lastName], NIREC: nirecForms(f), 'birth date': dateForms(f.child.birthDate) })).toEqual([]);
+    }
+    return 2;
+  },
   'admin.childFile.restoreRequests': async (f) => {
     await records.deleteChildFile(t.deps, ctxFor(t, f.tenant, f.parentActor), f.childId);
     const { requestId } = await records.requestChildFileRestore(t.deps, ctxFor(t, f.tenant, f.operatorActor), f.childId);
@@ -337,8 +357,8 @@ const ROLE_PURPOSES: Record<Role, readonly Purpose[]> = {
   anonymous: [],
   parent: ['parent.children.list', 'parent.children.choose', 'parent.childFile.view', 'parent.childFile.edit', 'parent.childFile.delete'],
   otherParent: [],
-  facilityStaff: ['facility.candidates'],
-  facilityDirector: ['facility.candidates'],
+  facilityStaff: ['facility.candidates', 'system.ranking'],
+  facilityDirector: ['facility.candidates', 'system.ranking'],
   otherFacilityStaff: [],
   programOperator: ['operator.childFile.lookup', 'operator.childFile.history'],
   tenantAdmin: ['operator.childFile.lookup', 'operator.childFile.history'],
@@ -358,6 +378,9 @@ const CALLS: Record<Purpose, (f: Fixture, actor: Actor | null) => Promise<Record
   // The fixture's file is live: these answer nothing of it to anyone (their own checks above delete it first).
   'parent.children.deleted': async (f, a) => (await records.listDeletedChildren(t.deps, ctxFor(t, f.tenant, a))) as unknown as Record<string, unknown>[],
   'admin.childFile.restoreRequests': async (f, a) => (await records.listRestoreRequests(t.deps, ctxFor(t, f.tenant, a))) as unknown as Record<string, unknown>[],
+  // The rank names no child: the parent receives the rank of their own file by its id, not its reference or name.
+  'parent.childFile.rank': async (f, a) => (await readChildRanks(t.deps, ctxFor(t, f.tenant, a), f.childId)).ranks as unknown as Record<string, unknown>[],
+  'system.ranking': async (f, a) => (await listRankedApplications(t.deps, ctxFor(t, f.tenant, a), f.facility, null)) as unknown as Record<string, unknown>[],
 };
 
 describe('every role against every call of the gateway, compared with the table', () => {

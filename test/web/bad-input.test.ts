@@ -209,6 +209,10 @@ const SPECS: RouteSpec[] = [
     text: ['firstName', 'lastName', 'nirec', 'day_mon', 'day_fri', 'inSubsidisedCare'],
     dates: ['birthDate', 'desiredEntryDate'],
   },
+  // Periodic confirmation: every case is refused (no CSRF, another's id, a malformed id), so the file is never confirmed.
+  { route: '/children/:id/confirm', who: 'parent', params: { id: (fx) => fx.childId }, base: () => ({}), noBody: true },
+  // A facility's declared priorities: the administrator may declare them; each spoiled field is refused and nothing is saved.
+  { route: '/staff/facilities/:id/priorities', who: 'admin', params: { id: (fx) => fx.facility }, base: () => ({ form: 'priorities', kind_residentOf: 'on', detail_residentOf: 'Longueuil' }), text: ['form', 'kind_residentOf', 'detail_residentOf'] },
   { route: '/children/:id/applications/:appId/withdraw', who: 'parent', params: { id: (fx) => fx.childId, appId: (fx) => fx.applicationId }, base: () => ({}), noBody: true },
   // Deleting a file (records): every case here is refused, so the file is never deleted.
   { route: '/children/:id/delete', who: 'parent', params: { id: (fx) => fx.childId }, base: () => ({}), noBody: true },

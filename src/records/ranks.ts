@@ -1,0 +1,259 @@
+import { sql } from 'kysely';
+import { decide } from '../access/decide.ts';
+import type { AuditOrigin } from '../audit/events.ts';
+import { appendAudit } from '../audit/log.ts';
+import type { Ctx, Deps } from '../context.ts';
+import { originOf } from '../context.ts';
+import type { Envelope } from '../crypto/envelope.ts';
+import type { Trx } from '../db/connection.ts';
+import { AppError } from '../errors.ts';
+import type { PriorityKind } from '../tenants/rules.ts';
+import { originFields, type Tenant } from '../tenants/service.ts';
+import { addMonths, today } from '../waitlist/dates.ts';
+import {
+  ageGroup as ageGroupOf,
+  category,
+  categorySql,
+  pointsOf,
+  pointsSql,
+  priorityCapOpen,
+  rankOrderSql,
+  senioritySql,
+  type AgeGroup,
+  type Category,
+  type OrderingContext,
+  type PointsParts,
+} from '../waitlist/ranking.ts';
+import { confirmationState, type ConfirmationState } from './confirmation.ts';
+import { declaredPriorities, facilityOrdering, type DeclaredPriority, type FacilityOrdering } from './ordering.ts';
+export { declaredPriorities, facilityOrdering, type DeclaredPriority, type FacilityOrdering };
+import { audit, childWithOwner, deny, run, UUID, withSession } from './gateway.ts';
+import { openChildren, required } from './fields.ts';
+import { fieldsFor } from './views.ts';
+
+/**
+ * The one place that orders a facility's eligible applications under the
+ * tenant's rules: the staff's candidate list, the parent's rank, the
+ * automatic referral and the coordinated allocation all read this order.
+ * Eligible: an active application, of a live file that is not inactive
+ * (unconfirmed past its grace period).
+ */
+
+export interface RankedApplication {
+  /** 1-based, within the age group asked for (or the whole facility). */
+  rank: number;
+  applicationId: string;
+  childId: string;
+  familyId: string;
+  reference: string;
+  ageGroup: AgeGroup;
+  category: Category;
+  /** The points and their parts under the points order; null under the categories order. */
+  points: PointsParts | null;
+  seniorityDate: string;
+  appliedAt: Date;
+  /** The facility's declared priorities the parent says the child meets (to be verified at referral). */
+  prioritiesMet: PriorityKind[];
+  /** The priority that lifted the child (the facility under its cap), for offers.by_priority; null if none did. */
+  byPriority: PriorityKind | null;
+  siblingAttending: boolean;
+  parentIsStaff: boolean;
+  inSubsidisedCare: boolean;
+}
+
+/**
+ * The ordered eligible applications of one facility, for one age group (or
+ * all with null), inside the caller's transaction. Writes no audit event:
+ * the caller records what it does with them (listRankedApplications does,
+ * and a referral must). Birth dates are decrypted only to find the age
+ * group; they do not leave. `withoutPendingOffer` leaves out children who
+ * already hold a pending offer (they cannot be offered a second place).
+ */
+export async function rankFacilityIn(
+  trx: Trx,
+  env: Envelope,
+  tenant: Tenant,
+  facilityId: string,
+  ageGroup: AgeGroup | null,
+  now: Date,
+  opts: { withoutPendingOffer?: boolean; ordering?: FacilityOrdering } = {},
+): Promise<RankedApplication[]> {
+  const o = opts.ordering ?? (await facilityOrdering(trx, tenant, facilityId, now));
+  let q = trx
+    .selectFrom('applications as a')
+    .innerJoin('children as c', 'c.id', 'a.child_id')
+    .where('a.facility_id', '=', facilityId)
+    .where('a.status', '=', 'active')
+    .where('c.deleted_at', 'is', null)
+    .where('c.purged_at', 'is', null)
+    .where('c.inactive_since', 'is', null);
+  if (opts.withoutPendingOffer) q = q.where(({ not, exists, selectFrom }) => not(exists(selectFrom('offers as o').select('o.id').whereRef('o.child_id', '=', 'c.id').where('o.status', '=', 'pending'))));
+  const rows = await q
+    .select([
+      'a.id as application_id',
+      'a.created_at',
+      'a.sibling_attending',
+      'a.parent_is_staff',
+      'a.priorities',
+      'c.id',
+      'c.family_id',
+      'c.reference',
+      'c.birth_date_enc',
+      'c.desired_entry_date',
+      'c.in_subsidised_care',
+      senioritySql('c').as('seniority_date'),
+      categorySql('a', 'c').as('category'),
+      pointsSql('a', 'c', o).as('points'),
+    ])
+    .orderBy(rankOrderSql('a', 'c', o))
+    .execute();
+  const births = rows.length ? await openChildren(env, tenant.id, rows, ['birth_date']) : new Map();
+  const declared = new Set<string>(o.declared);
+  const out: RankedApplication[] = [];
+  for (const r of rows) {
+    const group = ageGroupOf(required(births.get(r.id)!.birth_date, 'birth date'), r.desired_entry_date, now, tenant.rules.infantMaxMonths);
+    if (ageGroup && group !== ageGroup) continue;
+    const met = o.declared.filter((k) => (r.priorities ?? []).includes(k) && declared.has(k));
+    const seniorityDate = typeof r.seniority_date === 'string' ? r.seniority_date : today(r.seniority_date as unknown as Date);
+    const points = pointsOf({ parentIsStaff: r.parent_is_staff, siblingAttending: r.sibling_attending, inSubsidisedCare: r.in_subsidised_care, prioritiesMet: met.length, seniorityDate }, o);
+    out.push({
+      rank: out.length + 1,
+      applicationId: r.application_id,
+      childId: r.id,
+      familyId: r.family_id,
+      reference: r.reference,
+      ageGroup: group,
+      category: Number(r.category) as Category,
+      points,
+      seniorityDate,
+      appliedAt: r.created_at,
+      prioritiesMet: met,
+      byPriority: o.priorityOpen && met.length ? met[0]! : null,
+      siblingAttending: r.sibling_attending,
+      parentIsStaff: r.parent_is_staff,
+      inSubsidisedCare: r.in_subsidised_care,
+    });
+  }
+  return out;
+}
+
+/**
+ * The ordered eligible applications of a facility for an age group, audited
+ * (purpose 'system.ranking': references and order, no identity). Called by
+ * the facility's staff (waitlist.candidates.list) or by the server's own
+ * work with `system` set (referral job, allocation run, no actor).
+ */
+export async function listRankedApplications(
+  deps: Deps,
+  ctx: Ctx,
+  facilityId: string,
+  ageGroup: AgeGroup | null,
+  opts: { system?: AuditOrigin; withoutPendingOffer?: boolean; limit?: number } = {},
+): Promise<RankedApplication[]> {
+  const action = 'waitlist.candidates.list';
+  return run(deps, ctx, action, async (trx, env) => {
+    if (!UUID.test(facilityId)) deny(ctx, action, 'facility', facilityId, 'malformed_id');
+    if (ctx.actor) {
+      const d = decide(ctx.actor, action, { type: 'facility', facilityId }, ctx.now);
+      if (!d.allowed) deny(ctx, action, 'facility', facilityId, d.reason ?? 'denied', d);
+    } else if (!opts.system || !opts.system.actorRoles.some((r) => r.startsWith('system:'))) {
+      deny(ctx, action, 'facility', facilityId, 'not_signed_in', undefined, new AppError('signInRequired'));
+    }
+    const all = await rankFacilityIn(trx, env, ctx.tenant, facilityId, ageGroup, ctx.now, { withoutPendingOffer: opts.withoutPendingOffer ?? false });
+    const rows = opts.limit ? all.slice(0, opts.limit) : all;
+    if (rows.length) {
+      await appendAudit(
+        trx,
+        ctx.tenant.id,
+        {
+          action,
+          outcome: 'success',
+          ...originFields(opts.system && !ctx.actor ? opts.system : originOf(ctx)),
+          targetType: 'facility',
+          targetIds: [facilityId, ...rows.map((r) => r.childId)],
+          familyIds: [...new Set(rows.map((r) => r.familyId))],
+          fields: fieldsFor('system.ranking'),
+          purpose: 'system.ranking',
+          details: withSession(ctx, { ageGroup, count: rows.length }),
+        },
+        ctx.now,
+      );
+    }
+    return rows;
+  });
+}
+
+/** The child's place at one chosen facility, and why, for the parent. */
+export interface ChildRank {
+  applicationId: string;
+  facilityId: string;
+  facilityName: string;
+  ageGroup: AgeGroup;
+  /** null: not ranked (the file is inactive). */
+  rank: number | null;
+  /** How many eligible children in the child's age group at that facility. */
+  total: number;
+  ordering: 'categories' | 'points';
+  category: Category;
+  points: PointsParts | null;
+  seniorityDate: string;
+  prioritiesMet: PriorityKind[];
+  /** Whether the facility's declared priorities lift children now (it is under its cap). */
+  priorityOpen: boolean;
+}
+
+/**
+ * The child's rank and why at each facility with an active application,
+ * computed live. Only the parent's own file is named in the audit event;
+ * other children's rows are counted and ordered, their birth dates opened
+ * only to find their age group, and nothing of them leaves but the count.
+ */
+export async function readChildRanks(deps: Deps, ctx: Ctx, childId: string): Promise<{ confirmation: ConfirmationState; ranks: ChildRank[] }> {
+  const action = 'waitlist.childFile.read';
+  return run(deps, ctx, action, async (trx, env) => {
+    const c = await childWithOwner(trx, ctx, childId, action);
+    const apps = await trx
+      .selectFrom('applications as a')
+      .innerJoin('facilities as f', 'f.id', 'a.facility_id')
+      .select(['a.id', 'a.facility_id', 'a.sibling_attending', 'a.parent_is_staff', 'a.priorities', 'f.name'])
+      .where('a.child_id', '=', c.id)
+      .where('a.status', '=', 'active')
+      .orderBy('a.created_at')
+      .execute();
+    const birth = required((await openChildren(env, ctx.tenant.id, [c], ['birth_date'])).get(c.id)!.birth_date, 'birth date');
+    const group = ageGroupOf(birth, c.desired_entry_date, ctx.now, ctx.tenant.rules.infantMaxMonths);
+    const ranks: ChildRank[] = [];
+    for (const a of apps) {
+      const o = await facilityOrdering(trx, ctx.tenant, a.facility_id, ctx.now);
+      const list = await rankFacilityIn(trx, env, ctx.tenant, a.facility_id, group, ctx.now, { ordering: o });
+      const mine = list.find((r) => r.applicationId === a.id);
+      const met = o.declared.filter((k) => a.priorities.includes(k));
+      const seniorityDate = c.seniority_from && c.seniority_from > c.desired_entry_date ? c.seniority_from : c.desired_entry_date;
+      ranks.push({
+        applicationId: a.id,
+        facilityId: a.facility_id,
+        facilityName: a.name,
+        ageGroup: group,
+        rank: mine?.rank ?? null,
+        total: list.length,
+        ordering: o.ordering.kind,
+        category: mine?.category ?? category({ parentIsStaff: a.parent_is_staff, siblingAttending: a.sibling_attending, inSubsidisedCare: c.in_subsidised_care }),
+        points: mine?.points ?? pointsOf({ parentIsStaff: a.parent_is_staff, siblingAttending: a.sibling_attending, inSubsidisedCare: c.in_subsidised_care, prioritiesMet: met.length, seniorityDate }, o),
+        seniorityDate,
+        prioritiesMet: met,
+        priorityOpen: o.priorityOpen,
+      });
+    }
+    await audit(trx, ctx, {
+      action,
+      targetType: 'child',
+      targetIds: [c.id],
+      familyIds: [c.family_id],
+      fields: fieldsFor('parent.childFile.rank'),
+      purpose: 'parent.childFile.rank',
+      details: { facilities: apps.length },
+    });
+    return { confirmation: confirmationState(ctx.tenant.rules, c, ctx.now), ranks };
+  });
+}
+
