@@ -120,6 +120,13 @@ export const AUDIT_ACTIONS = [
   'detection.lockdown.lower.request',
   'detection.lockdown.lower.approve',
   'detection.lockdown.lower.refuse',
+  // the programme's statistics: aggregates, no family named (src/records/statistics.ts)
+  'statistics.read',
+  'statistics.export',
+  // assisted mode: an agent acts for a parent who consented (src/assisted)
+  'assisted.code.request',
+  'assisted.session.start',
+  'assisted.session.end',
 ] as const;
 
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
@@ -151,4 +158,6 @@ export interface AuditOrigin {
   ip: string | null;
   userAgent: string | null;
   requestId: string | null;
+  /** The parent an assisted session acts for (src/assisted): every event it causes carries it. */
+  onBehalfOf?: string | null;
 }

@@ -1,7 +1,7 @@
 import { randomInt, randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Action } from '../access/actions.ts';
-import { decide, sqlFilter, type Decision } from '../access/decide.ts';
+import { decide, familyAccountOf, sqlFilter, type Decision } from '../access/decide.ts';
 import { appendAudit, appendAuditAlone } from '../audit/log.ts';
 import type { AuditAction, AuditEventInput, AuditOrigin } from '../audit/events.ts';
 import type { Ctx, Deps } from '../context.ts';
@@ -184,7 +184,7 @@ function boundedId(id: string): string {
   return id.slice(0, 64).replace(/[\u0000-\u001f\u007f-\u009f]/g, '\ufffd');
 }
 
-function deny(ctx: Ctx, action: AuditAction, targetType: string, targetId: string, reason: string, decision?: Decision, error?: AppError): never {
+export function deny(ctx: Ctx, action: AuditAction, targetType: string, targetId: string, reason: string, decision?: Decision, error?: AppError): never {
   const e =
     error ??
     (decision?.reason === 'not_signed_in'
@@ -222,7 +222,7 @@ function cryptoFailure(err: unknown): string | null {
  * The work of one call, in one tenant transaction. `action` names it in the
  * audit trail if decryption fails.
  */
-async function run<T>(deps: Deps, ctx: Ctx, action: AuditAction, fn: (trx: Trx, env: Envelope) => Promise<T>): Promise<T> {
+export async function run<T>(deps: Deps, ctx: Ctx, action: AuditAction, fn: (trx: Trx, env: Envelope) => Promise<T>): Promise<T> {
   const env = envelopeFor(deps.keys);
   await ensureTenantEncrypted(deps.db.db, deps.keys, ctx.tenant.id, ctx.now);
   for (let attempt = 0; ; attempt++) {
@@ -276,7 +276,7 @@ function readContext(ctx: Ctx): ReadContext {
 }
 
 /** Writes the event, then lets detection weigh it before the data leaves (it may throw Contained). */
-async function audit(trx: Trx, ctx: Ctx, e: Omit<AuditEventInput, 'outcome'> & { outcome?: AuditEventInput['outcome'] }) {
+export async function audit(trx: Trx, ctx: Ctx, e: Omit<AuditEventInput, 'outcome'> & { outcome?: AuditEventInput['outcome'] }) {
   const input: AuditEventInput = { outcome: 'success', ...originFields(originOf(ctx)), ...e, details: withSession(ctx, e.details) };
   const sealed = await appendAudit(trx, ctx.tenant.id, input, ctx.now);
   await onRecordEvent(trx, readContext(ctx), input, sealed.id);
@@ -356,6 +356,11 @@ async function ensureFamily(trx: Trx, ctx: Ctx, env: Envelope, accountId: string
   return { id, key };
 }
 
+/** The first day of the birth month, kept in clear for aggregates by age group (migration 0019). */
+export function birthMonth(birthDate: string | null): string | null {
+  return birthDate && /^\d{4}-\d{2}-\d{2}$/.test(birthDate) ? `${birthDate.slice(0, 7)}-01` : null;
+}
+
 /** The NIREC's blind index in this tenant, or null. */
 async function nirecIndex(env: Envelope, tenantId: string, nirec: string | null): Promise<Buffer | null> {
   return nirec ? env.blindIndex(tenantId, 'nirec', nirec) : null;
@@ -417,9 +422,11 @@ const CHILD_INPUT_FIELDS = ['first_name', 'last_name', 'birth_date', 'nirec', 'd
 export async function createChildFile(deps: Deps, ctx: Ctx, input: ChildInput): Promise<{ id: string }> {
   try {
     return await run(deps, ctx, 'waitlist.childFile.create', async (trx, env) => {
-      const d = decide(ctx.actor, 'waitlist.childFile.create', { type: 'tenant' }, ctx.now);
-      if (!d.allowed || !ctx.actor) deny(ctx, 'waitlist.childFile.create', 'child', 'new', d.reason ?? 'denied', d);
-      const family = await ensureFamily(trx, ctx, env, ctx.actor.accountId);
+      // An assisted session creates the file in the consented family, decided against that family.
+      const owner = ctx.actor ? familyAccountOf(ctx.actor, ctx.now) : null;
+      const d = decide(ctx.actor, 'waitlist.childFile.create', ctx.actor?.assisting ? { type: 'family', ownerAccountId: owner ?? '' } : { type: 'tenant' }, ctx.now);
+      if (!d.allowed || !ctx.actor || !owner) deny(ctx, 'waitlist.childFile.create', 'child', 'new', d.reason ?? 'denied', d);
+      const family = await ensureFamily(trx, ctx, env, owner);
       const index = await nirecIndex(env, ctx.tenant.id, input.nirec);
       await assertNoDuplicateNirec(trx, index);
       const id = randomUUID();
@@ -438,6 +445,7 @@ export async function createChildFile(deps: Deps, ctx: Ctx, input: ChildInput): 
             reference,
             ...(sealChild(env, family.key, id, values) as Required<ReturnType<typeof sealChild>>),
             nirec_index: index,
+            birth_month: birthMonth(input.birthDate),
             desired_entry_date: input.desiredEntryDate,
             days_of_care: input.daysOfCare,
             in_subsidised_care: input.inSubsidisedCare,
@@ -569,7 +577,7 @@ export async function updateChildFile(deps: Deps, ctx: Ctx, childId: string, inp
       const sealed = sealChild(env, key, c.id, Object.fromEntries(changedSecret.map((k) => [k, nextSecret[k]])) as Partial<ChildValues>);
       await trx
         .updateTable('children')
-        .set({ ...sealed, ...(index !== undefined ? { nirec_index: index } : {}), ...nextClear, updated_at: ctx.now })
+        .set({ ...sealed, ...(index !== undefined ? { nirec_index: index } : {}), birth_month: birthMonth(nextSecret.birth_date), ...nextClear, updated_at: ctx.now })
         .where('id', '=', c.id)
         .execute();
       await recordVersion(trx, ctx, env, key, c.id, 'update', changed, snapshotOf({ ...c, ...nextClear }, nextSecret, false));
