@@ -148,7 +148,7 @@ export async function requestCode(deps: Deps, ctx: Ctx, input: CodeRequest): Pro
   );
 }
 
-/** A consent of this agent session still waiting for its code, for the code page. */
+/** A consent of this agent session, for the code page (a used or expired one is refused when its code is sent). */
 export async function pendingConsent(deps: Deps, ctx: Ctx, id: string): Promise<PendingConsent> {
   await mustBeAgent(deps, ctx, 'assisted.session.start');
   if (!UUID.test(id)) throw new AppError('notFound');
@@ -159,8 +159,6 @@ export async function pendingConsent(deps: Deps, ctx: Ctx, id: string): Promise<
       .select(['s.id', 's.channel', 's.code_expires_at', 'a.email'])
       .where('s.id', '=', id)
       .where('s.agent_session_id', '=', ctx.actor!.sessionId!)
-      .where('s.started_at', 'is', null)
-      .where('s.ended_at', 'is', null)
       .executeTakeFirst(),
   );
   if (!r) throw new AppError('notFound');

@@ -1002,6 +1002,7 @@ export const en: Messages = {
       deleted: 'Deletion',
     },
     purposes: {
+      'assisted.session': 'assisted session opened with your code',
       'parent.children.list': 'list of your children',
       'parent.children.choose': 'choosing a child to register',
       'parent.childFile.view': 'viewing the file',

@@ -1008,6 +1008,7 @@ export const fr = {
       deleted: 'Suppression',
     },
     purposes: {
+      'assisted.session': 'session d’aide ouverte avec votre code',
       'parent.children.list': 'liste de vos enfants',
       'parent.children.choose': 'choix d’un enfant à inscrire',
       'parent.childFile.view': 'consultation du dossier',
