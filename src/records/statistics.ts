@@ -106,17 +106,31 @@ async function compute(trx: Trx, ctx: Ctx, f: StatisticsFilters): Promise<Omit<S
   const toDay = f.to ? monthAfter(f.to) : null;
   const today = isoDay(ctx.now);
   const infantMonths = ctx.tenant.rules.infantMaxMonths;
-  // A child waits while it has an active application (to a facility of the region, when one is chosen).
-  const waitingChild = sql`c.deleted_at IS NULL AND c.purged_at IS NULL
-    AND EXISTS (SELECT 1 FROM applications a JOIN facilities fa ON fa.id = a.facility_id
-                WHERE a.child_id = c.id AND a.status = 'active' ${region !== null ? sql`AND fa.region = ${region}` : sql``})
-    ${fromDay ? sql`AND c.desired_entry_date >= ${fromDay}::date` : sql``}
-    ${toDay ? sql`AND c.desired_entry_date < ${toDay}::date` : sql``}`;
+  const period = sql`${fromDay ? sql`AND c.desired_entry_date >= ${fromDay}::date` : sql``} ${toDay ? sql`AND c.desired_entry_date < ${toDay}::date` : sql``}`;
 
   const regions = (await trx.selectFrom('facilities').select('region').distinct().orderBy('region').execute()).map((r) => r.region);
 
-  const totalRow = await sql<{ n: string }>`SELECT count(*) AS n FROM children c WHERE ${waitingChild}`.execute(trx);
-  const total = Number(totalRow.rows[0]?.n ?? 0);
+  // A child waits while it has an active application (to a facility of the region, when one is chosen). One pass over
+  // the waiting children gives the total, the age groups and the months (grouping sets); the semi-join is hashed, not
+  // probed child by child. The age group is the one when care starts (the later of today and the desired entry date),
+  // to the month: the birth month is what is kept in clear.
+  const waiting = await sql<{ age: AgeGroupKey | null; month: string | null; n: string }>`
+    WITH w AS (
+      SELECT DISTINCT a.child_id FROM applications a
+      ${region !== null ? sql`JOIN facilities f ON f.id = a.facility_id AND f.region = ${region}` : sql``}
+      WHERE a.status = 'active'
+    ), x AS (
+      SELECT CASE WHEN c.birth_month IS NULL THEN 'unknown'
+                  WHEN greatest(${today}::date, c.desired_entry_date) < (c.birth_month + make_interval(months => ${infantMonths}))::date THEN 'infant'
+                  ELSE 'toddler' END AS age,
+             to_char(c.desired_entry_date, 'YYYY-MM') AS month
+        FROM children c JOIN w ON w.child_id = c.id
+       WHERE c.deleted_at IS NULL AND c.purged_at IS NULL ${period}
+    )
+    SELECT age, month, count(*) AS n FROM x GROUP BY GROUPING SETS ((age), (month), ())`.execute(trx);
+  const total = Number(waiting.rows.find((r) => r.age === null && r.month === null)?.n ?? 0);
+  const byAge = { rows: waiting.rows.filter((r) => r.age !== null).map((r) => ({ k: r.age!, n: r.n })) };
+  const byMonth = { rows: waiting.rows.filter((r) => r.month !== null).map((r) => ({ k: r.month!, n: r.n })).sort((p, q) => (p.k < q.k ? -1 : 1)) };
 
   const byRegion = await sql<{ k: string; n: string }>`
     SELECT f.region AS k, count(DISTINCT a.child_id) AS n
@@ -125,23 +139,8 @@ async function compute(trx: Trx, ctx: Ctx, f: StatisticsFilters): Promise<Omit<S
       JOIN children c ON c.id = a.child_id
      WHERE a.status = 'active' AND c.deleted_at IS NULL AND c.purged_at IS NULL
        ${region !== null ? sql`AND f.region = ${region}` : sql``}
-       ${fromDay ? sql`AND c.desired_entry_date >= ${fromDay}::date` : sql``}
-       ${toDay ? sql`AND c.desired_entry_date < ${toDay}::date` : sql``}
+       ${period}
      GROUP BY f.region ORDER BY f.region`.execute(trx);
-
-  // The age group when care starts (the later of today and the desired entry date), to the month: the birth month is what is kept in clear.
-  const byAge = await sql<{ k: AgeGroupKey; n: string }>`
-    SELECT CASE WHEN c.birth_month IS NULL THEN 'unknown'
-                WHEN greatest(${today}::date, c.desired_entry_date) < (c.birth_month + make_interval(months => ${infantMonths}))::date THEN 'infant'
-                ELSE 'toddler' END AS k,
-           count(*) AS n
-      FROM children c WHERE ${waitingChild}
-     GROUP BY 1`.execute(trx);
-
-  const byMonth = await sql<{ k: string; n: string }>`
-    SELECT to_char(c.desired_entry_date, 'YYYY-MM') AS k, count(*) AS n
-      FROM children c WHERE ${waitingChild}
-     GROUP BY 1 ORDER BY 1`.execute(trx);
 
   const places = await sql<{ region: string; age_group: 'infant' | 'toddler'; facilities: string; places: string; vacancies: string }>`
     SELECT f.region, p.age_group, count(*) AS facilities, coalesce(sum(p.places), 0) AS places, coalesce(sum(p.vacancies), 0) AS vacancies
