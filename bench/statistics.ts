@@ -63,7 +63,7 @@ try {
       SELECT c.tenant_id, c.id, f.id, false, false, 'active', now(), now()
         FROM children c
         CROSS JOIN LATERAL (SELECT k FROM generate_series(0, 2) k) k
-        JOIN facilities f ON f.code = 'B' || (((hashtext(c.reference) & 2147483647) + k.k * 7919) % ${FACILITIES} + 1)
+        JOIN facilities f ON f.code = 'B' || (((hashtext(c.reference) & 2147483647)::bigint + k.k * 7919) % ${FACILITIES} + 1)
        WHERE c.tenant_id = ${tenant.id} AND c.reference BETWEEN ${`E-${String(from).padStart(8, '0')}`} AND ${`E-${String(to).padStart(8, '0')}`}`.execute(owner);
     log(`${to.toLocaleString('en-CA')} child files`);
   }
