@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Actor } from './access/actor.ts';
 import { rolesOf } from './access/actor.ts';
+import { assistedFamily } from './access/decide.ts';
 import type { AuditOrigin } from './audit/events.ts';
 import type { Config } from './config/config.ts';
 import type { KeyProvider } from './crypto/keys.ts';
@@ -38,5 +39,6 @@ export function originOf(ctx: Ctx): AuditOrigin {
     ip: ctx.ip,
     userAgent: ctx.userAgent,
     requestId: ctx.requestId,
+    onBehalfOf: assistedFamily(ctx.actor, ctx.now),
   };
 }

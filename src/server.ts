@@ -1,4 +1,6 @@
 import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { assistedRoutes } from './assisted/routes.tsx';
+import { statisticsRoutes } from './statistics/routes.tsx';
 import { join, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { auditRoutes } from './audit/routes.tsx';
@@ -53,6 +55,8 @@ export const ROUTES: RouteModule[] = [
   securityPrivacyRoutes,
   detectionRoutes,
   securityTxtRoutes,
+  statisticsRoutes,
+  assistedRoutes,
 ];
 
 /** Tokens travel in links (verification, invitations): never let one reach the logs. */

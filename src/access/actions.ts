@@ -13,6 +13,12 @@ export type Rule =
   | { readonly who: 'verifiedAccount' }
   /** The account that owns the family the resource belongs to. */
   | { readonly who: 'familyOwner' }
+  /**
+   * An agent acting for the family that owns the resource, in an assisted
+   * session the parent consented to (src/assisted): that family only, while
+   * the session lasts, and while the agent still holds an agent role.
+   */
+  | { readonly who: 'assistingAgent' }
   /** A current member with this role, tenant-wide or for the resource's facility. */
   | { readonly who: 'role'; readonly role: MembershipRole; readonly scope: 'tenant' | 'facility' };
 
@@ -21,16 +27,23 @@ const facilityStaff = [
   { who: 'role', role: 'facility_director', scope: 'facility' },
 ] as const satisfies readonly Rule[];
 
+/** Who may act for a parent who phones or comes in (assisted mode). */
+export const AGENT_ROLES = ['facility_staff', 'facility_director', 'program_operator'] as const satisfies readonly MembershipRole[];
+
+const agents = AGENT_ROLES.map((role) => ({ who: 'role', role, scope: 'tenant' }) as const) satisfies readonly Rule[];
+
+const familyOrAgent = [{ who: 'familyOwner' }, { who: 'assistingAgent' }] as const satisfies readonly Rule[];
+
 const tenantAdmin = [{ who: 'role', role: 'tenant_admin', scope: 'tenant' }] as const satisfies readonly Rule[];
 
 export const ACTIONS = {
   'directory.facility.read': [{ who: 'anyone' }],
-  'waitlist.childFile.create': [{ who: 'verifiedAccount' }],
-  'waitlist.childFile.read': [{ who: 'familyOwner' }],
-  'waitlist.childFile.list': [{ who: 'familyOwner' }],
-  'waitlist.childFile.update': [{ who: 'familyOwner' }],
-  'waitlist.application.create': [{ who: 'familyOwner' }],
-  'waitlist.application.withdraw': [{ who: 'familyOwner' }],
+  'waitlist.childFile.create': [{ who: 'verifiedAccount' }, { who: 'assistingAgent' }],
+  'waitlist.childFile.read': familyOrAgent,
+  'waitlist.childFile.list': familyOrAgent,
+  'waitlist.childFile.update': familyOrAgent,
+  'waitlist.application.create': familyOrAgent,
+  'waitlist.application.withdraw': familyOrAgent,
   'family.profile.read': [{ who: 'familyOwner' }],
   'family.profile.update': [{ who: 'familyOwner' }],
   'waitlist.candidates.list': facilityStaff,
@@ -114,6 +127,10 @@ export const ACTIONS = {
   'waitlist.facility.priorities.update': [{ who: 'role', role: 'facility_director', scope: 'facility' }, { who: 'role', role: 'tenant_admin', scope: 'tenant' }],
   /** A parent confirms the child's file is still wanted (periodic confirmation; an inactive file comes back). */
   'waitlist.childFile.confirm': [{ who: 'familyOwner' }],
+  /** The programme's statistics: aggregates only, small counts suppressed (src/records/statistics.ts). */
+  'statistics.read': [{ who: 'role', role: 'program_operator', scope: 'tenant' }, { who: 'role', role: 'tenant_admin', scope: 'tenant' }],
+  /** Ask a parent's consent (a code by e-mail) and act for them for a while (src/assisted). */
+  'assisted.session.start': agents,
 } as const satisfies Record<string, readonly Rule[]>;
 
 export type Action = keyof typeof ACTIONS;

@@ -32,6 +32,20 @@ export interface Actor {
   auth?: SessionAuth;
   /** The session's break-glass, while it lasts (src/identity/break-glass.ts). */
   breakGlass?: { id: string; until: Date } | null;
+  /**
+   * The session is acting for a parent who consented (src/assisted): the
+   * parent's account, their address (for the banner), and until when. Only
+   * the actions whose rules name 'assistingAgent' follow it, for that one
+   * family; every audit event of the session carries on_behalf_of.
+   */
+  assisting?: Assisting | null;
+}
+
+export interface Assisting {
+  id: string;
+  accountId: string;
+  email: string;
+  until: Date;
 }
 
 /** How a session (re)authenticated. A passkey alone is multi-factor: the device, and its PIN or biometrics. */

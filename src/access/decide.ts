@@ -1,5 +1,5 @@
 import { sql, type Expression, type SqlBool } from 'kysely';
-import { ACTIONS, OPENS_NO_PERSONAL_DATA, type Action, type Resource, type Rule } from './actions.ts';
+import { ACTIONS, AGENT_ROLES, OPENS_NO_PERSONAL_DATA, type Action, type Resource, type Rule } from './actions.ts';
 import { AppError } from '../errors.ts';
 import type { Actor, Membership } from './actor.ts';
 
@@ -38,6 +38,23 @@ function usable(actor: Actor, action: Action, now: Date) {
   return all.filter((m) => !cooling(m, now));
 }
 
+/**
+ * The family an assisted session acts for, while it lasts and while the agent
+ * still holds an agent role that opens personal data now (not cooling off,
+ * not expired); null otherwise.
+ */
+export function assistedFamily(actor: Actor | null, now: Date): string | null {
+  const a = actor?.assisting;
+  if (!actor || !a || a.until <= now) return null;
+  const roles: readonly string[] = AGENT_ROLES;
+  return current(actor, now).some((m) => roles.includes(m.role) && !cooling(m, now)) ? a.accountId : null;
+}
+
+/** Whose family the actor's family actions are about: the assisted parent's while a session assists, otherwise the actor's own. */
+export function familyAccountOf(actor: Actor, now: Date): string {
+  return assistedFamily(actor, now) ?? actor.accountId;
+}
+
 function roleMatches(rule: Extract<Rule, { who: 'role' }>, memberships: readonly Membership[], resource: Resource): boolean {
   return memberships.some((m) => m.role === rule.role && (rule.scope === 'tenant' || (resource.type === 'facility' && m.facilityId === resource.facilityId)));
 }
@@ -49,7 +66,12 @@ function matches(rule: Rule, actor: Actor | null, action: Action, resource: Reso
     case 'verifiedAccount':
       return !!actor && actor.emailVerified;
     case 'familyOwner':
-      return !!actor && actor.emailVerified && resource.type === 'family' && resource.ownerAccountId === actor.accountId;
+      // While assisting, the session acts for the consented family alone, not for the agent's own.
+      return !!actor && actor.emailVerified && !actor.assisting && resource.type === 'family' && resource.ownerAccountId === actor.accountId;
+    case 'assistingAgent': {
+      const family = assistedFamily(actor, now);
+      return !!family && resource.type === 'family' && resource.ownerAccountId === family;
+    }
     case 'role':
       if (!actor) return false;
       return roleMatches(rule, usable(actor, action, now), resource);
@@ -104,8 +126,13 @@ export function sqlFilter(actor: Actor | null, action: Action, cols: FilterColum
         if (actor?.emailVerified) parts.push(sql<SqlBool>`true`);
         break;
       case 'familyOwner':
-        if (actor?.emailVerified && cols.familyOwner) parts.push(sql<SqlBool>`${cols.familyOwner} = ${actor.accountId}`);
+        if (actor?.emailVerified && !actor.assisting && cols.familyOwner) parts.push(sql<SqlBool>`${cols.familyOwner} = ${actor.accountId}`);
         break;
+      case 'assistingAgent': {
+        const family = assistedFamily(actor, now);
+        if (family && cols.familyOwner) parts.push(sql<SqlBool>`${cols.familyOwner} = ${family}`);
+        break;
+      }
       case 'role': {
         if (!actor) break;
         const ms = usable(actor, action, now).filter((m) => m.role === rule.role);

@@ -129,6 +129,13 @@ export const AUDIT_ACTIONS = [
   'allocation.run',
   'allocation.replay',
   'waitlist.allocation.read',
+  // the programme's statistics: aggregates, no family named (src/records/statistics.ts)
+  'statistics.read',
+  'statistics.export',
+  // assisted mode: an agent acts for a parent who consented (src/assisted)
+  'assisted.code.request',
+  'assisted.session.start',
+  'assisted.session.end',
 ] as const;
 
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
@@ -160,4 +167,6 @@ export interface AuditOrigin {
   ip: string | null;
   userAgent: string | null;
   requestId: string | null;
+  /** The parent an assisted session acts for (src/assisted): every event it causes carries it. */
+  onBehalfOf?: string | null;
 }

@@ -764,6 +764,7 @@ export interface DB {
   mail_outbox: MailOutboxTable;
   schema_migrations: SchemaMigrationsTable;
   auth_attempts: AuthAttemptsTable;
+  assisted_sessions: AssistedSessionsTable;
   known_devices: KnownDevicesTable;
   privilege_requests: PrivilegeRequestsTable;
   factor_reset_requests: FactorResetRequestsTable;
@@ -791,4 +792,25 @@ export interface DB {
   protected_files: ProtectedFilesTable;
   detection_stream_cursors: DetectionStreamCursorsTable;
   protected_file_openings: ProtectedFileOpeningsTable;
+}
+
+/** Migration 0019: a parent's consent to an agent acting for them (the code), and the assisted session it opens. */
+export interface AssistedSessionsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  agent_account_id: string;
+  agent_session_id: string;
+  agent_role: 'facility_staff' | 'facility_director' | 'program_operator';
+  agent_facility_id: string | null;
+  parent_account_id: string;
+  channel: 'phone' | 'in_person';
+  note: string;
+  code_hash: Buffer;
+  code_expires_at: Timestamp;
+  code_attempts: Generated<number>;
+  requested_at: Timestamp;
+  started_at: Timestamp | null;
+  expires_at: Timestamp | null;
+  ended_at: Timestamp | null;
+  end_reason: 'agent' | 'superseded' | 'code_failed' | null;
 }

@@ -1,4 +1,6 @@
 import { sql, type Kysely } from 'kysely';
+import { AGENT_ROLES } from '../access/actions.ts';
+import { activeAssisting } from '../assisted/store.ts';
 import type { Actor, AuthMethod, Membership } from '../access/actor.ts';
 import { SECOND_FACTOR_METHODS } from '../access/actor.ts';
 import { COOLING_OFF_MINUTES, decide, refusal } from '../access/decide.ts';
@@ -106,6 +108,9 @@ export async function resolveSession(deps: Deps, tenant: Tenant, token: string, 
     const memberships = await loadMemberships(trx, s.account_id, now);
     // Break-glass matters only while a role cools off: no look-up otherwise.
     const breakGlass = memberships.some((m) => m.coolingUntil && m.coolingUntil > now) ? await activeBreakGlass(trx, s.id, now) : null;
+    // Assisted mode is for agents only: no look-up for anyone else.
+    const agentRoles: readonly string[] = AGENT_ROLES;
+    const assisting = memberships.some((m) => agentRoles.includes(m.role)) ? await activeAssisting(trx, s.id, now) : null;
     const methods = (s.auth_methods ?? ['password']) as AuthMethod[];
     const passkeys = Number(s.passkeys);
     const totp = !!s.has_totp;
@@ -121,6 +126,7 @@ export async function resolveSession(deps: Deps, tenant: Tenant, token: string, 
       mfa: (totp || passkeys > 0) && methods.some((m) => SECOND_FACTOR_METHODS.includes(m)),
       auth: { methods, at: s.authenticated_at ?? s.created_at, totp, passkeys },
       breakGlass,
+      assisting,
     };
   });
 }

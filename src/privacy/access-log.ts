@@ -45,6 +45,8 @@ export interface AccessEntry {
   /** References of the family's files the event named. */
   files: string[];
   onBehalf: boolean;
+  /** For an action done for the parent in an assisted session: the agent's work address (the parent gave their consent to that person). */
+  agentEmail: string | null;
 }
 
 export interface AccessLogPage {
@@ -79,6 +81,10 @@ async function entriesOf(trx: Trx, familyIds: readonly string[], self: string, o
   const facilityIds = [...new Set(events.flatMap((e) => e.actor_roles.map((r) => r.split(':')[1] ?? '').filter((x) => UUID.test(x))))];
   const facilities = facilityIds.length ? await trx.selectFrom('facilities').select(['id', 'name']).where('id', 'in', facilityIds).execute() : [];
   const nameOf = new Map(facilities.map((f) => [f.id, f.name]));
+  // Who acted for the parent, by name: they consented to that person, so they may know who it was.
+  const agentIds = [...new Set(events.filter((e) => e.on_behalf_of === self && e.actor_account_id && e.actor_account_id !== self).map((e) => e.actor_account_id!))];
+  const agents = agentIds.length ? await trx.selectFrom('accounts').select(['id', 'email']).where('id', 'in', agentIds).execute() : [];
+  const emailOf = new Map(agents.map((a) => [a.id, a.email]));
   return {
     total,
     entries: events.map((e) => ({
@@ -94,6 +100,7 @@ async function entriesOf(trx: Trx, familyIds: readonly string[], self: string, o
       fields: e.fields.length ? [...e.fields] : (fieldsOfPurpose(e.purpose) ?? []),
       files: [...new Set(e.target_ids.map((id) => refOf.get(id)).filter((x): x is string => !!x))],
       onBehalf: !!e.on_behalf_of && e.on_behalf_of === self,
+      agentEmail: e.on_behalf_of === self && e.actor_account_id ? (emailOf.get(e.actor_account_id) ?? null) : null,
     })),
   };
 }

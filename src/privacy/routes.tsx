@@ -268,7 +268,7 @@ export function privacyRoutes(app: FastifyInstance, deps: Deps) {
                       <td>{whatOf(env, e)}</td>
                       <td>{e.files.join(', ')}</td>
                       <td>{e.fields.map((f) => fieldLabel(env.locale, f)).join(', ')}</td>
-                      <td>{e.accessor === 'you' ? '' : e.onBehalf ? p.behalfYes : p.behalfNo}</td>
+                      <td>{e.accessor === 'you' ? '' : e.onBehalf ? (e.agentEmail ? env.m.assisted.behalfBy(e.agentEmail, e.accessor === 'staff' ? e.facilities.join(', ') || p.unknownOrg : p.programme(env.tenantName)) : p.behalfYes) : p.behalfNo}</td>
                     </tr>
                   ))}
                 </tbody>

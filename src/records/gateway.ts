@@ -1,7 +1,7 @@
 import { randomInt, randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Action } from '../access/actions.ts';
-import { decide, sqlFilter, type Decision } from '../access/decide.ts';
+import { decide, familyAccountOf, sqlFilter, type Decision } from '../access/decide.ts';
 import { appendAudit, appendAuditAlone } from '../audit/log.ts';
 import type { AuditAction, AuditEventInput, AuditOrigin } from '../audit/events.ts';
 import type { Ctx, Deps } from '../context.ts';
@@ -327,9 +327,9 @@ async function applicationsOf(trx: Trx, childId: string): Promise<ApplicationVie
   return rows.map((r) => ({ id: r.id, facilityId: r.facility_id, facilityName: r.name, municipality: r.municipality, status: r.status, appliedAt: r.created_at }));
 }
 
-/** The birth month in clear, for the allocation's age group (migration 0020 says why it is kept). */
+/** The birth month in clear, for age groups in aggregates and the allocation (migrations 0019 and 0020 say why it is kept). */
 export function birthMonth(birthDate: string | null): string | null {
-  return birthDate && /^\d{4}-\d{2}/.test(birthDate) ? `${birthDate.slice(0, 7)}-01` : null;
+  return birthDate && /^\d{4}-\d{2}-\d{2}$/.test(birthDate) ? `${birthDate.slice(0, 7)}-01` : null;
 }
 
 const REF_ALPHABET = '23456789ABCDEFGHJKMNPQRSTVWXYZ';
@@ -423,9 +423,11 @@ const CHILD_INPUT_FIELDS = ['first_name', 'last_name', 'birth_date', 'nirec', 'd
 export async function createChildFile(deps: Deps, ctx: Ctx, input: ChildInput): Promise<{ id: string }> {
   try {
     return await run(deps, ctx, 'waitlist.childFile.create', async (trx, env) => {
-      const d = decide(ctx.actor, 'waitlist.childFile.create', { type: 'tenant' }, ctx.now);
-      if (!d.allowed || !ctx.actor) deny(ctx, 'waitlist.childFile.create', 'child', 'new', d.reason ?? 'denied', d);
-      const family = await ensureFamily(trx, ctx, env, ctx.actor.accountId);
+      // An assisted session creates the file in the consented family, decided against that family.
+      const owner = ctx.actor ? familyAccountOf(ctx.actor, ctx.now) : null;
+      const d = decide(ctx.actor, 'waitlist.childFile.create', ctx.actor?.assisting ? { type: 'family', ownerAccountId: owner ?? '' } : { type: 'tenant' }, ctx.now);
+      if (!d.allowed || !ctx.actor || !owner) deny(ctx, 'waitlist.childFile.create', 'child', 'new', d.reason ?? 'denied', d);
+      const family = await ensureFamily(trx, ctx, env, owner);
       const index = await nirecIndex(env, ctx.tenant.id, input.nirec);
       await assertNoDuplicateNirec(trx, index);
       const id = randomUUID();

@@ -115,5 +115,6 @@ export function originFields(o: AuditOrigin) {
     ip: o.ip,
     userAgent: o.userAgent,
     requestId: o.requestId,
+    ...(o.onBehalfOf ? { onBehalfOf: o.onBehalfOf } : {}),
   };
 }

@@ -91,6 +91,7 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
         {status === 'deleted' && <Notice>{env.m.records.deleted(ctx.tenant.rules.deletedFileRetentionDays)}</Notice>}
         {status === 'restoreRequested' && <Notice>{env.m.records.restoreRequested}</Notice>}
         {status === 'restoreExpired' && <Notice>{env.m.console.refused.retention_expired}</Notice>}
+        {status === 'assisted' && ctx.actor.assisting && <Notice>{env.m.assisted.started}</Notice>}
         {!ctx.actor.emailVerified && <Notice>{a.unverified}</Notice>}
         <p>
           <a href="/account/access-rights">{env.m.oidc.servicesLink}</a>

@@ -1,6 +1,6 @@
 import { h, type ComponentChildren } from 'preact';
 import type { Actor } from '../access/actor.ts';
-import type { FieldErrorKey, Locale, Messages } from './i18n/index.ts';
+import { formatDateTime, type FieldErrorKey, type Locale, type Messages } from './i18n/index.ts';
 
 /** What every page needs to render its frame. */
 export interface PageEnv {
@@ -30,6 +30,8 @@ export function Page(props: { env: PageEnv; title: string; hasErrors?: boolean; 
   const isStaff = !!actor?.memberships.some((x) => x.role === 'facility_staff' || x.role === 'facility_director');
   const isAdmin = !!actor?.memberships.some((x) => x.role === 'tenant_admin');
   const findsFiles = !!actor?.memberships.some((x) => x.role === 'tenant_admin' || x.role === 'program_operator');
+  const readsStatistics = findsFiles;
+  const assists = !!actor?.memberships.some((x) => x.role === 'facility_staff' || x.role === 'facility_director' || x.role === 'program_operator');
   const fullTitle = `${props.hasErrors ? m.layout.errorTitlePrefix : ''}${props.title} — ${m.service}`;
   return (
     <html lang={env.locale}>
@@ -80,6 +82,16 @@ export function Page(props: { env: PageEnv; title: string; hasErrors?: boolean; 
                   <a href="/admin/files">{m.layout.files}</a>
                 </li>
               )}
+              {readsStatistics && (
+                <li>
+                  <a href="/operator/statistics">{m.statistics.link}</a>
+                </li>
+              )}
+              {assists && (
+                <li>
+                  <a href="/assist">{m.assisted.link}</a>
+                </li>
+              )}
               {env.demo && (
                 <li>
                   <a href="/demo/mail">{m.layout.demoMail}</a>
@@ -109,6 +121,21 @@ export function Page(props: { env: PageEnv; title: string; hasErrors?: boolean; 
             </ul>
           </nav>
         </header>
+        {actor?.assisting && (
+          <section class="assist-banner" aria-label={m.assisted.bannerLabel}>
+            <div class="container">
+              <p>
+                <strong>{m.assisted.banner(actor.assisting.email, formatDateTime(env.locale, actor.assisting.until))}</strong>
+              </p>
+              <form method="post" action="/assist/end" class="inline-form">
+                <Csrf env={env} />
+                <button type="submit" class="button button--secondary">
+                  {m.assisted.end}
+                </button>
+              </form>
+            </div>
+          </section>
+        )}
         <main id="main" class="container" tabindex={-1}>
           {props.children}
         </main>

@@ -122,6 +122,8 @@ const RESOURCE_OF: Record<Action, Resource> = {
   'detection.protected.review': { type: 'tenant' },
   'detection.lockdown.raise': { type: 'tenant' },
   'detection.lockdown.lower': { type: 'tenant' },
+  'statistics.read': { type: 'tenant' },
+  'assisted.session.start': { type: 'tenant' },
 };
 
 /*
@@ -195,6 +197,8 @@ const TABLE: Record<Action, string> = {
   'detection.protected.review':         's n n n n n n n n n n Y',
   'detection.lockdown.raise':           's n n n n n n n n n n Y',
   'detection.lockdown.lower':           's n n n n n n n n n n Y',
+  'statistics.read':                    's n n n n n n n Y n n n',
+  'assisted.session.start':             's n n n n Y Y Y n n n n',
 };
 
 const REASON = { s: 'not_signed_in', v: 'email_not_verified', n: 'no_rule_matches' } as const;

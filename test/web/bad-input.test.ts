@@ -282,6 +282,10 @@ const SPECS: RouteSpec[] = [
   { route: '/reauth', who: 'parent', base: () => ({ password: 'not the password at all', return: '/account' }), text: ['return'], passwords: ['password'] },
   { route: '/reauth/passkey/options', who: 'parent', base: () => ({}), noBody: true },
   { route: '/reauth/passkey', who: 'parent', base: () => ({ credential: '{}', return: '/account' }), text: ['credential', 'return'] },
+  // Assisted mode (src/assisted): an administrator is no agent, so even a good request changes nothing; unknown consents are 404.
+  { route: '/assist', who: 'admin', base: (fx) => ({ email: fx.parentEmail, channel: 'phone', note: 'Au téléphone' }), text: ['email', 'channel', 'note'] },
+  { route: '/assist/:id', who: 'admin', params: { id: () => randomUUID() }, base: () => ({ code: '123456' }), text: ['code'] },
+  { route: '/assist/end', who: 'admin', base: () => ({}), noBody: true },
 ];
 
 function clientFor(fx: Fixture, who: Who): Client {

@@ -24,7 +24,8 @@ $$;
 CREATE TRIGGER applications_preference BEFORE INSERT ON applications
   FOR EACH ROW EXECUTE FUNCTION applications_default_preference();
 
--- The first day of the child's birth month, in clear. Why not decrypt the
+-- The first day of the child's birth month, in clear (the column comes with
+-- migration 0019, for the statistics; the allocation uses it too). Why not decrypt the
 -- birth date: an allocation round needs every waiting child's age group, and
 -- opening 1,000,000 birth dates means unwrapping ~870,000 family keys and
 -- 1,000,000 AES-GCM openings (about 20 µs each, measured in
@@ -34,7 +35,6 @@ CREATE TRIGGER applications_preference BEFORE INSERT ON applications
 -- never returned by any purpose in src/records/views.ts, and is written only
 -- from src/records/. NULL where unknown (files written before this
 -- migration): the allocation's loader then opens that child's birth date.
-ALTER TABLE children ADD COLUMN birth_month date CHECK (birth_month IS NULL OR extract(day FROM birth_month) = 1);
 
 -- A facility's ranked list reads its active applications with the clear
 -- columns of the order; an index on (facility, status) alone leaves a sort of

@@ -1,0 +1,29 @@
+import type { Assisting } from '../access/actor.ts';
+import type { Trx } from '../db/connection.ts';
+
+/** How long an assisted session lasts once the parent's code is accepted. */
+export const ASSISTED_MINUTES = 30;
+/** How long the code e-mailed to the parent stays good. */
+export const CODE_MINUTES = 15;
+/** Wrong codes allowed before the consent is closed (a new code must be asked for). */
+export const CODE_TRIES = 5;
+/** Code requests allowed in a window: per agent, and per parent (each one e-mails the parent). */
+export const REQUESTS_PER_AGENT = 5;
+export const REQUESTS_PER_PARENT = 3;
+export const REQUEST_WINDOW_MS = 15 * 60_000;
+
+/** The assisted session a signed-in session is running now, if any (read once per request by resolveSession). */
+export async function activeAssisting(trx: Trx, sessionId: string, now: Date): Promise<Assisting | null> {
+  const r = await trx
+    .selectFrom('assisted_sessions as s')
+    .innerJoin('accounts as a', 'a.id', 's.parent_account_id')
+    .select(['s.id', 's.parent_account_id', 's.expires_at', 'a.email', 'a.status'])
+    .where('s.agent_session_id', '=', sessionId)
+    .where('s.started_at', 'is not', null)
+    .where('s.ended_at', 'is', null)
+    .where('s.expires_at', '>', now)
+    .orderBy('s.started_at', 'desc')
+    .executeTakeFirst();
+  if (!r || !r.expires_at || r.status !== 'active') return null;
+  return { id: r.id, accountId: r.parent_account_id, email: r.email, until: r.expires_at };
+}
