@@ -27,10 +27,10 @@ export interface TestApp {
 }
 
 /** The real application over a test database, with a settable clock and no demo routes. */
-export async function startTestApp(database: TestDatabase, opts: { demo?: boolean; port?: number } = {}): Promise<TestApp> {
+export async function startTestApp(database: TestDatabase, opts: { demo?: boolean; port?: number; env?: NodeJS.ProcessEnv } = {}): Promise<TestApp> {
   let now: Date | null = null;
   const config = {
-    ...loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', GUICHET_DEFAULT_TENANT: 'no-default-tenant' }),
+    ...loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', GUICHET_DEFAULT_TENANT: 'no-default-tenant', ...opts.env }),
     demo: opts.demo ?? false,
     port: opts.port ?? 0,
   };
