@@ -6,6 +6,7 @@ import { loadConfig } from '../src/config/config.ts';
 import type { Deps } from '../src/context.ts';
 import { keyProviderFromSecret } from '../src/crypto/keys.ts';
 import type { DB } from '../src/db/schema.ts';
+import { startJobs, type RunningJobs } from '../src/jobs/jobs.ts';
 import { ROUTES } from '../src/server.ts';
 import { createTenant, TenantDirectory, type Tenant } from '../src/tenants/service.ts';
 import { buildApp } from '../src/web/app.ts';
@@ -25,6 +26,14 @@ export async function benchApp(b: BenchDatabase, slug = 'bench') {
     keys: keyProviderFromSecret(Buffer.alloc(32, 9)),
   };
   const app = await buildApp(deps, ROUTES);
+  // Listening, it seals as `guichet serve` does: the sealer's load is part of the figures.
+  let jobs: RunningJobs | null = null;
+  app.addHook('onListen', async () => {
+    jobs = startJobs(deps, ['sealer']);
+  });
+  app.addHook('onClose', async () => {
+    await jobs?.stop();
+  });
   await app.ready();
   return { app, deps, tenant, host: `${slug}.localhost` };
 }

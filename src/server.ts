@@ -7,21 +7,19 @@ import { auditRoutes } from './audit/routes.tsx';
 import type { Config } from './config/config.ts';
 import type { Deps } from './context.ts';
 import { loadKeyProvider } from './crypto/keys.ts';
+import { useCounters } from './counters/counters.ts';
+import { RedisCounters } from './counters/redis.ts';
 import { openDatabase, type Database } from './db/connection.ts';
 import { detectionRoutes } from './detection/routes.tsx';
-import { startDetectionWork } from './detection/stream.ts';
 import { directoryRoutes } from './directory/routes.tsx';
-import { startIdentityMaintenance } from './identity/maintenance.ts';
-import { startConfirmationSchedule } from './records/confirmation.ts';
 import { factorRoutes } from './identity/factors/routes.tsx';
 import { identityRoutes } from './identity/routes.tsx';
 import { sessionRoutes } from './identity/sessions-routes.tsx';
 import { breakGlassRoutes } from './identity/break-glass-routes.tsx';
 import { factorResetRoutes } from './identity/factor-resets-routes.tsx';
 import { grantRoutes } from './identity/grants-routes.tsx';
+import { startJobs, type RunningJobs } from './jobs/jobs.ts';
 import { demoMailRoutes } from './mail/routes.tsx';
-import { MailSender } from './mail/sender.ts';
-import { retentionHour, startRetentionSchedule } from './privacy/retention.ts';
 import { privacyRoutes } from './privacy/routes.tsx';
 import { securityPrivacyRoutes } from './privacy/security-routes.tsx';
 import { TenantDirectory } from './tenants/service.ts';
@@ -143,55 +141,91 @@ export function makeDeps(config: Config, db: Database, log: Logger): Deps {
   };
 }
 
-export async function serve(config: Config, opts: { demo: boolean }): Promise<void> {
+/** REDIS_URL: the shared counters move to Redis for this process; returns what closes them. */
+async function useRedisCounters(config: Config, log: Logger): Promise<() => Promise<void>> {
+  if (!config.redisUrl) return async () => {};
+  const redis = await RedisCounters.connect(config.redisUrl, log);
+  const previous = useCounters(redis);
+  log.info('shared counters (sign-in throttle, detection windows) in Redis');
+  return async () => {
+    useCounters(previous);
+    await redis.close();
+  };
+}
+
+export async function serve(config: Config, opts: { demo: boolean; jobs?: boolean }): Promise<void> {
   const started = Date.now();
   const log = createLogger(config);
   const unlock = config.databaseUrl ? () => {} : lockDataDir(config.dataDir);
+  const runJobs = (opts.jobs ?? true) && config.jobsInServe;
   let demoInfo: string | null = null;
   let db: Database | null = null;
   let app: Awaited<ReturnType<typeof buildApp>> | null = null;
-  let sender: MailSender | null = null;
-  let stopMaintenance = () => {};
-  let stopConfirmation = () => {};
-  let stopRetention = () => {};
-  let stopDetection = async () => {};
+  let jobs: RunningJobs | null = null;
+  let closeCounters = async () => {};
   try {
     db = await openFromConfig(config, log);
+    closeCounters = await useRedisCounters(config, log);
     const deps = makeDeps(config, db, log);
     if (opts.demo && config.demo) {
       const { ensureDemo } = await import('./demo/setup.ts');
       demoInfo = await ensureDemo(deps);
     }
     app = await buildApp(deps, ROUTES);
-    sender = config.smtpUrl ? new MailSender(deps, config.smtpUrl) : null;
-    sender?.start();
-    stopMaintenance = startIdentityMaintenance(deps);
-    stopConfirmation = startConfirmationSchedule(deps, `http://localhost:${config.port}`);
-    // Read at start like the rest of the configuration: a bad value stops the start, naming the variable.
-    stopRetention = startRetentionSchedule(deps, retentionHour(process.env));
-    stopDetection = startDetectionWork(deps);
+    if (runJobs) jobs = startJobs(deps);
+    else if (!config.databaseUrl) log.warn('background jobs are off, and on the embedded database no worker can run beside this server: nothing seals the audit log or sends mail');
     await app.listen({ port: config.port, host: config.host });
   } catch (err) {
-    stopRetention();
     // Leave nothing behind: no open database, no pid file naming a dead process.
     await app?.close().catch(() => {});
-    await sender?.stop().catch(() => {});
-    await stopDetection().catch(() => {});
+    await jobs?.stop().catch(() => {});
+    await closeCounters().catch(() => {});
     await db?.close().catch(() => {});
     unlock();
     throw err;
   }
   const address = `http://${config.host === '0.0.0.0' || config.host === '127.0.0.1' ? 'localhost' : config.host}:${config.port}`;
+  log.info({ jobs: jobs?.names ?? [] }, jobs ? 'background jobs run in this process' : 'background jobs off: guichet worker runs them');
   const lines = [`Guichet is listening on ${address} (${db.kind}, ready in ${((Date.now() - started) / 1000).toFixed(1)} s)`];
   if (demoInfo) lines.push(demoInfo);
   process.stdout.write(`\n${lines.join('\n')}\n\n`);
   const stop = async () => {
-    stopMaintenance();
-    stopConfirmation();
-    stopRetention();
     await app?.close();
-    await sender?.stop();
-    await stopDetection();
+    await jobs?.stop();
+    await closeCounters();
+    await db?.close();
+    unlock();
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void stop());
+  process.once('SIGTERM', () => void stop());
+}
+
+/**
+ * `guichet worker`: the background jobs without the web server, for a
+ * deployment whose servers run with GUICHET_JOBS=off. Several may run.
+ */
+export async function worker(config: Config): Promise<void> {
+  const log = createLogger(config);
+  const unlock = config.databaseUrl ? () => {} : lockDataDir(config.dataDir);
+  let db: Database | null = null;
+  let jobs: RunningJobs | null = null;
+  let closeCounters = async () => {};
+  try {
+    db = await openFromConfig(config, log);
+    closeCounters = await useRedisCounters(config, log);
+    jobs = startJobs(makeDeps(config, db, log));
+  } catch (err) {
+    await jobs?.stop().catch(() => {});
+    await closeCounters().catch(() => {});
+    await db?.close().catch(() => {});
+    unlock();
+    throw err;
+  }
+  process.stdout.write(`\nGuichet worker running (${db.kind}): ${jobs.names.join(', ')}\n\n`);
+  const stop = async () => {
+    await jobs?.stop();
+    await closeCounters();
     await db?.close();
     unlock();
     process.exit(0);

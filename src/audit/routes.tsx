@@ -12,7 +12,7 @@ import { Page, SummaryList, Tag } from '../web/components.tsx';
 import { formatDateTime } from '../web/i18n/index.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
 import { appendAudit, appendAuditAlone } from './log.ts';
-import { runningSealer, Sealer, type SealerStatus } from './sealer.ts';
+import { runningSealer, type SealerStatus } from './sealer.ts';
 import { SignerCache, type TenantSigner } from './signing.ts';
 import { countHeads, countPending, latestHead, rootAt, type Head } from './store.ts';
 import { openCheckpoint } from './verify-bundle.ts';
@@ -125,22 +125,13 @@ function Wbr() {
 const TONE: Record<WitnessAgreement, 'green' | 'blue' | 'orange' | 'grey'> = { agrees: 'green', behind: 'blue', disagrees: 'orange', none: 'grey', notConfigured: 'grey' };
 
 /**
- * The security console's view of the audit log, and the sealer's lifecycle:
- * it starts when the server listens (so `guichet serve` seals, and tests that
- * only inject requests do not) and stops, its current seal finished, when
- * the server closes.
+ * The security console's view of the audit log. The sealer itself is a
+ * background job (src/jobs/jobs.ts): `guichet serve` or `guichet worker`
+ * runs it; the console shows its status when it runs in this process.
  */
 export function auditRoutes(app: FastifyInstance, deps: Deps) {
   // Read once at start; a bad value stops the start with the variable's name.
   const witness = witnessConfig(process.env, deps.config.dataDir);
-  let sealer: Sealer | null = null;
-  app.addHook('onListen', async () => {
-    sealer = new Sealer(deps.db.db, deps.keys, deps.log, { witness, clock: deps.clock });
-    sealer.start();
-  });
-  app.addHook('onClose', async () => {
-    await sealer?.stop();
-  });
 
   app.get('/security/audit', async (req, reply) => {
     const c = await auditConsole(deps, req.ctx, witness);

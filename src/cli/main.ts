@@ -10,7 +10,7 @@ import { KeyError } from '../crypto/keys.ts';
 import { seedDemo } from '../demo/seed.ts';
 import { decodeDirectoryBytes, DirectoryFormatError, importFacilities } from '../directory/import.ts';
 import { bootstrapAdmin } from '../identity/service.ts';
-import { createLogger, DataDirInUseError, lockDataDir, openFromConfig, serve } from '../server.ts';
+import { createLogger, DataDirInUseError, lockDataDir, openFromConfig, serve, worker } from '../server.ts';
 import { createTenant, TenantDirectory, type Tenant } from '../tenants/service.ts';
 
 const HELP = `guichet — the childcare single window
@@ -18,7 +18,10 @@ const HELP = `guichet — the childcare single window
 Usage: guichet <command> [options]
 
 Commands:
-  serve [--demo]                       Start the web server (npm start runs it with --demo).
+  serve [--demo] [--no-jobs]           Start the web server (npm start runs it with --demo); it runs the
+                                       background jobs too unless --no-jobs or GUICHET_JOBS=off.
+  worker                               Run the background jobs (audit sealer, detection, mail, retention,
+                                       purges) without a web server, beside servers started with --no-jobs.
   migrate                              Apply pending database migrations.
   tenant create --slug S --name-fr N --name-en N [--host H]...
                                        Create a tenant (a programme that runs on Guichet).
@@ -67,7 +70,7 @@ Commands:
 
 Environment: PORT, HOST, GUICHET_DATA_DIR, DATABASE_URL, DATABASE_OWNER_URL, SMTP_URL,
 PUBLIC_URL, NODE_ENV, LOG_LEVEL, GUICHET_DEFAULT_TENANT, GUICHET_MASTER_KEY, GUICHET_KEY_FILE,
-GUICHET_KEYRING_URL, GUICHET_BACKUP_URL, GUICHET_PG_BIN.
+GUICHET_KEYRING_URL, GUICHET_BACKUP_URL, GUICHET_PG_BIN, REDIS_URL, GUICHET_JOBS, GUICHET_METRICS_TOKEN.
 See README.md.`;
 
 class UsageError extends Error {}
@@ -111,8 +114,13 @@ export async function main(argv: string[]): Promise<number> {
   const config = loadConfig();
   switch (command) {
     case 'serve': {
-      const { values } = parseArgs({ args: rest, options: { demo: { type: 'boolean' } } });
-      await serve(config, { demo: !!values.demo });
+      const { values } = parseArgs({ args: rest, options: { demo: { type: 'boolean' }, 'no-jobs': { type: 'boolean' } } });
+      await serve(config, { demo: !!values.demo, jobs: !values['no-jobs'] });
+      return -1; // keeps running
+    }
+    case 'worker': {
+      parseArgs({ args: rest, options: {} });
+      await worker(config);
       return -1; // keeps running
     }
     case 'migrate':

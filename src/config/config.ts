@@ -36,6 +36,15 @@ const schema = z.object({
   GUICHET_SECURITY_ENCRYPTION: z.string().url().startsWith('https://').optional(),
   /** Allow the app to connect as a superuser or table owner (never in production). */
   GUICHET_ALLOW_PRIVILEGED_DB_ROLE: z.enum(['0', '1']).default('0'),
+  /** Redis for the counters every instance shares (sign-in throttle, detection windows); unset: PostgreSQL rows. */
+  REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\/\S+$/, 'a redis:// or rediss:// URL')
+    .optional(),
+  /** Whether `guichet serve` runs the background work itself; off when `guichet worker` runs beside it. */
+  GUICHET_JOBS: z.enum(['on', 'off']).default('on'),
+  /** Bearer token for /metrics; unset: /metrics does not exist. */
+  GUICHET_METRICS_TOKEN: z.string().min(16, 'at least 16 characters').optional(),
 });
 
 export interface Config {
@@ -53,6 +62,10 @@ export interface Config {
   /** Demo mode: embedded database and no production flag. Prints demo sign-ins. */
   demo: boolean;
   allowPrivilegedDbRole: boolean;
+  redisUrl: string | undefined;
+  /** `guichet serve` runs the background work in its own process (GUICHET_JOBS=on). */
+  jobsInServe: boolean;
+  metricsToken: string | undefined;
   /** What /.well-known/security.txt says (src/web/security-txt.ts). */
   securityTxt: SecurityTxtConfig;
 }
@@ -102,6 +115,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     defaultTenant: e.GUICHET_DEFAULT_TENANT,
     demo: !production && !e.DATABASE_URL,
     allowPrivilegedDbRole: e.GUICHET_ALLOW_PRIVILEGED_DB_ROLE === '1',
+    redisUrl: e.REDIS_URL,
+    jobsInServe: e.GUICHET_JOBS === 'on',
+    metricsToken: e.GUICHET_METRICS_TOKEN,
     securityTxt: {
       contacts: (e.GUICHET_SECURITY_CONTACT ?? defaultSecurityContact(e.MAIL_FROM)).split(',').map((c) => c.trim()),
       // The default moves with every start, so it vouches for no review of the file: production sets a date someone will keep.

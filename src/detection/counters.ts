@@ -2,17 +2,20 @@ import { createHash } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Trx } from '../db/connection.ts';
 import type { DetectionSignal } from '../db/schema.ts';
+import { counters } from '../counters/counters.ts';
 import { MAX_WINDOW_SECONDS, type DetectionRule } from './rules.ts';
 
 /**
  * Sliding windows shared by every instance: each counted event is a row of
- * detection_hits, and a window's total is a sum over the rows younger than
+ * detection_hits (or a member of a Redis sorted set when REDIS_URL is set,
+ * src/counters/), and a window's total is a sum over the events younger than
  * it. Nothing is held in a process's memory, so a reader spread over several
  * instances is counted at the same total as one who uses only one.
  *
  * Two reads by the same actor at the same moment (two instances, two tabs)
  * must not both see 20 and both be served: the count and the insert happen
- * under a transaction-level advisory lock on (tenant, actor), so one actor's
+ * under a transaction-level advisory lock on (tenant, actor) — in PostgreSQL
+ * whichever store holds the counts — so one actor's
  * counted reads are taken one after the other while everybody else's run
  * side by side.
  */
@@ -44,16 +47,8 @@ export async function checkWindows(trx: Trx, accountId: string, tenantId: string
   const applicable = rules.filter((r) => r.signal === signal);
   if (!applicable.length) return { crossed: [], before: new Map(), batchActive: false };
   const windows = [...new Set(applicable.map((r) => Math.min(r.windowSeconds, MAX_WINDOW_SECONDS)))];
-  const oldest = new Date(now.getTime() - Math.max(...windows) * 1000);
-  const sums = windows.map((w, i) => sql<string>`coalesce(sum(weight) FILTER (WHERE at > ${new Date(now.getTime() - w * 1000)}), 0)`.as(`w${i}`));
-  const row = (await trx
-    .selectFrom('detection_hits')
-    .select(sums)
-    .where('account_id', '=', accountId)
-    .where('signal', '=', signal)
-    .where('at', '>', oldest)
-    .executeTakeFirst()) as Record<string, string> | undefined;
-  const totalFor = (w: number) => Number(row?.[`w${windows.indexOf(Math.min(w, MAX_WINDOW_SECONDS))}`] ?? 0);
+  const totals = await counters().windowTotals(trx, tenantId, accountId, signal, windows, now);
+  const totalFor = (w: number) => totals[windows.indexOf(Math.min(w, MAX_WINDOW_SECONDS))] ?? 0;
   const batchActive = applicable.some((r) => r.exceptDeclaredBatch)
     ? !!(await trx.selectFrom('detection_batches').select('id').where('account_id', '=', accountId).where('starts_at', '<=', now).where('ends_at', '>', now).executeTakeFirst())
     : false;
@@ -68,9 +63,14 @@ export async function checkWindows(trx: Trx, accountId: string, tenantId: string
   return { crossed, before, batchActive };
 }
 
-/** Counts a served event in the actor's windows (same transaction as the read: it counts only if the read commits). */
+/**
+ * Counts a served event in the actor's windows. As rows, in the read's
+ * transaction: it counts only if the read commits. In Redis, at once, still
+ * under the actor's lock: a read that fails after being weighed still
+ * counts, which errs on the side of the intruder's total.
+ */
 export async function record(trx: Trx, tenantId: string, accountId: string, signal: DetectionSignal, weight: number, now: Date): Promise<void> {
-  await trx.insertInto('detection_hits').values({ tenant_id: tenantId, account_id: accountId, signal, weight, at: now }).execute();
+  await counters().addHit(trx, tenantId, accountId, signal, weight, now);
 }
 
 /** Hits older than the longest window count for nothing any more. */

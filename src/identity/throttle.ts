@@ -1,13 +1,14 @@
 import { createHmac } from 'node:crypto';
-import { sql } from 'kysely';
 import { appendAudit } from '../audit/log.ts';
 import type { Ctx, Deps } from '../context.ts';
+import { counters, withCounters, type QuotaKind, type SignInCounts, type SignInWindows } from '../counters/counters.ts';
 import { originOf } from '../context.ts';
 import type { Trx } from '../db/connection.ts';
 import { inTenant } from '../db/tenant.ts';
 import { enqueueMail } from '../mail/outbox.ts';
 import { originFields } from '../tenants/service.ts';
 import { messages } from '../web/i18n/index.ts';
+import { signInMetric } from '../web/metrics.ts';
 
 /**
  * Brute-force defence, on by default (OWASP Authentication Cheat Sheet,
@@ -20,7 +21,8 @@ import { messages } from '../web/i18n/index.ts';
  *    minutes is blocked for 30 minutes, and the attempt is an audit event.
  * The account is keyed by a keyed hash of the address typed, so an address
  * without an account is throttled exactly like one with an account: the
- * answers reveal nothing. Every instance reads the same rows.
+ * answers reveal nothing. Every instance reads the same counters: rows in
+ * the database, or Redis when REDIS_URL is set (src/counters/).
  */
 export const THROTTLE = {
   accountWindowMs: 15 * 60_000,
@@ -45,52 +47,26 @@ export function emailKey(deps: Deps, tenantId: string, email: string): Buffer {
   return createHmac('sha256', deps.keys.derive('throttle')).update(`${tenantId}\n${email}`).digest();
 }
 
-interface Counts {
-  account_failures: string;
-  account_last: Date | null;
-  source_failures: string;
-  source_last: Date | null;
-  source_accounts: string;
-}
+const WINDOWS: SignInWindows = { accountMs: THROTTLE.accountWindowMs, sourceMs: THROTTLE.sourceWindowMs, sourceBlockMs: THROTTLE.sprayBlockMs };
 
-async function counts(trx: Trx, key: Buffer, ip: string | null, now: Date): Promise<Counts> {
-  const accountSince = new Date(now.getTime() - THROTTLE.accountWindowMs);
-  const sourceSince = new Date(now.getTime() - Math.max(THROTTLE.sourceWindowMs, THROTTLE.sprayBlockMs));
-  const sprayWindowStart = new Date(now.getTime() - THROTTLE.sourceWindowMs);
-  // A success resets the account's count: failures are counted after the last one.
-  const { rows } = await sql<Counts>`
-    WITH last_ok AS (
-      SELECT coalesce(max(at), '-infinity'::timestamptz) AS at FROM auth_attempts
-      WHERE email_key = ${key} AND kind = 'signin_success' AND at > ${accountSince}
-    )
-    SELECT
-      (SELECT count(*) FROM auth_attempts, last_ok WHERE email_key = ${key} AND kind = 'signin_failure'
-         AND auth_attempts.at > ${accountSince} AND auth_attempts.at > last_ok.at) AS account_failures,
-      (SELECT max(at) FROM auth_attempts WHERE email_key = ${key} AND kind = 'signin_failure' AND at > ${accountSince}) AS account_last,
-      (SELECT count(*) FROM auth_attempts WHERE ip = ${ip} AND kind = 'signin_failure' AND at > ${sprayWindowStart}) AS source_failures,
-      (SELECT max(at) FROM auth_attempts WHERE ip = ${ip} AND kind = 'signin_failure' AND at > ${sourceSince}) AS source_last,
-      (SELECT count(DISTINCT email_key) FROM auth_attempts WHERE ip = ${ip} AND kind = 'signin_failure' AND at > ${sprayWindowStart}) AS source_accounts`.execute(trx);
-  return rows[0]!;
-}
-
-function verdict(c: Counts, now: Date): Verdict {
+function verdict(c: SignInCounts, now: Date): Verdict {
   const t = now.getTime();
   const wait = (until: number, reason: 'account' | 'source' | 'spraying'): Verdict | null =>
     until > t ? { ok: false, retryAfterSeconds: Math.ceil((until - t) / 1000), reason } : null;
-  if (c.source_last && Number(c.source_accounts) >= THROTTLE.sprayAccounts) {
-    const v = wait(c.source_last.getTime() + THROTTLE.sprayBlockMs, 'spraying');
+  if (c.sourceLast && c.sourceAccounts >= THROTTLE.sprayAccounts) {
+    const v = wait(c.sourceLast.getTime() + THROTTLE.sprayBlockMs, 'spraying');
     if (v) return v;
   }
-  if (c.source_last && Number(c.source_failures) >= THROTTLE.sourceMaxFailures) {
-    const v = wait(c.source_last.getTime() + THROTTLE.sourceBlockMs, 'source');
+  if (c.sourceLast && c.sourceFailures >= THROTTLE.sourceMaxFailures) {
+    const v = wait(c.sourceLast.getTime() + THROTTLE.sourceBlockMs, 'source');
     if (v) return v;
   }
-  const n = Number(c.account_failures);
-  if (c.account_last && n >= THROTTLE.accountLockFailures) {
-    const v = wait(c.account_last.getTime() + THROTTLE.accountLockMs, 'account');
+  const n = c.accountFailures;
+  if (c.accountLast && n >= THROTTLE.accountLockFailures) {
+    const v = wait(c.accountLast.getTime() + THROTTLE.accountLockMs, 'account');
     if (v) return v;
-  } else if (c.account_last && n >= THROTTLE.accountFreeFailures) {
-    const v = wait(c.account_last.getTime() + 1000 * 2 ** (n - THROTTLE.accountFreeFailures), 'account');
+  } else if (c.accountLast && n >= THROTTLE.accountFreeFailures) {
+    const v = wait(c.accountLast.getTime() + 1000 * 2 ** (n - THROTTLE.accountFreeFailures), 'account');
     if (v) return v;
   }
   return { ok: true };
@@ -99,7 +75,12 @@ function verdict(c: Counts, now: Date): Verdict {
 /** May this sign-in be attempted now? Asked before the password is checked. */
 export async function checkSignIn(deps: Deps, ctx: Ctx, email: string): Promise<Verdict> {
   const key = emailKey(deps, ctx.tenant.id, email);
-  return inTenant(deps.db.db, ctx.tenant.id, async (trx) => verdict(await counts(trx, key, ctx.ip, ctx.now), ctx.now));
+  const v = await withCounters(
+    (fn) => inTenant(deps.db.db, ctx.tenant.id, fn),
+    async (c, trx) => verdict(await c.signInCounts(trx, ctx.tenant.id, key, ctx.ip, WINDOWS, ctx.now), ctx.now),
+  );
+  if (!v.ok) signInMetric('throttled');
+  return v;
 }
 
 /**
@@ -109,11 +90,17 @@ export async function checkSignIn(deps: Deps, ctx: Ctx, email: string): Promise<
  */
 export async function recordSignIn(deps: Deps, ctx: Ctx, email: string, ok: boolean): Promise<void> {
   const key = emailKey(deps, ctx.tenant.id, email);
+  signInMetric(ok ? 'success' : 'failure');
+  const shared = counters();
+  // Counted outside the database, the failure is recorded first (atomically, with its totals); the
+  // transaction below then only writes what the totals call for.
+  const outside = shared.needsTransaction ? null : await shared.recordSignIn(null, ctx.tenant.id, key, ctx.ip, ok, WINDOWS, ctx.now);
+  if (!shared.needsTransaction && (ok || (outside!.accountFailures !== THROTTLE.accountLockFailures && outside!.sourceAccounts !== THROTTLE.sprayAccounts))) return;
   await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
-    await trx.insertInto('auth_attempts').values({ tenant_id: ctx.tenant.id, kind: ok ? 'signin_success' : 'signin_failure', email_key: key, ip: ctx.ip, at: ctx.now }).execute();
-    if (ok) return;
-    const c = await counts(trx, key, ctx.ip, ctx.now);
-    if (Number(c.account_failures) === THROTTLE.accountLockFailures) {
+    const c = outside ?? (await shared.recordSignIn(trx, ctx.tenant.id, key, ctx.ip, ok, WINDOWS, ctx.now));
+    if (!c) return;
+    if (c.accountFailures === THROTTLE.accountLockFailures) {
+      signInMetric('locked');
       const account = await trx.selectFrom('accounts').select(['id', 'locale']).where('email', '=', email).executeTakeFirst();
       if (account) {
         const m = messages(account.locale);
@@ -122,33 +109,24 @@ export async function recordSignIn(deps: Deps, ctx: Ctx, email: string, ok: bool
       }
       await appendAudit(trx, ctx.tenant.id, { action: 'identity.account.locked', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'account', targetIds: account ? [account.id] : [], details: { minutes: THROTTLE.accountLockMs / 60_000, known: !!account } }, ctx.now);
     }
-    if (Number(c.source_accounts) === THROTTLE.sprayAccounts) {
-      await appendAudit(trx, ctx.tenant.id, { action: 'identity.signin.spraying', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'source', targetIds: ctx.ip ? [ctx.ip] : [], details: { accounts: Number(c.source_accounts), failures: Number(c.source_failures) } }, ctx.now);
+    if (c.sourceAccounts === THROTTLE.sprayAccounts) {
+      await appendAudit(trx, ctx.tenant.id, { action: 'identity.signin.spraying', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'source', targetIds: ctx.ip ? [ctx.ip] : [], details: { accounts: c.sourceAccounts, failures: c.sourceFailures } }, ctx.now);
     }
   });
 }
 
 /**
  * A cap per source on something anyone may ask for: at most `limit` in the
- * window, counted in the database (every instance sees the same rows); the
- * request that fits is counted as it passes.
+ * window, counted where every instance sees the same total; the request
+ * that fits is counted as it passes.
  */
-async function perSource(deps: Deps, ctx: Ctx, kind: 'signup' | 'passkey_options' | 'recovery', limit: number, windowMs: number, keyed: string): Promise<Verdict> {
-  return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
-    const since = new Date(ctx.now.getTime() - windowMs);
-    const r = await trx
-      .selectFrom('auth_attempts')
-      .select([sql<string>`count(*)`.as('n'), sql<Date | null>`min(at)`.as('first')])
-      .where('ip', '=', ctx.ip)
-      .where('kind', '=', kind)
-      .where('at', '>', since)
-      .executeTakeFirst();
-    if (Number(r?.n ?? 0) >= limit && r?.first) {
-      return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil((r.first.getTime() + windowMs - ctx.now.getTime()) / 1000)), reason: 'source' };
-    }
-    await trx.insertInto('auth_attempts').values({ tenant_id: ctx.tenant.id, kind, email_key: emailKey(deps, ctx.tenant.id, keyed), ip: ctx.ip, at: ctx.now }).execute();
-    return { ok: true };
-  });
+async function perSource(deps: Deps, ctx: Ctx, kind: QuotaKind, limit: number, windowMs: number, keyed: string): Promise<Verdict> {
+  const q = await withCounters(
+    (fn) => inTenant(deps.db.db, ctx.tenant.id, fn),
+    (c, trx) => c.takeQuota(trx, ctx.tenant.id, kind, ctx.ip, emailKey(deps, ctx.tenant.id, keyed), limit, windowMs, ctx.now),
+  );
+  if (q.ok) return q;
+  return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil((q.first.getTime() + windowMs - ctx.now.getTime()) / 1000)), reason: 'source' };
 }
 
 /** Sign-ups per source are capped: each one sends an e-mail. */

@@ -13,6 +13,7 @@ import { resolveSession } from '../identity/service.ts';
 import { StepUpRequired, stepUpRedirect } from '../identity/stepup.ts';
 import { isTokenShaped } from '../identity/tokens.ts';
 import { isLocale, type Locale } from './i18n/index.ts';
+import { metricsRoutes } from './metrics.ts';
 import { errorPage } from './pages.tsx';
 
 declare module 'fastify' {
@@ -98,7 +99,8 @@ export async function buildApp(deps: Deps, routes: RouteModule[]): Promise<Fasti
 
   // Tenant, language and session: resolved once, before any route runs.
   app.addHook('onRequest', async (req, reply) => {
-    if (req.url.startsWith('/assets/') || req.url === '/healthz' || req.url === '/readyz') return;
+    // Probes and the metrics scrape are not a tenant's pages: no tenant, session or language.
+    if (req.url.startsWith('/assets/') || req.url === '/healthz' || req.url === '/readyz' || req.url === '/metrics' || req.url.startsWith('/metrics?')) return;
     const now = deps.clock();
     const tenant = await deps.tenants.forHost(req.headers.host);
     if (!tenant) {
@@ -190,6 +192,7 @@ export async function buildApp(deps: Deps, routes: RouteModule[]): Promise<Fasti
     }
   });
 
+  metricsRoutes(app, deps);
   for (const r of routes) await r(app, deps);
   return app;
 }

@@ -8,11 +8,14 @@ import { inTenant } from '../../src/db/tenant.ts';
 import { foldForSearch } from '../../src/directory/import.ts';
 import { bootstrapAdmin, createDemoAccount } from '../../src/identity/service.ts';
 import { hashPassword } from '../../src/identity/passwords.ts';
+import { counters, useCounters } from '../../src/counters/counters.ts';
+import { startJobs, type RunningJobs } from '../../src/jobs/jobs.ts';
 import { ROUTES } from '../../src/server.ts';
 import { TenantDirectory, type Tenant } from '../../src/tenants/service.ts';
 import { buildApp } from '../../src/web/app.ts';
 import { createTestTenant, type TestDatabase, type TestTenantOverrides } from './db.ts';
 import { enrolTotp } from './factors.ts';
+import { connectTestCounters } from './redis.ts';
 
 export interface TestApp {
   app: FastifyInstance;
@@ -24,10 +27,10 @@ export interface TestApp {
 }
 
 /** The real application over a test database, with a settable clock and no demo routes. */
-export async function startTestApp(database: TestDatabase, opts: { demo?: boolean; port?: number } = {}): Promise<TestApp> {
+export async function startTestApp(database: TestDatabase, opts: { demo?: boolean; port?: number; env?: NodeJS.ProcessEnv } = {}): Promise<TestApp> {
   let now: Date | null = null;
   const config = {
-    ...loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', GUICHET_DEFAULT_TENANT: 'no-default-tenant' }),
+    ...loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', GUICHET_DEFAULT_TENANT: 'no-default-tenant', ...opts.env }),
     demo: opts.demo ?? false,
     port: opts.port ?? 0,
   };
@@ -39,7 +42,16 @@ export async function startTestApp(database: TestDatabase, opts: { demo?: boolea
     tenants: new TenantDirectory(database.db, config.defaultTenant, 0),
     keys: keyProviderFromSecret(Buffer.alloc(32, 7)),
   };
+  if (process.env.GUICHET_TEST_COUNTERS === 'redis' && counters().kind !== 'redis') useCounters(await connectTestCounters());
   const app = await buildApp(deps, ROUTES);
+  // A test app that listens seals, as `guichet serve` does; one that only injects requests does not.
+  let jobs: RunningJobs | null = null;
+  app.addHook('onListen', async () => {
+    jobs = startJobs(deps, ['sealer']);
+  });
+  app.addHook('onClose', async () => {
+    await jobs?.stop();
+  });
   await app.ready();
   return {
     app,

@@ -1,0 +1,94 @@
+import { Sealer } from '../audit/sealer.ts';
+import { witnessConfig } from '../audit/witness.ts';
+import type { Deps } from '../context.ts';
+import { startDetectionWork } from '../detection/stream.ts';
+import { startIdentityMaintenance } from '../identity/maintenance.ts';
+import { MailSender } from '../mail/sender.ts';
+import { retentionHour, startRetentionSchedule } from '../privacy/retention.ts';
+import { startConfirmationSchedule } from '../records/confirmation.ts';
+
+/**
+ * The background work of Guichet, in one place: `guichet serve` runs it in
+ * its own process (the default, so one command is a whole installation) and
+ * `guichet worker` runs it beside servers started with GUICHET_JOBS=off.
+ *
+ * Every job is safe with several processes running it at once, so a worker
+ * beside a server that still runs its jobs, or two workers, only share the
+ * work:
+ * - sealer: one seal per tenant at a time, under a tried advisory lock
+ *   (src/audit/sealer.ts); a busy tenant is skipped that pass;
+ * - detection stream: each tenant's cursor row is taken FOR UPDATE SKIP
+ *   LOCKED, so one reader reads a stretch of the log, once;
+ * - webhook deliveries and mail: rows taken FOR UPDATE SKIP LOCKED, marked
+ *   in the same transaction;
+ * - retention: a session advisory lock, tried (another instance running it
+ *   means this one skips the day);
+ * - purges of old throttle attempts, detection hits and expired OpenID
+ *   Connect rows: deletes by age, which give the same result run twice.
+ */
+export const JOB_NAMES = ['sealer', 'detection', 'mail', 'maintenance', 'retention', 'confirmation'] as const;
+export type JobName = (typeof JOB_NAMES)[number];
+
+export interface RunningJobs {
+  /** The jobs started (mail only with SMTP_URL, retention unless GUICHET_RETENTION_HOUR=off). */
+  readonly names: readonly JobName[];
+  /** Stops every job, each finishing what it was doing. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the background jobs (all, or those named). Settings are read now,
+ * like the rest of the configuration: a bad one stops the start, naming the
+ * variable, before anything runs.
+ */
+export function startJobs(deps: Deps, only: readonly JobName[] = JOB_NAMES): RunningJobs {
+  const want = new Set(only);
+  const witness = want.has('sealer') ? witnessConfig(process.env, deps.config.dataDir) : null;
+  const hour = want.has('retention') ? retentionHour(process.env) : null;
+  const stops: (() => Promise<void> | void)[] = [];
+  const names: JobName[] = [];
+  if (witness) {
+    const sealer = new Sealer(deps.db.db, deps.keys, deps.log, { witness, clock: deps.clock });
+    sealer.start();
+    stops.push(() => sealer.stop());
+    names.push('sealer');
+  }
+  if (want.has('detection')) {
+    stops.push(startDetectionWork(deps));
+    names.push('detection');
+  }
+  if (want.has('mail') && deps.config.smtpUrl) {
+    const sender = new MailSender(deps, deps.config.smtpUrl);
+    sender.start();
+    stops.push(() => sender.stop());
+    names.push('mail');
+  }
+  if (want.has('maintenance')) {
+    stops.push(startIdentityMaintenance(deps));
+    names.push('maintenance');
+  }
+  if (hour !== null) {
+    stops.push(startRetentionSchedule(deps, hour));
+    names.push('retention');
+  }
+  if (want.has('confirmation')) {
+    // Reminders link to the parent's file: the public address when set, the local one in a demo.
+    stops.push(startConfirmationSchedule(deps, deps.config.publicUrl ?? `http://localhost:${deps.config.port}`));
+    names.push('confirmation');
+  }
+  let stopping: Promise<void> | null = null;
+  return {
+    names,
+    stop: () =>
+      (stopping ??= (async () => {
+        // Newest first; one job failing to stop does not keep the others running.
+        for (const s of stops.reverse()) {
+          try {
+            await s();
+          } catch (err) {
+            deps.log.error({ err }, 'a background job did not stop cleanly');
+          }
+        }
+      })()),
+  };
+}
