@@ -24,12 +24,14 @@ import { securityPrivacyRoutes } from './privacy/security-routes.tsx';
 import { TenantDirectory } from './tenants/service.ts';
 import { fileConsoleRoutes } from './waitlist/console-routes.tsx';
 import { waitlistRoutes } from './waitlist/routes.tsx';
+import { offerRoutes } from './waitlist/offer-routes.tsx';
+import { startOfferExpiry } from './waitlist/offer-expiry.ts';
 import { buildApp, type RouteModule } from './web/app.ts';
 import { homeRoutes } from './web/pages.tsx';
 import { oidcRoutes } from './oidc/routes.tsx';
 import { oidcAdminRoutes } from './oidc/admin-routes.tsx';
 
-export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, grantRoutes, factorResetRoutes, breakGlassRoutes, waitlistRoutes, demoMailRoutes, factorRoutes, auditRoutes, fileConsoleRoutes, oidcRoutes, oidcAdminRoutes, privacyRoutes, securityPrivacyRoutes, detectionRoutes];
+export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, grantRoutes, factorResetRoutes, breakGlassRoutes, waitlistRoutes, demoMailRoutes, factorRoutes, auditRoutes, fileConsoleRoutes, oidcRoutes, oidcAdminRoutes, privacyRoutes, securityPrivacyRoutes, detectionRoutes, offerRoutes];
 
 /** Tokens travel in links (verification, invitations): never let one reach the logs. */
 export function redactUrl(url: string): string {
@@ -125,6 +127,7 @@ export async function serve(config: Config, opts: { demo: boolean }): Promise<vo
   let sender: MailSender | null = null;
   let stopMaintenance = () => {};
   let stopRetention = () => {};
+  let stopOfferExpiry = () => {};
   let stopDetection = async () => {};
   try {
     db = await openFromConfig(config, log);
@@ -137,12 +140,14 @@ export async function serve(config: Config, opts: { demo: boolean }): Promise<vo
     sender = config.smtpUrl ? new MailSender(deps, config.smtpUrl) : null;
     sender?.start();
     stopMaintenance = startIdentityMaintenance(deps);
+    stopOfferExpiry = startOfferExpiry(deps);
     // Read at start like the rest of the configuration: a bad value stops the start, naming the variable.
     stopRetention = startRetentionSchedule(deps, retentionHour(process.env));
     stopDetection = startDetectionWork(deps);
     await app.listen({ port: config.port, host: config.host });
   } catch (err) {
     stopRetention();
+    stopOfferExpiry();
     // Leave nothing behind: no open database, no pid file naming a dead process.
     await app?.close().catch(() => {});
     await sender?.stop().catch(() => {});
@@ -158,6 +163,7 @@ export async function serve(config: Config, opts: { demo: boolean }): Promise<vo
   const stop = async () => {
     stopMaintenance();
     stopRetention();
+    stopOfferExpiry();
     await app?.close();
     await sender?.stop();
     await stopDetection();

@@ -108,6 +108,17 @@ export const ACTIONS = {
   'detection.lockdown.raise': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
   /** Ask to lower it, or approve another officer's request: two different security officers. */
   'detection.lockdown.lower': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
+  /** A facility's places and open vacancies per age group (no personal data). */
+  'waitlist.places.read': facilityStaff,
+  /** Declare the vacancies open now: the referral refers the next children at once. */
+  'waitlist.vacancy.declare': facilityStaff,
+  /** A facility's referrals: references, and the identity of the children whose parents accepted. */
+  'waitlist.referral.list': facilityStaff,
+  /** Confirm that care has started for an accepted offer: the facility's director only. */
+  'waitlist.offer.confirmStart': [{ who: 'role', role: 'facility_director', scope: 'facility' }],
+  /** A parent reads the offers made for their children, and accepts or refuses one. */
+  'waitlist.offer.read': [{ who: 'familyOwner' }],
+  'waitlist.offer.answer': [{ who: 'familyOwner' }],
 } as const satisfies Record<string, readonly Rule[]>;
 
 export type Action = keyof typeof ACTIONS;
@@ -126,4 +137,4 @@ export type Resource =
  * allow it: a staff member's password alone opens nobody's data, not even
  * their own family's. decide() and sqlFilter() both apply it.
  */
-export const OPENS_NO_PERSONAL_DATA: ReadonlySet<Action> = new Set<Action>(['directory.facility.read', 'staff.facility.open']);
+export const OPENS_NO_PERSONAL_DATA: ReadonlySet<Action> = new Set<Action>(['directory.facility.read', 'staff.facility.open', 'waitlist.places.read']);

@@ -120,6 +120,16 @@ export const AUDIT_ACTIONS = [
   'detection.lockdown.lower.request',
   'detection.lockdown.lower.approve',
   'detection.lockdown.lower.refuse',
+  // places, referrals and offers (src/records/offers.ts)
+  'waitlist.places.read',
+  'waitlist.vacancy.declare',
+  'waitlist.offer.create',
+  'waitlist.offer.read',
+  'waitlist.offer.accept',
+  'waitlist.offer.refuse',
+  'waitlist.offer.expire',
+  'waitlist.offer.confirmStart',
+  'waitlist.referral.list',
 ] as const;
 
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];

@@ -177,14 +177,14 @@ class Denied extends Error {
   }
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 function boundedId(id: string): string {
   // an id from the request is untrusted: keep it bounded, and printable (PostgreSQL refuses NUL in text)
   return id.slice(0, 64).replace(/[\u0000-\u001f\u007f-\u009f]/g, '\ufffd');
 }
 
-function deny(ctx: Ctx, action: AuditAction, targetType: string, targetId: string, reason: string, decision?: Decision, error?: AppError): never {
+export function deny(ctx: Ctx, action: AuditAction, targetType: string, targetId: string, reason: string, decision?: Decision, error?: AppError): never {
   const e =
     error ??
     (decision?.reason === 'not_signed_in'
@@ -222,7 +222,7 @@ function cryptoFailure(err: unknown): string | null {
  * The work of one call, in one tenant transaction. `action` names it in the
  * audit trail if decryption fails.
  */
-async function run<T>(deps: Deps, ctx: Ctx, action: AuditAction, fn: (trx: Trx, env: Envelope) => Promise<T>): Promise<T> {
+export async function run<T>(deps: Deps, ctx: Ctx, action: AuditAction, fn: (trx: Trx, env: Envelope) => Promise<T>): Promise<T> {
   const env = envelopeFor(deps.keys);
   await ensureTenantEncrypted(deps.db.db, deps.keys, ctx.tenant.id, ctx.now);
   for (let attempt = 0; ; attempt++) {
@@ -271,19 +271,19 @@ export function withSession(ctx: Ctx, details: AuditEventInput['details']): Audi
   return session ? { ...(details ?? {}), session } : details;
 }
 
-function readContext(ctx: Ctx): ReadContext {
+export function readContext(ctx: Ctx): ReadContext {
   return { tenantId: ctx.tenant.id, actor: ctx.actor, origin: originOf(ctx), now: ctx.now, baseUrl: ctx.baseUrl };
 }
 
 /** Writes the event, then lets detection weigh it before the data leaves (it may throw Contained). */
-async function audit(trx: Trx, ctx: Ctx, e: Omit<AuditEventInput, 'outcome'> & { outcome?: AuditEventInput['outcome'] }) {
+export async function audit(trx: Trx, ctx: Ctx, e: Omit<AuditEventInput, 'outcome'> & { outcome?: AuditEventInput['outcome'] }) {
   const input: AuditEventInput = { outcome: 'success', ...originFields(originOf(ctx)), ...e, details: withSession(ctx, e.details) };
   const sealed = await appendAudit(trx, ctx.tenant.id, input, ctx.now);
   await onRecordEvent(trx, readContext(ctx), input, sealed.id);
   return sealed;
 }
 
-function check(ctx: Ctx, action: Action & AuditAction, ownerAccountId: string, targetType: string, targetId: string): void {
+export function check(ctx: Ctx, action: Action & AuditAction, ownerAccountId: string, targetType: string, targetId: string): void {
   const d = decide(ctx.actor, action, { type: 'family', ownerAccountId }, ctx.now);
   if (!d.allowed) deny(ctx, action, targetType, targetId, d.reason ?? 'denied', d);
 }

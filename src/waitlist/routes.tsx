@@ -12,6 +12,8 @@ import { pageEnv, sendPage } from '../web/render.tsx';
 import { requireRecentAuth } from '../identity/stepup.ts';
 import { DAYS, parseChildInput } from './child-file.ts';
 import { childFileDeletionRoutes, DeletedFilesSection, DeleteFileSection } from './delete-routes.tsx';
+import { listParentOffers } from '../records/offers.ts';
+import { OffersSection } from './offer-routes.tsx';
 
 type ChildFormValues = Record<string, string | undefined>;
 
@@ -76,6 +78,7 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
     if (!ctx.actor) throw new AppError('signInRequired');
     const children = ctx.actor.emailVerified ? await records.listChildren(deps, ctx, 'parent.children.list') : [];
     const deletedFiles = ctx.actor.emailVerified ? await records.listDeletedChildren(deps, ctx) : [];
+    const offers = ctx.actor.emailVerified ? await listParentOffers(deps, ctx) : [];
     const env = pageEnv(req, reply);
     const a = env.m.account;
     return sendPage(
@@ -90,6 +93,7 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
         <p>
           <a href="/account/access-rights">{env.m.oidc.servicesLink}</a>
         </p>
+        <OffersSection env={env} offers={offers} />
         <h2>{a.children}</h2>
         {children.length === 0 ? (
           <p>{a.none}</p>
@@ -191,6 +195,7 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
   app.get<{ Params: { id: string }; Querystring: { status?: string } }>('/children/:id', async (req, reply) => {
     const ctx = req.ctx;
     const child = await records.readChildFile(deps, ctx, req.params.id, 'parent.childFile.view');
+    const offers = await listParentOffers(deps, ctx, child.id);
     const status = STATUS_PARAM.parse(req.query.status);
     const env = pageEnv(req, reply);
     const c = env.m.child;
@@ -224,6 +229,7 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
             <span class="visually-hidden"> — {title}</span>
           </a>
         </p>
+        <OffersSection env={env} offers={offers} />
         <h2>{c.applications}</h2>
         {child.applications.length === 0 ? (
           <p>{c.noApplications}</p>
@@ -375,6 +381,18 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
                 <p>
                   <a href={`/staff/facilities/${f.id}/candidates`}>
                     {s.candidates}
+                    <span class="visually-hidden"> — {f.name}</span>
+                  </a>
+                </p>
+                <p>
+                  <a href={`/staff/facilities/${f.id}/places`}>
+                    {env.m.offers.staffPlaces}
+                    <span class="visually-hidden"> — {f.name}</span>
+                  </a>
+                </p>
+                <p>
+                  <a href={`/staff/facilities/${f.id}/referrals`}>
+                    {env.m.offers.staffReferrals}
                     <span class="visually-hidden"> — {f.name}</span>
                   </a>
                 </p>
