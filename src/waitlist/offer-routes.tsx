@@ -92,7 +92,6 @@ export function OffersSection(props: { env: PageEnv; offers: offers.ParentOfferV
 const count = (key: 'vacanciesInvalid') =>
   z
     .string({ error: key })
-    .trim()
     .regex(/^\d{1,4}$/, { error: key })
     .transform(Number);
 
