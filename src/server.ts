@@ -25,13 +25,14 @@ import { TenantDirectory } from './tenants/service.ts';
 import { fileConsoleRoutes } from './waitlist/console-routes.tsx';
 import { waitlistRoutes } from './waitlist/routes.tsx';
 import { offerRoutes } from './waitlist/offer-routes.tsx';
+import { facilityApiRoutes } from './api/routes.tsx';
 import { startOfferExpiry } from './waitlist/offer-expiry.ts';
 import { buildApp, type RouteModule } from './web/app.ts';
 import { homeRoutes } from './web/pages.tsx';
 import { oidcRoutes } from './oidc/routes.tsx';
 import { oidcAdminRoutes } from './oidc/admin-routes.tsx';
 
-export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, grantRoutes, factorResetRoutes, breakGlassRoutes, waitlistRoutes, demoMailRoutes, factorRoutes, auditRoutes, fileConsoleRoutes, oidcRoutes, oidcAdminRoutes, privacyRoutes, securityPrivacyRoutes, detectionRoutes, offerRoutes];
+export const ROUTES: RouteModule[] = [homeRoutes, directoryRoutes, identityRoutes, sessionRoutes, grantRoutes, factorResetRoutes, breakGlassRoutes, waitlistRoutes, demoMailRoutes, factorRoutes, auditRoutes, fileConsoleRoutes, oidcRoutes, oidcAdminRoutes, privacyRoutes, securityPrivacyRoutes, detectionRoutes, offerRoutes, facilityApiRoutes];
 
 /** Tokens travel in links (verification, invitations): never let one reach the logs. */
 export function redactUrl(url: string): string {

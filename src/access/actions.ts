@@ -119,6 +119,8 @@ export const ACTIONS = {
   /** A parent reads the offers made for their children, and accepts or refuses one. */
   'waitlist.offer.read': [{ who: 'familyOwner' }],
   'waitlist.offer.answer': [{ who: 'familyOwner' }],
+  /** Keys of the facility API: created (with a fresh authentication), listed and revoked by the facility's director. */
+  'api.key.manage': [{ who: 'role', role: 'facility_director', scope: 'facility' }],
 } as const satisfies Record<string, readonly Rule[]>;
 
 export type Action = keyof typeof ACTIONS;

@@ -130,6 +130,11 @@ export const AUDIT_ACTIONS = [
   'waitlist.offer.expire',
   'waitlist.offer.confirmStart',
   'waitlist.referral.list',
+  // the facility API and its keys (src/api)
+  'api.key.create',
+  'api.key.list',
+  'api.key.revoke',
+  'api.key.use',
 ] as const;
 
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];

@@ -217,6 +217,11 @@ export function offerRoutes(app: FastifyInstance, deps: Deps) {
         <p>
           <a href={`/staff/facilities/${facility.id}/places`}>{o.staffPlaces}</a>
         </p>
+        {isDirector && (
+          <p>
+            <a href={`/staff/facilities/${facility.id}/api-keys`}>{env.m.apiKeys.link}</a>
+          </p>
+        )}
         {rows.length === 0 ? (
           <p>{o.noReferrals}</p>
         ) : (

@@ -125,6 +125,7 @@ const RESOURCE_OF: Record<Action, Resource> = {
   'waitlist.offer.confirmStart': { type: 'facility', facilityId: FACILITY_A },
   'waitlist.offer.read': { type: 'family', ownerAccountId: OWNER },
   'waitlist.offer.answer': { type: 'family', ownerAccountId: OWNER },
+  'api.key.manage': { type: 'facility', facilityId: FACILITY_A },
 };
 
 /*
@@ -201,6 +202,7 @@ const TABLE: Record<Action, string> = {
   'waitlist.offer.confirmStart':        's n n n n n n Y n n n n',
   'waitlist.offer.read':                's v v Y n n n n n n n n',
   'waitlist.offer.answer':              's v v Y n n n n n n n n',
+  'api.key.manage':                     's n n n n n n Y n n n n',
 };
 
 const REASON = { s: 'not_signed_in', v: 'email_not_verified', n: 'no_rule_matches' } as const;

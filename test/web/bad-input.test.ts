@@ -172,6 +172,7 @@ async function snapshot(tenant: Tenant): Promise<unknown> {
     tokens: await trx.selectFrom('account_tokens').select(['id', 'used_at']).orderBy('id').execute(),
     places: await trx.selectFrom('facility_places').selectAll().orderBy('facility_id').orderBy('age_group').execute(),
     offers: await trx.selectFrom('offers').selectAll().orderBy('id').execute(),
+    apiKeys: await trx.selectFrom('facility_api_keys').selectAll().orderBy('id').execute(),
   }));
 }
 
@@ -206,6 +207,8 @@ const INCIDENT = { title: 'Accès inhabituel', dataConcerned: 'Noms d’enfants'
 const ELSEWHERE: Record<string, string> = {
   // oidc-provider reads its own bodies and answers with the standards' error codes (invalid_request, invalid_grant…).
   '/oidc/*': 'test/oidc/protocol.test.ts',
+  // The facility API answers JSON, not pages: its bad input (types, JSON, sizes, keys) is tested there.
+  '/api/v1/facilities/:id/vacancies': 'test/api/facility-api.test.ts',
 };
 
 const SPECS: RouteSpec[] = [
@@ -305,6 +308,9 @@ const SPECS: RouteSpec[] = [
   // Places, referrals and offers (src/waitlist/offer-routes.tsx). Vacancies of 0 where none are open; offers nobody was made.
   { route: '/staff/facilities/:id/vacancies', who: 'director', params: { id: (fx) => fx.facility }, base: () => ({ infant: '0', toddler: '0' }), text: ['infant', 'toddler'] },
   { route: '/staff/facilities/:id/referrals/:offerId/start', who: 'director', params: { id: (fx) => fx.facility, offerId: () => randomUUID() }, base: () => ({ startDate: '2026-09-01' }), dates: ['startDate'] },
+  // API keys: a name spoiled is refused before any key is made; keys nobody has: 404.
+  { route: '/staff/facilities/:id/api-keys', who: 'director', params: { id: (fx) => fx.facility }, base: () => ({ name: 'Logiciel de gestion' }), text: ['name'] },
+  { route: '/staff/facilities/:id/api-keys/:keyId/revoke', who: 'director', params: { id: (fx) => fx.facility, keyId: () => randomUUID() }, base: () => ({}), noBody: true },
   { route: '/offers/:id/accept', who: 'parent', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
   { route: '/offers/:id/refuse', who: 'parent', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
 ];

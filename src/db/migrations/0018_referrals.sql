@@ -35,3 +35,28 @@ ON CONFLICT (facility_id, age_group) DO NOTHING;
 
 -- A child's answered offers, counted against the tenant's refusals allowed.
 CREATE INDEX offers_child ON offers (child_id, status);
+
+-- Keys of the facility API (src/api): one facility each, created by its
+-- director, shown once; only a hash of the secret is kept (the secret is 256
+-- random bits, so a plain SHA-256 is enough). Revoked, never removed.
+CREATE TABLE facility_api_keys (
+  id uuid PRIMARY KEY,
+  tenant_id uuid NOT NULL REFERENCES tenants (id),
+  facility_id uuid NOT NULL REFERENCES facilities (id),
+  name text NOT NULL CHECK (length(name) BETWEEN 1 AND 100),
+  secret_hash bytea NOT NULL CHECK (length(secret_hash) = 32),
+  created_by uuid NOT NULL,
+  created_at timestamptz NOT NULL,
+  last_used_at timestamptz,
+  revoked_at timestamptz,
+  revoked_by uuid,
+  FOREIGN KEY (tenant_id, created_by) REFERENCES accounts (tenant_id, id),
+  FOREIGN KEY (tenant_id, revoked_by) REFERENCES accounts (tenant_id, id)
+);
+CREATE INDEX facility_api_keys_facility ON facility_api_keys (facility_id);
+
+ALTER TABLE facility_api_keys ENABLE ROW LEVEL SECURITY;
+ALTER TABLE facility_api_keys FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON facility_api_keys USING (tenant_id = app_tenant()) WITH CHECK (tenant_id = app_tenant());
+GRANT SELECT, INSERT ON facility_api_keys TO guichet_app;
+GRANT UPDATE (last_used_at, revoked_at, revoked_by) ON facility_api_keys TO guichet_app;
