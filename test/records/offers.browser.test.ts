@@ -2,7 +2,7 @@
  * The referral in a real browser (Debian's Chromium, axe-core on every page,
  * the page's real CSP, no script error), in French and in English: the
  * facility's places page, declaring a vacancy, the referrals page before and
- * after acceptance, the director's start form; the parent's account page
+ * after acceptance, the director's start form and API keys; the parent's account page
  * and child page with the offer, and the offer page where they accept.
  */
 import type { Page } from 'playwright-core';
@@ -145,5 +145,19 @@ describe('referral pages', () => {
     expect(await director.getByRole('status').innerText()).toContain('Le début de la fréquentation est confirmé');
     await checkA11y(director, 'referrals page after the start');
     assertNoPageProblems(director, 'referrals page after the start');
+
+    // The director's API keys: the page, a key created and shown once, then revoked.
+    expect(await follow(director, () => director.getByRole('link', { name: 'Clés d’API' }).click())).toBe(200);
+    await bothLanguages(director, 'API keys page', async (p) => {
+      expect(await p.locator('h1').innerText()).toBe('API keys — CPE Les Petits Explorateurs');
+    });
+    await director.getByLabel('Nom de la clé').fill('Logiciel Amisgest');
+    expect(await follow(director, () => director.getByRole('button', { name: 'Créer la clé' }).click())).toBe(200);
+    expect(await director.getByRole('status').innerText()).toMatch(/gfk_[0-9a-f]{32}_/);
+    await checkA11y(director, 'API keys page with the new key');
+    expect(await follow(director, () => director.getByRole('button', { name: 'Révoquer la clé Logiciel Amisgest' }).click())).toBe(200);
+    expect(await director.getByRole('status').innerText()).toContain('La clé est révoquée');
+    await checkA11y(director, 'API keys page after revoking');
+    assertNoPageProblems(director, 'API keys page after revoking');
   });
 });
