@@ -10,7 +10,10 @@ import { expireDueOffers } from '../records/offers.ts';
 export async function runOfferExpiry(deps: Deps): Promise<number> {
   let n = 0;
   for (const tenant of await deps.tenants.all()) {
-    const ctx: Ctx = { tenant, actor: null, ip: null, userAgent: 'guichet offer expiry', requestId: null, locale: 'fr', now: deps.clock(), baseUrl: deps.config.publicUrl ?? `http://localhost:${deps.config.port}` };
+    // The links in the next parents' e-mails lead to the tenant's own address, as a request's would.
+    const host = tenant.hosts[0];
+    const baseUrl = deps.config.publicUrl && !host ? deps.config.publicUrl : host ? (deps.config.production ? `https://${host}` : `http://${host}:${deps.config.port}`) : (deps.config.publicUrl ?? `http://localhost:${deps.config.port}`);
+    const ctx: Ctx = { tenant, actor: null, ip: null, userAgent: 'guichet offer expiry', requestId: null, locale: 'fr', now: deps.clock(), baseUrl };
     n += await expireDueOffers(deps, ctx);
   }
   return n;
