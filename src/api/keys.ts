@@ -40,8 +40,13 @@ function idOf(hex: string): string {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
+/** An id from the request is untrusted: bounded, and printable (PostgreSQL refuses NUL in text). */
+function boundedId(id: string): string {
+  return id.slice(0, 64).replace(/[\u0000-\u001f\u007f-\u009f]/g, '\ufffd');
+}
+
 async function denied(deps: Deps, ctx: Ctx, action: AuditAction, targetId: string, reason: string): Promise<never> {
-  await appendAuditAlone(deps.db.db, ctx.tenant.id, { action, outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'api_key', targetIds: [targetId.slice(0, 64)], details: { reason } }, ctx.now);
+  await appendAuditAlone(deps.db.db, ctx.tenant.id, { action, outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'api_key', targetIds: [boundedId(targetId)], details: { reason } }, ctx.now);
   throw new AppError(ctx.actor ? 'notFound' : 'signInRequired');
 }
 

@@ -115,7 +115,8 @@ function facilityApi(deps: Deps) {
   };
 }
 
-const keyName = z.object({ name: text('apiKeyNameInvalid', 100, 'apiKeyNameInvalid') });
+// A %-escape left in a name is a form sent with a broken encoding (the parser keeps what it cannot decode).
+const keyName = z.object({ name: text('apiKeyNameInvalid', 100, 'apiKeyNameInvalid').refine((s) => !/%[0-9A-Fa-f]{2}/.test(s), { error: 'apiKeyNameInvalid' }) });
 
 export function facilityApiRoutes(app: FastifyInstance, deps: Deps) {
   /* ------------------------------------------ the director's page for keys */

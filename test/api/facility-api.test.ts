@@ -6,6 +6,7 @@
  * instead of a key, and bad bodies are refused and change nothing; the
  * OpenAPI document is served.
  */
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inTenant } from '../../src/db/tenant.ts';
 import * as records from '../../src/records/gateway.ts';
@@ -164,6 +165,12 @@ describe('facility API', () => {
     expect(refs.json.referrals).toHaveLength(1);
     expect(refs.json.referrals[0]).toMatchObject({ status: 'pending', ageGroup: 'toddler', identity: null });
     expect(refs.body).not.toContain('Bélanger');
+
+    // Another tenant's address does not know the key (row-level security on the keys, as on every tenant table).
+    const elsewhere = await tenantFor(t);
+    expect((await call(elsewhere, 'GET', `/api/v1/facilities/${facility}/places`, { key })).status).toBe(401);
+    const { rows: rls } = await sql<{ relrowsecurity: boolean; relforcerowsecurity: boolean }>`SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = 'facility_api_keys'`.execute(database.ownerDb());
+    expect(rls).toEqual([{ relrowsecurity: true, relforcerowsecurity: true }]);
 
     // Revoked: the key opens nothing, and its use is recorded.
     await director.get(`/staff/facilities/${facility}/api-keys`);
