@@ -26,6 +26,8 @@ import { TenantDirectory } from './tenants/service.ts';
 import { fileConsoleRoutes } from './waitlist/console-routes.tsx';
 import { waitlistRoutes } from './waitlist/routes.tsx';
 import { allocationRoutes } from './waitlist/allocation-routes.tsx';
+import { offerRoutes } from './waitlist/offer-routes.tsx';
+import { facilityApiRoutes } from './api/routes.tsx';
 import { buildApp, type RouteModule } from './web/app.ts';
 import { homeRoutes } from './web/pages.tsx';
 import { securityTxtRoutes } from './web/security-txt.ts';
@@ -55,6 +57,8 @@ export const ROUTES: RouteModule[] = [
   securityTxtRoutes,
   statisticsRoutes,
   assistedRoutes,
+  offerRoutes,
+  facilityApiRoutes,
 ];
 
 /** Tokens travel in links (verification, invitations): never let one reach the logs. */

@@ -131,6 +131,19 @@ export const ACTIONS = {
   'statistics.read': [{ who: 'role', role: 'program_operator', scope: 'tenant' }, { who: 'role', role: 'tenant_admin', scope: 'tenant' }],
   /** Ask a parent's consent (a code by e-mail) and act for them for a while (src/assisted). */
   'assisted.session.start': agents,
+  /** A facility's places and open vacancies per age group (no personal data). */
+  'waitlist.places.read': facilityStaff,
+  /** Declare the vacancies open now: the referral refers the next children at once. */
+  'waitlist.vacancy.declare': facilityStaff,
+  /** A facility's referrals: references, and the identity of the children whose parents accepted. */
+  'waitlist.referral.list': facilityStaff,
+  /** Confirm that care has started for an accepted offer: the facility's director only. */
+  'waitlist.offer.confirmStart': [{ who: 'role', role: 'facility_director', scope: 'facility' }],
+  /** A parent reads the offers made for their children, and accepts or refuses one. */
+  'waitlist.offer.read': familyOrAgent,
+  'waitlist.offer.answer': familyOrAgent,
+  /** Keys of the facility API: created (with a fresh authentication), listed and revoked by the facility's director. */
+  'api.key.manage': [{ who: 'role', role: 'facility_director', scope: 'facility' }],
 } as const satisfies Record<string, readonly Rule[]>;
 
 export type Action = keyof typeof ACTIONS;
@@ -149,4 +162,4 @@ export type Resource =
  * allow it: a staff member's password alone opens nobody's data, not even
  * their own family's. decide() and sqlFilter() both apply it.
  */
-export const OPENS_NO_PERSONAL_DATA: ReadonlySet<Action> = new Set<Action>(['directory.facility.read', 'staff.facility.open']);
+export const OPENS_NO_PERSONAL_DATA: ReadonlySet<Action> = new Set<Action>(['directory.facility.read', 'staff.facility.open', 'waitlist.places.read']);

@@ -136,6 +136,21 @@ export const AUDIT_ACTIONS = [
   'assisted.code.request',
   'assisted.session.start',
   'assisted.session.end',
+  // places, referrals and offers (src/records/offers.ts)
+  'waitlist.places.read',
+  'waitlist.vacancy.declare',
+  'waitlist.offer.create',
+  'waitlist.offer.read',
+  'waitlist.offer.accept',
+  'waitlist.offer.refuse',
+  'waitlist.offer.expire',
+  'waitlist.offer.confirmStart',
+  'waitlist.referral.list',
+  // the facility API and its keys (src/api)
+  'api.key.create',
+  'api.key.list',
+  'api.key.revoke',
+  'api.key.use',
 ] as const;
 
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];

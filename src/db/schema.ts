@@ -262,6 +262,20 @@ export interface OffersTable {
   start_confirmed_by: string | null;
 }
 
+/** Migration 0018: a key of the facility API (src/api), stored as a hash. */
+export interface FacilityApiKeysTable {
+  id: string;
+  tenant_id: string;
+  facility_id: string;
+  name: string;
+  secret_hash: Buffer;
+  created_by: string;
+  created_at: Timestamp;
+  last_used_at: Timestamp | null;
+  revoked_at: Timestamp | null;
+  revoked_by: string | null;
+}
+
 export interface AuditEventsTable {
   tenant_id: string;
   /** From the sequence audit_events_seq (the column default): orders events within a transaction. */
@@ -756,6 +770,7 @@ export interface DB {
   facility_places: FacilityPlacesTable;
   facility_priorities: FacilityPrioritiesTable;
   offers: OffersTable;
+  facility_api_keys: FacilityApiKeysTable;
   audit_events: AuditEventsTable;
   audit_heads: AuditHeadsTable;
   audit_leaves: AuditLeavesTable;

@@ -6,6 +6,7 @@ import type { AuditOrigin } from '../audit/events.ts';
 import type { Ctx, Deps } from '../context.ts';
 import { inTenant } from '../db/tenant.ts';
 import { importFacilities } from '../directory/import.ts';
+import { declareVacancies, readPlaces } from '../records/offers.ts';
 import { bootstrapAdmin, createDemoAccount } from '../identity/service.ts';
 import { busiestFacilities } from '../records/bulk.ts';
 import { addApplication, createChildFile } from '../records/gateway.ts';
@@ -118,7 +119,7 @@ async function createDemoAccounts(deps: Deps, tenant: Tenant, now: Date): Promis
     creds.totp![email] = secret;
   };
   await enrol(admin.accountId, creds.admin);
-  await inTenant(db, tenant.id, async (trx) => {
+  const staffId = await inTenant(db, tenant.id, async (trx) => {
     const staffId = await createDemoAccount(trx, tenant.id, creds.staff, password, now);
     if (staffFacility) {
       await trx
@@ -127,7 +128,15 @@ async function createDemoAccounts(deps: Deps, tenant: Tenant, now: Date): Promis
         .execute();
     }
     return staffId;
-  }).then((staffId) => enrol(staffId, creds.staff));
+  });
+  await enrol(staffId, creds.staff);
+  if (staffFacility) {
+    // A place opens in each age group of the staff member's facility: the referral offers them at once, so the
+    // demo has offers to read (the parents' e-mails at /demo/mail) and a vacancy page that is not empty.
+    const staffCtx: Ctx = { ...ctx, actor: { accountId: staffId, tenantId: tenant.id, sessionId: null, email: creds.staff, emailVerified: true, locale: 'fr', memberships: [{ id: 'demo', role: 'facility_staff', facilityId: staffFacility, expiresAt: null }], mfa: true } };
+    const open = (await readPlaces(deps, staffCtx, staffFacility)).filter((p) => p.places > p.pending);
+    if (open.length) await declareVacancies(deps, staffCtx, staffFacility, Object.fromEntries(open.map((p) => [p.ageGroup, 1])));
+  }
   return creds;
 }
 

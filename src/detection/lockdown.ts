@@ -45,6 +45,8 @@ const WRITES: ReadonlySet<AuditAction> = new Set<AuditAction>([
   'waitlist.childFile.restore.approve',
   'waitlist.application.create',
   'waitlist.application.withdraw',
+  'waitlist.vacancy.declare',
+  'waitlist.offer.confirmStart',
   'family.profile.update',
 ]);
 

@@ -108,6 +108,9 @@ export function signalOf(e: Pick<AuditEventInput, 'action' | 'familyIds'>): { si
       return e.familyIds?.length ? { signal: 'files_read', weight: e.familyIds.length } : null;
     case 'waitlist.candidates.list':
       return { signal: 'files_read', weight: 1 };
+    case 'waitlist.referral.list':
+      // Like the candidates: one page of the facility's own referrals is one read.
+      return { signal: 'files_read', weight: 1 };
     default:
       return null;
   }

@@ -6,6 +6,7 @@ import { startIdentityMaintenance } from '../identity/maintenance.ts';
 import { MailSender } from '../mail/sender.ts';
 import { retentionHour, startRetentionSchedule } from '../privacy/retention.ts';
 import { startConfirmationSchedule } from '../records/confirmation.ts';
+import { startOfferExpiry } from '../waitlist/offer-expiry.ts';
 
 /**
  * The background work of Guichet, in one place: `guichet serve` runs it in
@@ -24,9 +25,11 @@ import { startConfirmationSchedule } from '../records/confirmation.ts';
  * - retention: a session advisory lock, tried (another instance running it
  *   means this one skips the day);
  * - purges of old throttle attempts, detection hits and expired OpenID
- *   Connect rows: deletes by age, which give the same result run twice.
+ *   Connect rows: deletes by age, which give the same result run twice;
+ * - confirmation reminders and inactivity, offer expiry: the files or offers
+ *   due are taken FOR UPDATE SKIP LOCKED and changed in the same transaction.
  */
-export const JOB_NAMES = ['sealer', 'detection', 'mail', 'maintenance', 'retention', 'confirmation'] as const;
+export const JOB_NAMES = ['sealer', 'detection', 'mail', 'maintenance', 'retention', 'confirmation', 'offers'] as const;
 export type JobName = (typeof JOB_NAMES)[number];
 
 export interface RunningJobs {
@@ -75,6 +78,11 @@ export function startJobs(deps: Deps, only: readonly JobName[] = JOB_NAMES): Run
     // Reminders link to the parent's file: the public address when set, the local one in a demo.
     stops.push(startConfirmationSchedule(deps, deps.config.publicUrl ?? `http://localhost:${deps.config.port}`));
     names.push('confirmation');
+  }
+  if (want.has('offers')) {
+    // Offers past their deadline expire and the place goes to the next child (FOR UPDATE SKIP LOCKED: instances share the work).
+    stops.push(startOfferExpiry(deps));
+    names.push('offers');
   }
   let stopping: Promise<void> | null = null;
   return {

@@ -272,7 +272,7 @@ export function withSession(ctx: Ctx, details: AuditEventInput['details']): Audi
   return session ? { ...(details ?? {}), session } : details;
 }
 
-function readContext(ctx: Ctx): ReadContext {
+export function readContext(ctx: Ctx): ReadContext {
   return { tenantId: ctx.tenant.id, actor: ctx.actor, origin: originOf(ctx), now: ctx.now, baseUrl: ctx.baseUrl };
 }
 
@@ -284,7 +284,7 @@ export async function audit(trx: Trx, ctx: Ctx, e: Omit<AuditEventInput, 'outcom
   return sealed;
 }
 
-function check(ctx: Ctx, action: Action & AuditAction, ownerAccountId: string, targetType: string, targetId: string): void {
+export function check(ctx: Ctx, action: Action & AuditAction, ownerAccountId: string, targetType: string, targetId: string): void {
   const d = decide(ctx.actor, action, { type: 'family', ownerAccountId }, ctx.now);
   if (!d.allowed) deny(ctx, action, targetType, targetId, d.reason ?? 'denied', d);
 }

@@ -116,6 +116,32 @@ export const tenantRulesSchema = z.object({
       accountWithoutChildMonths: z.number().int().min(1).max(240).default(24),
     })
     .prefault({}),
+  /**
+   * Offers (src/records/offers.ts): how long a parent has to answer, how many
+   * refusals a child may make, and what an acceptance does to the child's
+   * other registrations. Quebec (no published figure): 5 business days — a
+   * working week to visit the facility and arrange care, while the place
+   * stays empty no longer than a week; refusals unlimited (the 2025 portal
+   * publishes no limit, and a family may keep waiting for a place nearer
+   * home); the other registrations are kept (the 2025 order itself ranks a
+   * child already in a subsidised place lower, category 5, rather than
+   * removing it). A tenant like Ottawa: 3 business days and 3 refusals.
+   */
+  offers: z
+    .object({
+      deadlineDays: z.number().int().min(1).max(60).default(5),
+      /** Count only Monday to Friday (the deadline keeps the offer's time of day). */
+      businessDays: z.boolean().default(true),
+      /** Refusals a child may make; null: no limit. */
+      refusalsAllowed: z.number().int().min(0).max(100).nullable().default(null),
+      /** Whether an offer left to expire counts as a refusal. */
+      expiryCountsAsRefusal: z.boolean().default(true),
+      /** Beyond refusalsAllowed: the child's active registrations are withdrawn (the parent registers again), or kept (nothing happens). */
+      beyondRefusals: z.enum(['withdrawApplications', 'keep']).default('withdrawApplications'),
+      /** On acceptance, the child's other active registrations: withdrawn (one place per child), or kept (the child waits for a place they prefer). */
+      otherApplicationsOnAcceptance: z.enum(['withdraw', 'keep']).default('keep'),
+    })
+    .prefault({}),
 }).loose();
 
 export type TenantRules = z.infer<typeof tenantRulesSchema>;

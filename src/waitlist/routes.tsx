@@ -15,6 +15,8 @@ import { readChildRanks } from '../records/ranks.ts';
 import { publicFacilityPriorities } from './priorities.ts';
 import { ConfirmSection, RankSection, waitlistRulesRoutes } from './rules-routes.tsx';
 import { childFileDeletionRoutes, DeletedFilesSection, DeleteFileSection } from './delete-routes.tsx';
+import { listParentOffers } from '../records/offers.ts';
+import { OffersSection } from './offer-routes.tsx';
 
 type ChildFormValues = Record<string, string | undefined>;
 
@@ -81,6 +83,7 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
     if (!ctx.actor) throw new AppError('signInRequired');
     const children = ctx.actor.emailVerified ? await records.listChildren(deps, ctx, 'parent.children.list') : [];
     const deletedFiles = ctx.actor.emailVerified ? await records.listDeletedChildren(deps, ctx) : [];
+    const offers = ctx.actor.emailVerified ? await listParentOffers(deps, ctx) : [];
     const env = pageEnv(req, reply);
     const a = env.m.account;
     return sendPage(
@@ -96,6 +99,7 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
         <p>
           <a href="/account/access-rights">{env.m.oidc.servicesLink}</a>
         </p>
+        <OffersSection env={env} offers={offers} />
         <h2>{a.children}</h2>
         {children.length === 0 ? (
           <p>{a.none}</p>
@@ -199,6 +203,7 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
     const child = await records.readChildFile(deps, ctx, req.params.id, 'parent.childFile.view');
     // Computed live, through the records path: the rank is read (and recorded) each time it is shown.
     const { ranks, confirmation } = await readChildRanks(deps, ctx, child.id);
+    const offers = await listParentOffers(deps, ctx, child.id);
     const status = STATUS_PARAM.parse(req.query.status);
     const confirmStatus = CONFIRM_STATUS.parse(req.query.status);
     const env = pageEnv(req, reply);
@@ -235,6 +240,7 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
             <span class="visually-hidden"> — {title}</span>
           </a>
         </p>
+        <OffersSection env={env} offers={offers} />
         <h2>{c.applications}</h2>
         <p>
           <a href={`/children/${child.id}/allocation`}>{env.m.allocation.link}</a>
@@ -406,6 +412,18 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
                     </a>
                   </p>
                 )}
+                <p>
+                  <a href={`/staff/facilities/${f.id}/places`}>
+                    {env.m.offers.staffPlaces}
+                    <span class="visually-hidden"> — {f.name}</span>
+                  </a>
+                </p>
+                <p>
+                  <a href={`/staff/facilities/${f.id}/referrals`}>
+                    {env.m.offers.staffReferrals}
+                    <span class="visually-hidden"> — {f.name}</span>
+                  </a>
+                </p>
               </li>
             ))}
           </ul>

@@ -14,7 +14,7 @@ import { bootstrapAdmin } from '../../src/identity/service.ts';
 import { hashPassword } from '../../src/identity/passwords.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { addMonths, today } from '../../src/waitlist/dates.ts';
-import { createFacility, createParent, PASSWORD, registeredPostRoutes, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
+import { createFacility, createParent, createStaff, PASSWORD, registeredPostRoutes, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
 import { Client, type Response } from '../helpers/client.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 import { enrolTotp } from '../helpers/factors.ts';
@@ -47,6 +47,9 @@ interface Fixture {
   childId: string;
   applicationId: string;
   admin: Client;
+  adminId: string;
+  /** A director of the facility (also its staff), made on first use. */
+  director: () => Promise<Client>;
   anon: Client;
   verifyToken: string;
   setPasswordToken: string;
@@ -123,7 +126,26 @@ async function fixture(): Promise<Fixture> {
   expect((await anon.post('/signup', { email: newcomer, password: PASSWORD, passwordConfirm: PASSWORD })).status).toBe(200);
   const verifyToken = await outboxToken(tenant, newcomer);
 
-  return { tenant, host, facility, facility2, foreignFacility, parent, parentEmail, childId, applicationId, admin, anon, verifyToken, setPasswordToken, invitationToken };
+  let director: Client | null = null;
+  const makeDirector = async () => {
+    if (director) return director;
+    const staffEmail = `educ.${uniq()}@exemple.test`;
+    const staffId = await createStaff(t, tenant, staffEmail, facility, boot.accountId);
+    const email = `direction.${uniq()}@exemple.test`;
+    const id = await createStaff(t, tenant, email, facility, boot.accountId);
+    const now = t.deps.clock();
+    await inTenant(database.db, tenant.id, (trx) =>
+      trx
+        .insertInto('memberships')
+        .values({ tenant_id: tenant.id, account_id: id, role: 'facility_director', facility_id: facility, source: 'grant', granted_by: staffId, approved_by: boot.accountId, created_at: new Date(now.getTime() - 2 * 3600_000), expires_at: new Date(now.getTime() + 4 * 3600_000) })
+        .execute(),
+    );
+    director = new Client(t.app, host);
+    expect((await director.signIn(email, PASSWORD)).status).toBe(303);
+    return director;
+  };
+
+  return { tenant, host, facility, facility2, foreignFacility, parent, parentEmail, childId, applicationId, admin, adminId: boot.accountId, director: makeDirector, anon, verifyToken, setPasswordToken, invitationToken };
 }
 
 const COUNTED = ['children', 'applications', 'families', 'accounts', 'invitations', 'memberships'] as const;
@@ -148,12 +170,15 @@ async function snapshot(tenant: Tenant): Promise<unknown> {
     invitations: await trx.selectFrom('invitations').select(['id', 'accepted_at', 'revoked_at']).orderBy('id').execute(),
     memberships: await trx.selectFrom('memberships').select(['id', 'role', 'facility_id']).orderBy('id').execute(),
     tokens: await trx.selectFrom('account_tokens').select(['id', 'used_at']).orderBy('id').execute(),
+    places: await trx.selectFrom('facility_places').selectAll().orderBy('facility_id').orderBy('age_group').execute(),
+    offers: await trx.selectFrom('offers').selectAll().orderBy('id').execute(),
+    apiKeys: await trx.selectFrom('facility_api_keys').selectAll().orderBy('id').execute(),
   }));
 }
 
 /* -------------------------------------------------------------- route specs */
 
-type Who = 'anonymous' | 'parent' | 'admin';
+type Who = 'anonymous' | 'parent' | 'admin' | 'director';
 
 interface RouteSpec {
   /** As registered with the router. */
@@ -182,6 +207,8 @@ const INCIDENT = { title: 'Accès inhabituel', dataConcerned: 'Noms d’enfants'
 const ELSEWHERE: Record<string, string> = {
   // oidc-provider reads its own bodies and answers with the standards' error codes (invalid_request, invalid_grant…).
   '/oidc/*': 'test/oidc/protocol.test.ts',
+  // The facility API answers JSON, not pages: its bad input (types, JSON, sizes, keys) is tested there.
+  '/api/v1/facilities/:id/vacancies': 'test/api/facility-api.test.ts',
 };
 
 const SPECS: RouteSpec[] = [
@@ -286,10 +313,18 @@ const SPECS: RouteSpec[] = [
   { route: '/assist', who: 'admin', base: (fx) => ({ email: fx.parentEmail, channel: 'phone', note: 'Au téléphone' }), text: ['email', 'channel', 'note'] },
   { route: '/assist/:id', who: 'admin', params: { id: () => randomUUID() }, base: () => ({ code: '123456' }), text: ['code'] },
   { route: '/assist/end', who: 'admin', base: () => ({}), noBody: true },
+  // Places, referrals and offers (src/waitlist/offer-routes.tsx). Vacancies of 0 where none are open; offers nobody was made.
+  { route: '/staff/facilities/:id/vacancies', who: 'director', params: { id: (fx) => fx.facility }, base: () => ({ infant: '0', toddler: '0' }), text: ['infant', 'toddler'] },
+  { route: '/staff/facilities/:id/referrals/:offerId/start', who: 'director', params: { id: (fx) => fx.facility, offerId: () => randomUUID() }, base: () => ({ startDate: '2026-09-01' }), dates: ['startDate'] },
+  // API keys: a name spoiled is refused before any key is made; keys nobody has: 404.
+  { route: '/staff/facilities/:id/api-keys', who: 'director', params: { id: (fx) => fx.facility }, base: () => ({ name: 'Logiciel de gestion' }), text: ['name'] },
+  { route: '/staff/facilities/:id/api-keys/:keyId/revoke', who: 'director', params: { id: (fx) => fx.facility, keyId: () => randomUUID() }, base: () => ({}), noBody: true },
+  { route: '/offers/:id/accept', who: 'parent', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
+  { route: '/offers/:id/refuse', who: 'parent', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
 ];
 
-function clientFor(fx: Fixture, who: Who): Client {
-  return who === 'parent' ? fx.parent : who === 'admin' ? fx.admin : fx.anon;
+async function clientFor(fx: Fixture, who: Who): Promise<Client> {
+  return who === 'parent' ? fx.parent : who === 'admin' ? fx.admin : who === 'director' ? fx.director() : fx.anon;
 }
 
 function pathOf(spec: RouteSpec, fx: Fixture, over: Record<string, string> = {}): string {
@@ -448,7 +483,7 @@ describe('POST routes', () => {
   for (const spec of SPECS) {
     it(`POST ${spec.route}: every bad input is a 4xx page in the reader's language, and nothing is written`, async () => {
       const fx = await fixture();
-      const client = clientFor(fx, spec.who);
+      const client = await clientFor(fx, spec.who);
       await client.get('/');
       const csrf = client.csrf!;
       expect(csrf).toBeTruthy();

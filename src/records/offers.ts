@@ -1,0 +1,605 @@
+/**
+ * Places, vacancies, referrals and offers: the facility declares the places
+ * open now, and Guichet refers the next eligible child at once, in the same
+ * transaction; the parent accepts or refuses before the tenant's deadline,
+ * or the offer expires (the periodic job, src/waitlist/offer-expiry.ts); a
+ * refused or expired place goes to the next child the same way; on
+ * acceptance the facility learns who the child is; the director confirms
+ * the start of care.
+ *
+ * Like the rest of src/records/, every function decides with access.decide,
+ * writes its audit event in its transaction before any data leaves, and
+ * opens only the fields its purpose needs (views.ts).
+ *
+ * Concurrency. A declaration locks its facility_places row, so vacancies are
+ * counted once; each offered child is taken under a transaction-scoped
+ * advisory lock tried without waiting, then checked again with a fresh
+ * statement, so two declarations at two facilities at once never offer the
+ * same child (the partial unique index offers_one_pending_per_child is the
+ * last line). Locks are taken offer → place → child everywhere.
+ */
+import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
+import { decide } from '../access/decide.ts';
+import { appendAudit } from '../audit/log.ts';
+import type { AuditAction, AuditEventInput, AuditOrigin } from '../audit/events.ts';
+import type { Ctx, Deps } from '../context.ts';
+import { originOf } from '../context.ts';
+import type { Envelope } from '../crypto/envelope.ts';
+import type { Trx } from '../db/connection.ts';
+import type { AgeGroupValue, OfferStatus } from '../db/schema.ts';
+import { AppError, ValidationError, type ErrorKind } from '../errors.ts';
+import { enqueueMail } from '../mail/outbox.ts';
+import type { TenantRules } from '../tenants/rules.ts';
+import { originFields } from '../tenants/service.ts';
+import { ageGroup, rankOrderSql, type AgeGroup } from '../waitlist/ranking.ts';
+import { formatDateTime, messages, type Locale } from '../web/i18n/index.ts';
+import { FAMILY_FIELDS, openCells, openChildren, required } from './fields.ts';
+import { audit, deny, run, UUID, withSession } from './gateway.ts';
+
+/**
+ * What each offer purpose may see (the same policy as views.ts, for the
+ * referral's screens): a parent's offers carry references, no name; a
+ * facility sees identities for accepted offers only.
+ */
+export const OFFER_PURPOSE_FIELDS = {
+  'parent.offers': ['reference', 'facility', 'age_group', 'status', 'offered_at', 'deadline', 'answered_at', 'start_date'],
+  'parent.offer': ['reference', 'first_name', 'facility', 'age_group', 'status', 'offered_at', 'deadline', 'answered_at', 'start_date'],
+  'facility.referrals': ['reference', 'age_group', 'status', 'offered_at', 'deadline', 'answered_at', 'start_date'],
+  'facility.referrals.accepted': ['reference', 'age_group', 'status', 'offered_at', 'deadline', 'answered_at', 'start_date', 'first_name', 'last_name', 'birth_date', 'parent_first_name', 'parent_last_name', 'phone', 'account_email'],
+} as const;
+
+function fieldsFor(purpose: keyof typeof OFFER_PURPOSE_FIELDS): string[] {
+  return [...OFFER_PURPOSE_FIELDS[purpose]];
+}
+
+export const AGE_GROUPS: readonly AgeGroup[] = ['infant', 'toddler'];
+
+/** Why an answer, a declaration or a confirmation was refused; the route gives each its status. */
+export type OfferRefusalReason = 'deadline_passed' | 'already_answered' | 'not_accepted';
+
+export class OfferRefused extends AppError {
+  constructor(
+    kind: ErrorKind,
+    readonly reason: OfferRefusalReason,
+  ) {
+    super(kind);
+  }
+}
+
+/* ------------------------------------------------------------- deadlines */
+
+function weekdayInQuebec(d: Date): number {
+  const w = new Intl.DateTimeFormat('en-US', { timeZone: 'America/Toronto', weekday: 'short' }).format(d);
+  return ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'].indexOf(w);
+}
+
+/** The answer's deadline: the tenant's days after the offer (Monday to Friday only if businessDays), at the same time of day. */
+export function offerDeadline(offeredAt: Date, rules: TenantRules['offers']): Date {
+  const DAY = 86_400_000;
+  if (!rules.businessDays) return new Date(offeredAt.getTime() + rules.deadlineDays * DAY);
+  let d = offeredAt.getTime();
+  for (let left = rules.deadlineDays; left > 0; ) {
+    d += DAY;
+    const w = weekdayInQuebec(new Date(d));
+    if (w >= 1 && w <= 5) left--;
+  }
+  return new Date(d);
+}
+
+/* ---------------------------------------------------------- who is next */
+
+export interface NextChild {
+  applicationId: string;
+  childId: string;
+  familyId: string;
+  reference: string;
+}
+
+export interface NextChildResult {
+  next: NextChild | null;
+  /** Every file whose birth date was opened to find it, for the audit event. */
+  opened: { childId: string; familyId: string }[];
+}
+
+const CANDIDATE_BATCH = 50;
+
+/**
+ * Who is next for a place at this facility in this age group: the first
+ * child, in the tenant's order, with an active registration there, a live
+ * file, no pending offer anywhere, and in the age group (its birth date is
+ * encrypted: candidates are opened in order until one fits). The one place
+ * where the referral chooses a child; the caller audits `opened`.
+ */
+export async function nextEligibleChild(trx: Trx, env: Envelope, tenantId: string, rules: TenantRules, facilityId: string, group: AgeGroup, now: Date): Promise<NextChildResult> {
+  const opened: NextChildResult['opened'] = [];
+  for (let offset = 0; ; offset += CANDIDATE_BATCH) {
+    const rows = await trx
+      .selectFrom('applications as a')
+      .innerJoin('children as c', 'c.id', 'a.child_id')
+      .select(['a.id as application_id', 'c.id', 'c.family_id', 'c.reference', 'c.birth_date_enc', 'c.desired_entry_date'])
+      .where('a.facility_id', '=', facilityId)
+      .where('a.status', '=', 'active')
+      .where('c.deleted_at', 'is', null)
+      .where('c.purged_at', 'is', null)
+      .where((eb) => eb.not(eb.exists(eb.selectFrom('offers as o').select('o.id').whereRef('o.child_id', '=', 'c.id').where('o.status', '=', 'pending'))))
+      .orderBy(rankOrderSql('a', 'c'))
+      .limit(CANDIDATE_BATCH)
+      .offset(offset)
+      .execute();
+    for (const r of rows) {
+      const birth = required((await openChildren(env, tenantId, [r], ['birth_date'])).get(r.id)!.birth_date, 'birth date');
+      opened.push({ childId: r.id, familyId: r.family_id });
+      if (ageGroup(birth, r.desired_entry_date, now, rules.infantMaxMonths) !== group) continue;
+      // Another referral holding this child right now (another facility's declaration): the next one, without waiting.
+      const lock = await sql<{ ok: boolean }>`SELECT pg_try_advisory_xact_lock(hashtext('guichet.offer.child'), hashtext(${r.id})) AS ok`.execute(trx);
+      if (!lock.rows[0]?.ok) continue;
+      // A fresh statement sees an offer committed since the list was read.
+      const pending = await trx.selectFrom('offers').select('id').where('child_id', '=', r.id).where('status', '=', 'pending').executeTakeFirst();
+      if (pending) continue;
+      return { next: { applicationId: r.application_id, childId: r.id, familyId: r.family_id, reference: r.reference }, opened };
+    }
+    if (rows.length < CANDIDATE_BATCH) return { next: null, opened };
+  }
+}
+
+/* ------------------------------------------------------------ referral */
+
+interface Who {
+  ctx: Ctx;
+  origin: AuditOrigin;
+}
+
+async function writeEvent(trx: Trx, who: Who, e: Omit<AuditEventInput, 'outcome' | keyof ReturnType<typeof originFields>> & { outcome?: AuditEventInput['outcome'] }) {
+  if (who.ctx.actor) return audit(trx, who.ctx, e);
+  return appendAudit(trx, who.ctx.tenant.id, { outcome: 'success', ...originFields(who.origin), ...e }, who.ctx.now);
+}
+
+async function facilityName(trx: Trx, facilityId: string): Promise<string> {
+  return (await trx.selectFrom('facilities').select('name').where('id', '=', facilityId).executeTakeFirstOrThrow()).name;
+}
+
+/**
+ * Offers the locked row's vacancies to the next eligible children, one each,
+ * until none is left or nobody fits; each offer is e-mailed to the parent at
+ * once (outbox, same transaction) in the account's language. Returns the
+ * offers made.
+ */
+async function fillVacancies(trx: Trx, env: Envelope, who: Who, facilityId: string, group: AgeGroup): Promise<string[]> {
+  const { ctx } = who;
+  const place = await trx.selectFrom('facility_places').select(['vacancies']).where('facility_id', '=', facilityId).where('age_group', '=', group).forUpdate().executeTakeFirstOrThrow();
+  let vacancies = place.vacancies;
+  const made: string[] = [];
+  const opened = new Map<string, string>();
+  let name: string | null = null;
+  while (vacancies > 0) {
+    const { next, opened: o } = await nextEligibleChild(trx, env, ctx.tenant.id, ctx.tenant.rules, facilityId, group, ctx.now);
+    for (const x of o) opened.set(x.childId, x.familyId);
+    if (!next) break;
+    const deadline = offerDeadline(ctx.now, ctx.tenant.rules.offers);
+    const offer = await trx
+      .insertInto('offers')
+      .values({ id: randomUUID(), tenant_id: ctx.tenant.id, application_id: next.applicationId, child_id: next.childId, facility_id: facilityId, age_group: group, offered_at: ctx.now, deadline })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    vacancies--;
+    made.push(offer.id);
+    name ??= await facilityName(trx, facilityId);
+    const parent = await trx
+      .selectFrom('families as f')
+      .innerJoin('accounts as a', 'a.id', 'f.account_id')
+      .select(['a.email', 'a.locale'])
+      .where('f.id', '=', next.familyId)
+      .executeTakeFirstOrThrow();
+    const m = messages(parent.locale as Locale).offers;
+    await enqueueMail(
+      trx,
+      ctx.tenant.id,
+      { to: parent.email, locale: parent.locale as Locale, template: 'offer', subject: m.mailSubject, body: m.mailBody(next.reference, name, formatDateTime(parent.locale as Locale, deadline), `${ctx.baseUrl}/offers/${offer.id}`) },
+      ctx.now,
+    );
+    await writeEvent(trx, who, {
+      action: 'waitlist.offer.create',
+      targetType: 'offer',
+      targetIds: [offer.id, next.childId, next.applicationId, facilityId],
+      familyIds: [next.familyId],
+      fields: ['reference', 'account_email', 'account_locale'],
+      purpose: 'referral.offer',
+      details: withSession(ctx, { ageGroup: group, deadline: deadline.toISOString() }),
+    });
+  }
+  if (opened.size) {
+    // Finding the child opened birth dates: recorded with every file opened, the ones that did not fit included.
+    await writeEvent(trx, who, {
+      action: 'waitlist.offer.create',
+      targetType: 'child',
+      targetIds: [...opened.keys()],
+      familyIds: [...new Set(opened.values())],
+      fields: ['birth_date'],
+      purpose: 'referral.ageGroup',
+      details: withSession(ctx, { facility: facilityId, ageGroup: group, opened: opened.size, offered: made.length }),
+    });
+  }
+  await trx.updateTable('facility_places').set({ vacancies, updated_at: ctx.now }).where('facility_id', '=', facilityId).where('age_group', '=', group).execute();
+  return made;
+}
+
+/* ------------------------------------------------------ places, vacancies */
+
+export interface PlacesView {
+  ageGroup: AgeGroup;
+  places: number;
+  /** Open and not yet offered (nobody eligible, for now). */
+  vacancies: number;
+  /** Offered, waiting for the parent's answer. */
+  pending: number;
+  updatedAt: Date;
+}
+
+async function placeCounts(trx: Trx, facilityId: string): Promise<PlacesView[]> {
+  const rows = await trx.selectFrom('facility_places').select(['age_group', 'places', 'vacancies', 'updated_at']).where('facility_id', '=', facilityId).execute();
+  const pend = await trx.selectFrom('offers').select(['age_group', sql<string>`count(*)`.as('n')]).where('facility_id', '=', facilityId).where('status', '=', 'pending').groupBy('age_group').execute();
+  const pending = new Map(pend.map((p) => [p.age_group, Number(p.n)]));
+  return AGE_GROUPS.map((g) => {
+    const r = rows.find((x) => x.age_group === g);
+    return { ageGroup: g, places: r?.places ?? 0, vacancies: r?.vacancies ?? 0, pending: pending.get(g) ?? 0, updatedAt: r?.updated_at ?? new Date(0) };
+  });
+}
+
+function checkFacility(ctx: Ctx, action: 'waitlist.places.read' | 'waitlist.vacancy.declare' | 'waitlist.referral.list' | 'waitlist.offer.confirmStart', auditAction: AuditAction, facilityId: string): void {
+  if (!UUID.test(facilityId)) deny(ctx, auditAction, 'facility', facilityId, 'malformed_id');
+  const d = decide(ctx.actor, action, { type: 'facility', facilityId }, ctx.now);
+  if (!d.allowed) deny(ctx, auditAction, 'facility', facilityId, d.reason ?? 'denied', d);
+}
+
+/** A facility's places per age group: no personal data (counts only). */
+export async function readPlaces(deps: Deps, ctx: Ctx, facilityId: string): Promise<PlacesView[]> {
+  return run(deps, ctx, 'waitlist.places.read', async (trx) => {
+    checkFacility(ctx, 'waitlist.places.read', 'waitlist.places.read', facilityId);
+    return placeCounts(trx, facilityId);
+  });
+}
+
+/**
+ * Sets the vacancies open now per age group (0 withdraws the ones not yet
+ * offered), then refers the next children at once, all in one transaction.
+ * Vacancies and the offers waiting for an answer together never exceed the
+ * places; a bad value for any group changes nothing.
+ */
+export async function declareVacancies(deps: Deps, ctx: Ctx, facilityId: string, values: Partial<Record<AgeGroupValue, number>>): Promise<{ offered: number; open: number }> {
+  const action = 'waitlist.vacancy.declare';
+  return run(deps, ctx, action, async (trx, env) => {
+    checkFacility(ctx, action, action, facilityId);
+    const groups = AGE_GROUPS.filter((g) => values[g] !== undefined);
+    if (!groups.length || Object.keys(values).some((k) => !AGE_GROUPS.includes(k as AgeGroup))) throw new ValidationError({ ageGroup: 'ageGroupInvalid' });
+    const errors: Record<string, 'vacanciesInvalid' | 'vacanciesAbovePlaces'> = {};
+    const rows = await trx.selectFrom('facility_places').select(['age_group', 'places', 'vacancies']).where('facility_id', '=', facilityId).orderBy('age_group').forUpdate().execute();
+    if (!rows.length) deny(ctx, action, 'facility', facilityId, 'not_found');
+    const pend = await trx.selectFrom('offers').select(['age_group', sql<string>`count(*)`.as('n')]).where('facility_id', '=', facilityId).where('status', '=', 'pending').groupBy('age_group').execute();
+    for (const g of groups) {
+      const v = values[g]!;
+      const row = rows.find((r) => r.age_group === g);
+      const pending = Number(pend.find((p) => p.age_group === g)?.n ?? 0);
+      if (!Number.isInteger(v) || v < 0) errors[g] = 'vacanciesInvalid';
+      else if (!row || v + pending > row.places) errors[g] = 'vacanciesAbovePlaces';
+    }
+    if (Object.keys(errors).length) throw new ValidationError(errors);
+    let offered = 0;
+    let open = 0;
+    for (const g of groups) {
+      const row = rows.find((r) => r.age_group === g)!;
+      const v = values[g]!;
+      await trx.updateTable('facility_places').set({ vacancies: v, updated_at: ctx.now, updated_by: ctx.actor!.accountId }).where('facility_id', '=', facilityId).where('age_group', '=', g).execute();
+      await audit(trx, ctx, { action, targetType: 'facility', targetIds: [facilityId], details: { ageGroup: g, vacancies: v, before: row.vacancies, places: row.places } });
+      const made = await fillVacancies(trx, env, { ctx, origin: originOf(ctx) }, facilityId, g);
+      offered += made.length;
+      open += v - made.length;
+    }
+    return { offered, open };
+  });
+}
+
+/* ------------------------------------------------- refusals and expiry */
+
+/**
+ * After a refusal or an expiry: the place goes back to the facility and to
+ * the next child; the refused registration is withdrawn (the same place is
+ * not offered to the same child again); beyond the tenant's refusals, the
+ * rule says whether the child's other registrations go too.
+ */
+async function placeGoesOn(trx: Trx, env: Envelope, who: Who, o: { id: string; child_id: string; application_id: string; facility_id: string; age_group: AgeGroup }, counts: boolean): Promise<{ withdrawn: string[]; beyond: boolean }> {
+  const rules = who.ctx.tenant.rules.offers;
+  const withdrawn = (await trx.updateTable('applications').set({ status: 'withdrawn', updated_at: who.ctx.now }).where('id', '=', o.application_id).where('status', '=', 'active').returning('id').execute()).map((r) => r.id);
+  let beyond = false;
+  if (counts && rules.refusalsAllowed !== null) {
+    const statuses: OfferStatus[] = rules.expiryCountsAsRefusal ? ['refused', 'expired'] : ['refused'];
+    const n = Number((await trx.selectFrom('offers').select(sql<string>`count(*)`.as('n')).where('child_id', '=', o.child_id).where('status', 'in', statuses).executeTakeFirst())?.n ?? 0);
+    beyond = n > rules.refusalsAllowed;
+    if (beyond && rules.beyondRefusals === 'withdrawApplications') {
+      const more = await trx.updateTable('applications').set({ status: 'withdrawn', updated_at: who.ctx.now }).where('child_id', '=', o.child_id).where('status', '=', 'active').returning('id').execute();
+      withdrawn.push(...more.map((r) => r.id));
+    }
+  }
+  await trx
+    .updateTable('facility_places')
+    .set({ vacancies: sql`LEAST(vacancies + 1, places)`, updated_at: who.ctx.now })
+    .where('facility_id', '=', o.facility_id)
+    .where('age_group', '=', o.age_group)
+    .execute();
+  await fillVacancies(trx, env, who, o.facility_id, o.age_group);
+  return { withdrawn, beyond };
+}
+
+const SYSTEM_EXPIRY: AuditOrigin = { actorAccountId: null, actorRoles: ['system:offer-expiry'], ip: null, userAgent: null, requestId: null };
+
+/**
+ * Expires the offers past their deadline, one transaction each: the row is
+ * taken FOR UPDATE SKIP LOCKED and must still be pending, so several
+ * instances running this at once each expire different offers, and running
+ * it again changes nothing. Returns how many expired.
+ */
+export async function expireDueOffers(deps: Deps, ctx: Ctx, limit = 1000): Promise<number> {
+  let n = 0;
+  for (; n < limit; n++) {
+    const done = await run(deps, ctx, 'waitlist.offer.expire', async (trx, env) => {
+      const o = await trx
+        .selectFrom('offers')
+        .select(['id', 'child_id', 'application_id', 'facility_id', 'age_group', 'deadline'])
+        .where('status', '=', 'pending')
+        .where('deadline', '<=', ctx.now)
+        .orderBy('deadline')
+        .limit(1)
+        .forUpdate()
+        .skipLocked()
+        .executeTakeFirst();
+      if (!o) return false;
+      await trx.updateTable('offers').set({ status: 'expired', answered_at: ctx.now }).where('id', '=', o.id).where('status', '=', 'pending').execute();
+      const fam = await trx.selectFrom('children').select('family_id').where('id', '=', o.child_id).executeTakeFirstOrThrow();
+      const who = { ctx, origin: SYSTEM_EXPIRY };
+      const r = await placeGoesOn(trx, env, who, o, ctx.tenant.rules.offers.expiryCountsAsRefusal);
+      await writeEvent(trx, who, {
+        action: 'waitlist.offer.expire',
+        targetType: 'offer',
+        targetIds: [o.id, o.child_id, ...r.withdrawn],
+        familyIds: [fam.family_id],
+        fields: ['status'],
+        purpose: 'referral.expiry',
+        details: { deadline: o.deadline.toISOString(), withdrawn: r.withdrawn.length, beyondRefusals: r.beyond },
+      });
+      return true;
+    });
+    if (!done) break;
+  }
+  return n;
+}
+
+/* ------------------------------------------------------- the parent side */
+
+export interface ParentOfferView {
+  id: string;
+  childId: string;
+  reference: string;
+  facilityId: string;
+  facilityName: string;
+  municipality: string;
+  ageGroup: AgeGroup;
+  status: OfferStatus;
+  offeredAt: Date;
+  deadline: Date;
+  answeredAt: Date | null;
+  startDate: string | null;
+}
+
+function parentOffers(trx: Trx) {
+  return trx
+    .selectFrom('offers as o')
+    .innerJoin('children as c', 'c.id', 'o.child_id')
+    .innerJoin('families as f', 'f.id', 'c.family_id')
+    .innerJoin('facilities as fa', 'fa.id', 'o.facility_id')
+    .select(['o.id', 'o.child_id', 'c.reference', 'c.family_id', 'f.account_id as owner', 'o.facility_id', 'fa.name', 'fa.municipality', 'o.age_group', 'o.status', 'o.offered_at', 'o.deadline', 'o.answered_at', 'o.start_date', 'o.application_id'])
+    .where('c.purged_at', 'is', null);
+}
+
+type ParentOfferRow = Awaited<ReturnType<ReturnType<typeof parentOffers>['executeTakeFirstOrThrow']>>;
+
+function toParentView(r: ParentOfferRow): ParentOfferView {
+  return {
+    id: r.id,
+    childId: r.child_id,
+    reference: r.reference,
+    facilityId: r.facility_id,
+    facilityName: r.name,
+    municipality: r.municipality,
+    ageGroup: r.age_group,
+    status: r.status,
+    offeredAt: r.offered_at,
+    deadline: r.deadline,
+    answeredAt: r.answered_at,
+    startDate: r.start_date,
+  };
+}
+
+/** The signed-in parent's offers (one child's, or all), newest first: references and facilities, no name. */
+export async function listParentOffers(deps: Deps, ctx: Ctx, childId?: string): Promise<ParentOfferView[]> {
+  const action = 'waitlist.offer.read';
+  return run(deps, ctx, action, async (trx) => {
+    if (!ctx.actor) deny(ctx, action, 'offer', 'list', 'not_signed_in', decide(null, action, { type: 'tenant' }, ctx.now));
+    if (childId !== undefined && !UUID.test(childId)) deny(ctx, action, 'child', childId, 'malformed_id');
+    let q = parentOffers(trx).where('f.account_id', '=', ctx.actor.accountId).where('c.deleted_at', 'is', null);
+    if (childId) q = q.where('o.child_id', '=', childId);
+    const rows = (await q.orderBy('o.offered_at', 'desc').limit(100).execute()).filter((r) => decide(ctx.actor, action, { type: 'family', ownerAccountId: r.owner }, ctx.now).allowed);
+    if (rows.length) {
+      await audit(trx, ctx, { action, targetType: 'offer', targetIds: rows.map((r) => r.id), familyIds: [...new Set(rows.map((r) => r.family_id))], fields: fieldsFor('parent.offers'), purpose: 'parent.offers' });
+    }
+    return rows.map(toParentView);
+  });
+}
+
+/** Loads an offer for its family, locked for an answer; anyone else's attempt is recorded (denied) and answered "not found". */
+async function ownOffer(trx: Trx, ctx: Ctx, offerId: string, action: AuditAction & ('waitlist.offer.read' | 'waitlist.offer.accept' | 'waitlist.offer.refuse'), lock: boolean): Promise<ParentOfferRow> {
+  if (!UUID.test(offerId)) deny(ctx, action, 'offer', offerId, 'malformed_id');
+  let q = parentOffers(trx).where('o.id', '=', offerId);
+  if (lock) q = q.forUpdate();
+  const r = await q.executeTakeFirst();
+  const rule = action === 'waitlist.offer.read' ? 'waitlist.offer.read' : 'waitlist.offer.answer';
+  const d = decide(ctx.actor, rule, { type: 'family', ownerAccountId: r?.owner ?? '' }, ctx.now);
+  if (!r || !d.allowed) deny(ctx, action, 'offer', offerId, r ? (d.reason ?? 'denied') : 'not_found', d.reason === 'no_rule_matches' ? undefined : d);
+  return r;
+}
+
+/** One offer, for its parent: the page where they answer. */
+export async function readOffer(deps: Deps, ctx: Ctx, offerId: string): Promise<ParentOfferView & { childFirstName: string }> {
+  const action = 'waitlist.offer.read';
+  return run(deps, ctx, action, async (trx, env) => {
+    const r = await ownOffer(trx, ctx, offerId, action, false);
+    const c = await trx.selectFrom('children').select(['id', 'family_id', 'first_name_enc']).where('id', '=', r.child_id).executeTakeFirstOrThrow();
+    await audit(trx, ctx, { action, targetType: 'offer', targetIds: [r.id, r.child_id], familyIds: [r.family_id], fields: fieldsFor('parent.offer'), purpose: 'parent.offer' });
+    const name = required((await openChildren(env, ctx.tenant.id, [c], ['first_name'])).get(c.id)!.first_name, 'first name');
+    return { ...toParentView(r), childFirstName: name };
+  });
+}
+
+/**
+ * The parent accepts or refuses. Only a pending offer before its deadline;
+ * otherwise nothing changes and the refusal says why. Accepting records the
+ * placement (the registration is "placed") and handles the child's other
+ * registrations by the tenant's rule; refusing hands the place to the next
+ * child at once.
+ */
+export async function answerOffer(deps: Deps, ctx: Ctx, offerId: string, answer: 'accept' | 'refuse'): Promise<{ childId: string }> {
+  const action = answer === 'accept' ? 'waitlist.offer.accept' : 'waitlist.offer.refuse';
+  return run(deps, ctx, action, async (trx, env) => {
+    const o = await ownOffer(trx, ctx, offerId, action, true);
+    if (o.status !== 'pending') deny(ctx, action, 'offer', offerId, 'already_answered', undefined, new OfferRefused('badRequest', 'already_answered'));
+    if (o.deadline <= ctx.now) deny(ctx, action, 'offer', offerId, 'deadline_passed', undefined, new OfferRefused('badRequest', 'deadline_passed'));
+    const who = { ctx, origin: originOf(ctx) };
+    if (answer === 'accept') {
+      await trx.updateTable('offers').set({ status: 'accepted', answered_at: ctx.now }).where('id', '=', o.id).execute();
+      await trx.updateTable('applications').set({ status: 'placed', updated_at: ctx.now }).where('id', '=', o.application_id).execute();
+      const others =
+        ctx.tenant.rules.offers.otherApplicationsOnAcceptance === 'withdraw'
+          ? (await trx.updateTable('applications').set({ status: 'withdrawn', updated_at: ctx.now }).where('child_id', '=', o.child_id).where('status', '=', 'active').returning('id').execute()).map((r) => r.id)
+          : [];
+      await audit(trx, ctx, {
+        action,
+        targetType: 'offer',
+        targetIds: [o.id, o.child_id, o.application_id, o.facility_id, ...others],
+        familyIds: [o.family_id],
+        fields: others.length ? ['status', 'applications'] : ['status'],
+        purpose: 'parent.offer.answer',
+        details: { otherApplications: ctx.tenant.rules.offers.otherApplicationsOnAcceptance, withdrawn: others.length },
+      });
+    } else {
+      await trx.updateTable('offers').set({ status: 'refused', answered_at: ctx.now }).where('id', '=', o.id).execute();
+      await audit(trx, ctx, { action, targetType: 'offer', targetIds: [o.id, o.child_id, o.application_id, o.facility_id], familyIds: [o.family_id], fields: ['status'], purpose: 'parent.offer.answer' });
+      const r = await placeGoesOn(trx, env, who, o, true);
+      if (r.withdrawn.length) {
+        await audit(trx, ctx, { action: 'waitlist.application.withdraw', targetType: 'application', targetIds: r.withdrawn, familyIds: [o.family_id], fields: ['status'], purpose: 'referral.refusal', details: { beyondRefusals: r.beyond } });
+      }
+    }
+    return { childId: o.child_id };
+  });
+}
+
+/* -------------------------------------------------- the facility's side */
+
+export interface ReferralView {
+  id: string;
+  reference: string;
+  ageGroup: AgeGroup;
+  status: OfferStatus;
+  offeredAt: Date;
+  deadline: Date;
+  answeredAt: Date | null;
+  startDate: string | null;
+  /** Only once the parent accepted: who the child is and how to reach the family. */
+  identity: {
+    firstName: string;
+    lastName: string;
+    birthDate: string;
+    parentFirstName: string | null;
+    parentLastName: string | null;
+    phone: string | null;
+    email: string;
+  } | null;
+}
+
+/**
+ * A facility's referrals, newest first. Before acceptance a referral is a
+ * reference, an age group and dates; the child's identity and the parent's
+ * contact are opened only for accepted offers, and the audit event names
+ * exactly those files and fields.
+ */
+export async function listReferrals(deps: Deps, ctx: Ctx, facilityId: string): Promise<ReferralView[]> {
+  const action = 'waitlist.referral.list';
+  return run(deps, ctx, action, async (trx, env) => {
+    checkFacility(ctx, action, action, facilityId);
+    const rows = await trx
+      .selectFrom('offers as o')
+      .innerJoin('children as c', 'c.id', 'o.child_id')
+      .innerJoin('families as f', 'f.id', 'c.family_id')
+      .innerJoin('accounts as a', 'a.id', 'f.account_id')
+      .select(['o.id', 'o.child_id', 'c.reference', 'c.family_id', 'o.age_group', 'o.status', 'o.offered_at', 'o.deadline', 'o.answered_at', 'o.start_date', 'c.first_name_enc', 'c.last_name_enc', 'c.birth_date_enc', 'c.purged_at', 'a.email'])
+      .where('o.facility_id', '=', facilityId)
+      .orderBy('o.offered_at', 'desc')
+      .limit(200)
+      .execute();
+    const revealed = rows.filter((r) => (r.status === 'accepted' || r.status === 'started') && !r.purged_at);
+    if (rows.length) {
+      await audit(trx, ctx, {
+        action,
+        targetType: 'facility',
+        targetIds: [facilityId, ...revealed.map((r) => r.child_id)],
+        familyIds: [...new Set(revealed.map((r) => r.family_id))],
+        fields: revealed.length ? fieldsFor('facility.referrals.accepted') : fieldsFor('facility.referrals'),
+        purpose: revealed.length ? 'facility.referrals.accepted' : 'facility.referrals',
+        details: { referrals: rows.length, identities: revealed.length },
+      });
+    }
+    // Opened by the child's row (the ciphertexts are bound to it), never the offer's.
+    const kids = await openChildren(env, ctx.tenant.id, revealed.map((r) => ({ id: r.child_id, family_id: r.family_id, first_name_enc: r.first_name_enc, last_name_enc: r.last_name_enc, birth_date_enc: r.birth_date_enc })), ['first_name', 'last_name', 'birth_date']);
+    const famIds = [...new Set(revealed.map((r) => r.family_id))];
+    const fams = famIds.length ? await trx.selectFrom('families').selectAll().where('id', 'in', famIds).execute() : [];
+    const cells = fams.flatMap((f) => FAMILY_FIELDS.filter((k) => k !== 'postal_code').map((k) => ({ rowId: f.id, familyId: f.id, column: k, blob: f[`${k}_enc`]! })).filter((c) => c.blob));
+    const famOpen = await openCells(env, ctx.tenant.id, 'families', cells);
+    return rows.map((r) => {
+      const v = revealed.includes(r) ? kids.get(r.child_id) : undefined;
+      const shown = v;
+      return {
+        id: r.id,
+        reference: r.reference,
+        ageGroup: r.age_group,
+        status: r.status,
+        offeredAt: r.offered_at,
+        deadline: r.deadline,
+        answeredAt: r.answered_at,
+        startDate: r.start_date,
+        identity: shown
+          ? {
+              firstName: required(v.first_name, 'first name'),
+              lastName: required(v.last_name, 'last name'),
+              birthDate: required(v.birth_date, 'birth date'),
+              parentFirstName: famOpen.get(`${r.family_id}/parent_first_name`) ?? null,
+              parentLastName: famOpen.get(`${r.family_id}/parent_last_name`) ?? null,
+              phone: famOpen.get(`${r.family_id}/phone`) ?? null,
+              email: r.email,
+            }
+          : null,
+      };
+    });
+  });
+}
+
+/** The director confirms that care started, on a date: only for an accepted offer of their facility. */
+export async function confirmStart(deps: Deps, ctx: Ctx, facilityId: string, offerId: string, startDate: string): Promise<void> {
+  const action = 'waitlist.offer.confirmStart';
+  await run(deps, ctx, action, async (trx) => {
+    checkFacility(ctx, action, action, facilityId);
+    if (!UUID.test(offerId)) deny(ctx, action, 'offer', offerId, 'malformed_id');
+    const o = await trx.selectFrom('offers as o').innerJoin('children as c', 'c.id', 'o.child_id').select(['o.id', 'o.status', 'o.child_id', 'c.family_id']).where('o.id', '=', offerId).where('o.facility_id', '=', facilityId).forUpdate().executeTakeFirst();
+    if (!o) deny(ctx, action, 'offer', offerId, 'not_found');
+    if (o.status !== 'accepted') deny(ctx, action, 'offer', offerId, 'not_accepted', undefined, new OfferRefused('badRequest', 'not_accepted'));
+    await trx.updateTable('offers').set({ status: 'started', start_date: startDate, start_confirmed_at: ctx.now, start_confirmed_by: ctx.actor!.accountId }).where('id', '=', o.id).execute();
+    await audit(trx, ctx, { action, targetType: 'offer', targetIds: [o.id, o.child_id, facilityId], familyIds: [o.family_id], fields: ['status', 'start_date'], purpose: 'facility.placement.start', details: { startDate } });
+  });
+}

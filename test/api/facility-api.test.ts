@@ -1,0 +1,182 @@
+/**
+ * The facility API with its keys: a director creates a key (fresh
+ * authentication, shown once, stored hashed), software reads places,
+ * declares a vacancy (the referral runs as from the page) and reads
+ * referrals; another facility, no key, a revoked key, a session cookie
+ * instead of a key, and bad bodies are refused and change nothing; the
+ * OpenAPI document is served.
+ */
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inTenant } from '../../src/db/tenant.ts';
+import * as records from '../../src/records/gateway.ts';
+import type { Tenant } from '../../src/tenants/service.ts';
+import { addMonths, today } from '../../src/waitlist/dates.ts';
+import { actorByEmail, createAdmin, createFacility, createParent, createStaff, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
+import { Client, textOf } from '../helpers/client.ts';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+
+let database: TestDatabase;
+let t: TestApp;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  t = await startTestApp(database);
+});
+
+afterAll(async () => {
+  await t?.close();
+  await database?.close();
+});
+
+const uniq = () => `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+
+async function call(tenant: Tenant, method: 'GET' | 'POST', url: string, opts: { key?: string; body?: string; type?: string; cookie?: string } = {}) {
+  const res = await t.app.inject({
+    method,
+    url,
+    headers: { host: tenant.hosts[0]!, ...(opts.key ? { authorization: `Bearer ${opts.key}` } : {}), ...(opts.body !== undefined ? { 'content-type': opts.type ?? 'application/json' } : {}), ...(opts.cookie ? { cookie: opts.cookie } : {}) },
+    ...(opts.body !== undefined ? { payload: opts.body } : {}),
+  });
+  return { status: res.statusCode, headers: res.headers, json: (() => { try { return JSON.parse(res.body); } catch { return null; } })(), body: res.body };
+}
+
+async function state(tenant: Tenant) {
+  return inTenant(database.db, tenant.id, async (trx) => ({
+    places: await trx.selectFrom('facility_places').selectAll().orderBy('facility_id').orderBy('age_group').execute(),
+    offers: await trx.selectFrom('offers').selectAll().orderBy('id').execute(),
+  }));
+}
+
+describe('facility API', () => {
+  it('keys by the director, places, vacancies and referrals by key, every refusal recorded', async () => {
+    const tenant = await tenantFor(t);
+    const facility = await createFacility(t, tenant, { name: 'CPE API', places_total: 4, places_infant: 1 });
+    const other = await createFacility(t, tenant, { name: 'CPE Voisin' });
+    const parentEmail = `parent.${uniq()}@exemple.test`;
+    await createParent(t, tenant, parentEmail);
+    const pctx = ctxFor(t, tenant, await actorByEmail(t, tenant, parentEmail, t.deps.clock(), 10, ['password']));
+    const t0 = today(t.deps.clock());
+    const { id: childId } = await records.createChildFile(t.deps, pctx, { firstName: 'Noé', lastName: 'Bélanger', birthDate: addMonths(t0, -30), nirec: null, desiredEntryDate: addMonths(t0, 1), daysOfCare: 31, inSubsidisedCare: false });
+    await records.addApplication(t.deps, pctx, childId, { facilityId: facility, siblingAttending: false, parentIsStaff: false });
+    const adminId = await createAdmin(t, tenant, `admin.${uniq()}@exemple.test`);
+    const staffEmail = `educ.${uniq()}@exemple.test`;
+    const staffId = await createStaff(t, tenant, staffEmail, facility, adminId);
+    const directorEmail = `direction.${uniq()}@exemple.test`;
+    const directorId = await createStaff(t, tenant, directorEmail, facility, adminId);
+    const now = t.deps.clock();
+    await inTenant(database.db, tenant.id, (trx) =>
+      trx.insertInto('memberships').values({ tenant_id: tenant.id, account_id: directorId, role: 'facility_director', facility_id: facility, source: 'grant', granted_by: staffId, approved_by: adminId, created_at: new Date(now.getTime() - 2 * 3600_000), expires_at: new Date(now.getTime() + 4 * 3600_000) }).execute(),
+    );
+
+    // Staff who are not the director: no key page, no key.
+    const staff = new Client(t.app, tenant.hosts[0]!);
+    expect((await staff.signIn(staffEmail, PASSWORD)).status).toBe(303);
+    expect((await staff.get(`/staff/facilities/${facility}/api-keys`)).status).toBe(404);
+    await staff.get('/staff');
+    expect((await staff.post(`/staff/facilities/${facility}/api-keys`, { name: 'Logiciel' })).status).toBe(404);
+
+    // The director creates one: shown once, on that answer; stored as a hash.
+    const director = new Client(t.app, tenant.hosts[0]!);
+    expect((await director.signIn(directorEmail, PASSWORD)).status).toBe(303);
+    expect((await director.get(`/staff/facilities/${facility}/api-keys`)).status).toBe(200);
+    const created = await director.post(`/staff/facilities/${facility}/api-keys`, { name: 'Logiciel Amisgest' });
+    expect(created.status).toBe(200);
+    const key = /gfk_[0-9a-f]{32}_[A-Za-z0-9_-]{43}/.exec(created.body)![0];
+    const listed = await director.get(`/staff/facilities/${facility}/api-keys`);
+    expect(textOf(listed.body)).toContain('Logiciel Amisgest');
+    expect(listed.body).not.toContain(key);
+    const stored = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('facility_api_keys').selectAll().execute());
+    expect(stored).toHaveLength(1);
+    expect(JSON.stringify(stored)).not.toContain(key.slice(-43));
+
+    // Six minutes later, a new key needs a fresh authentication first.
+    t.setNow(new Date(now.getTime() + 6 * 60_000));
+    try {
+      const late = await director.post(`/staff/facilities/${facility}/api-keys`, { name: 'Autre' });
+      expect(late.status).toBe(303);
+      expect(String(late.headers.location)).toMatch(/^\/reauth/);
+      expect(await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('facility_api_keys').select('id').execute())).toHaveLength(1);
+    } finally {
+      t.setNow(now);
+    }
+
+    // The OpenAPI document.
+    const doc = await call(tenant, 'GET', '/api/v1/openapi.json');
+    expect(doc.status).toBe(200);
+    expect(doc.json.openapi).toBe('3.1.0');
+    expect(Object.keys(doc.json.paths).sort()).toEqual(['/facilities/{id}/places', '/facilities/{id}/referrals', '/facilities/{id}/vacancies']);
+
+    // No key, a malformed one, a session cookie instead of a key: 401.
+    expect((await call(tenant, 'GET', `/api/v1/facilities/${facility}/places`)).status).toBe(401);
+    const bad = await call(tenant, 'GET', `/api/v1/facilities/${facility}/places`, { key: 'gfk_nothing' });
+    expect(bad.status).toBe(401);
+    expect(bad.headers['www-authenticate']).toContain('Bearer');
+    const cookie = [...director.cookies].map(([k, v]) => `${k}=${v}`).join('; ');
+    expect((await call(tenant, 'GET', `/api/v1/facilities/${facility}/places`, { cookie })).status).toBe(401);
+    expect((await call(tenant, 'POST', `/api/v1/facilities/${facility}/vacancies`, { cookie, body: '{"toddler":1}' })).status).toBe(401);
+
+    // With the key.
+    const places = await call(tenant, 'GET', `/api/v1/facilities/${facility}/places`, { key });
+    expect(places.status).toBe(200);
+    expect(places.json.places).toEqual([expect.objectContaining({ ageGroup: 'infant', places: 1, vacancies: 0, pending: 0 }), expect.objectContaining({ ageGroup: 'toddler', places: 3, vacancies: 0, pending: 0 })]);
+
+    // Bad bodies: 4xx JSON, nothing changed.
+    const before = await state(tenant);
+    for (const [body, type, status] of [
+      ['{"toddler":-1}', undefined, 400],
+      ['{"toddler":"1"}', undefined, 400],
+      ['{"toddler":1.5}', undefined, 400],
+      ['{"toddler":4}', undefined, 400],
+      ['{}', undefined, 400],
+      ['{"toddler":1,"role":"tenant_admin"}', undefined, 400],
+      ['[1,2]', undefined, 400],
+      ['{"toddler":', undefined, 400],
+      ['"x"', undefined, 400],
+      ['toddler=1', 'application/x-www-form-urlencoded', 400],
+      ['toddler=1', 'text/plain', 415],
+      [JSON.stringify({ toddler: 1, pad: 'x'.repeat(20_000) }), undefined, 413],
+    ] as [string, string | undefined, number][]) {
+      const r = await call(tenant, 'POST', `/api/v1/facilities/${facility}/vacancies`, { key, body, ...(type ? { type } : {}) });
+      expect(r.status, body.slice(0, 40)).toBe(status);
+      expect(r.json?.error, body.slice(0, 40)).toBeTruthy();
+    }
+    expect(await state(tenant)).toEqual(before);
+
+    // Another facility: not found, recorded as denied, nothing changed.
+    for (const [m, path] of [['GET', 'places'], ['POST', 'vacancies'], ['GET', 'referrals']] as const) {
+      const r = await call(tenant, m, `/api/v1/facilities/${other}/${path}`, { key, ...(m === 'POST' ? { body: '{"toddler":1}' } : {}) });
+      expect(r.status, path).toBe(404);
+    }
+    expect(await state(tenant)).toEqual(before);
+    const denied = (await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['action', 'target_ids']).where('outcome', '=', 'denied').execute())).filter((e) => e.target_ids.includes(other));
+    expect(denied.map((e) => e.action).sort()).toEqual(['waitlist.places.read', 'waitlist.referral.list', 'waitlist.vacancy.declare']);
+
+    // Declare: the referral runs, its events name the key as their session.
+    const declared = await call(tenant, 'POST', `/api/v1/facilities/${facility}/vacancies`, { key, body: '{"toddler":1}' });
+    expect(declared.status).toBe(200);
+    expect(declared.json).toMatchObject({ offered: 1, open: 0 });
+    const keyId = stored[0]!.id;
+    const ev = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['actor_account_id', 'details']).where('action', '=', 'waitlist.vacancy.declare').where('outcome', '=', 'success').execute());
+    expect(ev).toHaveLength(1);
+    expect(ev[0]!.details).toMatchObject({ session: keyId });
+    const refs = await call(tenant, 'GET', `/api/v1/facilities/${facility}/referrals`, { key });
+    expect(refs.status).toBe(200);
+    expect(refs.json.referrals).toHaveLength(1);
+    expect(refs.json.referrals[0]).toMatchObject({ status: 'pending', ageGroup: 'toddler', identity: null });
+    expect(refs.body).not.toContain('Bélanger');
+
+    // Another tenant's address does not know the key (row-level security on the keys, as on every tenant table).
+    const elsewhere = await tenantFor(t);
+    expect((await call(elsewhere, 'GET', `/api/v1/facilities/${facility}/places`, { key })).status).toBe(401);
+    const { rows: rls } = await sql<{ relrowsecurity: boolean; relforcerowsecurity: boolean }>`SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = 'facility_api_keys'`.execute(database.ownerDb());
+    expect(rls).toEqual([{ relrowsecurity: true, relforcerowsecurity: true }]);
+
+    // Revoked: the key opens nothing, and its use is recorded.
+    await director.get(`/staff/facilities/${facility}/api-keys`);
+    expect((await director.post(`/staff/facilities/${facility}/api-keys/${keyId}/revoke`)).status).toBe(303);
+    expect((await call(tenant, 'GET', `/api/v1/facilities/${facility}/places`, { key })).status).toBe(401);
+    const uses = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['outcome', 'details']).where('action', '=', 'api.key.use').execute());
+    expect(uses.some((u) => (u.details as { reason?: string }).reason === 'revoked_key')).toBe(true);
+  });
+});
