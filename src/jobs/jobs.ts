@@ -29,7 +29,7 @@ import { startOfferExpiry } from '../waitlist/offer-expiry.ts';
  * - confirmation reminders and inactivity, offer expiry: the files or offers
  *   due are taken FOR UPDATE SKIP LOCKED and changed in the same transaction.
  */
-export const JOB_NAMES = ['sealer', 'detection', 'mail', 'maintenance', 'retention', 'confirmation', 'offers'] as const;
+export const JOB_NAMES = ['sealer', 'detection', 'mail', 'maintenance', 'retention', 'confirmation', 'offer-expiry'] as const;
 export type JobName = (typeof JOB_NAMES)[number];
 
 export interface RunningJobs {
@@ -79,10 +79,10 @@ export function startJobs(deps: Deps, only: readonly JobName[] = JOB_NAMES): Run
     stops.push(startConfirmationSchedule(deps, deps.config.publicUrl ?? `http://localhost:${deps.config.port}`));
     names.push('confirmation');
   }
-  if (want.has('offers')) {
+  if (want.has('offer-expiry')) {
     // Offers past their deadline expire and the place goes to the next child (FOR UPDATE SKIP LOCKED: instances share the work).
     stops.push(startOfferExpiry(deps));
-    names.push('offers');
+    names.push('offer-expiry');
   }
   let stopping: Promise<void> | null = null;
   return {

@@ -33,6 +33,8 @@ import { enqueueMail } from '../mail/outbox.ts';
 import type { TenantRules } from '../tenants/rules.ts';
 import { originFields } from '../tenants/service.ts';
 import { ageGroup, rankOrderSql, type AgeGroup } from '../waitlist/ranking.ts';
+import type { PriorityKind } from '../tenants/rules.ts';
+import { facilityOrdering } from './ordering.ts';
 import { formatDateTime, messages, type Locale } from '../web/i18n/index.ts';
 import { FAMILY_FIELDS, openCells, openChildren, required } from './fields.ts';
 import { audit, deny, run, UUID, withSession } from './gateway.ts';
@@ -94,6 +96,8 @@ export interface NextChild {
   childId: string;
   familyId: string;
   reference: string;
+  /** The declared priority that lifted the child (written to the offer, counted against the cap), or null. */
+  byPriority: PriorityKind | null;
 }
 
 export interface NextChildResult {
@@ -113,17 +117,22 @@ const CANDIDATE_BATCH = 50;
  */
 export async function nextEligibleChild(trx: Trx, env: Envelope, tenantId: string, rules: TenantRules, facilityId: string, group: AgeGroup, now: Date): Promise<NextChildResult> {
   const opened: NextChildResult['opened'] = [];
+  // The same order as the staff list and the parent's rank (src/records/ranks.ts): the tenant's rules, the facility's priorities and its cap.
+  const order = await facilityOrdering(trx, { rules }, facilityId, now);
+  const lifting = order.priorityOpen ? order.declared : [];
   for (let offset = 0; ; offset += CANDIDATE_BATCH) {
     const rows = await trx
       .selectFrom('applications as a')
       .innerJoin('children as c', 'c.id', 'a.child_id')
-      .select(['a.id as application_id', 'c.id', 'c.family_id', 'c.reference', 'c.birth_date_enc', 'c.desired_entry_date'])
+      .select(['a.id as application_id', 'c.id', 'c.family_id', 'c.reference', 'c.birth_date_enc', 'c.desired_entry_date', 'a.priorities'])
       .where('a.facility_id', '=', facilityId)
       .where('a.status', '=', 'active')
       .where('c.deleted_at', 'is', null)
       .where('c.purged_at', 'is', null)
+      // An unconfirmed file is out of every list until the parent confirms it.
+      .where('c.inactive_since', 'is', null)
       .where((eb) => eb.not(eb.exists(eb.selectFrom('offers as o').select('o.id').whereRef('o.child_id', '=', 'c.id').where('o.status', '=', 'pending'))))
-      .orderBy(rankOrderSql('a', 'c'))
+      .orderBy(rankOrderSql('a', 'c', order))
       .limit(CANDIDATE_BATCH)
       .offset(offset)
       .execute();
@@ -137,7 +146,8 @@ export async function nextEligibleChild(trx: Trx, env: Envelope, tenantId: strin
       // A fresh statement sees an offer committed since the list was read.
       const pending = await trx.selectFrom('offers').select('id').where('child_id', '=', r.id).where('status', '=', 'pending').executeTakeFirst();
       if (pending) continue;
-      return { next: { applicationId: r.application_id, childId: r.id, familyId: r.family_id, reference: r.reference }, opened };
+      const met = lifting.filter((k) => r.priorities.includes(k));
+      return { next: { applicationId: r.application_id, childId: r.id, familyId: r.family_id, reference: r.reference, byPriority: met[0] ?? null }, opened };
     }
     if (rows.length < CANDIDATE_BATCH) return { next: null, opened };
   }
@@ -179,7 +189,7 @@ async function fillVacancies(trx: Trx, env: Envelope, who: Who, facilityId: stri
     const deadline = offerDeadline(ctx.now, ctx.tenant.rules.offers);
     const offer = await trx
       .insertInto('offers')
-      .values({ id: randomUUID(), tenant_id: ctx.tenant.id, application_id: next.applicationId, child_id: next.childId, facility_id: facilityId, age_group: group, offered_at: ctx.now, deadline })
+      .values({ id: randomUUID(), tenant_id: ctx.tenant.id, application_id: next.applicationId, child_id: next.childId, facility_id: facilityId, age_group: group, by_priority: next.byPriority, offered_at: ctx.now, deadline })
       .returning('id')
       .executeTakeFirstOrThrow();
     vacancies--;

@@ -17,7 +17,7 @@ export interface FacilityOrdering extends OrderingContext {
 }
 
 /** A facility's declared priorities, those the tenant's rules still allow. */
-export async function declaredPriorities(trx: Trx, tenant: Tenant, facilityId: string): Promise<DeclaredPriority[]> {
+export async function declaredPriorities(trx: Trx, tenant: Pick<Tenant, 'rules'>, facilityId: string): Promise<DeclaredPriority[]> {
   const rows = await trx.selectFrom('facility_priorities').select(['kind', 'detail']).where('facility_id', '=', facilityId).orderBy('kind').execute();
   const allowed = new Set<string>(tenant.rules.priorities.kinds);
   return rows.filter((r) => allowed.has(r.kind)).map((r) => ({ kind: r.kind as PriorityKind, detail: r.detail }));
@@ -28,7 +28,7 @@ export async function declaredPriorities(trx: Trx, tenant: Tenant, facilityId: s
  * (offers accepted or started), how many came by priority, and so whether a
  * declared priority may still lift a child.
  */
-export async function facilityOrdering(trx: Trx, tenant: Tenant, facilityId: string, now: Date): Promise<FacilityOrdering> {
+export async function facilityOrdering(trx: Trx, tenant: Pick<Tenant, 'rules'>, facilityId: string, now: Date): Promise<FacilityOrdering> {
   const priorities = await declaredPriorities(trx, tenant, facilityId);
   const since = addMonths(today(now), -tenant.rules.priorities.windowMonths);
   const r = await trx

@@ -22,11 +22,11 @@ describe('tenant rules', () => {
     expect(() => parseRules({ priorities: { kinds: ['astrology'] } })).toThrow();
   });
 
-  it('the second programme: points with its weights, pre-birth registration, and the offers rules passed through untouched', () => {
+  it('the second programme: points with its weights, pre-birth registration, and its offers rules', () => {
     const r = parseRules(JSON.parse(JSON.stringify(SECOND_TENANT_RULES)));
     expect(r.prebirthRegistration).toBe(true);
     expect(r.ordering).toEqual({ kind: 'points', weights: { siblingAttending: 40, parentIsStaff: 10, notInSubsidisedCare: 20, eachPriority: 25, perMonthWaited: 2 } });
-    expect((r as Record<string, unknown>).offers).toEqual({ deadlineDays: 3, businessDays: true, refusalsAllowed: 3 });
+    expect(r.offers).toMatchObject({ deadlineDays: 3, businessDays: true, refusalsAllowed: 3 });
     expect(r.priorities.maxKinds).toBe(3);
     // Points with no weights given take the documented defaults.
     expect(parseRules({ ordering: { kind: 'points' } }).ordering).toMatchObject({ weights: { siblingAttending: 30, parentIsStaff: 20, notInSubsidisedCare: 10, eachPriority: 15, perMonthWaited: 1 } });
