@@ -10,7 +10,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse } from 'csv-parse/sync';
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import { appendAudit } from '../audit/log.ts';
 import type { AuditOrigin } from '../audit/events.ts';
 import { loadKeyProvider, type KeyProvider } from '../crypto/keys.ts';
@@ -72,35 +72,42 @@ export function generateFacilities(count: number, seed: number | string): Synthe
 }
 
 /**
- * Places for every facility of the tenant that has none yet, with some of
- * them open: a round then has vacancies to fill. The share open varies by
- * facility (0 to 2 × `openShare`), drawn in code order.
+ * Some places open at every facility of the tenant that has none open yet:
+ * a round then has vacancies to fill. Facilities get their places rows from
+ * their permit when inserted (migration 0018); rows missing all the same are
+ * added. The share open varies by facility (0 to 2 × `openShare`), drawn in
+ * code order, infants first.
  */
 async function ensurePlaces(trx: Trx, tenantId: string, rng: Rng, openShare: number, now: Date): Promise<number> {
-  const missing = await trx
-    .selectFrom('facilities as f')
-    .select(['f.id', 'f.places_total', 'f.places_infant'])
-    .where('f.tenant_id', '=', tenantId)
-    .where(({ not, exists, selectFrom }) => not(exists(selectFrom('facility_places as p').select('p.facility_id').whereRef('p.facility_id', '=', 'f.id'))))
-    .orderBy('f.code')
-    .execute();
-  const rows = missing.flatMap((f) =>
-    (
-      [
-        ['infant', Math.min(f.places_infant, 1000)],
-        ['toddler', Math.min(f.places_total - f.places_infant, 1000)],
-      ] as const
-    ).map(([age_group, places]) => ({
-      tenant_id: tenantId,
-      facility_id: f.id,
-      age_group,
-      places,
-      vacancies: Math.min(places, Math.round(places * openShare * 2 * rng())),
-      updated_at: now,
-    })),
-  );
-  for (let i = 0; i < rows.length; i += 2000) await trx.insertInto('facility_places').values(rows.slice(i, i + 2000)).execute();
-  return missing.length;
+  await sql`INSERT INTO facility_places (tenant_id, facility_id, age_group, places, vacancies, updated_at)
+    SELECT f.tenant_id, f.id, g.age_group, LEAST(CASE g.age_group WHEN 'infant' THEN f.places_infant ELSE f.places_total - f.places_infant END, 1000), 0, ${now}
+      FROM facilities f CROSS JOIN (VALUES ('infant'), ('toddler')) AS g (age_group)
+     WHERE f.tenant_id = ${tenantId}
+    ON CONFLICT (facility_id, age_group) DO NOTHING`.execute(trx);
+  const closed = await sql<{ id: string; infant: number; toddler: number }>`
+    SELECT f.id,
+           max(p.places) FILTER (WHERE p.age_group = 'infant') AS infant,
+           max(p.places) FILTER (WHERE p.age_group = 'toddler') AS toddler
+      FROM facilities f JOIN facility_places p ON p.facility_id = f.id
+     WHERE f.tenant_id = ${tenantId}
+     GROUP BY f.id, f.code
+    HAVING sum(p.vacancies) = 0
+     ORDER BY f.code`.execute(trx);
+  const rows: { facility: string; group: 'infant' | 'toddler'; vacancies: number }[] = [];
+  for (const f of closed.rows) {
+    for (const group of ['infant', 'toddler'] as const) {
+      const places = Number(f[group] ?? 0);
+      rows.push({ facility: f.id, group, vacancies: Math.min(places, Math.round(places * openShare * 2 * rng())) });
+    }
+  }
+  for (let i = 0; i < rows.length; i += 2000) {
+    const batch = rows.slice(i, i + 2000).filter((r) => r.vacancies > 0);
+    if (!batch.length) continue;
+    await sql`UPDATE facility_places p SET vacancies = v.n, updated_at = ${now}
+      FROM (VALUES ${sql.join(batch.map((r) => sql`(${r.facility}::uuid, ${r.group}, ${r.vacancies}::int)`))}) AS v (facility_id, age_group, n)
+     WHERE p.facility_id = v.facility_id AND p.age_group = v.age_group`.execute(trx);
+  }
+  return closed.rows.length;
 }
 
 export interface ScaleSeedOptions {

@@ -370,7 +370,8 @@ describe('a parent, from sign-up to a registered child', () => {
       expect(path(page)).toBe(`/children/${childId}?status=applied`);
       expect(await mainText(page)).toContain('L’enfant a été inscrit au service.');
     }
-    const rows = page.locator('main tbody tr');
+    // The registrations' table comes first; the ranks at each facility follow in their own.
+    const rows = page.locator('main table').first().locator('tbody tr');
     expect(await rows.count()).toBe(2);
     expect(await rows.filter({ hasText: 'CPE Les Petits Explorateurs' }).innerText()).toContain('En attente');
     expect(await rows.filter({ hasText: 'Garderie Arc-en-ciel' }).innerText()).toContain('En attente');

@@ -171,7 +171,8 @@ describe('guichet CLI: usage and configuration', () => {
   });
 });
 
-describe('guichet CLI on PGlite (one data directory, commands in order)', () => {
+// On its own data directory whatever the run: the PGlite run covers it, the PostgreSQL run has its own journey below.
+describe.runIf(process.env.GUICHET_TEST_DB !== 'postgres')('guichet CLI on PGlite (one data directory, commands in order)', () => {
   let dir: string;
   let env: NodeJS.ProcessEnv;
   beforeAll(() => {

@@ -168,7 +168,8 @@ function cookie(res: Response, name: string): string | undefined {
 
 const times: { start: string; listening: number; firstPage: number }[] = [];
 
-describe('npm start (guichet serve --demo)', () => {
+// `npm start` always runs on the embedded database: the PGlite run covers it, the PostgreSQL run would repeat it.
+describe.runIf(process.env.GUICHET_TEST_DB !== 'postgres')('npm start (guichet serve --demo)', () => {
   let dir: string;
   let first: DemoBlock;
   beforeAll(() => {
