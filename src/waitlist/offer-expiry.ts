@@ -14,7 +14,13 @@ export async function runOfferExpiry(deps: Deps): Promise<number> {
     const host = tenant.hosts[0];
     const baseUrl = deps.config.publicUrl && !host ? deps.config.publicUrl : host ? (deps.config.production ? `https://${host}` : `http://${host}:${deps.config.port}`) : (deps.config.publicUrl ?? `http://localhost:${deps.config.port}`);
     const ctx: Ctx = { tenant, actor: null, ip: null, userAgent: 'guichet offer expiry', requestId: null, locale: 'fr', now: deps.clock(), baseUrl };
-    n += await expireDueOffers(deps, ctx);
+    // One tenant's trouble stays its own: a tenant closed by a lockdown (level 3 and up, personal data closed)
+    // keeps its offers until it reopens, and every other tenant's places still move on.
+    try {
+      n += await expireDueOffers(deps, ctx);
+    } catch (err) {
+      deps.log.warn({ tenant: tenant.slug, err: { message: (err as Error).message } }, 'offer expiry skipped this tenant');
+    }
   }
   return n;
 }

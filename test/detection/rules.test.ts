@@ -118,7 +118,7 @@ describe('files read by staff, counted in shared windows', () => {
     }
     // Once suspended, nothing opens, even an actor resolved before the suspension.
     await expect(readAs(w.tenant, w.operator, w.child)).rejects.toMatchObject({ kind: 'forbidden' });
-    const refusals = await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('audit_events').select(['details']).where('action', '=', 'waitlist.childFile.history').where('outcome', '=', 'denied').execute());
+    const refusals = await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('audit_events').select(['details']).where('action', '=', 'waitlist.childFile.history').where('outcome', '=', 'denied').orderBy('seq').execute());
     expect(refusals.map((e) => (e.details as { reason: string }).reason)).toEqual(['detection', 'account_suspended']);
   });
 
