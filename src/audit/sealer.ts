@@ -67,6 +67,12 @@ export interface SealerOptions {
   clock?: () => Date;
   /** Called after each seal commits (metrics, benchmarks). */
   onSeal?: (tenantId: string, head: Head) => void;
+  /**
+   * Which tenants this sealer seals (default: all). Sealing is safe from any
+   * number of instances, so this only divides the work (GUICHET_SEALER_TENANTS)
+   * or keeps test runs sharing one database out of each other's tenants.
+   */
+  tenantFilter?: (tenant: { id: string; slug: string }) => boolean;
 }
 
 /** What the sealer of this process knows about a tenant, for the security console. */
@@ -192,8 +198,9 @@ export class Sealer {
 
   private async tenantIds(): Promise<string[]> {
     if (Date.now() - this.tenants.at > 10_000) {
-      const rows = await this.db.selectFrom('tenants').select('id').orderBy('created_at').execute();
-      this.tenants = { ids: rows.map((r) => r.id), at: Date.now() };
+      const rows = await this.db.selectFrom('tenants').select(['id', 'slug']).orderBy('created_at').execute();
+      const keep = this.opts.tenantFilter ?? (() => true);
+      this.tenants = { ids: rows.filter((r) => keep(r)).map((r) => r.id), at: Date.now() };
     }
     return this.tenants.ids;
   }

@@ -1,4 +1,4 @@
-import { Sealer } from '../audit/sealer.ts';
+import { Sealer, type SealerOptions } from '../audit/sealer.ts';
 import { witnessConfig } from '../audit/witness.ts';
 import type { Deps } from '../context.ts';
 import { startDetectionWork } from '../detection/stream.ts';
@@ -44,14 +44,23 @@ export interface RunningJobs {
  * like the rest of the configuration: a bad one stops the start, naming the
  * variable, before anything runs.
  */
-export function startJobs(deps: Deps, only: readonly JobName[] = JOB_NAMES): RunningJobs {
+/** GUICHET_SEALER_TENANTS: tenant slugs or ids, comma-separated, that this process seals; unset: every tenant. */
+export function sealerTenantsFromEnv(env: NodeJS.ProcessEnv): SealerOptions['tenantFilter'] {
+  const list = (env.GUICHET_SEALER_TENANTS ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+  if (!list.length) return undefined;
+  const wanted = new Set(list);
+  return (t) => wanted.has(t.slug) || wanted.has(t.id);
+}
+
+export function startJobs(deps: Deps, only: readonly JobName[] = JOB_NAMES, opts: { tenantFilter?: SealerOptions['tenantFilter'] } = {}): RunningJobs {
   const want = new Set(only);
   const witness = want.has('sealer') ? witnessConfig(process.env, deps.config.dataDir) : null;
   const hour = want.has('retention') ? retentionHour(process.env) : null;
   const stops: (() => Promise<void> | void)[] = [];
   const names: JobName[] = [];
   if (witness) {
-    const sealer = new Sealer(deps.db.db, deps.keys, deps.log, { witness, clock: deps.clock });
+    const tenantFilter = opts.tenantFilter ?? sealerTenantsFromEnv(process.env);
+    const sealer = new Sealer(deps.db.db, deps.keys, deps.log, { witness, clock: deps.clock, ...(tenantFilter ? { tenantFilter } : {}) });
     sealer.start();
     stops.push(() => sealer.stop());
     names.push('sealer');

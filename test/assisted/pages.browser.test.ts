@@ -12,11 +12,11 @@ import { inTenant } from '../../src/db/tenant.ts';
 import * as records from '../../src/records/gateway.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { addMonths, today } from '../../src/waitlist/dates.ts';
-import { createAdmin, createFacility, createParent, ctxFor, PASSWORD, type TestApp } from '../helpers/app.ts';
-import { assertNoPageProblems, checkA11y, follow } from '../helpers/browser.ts';
-import { startBrowserApp, type BrowserApp } from '../helpers/browser-app.ts';
+import { createAdmin, createFacility, createParent, ctxFor, type TestApp } from '../helpers/app.ts';
+import { checkA11y, follow } from '../helpers/browser.ts';
+import { bothLanguages, startBrowserApp, type BrowserApp } from '../helpers/browser-app.ts';
 import type { TestDatabase } from '../helpers/db.ts';
-import { enrolTotp, freshTotpCode, totpSecretFor } from '../helpers/factors.ts';
+import { enrolTotp } from '../helpers/factors.ts';
 import { createAccount, grantRole } from '../records/people.ts';
 
 let b: BrowserApp;
@@ -34,29 +34,9 @@ afterAll(async () => {
   await b?.close();
 });
 
-async function signIn(page: Page, email: string, secondFactor: boolean): Promise<void> {
-  await follow(page, () => page.goto(`${base}/signin`));
-  await page.getByLabel('Adresse courriel').fill(email);
-  await page.getByLabel('Mot de passe').fill(PASSWORD);
-  await follow(page, () => page.getByRole('main').getByRole('button', { name: 'Se connecter' }).click());
-  if (!secondFactor) return;
-  for (let attempt = 0; attempt < 2 && new URL(page.url()).pathname === '/signin/second-factor'; attempt++) {
-    await page.getByLabel('Code à 6 chiffres').fill(await freshTotpCode(totpSecretFor(tenant.hosts[0]!, email)!, t.deps.clock));
-    await follow(page, () => page.getByRole('button', { name: 'Continuer' }).click());
-  }
-  expect(new URL(page.url()).pathname).not.toMatch(/^\/signin/);
-}
+const signIn = (page: Page, email: string, totp = false) => b.signIn(page, email, totp);
 
-async function bothLanguages(page: Page, label: string, english: (page: Page) => Promise<void>): Promise<void> {
-  await checkA11y(page, `${label} (fr)`);
-  assertNoPageProblems(page, label);
-  expect(await follow(page, () => page.getByRole('link', { name: /English/ }).click())).toBeLessThan(400);
-  expect(await page.locator('html').getAttribute('lang')).toBe('en');
-  await checkA11y(page, `${label} (en)`);
-  assertNoPageProblems(page, `${label} (en)`);
-  await english(page);
-  expect(await follow(page, () => page.getByRole('link', { name: /Français/ }).click())).toBeLessThan(400);
-}
+
 
 describe('operator pages', () => {
   it('statistics, then helping a parent by phone; axe-clean in French and English', async () => {

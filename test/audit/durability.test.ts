@@ -168,7 +168,7 @@ async function check(db: Kysely<DB>, owner: Kysely<DB>, tenantId: string, witnes
 function baseEnv(dir: string, slug: string): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const k of Object.keys(env)) if (/^(GUICHET_|DATABASE_|SMTP_URL|PUBLIC_URL|PORT$|HOST$)/.test(k)) delete env[k];
-  return { ...env, NODE_ENV: 'test', LOG_LEVEL: 'error', TRUST_PROXY: '1', GUICHET_DATA_DIR: dir, GUICHET_MASTER_KEY: MASTER.toString('base64'), GUICHET_DEFAULT_TENANT: slug };
+  return { ...env, NODE_ENV: 'test', LOG_LEVEL: 'error', TRUST_PROXY: '1', GUICHET_DATA_DIR: dir, GUICHET_MASTER_KEY: MASTER.toString('base64'), GUICHET_DEFAULT_TENANT: slug, GUICHET_SEALER_TENANTS: slug };
 }
 
 const origin = { actorAccountId: null, actorRoles: ['system:test'], ip: null, userAgent: null, requestId: null };

@@ -146,6 +146,8 @@ describe.runIf(testDbKind() === 'postgres')('two servers and a worker on one Pos
       GUICHET_MASTER_KEY: MASTER.toString('base64'),
       GUICHET_KEYRING_URL: keyring.where.url,
       GUICHET_DEFAULT_TENANT: tenant.slug,
+      // On a database every test file shares, the worker seals this test's tenant only (other files' CLI tests seal their own).
+      GUICHET_SEALER_TENANTS: tenant.slug,
       // Not on a database every test file shares.
       GUICHET_RETENTION_HOUR: 'off',
       DATABASE_URL: info.appUrl,

@@ -13,7 +13,7 @@ import { startJobs, type RunningJobs } from '../../src/jobs/jobs.ts';
 import { ROUTES } from '../../src/server.ts';
 import { TenantDirectory, type Tenant } from '../../src/tenants/service.ts';
 import { buildApp } from '../../src/web/app.ts';
-import { createTestTenant, type TestDatabase, type TestTenantOverrides } from './db.ts';
+import { createTestTenant, TEST_FILE_TENANTS, type TestDatabase, type TestTenantOverrides } from './db.ts';
 import { enrolTotp } from './factors.ts';
 import { connectTestCounters } from './redis.ts';
 
@@ -47,7 +47,7 @@ export async function startTestApp(database: TestDatabase, opts: { demo?: boolea
   // A test app that listens seals, as `guichet serve` does; one that only injects requests does not.
   let jobs: RunningJobs | null = null;
   app.addHook('onListen', async () => {
-    jobs = startJobs(deps, ['sealer']);
+    jobs = startJobs(deps, ['sealer'], { tenantFilter: (x) => TEST_FILE_TENANTS.has(x.id) });
   });
   app.addHook('onClose', async () => {
     await jobs?.stop();

@@ -128,6 +128,13 @@ export function randomSlug(prefix = 't-'): string {
  * connection (the application role may only read tenants: creating one is an
  * operator's CLI operation).
  */
+/**
+ * The tenants this test file made. On PostgreSQL every file shares one
+ * database: a listening test app seals only these, never the tenants a CLI
+ * test's own processes seal with their own witness.
+ */
+export const TEST_FILE_TENANTS = new Set<string>();
+
 export async function createTestTenant(database: TestDatabase, overrides: TestTenantOverrides = {}): Promise<TestTenant> {
   const owner = database.ownerDb();
   const slug = overrides.slug ?? randomSlug();
@@ -143,6 +150,7 @@ export async function createTestTenant(database: TestDatabase, overrides: TestTe
     })
     .returning(['id', 'slug'])
     .executeTakeFirstOrThrow();
+  TEST_FILE_TENANTS.add(row.id);
   await inTenant(owner, row.id, (trx) => createChainHead(trx, row.id));
   return { id: row.id, slug: row.slug };
 }

@@ -12,11 +12,10 @@ import { inTenant } from '../../src/db/tenant.ts';
 import * as records from '../../src/records/gateway.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { addMonths, today } from '../../src/waitlist/dates.ts';
-import { createAdmin, createFacility, createParent, createStaff, ctxFor, PASSWORD, type TestApp } from '../helpers/app.ts';
+import { createAdmin, createFacility, createParent, createStaff, ctxFor, type TestApp } from '../helpers/app.ts';
 import { assertNoPageProblems, checkA11y, follow, shot } from '../helpers/browser.ts';
-import { startBrowserApp, type BrowserApp } from '../helpers/browser-app.ts';
+import { bothLanguages, startBrowserApp, type BrowserApp } from '../helpers/browser-app.ts';
 import type { TestDatabase } from '../helpers/db.ts';
-import { freshTotpCode, totpSecretFor } from '../helpers/factors.ts';
 
 let b: BrowserApp;
 let database: TestDatabase;
@@ -33,30 +32,9 @@ afterAll(async () => {
   await b?.close();
 });
 
-async function signIn(page: Page, email: string, totp: boolean): Promise<void> {
-  await follow(page, () => page.goto(`${base}/signin`));
-  await page.getByLabel('Adresse courriel').fill(email);
-  await page.getByLabel('Mot de passe').fill(PASSWORD);
-  await follow(page, () => page.getByRole('main').getByRole('button', { name: 'Se connecter' }).click());
-  if (!totp) return;
-  // The helper's first code may be for the step just ended: a second one, for a later step, then goes through.
-  for (let attempt = 0; attempt < 2 && new URL(page.url()).pathname === '/signin/second-factor'; attempt++) {
-    await page.getByLabel('Code à 6 chiffres').fill(await freshTotpCode(totpSecretFor(tenant.hosts[0]!, email)!, t.deps.clock));
-    await follow(page, () => page.getByRole('button', { name: 'Continuer' }).click());
-  }
-  expect(new URL(page.url()).pathname, await page.locator('main').innerText()).not.toMatch(/^\/signin/);
-}
+const signIn = (page: Page, email: string, totp = false) => b.signIn(page, email, totp);
 
-/** Checks the page in French, switches to English and checks it there too, then comes back. */
-async function bothLanguages(page: Page, label: string, english: (page: Page) => Promise<void>): Promise<void> {
-  await checkA11y(page, `${label} (fr)`);
-  assertNoPageProblems(page, label);
-  expect(await follow(page, () => page.getByRole('link', { name: /English/ }).click())).toBeLessThan(400);
-  expect(await page.locator('html').getAttribute('lang')).toBe('en');
-  await checkA11y(page, `${label} (en)`);
-  await english(page);
-  expect(await follow(page, () => page.getByRole('link', { name: /Français/ }).click())).toBeLessThan(400);
-}
+
 
 describe('referral pages', () => {
   it('places, declaration, referrals, the offer and its acceptance, the start of care: axe-clean in both languages', async () => {
