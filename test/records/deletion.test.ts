@@ -104,7 +104,7 @@ async function newChild(w: World, parent: Actor, over: Partial<{ firstName: stri
 }
 
 async function events(tenant: Tenant, action: string) {
-  return inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').selectAll().where('action', '=', action).orderBy('occurred_at').execute());
+  return inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').selectAll().where('action', '=', action).orderBy('occurred_at').orderBy('seq').execute());
 }
 
 const rawChild = (tenant: Tenant, id: string) => inTenant(database.db, tenant.id, (trx) => trx.selectFrom('children').selectAll().where('id', '=', id).executeTakeFirstOrThrow());
@@ -243,7 +243,7 @@ describe('deleting a file, and restoring it with a second person', () => {
     await expect(records.decideChildFileRestore(t.deps, ctxFor(t, w.tenant, w.admin2), requestId, 'reject')).rejects.toMatchObject({ kind: 'notFound' });
 
     const trail = await inTenant(database.db, w.tenant.id, (trx) =>
-      trx.selectFrom('audit_events').select(['action', 'outcome', 'actor_account_id', 'details']).where(sql<boolean>`${first} = ANY(target_ids)`).where('action', 'like', 'waitlist.childFile.%').orderBy('occurred_at').execute(),
+      trx.selectFrom('audit_events').select(['action', 'outcome', 'actor_account_id', 'details']).where(sql<boolean>`${first} = ANY(target_ids)`).where('action', 'like', 'waitlist.childFile.%').orderBy('occurred_at').orderBy('seq').execute(),
     );
     const steps = trail.filter((e) => e.outcome === 'success' && /delete|restore\.(request|approve)/.test(e.action)).map((e) => [e.action, e.actor_account_id]);
     expect(steps).toEqual([
@@ -388,7 +388,7 @@ describe('the purge', () => {
     const fam = await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('families').selectAll().where('id', '=', fAlone).executeTakeFirstOrThrow());
     expect(fam).toMatchObject({ parent_first_name_enc: null, phone_enc: null, key_destroy_pending: null });
     expect(fam.purged_at).not.toBeNull();
-    const audit = await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('audit_events').select(['action', 'family_ids', 'target_ids']).where('action', 'like', 'records.%.purge').orderBy('occurred_at').execute());
+    const audit = await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('audit_events').select(['action', 'family_ids', 'target_ids']).where('action', 'like', 'records.%.purge').orderBy('occurred_at').orderBy('seq').execute());
     expect(audit.map((e) => e.action).sort()).toEqual(['records.childFile.purge', 'records.childFile.purge', 'records.family.purge']);
     // Nothing is left to purge.
     expect(await purgeExpired(database.db, t.deps.keys, w.tenant, ORIGIN, new Date(start + 42 * DAY))).toEqual({ familiesPurged: 0, filesPurged: 0, familiesRekeyed: 0, keysDestroyed: 0 });

@@ -152,7 +152,7 @@ describe('NIREC as a blind index', () => {
     for (const who of [parent, await actorOf(t, tenant, staffId, staffEmail), null]) {
       await expect(records.lookupChildFileByNirec(t.deps, ctxFor(t, tenant, who), 'LOOK123456')).rejects.toMatchObject({ status: expect.any(Number) });
     }
-    const events = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').selectAll().where('action', '=', 'waitlist.childFile.lookupByNirec').orderBy('occurred_at').execute());
+    const events = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').selectAll().where('action', '=', 'waitlist.childFile.lookupByNirec').orderBy('occurred_at').orderBy('seq').execute());
     expect(events.map((e) => [e.outcome, e.details])).toEqual([
       ['success', { matches: 1 }],
       ['success', { matches: 1 }],
