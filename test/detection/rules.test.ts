@@ -212,7 +212,7 @@ describe('rules as data, per tenant', () => {
     const page = await c.get('/security/rules');
     expect(page.status).toBe(200);
     expect(textOf(page.body)).toContain('Plus de 20 dossiers ouverts en 5 minutes');
-    expect(textOf(page.body)).toContain('Dossiers ouverts en dehors des heures de travail');
+    expect(textOf(page.body)).toContain('Activité du personnel en dehors des heures de travail');
     const bad = await c.post('/security/rules', { code: 'files_read.5m', threshold: 'dix', windowSeconds: '300', response: 'suspend', lockdownLevel: '', enabled: 'on' });
     expect(bad.status).toBe(400);
     expect(textOf(bad.body)).toContain('Il y a un problème');
