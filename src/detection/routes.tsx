@@ -578,6 +578,11 @@ export function detectionRoutes(app: FastifyInstance, deps: Deps) {
             </tbody>
           </table>
         </div>
+        {alert.eventIds[0] && (
+          <p>
+            <a href={`/security/incidents/new?event=${encodeURIComponent(alert.eventIds[0])}`}>{a.openIncident}</a>
+          </p>
+        )}
       </Page>,
       errors ? 400 : 200,
     );

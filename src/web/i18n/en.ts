@@ -1401,6 +1401,7 @@ export const en: Messages = {
       noteHint: 'Your findings, whom you reached, what you did. Notes cannot be changed.',
       addNote: 'Add the note',
       eventsTitle: 'Audit log events',
+      openIncident: 'Record an incident in the register from the event that raised the alert',
       eventsLead: 'The event that raised the alert, and what the person concerned did within the rule’s window, as the log recorded them.',
       colSeq: 'No.',
       colAction: 'Action',

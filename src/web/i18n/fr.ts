@@ -1407,6 +1407,7 @@ export const fr = {
       noteHint: 'Vos constats, les personnes jointes, les mesures prises. Les notes ne peuvent pas être modifiées.',
       addNote: 'Ajouter la note',
       eventsTitle: 'Événements du journal d’audit',
+      openIncident: 'Consigner un incident au registre à partir de l’événement qui a déclenché l’alerte',
       eventsLead: 'L’événement qui a déclenché l’alerte, et ce que la personne visée a fait dans la fenêtre de la règle, tels que le journal les a consignés.',
       colSeq: 'N°',
       colAction: 'Action',
