@@ -141,12 +141,12 @@ describe('the security console', () => {
     await follow(page, () => page.getByRole('button', { name: 'Enregistrer la règle' }).click());
     await check(page, 'rules page with an error');
     // The tenant's working hours: an impossible time is refused in the reader's language, then a declaration is saved.
-    await page.getByLabel('Début (HH:MM)').fill('25:00');
+    await page.getByLabel('Début (par exemple 08:30)').fill('25:00');
     await follow(page, () => page.getByRole('button', { name: 'Enregistrer les heures de travail' }).click());
     expect(await page.title()).toMatch(/^Erreur/);
     await check(page, 'rules page, working hours with an error');
     expect(await page.locator('.error-summary').innerText()).toContain('Entrez une heure sous la forme 08:30');
-    await page.getByLabel('Début (HH:MM)').fill('06:30');
+    await page.getByLabel('Début (par exemple 08:30)').fill('06:30');
     await page.getByLabel('samedi').check();
     expect(await follow(page, () => page.getByRole('button', { name: 'Enregistrer les heures de travail' }).click())).toBe(200);
     expect(await page.getByRole('status').innerText()).toContain('Les heures de travail sont enregistrées.');
