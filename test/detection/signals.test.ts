@@ -54,6 +54,10 @@ async function world() {
   t.setNow(new Date());
   const now = t.deps.clock();
   const tenant = await tenantFor(t);
+  // Working hours every day, all day: off-hours alerts (stream.test.ts) stay out of these counts whenever the test runs.
+  await inTenant(database.db, tenant.id, (trx) =>
+    trx.insertInto('detection_working_hours').values({ tenant_id: tenant.id, time_zone: 'America/Toronto', days: [1, 2, 3, 4, 5, 6, 7], start_minute: 0, end_minute: 1440, updated_at: now, updated_by: null }).execute(),
+  );
   ours.add(tenant.id);
   const adminId = await createAdmin(t, tenant, `admin.${n}@exemple.test`);
   const helperId = await createAccount(t, tenant, `aide.${n}@exemple.test`);
