@@ -31,6 +31,7 @@ export const AUDIT_ACTIONS = [
   'identity.signin.throttled',
   'identity.session.end',
   'identity.device.new',
+  'identity.network.new',
   // personal data
   'waitlist.childFile.create',
   'waitlist.childFile.read',
@@ -116,6 +117,7 @@ export const AUDIT_ACTIONS = [
   'detection.alert.read',
   'detection.alert.update',
   'detection.rules.update',
+  'detection.hours.update',
   'detection.batch.declare',
   'detection.webhook.update',
   'records.childFile.protect',

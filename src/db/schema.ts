@@ -574,8 +574,8 @@ export interface SchemaMigrationsTable {
   applied_at: Generated<Date>;
 }
 
-export type DetectionSignal = 'files_read' | 'privilege' | 'deletion' | 'new_device' | 'off_hours';
-export type DetectionResponse = 'alert' | 'stepup' | 'end_sessions' | 'suspend';
+export type DetectionSignal = 'files_read' | 'privilege' | 'deletion' | 'new_device' | 'off_hours' | 'export' | 'export_rows' | 'name_search' | 'break_glass' | 'new_network';
+export type DetectionResponse = 'alert' | 'stepup' | 'end_sessions' | 'suspend' | 'lockdown';
 
 export interface DetectionRulesTable {
   tenant_id: string;
@@ -709,6 +709,25 @@ export interface DetectionStreamCursorsTable {
   leaf_index: ColumnType<string, string | number, string | number>;
 }
 
+/** Migration 0023: a tenant's declared working hours, and the networks each account signed in from. */
+export interface DetectionWorkingHoursTable {
+  tenant_id: string;
+  time_zone: string;
+  days: number[];
+  start_minute: number;
+  end_minute: number;
+  updated_at: Timestamp;
+  updated_by: string | null;
+}
+
+export interface KnownNetworksTable {
+  tenant_id: string;
+  account_id: string;
+  prefix: string;
+  first_seen_at: Timestamp;
+  last_seen_at: Timestamp;
+}
+
 /** Migration 0020: a coordinated allocation round, signed. */
 export interface AllocationRunsTable {
   id: string;
@@ -806,6 +825,8 @@ export interface DB {
   detection_webhook_deliveries: DetectionWebhookDeliveriesTable;
   protected_files: ProtectedFilesTable;
   detection_stream_cursors: DetectionStreamCursorsTable;
+  detection_working_hours: DetectionWorkingHoursTable;
+  known_networks: KnownNetworksTable;
   protected_file_openings: ProtectedFileOpeningsTable;
 }
 

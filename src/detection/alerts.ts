@@ -79,7 +79,7 @@ export async function createAlert(trx: Trx, tenantId: string, a: NewAlert, origi
         locale: officer.locale,
         template: 'security_alert',
         subject: m.detection.mailSubject(m.detection.severity[a.severity], m.detection.rules[ruleLabelKey(a.ruleCode)] ?? a.ruleCode),
-        body: m.detection.mailBody(formatDateTime(officer.locale, now), m.detection.rules[ruleLabelKey(a.ruleCode)] ?? a.ruleCode, m.detection.responses[responseKey(a.response)], `${baseUrl}/security/alerts/${id}`),
+        body: m.detection.mailBody(formatDateTime(officer.locale, now), m.detection.rules[ruleLabelKey(a.ruleCode)] ?? a.ruleCode, m.detection.responses[responseKey(a.response)], `${baseUrl}/security/alerts/${id}`, a.lockdownLevel),
       },
       now,
     );
@@ -99,7 +99,7 @@ export function ruleLabelKey(code: string): keyof ReturnType<typeof messages>['d
 }
 
 export function responseKey(r: string): keyof ReturnType<typeof messages>['detection']['responses'] {
-  return (['alert', 'stepup', 'end_sessions', 'suspend'].includes(r) ? r : 'alert') as never;
+  return (['alert', 'stepup', 'end_sessions', 'suspend', 'lockdown'].includes(r) ? r : 'alert') as never;
 }
 
 /** The tenant's security officers whose role is current, with where to write to them. */

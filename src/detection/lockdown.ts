@@ -98,9 +98,14 @@ async function setLevel(trx: Trx, tenantId: string, level: number, now: Date): P
   await trx.updateTable('lockdown_changes').set({ status: 'superseded', decided_at: now }).where('status', '=', 'pending').execute();
 }
 
-/** A rule's response raises the level (never lowers it). Returns the level set, or null if it was already as high. */
-export async function raiseLockdownByDetection(trx: Trx, tenantId: string, level: number, ruleCode: string, now: Date): Promise<number | null> {
+/**
+ * A rule's response raises the level (never lowers it): to `level`, and by
+ * one above the current level when `byOne` (the lockdown grade). Returns the
+ * level set, or null if it was already as high (or at the top).
+ */
+export async function raiseLockdownByDetection(trx: Trx, tenantId: string, atLeast: number, ruleCode: string, now: Date, byOne = false): Promise<number | null> {
   const from = await currentLevel(trx, tenantId);
+  const level = Math.min(MAX_LEVEL, Math.max(atLeast, byOne ? from + 1 : 0));
   if (from >= level) return null;
   await setLevel(trx, tenantId, level, now);
   await trx.insertInto('lockdown_changes').values({ tenant_id: tenantId, from_level: from, to_level: level, reason: `detection:${ruleCode}`, requested_by: null, requested_at: now, status: 'applied' }).execute();

@@ -10,7 +10,7 @@ import { StepUpRequired } from '../identity/stepup.ts';
 import { createAlert, type Severity } from './alerts.ts';
 import { checkWindows, lockActor, record } from './counters.ts';
 import { raiseLockdownByDetection } from './lockdown.ts';
-import { RESPONSE_ORDER, refuses, rulesFor, signalOf, type DetectionRule } from './rules.ts';
+import { RESPONSE_ORDER, refuses, rulesFor, signalsOf, STAFF_SIGNALS, type DetectionRule } from './rules.ts';
 
 /**
  * Thrown inside a records transaction when the event it is about to serve
@@ -48,23 +48,29 @@ function holdsMembership(actor: Actor | null, now: Date): actor is Actor {
  * refusing crossing throws Contained.
  */
 export async function onRecordEvent(trx: Trx, rc: ReadContext, event: AuditEventInput, eventId: string): Promise<void> {
-  if (event.outcome !== 'success' || !holdsMembership(rc.actor, rc.now)) return;
-  const sig = signalOf(event);
-  if (!sig) return;
+  if (event.outcome !== 'success' || !rc.actor) return;
+  const staff = holdsMembership(rc.actor, rc.now);
+  const sigs = signalsOf(event).filter((x) => staff || !STAFF_SIGNALS.has(x.signal));
+  if (!sigs.length) return;
   const actor = rc.actor;
   const rules = await rulesFor(trx);
-  const check = await checkWindows(trx, actor.accountId, rc.tenantId, sig.signal, sig.weight, rules, rc.now);
-  let refusing = check.crossed.filter(refuses);
+  const crossed: DetectionRule[] = [];
+  const totals: Record<string, number> = {};
+  for (const sig of sigs) {
+    const check = await checkWindows(trx, actor.accountId, rc.tenantId, sig.signal, sig.weight, rules, rc.now);
+    crossed.push(...check.crossed);
+    for (const [k, v] of check.before) totals[k] = v + sig.weight;
+  }
+  let refusing = crossed.filter(refuses);
   // A step-up rule the actor has since satisfied (re-authenticated after the demand) lets the reads go on.
   if (refusing.length && refusing.every((r) => r.response === 'stepup' && r.lockdownLevel === null)) {
     const satisfied = await stepUpSatisfied(trx, actor, refusing, rc.now);
     if (satisfied) refusing = [];
   }
-  const totals = Object.fromEntries([...check.before].map(([k, v]) => [k, v + sig.weight]));
   if (refusing.length) throw new Contained(refusing, event, totals);
-  await record(trx, rc.tenantId, actor.accountId, sig.signal, sig.weight, rc.now);
+  for (const sig of sigs) await record(trx, rc.tenantId, actor.accountId, sig.signal, sig.weight, rc.now);
   // A step-up the actor has already answered is not alerted again.
-  for (const r of check.crossed.filter((x) => !refuses(x))) {
+  for (const r of crossed.filter((x) => !refuses(x))) {
     await createAlert(
       trx,
       rc.tenantId,
@@ -98,7 +104,40 @@ function strongest(rules: readonly DetectionRule[]): { response: DetectionRespon
   return { response: best.response, lockdownLevel: level > 0 ? level : null, rule: best };
 }
 
-const SEVERITY: Record<DetectionResponse, Severity> = { alert: 'low', stepup: 'high', end_sessions: 'high', suspend: 'critical' };
+export const SEVERITY: Record<DetectionResponse, Severity> = { alert: 'low', stepup: 'high', end_sessions: 'high', suspend: 'critical', lockdown: 'critical' };
+
+/**
+ * Applies the strongest of the crossed rules' responses to the account, in
+ * the caller's transaction: a demand for step-up (every later request for
+ * personal data asks for it until the person re-authenticates), the end of
+ * its sessions, its suspension, the tenant's lockdown level raised (by one
+ * for the lockdown grade, to the rule's level if it names one; never
+ * lowered). Each step includes the ones before it.
+ */
+export async function applyResponse(
+  trx: Trx,
+  tenantId: string,
+  accountId: string,
+  rules: readonly DetectionRule[],
+  now: Date,
+): Promise<{ response: DetectionResponse; rule: DetectionRule; sessionsEnded: number; raisedTo: number | null }> {
+  const { response, lockdownLevel, rule } = strongest(rules);
+  const step = RESPONSE_ORDER.indexOf(response);
+  let sessionsEnded = 0;
+  if (response === 'stepup') {
+    for (const r of rules) await trx.insertInto('detection_holds').values({ tenant_id: tenantId, account_id: accountId, kind: 'stepup', rule_code: r.code, since: now }).execute();
+  }
+  if (step >= RESPONSE_ORDER.indexOf('end_sessions')) {
+    const ended = await trx.updateTable('sessions').set({ revoked_at: now }).where('account_id', '=', accountId).where('revoked_at', 'is', null).returning('id').execute();
+    sessionsEnded = ended.length;
+  }
+  if (step >= RESPONSE_ORDER.indexOf('suspend')) {
+    await trx.updateTable('accounts').set({ status: 'suspended' }).where('id', '=', accountId).execute();
+  }
+  const byOne = response === 'lockdown';
+  const raisedTo = lockdownLevel || byOne ? await raiseLockdownByDetection(trx, tenantId, lockdownLevel ?? 0, rule.code, now, byOne) : null;
+  return { response, rule, sessionsEnded, raisedTo };
+}
 
 /**
  * The response to a refusing crossing, in a transaction of its own (the
@@ -109,7 +148,9 @@ const SEVERITY: Record<DetectionResponse, Severity> = { alert: 'low', stepup: 'h
  */
 export async function contain(deps: Deps, rc: ReadContext, c: Contained): Promise<AppError> {
   const actor = rc.actor!;
-  const { response, lockdownLevel, rule } = strongest(c.rules);
+  const { rule } = strongest(c.rules);
+  let raised = false;
+  let answer: DetectionResponse = strongest(c.rules).response;
   const codes = c.rules.map((r) => r.code).join(',');
   await inTenant(
     deps.db.db,
@@ -127,19 +168,9 @@ export async function contain(deps: Deps, rc: ReadContext, c: Contained): Promis
         .where('created_at', '>', new Date(since))
         .executeTakeFirst();
       if (already) return;
-      const step = RESPONSE_ORDER.indexOf(response);
-      let sessionsEnded = 0;
-      if (response === 'stepup') {
-        for (const r of c.rules) await trx.insertInto('detection_holds').values({ tenant_id: rc.tenantId, account_id: actor.accountId, kind: 'stepup', rule_code: r.code, since: rc.now }).execute();
-      }
-      if (step >= RESPONSE_ORDER.indexOf('end_sessions')) {
-        const ended = await trx.updateTable('sessions').set({ revoked_at: rc.now }).where('account_id', '=', actor.accountId).where('revoked_at', 'is', null).returning('id').execute();
-        sessionsEnded = ended.length;
-      }
-      if (response === 'suspend') {
-        await trx.updateTable('accounts').set({ status: 'suspended' }).where('id', '=', actor.accountId).execute();
-      }
-      const raisedTo = lockdownLevel ? await raiseLockdownByDetection(trx, rc.tenantId, lockdownLevel, rule.code, rc.now) : null;
+      const { response, sessionsEnded, raisedTo } = await applyResponse(trx, rc.tenantId, actor.accountId, c.rules, rc.now);
+      raised = raisedTo !== null;
+      answer = response;
       await appendAudit(
         trx,
         rc.tenantId,
@@ -175,7 +206,7 @@ export async function contain(deps: Deps, rc: ReadContext, c: Contained): Promis
     },
     null,
   );
-  if (lockdownLevel) deps.tenants.invalidate();
-  if (response === 'stepup' && !lockdownLevel) return new StepUpRequired(false, undefined);
+  if (raised) deps.tenants.invalidate();
+  if (answer === 'stepup' && !c.rules.some((r) => r.lockdownLevel)) return new StepUpRequired(false, undefined);
   return new AppError('forbidden');
 }

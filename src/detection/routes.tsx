@@ -2,16 +2,31 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Deps } from '../context.ts';
 import { AppError, ValidationError } from '../errors.ts';
-import { Checkbox, Csrf, ErrorSummary, Notice, Page, Select, SummaryList, Tag, TextField, type FieldErrors } from '../web/components.tsx';
+import { Checkbox, Csrf, ErrorSummary, Fieldset, Notice, Page, Select, SummaryList, Tag, TextField, type FieldErrors } from '../web/components.tsx';
 import { formatDateTime } from '../web/i18n/index.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
 import { ALERT_STATUSES, ALERTS_PAGE_SIZE, listAlerts, readAlert, responseKey, SEVERITIES, updateAlert, type AlertStatus, type Severity } from './alerts.ts';
 import { setWebhook, webhookSettings } from './webhook.ts';
 import { protectedReview } from './protected.ts';
-import { listRules, saveRule } from './rules.ts';
+import { listRules, RESPONSE_ORDER, saveRule } from './rules.ts';
+import { saveWorkingHours, workingHoursOf, type WorkingHours } from './hours.ts';
 import { decideLockdownLower, lockdownState, MAX_LEVEL, raiseLockdown, requestLockdownLower, type LockdownChangeView } from './lockdown.ts';
 import type { PageEnv } from '../web/components.tsx';
 import { Pagination } from '../web/components.tsx';
+
+function hhmm(minutes: number): string {
+  return `${String(Math.floor(minutes / 60)).padStart(2, '0')}:${String(minutes % 60).padStart(2, '0')}`;
+}
+
+/** "08:30" as minutes from midnight; "24:00" only as an end. */
+function minutesOf(v: string, end: boolean): number | null {
+  const m = /^(\d{1,2})(?::|h)(\d{2})$/.exec(v);
+  if (!m) return null;
+  const h = Number(m[1]);
+  const min = Number(m[2]);
+  if (min > 59 || h > 24 || (h === 24 && (min > 0 || !end))) return null;
+  return h * 60 + min;
+}
 
 const SEVERITY_TONE: Record<Severity, 'blue' | 'orange' | 'grey'> = { low: 'blue', high: 'orange', critical: 'orange' };
 const STATUS_TONE: Record<AlertStatus, 'orange' | 'blue' | 'green'> = { open: 'orange', acknowledged: 'blue', closed: 'green' };
@@ -129,15 +144,18 @@ export function detectionRoutes(app: FastifyInstance, deps: Deps) {
     );
   });
 
-  async function rulesPage(req: FastifyRequest, reply: FastifyReply, errors?: FieldErrors) {
+  async function rulesPage(req: FastifyRequest, reply: FastifyReply, errors?: FieldErrors, hoursErrors?: FieldErrors, hoursValues?: Record<string, string>) {
     const rules = await listRules(deps, req.ctx);
+    const hours = await workingHoursOf(deps, req.ctx);
     const env = pageEnv(req, reply);
     const r = env.m.detection.rulesPage;
     const saved = (req.query as Record<string, unknown>)?.saved === '1';
+    const hoursSaved = (req.query as Record<string, unknown>)?.saved === 'hours';
+    const hv = hoursValues ?? { start: hhmm(hours.startMinute), end: hhmm(hours.endMinute), timeZone: hours.timeZone, ...Object.fromEntries(hours.days.map((d) => [`day${d}`, 'on'])) };
     const yesNo = (b: boolean) => (b ? r.yes : r.no);
     return sendPage(
       reply,
-      <Page env={env} title={r.title} hasErrors={!!errors}>
+      <Page env={env} title={r.title} hasErrors={!!errors || !!hoursErrors}>
         <p>
           <a href="/security/alerts" class="back-link">
             {env.m.detection.alerts.back}
@@ -147,6 +165,7 @@ export function detectionRoutes(app: FastifyInstance, deps: Deps) {
         <h1>{r.title}</h1>
         <p class="lead">{r.lead}</p>
         {saved && <Notice>{r.saved}</Notice>}
+        {hoursSaved && <Notice>{r.hoursSaved}</Notice>}
         <div class="table-wrap">
           <table>
             <caption class="visually-hidden">{r.title}</caption>
@@ -190,7 +209,7 @@ export function detectionRoutes(app: FastifyInstance, deps: Deps) {
           <Select env={env} name="code" label={r.code} options={rules.map((x) => ({ value: x.code, label: `${ruleLabel(env, x.code)} (${x.code})` }))} errors={errors} />
           <TextField env={env} name="threshold" label={r.threshold} width="short" errors={errors} />
           <TextField env={env} name="windowSeconds" label={r.window} width="short" errors={errors} />
-          <Select env={env} name="response" label={r.response} options={(['alert', 'stepup', 'end_sessions', 'suspend'] as const).map((x) => ({ value: x, label: env.m.detection.responses[x] }))} errors={errors} />
+          <Select env={env} name="response" label={r.response} options={RESPONSE_ORDER.map((x) => ({ value: x, label: env.m.detection.responses[x] }))} errors={errors} />
           <Select env={env} name="lockdownLevel" label={r.lockdown} options={[{ value: '', label: r.none }, ...[1, 2, 3, 4].map((n) => ({ value: String(n), label: env.m.detection.lockdown.levelOption(n) }))]} errors={errors} />
           <Checkbox name="exceptDeclaredBatch" label={r.batch} />
           <Checkbox name="enabled" label={r.enabled} checked />
@@ -198,10 +217,62 @@ export function detectionRoutes(app: FastifyInstance, deps: Deps) {
             {r.save}
           </button>
         </form>
+        <form method="post" action="/security/rules/hours" novalidate>
+          <Csrf env={env} />
+          <h2>{r.hoursTitle}</h2>
+          <p>{r.hoursLead}</p>
+          <p>
+            {r.hoursCurrent(
+              hours.days.map((d) => r.weekdays[d - 1]).join(', '),
+              hhmm(hours.startMinute),
+              hhmm(hours.endMinute),
+              hours.timeZone,
+            )}
+          </p>
+          <ErrorSummary env={env} errors={hoursErrors} />
+          <Fieldset legend={r.hoursDays} name="days" env={env} errors={hoursErrors}>
+            {r.weekdays.map((label, i) => (
+              <Checkbox name={`day${i + 1}`} label={label} checked={hv[`day${i + 1}`] === 'on'} />
+            ))}
+          </Fieldset>
+          <TextField env={env} name="start" label={r.hoursStart} width="short" value={hv.start} errors={hoursErrors} />
+          <TextField env={env} name="end" label={r.hoursEnd} width="short" value={hv.end} errors={hoursErrors} />
+          <TextField env={env} name="timeZone" label={r.hoursTimeZone} width="medium" value={hv.timeZone} errors={hoursErrors} spellcheck={false} />
+          <button type="submit" class="button">
+            {r.hoursSave}
+          </button>
+        </form>
       </Page>,
-      errors ? 400 : 200,
+      errors || hoursErrors ? 400 : 200,
     );
   }
+
+  app.post('/security/rules/hours', async (req, reply) => {
+    if (!req.ctx.actor) throw new AppError('signInRequired');
+    const b = (req.body ?? {}) as Record<string, unknown>;
+    const str = (k: string) => (typeof b[k] === 'string' ? (b[k] as string).trim().slice(0, 100) : '');
+    const values: Record<string, string> = { start: str('start'), end: str('end'), timeZone: str('timeZone') };
+    const days: number[] = [];
+    for (let d = 1; d <= 7; d++) {
+      if (b[`day${d}`] === 'on') {
+        days.push(d);
+        values[`day${d}`] = 'on';
+      }
+    }
+    try {
+      const start = minutesOf(values.start!, false);
+      const end = minutesOf(values.end!, true);
+      if (!days.length) throw new ValidationError({ days: 'hoursDays' });
+      if (start === null) throw new ValidationError({ start: 'hoursTime' });
+      if (end === null) throw new ValidationError({ end: 'hoursTime' });
+      const h: WorkingHours = { timeZone: values.timeZone!, days, startMinute: start, endMinute: end };
+      await saveWorkingHours(deps, req.ctx, h);
+    } catch (err) {
+      if (err instanceof ValidationError) return rulesPage(req, reply, undefined, err.fields, values);
+      throw err;
+    }
+    return reply.redirect('/security/rules?saved=hours', 303);
+  });
 
   app.get('/security/rules', async (req, reply) => {
     if (!req.ctx.actor) throw new AppError('signInRequired');
@@ -507,6 +578,11 @@ export function detectionRoutes(app: FastifyInstance, deps: Deps) {
             </tbody>
           </table>
         </div>
+        {alert.eventIds[0] && (
+          <p>
+            <a href={`/security/incidents/new?event=${encodeURIComponent(alert.eventIds[0])}`}>{a.openIncident}</a>
+          </p>
+        )}
       </Page>,
       errors ? 400 : 200,
     );

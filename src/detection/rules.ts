@@ -25,7 +25,10 @@ export interface DetectionRule {
   /** Crossed when the window's total goes above this. */
   threshold: number;
   windowSeconds: number;
-  /** What happens to the actor; each step includes the ones before it: alert → stepup → end_sessions → suspend. */
+  /**
+   * What happens; each step includes the ones before it: alert → stepup →
+   * end_sessions → suspend → lockdown (the tenant's level raised by one).
+   */
   response: DetectionResponse;
   /** The tenant's lockdown level to raise to as well, if any. */
   lockdownLevel: number | null;
@@ -34,7 +37,9 @@ export interface DetectionRule {
   enabled: boolean;
 }
 
-export const RESPONSE_ORDER: readonly DetectionResponse[] = ['alert', 'stepup', 'end_sessions', 'suspend'];
+export const RESPONSE_ORDER: readonly DetectionResponse[] = ['alert', 'stepup', 'end_sessions', 'suspend', 'lockdown'];
+
+export const SIGNALS: readonly DetectionSignal[] = ['files_read', 'name_search', 'export', 'export_rows', 'privilege', 'break_glass', 'deletion', 'new_device', 'new_network', 'off_hours'];
 
 /** Responses that refuse the request that crosses the threshold (containment is synchronous with it). */
 export function refuses(r: DetectionRule): boolean {
@@ -52,14 +57,26 @@ export const DEFAULT_RULES: readonly DetectionRule[] = [
   { code: 'files_read.1h', signal: 'files_read', threshold: 50, windowSeconds: 3600, response: 'suspend', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
   { code: 'files_read.1d', signal: 'files_read', threshold: 200, windowSeconds: 86400, response: 'suspend', lockdownLevel: null, exceptDeclaredBatch: true, enabled: true },
   // Read from the audit stream after the fact (stream.ts): an alert within a second, no refusal.
+  // Searches by NIREC in the console are weighed on the read path, like the files they find; an
+  // assisted-mode look-up of a parent by address is read from the stream.
+  { code: 'name_search.5m', signal: 'name_search', threshold: 30, windowSeconds: 300, response: 'stepup', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
+  // Exports: a family's export and the statistics CSV on the read path; breach reports, the incident
+  // register and the audit log from the stream. Counted once each, and by the files or rows they hold.
+  { code: 'export.1h', signal: 'export', threshold: 10, windowSeconds: 3600, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
+  { code: 'export_rows.1h', signal: 'export_rows', threshold: 1000, windowSeconds: 3600, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: true, enabled: true },
+  // Read from the audit stream after the fact (stream.ts): an alert within a second; a rule set to
+  // a stronger response applies it then (the event itself has happened).
   { code: 'privilege.change', signal: 'privilege', threshold: 0, windowSeconds: 1, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
+  { code: 'break_glass.start', signal: 'break_glass', threshold: 0, windowSeconds: 1, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
   { code: 'deletion.staff', signal: 'deletion', threshold: 0, windowSeconds: 1, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
+  { code: 'deletion.burst', signal: 'deletion', threshold: 10, windowSeconds: 600, response: 'end_sessions', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
   { code: 'new_device.staff', signal: 'new_device', threshold: 0, windowSeconds: 1, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
+  { code: 'new_network.staff', signal: 'new_network', threshold: 0, windowSeconds: 1, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
   { code: 'off_hours.read', signal: 'off_hours', threshold: 0, windowSeconds: 3600, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
 ];
 
-/** Signals counted in the records gateway's transaction (which can refuse); the others are read from the stream. */
-export const SYNCHRONOUS_SIGNALS: ReadonlySet<DetectionSignal> = new Set<DetectionSignal>(['files_read']);
+/** Signals that require the actor to hold a role; exports count for anyone, a family's own included. */
+export const STAFF_SIGNALS: ReadonlySet<DetectionSignal> = new Set<DetectionSignal>(['files_read', 'name_search']);
 
 /** The longest window any rule may have: hits older than this are purged. */
 export const MAX_WINDOW_SECONDS = 7 * 86400;
@@ -84,7 +101,13 @@ export async function rulesFor(trx: Trx, opts: { includeDisabled?: boolean } = {
 }
 
 /**
- * Which signal an audit event is, and how much it weighs.
+ * The signals an event the records gateway writes is, and how much each
+ * weighs: these are weighed in the gateway's transaction, before the data
+ * leaves, so a rule set to more than an alert refuses the request that
+ * crosses it. Events written elsewhere are read from the stream (stream.ts).
+ *
+ * name_search: a NIREC look-up, found or not. export / export_rows: a
+ * family's export (by its files), the statistics CSV (aggregates: once).
  *
  * files_read: a file opened by someone other than its family — a child's
  * file, its history, a family profile, a NIREC look-up that found files:
@@ -94,36 +117,51 @@ export async function rulesFor(trx: Trx, opts: { includeDisabled?: boolean } = {
  * person paging through it faster than they could work is still caught, page
  * by page, at the same thresholds.
  *
- * Only actors who hold a membership (staff, directors, operators,
- * administrators) are counted: a parent's account opens nothing but its own
- * family's files.
+ * Files read and searches count only for actors who hold a membership
+ * (staff, directors, operators, administrators): a parent's account opens
+ * nothing but its own family's files. Exports count for anyone.
  */
-export function signalOf(e: Pick<AuditEventInput, 'action' | 'familyIds'>): { signal: DetectionSignal; weight: number } | null {
+export function signalsOf(e: Pick<AuditEventInput, 'action' | 'familyIds' | 'details'>): { signal: DetectionSignal; weight: number }[] {
+  const rows = (k: string) => {
+    const v = e.details?.[k];
+    return typeof v === 'number' && Number.isInteger(v) && v > 0 ? v : 0;
+  };
   switch (e.action) {
     case 'waitlist.childFile.read':
     case 'waitlist.childFile.history':
     case 'family.profile.read':
-      return { signal: 'files_read', weight: Math.max(1, e.familyIds?.length ?? 0) };
+      return [{ signal: 'files_read', weight: Math.max(1, e.familyIds?.length ?? 0) }];
     case 'waitlist.childFile.lookupByNirec':
-      return e.familyIds?.length ? { signal: 'files_read', weight: e.familyIds.length } : null;
+      // Every look-up is a search, found or not; what it found is also files read.
+      return [{ signal: 'name_search', weight: 1 }, ...(e.familyIds?.length ? [{ signal: 'files_read' as const, weight: e.familyIds.length }] : [])];
     case 'waitlist.candidates.list':
-      return { signal: 'files_read', weight: 1 };
+      return [{ signal: 'files_read', weight: 1 }];
     case 'waitlist.referral.list':
       // Like the candidates: one page of the facility's own referrals is one read.
-      return { signal: 'files_read', weight: 1 };
+      return [{ signal: 'files_read', weight: 1 }];
+    case 'privacy.export':
+      return exportSignals(rows('files'));
+    case 'statistics.export':
+      // Aggregates only (no family named): one export, no rows of files.
+      return exportSignals(0);
     default:
-      return null;
+      return [];
   }
+}
+
+/** An export counts once, and by the files or rows it holds (when it holds any). */
+export function exportSignals(rows: number): { signal: DetectionSignal; weight: number }[] {
+  return [{ signal: 'export', weight: 1 }, ...(rows > 0 ? [{ signal: 'export_rows' as const, weight: rows }] : [])];
 }
 
 /* ------------------------------------------------- changing a tenant's rules */
 
 const RULE_INPUT = z.object({
   code: z.string().regex(/^[a-z0-9_.-]{1,64}$/),
-  signal: z.enum(['files_read', 'privilege', 'deletion', 'new_device', 'off_hours']),
+  signal: z.enum(SIGNALS as [DetectionSignal, ...DetectionSignal[]]),
   threshold: z.number().int().min(0).max(1_000_000),
   windowSeconds: z.number().int().min(1).max(MAX_WINDOW_SECONDS),
-  response: z.enum(['alert', 'stepup', 'end_sessions', 'suspend']),
+  response: z.enum(RESPONSE_ORDER as [DetectionResponse, ...DetectionResponse[]]),
   lockdownLevel: z.number().int().min(1).max(4).nullable(),
   exceptDeclaredBatch: z.boolean(),
   enabled: z.boolean(),

@@ -2,29 +2,38 @@ import { sql } from 'kysely';
 import type { Deps } from '../context.ts';
 import type { Trx } from '../db/connection.ts';
 import type { DetectionSignal } from '../db/schema.ts';
+import { appendAudit } from '../audit/log.ts';
 import { inTenant } from '../db/tenant.ts';
 import { createAlert } from './alerts.ts';
 import { checkWindows, purgeHits, record } from './counters.ts';
-import { rulesFor, SYNCHRONOUS_SIGNALS } from './rules.ts';
+import { DEFAULT_HOURS, outsideHours, workingHoursFor, type WorkingHours } from './hours.ts';
+import { applyResponse, SEVERITY } from './response.ts';
+import { exportSignals, refuses, rulesFor, type DetectionRule } from './rules.ts';
 import { WebhookSender } from './webhook.ts';
 import { PollLoop } from './poll.ts';
 
 /**
- * Detection on the audit stream, for what need not be refused on the spot:
- * privilege requests, approvals and removals, deletions by staff, a staff
- * member's new device, files opened outside working hours. Every instance
- * writes its events to the same table, and the sealer orders them into the
- * tenant's Merkle tree once their transactions have ended; this reader
- * follows the tree's leaves, so it sees every instance's events, each once,
- * in order. One instance reads a tenant at a time (its cursor row is taken
- * with SKIP LOCKED); an alert follows its event by the sealer's interval and
- * this one's, well under a second.
- *
- * Working hours: Monday to Friday, 7 h to 19 h, Eastern time.
+ * Detection on the audit stream, for what is not weighed in the records
+ * gateway's transaction: privilege requests, approvals and removals,
+ * break-glass, deletions and purges by staff, a staff member's new device or
+ * network, exports made outside the gateway (breach reports, the incident
+ * register, the audit log), assisted-mode look-ups of a parent, and staff
+ * activity outside the tenant's working hours. Every instance writes its
+ * events to the same table, and the sealer orders them into the tenant's
+ * Merkle tree once their transactions have ended; this reader follows the
+ * tree's leaves, so it sees every instance's events, each once, in order.
+ * One instance reads a tenant at a time (its cursor row is taken with SKIP
+ * LOCKED); an alert follows its event by the sealer's interval and this
+ * one's, well under a second. A rule set to more than an alert applies its
+ * response then: the event has happened, the next request meets it.
  */
 
-const PRIVILEGE = new Set(['identity.grant.request', 'identity.grant.approve', 'identity.grant.revoke', 'identity.membership.bootstrap', 'identity.breakGlass.start', 'identity.factorReset.request', 'identity.factorReset.approve']);
-const READS = new Set(['waitlist.childFile.read', 'waitlist.childFile.history', 'family.profile.read', 'waitlist.childFile.lookupByNirec', 'waitlist.candidates.list']);
+const PRIVILEGE = new Set(['identity.grant.request', 'identity.grant.approve', 'identity.grant.revoke', 'identity.membership.bootstrap', 'identity.factorReset.request', 'identity.factorReset.approve']);
+const DELETIONS = new Set(['waitlist.childFile.delete', 'records.childFile.purge', 'records.family.purge']);
+/** Exports written outside the gateway, and the detail that says how many files or rows each held. */
+const EXPORTS: Record<string, string> = { 'privacy.breachReport.create': 'files', 'incident.export': 'incidents', 'audit.export': 'events' };
+/** Look-ups of a person by identity written outside the gateway (the NIREC look-up is weighed in it). */
+const NAME_SEARCHES = new Set(['assisted.code.request']);
 
 interface StreamEvent {
   id: string;
@@ -33,6 +42,7 @@ interface StreamEvent {
   actor_account_id: string | null;
   actor_roles: string[];
   occurred_at: Date;
+  details?: Record<string, unknown> | null;
 }
 
 /** Anyone who holds a role (the roles the event recorded): not a parent, not the system. */
@@ -40,25 +50,33 @@ function isMember(roles: readonly string[]): boolean {
   return roles.length > 0 && !roles.every((r) => r === 'parent' || r === 'anonymous' || r.startsWith('system:'));
 }
 
-export function outsideWorkingHours(at: Date): boolean {
-  const parts = new Intl.DateTimeFormat('en-CA', { timeZone: 'America/Toronto', weekday: 'short', hour: '2-digit', hourCycle: 'h23' }).formatToParts(at);
-  const day = parts.find((p) => p.type === 'weekday')?.value ?? '';
-  const hour = Number(parts.find((p) => p.type === 'hour')?.value ?? 0);
-  return day === 'Sat' || day === 'Sun' || hour < 7 || hour >= 19;
+/** Outside the default working hours (Monday to Friday, 7 h to 19 h, Eastern time); a tenant declares its own (hours.ts). */
+export function outsideWorkingHours(at: Date, hours: WorkingHours = DEFAULT_HOURS): boolean {
+  return outsideHours(at, hours);
 }
 
 /**
- * The stream signals an event is, if any. `holdsRole` says whether the
- * actor holds a role now: a sign-in's events are written before the session
- * (and its roles) exist.
+ * The stream signals an event is, if any, with their weights. `holdsRole`
+ * says whether the actor holds a role now: a sign-in's events are written
+ * before the session (and its roles) exist.
  */
-export function streamSignals(e: StreamEvent, holdsRole: boolean): DetectionSignal[] {
+export function streamSignals(e: StreamEvent, holdsRole: boolean, hours: WorkingHours = DEFAULT_HOURS): { signal: DetectionSignal; weight: number }[] {
   if (e.outcome !== 'success' || !e.actor_account_id) return [];
-  const out: DetectionSignal[] = [];
-  if (PRIVILEGE.has(e.action)) out.push('privilege');
-  if (e.action === 'waitlist.childFile.delete' && isMember(e.actor_roles)) out.push('deletion');
-  if (e.action === 'identity.device.new' && holdsRole) out.push('new_device');
-  if (READS.has(e.action) && isMember(e.actor_roles) && outsideWorkingHours(e.occurred_at)) out.push('off_hours');
+  const out: { signal: DetectionSignal; weight: number }[] = [];
+  const member = isMember(e.actor_roles);
+  if (PRIVILEGE.has(e.action)) out.push({ signal: 'privilege', weight: 1 });
+  if (e.action === 'identity.breakGlass.start') out.push({ signal: 'break_glass', weight: 1 });
+  if (DELETIONS.has(e.action) && member) out.push({ signal: 'deletion', weight: Math.max(1, Number(e.details?.files) || 1) });
+  if (e.action === 'identity.device.new' && holdsRole) out.push({ signal: 'new_device', weight: 1 });
+  if (e.action === 'identity.network.new' && holdsRole) out.push({ signal: 'new_network', weight: 1 });
+  const rowsKey = EXPORTS[e.action];
+  if (rowsKey) {
+    const n = Number(e.details?.[rowsKey]);
+    out.push(...exportSignals(Number.isInteger(n) && n > 0 ? n : 0));
+  }
+  if (NAME_SEARCHES.has(e.action) && member) out.push({ signal: 'name_search', weight: 1 });
+  // Any act of a member of staff counts, not only reads: an intruder's first moves are often elsewhere.
+  if (member && outsideHours(e.occurred_at, hours)) out.push({ signal: 'off_hours', weight: 1 });
   return out;
 }
 
@@ -73,27 +91,82 @@ async function holdsRole(trx: Trx, accountId: string, now: Date): Promise<boolea
   return !!m;
 }
 
-async function evaluate(trx: Trx, deps: Deps, tenantId: string, baseUrl: string, e: StreamEvent): Promise<number> {
-  const signals = streamSignals(e, e.action === 'identity.device.new' && !!e.actor_account_id && (await holdsRole(trx, e.actor_account_id, e.occurred_at)));
-  if (!signals.length) return 0;
-  const rules = (await rulesFor(trx)).filter((r) => !SYNCHRONOUS_SIGNALS.has(r.signal));
-  let alerts = 0;
-  for (const signal of signals) {
-    const check = await checkWindows(trx, e.actor_account_id!, tenantId, signal, 1, rules, e.occurred_at);
-    await record(trx, tenantId, e.actor_account_id!, signal, 1, e.occurred_at);
-    for (const r of check.crossed) {
-      await createAlert(
-        trx,
-        tenantId,
-        { ruleCode: r.code, signal, severity: signal === 'privilege' || signal === 'deletion' ? 'high' : 'low', subjectAccountId: e.actor_account_id, response: 'alert', lockdownLevel: null, eventIds: [e.id], details: { action: e.action, total: (check.before.get(r.code) ?? 0) + 1, threshold: r.threshold, windowSeconds: r.windowSeconds } },
-        { actorAccountId: null, actorRoles: ['system:detection'], ip: null, userAgent: null, requestId: null },
-        deps.clock(),
-        baseUrl,
-      );
-      alerts++;
-    }
+const SYSTEM = { actorAccountId: null, actorRoles: ['system:detection'], ip: null, userAgent: null, requestId: null };
+
+async function evaluate(trx: Trx, deps: Deps, tenantId: string, baseUrl: string, e: StreamEvent, rules: readonly DetectionRule[], hours: WorkingHours): Promise<{ alerts: number; raised: boolean }> {
+  const signIn = e.action === 'identity.device.new' || e.action === 'identity.network.new';
+  const signals = streamSignals(e, signIn && !!e.actor_account_id && (await holdsRole(trx, e.actor_account_id, e.occurred_at)), hours);
+  if (!signals.length) return { alerts: 0, raised: false };
+  const accountId = e.actor_account_id!;
+  const now = deps.clock();
+  const crossed: { rule: DetectionRule; total: number }[] = [];
+  for (const { signal, weight } of signals) {
+    const check = await checkWindows(trx, accountId, tenantId, signal, weight, rules, e.occurred_at);
+    await record(trx, tenantId, accountId, signal, weight, e.occurred_at);
+    for (const r of check.crossed) crossed.push({ rule: r, total: (check.before.get(r.code) ?? 0) + weight });
   }
-  return alerts;
+  let alerts = 0;
+  let raised = false;
+  for (const { rule: r, total } of crossed.filter((x) => !refuses(x.rule))) {
+    await createAlert(
+      trx,
+      tenantId,
+      { ruleCode: r.code, signal: r.signal, severity: r.signal === 'privilege' || r.signal === 'deletion' || r.signal === 'break_glass' ? 'high' : 'low', subjectAccountId: accountId, response: 'alert', lockdownLevel: null, eventIds: [e.id], details: { action: e.action, total, threshold: r.threshold, windowSeconds: r.windowSeconds } },
+      SYSTEM,
+      now,
+      baseUrl,
+    );
+    alerts++;
+  }
+  // Stronger responses, after the fact: the one event has happened, what the rule says is done to the account now.
+  const acting = crossed.filter((x) => refuses(x.rule));
+  if (acting.length) {
+    const { response, rule, sessionsEnded, raisedTo } = await applyResponse(trx, tenantId, accountId, acting.map((x) => x.rule), now);
+    raised = raisedTo !== null;
+    const codes = acting.map((x) => x.rule.code).join(',');
+    await appendAuditSystem(trx, tenantId, { accountId, eventId: e.id, codes, response, sessionsEnded, raisedTo }, now);
+    await createAlert(
+      trx,
+      tenantId,
+      {
+        ruleCode: rule.code,
+        signal: rule.signal,
+        severity: raisedTo ? 'critical' : SEVERITY[response],
+        subjectAccountId: accountId,
+        response,
+        lockdownLevel: raisedTo,
+        eventIds: [e.id],
+        details: { action: e.action, rules: codes, total: acting.find((x) => x.rule.code === rule.code)?.total ?? 0, threshold: rule.threshold, windowSeconds: rule.windowSeconds, sessionsEnded },
+      },
+      SYSTEM,
+      now,
+      baseUrl,
+    );
+    alerts++;
+  }
+  return { alerts, raised };
+}
+
+async function appendAuditSystem(
+  trx: Trx,
+  tenantId: string,
+  r: { accountId: string; eventId: string; codes: string; response: string; sessionsEnded: number; raisedTo: number | null },
+  now: Date,
+): Promise<void> {
+  await appendAudit(
+    trx,
+    tenantId,
+    {
+      action: 'detection.response',
+      outcome: 'success',
+      actorAccountId: null,
+      actorRoles: ['system:detection'],
+      targetType: 'account',
+      targetIds: [r.accountId, r.eventId],
+      details: { rules: r.codes, response: r.response, sessionsEnded: r.sessionsEnded, ...(r.raisedTo ? { lockdownLevel: r.raisedTo } : {}) },
+    },
+    now,
+  );
 }
 
 /** Reads the tenants' audit streams; started when the server listens. */
@@ -121,6 +194,7 @@ export class DetectionStream {
   /** One pass over every tenant's new leaves. Returns the alerts written. */
   async runOnce(): Promise<number> {
     let alerts = 0;
+    let raised = false;
     for (const tenant of await this.deps.tenants.all()) {
       if (!this.follows(tenant.id)) continue;
       alerts += await inTenant(this.deps.db.db, tenant.id, async (trx) => {
@@ -131,7 +205,7 @@ export class DetectionStream {
         const cursor = await trx.selectFrom('detection_stream_cursors').select('leaf_index').forUpdate().skipLocked().executeTakeFirst();
         if (!cursor) return 0;
         const { rows } = await sql<StreamEvent & { leaf_index: string }>`
-          SELECT l.leaf_index::text AS leaf_index, e.id, e.action, e.outcome, e.actor_account_id, e.actor_roles, e.occurred_at
+          SELECT l.leaf_index::text AS leaf_index, e.id, e.action, e.outcome, e.actor_account_id, e.actor_roles, e.occurred_at, e.details
             FROM audit_leaves l JOIN audit_events e ON e.id = l.event_id
            WHERE l.leaf_index > ${cursor.leaf_index}::bigint
            ORDER BY l.leaf_index
@@ -139,11 +213,18 @@ export class DetectionStream {
         if (!rows.length) return 0;
         let n = 0;
         const base = this.baseUrlFor(tenant.hosts);
-        for (const e of rows) n += await evaluate(trx, this.deps, tenant.id, base, { ...e, occurred_at: new Date(e.occurred_at) });
+        const rules = await rulesFor(trx);
+        const hours = await workingHoursFor(trx);
+        for (const e of rows) {
+          const r = await evaluate(trx, this.deps, tenant.id, base, { ...e, occurred_at: new Date(e.occurred_at), details: typeof e.details === 'string' ? JSON.parse(e.details) : e.details }, rules, hours);
+          n += r.alerts;
+          raised ||= r.raised;
+        }
         await trx.updateTable('detection_stream_cursors').set({ leaf_index: rows[rows.length - 1]!.leaf_index }).execute();
         return n;
       });
     }
+    if (raised) this.deps.tenants.invalidate();
     return alerts;
   }
 }

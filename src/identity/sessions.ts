@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { isIPv6 } from 'node:net';
 import { appendAudit, appendAuditAlone } from '../audit/log.ts';
 import { untrustedId } from '../audit/untrusted.ts';
 import { decide, refusal } from '../access/decide.ts';
@@ -127,7 +128,46 @@ export async function noteDevice(deps: Deps, ctx: Ctx, account: { id: string; em
     }
     return known.length > 0;
   });
+  await noteNetwork(deps, ctx, account.id);
   return { token, isNew };
+}
+
+/**
+ * The network a sign-in comes from: an IPv4 /24 or an IPv6 /48 (an
+ * IPv4-mapped address counts as IPv4). Coarse on purpose: a household's or an
+ * office's addresses move within it, an intruder's come from elsewhere.
+ */
+export function networkPrefix(ip: string | null | undefined): string | null {
+  if (!ip) return null;
+  const v4 = /^(?:::ffff:)?(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/i.exec(ip);
+  if (v4) return v4.slice(1, 4).every((x) => Number(x) <= 255) ? `${v4.slice(1, 4).map(Number).join('.')}.0/24` : null;
+  if (!isIPv6(ip)) return null;
+  const [head = '', tail] = ip.toLowerCase().split('%')[0]!.split('::') as [string, string | undefined];
+  const h = head ? head.split(':') : [];
+  const t = tail ? tail.split(':') : [];
+  const groups = tail === undefined ? h : [...h, ...Array(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
+  return `${groups.slice(0, 3).map((g) => Number.parseInt(g || '0', 16).toString(16)).join(':')}::/48`;
+}
+
+/**
+ * Remembers the networks an account signs in from; a new one for an account
+ * that had others is an audit event (identity.network.new), which detection
+ * reads from the stream for members of staff.
+ */
+async function noteNetwork(deps: Deps, ctx: Ctx, accountId: string): Promise<void> {
+  const prefix = networkPrefix(ctx.ip);
+  if (!prefix) return;
+  await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    const known = await trx.selectFrom('known_networks').select('prefix').where('account_id', '=', accountId).execute();
+    if (known.some((k) => k.prefix === prefix)) {
+      await trx.updateTable('known_networks').set({ last_seen_at: ctx.now }).where('account_id', '=', accountId).where('prefix', '=', prefix).execute();
+      return;
+    }
+    await trx.insertInto('known_networks').values({ tenant_id: ctx.tenant.id, account_id: accountId, prefix, first_seen_at: ctx.now, last_seen_at: ctx.now }).onConflict((oc) => oc.columns(['account_id', 'prefix']).doNothing()).execute();
+    if (known.length) {
+      await appendAudit(trx, ctx.tenant.id, { action: 'identity.network.new', outcome: 'success', ...originFields(originOf(ctx)), actorAccountId: accountId, targetType: 'account', targetIds: [accountId], details: { network: prefix } }, ctx.now);
+    }
+  });
 }
 
 export function deviceCookieName(secure: boolean): string {

@@ -101,6 +101,8 @@ describe('the security console', () => {
     await follow(page, () => page.getByRole('button', { name: 'Ajouter la note' }).click());
     expect(await page.locator('main').innerText()).toContain('la directrice joint l’employée');
     await check(page, 'an alert with a note');
+    // From the alert to the incident register, with the event that caused it.
+    expect(await page.getByRole('link', { name: /Consigner un incident au registre/ }).getAttribute('href')).toMatch(/^\/security\/incidents\/new\?event=[0-9a-f-]{36}$/);
 
     // The same page in English.
     expect(await follow(page, () => page.getByRole('link', { name: /English/ }).click())).toBe(200);
@@ -138,6 +140,22 @@ describe('the security console', () => {
     await page.getByLabel('Seuil (nombre)').fill('beaucoup');
     await follow(page, () => page.getByRole('button', { name: 'Enregistrer la règle' }).click());
     await check(page, 'rules page with an error');
+    // The tenant's working hours: an impossible time is refused in the reader's language, then a declaration is saved.
+    await page.getByLabel('Début (par exemple 08:30)').fill('25:00');
+    await follow(page, () => page.getByRole('button', { name: 'Enregistrer les heures de travail' }).click());
+    expect(await page.title()).toMatch(/^Erreur/);
+    await check(page, 'rules page, working hours with an error');
+    expect(await page.locator('.error-summary').innerText()).toContain('Entrez une heure sous la forme 08:30');
+    await page.getByLabel('Début (par exemple 08:30)').fill('06:30');
+    await page.getByLabel('samedi').check();
+    expect(await follow(page, () => page.getByRole('button', { name: 'Enregistrer les heures de travail' }).click())).toBe(200);
+    expect(await page.getByRole('status').innerText()).toContain('Les heures de travail sont enregistrées.');
+    expect(await page.locator('main').innerText()).toContain('lundi, mardi, mercredi, jeudi, vendredi, samedi, de 06:30 à 19:00 (America/Toronto)');
+    await check(page, 'rules page, working hours saved');
+    expect(await follow(page, () => page.goto(`${base}/security/rules?lang=en`))).toBe(200);
+    await check(page, 'rules page (en)');
+    expect(await page.locator('main').innerText()).toContain('Monday, Tuesday, Wednesday, Thursday, Friday, Saturday, from 06:30 to 19:00 (America/Toronto)');
+    expect(await follow(page, () => page.goto(`${base}/security/rules?lang=fr`))).toBe(200);
     expect(await follow(page, () => page.goto(`${base}/security/protected`))).toBe(200);
     await check(page, 'protected files review');
     expect(await follow(page, () => page.goto(`${base}/security/protected?lang=en`))).toBe(200);

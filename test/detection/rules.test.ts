@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Actor } from '../../src/access/actor.ts';
 import { inTenant } from '../../src/db/tenant.ts';
 import { declareBatch, saveRule, DEFAULT_RULES, listRules, MAX_WINDOW_SECONDS } from '../../src/detection/rules.ts';
+import { saveWorkingHours, workingHoursOf } from '../../src/detection/hours.ts';
 import { counters } from '../../src/counters/counters.ts';
 import { purgeHits } from '../../src/detection/counters.ts';
 import { AppError } from '../../src/errors.ts';
@@ -212,7 +213,7 @@ describe('rules as data, per tenant', () => {
     const page = await c.get('/security/rules');
     expect(page.status).toBe(200);
     expect(textOf(page.body)).toContain('Plus de 20 dossiers ouverts en 5 minutes');
-    expect(textOf(page.body)).toContain('Dossiers ouverts en dehors des heures de travail');
+    expect(textOf(page.body)).toContain('Activité du personnel en dehors des heures de travail');
     const bad = await c.post('/security/rules', { code: 'files_read.5m', threshold: 'dix', windowSeconds: '300', response: 'suspend', lockdownLevel: '', enabled: 'on' });
     expect(bad.status).toBe(400);
     expect(textOf(bad.body)).toContain('Il y a un problème');
@@ -222,5 +223,42 @@ describe('rules as data, per tenant', () => {
     const rules = await listRules(t.deps, ctxFor(t, w.tenant, w.officer));
     expect(rules.find((r) => r.code === 'files_read.5m')).toMatchObject({ threshold: 10, response: 'stepup', custom: true, enabled: true });
     expect((await readsUntilRefused(w.tenant, w.operator, w.child)).served).toBe(10);
+
+    // Working hours: an end before the start is refused in the reader's language, nothing saved; then saved and audited.
+    const badHours = { day1: 'on', day2: 'on', start: '18:00', end: '08:00', timeZone: 'America/Toronto' };
+    const fr = await c.post('/security/rules/hours', badHours);
+    expect(fr.status).toBe(400);
+    expect(textOf(fr.body)).toContain('La fin des heures de travail doit suivre leur début');
+    await c.get('/security/rules?lang=en');
+    const en = await c.post('/security/rules/hours', { ...badHours, end: '25:00' });
+    expect(en.status).toBe(400);
+    expect(textOf(en.body)).toContain('Enter a time such as 08:30');
+    const tz = await c.post('/security/rules/hours', { ...badHours, end: '20:00', timeZone: 'Mars/Olympus' });
+    expect(tz.status).toBe(400);
+    expect(textOf(tz.body)).toContain('Enter a time zone, for example America/Toronto');
+    const none = await c.post('/security/rules/hours', { start: '08:00', end: '20:00', timeZone: 'America/Toronto' });
+    expect(none.status).toBe(400);
+    expect(textOf(none.body)).toContain('Tick at least one day');
+    expect(await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('detection_working_hours').selectAll().execute())).toHaveLength(0);
+    const ok = await c.post('/security/rules/hours', { day2: 'on', day3: 'on', day6: 'on', start: '06:30', end: '22:00', timeZone: 'America/Vancouver' });
+    expect(ok.status).toBe(303);
+    expect(textOf((await c.get('/security/rules?saved=hours')).body)).toContain('Working hours are saved.');
+    expect(await workingHoursOf(t.deps, ctxFor(t, w.tenant, w.officer))).toEqual({ timeZone: 'America/Vancouver', days: [2, 3, 6], startMinute: 390, endMinute: 1320 });
+    const audited = await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('audit_events').select(['outcome', 'actor_account_id', 'details']).where('action', '=', 'detection.hours.update').orderBy('seq').execute());
+    expect(audited).toEqual([{ outcome: 'success', actor_account_id: w.officer.accountId, details: { timeZone: 'America/Vancouver', days: '2,3,6', startMinute: 390, endMinute: 1320 } }]);
+  });
+
+  it('only a security officer, freshly authenticated, declares working hours', async () => {
+    const w = await world();
+    const hours = { timeZone: 'America/Toronto', days: [1, 2, 3, 4, 5], startMinute: 480, endMinute: 1020 };
+    await expect(saveWorkingHours(t.deps, ctxFor(t, w.tenant, w.operator), hours)).rejects.toMatchObject({ kind: 'forbidden' });
+    await expect(workingHoursOf(t.deps, ctxFor(t, w.tenant, w.operator))).rejects.toMatchObject({ kind: 'forbidden' });
+    await expect(saveWorkingHours(t.deps, ctxFor(t, w.tenant, signedIn(w.officer, new Date(t.deps.clock().getTime() - 3600_000))), hours)).rejects.toBeInstanceOf(StepUpRequired);
+    await expect(saveWorkingHours(t.deps, ctxFor(t, w.tenant, w.officer), { ...hours, days: [0] })).rejects.toMatchObject({ kind: 'badRequest' });
+    expect(await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('detection_working_hours').selectAll().execute())).toHaveLength(0);
+    const denied = await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('audit_events').select(['outcome']).where('action', '=', 'detection.hours.update').execute());
+    expect(denied).toEqual([{ outcome: 'denied' }]);
+    await saveWorkingHours(t.deps, ctxFor(t, w.tenant, w.officer), hours);
+    expect(await workingHoursOf(t.deps, ctxFor(t, w.tenant, w.officer))).toEqual(hours);
   });
 });

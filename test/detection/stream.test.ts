@@ -76,10 +76,18 @@ async function waitForAlert(tenant: Tenant, rule: string, count = 1): Promise<nu
 }
 
 describe('the audit stream', () => {
-  it('working hours are Monday to Friday, 7 h to 19 h, Eastern time', () => {
+  it('working hours are Monday to Friday, 7 h to 19 h, Eastern time, unless the tenant declares its own', () => {
     expect(outsideWorkingHours(new Date('2026-11-23T15:00:00Z'))).toBe(false); // Monday 10 h
     expect(outsideWorkingHours(new Date('2026-11-24T02:00:00Z'))).toBe(true); // Monday 21 h
     expect(outsideWorkingHours(new Date('2026-11-21T15:00:00Z'))).toBe(true); // Saturday
+    // A tenant open Tuesday to Saturday, 6 h 30 to 22 h, in Vancouver.
+    const own = { timeZone: 'America/Vancouver', days: [2, 3, 4, 5, 6], startMinute: 6 * 60 + 30, endMinute: 22 * 60 };
+    expect(outsideWorkingHours(new Date('2026-11-23T18:00:00Z'), own)).toBe(true); // Monday 10 h there
+    expect(outsideWorkingHours(new Date('2026-11-21T18:00:00Z'), own)).toBe(false); // Saturday 10 h
+    expect(outsideWorkingHours(new Date('2026-11-25T14:29:00Z'), own)).toBe(true); // Wednesday 6 h 29
+    expect(outsideWorkingHours(new Date('2026-11-25T14:30:00Z'), own)).toBe(false); // Wednesday 6 h 30
+    expect(outsideWorkingHours(new Date('2026-11-26T05:59:00Z'), own)).toBe(false); // Wednesday 21 h 59
+    expect(outsideWorkingHours(new Date('2026-11-26T06:00:00Z'), own)).toBe(true); // Wednesday 22 h
   });
 
   it('privilege requests, staff deletions, new devices and off-hours reads are alerts within a second, from either instance, each once', async () => {
@@ -100,6 +108,16 @@ describe('the audit stream', () => {
       (await records.createChildFile(one.deps, ctxFor(one, tenant, parent), { firstName, lastName: 'Roy', birthDate: addMonths(t0, -9), nirec: null, desiredEntryDate: addMonths(t0, 2), daysOfCare: 0b11111, inSubsidisedCare: false })).id;
     const a = await child('Zoé');
     const b = await child('Léo');
+    // The tenant works every day, all day, but one: activity on that day (a Saturday, or a Sunday
+    // when the test runs on a Saturday in Toronto) is the only activity outside its hours.
+    const torontoDay = new Intl.DateTimeFormat('en-CA', { timeZone: 'America/Toronto', weekday: 'short' }).format(new Date());
+    const offDay = torontoDay === 'Sat' ? 7 : 6;
+    await inTenant(database.db, tenant.id, (trx) =>
+      trx
+        .insertInto('detection_working_hours')
+        .values({ tenant_id: tenant.id, time_zone: 'America/Toronto', days: [1, 2, 3, 4, 5, 6, 7].filter((d) => d !== offDay), start_minute: 0, end_minute: 1440, updated_at: new Date(), updated_by: null })
+        .execute(),
+    );
     // Let the stream reader meet the tenant (it starts at the tenant's current end).
     await new Promise((r) => setTimeout(r, 800));
 
@@ -121,8 +139,8 @@ describe('the audit stream', () => {
     expect(await waitForAlert(tenant, 'new_device.staff')).toBeLessThan(BOUND_MS);
     one.setNow(new Date());
 
-    // A file opened on a Saturday night; twice, alerted once in the hour.
-    const saturday = new Date('2026-11-22T03:30:00Z');
+    // A file opened on the tenant's day off, at night; twice, alerted once in the hour.
+    const saturday = new Date(offDay === 6 ? '2026-11-22T03:30:00Z' : '2026-11-23T03:30:00Z');
     one.setNow(saturday);
     await records.readChildFileHistory(one.deps, ctxFor(one, tenant, operator), a);
     await records.readChildFileHistory(one.deps, ctxFor(one, tenant, operator), a);

@@ -291,6 +291,7 @@ const SPECS: RouteSpec[] = [
   { route: '/security/lockdown/changes/:id/approve', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
   { route: '/security/lockdown/changes/:id/refuse', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
   { route: '/security/rules', who: 'admin', base: () => ({ code: 'files_read.5m', threshold: '10', windowSeconds: '300', response: 'alert', lockdownLevel: '', enabled: 'on' }), text: ['code', 'threshold', 'windowSeconds', 'response', 'lockdownLevel'] },
+  { route: '/security/rules/hours', who: 'admin', base: () => ({ day1: 'on', day2: 'on', day3: 'on', start: '07:00', end: '19:00', timeZone: 'America/Toronto' }), text: ['start', 'end', 'timeZone'] },
   // A grant request is refused at the first spoiled field, before any step-up.
   { route: '/grants/new', who: 'admin', base: (fx) => ({ email: fx.parentEmail, role: 'security_officer', facilityId: '', reason: 'Remplacement', durationMinutes: '240' }), text: ['email', 'role', 'reason', 'durationMinutes'] },
   // OpenID Connect console and consent (src/oidc). Unknown ids are 404 whatever the body; a registration is refused at the spoiled field.
