@@ -1,5 +1,6 @@
 import { createHmac } from 'node:crypto';
-import { appendAudit } from '../audit/log.ts';
+import { appendAuditMany } from '../audit/log.ts';
+import type { AuditEventInput } from '../audit/events.ts';
 import type { Ctx, Deps } from '../context.ts';
 import { counters, withCounters, type QuotaKind, type SignInCounts, type SignInWindows } from '../counters/counters.ts';
 import { originOf } from '../context.ts';
@@ -7,7 +8,7 @@ import type { Trx } from '../db/connection.ts';
 import { inTenant } from '../db/tenant.ts';
 import { enqueueMail } from '../mail/outbox.ts';
 import { originFields } from '../tenants/service.ts';
-import { messages } from '../web/i18n/index.ts';
+import { messages, type Locale } from '../web/i18n/index.ts';
 import { signInMetric } from '../web/metrics.ts';
 
 /**
@@ -72,47 +73,49 @@ function verdict(c: SignInCounts, now: Date): Verdict {
   return { ok: true };
 }
 
-/** May this sign-in be attempted now? Asked before the password is checked. */
-export async function checkSignIn(deps: Deps, ctx: Ctx, email: string): Promise<Verdict> {
-  const key = emailKey(deps, ctx.tenant.id, email);
-  const v = await withCounters(
-    (fn) => inTenant(deps.db.db, ctx.tenant.id, fn),
-    async (c, trx) => verdict(await c.signInCounts(trx, ctx.tenant.id, key, ctx.ip, WINDOWS, ctx.now), ctx.now),
-  );
+/**
+ * May this sign-in be attempted now? Asked before the password is checked,
+ * in the sign-in's own tenant transaction (the one that looks the account
+ * up); with counters in Redis the transaction is not used.
+ */
+export async function signInVerdict(deps: Deps, ctx: Ctx, email: string, trx: Trx | null): Promise<Verdict> {
+  const c = counters();
+  const v = verdict(await c.signInCounts(c.needsTransaction ? trx : null, ctx.tenant.id, emailKey(deps, ctx.tenant.id, email), ctx.ip, WINDOWS, ctx.now), ctx.now);
   if (!v.ok) signInMetric('throttled');
   return v;
 }
 
-/**
- * Records the outcome of a password check. On the failure that locks the
- * account its holder gets an e-mail; on the failure that makes a source a
- * sprayer the tenant's audit log says so.
- */
-export async function recordSignIn(deps: Deps, ctx: Ctx, email: string, ok: boolean): Promise<void> {
-  const key = emailKey(deps, ctx.tenant.id, email);
+/** Counts a password check's outcome (in `trx` with the PostgreSQL counters); after a failure, the totals that include it. */
+export async function countSignIn(deps: Deps, ctx: Ctx, email: string, ok: boolean, trx: Trx | null): Promise<SignInCounts | null> {
   signInMetric(ok ? 'success' : 'failure');
   const shared = counters();
-  // Counted outside the database, the failure is recorded first (atomically, with its totals); the
-  // transaction below then only writes what the totals call for.
-  const outside = shared.needsTransaction ? null : await shared.recordSignIn(null, ctx.tenant.id, key, ctx.ip, ok, WINDOWS, ctx.now);
-  if (!shared.needsTransaction && (ok || (outside!.accountFailures !== THROTTLE.accountLockFailures && outside!.sourceAccounts !== THROTTLE.sprayAccounts))) return;
-  await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
-    const c = outside ?? (await shared.recordSignIn(trx, ctx.tenant.id, key, ctx.ip, ok, WINDOWS, ctx.now));
-    if (!c) return;
-    if (c.accountFailures === THROTTLE.accountLockFailures) {
-      signInMetric('locked');
-      const account = await trx.selectFrom('accounts').select(['id', 'locale']).where('email', '=', email).executeTakeFirst();
-      if (account) {
-        const m = messages(account.locale);
-        const minutes = THROTTLE.accountLockMs / 60_000;
-        await enqueueMail(trx, ctx.tenant.id, { to: email, locale: account.locale, template: 'account_locked', subject: m.security.lockedSubject, body: m.security.lockedBody(minutes, `${ctx.baseUrl}/signin`) }, ctx.now);
-      }
-      await appendAudit(trx, ctx.tenant.id, { action: 'identity.account.locked', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'account', targetIds: account ? [account.id] : [], details: { minutes: THROTTLE.accountLockMs / 60_000, known: !!account } }, ctx.now);
+  return shared.recordSignIn(shared.needsTransaction ? trx : null, ctx.tenant.id, emailKey(deps, ctx.tenant.id, email), ctx.ip, ok, WINDOWS, ctx.now);
+}
+
+/**
+ * What a failure's totals call for, written in the caller's transaction: the
+ * lock notice and its audit event at exactly the locking failure, the
+ * spraying event at exactly the failure that makes a sprayer. `account` is
+ * the account already looked up by the caller (null: none), or undefined to
+ * look it up here. `before` are audit events of the same request that must
+ * come first in the log; they are written in the same statement.
+ */
+export async function actOnCounts(trx: Trx, ctx: Ctx, email: string, c: SignInCounts, account: { id: string; locale: Locale } | null | undefined, before: readonly AuditEventInput[] = []): Promise<void> {
+  const events: AuditEventInput[] = [...before];
+  if (c.accountFailures === THROTTLE.accountLockFailures) {
+    signInMetric('locked');
+    const holder = account === undefined ? await trx.selectFrom('accounts').select(['id', 'locale']).where('email', '=', email).executeTakeFirst() : account;
+    if (holder) {
+      const m = messages(holder.locale);
+      const minutes = THROTTLE.accountLockMs / 60_000;
+      await enqueueMail(trx, ctx.tenant.id, { to: email, locale: holder.locale, template: 'account_locked', subject: m.security.lockedSubject, body: m.security.lockedBody(minutes, `${ctx.baseUrl}/signin`) }, ctx.now);
     }
-    if (c.sourceAccounts === THROTTLE.sprayAccounts) {
-      await appendAudit(trx, ctx.tenant.id, { action: 'identity.signin.spraying', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'source', targetIds: ctx.ip ? [ctx.ip] : [], details: { accounts: c.sourceAccounts, failures: c.sourceFailures } }, ctx.now);
-    }
-  });
+    events.push({ action: 'identity.account.locked', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'account', targetIds: holder ? [holder.id] : [], details: { minutes: THROTTLE.accountLockMs / 60_000, known: !!holder } });
+  }
+  if (c.sourceAccounts === THROTTLE.sprayAccounts) {
+    events.push({ action: 'identity.signin.spraying', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'source', targetIds: ctx.ip ? [ctx.ip] : [], details: { accounts: c.sourceAccounts, failures: c.sourceFailures } });
+  }
+  await appendAuditMany(trx, ctx.tenant.id, events, ctx.now);
 }
 
 /**
