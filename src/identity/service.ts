@@ -4,7 +4,7 @@ import { activeAssisting } from '../assisted/store.ts';
 import type { Actor, AuthMethod, Membership } from '../access/actor.ts';
 import { SECOND_FACTOR_METHODS } from '../access/actor.ts';
 import { COOLING_OFF_MINUTES, decide, refusal } from '../access/decide.ts';
-import { appendAudit, appendAuditAlone, appendAuditMany } from '../audit/log.ts';
+import { appendAudit, appendAuditAlone, appendAuditMany, auditRow } from '../audit/log.ts';
 import type { AuditAction, AuditEventInput, AuditOrigin } from '../audit/events.ts';
 import type { Ctx, Deps } from '../context.ts';
 import { originOf } from '../context.ts';
@@ -17,7 +17,7 @@ import type { Tenant } from '../tenants/service.ts';
 import { originFields } from '../tenants/service.ts';
 import { messages, type Locale } from '../web/i18n/index.ts';
 import { beginSecondFactor, createPending, passkeyCountSql, totpEnabledSql } from './factors/store.ts';
-import { deviceToken, newDeviceNotice, touchDevice } from './sessions.ts';
+import { deviceHash, deviceToken, newDeviceNotice } from './sessions.ts';
 import * as throttle from './throttle.ts';
 import { activeBreakGlass } from './break-glass.ts';
 import { hashPassword, verifyPassword } from './passwords.ts';
@@ -71,26 +71,55 @@ export interface SessionResult {
 
 /** A new session; `methods` records how the person authenticated (a password alone unless told otherwise). */
 export async function createSession(trx: Trx, ctx: Ctx, accountId: string, memberships: readonly Membership[], methods: readonly AuthMethod[] = ['password']): Promise<SessionResult> {
+  const s = newSession(ctx, accountId, memberships, methods);
+  await trx.insertInto('sessions').values(s.row).execute();
+  return s.result;
+}
+
+function newSession(ctx: Ctx, accountId: string, memberships: readonly Membership[], methods: readonly AuthMethod[]) {
   const { token, hash } = newToken();
   const policy = sessionPolicy(memberships);
   const expiresAt = new Date(ctx.now.getTime() + policy.absoluteMs);
-  await trx
-    .insertInto('sessions')
-    .values({
-      tenant_id: ctx.tenant.id,
-      account_id: accountId,
-      token_hash: hash,
-      created_at: ctx.now,
-      last_seen_at: ctx.now,
-      idle_timeout_seconds: policy.idleSeconds,
-      expires_at: expiresAt,
-      ip: ctx.ip,
-      user_agent: ctx.userAgent?.slice(0, 512) ?? null,
-      auth_methods: [...methods],
-      authenticated_at: ctx.now,
-    })
-    .execute();
-  return { token, expiresAt };
+  const row = {
+    tenant_id: ctx.tenant.id,
+    account_id: accountId,
+    token_hash: hash,
+    created_at: ctx.now,
+    last_seen_at: ctx.now,
+    idle_timeout_seconds: policy.idleSeconds,
+    expires_at: expiresAt,
+    ip: ctx.ip,
+    user_agent: ctx.userAgent?.slice(0, 512) ?? null,
+    auth_methods: [...methods],
+    authenticated_at: ctx.now,
+  };
+  return { row, result: { token, expiresAt } };
+}
+
+/**
+ * A password sign-in's writes in one statement: the session, the browser's
+ * device row (inserted or touched) and the sign-in's audit event. It answers
+ * what the account's devices were before (one snapshot): whether this one
+ * was among them, and how many there were.
+ */
+async function openSession(trx: Trx, ctx: Ctx, accountId: string, memberships: readonly Membership[], deviceToken: string, event: AuditEventInput) {
+  const s = newSession(ctx, accountId, memberships, ['password']);
+  const hash = deviceHash(deviceToken);
+  const userAgent = ctx.userAgent?.slice(0, 512) ?? null;
+  const prior = await trx
+    .with('s', (db) => db.insertInto('sessions').values(s.row))
+    .with('d', (db) =>
+      db
+        .insertInto('known_devices')
+        .values({ tenant_id: ctx.tenant.id, account_id: accountId, device_hash: hash, first_seen_at: ctx.now, last_seen_at: ctx.now, user_agent: userAgent })
+        .onConflict((oc) => oc.columns(['account_id', 'device_hash']).doUpdateSet((eb) => ({ last_seen_at: eb.ref('excluded.last_seen_at'), user_agent: eb.ref('excluded.user_agent') }))),
+    )
+    .with('e', (db) => db.insertInto('audit_events').values(auditRow(ctx.tenant.id, event, ctx.now)))
+    .selectFrom('known_devices')
+    .select([sql<boolean | null>`bool_or(device_hash = ${hash})`.as('known'), sql<string>`count(*)`.as('n')])
+    .where('account_id', '=', accountId)
+    .executeTakeFirst();
+  return { session: s.result, known: !!prior?.known, others: Number(prior?.n ?? 0) };
 }
 
 /** The actor behind a session cookie, or null if the session is unknown, ended or expired. */
@@ -288,15 +317,12 @@ export async function passwordSignIn(deps: Deps, ctx: Ctx, email: string, passwo
       await audit(trx, ctx, 'identity.signin.challenge', 'success', { targetIds: [account.id], actorAccountId: account.id });
       return { throttled: null, result: { ok: false, reason: 'second_factor', pending: { token: p.token, expiresAt: p.expiresAt } }, device: null } as const;
     }
-    const session = await createSession(trx, ctx, account.id, state.memberships);
     const token = deviceToken(deviceCookie);
-    const d = await touchDevice(trx, ctx, account.id, token);
-    const isNew = !d.known && d.others > 0;
-    const events: AuditEventInput[] = [
-      { action: 'identity.signin', outcome: 'success', ...originFields(originOf(ctx)), actorAccountId: account.id, targetType: 'account', targetIds: [account.id], details: {} },
-    ];
-    if (isNew) events.push(await newDeviceNotice(trx, ctx, { id: account.id, email, locale: account.locale }));
-    await appendAuditMany(trx, ctx.tenant.id, events, ctx.now);
+    const signedIn: AuditEventInput = { action: 'identity.signin', outcome: 'success', ...originFields(originOf(ctx)), actorAccountId: account.id, targetType: 'account', targetIds: [account.id], details: {} };
+    const { session, known, others } = await openSession(trx, ctx, account.id, state.memberships, token, signedIn);
+    // A device the account had not used, when it had used others: a notice, after the sign-in's event.
+    const isNew = !known && others > 0;
+    if (isNew) await appendAuditMany(trx, ctx.tenant.id, [await newDeviceNotice(trx, ctx, { id: account.id, email, locale: account.locale })], ctx.now);
     const actor: Actor = { accountId: account.id, tenantId: ctx.tenant.id, sessionId: null, email, emailVerified: true, locale: account.locale, memberships: state.memberships };
     return { throttled: null, result: { ok: true, session, actor }, device: { token, isNew } } as const;
   });
