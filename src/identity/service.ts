@@ -271,12 +271,7 @@ export type PasswordSignIn =
  * call for) in one, so it commits once.
  */
 export async function passwordSignIn(deps: Deps, ctx: Ctx, email: string, password: string, deviceCookie: string | undefined): Promise<PasswordSignIn> {
-  const before = await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
-    const verdict = await throttle.signInVerdict(deps, ctx, email, trx);
-    if (!verdict.ok) return { verdict, account: undefined };
-    const account = await trx.selectFrom('accounts').select(['id', 'password_hash', 'status', 'email_verified_at', 'locale']).where('email', '=', email).executeTakeFirst();
-    return { verdict, account };
-  });
+  const before = await inTenant(deps.db.db, ctx.tenant.id, (trx) => throttle.signInVerdict(deps, ctx, email, trx));
   if (!before.verdict.ok) return { throttled: { retryAfterSeconds: before.verdict.retryAfterSeconds, reason: before.verdict.reason } };
   const account = before.account;
   const valid = await verifyPassword(account?.password_hash, password);
@@ -310,8 +305,7 @@ export async function passwordSignIn(deps: Deps, ctx: Ctx, email: string, passwo
       await audit(trx, ctx, 'identity.signin', 'failure', { targetIds: [account.id], details: { reason: 'unverified' } });
       return { throttled: null, result: { ok: false, reason: 'unverified' }, device: null } as const;
     }
-    await throttle.countSignIn(deps, ctx, email, true, trx);
-    const state = await signInState(trx, account.id, ctx.now);
+    const state = await signInState(trx, account.id, ctx.now, await throttle.countSuccess(deps, ctx, email));
     if (state.secondFactor) {
       const p = await createPending(trx, ctx.tenant.id, 'second_factor', account.id, ctx.now);
       await audit(trx, ctx, 'identity.signin.challenge', 'success', { targetIds: [account.id], actorAccountId: account.id });
@@ -328,11 +322,14 @@ export async function passwordSignIn(deps: Deps, ctx: Ctx, email: string, passwo
   });
 }
 
-/** Has the account a second factor, and what are its memberships: one statement. */
-async function signInState(trx: Trx, accountId: string, now: Date): Promise<{ secondFactor: boolean; memberships: Membership[] }> {
+/** Has the account a second factor, and what are its memberships: one statement, which also writes the attempt's row when there is one. */
+async function signInState(trx: Trx, accountId: string, now: Date, attempt: Awaited<ReturnType<typeof throttle.countSuccess>>): Promise<{ secondFactor: boolean; memberships: Membership[] }> {
   const account = sql<string>`cast(${accountId} as uuid)`;
+  const write = attempt
+    ? sql`with attempt as (insert into auth_attempts (tenant_id, kind, email_key, ip, at) values (${attempt.tenant_id}, ${attempt.kind}, ${attempt.email_key}, ${attempt.ip}, ${attempt.at})) `
+    : sql``;
   const { rows } = await sql<{ totp: boolean; passkeys: string; memberships: { id: string; role: Membership['role']; facility_id: string | null; expires_ms: number | null; source: string; created_ms: number }[] }>`
-    select ${totpEnabledSql(account)} as totp,
+    ${write}select ${totpEnabledSql(account)} as totp,
            ${passkeyCountSql(account)} as passkeys,
            coalesce((select json_agg(json_build_object('id', m.id, 'role', m.role, 'facility_id', m.facility_id, 'source', m.source,
                                                       'expires_ms', (extract(epoch from m.expires_at) * 1000)::float8,

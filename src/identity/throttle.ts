@@ -2,8 +2,10 @@ import { createHmac } from 'node:crypto';
 import { appendAuditMany } from '../audit/log.ts';
 import type { AuditEventInput } from '../audit/events.ts';
 import type { Ctx, Deps } from '../context.ts';
+import { sql } from 'kysely';
 import { counters, withCounters, type QuotaKind, type SignInCounts, type SignInWindows } from '../counters/counters.ts';
 import { originOf } from '../context.ts';
+import { PostgresCounters, signInCountsOf, signInCountsSql, type SignInCountsRow } from '../counters/postgres.ts';
 import type { Trx } from '../db/connection.ts';
 import { inTenant } from '../db/tenant.ts';
 import { enqueueMail } from '../mail/outbox.ts';
@@ -73,16 +75,53 @@ function verdict(c: SignInCounts, now: Date): Verdict {
   return { ok: true };
 }
 
+/** What a password sign-in needs of the account. */
+export interface SignInAccount {
+  id: string;
+  password_hash: string | null;
+  status: string;
+  email_verified_at: Date | null;
+  locale: Locale;
+}
+
 /**
  * May this sign-in be attempted now? Asked before the password is checked,
- * in the sign-in's own tenant transaction (the one that looks the account
- * up); with counters in Redis the transaction is not used.
+ * in the sign-in's own tenant transaction, which reads the account with the
+ * totals: one statement with the PostgreSQL counters (Redis answers the
+ * totals beside it). The account is read only when the attempt may go on.
  */
-export async function signInVerdict(deps: Deps, ctx: Ctx, email: string, trx: Trx | null): Promise<Verdict> {
+export async function signInVerdict(deps: Deps, ctx: Ctx, email: string, trx: Trx): Promise<{ verdict: Verdict; account: SignInAccount | undefined }> {
   const c = counters();
-  const v = verdict(await c.signInCounts(c.needsTransaction ? trx : null, ctx.tenant.id, emailKey(deps, ctx.tenant.id, email), ctx.ip, WINDOWS, ctx.now), ctx.now);
+  const key = emailKey(deps, ctx.tenant.id, email);
+  let v: Verdict;
+  let account: SignInAccount | undefined;
+  if (c instanceof PostgresCounters) {
+    const { rows } = await sql<SignInCountsRow & { id: string | null; password_hash: string | null; status: string; email_verified_at: Date | null; locale: Locale }>`
+      SELECT c.*, a.id, a.password_hash, a.status, a.email_verified_at, a.locale
+      FROM ${signInCountsSql(key, ctx.ip, WINDOWS, ctx.now)} AS c LEFT JOIN accounts a ON a.email = ${email}`.execute(trx);
+    const r = rows[0]!;
+    v = verdict(signInCountsOf(r), ctx.now);
+    account = r.id ? { id: r.id, password_hash: r.password_hash, status: r.status, email_verified_at: r.email_verified_at, locale: r.locale } : undefined;
+  } else {
+    v = verdict(await c.signInCounts(null, ctx.tenant.id, key, ctx.ip, WINDOWS, ctx.now), ctx.now);
+    if (v.ok) account = await trx.selectFrom('accounts').select(['id', 'password_hash', 'status', 'email_verified_at', 'locale']).where('email', '=', email).executeTakeFirst();
+  }
   if (!v.ok) signInMetric('throttled');
-  return v;
+  return { verdict: v, account: v.ok ? account : undefined };
+}
+
+/**
+ * Counts a right password. With the PostgreSQL counters the attempt's row
+ * comes back for the caller to insert within a statement of its own (its
+ * transaction's first: one round trip fewer); elsewhere it is counted here.
+ */
+export async function countSuccess(deps: Deps, ctx: Ctx, email: string): Promise<{ tenant_id: string; kind: 'signin_success'; email_key: Buffer; ip: string | null; at: Date } | null> {
+  if (!(counters() instanceof PostgresCounters)) {
+    await countSignIn(deps, ctx, email, true, null);
+    return null;
+  }
+  signInMetric('success');
+  return { tenant_id: ctx.tenant.id, kind: 'signin_success', email_key: emailKey(deps, ctx.tenant.id, email), ip: ctx.ip, at: ctx.now };
 }
 
 /** Counts a password check's outcome (in `trx` with the PostgreSQL counters); after a failure, the totals that include it. */
