@@ -46,8 +46,13 @@ export const THROTTLE = {
 
 export type Verdict = { ok: true } | { ok: false; retryAfterSeconds: number; reason: 'account' | 'source' | 'spraying' };
 
+// The subkey is derived (HKDF) once per key provider, not on every attempt.
+const throttleKeys = new WeakMap<object, Buffer>();
+
 export function emailKey(deps: Deps, tenantId: string, email: string): Buffer {
-  return createHmac('sha256', deps.keys.derive('throttle')).update(`${tenantId}\n${email}`).digest();
+  let key = throttleKeys.get(deps.keys);
+  if (!key) throttleKeys.set(deps.keys, (key = deps.keys.derive('throttle')));
+  return createHmac('sha256', key).update(`${tenantId}\n${email}`).digest();
 }
 
 const WINDOWS: SignInWindows = { accountMs: THROTTLE.accountWindowMs, sourceMs: THROTTLE.sourceWindowMs, sourceBlockMs: THROTTLE.sprayBlockMs };
