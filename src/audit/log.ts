@@ -131,16 +131,6 @@ export async function appendAuditMany(trx: Trx, tenantId: string, inputs: readon
   return rows.map((r) => ({ ...r, seq: seqOf.get(r.id)! }));
 }
 
-/**
- * An event as a row to insert, for a caller that writes it within a larger
- * statement of its own (one round trip for the work and its event); the same
- * row appendAudit writes.
- */
-export function auditRow(tenantId: string, input: AuditEventInput, now: Date) {
-  const row = toRow(tenantId, input, now);
-  return { ...row, details: JSON.stringify(row.details) };
-}
-
 /** For events that must survive the failure of the work they describe (denials). */
 export async function appendAuditAlone(db: Kysely<DB>, tenantId: string, input: AuditEventInput, now: Date): Promise<void> {
   await inTenant(db, tenantId, (trx) => appendAudit(trx, tenantId, input, now), input.actorAccountId);

@@ -4,7 +4,7 @@ import { activeAssisting } from '../assisted/store.ts';
 import type { Actor, AuthMethod, Membership } from '../access/actor.ts';
 import { SECOND_FACTOR_METHODS } from '../access/actor.ts';
 import { COOLING_OFF_MINUTES, decide, refusal } from '../access/decide.ts';
-import { appendAudit, appendAuditAlone, appendAuditMany, auditRow } from '../audit/log.ts';
+import { appendAudit, appendAuditAlone, appendAuditMany } from '../audit/log.ts';
 import type { AuditAction, AuditEventInput, AuditOrigin } from '../audit/events.ts';
 import type { Ctx, Deps } from '../context.ts';
 import { originOf } from '../context.ts';
@@ -97,12 +97,12 @@ function newSession(ctx: Ctx, accountId: string, memberships: readonly Membershi
 }
 
 /**
- * A password sign-in's writes in one statement: the session, the browser's
- * device row (inserted or touched) and the sign-in's audit event. It answers
- * what the account's devices were before (one snapshot): whether this one
- * was among them, and how many there were.
+ * A password sign-in's session and the browser's device row (inserted or
+ * touched) in one statement. It answers what the account's devices were
+ * before (one snapshot): whether this one was among them, and how many
+ * there were.
  */
-async function openSession(trx: Trx, ctx: Ctx, accountId: string, memberships: readonly Membership[], deviceToken: string, event: AuditEventInput) {
+async function openSession(trx: Trx, ctx: Ctx, accountId: string, memberships: readonly Membership[], deviceToken: string) {
   const s = newSession(ctx, accountId, memberships, ['password']);
   const hash = deviceHash(deviceToken);
   const userAgent = ctx.userAgent?.slice(0, 512) ?? null;
@@ -114,7 +114,6 @@ async function openSession(trx: Trx, ctx: Ctx, accountId: string, memberships: r
         .values({ tenant_id: ctx.tenant.id, account_id: accountId, device_hash: hash, first_seen_at: ctx.now, last_seen_at: ctx.now, user_agent: userAgent })
         .onConflict((oc) => oc.columns(['account_id', 'device_hash']).doUpdateSet((eb) => ({ last_seen_at: eb.ref('excluded.last_seen_at'), user_agent: eb.ref('excluded.user_agent') }))),
     )
-    .with('e', (db) => db.insertInto('audit_events').values(auditRow(ctx.tenant.id, event, ctx.now)))
     .selectFrom('known_devices')
     .select([sql<boolean | null>`bool_or(device_hash = ${hash})`.as('known'), sql<string>`count(*)`.as('n')])
     .where('account_id', '=', accountId)
@@ -313,10 +312,11 @@ export async function passwordSignIn(deps: Deps, ctx: Ctx, email: string, passwo
     }
     const token = deviceToken(deviceCookie);
     const signedIn: AuditEventInput = { action: 'identity.signin', outcome: 'success', ...originFields(originOf(ctx)), actorAccountId: account.id, targetType: 'account', targetIds: [account.id], details: {} };
-    const { session, known, others } = await openSession(trx, ctx, account.id, state.memberships, token, signedIn);
-    // A device the account had not used, when it had used others: a notice, after the sign-in's event.
+    const { session, known, others } = await openSession(trx, ctx, account.id, state.memberships, token);
+    // A device the account had not used, when it had used others: a notice, and its event after the sign-in's.
     const isNew = !known && others > 0;
-    if (isNew) await appendAuditMany(trx, ctx.tenant.id, [await newDeviceNotice(trx, ctx, { id: account.id, email, locale: account.locale })], ctx.now);
+    const events = [signedIn, ...(isNew ? [await newDeviceNotice(trx, ctx, { id: account.id, email, locale: account.locale })] : [])];
+    await appendAuditMany(trx, ctx.tenant.id, events, ctx.now);
     const actor: Actor = { accountId: account.id, tenantId: ctx.tenant.id, sessionId: null, email, emailVerified: true, locale: account.locale, memberships: state.memberships };
     return { throttled: null, result: { ok: true, session, actor }, device: { token, isNew } } as const;
   });
