@@ -125,7 +125,7 @@ describe('a forgotten password', () => {
     expect(s.cookies.get('guichet_session')).toBeDefined();
 
     // an hour later, a link is no good
-    t.setNow(new Date(start.getTime() + 2000));
+    t.setNow(new Date(start.getTime() + 3000));
     await ask(c, email);
     const late = /\/set-password\?token=[A-Za-z0-9_-]{43}/.exec((await outbox(email, 5)).at(-1)!.body_text)![0];
     t.setNow(new Date(t.deps.clock().getTime() + RESET_LINK_MS + 1000));
