@@ -8,6 +8,47 @@ function need(trx: Trx | null): Trx {
   return trx;
 }
 
+export interface SignInCountsRow {
+  account_failures: string;
+  account_last: Date | null;
+  source_failures: string;
+  source_last: Date | null;
+  source_accounts: string;
+}
+
+/**
+ * The sign-in totals as a one-row subquery, for a caller that reads them with
+ * its own row in the same statement (the sign-in reads the account with them).
+ * A success resets the account's count: failures are counted after the last one.
+ */
+export function signInCountsSql(key: Buffer, ip: string | null, w: SignInWindows, now: Date) {
+  const accountSince = new Date(now.getTime() - w.accountMs);
+  const sourceSince = new Date(now.getTime() - Math.max(w.sourceMs, w.sourceBlockMs));
+  const sprayWindowStart = new Date(now.getTime() - w.sourceMs);
+  return sql<SignInCountsRow>`(
+    WITH last_ok AS (
+      SELECT coalesce(max(at), '-infinity'::timestamptz) AS at FROM auth_attempts
+      WHERE email_key = ${key} AND kind = 'signin_success' AND at > ${accountSince}
+    )
+    SELECT
+      (SELECT count(*) FROM auth_attempts, last_ok WHERE email_key = ${key} AND kind = 'signin_failure'
+         AND auth_attempts.at > ${accountSince} AND auth_attempts.at > last_ok.at) AS account_failures,
+      (SELECT max(at) FROM auth_attempts WHERE email_key = ${key} AND kind = 'signin_failure' AND at > ${accountSince}) AS account_last,
+      (SELECT count(*) FROM auth_attempts WHERE ip = ${ip} AND kind = 'signin_failure' AND at > ${sprayWindowStart}) AS source_failures,
+      (SELECT max(at) FROM auth_attempts WHERE ip = ${ip} AND kind = 'signin_failure' AND at > ${sourceSince}) AS source_last,
+      (SELECT count(DISTINCT email_key) FROM auth_attempts WHERE ip = ${ip} AND kind = 'signin_failure' AND at > ${sprayWindowStart}) AS source_accounts)`;
+}
+
+export function signInCountsOf(r: SignInCountsRow): SignInCounts {
+  return {
+    accountFailures: Number(r.account_failures),
+    accountLast: r.account_last ? new Date(r.account_last) : null,
+    sourceFailures: Number(r.source_failures),
+    sourceLast: r.source_last ? new Date(r.source_last) : null,
+    sourceAccounts: Number(r.source_accounts),
+  };
+}
+
 /**
  * Counters as rows (auth_attempts, detection_hits), read by the tenant's
  * row-level security like everything else; a count is a query, and old rows
@@ -18,31 +59,8 @@ export class PostgresCounters implements SharedCounters {
   readonly needsTransaction = true;
 
   async signInCounts(t: Trx | null, _tenantId: string, key: Buffer, ip: string | null, w: SignInWindows, now: Date): Promise<SignInCounts> {
-    const trx = need(t);
-    const accountSince = new Date(now.getTime() - w.accountMs);
-    const sourceSince = new Date(now.getTime() - Math.max(w.sourceMs, w.sourceBlockMs));
-    const sprayWindowStart = new Date(now.getTime() - w.sourceMs);
-    // A success resets the account's count: failures are counted after the last one.
-    const { rows } = await sql<{ account_failures: string; account_last: Date | null; source_failures: string; source_last: Date | null; source_accounts: string }>`
-      WITH last_ok AS (
-        SELECT coalesce(max(at), '-infinity'::timestamptz) AS at FROM auth_attempts
-        WHERE email_key = ${key} AND kind = 'signin_success' AND at > ${accountSince}
-      )
-      SELECT
-        (SELECT count(*) FROM auth_attempts, last_ok WHERE email_key = ${key} AND kind = 'signin_failure'
-           AND auth_attempts.at > ${accountSince} AND auth_attempts.at > last_ok.at) AS account_failures,
-        (SELECT max(at) FROM auth_attempts WHERE email_key = ${key} AND kind = 'signin_failure' AND at > ${accountSince}) AS account_last,
-        (SELECT count(*) FROM auth_attempts WHERE ip = ${ip} AND kind = 'signin_failure' AND at > ${sprayWindowStart}) AS source_failures,
-        (SELECT max(at) FROM auth_attempts WHERE ip = ${ip} AND kind = 'signin_failure' AND at > ${sourceSince}) AS source_last,
-        (SELECT count(DISTINCT email_key) FROM auth_attempts WHERE ip = ${ip} AND kind = 'signin_failure' AND at > ${sprayWindowStart}) AS source_accounts`.execute(trx);
-    const r = rows[0]!;
-    return {
-      accountFailures: Number(r.account_failures),
-      accountLast: r.account_last ? new Date(r.account_last) : null,
-      sourceFailures: Number(r.source_failures),
-      sourceLast: r.source_last ? new Date(r.source_last) : null,
-      sourceAccounts: Number(r.source_accounts),
-    };
+    const { rows } = await sql<SignInCountsRow>`SELECT * FROM ${signInCountsSql(key, ip, w, now)} AS c`.execute(need(t));
+    return signInCountsOf(rows[0]!);
   }
 
   async recordSignIn(t: Trx | null, tenantId: string, key: Buffer, ip: string | null, ok: boolean, w: SignInWindows, now: Date): Promise<SignInCounts | null> {

@@ -7,7 +7,7 @@ import { Checkbox, Csrf, ErrorSummary, Fieldset, Notice, Page, Pagination, Selec
 import { pageEnv, sendPage } from '../web/render.tsx';
 import type { DeclaredPriority } from '../records/ordering.ts';
 import { publicFacilityPriorities } from '../waitlist/priorities.ts';
-import { getFacility, municipalities, searchFacilities, type FacilityRow } from './service.ts';
+import { directoryPage, getFacility, type FacilityRow } from './service.ts';
 
 /** Control characters (NUL among them, which PostgreSQL refuses in text) and bidi overrides make a filter void, like any other bad value. */
 const filterText = z.string().max(100).regex(/^[^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*$/).optional().catch(undefined);
@@ -30,10 +30,7 @@ export function directoryRoutes(app: FastifyInstance, deps: Deps) {
     // Filters are a search, not a form submission: bad values are ignored, never an error.
     const f = filtersSchema.parse(req.query ?? {});
     const ctx = req.ctx;
-    const [{ total, rows }, towns] = await Promise.all([
-      searchFacilities(deps, ctx, { q: f.q, municipality: f.municipality || undefined, kind: f.kind, subsidised: !!f.subsidised, infant: !!f.infant }, f.page),
-      municipalities(deps, ctx),
-    ]);
+    const { total, rows, towns } = await directoryPage(deps, ctx, { q: f.q, municipality: f.municipality || undefined, kind: f.kind, subsidised: !!f.subsidised, infant: !!f.infant }, f.page);
     const env = pageEnv(req, reply);
     const d = env.m.directory;
     const pages = Math.max(1, Math.ceil(total / 25));

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { Ctx, Deps } from '../context.ts';
+import type { Trx } from '../db/connection.ts';
 import { inTenant } from '../db/tenant.ts';
 import { foldForSearch } from './import.ts';
 
@@ -28,33 +29,38 @@ export interface FacilityRow {
 
 const COLUMNS = ['id', 'name', 'kind', 'subsidised', 'address', 'municipality', 'postal_code', 'region', 'places_total', 'places_infant'] as const;
 
-export async function searchFacilities(deps: Deps, ctx: Ctx, f: DirectoryFilters, page: number, pageSize = 25) {
+async function search(trx: Trx, f: DirectoryFilters, page: number, pageSize: number) {
+  let q = trx.selectFrom('facilities');
+  if (f.q) {
+    const key = foldForSearch(f.q);
+    if (key) q = q.where('search_key', 'like', `%${key.replace(/[%_\\]/g, (c) => `\\${c}`)}%`);
+  }
+  if (f.municipality) q = q.where('municipality', '=', f.municipality);
+  if (f.kind) q = q.where('kind', '=', f.kind);
+  if (f.subsidised) q = q.where('subsidised', '=', true);
+  if (f.infant) q = q.where('places_infant', '>', 0);
+  // The page and the number of matches in one statement; a page past the end has no row to carry it.
+  const rows = await q
+    .select([...COLUMNS, sql<string>`count(*) over ()`.as('matches')])
+    .orderBy('name')
+    .orderBy('id')
+    .limit(pageSize)
+    .offset((page - 1) * pageSize)
+    .execute();
+  const total = rows.length ? Number(rows[0]!.matches) : page > 1 ? Number((await q.select(sql<string>`count(*)`.as('n')).executeTakeFirst())?.n ?? 0) : 0;
+  return { total, rows: rows.map(({ matches: _m, ...r }) => r) as FacilityRow[] };
+}
+
+/** A directory page: the matches and the list of municipalities for the filter, in one transaction (one pooled connection). */
+export async function directoryPage(deps: Deps, ctx: Ctx, f: DirectoryFilters, page: number, pageSize = 25) {
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
-    let q = trx.selectFrom('facilities');
-    if (f.q) {
-      const key = foldForSearch(f.q);
-      if (key) q = q.where('search_key', 'like', `%${key.replace(/[%_\\]/g, (c) => `\\${c}`)}%`);
-    }
-    if (f.municipality) q = q.where('municipality', '=', f.municipality);
-    if (f.kind) q = q.where('kind', '=', f.kind);
-    if (f.subsidised) q = q.where('subsidised', '=', true);
-    if (f.infant) q = q.where('places_infant', '>', 0);
-    const total = Number((await q.select(sql<string>`count(*)`.as('n')).executeTakeFirst())?.n ?? 0);
-    const rows = await q
-      .select([...COLUMNS])
-      .orderBy('name')
-      .orderBy('id')
-      .limit(pageSize)
-      .offset((page - 1) * pageSize)
-      .execute();
-    return { total, rows: rows as FacilityRow[] };
+    const found = await search(trx, f, page, pageSize);
+    return { ...found, towns: await townsOf(trx) };
   });
 }
 
-export async function municipalities(deps: Deps, ctx: Ctx): Promise<string[]> {
-  return inTenant(deps.db.db, ctx.tenant.id, async (trx) =>
-    (await trx.selectFrom('facilities').select('municipality').distinct().orderBy('municipality').execute()).map((r) => r.municipality),
-  );
+async function townsOf(trx: Trx): Promise<string[]> {
+  return (await trx.selectFrom('facilities').select('municipality').distinct().orderBy('municipality').execute()).map((r) => r.municipality);
 }
 
 export async function getFacility(deps: Deps, ctx: Ctx, id: string): Promise<FacilityRow | undefined> {

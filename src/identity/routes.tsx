@@ -269,16 +269,18 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
       if (err instanceof ValidationError) return signInPage(req, reply, { errors: err.fields, email, returnTo }, 400);
       throw err;
     }
-    const allowed = await throttle.checkSignIn(deps, req.ctx, input.email);
-    if (!allowed.ok) return throttledPage(req, reply, allowed);
-    const r = await identity.signIn(deps, req.ctx, input.email, input.password);
-    // Only a wrong password counts as a failure: an unverified or second-step answer means it was right.
-    await throttle.recordSignIn(deps, req.ctx, input.email, r.ok || r.reason !== 'invalid');
-    const m = pageEnv(req, reply).m;
+    const { secureCookies } = app.guichet;
+    const deviceCookie = deviceCookieName(secureCookies);
+    const s = await identity.passwordSignIn(deps, req.ctx, input.email, input.password, req.cookies[deviceCookie]);
+    if (s.throttled) return throttledPage(req, reply, s.throttled);
+    const r = s.result;
     if (!r.ok && r.reason === 'second_factor') return startSecondStep(app, reply, r.pending, returnTo);
-    if (!r.ok) return signInPage(req, reply, { message: r.reason === 'unverified' ? m.signIn.unverified : m.signIn.failed, email, returnTo }, 401);
+    if (!r.ok) {
+      const m = pageEnv(req, reply).m;
+      return signInPage(req, reply, { message: r.reason === 'unverified' ? m.signIn.unverified : m.signIn.failed, email, returnTo }, 401);
+    }
     setSessionCookie(app, reply, r.session);
-    await rememberDevice(req, reply, r.actor);
+    reply.setCookie(deviceCookie, s.device!.token, { path: '/', httpOnly: true, sameSite: 'lax', secure: secureCookies, maxAge: 400 * 86400 });
     return reply.redirect(returnTo || home(r.actor), 303);
   });
 

@@ -4,8 +4,8 @@ import { activeAssisting } from '../assisted/store.ts';
 import type { Actor, AuthMethod, Membership } from '../access/actor.ts';
 import { SECOND_FACTOR_METHODS } from '../access/actor.ts';
 import { COOLING_OFF_MINUTES, decide, refusal } from '../access/decide.ts';
-import { appendAudit, appendAuditAlone } from '../audit/log.ts';
-import type { AuditAction, AuditOrigin } from '../audit/events.ts';
+import { appendAudit, appendAuditAlone, appendAuditMany } from '../audit/log.ts';
+import type { AuditAction, AuditEventInput, AuditOrigin } from '../audit/events.ts';
 import type { Ctx, Deps } from '../context.ts';
 import { originOf } from '../context.ts';
 import type { Trx } from '../db/connection.ts';
@@ -16,7 +16,9 @@ import { enqueueMail } from '../mail/outbox.ts';
 import type { Tenant } from '../tenants/service.ts';
 import { originFields } from '../tenants/service.ts';
 import { messages, type Locale } from '../web/i18n/index.ts';
-import { beginSecondFactor, passkeyCountSql, totpEnabledSql } from './factors/store.ts';
+import { beginSecondFactor, createPending, passkeyCountSql, totpEnabledSql } from './factors/store.ts';
+import { deviceHash, deviceToken, newDeviceNotice } from './sessions.ts';
+import * as throttle from './throttle.ts';
 import { activeBreakGlass } from './break-glass.ts';
 import { hashPassword, verifyPassword } from './passwords.ts';
 import { requireRecentAuth } from './stepup.ts';
@@ -38,14 +40,18 @@ export async function loadMemberships(trx: Trx, accountId: string, now: Date): P
     .where('revoked_at', 'is', null)
     .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
     .execute();
-  return rows.map((r) => ({
+  return rows.map(membershipOf);
+}
+
+function membershipOf(r: { id: string; role: Membership['role']; facility_id: string | null; expires_at: Date | null; source: string; created_at: Date }): Membership {
+  return {
     id: r.id,
     role: r.role,
     facilityId: r.facility_id,
     expiresAt: r.expires_at,
     // Only roles granted by dual control cool off: the bootstrap administrator of an empty tenant and invited staff do not.
     coolingUntil: r.source === 'grant' ? new Date(r.created_at.getTime() + COOLING_OFF_MINUTES * 60_000) : null,
-  }));
+  };
 }
 
 function audit(trx: Trx, ctx: Ctx, action: AuditAction, outcome: 'success' | 'denied' | 'failure', extra: { targetIds?: string[]; details?: Record<string, string | number | boolean | null>; actorAccountId?: string } = {}) {
@@ -65,26 +71,54 @@ export interface SessionResult {
 
 /** A new session; `methods` records how the person authenticated (a password alone unless told otherwise). */
 export async function createSession(trx: Trx, ctx: Ctx, accountId: string, memberships: readonly Membership[], methods: readonly AuthMethod[] = ['password']): Promise<SessionResult> {
+  const s = newSession(ctx, accountId, memberships, methods);
+  await trx.insertInto('sessions').values(s.row).execute();
+  return s.result;
+}
+
+function newSession(ctx: Ctx, accountId: string, memberships: readonly Membership[], methods: readonly AuthMethod[]) {
   const { token, hash } = newToken();
   const policy = sessionPolicy(memberships);
   const expiresAt = new Date(ctx.now.getTime() + policy.absoluteMs);
-  await trx
-    .insertInto('sessions')
-    .values({
-      tenant_id: ctx.tenant.id,
-      account_id: accountId,
-      token_hash: hash,
-      created_at: ctx.now,
-      last_seen_at: ctx.now,
-      idle_timeout_seconds: policy.idleSeconds,
-      expires_at: expiresAt,
-      ip: ctx.ip,
-      user_agent: ctx.userAgent?.slice(0, 512) ?? null,
-      auth_methods: [...methods],
-      authenticated_at: ctx.now,
-    })
-    .execute();
-  return { token, expiresAt };
+  const row = {
+    tenant_id: ctx.tenant.id,
+    account_id: accountId,
+    token_hash: hash,
+    created_at: ctx.now,
+    last_seen_at: ctx.now,
+    idle_timeout_seconds: policy.idleSeconds,
+    expires_at: expiresAt,
+    ip: ctx.ip,
+    user_agent: ctx.userAgent?.slice(0, 512) ?? null,
+    auth_methods: [...methods],
+    authenticated_at: ctx.now,
+  };
+  return { row, result: { token, expiresAt } };
+}
+
+/**
+ * A password sign-in's session and the browser's device row (inserted or
+ * touched) in one statement. It answers what the account's devices were
+ * before (one snapshot): whether this one was among them, and how many
+ * there were.
+ */
+async function openSession(trx: Trx, ctx: Ctx, accountId: string, memberships: readonly Membership[], deviceToken: string) {
+  const s = newSession(ctx, accountId, memberships, ['password']);
+  const hash = deviceHash(deviceToken);
+  const userAgent = ctx.userAgent?.slice(0, 512) ?? null;
+  const prior = await trx
+    .with('s', (db) => db.insertInto('sessions').values(s.row))
+    .with('d', (db) =>
+      db
+        .insertInto('known_devices')
+        .values({ tenant_id: ctx.tenant.id, account_id: accountId, device_hash: hash, first_seen_at: ctx.now, last_seen_at: ctx.now, user_agent: userAgent })
+        .onConflict((oc) => oc.columns(['account_id', 'device_hash']).doUpdateSet((eb) => ({ last_seen_at: eb.ref('excluded.last_seen_at'), user_agent: eb.ref('excluded.user_agent') }))),
+    )
+    .selectFrom('known_devices')
+    .select([sql<boolean | null>`bool_or(device_hash = ${hash})`.as('known'), sql<string>`count(*)`.as('n')])
+    .where('account_id', '=', accountId)
+    .executeTakeFirst();
+  return { session: s.result, known: !!prior?.known, others: Number(prior?.n ?? 0) };
 }
 
 /** The actor behind a session cookie, or null if the session is unknown, ended or expired. */
@@ -220,28 +254,46 @@ export type SignInResult =
   /** The password was right and the account has a second factor: the second step comes next (src/identity/factors). */
   | { ok: false; reason: 'second_factor'; pending: { token: string; expiresAt: Date } };
 
+export type PasswordSignIn =
+  | { throttled: { retryAfterSeconds: number; reason: 'account' | 'source' | 'spraying' } }
+  | { throttled: null; result: SignInResult; device: { token: string; isNew: boolean } | null };
+
 /**
- * Password sign-in. Unknown address, wrong password and suspended account all
- * give the same answer after one argon2 verification each.
+ * Password sign-in, throttling included. Unknown address, wrong password and
+ * suspended account all give the same answer after one argon2 verification
+ * each, and the same work around it.
+ *
+ * Argon2 is the cost by design; what surrounds it is kept to two
+ * transactions: before the check, the throttle's totals and the account in
+ * one; after it, everything the outcome writes (the attempt, the audit
+ * events, the session and the device, or the failure and what its totals
+ * call for) in one, so it commits once.
  */
-export async function signIn(deps: Deps, ctx: Ctx, email: string, password: string): Promise<SignInResult> {
-  const account = await inTenant(deps.db.db, ctx.tenant.id, (trx) =>
-    trx.selectFrom('accounts').select(['id', 'password_hash', 'status', 'email_verified_at', 'locale']).where('email', '=', email).executeTakeFirst(),
-  );
+export async function passwordSignIn(deps: Deps, ctx: Ctx, email: string, password: string, deviceCookie: string | undefined): Promise<PasswordSignIn> {
+  const before = await inTenant(deps.db.db, ctx.tenant.id, (trx) => throttle.signInVerdict(deps, ctx, email, trx));
+  if (!before.verdict.ok) return { throttled: { retryAfterSeconds: before.verdict.retryAfterSeconds, reason: before.verdict.reason } };
+  const account = before.account;
   const valid = await verifyPassword(account?.password_hash, password);
   if (!account || !valid || account.status !== 'active') {
-    await appendAuditAlone(deps.db.db, ctx.tenant.id, {
-      action: 'identity.signin',
-      outcome: 'failure',
-      ...originFields(originOf(ctx)),
-      targetType: 'account',
-      targetIds: account ? [account.id] : [],
-      details: { reason: !account ? 'unknown_account' : !valid ? 'bad_password' : 'suspended' },
-    }, ctx.now);
-    return { ok: false, reason: 'invalid' };
+    await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+      const failure: AuditEventInput = {
+        action: 'identity.signin',
+        outcome: 'failure',
+        ...originFields(originOf(ctx)),
+        targetType: 'account',
+        targetIds: account ? [account.id] : [],
+        details: { reason: !account ? 'unknown_account' : !valid ? 'bad_password' : 'suspended' },
+      };
+      const counts = await throttle.countSignIn(deps, ctx, email, false, trx);
+      // The failure's event first, then what its totals call for (lock, spraying), in one statement.
+      await throttle.actOnCounts(trx, ctx, email, counts!, account ? { id: account.id, locale: account.locale } : null, [failure]);
+    });
+    return { throttled: null, result: { ok: false, reason: 'invalid' }, device: null };
   }
+  // The password was right: only a wrong password counts as a failure, whatever comes next.
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     if (!account.email_verified_at) {
+      await throttle.countSignIn(deps, ctx, email, true, trx);
       const { token, hash } = newToken();
       const m = messages(account.locale);
       await trx
@@ -250,19 +302,46 @@ export async function signIn(deps: Deps, ctx: Ctx, email: string, password: stri
         .execute();
       await enqueueMail(trx, ctx.tenant.id, { to: email, locale: account.locale, template: 'verify_email', subject: m.mail.verifySubject, body: m.mail.verifyBody(link(ctx, `/verify-email?token=${token}`)) }, ctx.now);
       await audit(trx, ctx, 'identity.signin', 'failure', { targetIds: [account.id], details: { reason: 'unverified' } });
-      return { ok: false, reason: 'unverified' } as const;
+      return { throttled: null, result: { ok: false, reason: 'unverified' }, device: null } as const;
     }
-    const pending = await beginSecondFactor(trx, ctx.tenant.id, account.id, ctx.now);
-    if (pending) {
+    const state = await signInState(trx, account.id, ctx.now, await throttle.countSuccess(deps, ctx, email));
+    if (state.secondFactor) {
+      const p = await createPending(trx, ctx.tenant.id, 'second_factor', account.id, ctx.now);
       await audit(trx, ctx, 'identity.signin.challenge', 'success', { targetIds: [account.id], actorAccountId: account.id });
-      return { ok: false, reason: 'second_factor', pending } as const;
+      return { throttled: null, result: { ok: false, reason: 'second_factor', pending: { token: p.token, expiresAt: p.expiresAt } }, device: null } as const;
     }
-    const memberships = await loadMemberships(trx, account.id, ctx.now);
-    const session = await createSession(trx, ctx, account.id, memberships);
-    await audit(trx, ctx, 'identity.signin', 'success', { targetIds: [account.id], actorAccountId: account.id });
-    const actor: Actor = { accountId: account.id, tenantId: ctx.tenant.id, sessionId: null, email, emailVerified: true, locale: account.locale, memberships };
-    return { ok: true, session, actor } as const;
+    const token = deviceToken(deviceCookie);
+    const signedIn: AuditEventInput = { action: 'identity.signin', outcome: 'success', ...originFields(originOf(ctx)), actorAccountId: account.id, targetType: 'account', targetIds: [account.id], details: {} };
+    const { session, known, others } = await openSession(trx, ctx, account.id, state.memberships, token);
+    // A device the account had not used, when it had used others: a notice, and its event after the sign-in's.
+    const isNew = !known && others > 0;
+    const events = [signedIn, ...(isNew ? [await newDeviceNotice(trx, ctx, { id: account.id, email, locale: account.locale })] : [])];
+    await appendAuditMany(trx, ctx.tenant.id, events, ctx.now);
+    const actor: Actor = { accountId: account.id, tenantId: ctx.tenant.id, sessionId: null, email, emailVerified: true, locale: account.locale, memberships: state.memberships };
+    return { throttled: null, result: { ok: true, session, actor }, device: { token, isNew } } as const;
   });
+}
+
+/** Has the account a second factor, and what are its memberships: one statement, which also writes the attempt's row when there is one. */
+async function signInState(trx: Trx, accountId: string, now: Date, attempt: Awaited<ReturnType<typeof throttle.countSuccess>>): Promise<{ secondFactor: boolean; memberships: Membership[] }> {
+  const account = sql<string>`cast(${accountId} as uuid)`;
+  const write = attempt
+    ? sql`with attempt as (insert into auth_attempts (tenant_id, kind, email_key, ip, at) values (${attempt.tenant_id}, ${attempt.kind}, ${attempt.email_key}, ${attempt.ip}, ${attempt.at})) `
+    : sql``;
+  const { rows } = await sql<{ totp: boolean; passkeys: string; memberships: { id: string; role: Membership['role']; facility_id: string | null; expires_ms: number | null; source: string; created_ms: number }[] }>`
+    ${write}select ${totpEnabledSql(account)} as totp,
+           ${passkeyCountSql(account)} as passkeys,
+           coalesce((select json_agg(json_build_object('id', m.id, 'role', m.role, 'facility_id', m.facility_id, 'source', m.source,
+                                                      'expires_ms', (extract(epoch from m.expires_at) * 1000)::float8,
+                                                      'created_ms', (extract(epoch from m.created_at) * 1000)::float8))
+                     from memberships m
+                     where m.account_id = ${account} and m.revoked_at is null and (m.expires_at is null or m.expires_at > ${now})), '[]'::json) as memberships`.execute(trx);
+  const r = rows[0]!;
+  const list = typeof r.memberships === 'string' ? (JSON.parse(r.memberships) as typeof r.memberships) : r.memberships;
+  return {
+    secondFactor: !!r.totp || Number(r.passkeys) > 0,
+    memberships: list.map((m) => membershipOf({ id: m.id, role: m.role, facility_id: m.facility_id, expires_at: m.expires_ms === null ? null : new Date(m.expires_ms), source: m.source, created_at: new Date(m.created_ms) })),
+  };
 }
 
 export async function signOut(deps: Deps, ctx: Ctx, token: string): Promise<void> {

@@ -1,6 +1,9 @@
 import { createHash } from 'node:crypto';
 import { isIPv6 } from 'node:net';
-import { appendAudit, appendAuditAlone } from '../audit/log.ts';
+import { sql } from 'kysely';
+import { appendAudit, appendAuditAlone, appendAuditMany } from '../audit/log.ts';
+import type { AuditEventInput } from '../audit/events.ts';
+import type { Trx } from '../db/connection.ts';
 import { untrustedId } from '../audit/untrusted.ts';
 import { decide, refusal } from '../access/decide.ts';
 import type { Ctx, Deps } from '../context.ts';
@@ -105,28 +108,59 @@ export async function endAccountSessions(deps: Deps, ctx: Ctx, accountId: string
   });
 }
 
+/** The stored form of a device cookie: only its hash is kept. */
+export function deviceHash(token: string): Buffer {
+  return createHash('sha256').update(`device:${token}`).digest();
+}
+
+/** The browser's device token: the one its cookie carries, or a new one. */
+export function deviceToken(cookie: string | undefined): string {
+  return isTokenShaped(cookie) ? cookie : newToken().token;
+}
+
+/**
+ * Notes the device in the caller's transaction, in one statement: its row is
+ * inserted or touched, and the statement says what the account knew before
+ * (one snapshot, so two sign-ins racing from a new browser do not collide).
+ */
+export async function touchDevice(trx: Trx, ctx: Ctx, accountId: string, token: string): Promise<{ known: boolean; others: number }> {
+  const hash = deviceHash(token);
+  const userAgent = ctx.userAgent?.slice(0, 512) ?? null;
+  const { rows } = await sql<{ known: boolean | null; n: string }>`
+    WITH d AS (
+      INSERT INTO known_devices (tenant_id, account_id, device_hash, first_seen_at, last_seen_at, user_agent)
+      VALUES (${ctx.tenant.id}, ${accountId}, ${hash}, ${ctx.now}, ${ctx.now}, ${userAgent})
+      ON CONFLICT (account_id, device_hash) DO UPDATE SET last_seen_at = excluded.last_seen_at, user_agent = excluded.user_agent
+    )
+    SELECT bool_or(device_hash = ${hash}) AS known, count(*) AS n FROM known_devices WHERE account_id = ${accountId}`.execute(trx);
+  const r = rows[0];
+  return { known: !!r?.known, others: Number(r?.n ?? 0) };
+}
+
+/**
+ * A device the account had not used, when it had used others: the notice by
+ * e-mail, written here, and its audit event, returned for the caller to
+ * write with its own.
+ */
+export async function newDeviceNotice(trx: Trx, ctx: Ctx, account: { id: string; email: string; locale: Locale }): Promise<AuditEventInput> {
+  const m = messages(account.locale);
+  const device = describeDevice(ctx.userAgent) ?? m.security.unknownDevice;
+  await enqueueMail(trx, ctx.tenant.id, { to: account.email, locale: account.locale, template: 'new_device', subject: m.security.newDeviceSubject, body: m.security.newDeviceBody(formatDateTime(account.locale, ctx.now), `${device}${ctx.ip ? ` (${ctx.ip})` : ''}`, `${ctx.baseUrl}/account/sessions`) }, ctx.now);
+  return { action: 'identity.device.new', outcome: 'success', ...originFields(originOf(ctx)), actorAccountId: account.id, targetType: 'account', targetIds: [account.id], details: { device } };
+}
+
 /**
  * After a successful sign-in: is this browser a device the account has used
  * before? The device token lives in its own long-lived cookie; only its hash
  * is stored. A new device of an account that already had one sends a notice.
  */
-export async function noteDevice(deps: Deps, ctx: Ctx, account: { id: string; email: string; locale: Locale }, deviceToken: string | undefined): Promise<{ token: string; isNew: boolean }> {
-  const token = isTokenShaped(deviceToken) ? deviceToken : newToken().token;
-  const hash = createHash('sha256').update(`device:${token}`).digest();
+export async function noteDevice(deps: Deps, ctx: Ctx, account: { id: string; email: string; locale: Locale }, cookie: string | undefined): Promise<{ token: string; isNew: boolean }> {
+  const token = deviceToken(cookie);
   const isNew = await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
-    const known = await trx.selectFrom('known_devices').select('device_hash').where('account_id', '=', account.id).execute();
-    if (known.some((k) => Buffer.from(k.device_hash).equals(hash))) {
-      await trx.updateTable('known_devices').set({ last_seen_at: ctx.now, user_agent: ctx.userAgent?.slice(0, 512) ?? null }).where('account_id', '=', account.id).where('device_hash', '=', hash).execute();
-      return false;
-    }
-    await trx.insertInto('known_devices').values({ tenant_id: ctx.tenant.id, account_id: account.id, device_hash: hash, first_seen_at: ctx.now, last_seen_at: ctx.now, user_agent: ctx.userAgent?.slice(0, 512) ?? null }).execute();
-    if (known.length) {
-      const m = messages(account.locale);
-      const device = describeDevice(ctx.userAgent) ?? m.security.unknownDevice;
-      await enqueueMail(trx, ctx.tenant.id, { to: account.email, locale: account.locale, template: 'new_device', subject: m.security.newDeviceSubject, body: m.security.newDeviceBody(formatDateTime(account.locale, ctx.now), `${device}${ctx.ip ? ` (${ctx.ip})` : ''}`, `${ctx.baseUrl}/account/sessions`) }, ctx.now);
-      await appendAudit(trx, ctx.tenant.id, { action: 'identity.device.new', outcome: 'success', ...originFields(originOf(ctx)), actorAccountId: account.id, targetType: 'account', targetIds: [account.id], details: { device } }, ctx.now);
-    }
-    return known.length > 0;
+    const d = await touchDevice(trx, ctx, account.id, token);
+    if (d.known || d.others === 0) return false;
+    await appendAuditMany(trx, ctx.tenant.id, [await newDeviceNotice(trx, ctx, account)], ctx.now);
+    return true;
   });
   await noteNetwork(deps, ctx, account.id);
   return { token, isNew };

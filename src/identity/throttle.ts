@@ -1,13 +1,16 @@
 import { createHmac } from 'node:crypto';
-import { appendAudit } from '../audit/log.ts';
+import { appendAuditMany } from '../audit/log.ts';
+import type { AuditEventInput } from '../audit/events.ts';
 import type { Ctx, Deps } from '../context.ts';
+import { sql } from 'kysely';
 import { counters, withCounters, type QuotaKind, type SignInCounts, type SignInWindows } from '../counters/counters.ts';
 import { originOf } from '../context.ts';
+import { PostgresCounters, signInCountsOf, signInCountsSql, type SignInCountsRow } from '../counters/postgres.ts';
 import type { Trx } from '../db/connection.ts';
 import { inTenant } from '../db/tenant.ts';
 import { enqueueMail } from '../mail/outbox.ts';
 import { originFields } from '../tenants/service.ts';
-import { messages } from '../web/i18n/index.ts';
+import { messages, type Locale } from '../web/i18n/index.ts';
 import { signInMetric } from '../web/metrics.ts';
 
 /**
@@ -43,8 +46,13 @@ export const THROTTLE = {
 
 export type Verdict = { ok: true } | { ok: false; retryAfterSeconds: number; reason: 'account' | 'source' | 'spraying' };
 
+// The subkey is derived (HKDF) once per key provider, not on every attempt.
+const throttleKeys = new WeakMap<object, Buffer>();
+
 export function emailKey(deps: Deps, tenantId: string, email: string): Buffer {
-  return createHmac('sha256', deps.keys.derive('throttle')).update(`${tenantId}\n${email}`).digest();
+  let key = throttleKeys.get(deps.keys);
+  if (!key) throttleKeys.set(deps.keys, (key = deps.keys.derive('throttle')));
+  return createHmac('sha256', key).update(`${tenantId}\n${email}`).digest();
 }
 
 const WINDOWS: SignInWindows = { accountMs: THROTTLE.accountWindowMs, sourceMs: THROTTLE.sourceWindowMs, sourceBlockMs: THROTTLE.sprayBlockMs };
@@ -72,47 +80,86 @@ function verdict(c: SignInCounts, now: Date): Verdict {
   return { ok: true };
 }
 
-/** May this sign-in be attempted now? Asked before the password is checked. */
-export async function checkSignIn(deps: Deps, ctx: Ctx, email: string): Promise<Verdict> {
-  const key = emailKey(deps, ctx.tenant.id, email);
-  const v = await withCounters(
-    (fn) => inTenant(deps.db.db, ctx.tenant.id, fn),
-    async (c, trx) => verdict(await c.signInCounts(trx, ctx.tenant.id, key, ctx.ip, WINDOWS, ctx.now), ctx.now),
-  );
-  if (!v.ok) signInMetric('throttled');
-  return v;
+/** What a password sign-in needs of the account. */
+export interface SignInAccount {
+  id: string;
+  password_hash: string | null;
+  status: string;
+  email_verified_at: Date | null;
+  locale: Locale;
 }
 
 /**
- * Records the outcome of a password check. On the failure that locks the
- * account its holder gets an e-mail; on the failure that makes a source a
- * sprayer the tenant's audit log says so.
+ * May this sign-in be attempted now? Asked before the password is checked,
+ * in the sign-in's own tenant transaction, which reads the account with the
+ * totals: one statement with the PostgreSQL counters (Redis answers the
+ * totals beside it). The account is read only when the attempt may go on.
  */
-export async function recordSignIn(deps: Deps, ctx: Ctx, email: string, ok: boolean): Promise<void> {
+export async function signInVerdict(deps: Deps, ctx: Ctx, email: string, trx: Trx): Promise<{ verdict: Verdict; account: SignInAccount | undefined }> {
+  const c = counters();
   const key = emailKey(deps, ctx.tenant.id, email);
+  let v: Verdict;
+  let account: SignInAccount | undefined;
+  if (c instanceof PostgresCounters) {
+    const { rows } = await sql<SignInCountsRow & { id: string | null; password_hash: string | null; status: string; email_verified_at: Date | null; locale: Locale }>`
+      SELECT c.*, a.id, a.password_hash, a.status, a.email_verified_at, a.locale
+      FROM ${signInCountsSql(key, ctx.ip, WINDOWS, ctx.now)} AS c LEFT JOIN accounts a ON a.email = ${email}`.execute(trx);
+    const r = rows[0]!;
+    v = verdict(signInCountsOf(r), ctx.now);
+    account = r.id ? { id: r.id, password_hash: r.password_hash, status: r.status, email_verified_at: r.email_verified_at, locale: r.locale } : undefined;
+  } else {
+    v = verdict(await c.signInCounts(null, ctx.tenant.id, key, ctx.ip, WINDOWS, ctx.now), ctx.now);
+    if (v.ok) account = await trx.selectFrom('accounts').select(['id', 'password_hash', 'status', 'email_verified_at', 'locale']).where('email', '=', email).executeTakeFirst();
+  }
+  if (!v.ok) signInMetric('throttled');
+  return { verdict: v, account: v.ok ? account : undefined };
+}
+
+/**
+ * Counts a right password. With the PostgreSQL counters the attempt's row
+ * comes back for the caller to insert within a statement of its own (its
+ * transaction's first: one round trip fewer); elsewhere it is counted here.
+ */
+export async function countSuccess(deps: Deps, ctx: Ctx, email: string): Promise<{ tenant_id: string; kind: 'signin_success'; email_key: Buffer; ip: string | null; at: Date } | null> {
+  if (!(counters() instanceof PostgresCounters)) {
+    await countSignIn(deps, ctx, email, true, null);
+    return null;
+  }
+  signInMetric('success');
+  return { tenant_id: ctx.tenant.id, kind: 'signin_success', email_key: emailKey(deps, ctx.tenant.id, email), ip: ctx.ip, at: ctx.now };
+}
+
+/** Counts a password check's outcome (in `trx` with the PostgreSQL counters); after a failure, the totals that include it. */
+export async function countSignIn(deps: Deps, ctx: Ctx, email: string, ok: boolean, trx: Trx | null): Promise<SignInCounts | null> {
   signInMetric(ok ? 'success' : 'failure');
   const shared = counters();
-  // Counted outside the database, the failure is recorded first (atomically, with its totals); the
-  // transaction below then only writes what the totals call for.
-  const outside = shared.needsTransaction ? null : await shared.recordSignIn(null, ctx.tenant.id, key, ctx.ip, ok, WINDOWS, ctx.now);
-  if (!shared.needsTransaction && (ok || (outside!.accountFailures !== THROTTLE.accountLockFailures && outside!.sourceAccounts !== THROTTLE.sprayAccounts))) return;
-  await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
-    const c = outside ?? (await shared.recordSignIn(trx, ctx.tenant.id, key, ctx.ip, ok, WINDOWS, ctx.now));
-    if (!c) return;
-    if (c.accountFailures === THROTTLE.accountLockFailures) {
-      signInMetric('locked');
-      const account = await trx.selectFrom('accounts').select(['id', 'locale']).where('email', '=', email).executeTakeFirst();
-      if (account) {
-        const m = messages(account.locale);
-        const minutes = THROTTLE.accountLockMs / 60_000;
-        await enqueueMail(trx, ctx.tenant.id, { to: email, locale: account.locale, template: 'account_locked', subject: m.security.lockedSubject, body: m.security.lockedBody(minutes, `${ctx.baseUrl}/signin`) }, ctx.now);
-      }
-      await appendAudit(trx, ctx.tenant.id, { action: 'identity.account.locked', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'account', targetIds: account ? [account.id] : [], details: { minutes: THROTTLE.accountLockMs / 60_000, known: !!account } }, ctx.now);
+  return shared.recordSignIn(shared.needsTransaction ? trx : null, ctx.tenant.id, emailKey(deps, ctx.tenant.id, email), ctx.ip, ok, WINDOWS, ctx.now);
+}
+
+/**
+ * What a failure's totals call for, written in the caller's transaction: the
+ * lock notice and its audit event at exactly the locking failure, the
+ * spraying event at exactly the failure that makes a sprayer. `account` is
+ * the account already looked up by the caller (null: none), or undefined to
+ * look it up here. `before` are audit events of the same request that must
+ * come first in the log; they are written in the same statement.
+ */
+export async function actOnCounts(trx: Trx, ctx: Ctx, email: string, c: SignInCounts, account: { id: string; locale: Locale } | null | undefined, before: readonly AuditEventInput[] = []): Promise<void> {
+  const events: AuditEventInput[] = [...before];
+  if (c.accountFailures === THROTTLE.accountLockFailures) {
+    signInMetric('locked');
+    const holder = account === undefined ? await trx.selectFrom('accounts').select(['id', 'locale']).where('email', '=', email).executeTakeFirst() : account;
+    if (holder) {
+      const m = messages(holder.locale);
+      const minutes = THROTTLE.accountLockMs / 60_000;
+      await enqueueMail(trx, ctx.tenant.id, { to: email, locale: holder.locale, template: 'account_locked', subject: m.security.lockedSubject, body: m.security.lockedBody(minutes, `${ctx.baseUrl}/signin`) }, ctx.now);
     }
-    if (c.sourceAccounts === THROTTLE.sprayAccounts) {
-      await appendAudit(trx, ctx.tenant.id, { action: 'identity.signin.spraying', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'source', targetIds: ctx.ip ? [ctx.ip] : [], details: { accounts: c.sourceAccounts, failures: c.sourceFailures } }, ctx.now);
-    }
-  });
+    events.push({ action: 'identity.account.locked', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'account', targetIds: holder ? [holder.id] : [], details: { minutes: THROTTLE.accountLockMs / 60_000, known: !!holder } });
+  }
+  if (c.sourceAccounts === THROTTLE.sprayAccounts) {
+    events.push({ action: 'identity.signin.spraying', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'source', targetIds: ctx.ip ? [ctx.ip] : [], details: { accounts: c.sourceAccounts, failures: c.sourceFailures } });
+  }
+  await appendAuditMany(trx, ctx.tenant.id, events, ctx.now);
 }
 
 /**
