@@ -165,7 +165,7 @@ try {
 
   log('loading the round inputs through src/records');
   const l0 = performance.now();
-  const loaded = await inTenant(b.database.db, tenant.id, (trx) => loadInputs(trx, tenant.id, keys, { order: 'quebec-2025', today: now.toISOString().slice(0, 10), infantMaxMonths: 18, deadlineDays: 7 }));
+  const loaded = await inTenant(b.database.db, tenant.id, (trx) => loadInputs(trx, tenant, keys, { order: 'categories', today: now.toISOString().slice(0, 10), infantMaxMonths: 18, deadlineDays: 7 }));
   const loadSeconds = (performance.now() - l0) / 1000;
   report({ name: 'waitlist.allocation.load', value: loadSeconds, unit: 's', baseline: null, note: `${loaded.inputs.childIds.length} children, ${loaded.inputs.appFacility.length} applications` });
 

@@ -1417,6 +1417,8 @@ export const en: Messages = {
       category: (last: string, mine: string) => `The last application admitted in this age group was in a category with priority (“${last}”) over yours (“${mine}”).`,
       date: (date: string) => `The last application admitted, in the same category, asked for an earlier start (${date}).`,
       registration: 'The last application admitted, in the same category and for the same date, registered earlier.',
+      priority: 'The last application admitted met a priority this service declared (within the allowed limit); yours did not.',
+      points: (last: number, mine: number) => `The last application admitted had more points (${last}) than yours (${mine}).`,
       noVacancy: 'This service had no open place in this age group.',
       notNeeded: 'A choice you prefer is offered to you.',
       placed: 'Your application was among the best for the open places.',

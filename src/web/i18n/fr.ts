@@ -1423,6 +1423,8 @@ export const fr = {
       category: (last: string, mine: string) => `La dernière candidature admise dans ce groupe d’âge était d’une catégorie prioritaire («${nb}${last}${nb}») devant la vôtre («${nb}${mine}${nb}»).`,
       date: (date: string) => `La dernière candidature admise, de la même catégorie, souhaitait une entrée plus tôt (${date}).`,
       registration: 'La dernière candidature admise, de la même catégorie et pour la même date, était inscrite plus tôt.',
+      priority: 'La dernière candidature admise répondait à une priorité déclarée par ce service (dans la limite permise), pas la vôtre.',
+      points: (last: number, mine: number) => `La dernière candidature admise avait plus de points (${last}) que la vôtre (${mine}).`,
       noVacancy: 'Ce service n’avait aucune place libre dans ce groupe d’âge.',
       notNeeded: 'Un choix que vous préférez vous est offert.',
       placed: 'Votre candidature faisait partie des meilleures pour les places libres.',
