@@ -22,9 +22,10 @@ import type { Trx } from '../db/connection.ts';
 import type { DB } from '../db/schema.ts';
 import { inTenant } from '../db/tenant.ts';
 import { AppError } from '../errors.ts';
-import type { TenantRules } from '../tenants/rules.ts';
+import { parseRules, type TenantRules } from '../tenants/rules.ts';
+import { decide } from '../access/decide.ts';
 import { addMonths } from '../waitlist/dates.ts';
-import { category, senioritySql } from '../waitlist/ranking.ts';
+import { ageGroupOfMonth, category, senioritySql } from '../waitlist/ranking.ts';
 import { facilityPriorityStates } from './ordering.ts';
 import {
   allocate,
@@ -48,7 +49,7 @@ import {
   TODDLER,
   type AllocationInputs,
 } from '../waitlist/allocation.ts';
-import { audit, childWithOwner, run } from './gateway.ts';
+import { audit, childWithOwner, deny, run } from './gateway.ts';
 import { openChildren } from './fields.ts';
 
 const DAY_MS = 86_400_000;
@@ -79,17 +80,6 @@ export interface Loaded {
   appIds: string[];
   /** The declared priority that lifts each application (for offers.by_priority, counted against the cap), or null. */
   appByPriority: (string | null)[];
-}
-
-/**
- * A child's age group at the start of care from its birth month: an infant
- * until the first day of the month after it reaches the tenant's age. Rounding
- * up errs towards an infant place: a few days' older toddler in an infant
- * place is within the ratios; the reverse would not be.
- */
-function ageGroupFromMonth(birthMonth: string, desired: string, today: string, infantMaxMonths: number): number {
-  const start = desired > today ? desired : today;
-  return start < addMonths(birthMonth, infantMaxMonths + 1) ? INFANT : TODDLER;
 }
 
 function ageGroupFromDate(birthDate: string, desired: string, today: string, infantMaxMonths: number): number {
@@ -192,7 +182,7 @@ export async function loadInputs(trx: Trx, tenant: { id: string; rules: TenantRu
       const list = byChild.get(c.id) ?? [];
       const birth = c.birth_month ?? null;
       const age = birth
-        ? ageGroupFromMonth(birth, c.desired_entry_date, params.today, params.infantMaxMonths)
+        ? (ageGroupOfMonth(birth, c.desired_entry_date, params.today, params.infantMaxMonths) === 'infant' ? INFANT : TODDLER)
         : ageGroupFromDate(opened.get(c.id)?.birth_date ?? c.desired_entry_date, c.desired_entry_date, params.today, params.infantMaxMonths);
       childIds.push(c.id);
       // Seniority as the ranking counts it: a file that lost it on reactivation counts from its return.
@@ -590,4 +580,74 @@ export async function readAllocationExplanation(deps: Deps, ctx: Ctx, childId: s
       choices,
     };
   });
+}
+
+// ---------------------------------------------------------------------------
+// The programme's page: whether coordinated allocation runs, and its last rounds
+
+export interface AllocationRunView {
+  id: string;
+  startedAt: Date;
+  finishedAt: Date;
+  order: string;
+  children: number;
+  applications: number;
+  placed: number;
+}
+
+export interface AllocationSettings {
+  enabled: boolean;
+  runs: AllocationRunView[];
+}
+
+function checkTenant(ctx: Ctx, action: 'allocation.settings.read' | 'allocation.settings.update'): void {
+  const d = decide(ctx.actor, action, { type: 'tenant' }, ctx.now);
+  if (!d.allowed) deny(ctx, action, 'tenant', ctx.tenant.id, d.reason ?? 'denied', d, d.reason === 'not_signed_in' ? new AppError('signInRequired') : new AppError('forbidden'));
+}
+
+/** Read from the table, not the tenant cache: the page shows what the next round will do. */
+async function enabledNow(trx: Trx, tenantId: string): Promise<boolean> {
+  const r = await trx.selectFrom('tenants').select('rules').where('id', '=', tenantId).executeTakeFirstOrThrow();
+  return parseRules(typeof r.rules === 'string' ? JSON.parse(r.rules) : r.rules).coordinatedAllocation;
+}
+
+export async function readAllocationSettings(deps: Deps, ctx: Ctx, limit = 10): Promise<AllocationSettings> {
+  const action = 'allocation.settings.read';
+  return run(deps, ctx, action, async (trx) => {
+    checkTenant(ctx, action);
+    const rows = await trx
+      .selectFrom('allocation_runs')
+      .select(['id', 'started_at', 'finished_at', 'parameters', 'children', 'applications', 'placed'])
+      .orderBy('started_at', 'desc')
+      .orderBy('id')
+      .limit(limit)
+      .execute();
+    await audit(trx, ctx, { action, targetType: 'tenant', targetIds: [ctx.tenant.id], purpose: 'programme.allocation', details: { runs: rows.length } });
+    return {
+      enabled: await enabledNow(trx, ctx.tenant.id),
+      runs: rows.map((r) => {
+        const p = (typeof r.parameters === 'string' ? JSON.parse(r.parameters) : r.parameters) as AllocationParameters;
+        return { id: r.id, startedAt: new Date(r.started_at), finishedAt: new Date(r.finished_at), order: p.order === 'quebec-2025' ? 'categories' : p.order, children: r.children, applications: r.applications, placed: r.placed };
+      }),
+    };
+  });
+}
+
+/**
+ * Turns the programme's coordinated allocation on or off (rules:
+ * coordinatedAllocation), through the database function that changes that
+ * one key of this tenant's rules only (migration 0021). Audited with the
+ * value before and after.
+ */
+export async function setCoordinatedAllocation(deps: Deps, ctx: Ctx, enabled: boolean): Promise<{ before: boolean }> {
+  const action = 'allocation.settings.update';
+  const out = await run(deps, ctx, action, async (trx) => {
+    checkTenant(ctx, action);
+    const r = await sql<{ before: boolean }>`SELECT set_coordinated_allocation(${enabled}) AS before`.execute(trx);
+    const before = !!r.rows[0]?.before;
+    await audit(trx, ctx, { action, targetType: 'tenant', targetIds: [ctx.tenant.id], fields: ['rules.coordinatedAllocation'], purpose: 'programme.allocation', details: { before, after: enabled } });
+    return { before };
+  });
+  deps.tenants.invalidate();
+  return out;
 }

@@ -12,6 +12,8 @@ import { originFields, type Tenant } from '../tenants/service.ts';
 import { addMonths, today } from '../waitlist/dates.ts';
 import {
   ageGroup as ageGroupOf,
+  ageGroupOfMonth,
+  ageGroupSql,
   category,
   categorySql,
   pointsOf,
@@ -65,8 +67,8 @@ export interface RankedApplication {
  * The ordered eligible applications of one facility, for one age group (or
  * all with null), inside the caller's transaction. Writes no audit event:
  * the caller records what it does with them (listRankedApplications does,
- * and a referral must). Birth dates are decrypted only to find the age
- * group; they do not leave. `withoutPendingOffer` leaves out children who
+ * and a referral must). The age group comes from the clear birth month; only
+ * a file written before it has its birth date opened, and it does not leave. `withoutPendingOffer` leaves out children who
  * already hold a pending offer (they cannot be offered a second place).
  */
 export async function rankFacilityIn(
@@ -88,6 +90,10 @@ export async function rankFacilityIn(
     .where('c.purged_at', 'is', null)
     .where('c.inactive_since', 'is', null);
   if (opts.withoutPendingOffer) q = q.where(({ not, exists, selectFrom }) => not(exists(selectFrom('offers as o').select('o.id').whereRef('o.child_id', '=', 'c.id').where('o.status', '=', 'pending'))));
+  const t = today(now);
+  const groupSql = ageGroupSql('c', t, tenant.rules.infantMaxMonths);
+  // The age group from the clear birth month, in the query; files without one (written before it) are kept and sorted below.
+  if (ageGroup) q = q.where((eb) => eb.or([eb(groupSql, '=', ageGroup), eb('c.birth_month', 'is', null)]));
   const rows = await q
     .select([
       'a.id as application_id',
@@ -98,7 +104,8 @@ export async function rankFacilityIn(
       'c.id',
       'c.family_id',
       'c.reference',
-      'c.birth_date_enc',
+      sql<Buffer | null>`CASE WHEN c.birth_month IS NULL THEN c.birth_date_enc END`.as('birth_date_enc'),
+      'c.birth_month',
       'c.desired_entry_date',
       'c.in_subsidised_care',
       senioritySql('c').as('seniority_date'),
@@ -107,11 +114,14 @@ export async function rankFacilityIn(
     ])
     .orderBy(rankOrderSql('a', 'c', o))
     .execute();
-  const births = rows.length ? await openChildren(env, tenant.id, rows, ['birth_date']) : new Map();
+  const unknown = rows.filter((r) => !r.birth_month);
+  const births = unknown.length ? await openChildren(env, tenant.id, unknown, ['birth_date']) : new Map();
   const declared = new Set<string>(o.declared);
   const out: RankedApplication[] = [];
   for (const r of rows) {
-    const group = ageGroupOf(required(births.get(r.id)!.birth_date, 'birth date'), r.desired_entry_date, now, tenant.rules.infantMaxMonths);
+    const group = r.birth_month
+      ? ageGroupOfMonth(r.birth_month, r.desired_entry_date, t, tenant.rules.infantMaxMonths)
+      : ageGroupOf(required(births.get(r.id)!.birth_date, 'birth date'), r.desired_entry_date, now, tenant.rules.infantMaxMonths);
     if (ageGroup && group !== ageGroup) continue;
     const met = o.declared.filter((k) => (r.priorities ?? []).includes(k) && declared.has(k));
     const seniorityDate = typeof r.seniority_date === 'string' ? r.seniority_date : today(r.seniority_date as unknown as Date);
@@ -205,8 +215,8 @@ export interface ChildRank {
 /**
  * The child's rank and why at each facility with an active application,
  * computed live. Only the parent's own file is named in the audit event;
- * other children's rows are counted and ordered, their birth dates opened
- * only to find their age group, and nothing of them leaves but the count.
+ * other children's rows are counted and ordered (their age group from the
+ * clear birth month), and nothing of them leaves but the count.
  */
 export async function readChildRanks(deps: Deps, ctx: Ctx, childId: string): Promise<{ confirmation: ConfirmationState; ranks: ChildRank[] }> {
   const action = 'waitlist.childFile.read';
@@ -220,8 +230,9 @@ export async function readChildRanks(deps: Deps, ctx: Ctx, childId: string): Pro
       .where('a.status', '=', 'active')
       .orderBy('a.created_at')
       .execute();
-    const birth = required((await openChildren(env, ctx.tenant.id, [c], ['birth_date'])).get(c.id)!.birth_date, 'birth date');
-    const group = ageGroupOf(birth, c.desired_entry_date, ctx.now, ctx.tenant.rules.infantMaxMonths);
+    const group = c.birth_month
+      ? ageGroupOfMonth(c.birth_month, c.desired_entry_date, today(ctx.now), ctx.tenant.rules.infantMaxMonths)
+      : ageGroupOf(required((await openChildren(env, ctx.tenant.id, [c], ['birth_date'])).get(c.id)!.birth_date, 'birth date'), c.desired_entry_date, ctx.now, ctx.tenant.rules.infantMaxMonths);
     const ranks: ChildRank[] = [];
     for (const a of apps) {
       const o = await facilityOrdering(trx, ctx.tenant, a.facility_id, ctx.now);
