@@ -193,6 +193,44 @@ export async function listRankedApplications(
   });
 }
 
+interface Place {
+  rank: number | null;
+  total: number;
+  /** The ranked row, when the whole list was read (files without a birth month); else the caller computes the terms. */
+  mine?: RankedApplication | undefined;
+}
+
+/**
+ * One application's rank in its facility's age group, and how many are
+ * there, ordered and counted in SQL: nothing but two numbers leaves the
+ * database. null when a candidate there has no clear birth month (a file
+ * written before it): its age group needs its birth date opened, and the
+ * caller reads the whole list instead.
+ */
+async function rankInFacility(trx: Trx, tenant: Tenant, facilityId: string, group: AgeGroup, applicationId: string, now: Date, o: FacilityOrdering): Promise<Place | null> {
+  const t = today(now);
+  const r = await sql<{ rank: string | null; total: string; legacy: boolean }>`
+    WITH ranked AS (
+      SELECT a.id, row_number() OVER (ORDER BY ${rankOrderSql('a', 'c', o)}) AS rank
+        FROM applications a JOIN children c ON c.id = a.child_id
+       WHERE a.facility_id = ${facilityId} AND a.status = 'active' AND c.deleted_at IS NULL AND c.purged_at IS NULL AND c.inactive_since IS NULL
+         AND ${ageGroupSql('c', t, tenant.rules.infantMaxMonths)} = ${group}
+    ), legacy AS (
+      SELECT EXISTS (SELECT 1 FROM applications a JOIN children c ON c.id = a.child_id
+                      WHERE a.facility_id = ${facilityId} AND a.status = 'active' AND c.deleted_at IS NULL AND c.purged_at IS NULL AND c.inactive_since IS NULL AND c.birth_month IS NULL) AS legacy
+    )
+    SELECT (SELECT rank FROM ranked WHERE id = ${applicationId}) AS rank, (SELECT count(*) FROM ranked) AS total, (SELECT legacy FROM legacy) AS legacy`.execute(trx);
+  const row = r.rows[0]!;
+  if (row.legacy) return null;
+  return { rank: row.rank === null ? null : Number(row.rank), total: Number(row.total) };
+}
+
+async function rankFromList(trx: Trx, env: Envelope, tenant: Tenant, facilityId: string, group: AgeGroup, applicationId: string, now: Date, o: FacilityOrdering): Promise<Place> {
+  const list = await rankFacilityIn(trx, env, tenant, facilityId, group, now, { ordering: o });
+  const mine = list.find((r) => r.applicationId === applicationId);
+  return { rank: mine?.rank ?? null, total: list.length, mine };
+}
+
 /** The child's place at one chosen facility, and why, for the parent. */
 export interface ChildRank {
   applicationId: string;
@@ -236,8 +274,8 @@ export async function readChildRanks(deps: Deps, ctx: Ctx, childId: string): Pro
     const ranks: ChildRank[] = [];
     for (const a of apps) {
       const o = await facilityOrdering(trx, ctx.tenant, a.facility_id, ctx.now);
-      const list = await rankFacilityIn(trx, env, ctx.tenant, a.facility_id, group, ctx.now, { ordering: o });
-      const mine = list.find((r) => r.applicationId === a.id);
+      const place = (await rankInFacility(trx, ctx.tenant, a.facility_id, group, a.id, ctx.now, o)) ?? (await rankFromList(trx, env, ctx.tenant, a.facility_id, group, a.id, ctx.now, o));
+      const mine = place.mine;
       const met = o.declared.filter((k) => a.priorities.includes(k));
       const seniorityDate = c.seniority_from && c.seniority_from > c.desired_entry_date ? c.seniority_from : c.desired_entry_date;
       ranks.push({
@@ -245,8 +283,8 @@ export async function readChildRanks(deps: Deps, ctx: Ctx, childId: string): Pro
         facilityId: a.facility_id,
         facilityName: a.name,
         ageGroup: group,
-        rank: mine?.rank ?? null,
-        total: list.length,
+        rank: place.rank,
+        total: place.total,
         ordering: o.ordering.kind,
         category: mine?.category ?? category({ parentIsStaff: a.parent_is_staff, siblingAttending: a.sibling_attending, inSubsidisedCare: c.in_subsidised_care }),
         points: mine?.points ?? pointsOf({ parentIsStaff: a.parent_is_staff, siblingAttending: a.sibling_attending, inSubsidisedCare: c.in_subsidised_care, prioritiesMet: met.length, seniorityDate }, o),
