@@ -90,10 +90,8 @@ export async function rankFacilityIn(
     .where('c.purged_at', 'is', null)
     .where('c.inactive_since', 'is', null);
   if (opts.withoutPendingOffer) q = q.where(({ not, exists, selectFrom }) => not(exists(selectFrom('offers as o').select('o.id').whereRef('o.child_id', '=', 'c.id').where('o.status', '=', 'pending'))));
+  // The age group from the clear birth month, below: a filter on it in the query misleads the planner (see rankInFacility).
   const t = today(now);
-  const groupSql = ageGroupSql('c', t, tenant.rules.infantMaxMonths);
-  // The age group from the clear birth month, in the query; files without one (written before it) are kept and sorted below.
-  if (ageGroup) q = q.where((eb) => eb.or([eb(groupSql, '=', ageGroup), eb('c.birth_month', 'is', null)]));
   const rows = await q
     .select([
       'a.id as application_id',
@@ -209,17 +207,18 @@ interface Place {
  */
 async function rankInFacility(trx: Trx, tenant: Tenant, facilityId: string, group: AgeGroup, applicationId: string, now: Date, o: FacilityOrdering): Promise<Place | null> {
   const t = today(now);
-  const r = await sql<{ rank: string | null; total: string; legacy: boolean }>`
+  const g = ageGroupSql('c', t, tenant.rules.infantMaxMonths);
+  // Partitioned by age group rather than filtered on it: a filter on the computed group misleads the planner (it
+  // guesses a handful of children and scans them all); the facility's index finds its applications, the window does the rest.
+  const r = await sql<{ rank: string | null; total: string; legacy: boolean | null }>`
     WITH ranked AS (
-      SELECT a.id, row_number() OVER (ORDER BY ${rankOrderSql('a', 'c', o)}) AS rank
+      SELECT a.id, ${g} AS g, row_number() OVER (PARTITION BY ${g} ORDER BY ${rankOrderSql('a', 'c', o)}) AS rank
         FROM applications a JOIN children c ON c.id = a.child_id
        WHERE a.facility_id = ${facilityId} AND a.status = 'active' AND c.deleted_at IS NULL AND c.purged_at IS NULL AND c.inactive_since IS NULL
-         AND ${ageGroupSql('c', t, tenant.rules.infantMaxMonths)} = ${group}
-    ), legacy AS (
-      SELECT EXISTS (SELECT 1 FROM applications a JOIN children c ON c.id = a.child_id
-                      WHERE a.facility_id = ${facilityId} AND a.status = 'active' AND c.deleted_at IS NULL AND c.purged_at IS NULL AND c.inactive_since IS NULL AND c.birth_month IS NULL) AS legacy
     )
-    SELECT (SELECT rank FROM ranked WHERE id = ${applicationId}) AS rank, (SELECT count(*) FROM ranked) AS total, (SELECT legacy FROM legacy) AS legacy`.execute(trx);
+    SELECT (SELECT rank FROM ranked WHERE id = ${applicationId} AND g = ${group}) AS rank,
+           (SELECT count(*) FROM ranked WHERE g = ${group}) AS total,
+           (SELECT bool_or(g IS NULL) FROM ranked) AS legacy`.execute(trx);
   const row = r.rows[0]!;
   if (row.legacy) return null;
   return { rank: row.rank === null ? null : Number(row.rank), total: Number(row.total) };
