@@ -4,19 +4,22 @@
  *
  *   waitlist.candidates.p50 / .p95   a facility's ranked candidate list (page 1, 50 rows)
  *                                    through the real records path (decide, audit
- *                                    event, birth dates decrypted), busiest facilities;
+ *                                    event; age groups from the clear birth month),
+ *                                    busiest facilities;
  *                                    baseline: one tenant transaction with a point read
+ *   waitlist.parent.ranks.p50 / .p95 a parent reading their child's rank and why at each of
+ *                                    its chosen facilities (BENCH_CHOICES), records path;
+ *                                    the same baseline
  *   waitlist.allocation.load         the round's inputs read through src/records (no baseline)
  *   waitlist.allocation.round        one deferred-acceptance round over the seed's children;
  *                                    baseline: a plain sort of the same applications' times
  *   waitlist.allocation.round.x10    the same seed tiled ten times (children, facilities,
  *                                    vacancies), for the 1,000,000-children figure without a
  *                                    million-row seed; the same baseline on the tiled arrays
- *   waitlist.parent.ranks            (to come) a parent's rank at each of 10 chosen facilities,
- *                                    once the rank function exists; it goes after the candidates.
  *
  * BENCH_CHILDREN (100,000) children with BENCH_CHOICES (10) choices among
- * BENCH_FACILITIES (children / 33) facilities; BENCH_TILE (10).
+ * BENCH_FACILITIES (children / 33) facilities; BENCH_TILE (10; 1 leaves the tiled round
+ * out); BENCH_PAGES (300) candidate pages; BENCH_RANK_READS (BENCH_PAGES) parents' reads.
  * node bin/run-ts.mjs bench/waitlist.ts [--json]
  * Throwaway databases (data and keyring) via postgres@127.0.0.1, dropped after.
  */
@@ -34,6 +37,7 @@ import { inTenant } from '../src/db/tenant.ts';
 import { seedScale } from '../src/demo/scale.ts';
 import { loadInputs } from '../src/records/allocation.ts';
 import * as records from '../src/records/gateway.ts';
+import { readChildRanks } from '../src/records/ranks.ts';
 import { createTenant, type Tenant } from '../src/tenants/service.ts';
 import { TenantDirectory } from '../src/tenants/service.ts';
 import { allocate, type AllocationInputs } from '../src/waitlist/allocation.ts';
@@ -161,11 +165,42 @@ try {
   report({ name: 'waitlist.candidates.p50', value: percentile(lat, 50), unit: 'ms', baseline: percentile(base, 50), baselineLabel: 'tenant transaction + point read', lowerIsBetter: true });
   report({ name: 'waitlist.candidates.p95', value: percentile(lat, 95), unit: 'ms', baseline: percentile(base, 95), baselineLabel: 'tenant transaction + point read', lowerIsBetter: true, note: `busiest facility: ${sizes} candidates` });
 
-  // waitlist.parent.ranks goes here: a parent's rank at each of 10 chosen facilities, through the records path, beside the same baseline.
+  // A parent reading their child's ranks: every chosen facility's order computed live, through the records path, beside the same baseline.
+  const RANK_READS = Number(process.env.BENCH_RANK_READS ?? PAGES);
+  const parents = (
+    await sql<{ child_id: string; account_id: string; n: string }>`
+      SELECT c.id AS child_id, f.account_id, count(*) AS n FROM children c JOIN families f ON f.id = c.family_id JOIN applications a ON a.child_id = c.id AND a.status = 'active'
+      WHERE c.tenant_id = ${tenant.id} GROUP BY c.id, f.account_id HAVING count(*) >= ${CHOICES} ORDER BY c.id LIMIT ${RANK_READS}`.execute(owner)
+  ).rows;
+  const parentCtx = (accountId: string): Ctx => ({
+    tenant,
+    actor: { accountId, tenantId: tenant.id, sessionId: null, email: 'parent@exemple.test', emailVerified: true, locale: 'fr', memberships: [], mfa: false } as unknown as Actor,
+    ip: '127.0.0.1',
+    userAgent: 'bench',
+    requestId: null,
+    locale: 'fr',
+    now: new Date(),
+    baseUrl: 'http://localhost',
+  });
+  log(`${parents.length} parents reading their child's ranks (${CHOICES} chosen facilities each), one at a time`);
+  for (const p of parents.slice(0, 10)) await readChildRanks(deps, parentCtx(p.account_id), p.child_id);
+  const rankLat: number[] = [];
+  const rankBase: number[] = [];
+  for (const p of parents) {
+    let s = performance.now();
+    const r = await readChildRanks(deps, parentCtx(p.account_id), p.child_id);
+    rankLat.push(performance.now() - s);
+    if (r.ranks.length < CHOICES) throw new Error(`ranks: ${r.ranks.length} facilities for a child with ${p.n} applications`);
+    s = performance.now();
+    await inTenant(b.database.db, tenant.id, (trx) => trx.selectFrom('children').select('id').where('id', '=', p.child_id).executeTakeFirst());
+    rankBase.push(performance.now() - s);
+  }
+  report({ name: 'waitlist.parent.ranks.p50', value: percentile(rankLat, 50), unit: 'ms', baseline: percentile(rankBase, 50), baselineLabel: 'tenant transaction + point read', lowerIsBetter: true });
+  report({ name: 'waitlist.parent.ranks.p95', value: percentile(rankLat, 95), unit: 'ms', baseline: percentile(rankBase, 95), baselineLabel: 'tenant transaction + point read', lowerIsBetter: true, note: `${CHOICES} facilities per child, ${parents.length} reads` });
 
   log('loading the round inputs through src/records');
   const l0 = performance.now();
-  const loaded = await inTenant(b.database.db, tenant.id, (trx) => loadInputs(trx, tenant.id, keys, { order: 'quebec-2025', today: now.toISOString().slice(0, 10), infantMaxMonths: 18, deadlineDays: 7 }));
+  const loaded = await inTenant(b.database.db, tenant.id, (trx) => loadInputs(trx, tenant, keys, { order: 'categories', today: now.toISOString().slice(0, 10), infantMaxMonths: 18, deadlineDays: 7 }));
   const loadSeconds = (performance.now() - l0) / 1000;
   report({ name: 'waitlist.allocation.load', value: loadSeconds, unit: 's', baseline: null, note: `${loaded.inputs.childIds.length} children, ${loaded.inputs.appFacility.length} applications` });
 

@@ -1,6 +1,7 @@
 import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { assistedRoutes } from './assisted/routes.tsx';
 import { statisticsRoutes } from './statistics/routes.tsx';
+import { allocationAdminRoutes } from './waitlist/allocation-admin-routes.tsx';
 import { join, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { auditRoutes } from './audit/routes.tsx';
@@ -45,6 +46,7 @@ export const ROUTES: RouteModule[] = [
   breakGlassRoutes,
   waitlistRoutes,
   allocationRoutes,
+  allocationAdminRoutes,
   demoMailRoutes,
   factorRoutes,
   auditRoutes,

@@ -129,6 +129,10 @@ export const ACTIONS = {
   'waitlist.childFile.confirm': [{ who: 'familyOwner' }],
   /** The programme's statistics: aggregates only, small counts suppressed (src/records/statistics.ts). */
   'statistics.read': [{ who: 'role', role: 'program_operator', scope: 'tenant' }, { who: 'role', role: 'tenant_admin', scope: 'tenant' }],
+  /** The programme's coordinated allocation: whether it runs, and its last rounds (counts and hashes, no family). */
+  'allocation.settings.read': [{ who: 'role', role: 'program_operator', scope: 'tenant' }, { who: 'role', role: 'tenant_admin', scope: 'tenant' }],
+  /** Turn the programme's coordinated allocation on or off: how every child is offered a place changes, so an administrator only. */
+  'allocation.settings.update': [{ who: 'role', role: 'tenant_admin', scope: 'tenant' }],
   /** Ask a parent's consent (a code by e-mail) and act for them for a while (src/assisted). */
   'assisted.session.start': agents,
   /** A facility's places and open vacancies per age group (no personal data). */

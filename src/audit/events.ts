@@ -131,6 +131,8 @@ export const AUDIT_ACTIONS = [
   'allocation.run',
   'allocation.replay',
   'waitlist.allocation.read',
+  'allocation.settings.read',
+  'allocation.settings.update',
   // the programme's statistics: aggregates, no family named (src/records/statistics.ts)
   'statistics.read',
   'statistics.export',
@@ -146,6 +148,7 @@ export const AUDIT_ACTIONS = [
   'waitlist.offer.accept',
   'waitlist.offer.refuse',
   'waitlist.offer.expire',
+  'waitlist.offer.cancel',
   'waitlist.offer.confirmStart',
   'waitlist.referral.list',
   // the facility API and its keys (src/api)

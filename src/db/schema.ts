@@ -756,6 +756,9 @@ export interface AllocationResultsTable {
   facility_by_choice: string[];
   desired_entry_date: DateOnly;
   placed_choice: number | null;
+  /** Migration 0021: the points of each choice under the points order, and whether a declared priority lifted it; NULL in older runs. */
+  points_by_choice: ColumnType<number[] | null, number[] | null | undefined, never>;
+  lifted_by_choice: ColumnType<boolean[] | null, boolean[] | null | undefined, never>;
 }
 
 /** Migration 0020: the last candidate a facility admitted in an age group, in a run. */
@@ -768,6 +771,9 @@ export interface AllocationCutoffsTable {
   admitted: number;
   last_category: number | null;
   last_desired_entry_date: DateOnly | null;
+  /** Migration 0021. */
+  last_points: ColumnType<number | null, number | null | undefined, never>;
+  last_lifted: ColumnType<boolean | null, boolean | null | undefined, never>;
 }
 
 export interface DB {

@@ -22,9 +22,11 @@ import type { Trx } from '../db/connection.ts';
 import type { DB } from '../db/schema.ts';
 import { inTenant } from '../db/tenant.ts';
 import { AppError } from '../errors.ts';
-import type { TenantRules } from '../tenants/rules.ts';
+import { parseRules, type TenantRules } from '../tenants/rules.ts';
+import { decide } from '../access/decide.ts';
 import { addMonths } from '../waitlist/dates.ts';
-import { category, senioritySql } from '../waitlist/ranking.ts';
+import { ageGroupOfMonth, category, senioritySql } from '../waitlist/ranking.ts';
+import { facilityPriorityStates } from './ordering.ts';
 import {
   allocate,
   compressSnapshot,
@@ -32,14 +34,22 @@ import {
   decompressSnapshot,
   encodeInputs,
   inputsHash,
-  ORDERS,
+  FLAG_SIBLING,
+  FLAG_STAFF,
+  FLAG_SUBSIDISED,
+  dayOfIso,
+  lifted,
+  monthsWaitedDays,
+  orderFor,
   outputsHash,
+  pointsOfApp,
+  type PointsWeights,
   signedText,
   INFANT,
   TODDLER,
   type AllocationInputs,
 } from '../waitlist/allocation.ts';
-import { audit, childWithOwner, run } from './gateway.ts';
+import { audit, childWithOwner, deny, run } from './gateway.ts';
 import { openChildren } from './fields.ts';
 
 const DAY_MS = 86_400_000;
@@ -53,7 +63,10 @@ function allocationKey(keys: KeyProvider, tenantId: string) {
 }
 
 export interface AllocationParameters {
+  /** 'categories' or 'points' (runs stored before priorities were read: 'quebec-2025', the categories). */
   order: string;
+  /** The points order's weights, part of what the run is signed over. */
+  weights?: PointsWeights;
   /** The day the age group is judged from (YYYY-MM-DD). */
   today: string;
   infantMaxMonths: number;
@@ -65,17 +78,8 @@ export interface Loaded {
   inputs: AllocationInputs;
   /** Application ids, parallel to inputs.appFacility: for the offers. */
   appIds: string[];
-}
-
-/**
- * A child's age group at the start of care from its birth month: an infant
- * until the first day of the month after it reaches the tenant's age. Rounding
- * up errs towards an infant place: a few days' older toddler in an infant
- * place is within the ratios; the reverse would not be.
- */
-function ageGroupFromMonth(birthMonth: string, desired: string, today: string, infantMaxMonths: number): number {
-  const start = desired > today ? desired : today;
-  return start < addMonths(birthMonth, infantMaxMonths + 1) ? INFANT : TODDLER;
+  /** The declared priority that lifts each application (for offers.by_priority, counted against the cap), or null. */
+  appByPriority: (string | null)[];
 }
 
 function ageGroupFromDate(birthDate: string, desired: string, today: string, infantMaxMonths: number): number {
@@ -90,7 +94,8 @@ const CHILD_BATCH = 20_000;
  * pending offer, in reference order, with its applications in its order of
  * preference; every facility of the tenant with its vacancies.
  */
-export async function loadInputs(trx: Trx, tenantId: string, keys: KeyProvider, params: AllocationParameters, onProgress?: (done: number, total: number) => void): Promise<Loaded> {
+export async function loadInputs(trx: Trx, tenant: { id: string; rules: TenantRules }, keys: KeyProvider, params: AllocationParameters, onProgress?: (done: number, total: number) => void): Promise<Loaded> {
+  const tenantId = tenant.id;
   const facilities = await trx
     .selectFrom('facilities as f')
     .leftJoin('facility_places as p', 'p.facility_id', 'f.id')
@@ -108,6 +113,16 @@ export async function loadInputs(trx: Trx, tenantId: string, keys: KeyProvider, 
   }
   const vacancies = new Int32Array(facilityIds.length * 2);
   for (const f of facilities) if (f.age_group) vacancies[facilityIndex.get(f.id)! * 2 + (f.age_group === 'infant' ? INFANT : TODDLER)] = f.vacancies ?? 0;
+  // Each facility's declared priorities and its cap, as its own candidate list reads them (src/records/ordering.ts).
+  const states = await facilityPriorityStates(trx, tenant, params.today);
+  const facilityPriorityOpen = new Uint8Array(facilityIds.length);
+  const declaredOf: (readonly string[] | null)[] = new Array(facilityIds.length).fill(null);
+  for (const [id, st] of states) {
+    const i = facilityIndex.get(id);
+    if (i === undefined) continue;
+    declaredOf[i] = st.declared;
+    facilityPriorityOpen[i] = st.priorityOpen ? 1 : 0;
+  }
 
   const waiting = (q: Trx) =>
     q
@@ -129,6 +144,9 @@ export async function loadInputs(trx: Trx, tenantId: string, keys: KeyProvider, 
   const appFacility: number[] = [];
   const appCategory: number[] = [];
   const appCreated: number[] = [];
+  const appFlags: number[] = [];
+  const appMet: number[] = [];
+  const appByPriority: (string | null)[] = [];
   const appIds: string[] = [];
   let after = '';
   onProgress?.(0, total);
@@ -146,7 +164,7 @@ export async function loadInputs(trx: Trx, tenantId: string, keys: KeyProvider, 
     const opened = unknown.length ? await openChildren(env, tenantId, unknown.map((c) => ({ id: c.id, family_id: c.family_id, birth_date_enc: c.birth_date_enc })), ['birth_date']) : new Map();
     const apps = await trx
       .selectFrom('applications')
-      .select(['id', 'child_id', 'facility_id', 'sibling_attending', 'parent_is_staff', 'created_at'])
+      .select(['id', 'child_id', 'facility_id', 'sibling_attending', 'parent_is_staff', 'priorities', 'created_at'])
       .where('child_id', 'in', children.map((c) => c.id))
       .where('status', '=', 'active')
       .orderBy('child_id')
@@ -164,14 +182,20 @@ export async function loadInputs(trx: Trx, tenantId: string, keys: KeyProvider, 
       const list = byChild.get(c.id) ?? [];
       const birth = c.birth_month ?? null;
       const age = birth
-        ? ageGroupFromMonth(birth, c.desired_entry_date, params.today, params.infantMaxMonths)
+        ? (ageGroupOfMonth(birth, c.desired_entry_date, params.today, params.infantMaxMonths) === 'infant' ? INFANT : TODDLER)
         : ageGroupFromDate(opened.get(c.id)?.birth_date ?? c.desired_entry_date, c.desired_entry_date, params.today, params.infantMaxMonths);
       childIds.push(c.id);
       // Seniority as the ranking counts it: a file that lost it on reactivation counts from its return.
       desired.push(dayOf(c.seniority));
       ages.push(age);
       for (const a of list) {
-        appFacility.push(facilityIndex.get(a.facility_id)!);
+        const f = facilityIndex.get(a.facility_id)!;
+        // The facility's declared kinds the parent says the child meets, in the declaration's order (by kind), as rankFacilityIn counts them.
+        const met = declaredOf[f]?.filter((k) => a.priorities.includes(k)) ?? [];
+        appFacility.push(f);
+        appFlags.push((a.sibling_attending ? FLAG_SIBLING : 0) | (a.parent_is_staff ? FLAG_STAFF : 0) | (c.in_subsidised_care ? FLAG_SUBSIDISED : 0));
+        appMet.push(met.length);
+        appByPriority.push(facilityPriorityOpen[f] && met.length ? met[0]! : null);
         appCategory.push(category({ parentIsStaff: a.parent_is_staff, siblingAttending: a.sibling_attending, inSubsidisedCare: c.in_subsidised_care }));
         appCreated.push(new Date(a.created_at).getTime());
         appIds.push(a.id);
@@ -191,8 +215,12 @@ export async function loadInputs(trx: Trx, tenantId: string, keys: KeyProvider, 
       appCategory: Uint8Array.from(appCategory),
       appCreatedMs: Float64Array.from(appCreated),
       vacancies,
+      appFlags: Uint8Array.from(appFlags),
+      appPrioritiesMet: Uint8Array.from(appMet),
+      facilityPriorityOpen,
     },
     appIds,
+    appByPriority,
   };
 }
 
@@ -222,15 +250,16 @@ export class AllocationNotEnabled extends Error {}
 /** One round in one transaction: read, allocate, and (unless dry) record and offer. */
 export async function runAllocation(db: Kysely<DB>, keys: KeyProvider, tenant: { id: string; rules: TenantRules }, opts: RunOptions): Promise<RunSummary> {
   if (!tenant.rules.coordinatedAllocation) throw new AllocationNotEnabled('this tenant does not run coordinated allocation (rules: coordinatedAllocation)');
-  // The allocation's order keys implement the categories order; a points order, and the lift of a facility's declared priorities, are not in the round yet.
-  const params: AllocationParameters = { order: tenant.rules.ordering.kind === 'categories' ? 'quebec-2025' : tenant.rules.ordering.kind, today: opts.today, infantMaxMonths: tenant.rules.infantMaxMonths, deadlineDays: opts.deadlineDays };
-  const order = ORDERS[params.order];
+  // The tenant's own order, the one its facilities' candidate lists show (src/waitlist/ranking.ts).
+  const o = tenant.rules.ordering;
+  const params: AllocationParameters = { order: o.kind, ...(o.kind === 'points' ? { weights: { ...o.weights } } : {}), today: opts.today, infantMaxMonths: tenant.rules.infantMaxMonths, deadlineDays: opts.deadlineDays };
+  const order = orderFor(params);
   if (!order) throw new Error(`allocation: no allocation order for "${params.order}"`);
   const runId = randomUUID();
   return inTenant(db, tenant.id, async (trx) => {
     const t0 = performance.now();
     opts.onPhase?.('load');
-    const { inputs, appIds } = await loadInputs(trx, tenant.id, keys, params, opts.onProgress);
+    const { inputs, appIds, appByPriority } = await loadInputs(trx, tenant, keys, params, opts.onProgress);
     // Written before anything leaves this function: the bulk read is on the record even if the round fails.
     await appendAudit(
       trx,
@@ -292,7 +321,7 @@ export async function runAllocation(db: Kysely<DB>, keys: KeyProvider, tenant: {
           public_key: key.publicKey,
         })
         .execute();
-      await writeResults(trx, tenant.id, runId, inputs, appIds, result, params, opts);
+      await writeResults(trx, tenant.id, runId, inputs, appIds, appByPriority, result, params, opts);
     }
     const t3 = performance.now();
     return {
@@ -310,10 +339,21 @@ export async function runAllocation(db: Kysely<DB>, keys: KeyProvider, tenant: {
 
 const ROWS = 10_000;
 
-async function writeResults(trx: Trx, tenantId: string, runId: string, x: AllocationInputs, appIds: string[], r: ReturnType<typeof allocate>, params: AllocationParameters, opts: RunOptions): Promise<void> {
+async function writeResults(trx: Trx, tenantId: string, runId: string, x: AllocationInputs, appIds: string[], appByPriority: (string | null)[], r: ReturnType<typeof allocate>, params: AllocationParameters, opts: RunOptions): Promise<void> {
   const n = x.childIds.length;
+  // The terms of the order each explanation shows: points (points order) and the lift by a declared priority.
+  const points = params.order === 'points' && params.weights ? new Int32Array(x.appFacility.length) : null;
+  if (points) {
+    const todayDay = dayOfIso(params.today);
+    for (let c = 0; c < n; c++) {
+      const months = monthsWaitedDays(x.childDesiredDay[c]!, todayDay);
+      for (let a = x.choiceStart[c]!; a < x.choiceStart[c + 1]!; a++) points[a] = pointsOfApp(x, params.weights!, months, a);
+    }
+  }
   for (let i = 0; i < n; i += ROWS) {
     const child: string[] = [];
+    const pts: (string | null)[] = [];
+    const lifts: string[] = [];
     const age: string[] = [];
     const cats: string[] = [];
     const facs: string[] = [];
@@ -327,14 +367,18 @@ async function writeResults(trx: Trx, tenantId: string, runId: string, x: Alloca
       cats.push(`{${Array.from(x.appCategory.subarray(s, e)).join(',')}}`);
       facs.push(`{${Array.from(x.appFacility.subarray(s, e), (f) => x.facilityIds[f]).join(',')}}`);
       dates.push(isoOf(x.childDesiredDay[c]!));
+      pts.push(points ? `{${Array.from(points.subarray(s, e)).join(',')}}` : null);
+      const l: string[] = [];
+      for (let a = s; a < e; a++) l.push(lifted(x, a) ? 't' : 'f');
+      lifts.push(`{${l.join(',')}}`);
       got.push(r.assigned[c]! >= 0 ? r.assigned[c]! - s + 1 : null);
     }
-    await sql`INSERT INTO allocation_results (run_id, tenant_id, child_id, age_group, category_by_choice, facility_by_choice, desired_entry_date, placed_choice)
-      SELECT ${runId}::uuid, ${tenantId}::uuid, t.child, t.age, t.cats::smallint[], t.facs::uuid[], t.d, t.p
-      FROM unnest(${child}::uuid[], ${age}::text[], ${cats}::text[], ${facs}::text[], ${dates}::date[], ${got}::smallint[]) AS t(child, age, cats, facs, d, p)`.execute(trx);
+    await sql`INSERT INTO allocation_results (run_id, tenant_id, child_id, age_group, category_by_choice, facility_by_choice, desired_entry_date, placed_choice, points_by_choice, lifted_by_choice)
+      SELECT ${runId}::uuid, ${tenantId}::uuid, t.child, t.age, t.cats::smallint[], t.facs::uuid[], t.d, t.p, t.pts::int[], t.lifts::boolean[]
+      FROM unnest(${child}::uuid[], ${age}::text[], ${cats}::text[], ${facs}::text[], ${dates}::date[], ${got}::smallint[], ${pts}::text[], ${lifts}::text[]) AS t(child, age, cats, facs, d, p, pts, lifts)`.execute(trx);
   }
 
-  const cut = { fac: [] as string[], age: [] as string[], vac: [] as number[], adm: [] as number[], cat: [] as (number | null)[], date: [] as (string | null)[] };
+  const cut = { fac: [] as string[], age: [] as string[], vac: [] as number[], adm: [] as number[], cat: [] as (number | null)[], date: [] as (string | null)[], pts: [] as (number | null)[], lift: [] as (boolean | null)[] };
   const appChild = new Int32Array(x.appFacility.length);
   for (let c = 0; c < n; c++) appChild.fill(c, x.choiceStart[c]!, x.choiceStart[c + 1]!);
   for (let s = 0; s < x.vacancies.length; s++) {
@@ -346,17 +390,19 @@ async function writeResults(trx: Trx, tenantId: string, runId: string, x: Alloca
     cut.adm.push(r.admitted[s]!);
     cut.cat.push(last >= 0 ? x.appCategory[last]! : null);
     cut.date.push(last >= 0 ? isoOf(x.childDesiredDay[appChild[last]!]!) : null);
+    cut.pts.push(last >= 0 && points ? points[last]! : null);
+    cut.lift.push(last >= 0 ? lifted(x, last) : null);
   }
   for (let i = 0; i < cut.fac.length; i += ROWS) {
     const sl = <T>(a: T[]) => a.slice(i, i + ROWS);
-    await sql`INSERT INTO allocation_cutoffs (run_id, tenant_id, facility_id, age_group, vacancies, admitted, last_category, last_desired_entry_date)
-      SELECT ${runId}::uuid, ${tenantId}::uuid, t.* FROM unnest(${sl(cut.fac)}::uuid[], ${sl(cut.age)}::text[], ${sl(cut.vac)}::int[], ${sl(cut.adm)}::int[], ${sl(cut.cat)}::smallint[], ${sl(cut.date)}::date[])
-      AS t(facility_id, age_group, vacancies, admitted, last_category, last_desired_entry_date)`.execute(trx);
+    await sql`INSERT INTO allocation_cutoffs (run_id, tenant_id, facility_id, age_group, vacancies, admitted, last_category, last_desired_entry_date, last_points, last_lifted)
+      SELECT ${runId}::uuid, ${tenantId}::uuid, t.* FROM unnest(${sl(cut.fac)}::uuid[], ${sl(cut.age)}::text[], ${sl(cut.vac)}::int[], ${sl(cut.adm)}::int[], ${sl(cut.cat)}::smallint[], ${sl(cut.date)}::date[], ${sl(cut.pts)}::int[], ${sl(cut.lift)}::boolean[])
+      AS t(facility_id, age_group, vacancies, admitted, last_category, last_desired_entry_date, last_points, last_lifted)`.execute(trx);
   }
 
   // One pending offer per placed child (the partial unique index holds it), and the places it takes are no longer open.
   const deadline = new Date(opts.now.getTime() + params.deadlineDays * DAY_MS);
-  const offer = { app: [] as string[], child: [] as string[], fac: [] as string[], age: [] as string[] };
+  const offer = { app: [] as string[], child: [] as string[], fac: [] as string[], age: [] as string[], pri: [] as (string | null)[] };
   for (let c = 0; c < n; c++) {
     const a = r.assigned[c]!;
     if (a < 0) continue;
@@ -364,12 +410,14 @@ async function writeResults(trx: Trx, tenantId: string, runId: string, x: Alloca
     offer.child.push(x.childIds[c]!);
     offer.fac.push(x.facilityIds[x.appFacility[a]!]!);
     offer.age.push(AGE[x.childAgeGroup[c]!]!);
+    offer.pri.push(appByPriority[a] ?? null);
   }
   for (let i = 0; i < offer.app.length; i += ROWS) {
     const sl = <T>(a: T[]) => a.slice(i, i + ROWS);
-    await sql`INSERT INTO offers (tenant_id, application_id, child_id, facility_id, age_group, status, source, allocation_run_id, offered_at, deadline)
-      SELECT ${tenantId}::uuid, t.app, t.child, t.fac, t.age, 'pending', 'allocation', ${runId}::uuid, ${opts.now}::timestamptz, ${deadline}::timestamptz
-      FROM unnest(${sl(offer.app)}::uuid[], ${sl(offer.child)}::uuid[], ${sl(offer.fac)}::uuid[], ${sl(offer.age)}::text[]) AS t(app, child, fac, age)`.execute(trx);
+    // by_priority as the facility's own referral writes it: an admission by priority counts against its cap.
+    await sql`INSERT INTO offers (tenant_id, application_id, child_id, facility_id, age_group, status, source, allocation_run_id, offered_at, deadline, by_priority)
+      SELECT ${tenantId}::uuid, t.app, t.child, t.fac, t.age, 'pending', 'allocation', ${runId}::uuid, ${opts.now}::timestamptz, ${deadline}::timestamptz, t.pri
+      FROM unnest(${sl(offer.app)}::uuid[], ${sl(offer.child)}::uuid[], ${sl(offer.fac)}::uuid[], ${sl(offer.age)}::text[], ${sl(offer.pri)}::text[]) AS t(app, child, fac, age, pri)`.execute(trx);
   }
   await sql`UPDATE facility_places p SET vacancies = p.vacancies - o.n, updated_at = ${opts.now}
     FROM (SELECT facility_id, age_group, count(*)::int AS n FROM offers WHERE allocation_run_id = ${runId}::uuid GROUP BY facility_id, age_group) o
@@ -433,7 +481,7 @@ export async function replayAllocation(db: Kysely<DB>, keys: KeyProvider, tenant
       return out(`the inputs snapshot cannot be read (${(err as Error).message})`, null, row.children);
     }
     if (!inputsHash(snapshot, params).equals(Buffer.from(row.inputs_hash))) return out('the inputs snapshot does not match the signed inputs hash', null, inputs.childIds.length);
-    const order = ORDERS[params.order];
+    const order = orderFor(params);
     if (!order) return out(`no allocation order "${params.order}" in this version`, null, inputs.childIds.length);
     const replayed = outputsHash(snapshot, allocate(inputs, order)).toString('hex');
     return out(replayed === stored ? null : 'the replayed outputs differ from the signed outputs hash', replayed, inputs.childIds.length);
@@ -451,7 +499,10 @@ export interface ChoiceExplanation {
   municipality: string;
   outcome: ChoiceOutcome;
   /** For 'ahead': what the last admitted candidate had over this child. */
-  why: 'category' | 'date' | 'registration' | null;
+  why: 'priority' | 'points' | 'category' | 'date' | 'registration' | null;
+  /** Under the points order: this choice's points and the last admitted candidate's; null under the categories. */
+  points: number | null;
+  lastPoints: number | null;
   lastCategory: number | null;
   lastDesiredEntryDate: string | null;
   category: number;
@@ -477,7 +528,7 @@ export async function readAllocationExplanation(deps: Deps, ctx: Ctx, childId: s
     const r = await trx
       .selectFrom('allocation_results as r')
       .innerJoin('allocation_runs as u', 'u.id', 'r.run_id')
-      .select(['r.run_id', 'r.age_group', 'r.category_by_choice', 'r.facility_by_choice', 'r.desired_entry_date', 'r.placed_choice', 'u.started_at'])
+      .select(['r.run_id', 'r.age_group', 'r.category_by_choice', 'r.facility_by_choice', 'r.desired_entry_date', 'r.placed_choice', 'r.points_by_choice', 'r.lifted_by_choice', 'u.started_at'])
       .where('r.child_id', '=', c.id)
       .orderBy('u.started_at', 'desc')
       .limit(1)
@@ -496,11 +547,26 @@ export async function readAllocationExplanation(deps: Deps, ctx: Ctx, childId: s
       const preference = i + 1;
       const mine = r.category_by_choice[i]!;
       const k = cut.get(fid);
-      const base = { preference, facilityName: fac.get(fid)?.name ?? '—', municipality: fac.get(fid)?.municipality ?? '', category: mine, lastCategory: k?.last_category ?? null, lastDesiredEntryDate: k?.last_desired_entry_date ?? null };
+      const points = r.points_by_choice?.[i] ?? null;
+      const base = { preference, facilityName: fac.get(fid)?.name ?? '—', municipality: fac.get(fid)?.municipality ?? '', category: mine, lastCategory: k?.last_category ?? null, lastDesiredEntryDate: k?.last_desired_entry_date ?? null, points, lastPoints: points === null ? null : (k?.last_points ?? null) };
       if (r.placed_choice === preference) return { ...base, outcome: 'placed', why: null };
       if (r.placed_choice !== null && preference > r.placed_choice) return { ...base, outcome: 'notNeeded', why: null };
       if (!k || k.vacancies === 0 || k.last_category === null) return { ...base, outcome: 'noVacancy', why: null };
-      const why = k.last_category < mine ? 'category' : (k.last_desired_entry_date ?? '') < r.desired_entry_date ? 'date' : 'registration';
+      // The terms in the order's own sequence (src/waitlist/allocation.ts): the first one that differs is the reason.
+      const why: ChoiceExplanation['why'] =
+        points !== null && k.last_points !== null
+          ? k.last_points > points
+            ? 'points'
+            : (k.last_desired_entry_date ?? '') < r.desired_entry_date
+              ? 'date'
+              : 'registration'
+          : k.last_lifted && !r.lifted_by_choice?.[i]
+            ? 'priority'
+            : k.last_category < mine
+              ? 'category'
+              : (k.last_desired_entry_date ?? '') < r.desired_entry_date
+                ? 'date'
+                : 'registration';
       return { ...base, outcome: 'ahead', why };
     });
     return {
@@ -514,4 +580,74 @@ export async function readAllocationExplanation(deps: Deps, ctx: Ctx, childId: s
       choices,
     };
   });
+}
+
+// ---------------------------------------------------------------------------
+// The programme's page: whether coordinated allocation runs, and its last rounds
+
+export interface AllocationRunView {
+  id: string;
+  startedAt: Date;
+  finishedAt: Date;
+  order: string;
+  children: number;
+  applications: number;
+  placed: number;
+}
+
+export interface AllocationSettings {
+  enabled: boolean;
+  runs: AllocationRunView[];
+}
+
+function checkTenant(ctx: Ctx, action: 'allocation.settings.read' | 'allocation.settings.update'): void {
+  const d = decide(ctx.actor, action, { type: 'tenant' }, ctx.now);
+  if (!d.allowed) deny(ctx, action, 'tenant', ctx.tenant.id, d.reason ?? 'denied', d, d.reason === 'not_signed_in' ? new AppError('signInRequired') : new AppError('forbidden'));
+}
+
+/** Read from the table, not the tenant cache: the page shows what the next round will do. */
+async function enabledNow(trx: Trx, tenantId: string): Promise<boolean> {
+  const r = await trx.selectFrom('tenants').select('rules').where('id', '=', tenantId).executeTakeFirstOrThrow();
+  return parseRules(typeof r.rules === 'string' ? JSON.parse(r.rules) : r.rules).coordinatedAllocation;
+}
+
+export async function readAllocationSettings(deps: Deps, ctx: Ctx, limit = 10): Promise<AllocationSettings> {
+  const action = 'allocation.settings.read';
+  return run(deps, ctx, action, async (trx) => {
+    checkTenant(ctx, action);
+    const rows = await trx
+      .selectFrom('allocation_runs')
+      .select(['id', 'started_at', 'finished_at', 'parameters', 'children', 'applications', 'placed'])
+      .orderBy('started_at', 'desc')
+      .orderBy('id')
+      .limit(limit)
+      .execute();
+    await audit(trx, ctx, { action, targetType: 'tenant', targetIds: [ctx.tenant.id], purpose: 'programme.allocation', details: { runs: rows.length } });
+    return {
+      enabled: await enabledNow(trx, ctx.tenant.id),
+      runs: rows.map((r) => {
+        const p = (typeof r.parameters === 'string' ? JSON.parse(r.parameters) : r.parameters) as AllocationParameters;
+        return { id: r.id, startedAt: new Date(r.started_at), finishedAt: new Date(r.finished_at), order: p.order === 'quebec-2025' ? 'categories' : p.order, children: r.children, applications: r.applications, placed: r.placed };
+      }),
+    };
+  });
+}
+
+/**
+ * Turns the programme's coordinated allocation on or off (rules:
+ * coordinatedAllocation), through the database function that changes that
+ * one key of this tenant's rules only (migration 0021). Audited with the
+ * value before and after.
+ */
+export async function setCoordinatedAllocation(deps: Deps, ctx: Ctx, enabled: boolean): Promise<{ before: boolean }> {
+  const action = 'allocation.settings.update';
+  const out = await run(deps, ctx, action, async (trx) => {
+    checkTenant(ctx, action);
+    const r = await sql<{ before: boolean }>`SELECT set_coordinated_allocation(${enabled}) AS before`.execute(trx);
+    const before = !!r.rows[0]?.before;
+    await audit(trx, ctx, { action, targetType: 'tenant', targetIds: [ctx.tenant.id], fields: ['rules.coordinatedAllocation'], purpose: 'programme.allocation', details: { before, after: enabled } });
+    return { before };
+  });
+  deps.tenants.invalidate();
+  return out;
 }

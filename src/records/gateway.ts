@@ -17,12 +17,14 @@ import { AppError, ValidationError, type ErrorKind } from '../errors.ts';
 import { requireRecentAuth } from '../identity/stepup.ts';
 import { originFields } from '../tenants/service.ts';
 import { maskNirec, normaliseNirec, type ChildInput } from '../waitlist/child-file.ts';
-import { ageGroup, categorySql, rankOrderSql, type AgeGroup, type Category } from '../waitlist/ranking.ts';
+import { ageGroup, ageGroupOfMonth, categorySql, rankOrderSql, type AgeGroup, type Category } from '../waitlist/ranking.ts';
+import { today } from '../waitlist/dates.ts';
 import { FAMILY_FIELDS, openCells, openChild, openChildren, openSnapshots, required, sealChild, sealFamily, sealSnapshot, type ChildSnapshot, type ChildValues } from './fields.ts';
 import { isRecentAuth } from '../identity/stepup.ts';
 import { ensureTenantEncrypted } from './legacy.ts';
 import { declaredPriorities, facilityOrdering } from './ordering.ts';
 import { fieldsFor, type Purpose } from './views.ts';
+import { cancelPendingOffers } from './offers.ts';
 
 /**
  * The records gateway: the one path by which personal data (families,
@@ -418,6 +420,30 @@ function snapshotOf(c: ChildRow, v: ChildValues, deleted: boolean): ChildSnapsho
   };
 }
 
+/**
+ * A placement at a CPE or a subsidised garderie: the child is now "already in
+ * subsidised care" (domain.md), so category 4 of the Quebec order and the
+ * points order's notInSubsidisedCare no longer apply to its other
+ * registrations. A new version of the file records the change, as an edit
+ * by the parent would. Returns whether the file changed.
+ */
+export async function markInSubsidisedCare(trx: Trx, ctx: Ctx, env: Envelope, childId: string): Promise<boolean> {
+  const c = await trx
+    .selectFrom('children as c')
+    .innerJoin('families as f', 'f.id', 'c.family_id')
+    .selectAll('c')
+    .select(['f.account_id as owner_account_id', 'f.key_version'])
+    .where('c.id', '=', childId)
+    .forUpdate()
+    .executeTakeFirstOrThrow();
+  if (c.in_subsidised_care) return false;
+  const key = await env.familyKey(ctx.tenant.id, c.family_id, c.key_version);
+  const v = (await openChild(env, ctx.tenant.id, c, ['first_name', 'last_name', 'birth_date', 'nirec'])) as ChildValues;
+  await trx.updateTable('children').set({ in_subsidised_care: true, updated_at: ctx.now }).where('id', '=', c.id).execute();
+  await recordVersion(trx, ctx, env, key, c.id, 'update', ['in_subsidised_care'], snapshotOf({ ...c, in_subsidised_care: true } as unknown as ChildRow, v, false));
+  return true;
+}
+
 const CHILD_INPUT_FIELDS = ['first_name', 'last_name', 'birth_date', 'nirec', 'desired_entry_date', 'days_of_care', 'in_subsidised_care'];
 
 export async function createChildFile(deps: Deps, ctx: Ctx, input: ChildInput): Promise<{ id: string }> {
@@ -633,7 +659,7 @@ export async function addApplication(deps: Deps, ctx: Ctx, childId: string, inpu
 }
 
 export async function withdrawApplication(deps: Deps, ctx: Ctx, childId: string, applicationId: string): Promise<void> {
-  await run(deps, ctx, 'waitlist.application.withdraw', async (trx) => {
+  await run(deps, ctx, 'waitlist.application.withdraw', async (trx, env) => {
     const c = await childWithOwner(trx, ctx, childId, 'waitlist.application.withdraw');
     const app = UUID.test(applicationId)
       ? await trx.selectFrom('applications').select(['id', 'status']).where('id', '=', applicationId).where('child_id', '=', c.id).executeTakeFirst()
@@ -642,6 +668,8 @@ export async function withdrawApplication(deps: Deps, ctx: Ctx, childId: string,
     if (app.status !== 'active') return;
     await trx.updateTable('applications').set({ status: 'withdrawn', updated_at: ctx.now }).where('id', '=', app.id).execute();
     await audit(trx, ctx, { action: 'waitlist.application.withdraw', targetType: 'application', targetIds: [app.id, c.id], familyIds: [c.family_id], fields: ['status'], purpose: 'parent.application.withdraw' });
+    // An offer waiting on this registration has no one to answer it now: the place goes to the next child, in this transaction.
+    await cancelPendingOffers(trx, env, ctx, c.id, { applicationId: app.id, reason: 'application_withdrawn' });
   });
 }
 
@@ -654,8 +682,8 @@ export interface CandidatePage {
  * A facility's candidates in admission order, without identities: no name,
  * no birth date, no NIREC leaves this function for this purpose. The order is
  * computed in SQL on clear columns (category inputs, desired entry date,
- * reference); only the birth dates of the page's rows are decrypted, to give
- * their age group.
+ * reference); the age group comes from the clear birth month (a file written
+ * before it has its birth date opened).
  */
 export async function listCandidates(deps: Deps, ctx: Ctx, facilityId: string, page: number, pageSize = 50): Promise<CandidatePage> {
   const purpose: Purpose = 'facility.candidates';
@@ -680,7 +708,8 @@ export async function listCandidates(deps: Deps, ctx: Ctx, facilityId: string, p
         'c.id',
         'c.family_id',
         'c.reference',
-        'c.birth_date_enc',
+        sql<Buffer | null>`CASE WHEN c.birth_month IS NULL THEN c.birth_date_enc END`.as('birth_date_enc'),
+        'c.birth_month',
         'c.desired_entry_date',
         'a.created_at',
         categorySql('a', 'c').as('category'),
@@ -701,13 +730,18 @@ export async function listCandidates(deps: Deps, ctx: Ctx, facilityId: string, p
       details: { page, count: rows.length },
       });
     }
-    const births = await openChildren(env, ctx.tenant.id, rows, ['birth_date']);
+    // The age group from the clear birth month; only a file written before it has its birth date opened.
+    const unknown = rows.filter((r) => !r.birth_month);
+    const births = unknown.length ? await openChildren(env, ctx.tenant.id, unknown, ['birth_date']) : new Map<string, { birth_date?: string | null }>();
+    const t = today(ctx.now);
     return {
       total,
       rows: rows.map((r) => ({
         rank: Number(r.rank),
         reference: r.reference,
-        ageGroup: ageGroup(required(births.get(r.id)!.birth_date, 'birth date'), r.desired_entry_date, ctx.now, ctx.tenant.rules.infantMaxMonths),
+        ageGroup: r.birth_month
+          ? ageGroupOfMonth(r.birth_month, r.desired_entry_date, t, ctx.tenant.rules.infantMaxMonths)
+          : ageGroup(required(births.get(r.id)!.birth_date, 'birth date'), r.desired_entry_date, ctx.now, ctx.tenant.rules.infantMaxMonths),
         desiredEntryDate: r.desired_entry_date,
         category: Number(r.category) as Category,
         appliedAt: r.created_at,
@@ -756,6 +790,8 @@ export async function deleteChildFile(deps: Deps, ctx: Ctx, childId: string): Pr
       purpose: 'parent.childFile.delete',
       details: { retentionDays: ctx.tenant.rules.deletedFileRetentionDays, purgeAfter: purgeAfter.toISOString() },
     });
+    // The file left every list: an offer it held goes to the next child.
+    await cancelPendingOffers(trx, env, ctx, c.id, { reason: 'file_deleted' });
     return { purgeAfter };
   });
 }
@@ -1349,6 +1385,7 @@ export async function retireChildFiles(deps: Deps, ctx: Ctx, childIds: readonly 
         },
         ctx.now,
       );
+      await cancelPendingOffers(trx, env, ctx, c.id, { reason: reason === 'parent_request' ? 'deletion_request' : 'file_deleted', system });
       return true;
     });
     if (done) n++;

@@ -32,12 +32,13 @@ import { AppError, ValidationError, type ErrorKind } from '../errors.ts';
 import { enqueueMail } from '../mail/outbox.ts';
 import type { TenantRules } from '../tenants/rules.ts';
 import { originFields } from '../tenants/service.ts';
-import { ageGroup, rankOrderSql, type AgeGroup } from '../waitlist/ranking.ts';
+import { ageGroup, ageGroupOfMonth, rankOrderSql, type AgeGroup } from '../waitlist/ranking.ts';
+import { today } from '../waitlist/dates.ts';
 import type { PriorityKind } from '../tenants/rules.ts';
 import { facilityOrdering } from './ordering.ts';
 import { formatDateTime, messages, type Locale } from '../web/i18n/index.ts';
 import { FAMILY_FIELDS, openCells, openChildren, required } from './fields.ts';
-import { audit, deny, run, UUID, withSession } from './gateway.ts';
+import { audit, deny, markInSubsidisedCare, run, UUID, withSession } from './gateway.ts';
 
 /**
  * What each offer purpose may see (the same policy as views.ts, for the
@@ -111,8 +112,8 @@ const CANDIDATE_BATCH = 50;
 /**
  * Who is next for a place at this facility in this age group: the first
  * child, in the tenant's order, with an active registration there, a live
- * file, no pending offer anywhere, and in the age group (its birth date is
- * encrypted: candidates are opened in order until one fits). The one place
+ * file, no pending offer anywhere, and in the age group (from the clear
+ * birth month; a file written before it has its birth date opened). The one place
  * where the referral chooses a child; the caller audits `opened`.
  */
 export async function nextEligibleChild(trx: Trx, env: Envelope, tenantId: string, rules: TenantRules, facilityId: string, group: AgeGroup, now: Date): Promise<NextChildResult> {
@@ -120,11 +121,12 @@ export async function nextEligibleChild(trx: Trx, env: Envelope, tenantId: strin
   // The same order as the staff list and the parent's rank (src/records/ranks.ts): the tenant's rules, the facility's priorities and its cap.
   const order = await facilityOrdering(trx, { rules }, facilityId, now);
   const lifting = order.priorityOpen ? order.declared : [];
+  const t = today(now);
   for (let offset = 0; ; offset += CANDIDATE_BATCH) {
     const rows = await trx
       .selectFrom('applications as a')
       .innerJoin('children as c', 'c.id', 'a.child_id')
-      .select(['a.id as application_id', 'c.id', 'c.family_id', 'c.reference', 'c.birth_date_enc', 'c.desired_entry_date', 'a.priorities'])
+      .select(['a.id as application_id', 'c.id', 'c.family_id', 'c.reference', sql<Buffer | null>`CASE WHEN c.birth_month IS NULL THEN c.birth_date_enc END`.as('birth_date_enc'), 'c.birth_month', 'c.desired_entry_date', 'a.priorities'])
       .where('a.facility_id', '=', facilityId)
       .where('a.status', '=', 'active')
       .where('c.deleted_at', 'is', null)
@@ -137,9 +139,15 @@ export async function nextEligibleChild(trx: Trx, env: Envelope, tenantId: strin
       .offset(offset)
       .execute();
     for (const r of rows) {
-      const birth = required((await openChildren(env, tenantId, [r], ['birth_date'])).get(r.id)!.birth_date, 'birth date');
-      opened.push({ childId: r.id, familyId: r.family_id });
-      if (ageGroup(birth, r.desired_entry_date, now, rules.infantMaxMonths) !== group) continue;
+      // The age group from the clear birth month (checked here: a filter on it in the query misleads the planner); a
+      // file written before it has its birth date opened.
+      if (r.birth_month) {
+        if (ageGroupOfMonth(r.birth_month, r.desired_entry_date, t, rules.infantMaxMonths) !== group) continue;
+      } else {
+        const birth = required((await openChildren(env, tenantId, [r], ['birth_date'])).get(r.id)!.birth_date, 'birth date');
+        opened.push({ childId: r.id, familyId: r.family_id });
+        if (ageGroup(birth, r.desired_entry_date, now, rules.infantMaxMonths) !== group) continue;
+      }
       // Another referral holding this child right now (another facility's declaration): the next one, without waiting.
       const lock = await sql<{ ok: boolean }>`SELECT pg_try_advisory_xact_lock(hashtext('guichet.offer.child'), hashtext(${r.id})) AS ok`.execute(trx);
       if (!lock.rows[0]?.ok) continue;
@@ -340,6 +348,47 @@ async function placeGoesOn(trx: Trx, env: Envelope, who: Who, o: { id: string; c
   return { withdrawn, beyond };
 }
 
+export type CancelReason = 'application_withdrawn' | 'file_deleted' | 'deletion_request';
+
+/**
+ * The child's pending offers (only the one on `applicationId` when given)
+ * are cancelled, inside the caller's transaction: the registration or the
+ * file they answered to is gone. Each place goes back to its facility and on
+ * to the next child at once, as after a refusal, without counting as one.
+ * Returns the offers cancelled.
+ */
+export async function cancelPendingOffers(trx: Trx, env: Envelope, ctx: Ctx, childId: string, opts: { applicationId?: string; reason: CancelReason; system?: AuditOrigin }): Promise<string[]> {
+  let q = trx
+    .selectFrom('offers as o')
+    .innerJoin('children as c', 'c.id', 'o.child_id')
+    .select(['o.id', 'o.child_id', 'o.application_id', 'o.facility_id', 'o.age_group', 'c.family_id'])
+    .where('o.child_id', '=', childId)
+    .where('o.status', '=', 'pending');
+  if (opts.applicationId) q = q.where('o.application_id', '=', opts.applicationId);
+  const offers = await q.forUpdate().execute();
+  const who: Who = { ctx, origin: opts.system && !ctx.actor ? opts.system : originOf(ctx) };
+  for (const o of offers) {
+    await trx.updateTable('offers').set({ status: 'cancelled', answered_at: ctx.now }).where('id', '=', o.id).execute();
+    await writeEvent(trx, who, {
+      action: 'waitlist.offer.cancel',
+      targetType: 'offer',
+      targetIds: [o.id, o.child_id, o.application_id, o.facility_id],
+      familyIds: [o.family_id],
+      fields: ['status'],
+      purpose: 'referral.cancel',
+      details: withSession(ctx, { reason: opts.reason }),
+    });
+    await trx
+      .updateTable('facility_places')
+      .set({ vacancies: sql`LEAST(vacancies + 1, places)`, updated_at: ctx.now })
+      .where('facility_id', '=', o.facility_id)
+      .where('age_group', '=', o.age_group)
+      .execute();
+    await fillVacancies(trx, env, who, o.facility_id, o.age_group);
+  }
+  return offers.map((o) => o.id);
+}
+
 const SYSTEM_EXPIRY: AuditOrigin = { actorAccountId: null, actorRoles: ['system:offer-expiry'], ip: null, userAgent: null, requestId: null };
 
 /**
@@ -486,6 +535,9 @@ export async function answerOffer(deps: Deps, ctx: Ctx, offerId: string, answer:
     if (answer === 'accept') {
       await trx.updateTable('offers').set({ status: 'accepted', answered_at: ctx.now }).where('id', '=', o.id).execute();
       await trx.updateTable('applications').set({ status: 'placed', updated_at: ctx.now }).where('id', '=', o.application_id).execute();
+      const fac = await trx.selectFrom('facilities').select(['kind', 'subsidised']).where('id', '=', o.facility_id).executeTakeFirstOrThrow();
+      // A CPE or subsidised garderie place: the child is now in subsidised care, and its other registrations rank as such.
+      const nowSubsidised = (fac.kind === 'cpe' || fac.subsidised) && (await markInSubsidisedCare(trx, ctx, env, o.child_id));
       const others =
         ctx.tenant.rules.offers.otherApplicationsOnAcceptance === 'withdraw'
           ? (await trx.updateTable('applications').set({ status: 'withdrawn', updated_at: ctx.now }).where('child_id', '=', o.child_id).where('status', '=', 'active').returning('id').execute()).map((r) => r.id)
@@ -495,9 +547,9 @@ export async function answerOffer(deps: Deps, ctx: Ctx, offerId: string, answer:
         targetType: 'offer',
         targetIds: [o.id, o.child_id, o.application_id, o.facility_id, ...others],
         familyIds: [o.family_id],
-        fields: others.length ? ['status', 'applications'] : ['status'],
+        fields: ['status', ...(others.length ? ['applications'] : []), ...(nowSubsidised ? ['in_subsidised_care'] : [])],
         purpose: 'parent.offer.answer',
-        details: { otherApplications: ctx.tenant.rules.offers.otherApplicationsOnAcceptance, withdrawn: others.length },
+        details: { otherApplications: ctx.tenant.rules.offers.otherApplicationsOnAcceptance, withdrawn: others.length, inSubsidisedCare: nowSubsidised },
       });
     } else {
       await trx.updateTable('offers').set({ status: 'refused', answered_at: ctx.now }).where('id', '=', o.id).execute();

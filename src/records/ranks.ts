@@ -12,6 +12,8 @@ import { originFields, type Tenant } from '../tenants/service.ts';
 import { addMonths, today } from '../waitlist/dates.ts';
 import {
   ageGroup as ageGroupOf,
+  ageGroupOfMonth,
+  ageGroupSql,
   category,
   categorySql,
   pointsOf,
@@ -65,8 +67,8 @@ export interface RankedApplication {
  * The ordered eligible applications of one facility, for one age group (or
  * all with null), inside the caller's transaction. Writes no audit event:
  * the caller records what it does with them (listRankedApplications does,
- * and a referral must). Birth dates are decrypted only to find the age
- * group; they do not leave. `withoutPendingOffer` leaves out children who
+ * and a referral must). The age group comes from the clear birth month; only
+ * a file written before it has its birth date opened, and it does not leave. `withoutPendingOffer` leaves out children who
  * already hold a pending offer (they cannot be offered a second place).
  */
 export async function rankFacilityIn(
@@ -88,6 +90,8 @@ export async function rankFacilityIn(
     .where('c.purged_at', 'is', null)
     .where('c.inactive_since', 'is', null);
   if (opts.withoutPendingOffer) q = q.where(({ not, exists, selectFrom }) => not(exists(selectFrom('offers as o').select('o.id').whereRef('o.child_id', '=', 'c.id').where('o.status', '=', 'pending'))));
+  // The age group from the clear birth month, below: a filter on it in the query misleads the planner (see rankInFacility).
+  const t = today(now);
   const rows = await q
     .select([
       'a.id as application_id',
@@ -98,7 +102,8 @@ export async function rankFacilityIn(
       'c.id',
       'c.family_id',
       'c.reference',
-      'c.birth_date_enc',
+      sql<Buffer | null>`CASE WHEN c.birth_month IS NULL THEN c.birth_date_enc END`.as('birth_date_enc'),
+      'c.birth_month',
       'c.desired_entry_date',
       'c.in_subsidised_care',
       senioritySql('c').as('seniority_date'),
@@ -107,11 +112,14 @@ export async function rankFacilityIn(
     ])
     .orderBy(rankOrderSql('a', 'c', o))
     .execute();
-  const births = rows.length ? await openChildren(env, tenant.id, rows, ['birth_date']) : new Map();
+  const unknown = rows.filter((r) => !r.birth_month);
+  const births = unknown.length ? await openChildren(env, tenant.id, unknown, ['birth_date']) : new Map();
   const declared = new Set<string>(o.declared);
   const out: RankedApplication[] = [];
   for (const r of rows) {
-    const group = ageGroupOf(required(births.get(r.id)!.birth_date, 'birth date'), r.desired_entry_date, now, tenant.rules.infantMaxMonths);
+    const group = r.birth_month
+      ? ageGroupOfMonth(r.birth_month, r.desired_entry_date, t, tenant.rules.infantMaxMonths)
+      : ageGroupOf(required(births.get(r.id)!.birth_date, 'birth date'), r.desired_entry_date, now, tenant.rules.infantMaxMonths);
     if (ageGroup && group !== ageGroup) continue;
     const met = o.declared.filter((k) => (r.priorities ?? []).includes(k) && declared.has(k));
     const seniorityDate = typeof r.seniority_date === 'string' ? r.seniority_date : today(r.seniority_date as unknown as Date);
@@ -183,6 +191,45 @@ export async function listRankedApplications(
   });
 }
 
+interface Place {
+  rank: number | null;
+  total: number;
+  /** The ranked row, when the whole list was read (files without a birth month); else the caller computes the terms. */
+  mine?: RankedApplication | undefined;
+}
+
+/**
+ * One application's rank in its facility's age group, and how many are
+ * there, ordered and counted in SQL: nothing but two numbers leaves the
+ * database. null when a candidate there has no clear birth month (a file
+ * written before it): its age group needs its birth date opened, and the
+ * caller reads the whole list instead.
+ */
+async function rankInFacility(trx: Trx, tenant: Tenant, facilityId: string, group: AgeGroup, applicationId: string, now: Date, o: FacilityOrdering): Promise<Place | null> {
+  const t = today(now);
+  const g = ageGroupSql('c', t, tenant.rules.infantMaxMonths);
+  // Partitioned by age group rather than filtered on it: a filter on the computed group misleads the planner (it
+  // guesses a handful of children and scans them all); the facility's index finds its applications, the window does the rest.
+  const r = await sql<{ rank: string | null; total: string; legacy: boolean | null }>`
+    WITH ranked AS (
+      SELECT a.id, ${g} AS g, row_number() OVER (PARTITION BY ${g} ORDER BY ${rankOrderSql('a', 'c', o)}) AS rank
+        FROM applications a JOIN children c ON c.id = a.child_id
+       WHERE a.facility_id = ${facilityId} AND a.status = 'active' AND c.deleted_at IS NULL AND c.purged_at IS NULL AND c.inactive_since IS NULL
+    )
+    SELECT (SELECT rank FROM ranked WHERE id = ${applicationId} AND g = ${group}) AS rank,
+           (SELECT count(*) FROM ranked WHERE g = ${group}) AS total,
+           (SELECT bool_or(g IS NULL) FROM ranked) AS legacy`.execute(trx);
+  const row = r.rows[0]!;
+  if (row.legacy) return null;
+  return { rank: row.rank === null ? null : Number(row.rank), total: Number(row.total) };
+}
+
+async function rankFromList(trx: Trx, env: Envelope, tenant: Tenant, facilityId: string, group: AgeGroup, applicationId: string, now: Date, o: FacilityOrdering): Promise<Place> {
+  const list = await rankFacilityIn(trx, env, tenant, facilityId, group, now, { ordering: o });
+  const mine = list.find((r) => r.applicationId === applicationId);
+  return { rank: mine?.rank ?? null, total: list.length, mine };
+}
+
 /** The child's place at one chosen facility, and why, for the parent. */
 export interface ChildRank {
   applicationId: string;
@@ -205,8 +252,8 @@ export interface ChildRank {
 /**
  * The child's rank and why at each facility with an active application,
  * computed live. Only the parent's own file is named in the audit event;
- * other children's rows are counted and ordered, their birth dates opened
- * only to find their age group, and nothing of them leaves but the count.
+ * other children's rows are counted and ordered (their age group from the
+ * clear birth month), and nothing of them leaves but the count.
  */
 export async function readChildRanks(deps: Deps, ctx: Ctx, childId: string): Promise<{ confirmation: ConfirmationState; ranks: ChildRank[] }> {
   const action = 'waitlist.childFile.read';
@@ -220,13 +267,14 @@ export async function readChildRanks(deps: Deps, ctx: Ctx, childId: string): Pro
       .where('a.status', '=', 'active')
       .orderBy('a.created_at')
       .execute();
-    const birth = required((await openChildren(env, ctx.tenant.id, [c], ['birth_date'])).get(c.id)!.birth_date, 'birth date');
-    const group = ageGroupOf(birth, c.desired_entry_date, ctx.now, ctx.tenant.rules.infantMaxMonths);
+    const group = c.birth_month
+      ? ageGroupOfMonth(c.birth_month, c.desired_entry_date, today(ctx.now), ctx.tenant.rules.infantMaxMonths)
+      : ageGroupOf(required((await openChildren(env, ctx.tenant.id, [c], ['birth_date'])).get(c.id)!.birth_date, 'birth date'), c.desired_entry_date, ctx.now, ctx.tenant.rules.infantMaxMonths);
     const ranks: ChildRank[] = [];
     for (const a of apps) {
       const o = await facilityOrdering(trx, ctx.tenant, a.facility_id, ctx.now);
-      const list = await rankFacilityIn(trx, env, ctx.tenant, a.facility_id, group, ctx.now, { ordering: o });
-      const mine = list.find((r) => r.applicationId === a.id);
+      const place = (await rankInFacility(trx, ctx.tenant, a.facility_id, group, a.id, ctx.now, o)) ?? (await rankFromList(trx, env, ctx.tenant, a.facility_id, group, a.id, ctx.now, o));
+      const mine = place.mine;
       const met = o.declared.filter((k) => a.priorities.includes(k));
       const seniorityDate = c.seniority_from && c.seniority_from > c.desired_entry_date ? c.seniority_from : c.desired_entry_date;
       ranks.push({
@@ -234,8 +282,8 @@ export async function readChildRanks(deps: Deps, ctx: Ctx, childId: string): Pro
         facilityId: a.facility_id,
         facilityName: a.name,
         ageGroup: group,
-        rank: mine?.rank ?? null,
-        total: list.length,
+        rank: place.rank,
+        total: place.total,
         ordering: o.ordering.kind,
         category: mine?.category ?? category({ parentIsStaff: a.parent_is_staff, siblingAttending: a.sibling_attending, inSubsidisedCare: c.in_subsidised_care }),
         points: mine?.points ?? pointsOf({ parentIsStaff: a.parent_is_staff, siblingAttending: a.sibling_attending, inSubsidisedCare: c.in_subsidised_care, prioritiesMet: met.length, seniorityDate }, o),

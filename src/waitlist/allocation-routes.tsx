@@ -18,6 +18,8 @@ function outcomeTag(env: PageEnv, c: ChoiceExplanation) {
 function why(env: PageEnv, c: ChoiceExplanation): string {
   const w = env.m.allocation.why;
   if (c.outcome !== 'ahead') return w[c.outcome];
+  if (c.why === 'priority') return w.priority;
+  if (c.why === 'points') return w.points(c.lastPoints ?? 0, c.points ?? 0);
   if (c.why === 'category') return w.category(categoryName(env, c.lastCategory), categoryName(env, c.category));
   if (c.why === 'date') return w.date(c.lastDesiredEntryDate ? formatDate(env.locale, c.lastDesiredEntryDate) : '—');
   return w.registration;
@@ -26,7 +28,8 @@ function why(env: PageEnv, c: ChoiceExplanation): string {
 /**
  * A family's explanation of a coordinated allocation round: the choice it
  * got, and for each choice it preferred, what the facility's last admitted
- * candidate in the child's age group had over it (category or date). Only
+ * candidate in the child's age group had over it (a declared priority,
+ * points, category or date). Only
  * the terms of the order are shown, never who that candidate was.
  */
 export function allocationRoutes(app: FastifyInstance, deps: Deps) {

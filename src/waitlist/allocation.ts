@@ -11,6 +11,16 @@
  * likes best among stable ones: no child and facility prefer each other to
  * what they got, and no child gains by misreporting its preferences.
  *
+ * The facility's order is the one its candidate list shows
+ * (src/waitlist/ranking.ts rankOrderSql), under the tenant's rules:
+ *  categories: lifted by a declared priority (while the facility is under its
+ *    cap) first, then category, then seniority, registration, reference;
+ *  points: most points first (a met declared priority adds its weight while
+ *    under the cap), then seniority, registration, reference.
+ * Where a facility stands against its cap is taken once, when the round's
+ * inputs are read: the admissions the round itself makes count from the next
+ * round on, as an offer made by the facility's own referral would.
+ *
  * Ties: none can occur. The order is total within a slot: its last term is
  * the child's position in reference order (references are unique in a
  * tenant) and a child applies at most once to a facility.
@@ -48,7 +58,21 @@ export interface AllocationInputs {
   appCreatedMs: Float64Array;
   /** Open places per slot: index facility * 2 + age group. */
   vacancies: Int32Array;
+  /**
+   * What the points order and the priorities read, per application: FLAG_*
+   * bits, and how many of the facility's declared priorities the child meets.
+   * Absent (a run stored before they were read): zeros, which the categories
+   * order without priorities does not need.
+   */
+  appFlags?: Uint8Array;
+  appPrioritiesMet?: Uint8Array;
+  /** Per facility: 1 while its declared priorities lift children (it has some and is under its cap). */
+  facilityPriorityOpen?: Uint8Array;
 }
+
+export const FLAG_SIBLING = 1;
+export const FLAG_STAFF = 2;
+export const FLAG_SUBSIDISED = 4;
 
 /**
  * A facility's order as three keys per application, compared in turn (lower
@@ -58,23 +82,35 @@ export interface AllocationInputs {
  * loop free of calls.
  */
 export interface OrderKeys {
-  k1: Int32Array;
+  /** Whole numbers within ±2^53: exact in a double. */
+  k1: Float64Array;
   k2: Float64Array;
   k3: Int32Array;
 }
 
 export type FacilityOrder = (inputs: AllocationInputs) => OrderKeys;
 
-/** Quebec 2025 (src/waitlist/ranking.ts): category, then desired entry date, then registration, then reference. */
-export const quebec2025Order: FacilityOrder = (x) => {
+const DAY_MS = 86_400_000;
+
+/** Whether the application is lifted by a declared priority of a facility under its cap. */
+export function lifted(x: AllocationInputs, a: number): boolean {
+  return !!x.facilityPriorityOpen?.[x.appFacility[a]!] && (x.appPrioritiesMet?.[a] ?? 0) > 0;
+}
+
+/**
+ * Categories (Quebec 2025): lifted first, then category, then seniority
+ * date, then registration, then reference. Without priorities (runs stored
+ * before they were read) it is the plain category order.
+ */
+export const categoriesOrder: FacilityOrder = (x) => {
   const n = x.appFacility.length;
-  const k1 = new Int32Array(n);
+  const k1 = new Float64Array(n);
   const k2 = new Float64Array(n);
   const k3 = new Int32Array(n);
   for (let c = 0; c < x.childIds.length; c++) {
     for (let a = x.choiceStart[c]!; a < x.choiceStart[c + 1]!; a++) {
-      // Category in the high bits, date in the low: dates up to 2149 fit in 16 bits.
-      k1[a] = (x.appCategory[a]! << 16) | (x.childDesiredDay[c]! & 0xffff);
+      // Lift and category in the high part, date in the low: dates up to 2149 fit in 16 bits.
+      k1[a] = ((lifted(x, a) ? 0 : 8) + x.appCategory[a]!) * 65536 + (x.childDesiredDay[c]! & 0xffff);
       k2[a] = x.appCreatedMs[a]!;
       k3[a] = c;
     }
@@ -82,7 +118,74 @@ export const quebec2025Order: FacilityOrder = (x) => {
   return { k1, k2, k3 };
 };
 
-export const ORDERS: Record<string, FacilityOrder> = { 'quebec-2025': quebec2025Order };
+/** The first form's name: the categories order. */
+export const quebec2025Order = categoriesOrder;
+
+export interface PointsWeights {
+  siblingAttending: number;
+  parentIsStaff: number;
+  notInSubsidisedCare: number;
+  eachPriority: number;
+  perMonthWaited: number;
+}
+
+/** Full months from day `from` to day `to` (days since 1970), as monthsWaited in src/waitlist/ranking.ts counts them. */
+export function monthsWaitedDays(from: number, to: number): number {
+  if (to <= from) return 0;
+  const a = new Date(from * DAY_MS);
+  const b = new Date(to * DAY_MS);
+  let m = (b.getUTCFullYear() - a.getUTCFullYear()) * 12 + (b.getUTCMonth() - a.getUTCMonth());
+  if (b.getUTCDate() < a.getUTCDate()) m -= 1;
+  return Math.max(0, m);
+}
+
+/** The points of application a, its child having waited `months` full months: the same sum as pointsSql / pointsOf. */
+export function pointsOfApp(x: AllocationInputs, w: PointsWeights, months: number, a: number): number {
+  const f = x.appFlags?.[a] ?? 0;
+  return (
+    (f & FLAG_SIBLING ? w.siblingAttending : 0) +
+    (f & FLAG_STAFF ? w.parentIsStaff : 0) +
+    (f & FLAG_SUBSIDISED ? 0 : w.notInSubsidisedCare) +
+    (x.facilityPriorityOpen?.[x.appFacility[a]!] ? (x.appPrioritiesMet?.[a] ?? 0) * w.eachPriority : 0) +
+    months * w.perMonthWaited
+  );
+}
+
+export function dayOfIso(iso: string): number {
+  return Math.floor(Date.parse(`${iso}T00:00:00Z`) / DAY_MS);
+}
+
+/** Points: most points first, then seniority date, then registration, then reference. */
+export function pointsOrder(w: PointsWeights, today: string): FacilityOrder {
+  const todayDay = dayOfIso(today);
+  return (x) => {
+    const n = x.appFacility.length;
+    const k1 = new Float64Array(n);
+    const k2 = new Float64Array(n);
+    const k3 = new Int32Array(n);
+    for (let c = 0; c < x.childIds.length; c++) {
+      const months = monthsWaitedDays(x.childDesiredDay[c]!, todayDay);
+      for (let a = x.choiceStart[c]!; a < x.choiceStart[c + 1]!; a++) {
+        // Fewer points is behind: the negated points in the high part, the date in the low.
+        k1[a] = -pointsOfApp(x, w, months, a) * 65536 + (x.childDesiredDay[c]! & 0xffff);
+        k2[a] = x.appCreatedMs[a]!;
+        k3[a] = c;
+      }
+    }
+    return { k1, k2, k3 };
+  };
+}
+
+/**
+ * The order a run's parameters name: 'categories' (and 'quebec-2025', the
+ * name runs were stored under before priorities were read), or 'points' with
+ * its weights and the day months are counted to. null: unknown here.
+ */
+export function orderFor(params: { order: string; today: string; weights?: PointsWeights }): FacilityOrder | null {
+  if (params.order === 'categories' || params.order === 'quebec-2025') return categoriesOrder;
+  if (params.order === 'points' && params.weights) return pointsOrder(params.weights, params.today);
+  return null;
+}
 
 export interface AllocationResult {
   /** The application each child got, or -1. */
@@ -104,7 +207,7 @@ export function appChildren(x: AllocationInputs): Int32Array {
  * One round. `onProgress` is called now and then with the share of children
  * settled at least once (0..1), for a progress bar.
  */
-export function allocate(x: AllocationInputs, order: FacilityOrder = quebec2025Order, onProgress?: (done: number) => void): AllocationResult {
+export function allocate(x: AllocationInputs, order: FacilityOrder = categoriesOrder, onProgress?: (done: number) => void): AllocationResult {
   const nChildren = x.childIds.length;
   const nSlots = x.vacancies.length;
   const { k1, k2, k3 } = order(x);
@@ -193,7 +296,9 @@ export function allocate(x: AllocationInputs, order: FacilityOrder = quebec2025O
 // ---------------------------------------------------------------------------
 // Snapshot and hashes: what a stored run keeps to be replayed.
 
-const MAGIC = Buffer.from('GUICHET-ALLOC-1\n', 'ascii');
+const MAGIC_V1 = Buffer.from('GUICHET-ALLOC-1\n', 'ascii');
+/** Version 2 adds the applications' flags and priorities met, and the facilities' priority state. */
+const MAGIC = Buffer.from('GUICHET-ALLOC-2\n', 'ascii');
 
 function uuidBytes(ids: string[]): Buffer {
   const out = Buffer.alloc(ids.length * 16);
@@ -247,13 +352,18 @@ export function encodeInputs(x: AllocationInputs): Buffer {
     le(x.vacancies),
     le(x.childAgeGroup),
     le(x.appCategory),
+    le(x.appFlags ?? new Uint8Array(x.appFacility.length)),
+    le(x.appPrioritiesMet ?? new Uint8Array(x.appFacility.length)),
+    le(x.facilityPriorityOpen ?? new Uint8Array(x.facilityIds.length)),
   ]);
 }
 
 export class SnapshotError extends Error {}
 
 export function decodeInputs(buf: Buffer): AllocationInputs {
-  if (buf.length < MAGIC.length + 12 || !buf.subarray(0, MAGIC.length).equals(MAGIC)) throw new SnapshotError('allocation snapshot: not a Guichet allocation snapshot');
+  const head = buf.subarray(0, MAGIC.length);
+  const v2 = head.equals(MAGIC);
+  if (buf.length < MAGIC.length + 12 || !(v2 || head.equals(MAGIC_V1))) throw new SnapshotError('allocation snapshot: not a Guichet allocation snapshot');
   let o = MAGIC.length;
   const nc = buf.readUInt32LE(o);
   const na = buf.readUInt32LE(o + 4);
@@ -278,6 +388,11 @@ export function decodeInputs(buf: Buffer): AllocationInputs {
     childAgeGroup: new Uint8Array(take(nc)),
     appCategory: new Uint8Array(take(na)),
   };
+  if (v2) {
+    x.appFlags = new Uint8Array(take(na));
+    x.appPrioritiesMet = new Uint8Array(take(na));
+    x.facilityPriorityOpen = new Uint8Array(take(nf));
+  }
   if (o !== buf.length) throw new SnapshotError('allocation snapshot: trailing bytes');
   return x;
 }
@@ -293,7 +408,10 @@ export function decompressSnapshot(bytes: Buffer): Buffer {
 
 /** Parameters are part of the inputs: same data, other rules, another hash. */
 export function canonicalParameters(p: Record<string, unknown>): string {
-  return JSON.stringify(Object.fromEntries(Object.entries(p).sort(([a], [b]) => (a < b ? -1 : 1))));
+  // Keys sorted at every depth: the stored parameters come back from jsonb, which keeps its own key order (the points weights).
+  const sorted = (v: unknown): unknown =>
+    v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, x]) => [k, sorted(x)])) : v;
+  return JSON.stringify(sorted(p));
 }
 
 export function inputsHash(snapshot: Buffer, parameters: Record<string, unknown>): Buffer {
@@ -318,7 +436,7 @@ export function signedText(runId: string, tenantId: string, parameters: Record<s
  * child prefers a slot that would rather have it than one it holds (or that
  * has room). Returns the first breach found, or null.
  */
-export function checkStable(x: AllocationInputs, r: AllocationResult, order: FacilityOrder = quebec2025Order): string | null {
+export function checkStable(x: AllocationInputs, r: AllocationResult, order: FacilityOrder = categoriesOrder): string | null {
   const { k1, k2, k3 } = order(x);
   const behind = (a: number, b: number) => (k1[a] !== k1[b] ? k1[a]! > k1[b]! : k2[a] !== k2[b] ? k2[a]! > k2[b]! : k3[a]! > k3[b]!);
   const nSlots = x.vacancies.length;

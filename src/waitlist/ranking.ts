@@ -160,3 +160,25 @@ export function ageGroup(birthDate: string, desiredEntryDate: string, now: Date,
   const start = desiredEntryDate > t ? desiredEntryDate : t;
   return start < addMonths(birthDate, infantMaxMonths) ? 'infant' : 'toddler';
 }
+
+/**
+ * The age group from the clear birth month (children.birth_month, the first
+ * day of the month; migrations 0019 and 0020 say why it is kept): an infant
+ * until the first day of the month after it reaches the tenant's age.
+ * Rounding up errs towards an infant place: a few days' older toddler in an
+ * infant place is within the ratios; the reverse would not be. The one rule
+ * for the candidate list, the ranks, the referral and the allocation, so that
+ * none opens a birth date to sort children into groups.
+ */
+export function ageGroupOfMonth(birthMonth: string, desiredEntryDate: string, todayIso: string, infantMaxMonths: number): AgeGroup {
+  const start = desiredEntryDate > todayIso ? desiredEntryDate : todayIso;
+  return start < addMonths(birthMonth, infantMaxMonths + 1) ? 'infant' : 'toddler';
+}
+
+/** ageGroupOfMonth in SQL; NULL for a file written before the clear birth month (its birth date must be opened). */
+export function ageGroupSql(child: string, todayIso: string, infantMaxMonths: number): RawBuilder<AgeGroup | null> {
+  const c = sql.ref(child);
+  return sql<AgeGroup | null>`CASE WHEN ${c}.birth_month IS NULL THEN NULL
+    WHEN greatest(${todayIso}::date, ${c}.desired_entry_date) < (${c}.birth_month + make_interval(months => ${infantMaxMonths + 1}))::date THEN 'infant'
+    ELSE 'toddler' END`;
+}

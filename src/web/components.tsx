@@ -87,6 +87,11 @@ export function Page(props: { env: PageEnv; title: string; hasErrors?: boolean; 
                   <a href="/operator/statistics">{m.statistics.link}</a>
                 </li>
               )}
+              {readsStatistics && (
+                <li>
+                  <a href="/operator/allocation">{m.allocationAdmin.link}</a>
+                </li>
+              )}
               {assists && (
                 <li>
                   <a href="/assist">{m.assisted.link}</a>

@@ -14,6 +14,7 @@ import {
   decompressSnapshot,
   encodeInputs,
   inputsHash,
+  orderFor,
   outputsHash,
   type AllocationInputs,
 } from '../../src/waitlist/allocation.ts';
@@ -108,6 +109,28 @@ describe('allocation round', () => {
     expect(checkStable(x, { ...r, assigned: Int32Array.from([-1, 2, -1]) })).toMatch(/kept a place free/);
     // Giving facility 0's place to the worse child is not stable.
     expect(checkStable(x, { ...r, assigned: Int32Array.from([0, 3, -1]) })).toMatch(/prefer each other|kept a place free/);
+  });
+
+  it('under the points order and declared priorities: stable, deterministic, and the snapshot keeps what the order reads', () => {
+    const x = randomMarket('points', 3000, 60, 8);
+    const rng = createRng('points-flags');
+    x.appFlags = Uint8Array.from(x.appFacility, () => Math.floor(rng() * 8));
+    x.appPrioritiesMet = Uint8Array.from(x.appFacility, () => (rng() < 0.2 ? 1 + Math.floor(rng() * 2) : 0));
+    x.facilityPriorityOpen = Uint8Array.from(x.facilityIds, () => (rng() < 0.5 ? 1 : 0));
+    const params = { order: 'points', today: '2026-11-23', weights: { siblingAttending: 40, parentIsStaff: 10, notInSubsidisedCare: 20, eachPriority: 25, perMonthWaited: 2 } };
+    const points = orderFor(params)!;
+    const categories = orderFor({ order: 'categories', today: '2026-11-23' })!;
+    const r = allocate(x, points);
+    expect(checkStable(x, r, points)).toBeNull();
+    // Another order, another stable assignment: the round really reads the order it is given.
+    expect(checkStable(x, r, categories)).not.toBeNull();
+    const bytes = encodeInputs(x);
+    const back = decodeInputs(bytes);
+    expect(Buffer.from(allocate(back, points).assigned.buffer).equals(Buffer.from(r.assigned.buffer))).toBe(true);
+    // The weights are signed with the run: other weights, another inputs hash.
+    expect(inputsHash(bytes, params).equals(inputsHash(bytes, { ...params, weights: { ...params.weights, eachPriority: 26 } }))).toBe(false);
+    // Key order does not matter (jsonb gives the parameters back in its own).
+    expect(inputsHash(bytes, params).equals(inputsHash(bytes, { ...params, weights: { perMonthWaited: 2, eachPriority: 25, notInSubsidisedCare: 20, parentIsStaff: 10, siblingAttending: 40 } }))).toBe(true);
   });
 
   it('runs a large market, printing its time beside a plain sort', () => {

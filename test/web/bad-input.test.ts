@@ -173,6 +173,7 @@ async function snapshot(tenant: Tenant): Promise<unknown> {
     places: await trx.selectFrom('facility_places').selectAll().orderBy('facility_id').orderBy('age_group').execute(),
     offers: await trx.selectFrom('offers').selectAll().orderBy('id').execute(),
     apiKeys: await trx.selectFrom('facility_api_keys').selectAll().orderBy('id').execute(),
+    rules: await trx.selectFrom('tenants').select('rules').where('id', '=', tenant.id).execute(),
   }));
 }
 
@@ -251,6 +252,8 @@ const SPECS: RouteSpec[] = [
   { route: '/admin/files/:id/restore-request', who: 'admin', params: { id: (fx) => fx.childId }, base: () => ({}), noBody: true },
   { route: '/admin/restores/:id/approve', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
   { route: '/admin/restores/:id/reject', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
+  // The programme's coordinated allocation (src/waitlist/allocation-admin-routes.tsx): on or off, nothing else.
+  { route: '/operator/allocation', who: 'admin', base: () => ({ enabled: 'on' }), text: ['enabled'] },
   // Privacy and incidents (src/privacy). The deletion request reads no body. The register and the breach report are the
   // security officer's: an administrator is refused whatever is sent (their validation is test/privacy/incidents.test.ts).
   { route: '/account/privacy/delete', who: 'parent', base: () => ({}), noBody: true },
