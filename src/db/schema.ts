@@ -499,6 +499,11 @@ export interface OidcClientsTable {
   requested_at: Timestamp;
   approved_by: string | null;
   approved_at: Timestamp | null;
+  /** Scopes asked for in an edit that widens to personal claims, waiting for a second administrator (migration 0022). */
+  pending_scopes: ColumnType<string[] | null, string[] | null | undefined, string[] | null>;
+  pending_requested_by: ColumnType<string | null, string | null | undefined, string | null>;
+  pending_requested_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  secret_rotated_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 /** oidc-provider's artefacts (src/oidc/adapter.ts). */
@@ -561,11 +566,24 @@ export interface IncidentsTable {
   audit_event_ids: string[];
   /** Alerts of the detection console, by id (free text until detection lands). */
   alert_ids: string | null;
+  /** Alerts of the detection console, checked to be the tenant's (migration 0022). */
+  linked_alert_ids: ColumnType<string[], string[] | undefined, string[]>;
   created_by: string | null;
   created_at: Timestamp;
   updated_by: string | null;
   updated_at: Timestamp;
   retain_until: DateOnly;
+}
+
+/** One breach notice per family per incident (migration 0022). */
+export interface IncidentNoticesTable {
+  tenant_id: string;
+  incident_id: string;
+  family_id: string;
+  locale: 'fr' | 'en';
+  report_event_id: string;
+  queued_by: string;
+  queued_at: Timestamp;
 }
 
 export interface SchemaMigrationsTable {
@@ -795,6 +813,7 @@ export interface DB {
   oidc_signing_keys: OidcSigningKeysTable;
   oidc_entitlements: OidcEntitlementsTable;
   incidents: IncidentsTable;
+  incident_notices: IncidentNoticesTable;
   detection_rules: DetectionRulesTable;
   detection_hits: DetectionHitsTable;
   detection_batches: DetectionBatchesTable;

@@ -256,6 +256,9 @@ const SPECS: RouteSpec[] = [
   { route: '/account/privacy/delete', who: 'parent', base: () => ({}), noBody: true },
   { route: '/security/incidents', who: 'admin', base: () => INCIDENT, text: ['title', 'dataConcerned', 'circumstances', 'measures'] },
   { route: '/security/incidents/:id', who: 'admin', params: { id: () => randomUUID() }, base: () => INCIDENT, text: ['title', 'dataConcerned', 'circumstances', 'measures'] },
+  { route: '/security/incidents/:id/alerts', who: 'admin', params: { id: () => randomUUID() }, base: () => ({ alerts: randomUUID() }), text: ['alerts'] },
+  { route: '/security/incidents/:id/events', who: 'admin', params: { id: () => randomUUID() }, base: () => ({ seqFrom: '1', seqTo: '5' }), text: ['seqFrom', 'seqTo', 'actor', 'session'] },
+  { route: '/security/breach-report/notices', who: 'admin', base: (fx) => ({ kind: 'actor', value: fx.parentEmail, from: '2026-05-15T19:00', to: '2026-05-15T23:00', incident: randomUUID() }), text: ['kind', 'value', 'from', 'to', 'incident'] },
   { route: '/security/breach-report', who: 'admin', base: (fx) => ({ kind: 'actor', value: fx.parentEmail, from: '2026-05-15T19:00', to: '2026-05-15T23:00', format: 'html' }), text: ['kind', 'value', 'from', 'to', 'format'] },
   // Second factors (src/identity/factors). A code that is not the right one, a credential that is no credential:
   // whatever else is sent, these are refused; the spoiled field must be refused too, and nothing written.
