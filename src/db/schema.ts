@@ -575,6 +575,15 @@ export interface IncidentsTable {
   retain_until: DateOnly;
 }
 
+/** Tokens issued and claims released to a client, for the rules that watch clients (migration 0022). */
+export interface DetectionClientHitsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  client_id: string;
+  signal: 'client_tokens' | 'client_claims';
+  at: Timestamp;
+}
+
 /** One breach notice per family per incident (migration 0022). */
 export interface IncidentNoticesTable {
   tenant_id: string;
@@ -592,7 +601,7 @@ export interface SchemaMigrationsTable {
   applied_at: Generated<Date>;
 }
 
-export type DetectionSignal = 'files_read' | 'privilege' | 'deletion' | 'new_device' | 'off_hours';
+export type DetectionSignal = 'files_read' | 'privilege' | 'deletion' | 'new_device' | 'off_hours' | 'client_tokens' | 'client_claims';
 export type DetectionResponse = 'alert' | 'stepup' | 'end_sessions' | 'suspend';
 
 export interface DetectionRulesTable {
@@ -816,6 +825,7 @@ export interface DB {
   incident_notices: IncidentNoticesTable;
   detection_rules: DetectionRulesTable;
   detection_hits: DetectionHitsTable;
+  detection_client_hits: DetectionClientHitsTable;
   detection_batches: DetectionBatchesTable;
   detection_holds: DetectionHoldsTable;
   detection_alerts: DetectionAlertsTable;

@@ -298,6 +298,8 @@ const SPECS: RouteSpec[] = [
   { route: '/grants/new', who: 'admin', base: (fx) => ({ email: fx.parentEmail, role: 'security_officer', facilityId: '', reason: 'Remplacement', durationMinutes: '240' }), text: ['email', 'role', 'reason', 'durationMinutes'] },
   // OpenID Connect console and consent (src/oidc). Unknown ids are 404 whatever the body; a registration is refused at the spoiled field.
   { route: '/admin/oidc/clients', who: 'admin', base: () => ({ name: 'Catalogue des bibliothèques', redirectUris: 'https://catalogue.exemple.test/callback', kind: 'confidential' }), text: ['redirectUris', 'name'] },
+  { route: '/admin/oidc/clients/:clientId/edit', who: 'admin', params: { clientId: () => 'client-inconnu' }, base: () => ({ name: 'Catalogue', redirectUris: 'https://catalogue.exemple.test/callback', scope: 'email' }), text: ['name', 'redirectUris', 'extraScopes', 'logoUri'] },
+  { route: '/admin/oidc/clients/:clientId/secret', who: 'admin', params: { clientId: () => 'client-inconnu' }, base: () => ({}), noBody: true },
   { route: '/admin/oidc/clients/:clientId/decision', who: 'admin', params: { clientId: () => 'client-inconnu' }, base: () => ({ decision: 'approve' }), text: ['decision'] },
   { route: '/admin/oidc/entitlements', who: 'admin', base: (fx) => ({ email: fx.parentEmail, scope: 'library', kind: 'patron', value: 'Réseau BIBLIO', labelFr: 'Abonnée', labelEn: 'Patron', validUntil: '2027-01-01' }), text: ['email', 'scope', 'kind', 'value', 'labelFr', 'labelEn'], dates: ['validUntil'] },
   { route: '/admin/oidc/entitlements/:id/revoke', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
