@@ -56,7 +56,13 @@ export const DEFAULT_RULES: readonly DetectionRule[] = [
   { code: 'deletion.staff', signal: 'deletion', threshold: 0, windowSeconds: 1, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
   { code: 'new_device.staff', signal: 'new_device', threshold: 0, windowSeconds: 1, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
   { code: 'off_hours.read', signal: 'off_hours', threshold: 0, windowSeconds: 3600, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
+  // Rules that watch a relying party, not a person (clients.ts): off until a tenant sets them to its services' normal volume.
+  { code: 'client.tokens.5m', signal: 'client_tokens', threshold: 300, windowSeconds: 300, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: false },
+  { code: 'client.claims.1h', signal: 'client_claims', threshold: 2000, windowSeconds: 3600, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: false },
 ];
+
+/** Signals counted per OpenID Connect client (clients.ts), not per person. */
+export const CLIENT_SIGNALS: ReadonlySet<DetectionSignal> = new Set<DetectionSignal>(['client_tokens', 'client_claims']);
 
 /** Signals counted in the records gateway's transaction (which can refuse); the others are read from the stream. */
 export const SYNCHRONOUS_SIGNALS: ReadonlySet<DetectionSignal> = new Set<DetectionSignal>(['files_read']);
@@ -120,7 +126,7 @@ export function signalOf(e: Pick<AuditEventInput, 'action' | 'familyIds'>): { si
 
 const RULE_INPUT = z.object({
   code: z.string().regex(/^[a-z0-9_.-]{1,64}$/),
-  signal: z.enum(['files_read', 'privilege', 'deletion', 'new_device', 'off_hours']),
+  signal: z.enum(['files_read', 'privilege', 'deletion', 'new_device', 'off_hours', 'client_tokens', 'client_claims']),
   threshold: z.number().int().min(0).max(1_000_000),
   windowSeconds: z.number().int().min(1).max(MAX_WINDOW_SECONDS),
   response: z.enum(['alert', 'stepup', 'end_sessions', 'suspend']),

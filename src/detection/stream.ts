@@ -5,7 +5,8 @@ import type { DetectionSignal } from '../db/schema.ts';
 import { inTenant } from '../db/tenant.ts';
 import { createAlert } from './alerts.ts';
 import { checkWindows, purgeHits, record } from './counters.ts';
-import { rulesFor, SYNCHRONOUS_SIGNALS } from './rules.ts';
+import { evaluateClient } from './clients.ts';
+import { CLIENT_SIGNALS, rulesFor, SYNCHRONOUS_SIGNALS } from './rules.ts';
 import { WebhookSender } from './webhook.ts';
 import { PollLoop } from './poll.ts';
 
@@ -33,6 +34,7 @@ interface StreamEvent {
   actor_account_id: string | null;
   actor_roles: string[];
   occurred_at: Date;
+  target_ids?: string[];
 }
 
 /** Anyone who holds a role (the roles the event recorded): not a parent, not the system. */
@@ -74,9 +76,11 @@ async function holdsRole(trx: Trx, accountId: string, now: Date): Promise<boolea
 }
 
 async function evaluate(trx: Trx, deps: Deps, tenantId: string, baseUrl: string, e: StreamEvent): Promise<number> {
+  const byClient = await evaluateClient(trx, deps, tenantId, baseUrl, e);
+  if (byClient !== null) return byClient;
   const signals = streamSignals(e, e.action === 'identity.device.new' && !!e.actor_account_id && (await holdsRole(trx, e.actor_account_id, e.occurred_at)));
   if (!signals.length) return 0;
-  const rules = (await rulesFor(trx)).filter((r) => !SYNCHRONOUS_SIGNALS.has(r.signal));
+  const rules = (await rulesFor(trx)).filter((r) => !SYNCHRONOUS_SIGNALS.has(r.signal) && !CLIENT_SIGNALS.has(r.signal));
   let alerts = 0;
   for (const signal of signals) {
     const check = await checkWindows(trx, e.actor_account_id!, tenantId, signal, 1, rules, e.occurred_at);
@@ -131,7 +135,7 @@ export class DetectionStream {
         const cursor = await trx.selectFrom('detection_stream_cursors').select('leaf_index').forUpdate().skipLocked().executeTakeFirst();
         if (!cursor) return 0;
         const { rows } = await sql<StreamEvent & { leaf_index: string }>`
-          SELECT l.leaf_index::text AS leaf_index, e.id, e.action, e.outcome, e.actor_account_id, e.actor_roles, e.occurred_at
+          SELECT l.leaf_index::text AS leaf_index, e.id, e.action, e.outcome, e.actor_account_id, e.actor_roles, e.occurred_at, e.target_ids
             FROM audit_leaves l JOIN audit_events e ON e.id = l.event_id
            WHERE l.leaf_index > ${cursor.leaf_index}::bigint
            ORDER BY l.leaf_index
