@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inTenant } from '../../src/db/tenant.ts';
 import { createAdmin, createParent } from '../helpers/app.ts';
 import { bothLanguages, mainText, startBrowserApp, type BrowserApp } from '../helpers/browser-app.ts';
+import { enrolTotp } from '../helpers/factors.ts';
 import { grantRole } from '../records/people.ts';
 import { insertActiveClient } from './helpers.ts';
 
@@ -31,6 +32,8 @@ describe('editing a service in the console', () => {
     const requester = await createParent(t, tenant, 'demandeur.edition@exemple.test');
     const a2Id = await createParent(t, tenant, a2);
     await grantRole(t, tenant, a2Id, 'tenant_admin', requester, a1Id);
+    // An administrator acts with a second factor.
+    await enrolTotp(t.deps, tenant, a2Id, a2);
     const rp = await insertActiveClient(t, tenant, { scopes: ['openid'], name: 'Portail municipal', requestedBy: a1Id, approvedBy: a2Id });
 
     const page = await b.page();
