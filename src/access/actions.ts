@@ -88,6 +88,8 @@ export const ACTIONS = {
   /** Relying parties of the tenant's OpenID Connect provider (src/oidc): register, list, disable. */
   'oidc.client.create': tenantAdmin,
   'oidc.client.list': tenantAdmin,
+  /** Edit a client (name, addresses, scopes, logo) or rotate its secret; widening to personal claims waits for approval like a new client. */
+  'oidc.client.update': tenantAdmin,
   /** A client that may receive personal claims: a second administrator (not the requester) approves it. */
   'oidc.client.approve': tenantAdmin,
   /** Access rights as data (library patron, resident): the tenant manages them. */
@@ -105,6 +107,8 @@ export const ACTIONS = {
   /** The incident register (Law 25: kept five years). */
   'incident.read': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
   'incident.write': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
+  /** Queue a breach report's notices to the families, from an incident entry (step-up required too). */
+  'privacy.breachNotices.send': [{ who: 'role', role: 'security_officer', scope: 'tenant' }],
   /** What the retention job will purge next. */
   'retention.preview': [{ who: 'role', role: 'program_operator', scope: 'tenant' }, { who: 'role', role: 'tenant_admin', scope: 'tenant' }],
   /** The security console's alerts: list, read, acknowledge, assign, annotate. */

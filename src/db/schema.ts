@@ -499,6 +499,11 @@ export interface OidcClientsTable {
   requested_at: Timestamp;
   approved_by: string | null;
   approved_at: Timestamp | null;
+  /** Scopes asked for in an edit that widens to personal claims, waiting for a second administrator (migration 0022). */
+  pending_scopes: ColumnType<string[] | null, string[] | null | undefined, string[] | null>;
+  pending_requested_by: ColumnType<string | null, string | null | undefined, string | null>;
+  pending_requested_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  secret_rotated_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 /** oidc-provider's artefacts (src/oidc/adapter.ts). */
@@ -561,11 +566,33 @@ export interface IncidentsTable {
   audit_event_ids: string[];
   /** Alerts of the detection console, by id (free text until detection lands). */
   alert_ids: string | null;
+  /** Alerts of the detection console, checked to be the tenant's (migration 0022). */
+  linked_alert_ids: ColumnType<string[], string[] | undefined, string[]>;
   created_by: string | null;
   created_at: Timestamp;
   updated_by: string | null;
   updated_at: Timestamp;
   retain_until: DateOnly;
+}
+
+/** Tokens issued and claims released to a client, for the rules that watch clients (migration 0022). */
+export interface DetectionClientHitsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  client_id: string;
+  signal: 'client_tokens' | 'client_claims';
+  at: Timestamp;
+}
+
+/** One breach notice per family per incident (migration 0022). */
+export interface IncidentNoticesTable {
+  tenant_id: string;
+  incident_id: string;
+  family_id: string;
+  locale: 'fr' | 'en';
+  report_event_id: string;
+  queued_by: string;
+  queued_at: Timestamp;
 }
 
 export interface SchemaMigrationsTable {
@@ -574,7 +601,7 @@ export interface SchemaMigrationsTable {
   applied_at: Generated<Date>;
 }
 
-export type DetectionSignal = 'files_read' | 'privilege' | 'deletion' | 'new_device' | 'off_hours' | 'export' | 'export_rows' | 'name_search' | 'break_glass' | 'new_network';
+export type DetectionSignal = 'files_read' | 'privilege' | 'deletion' | 'new_device' | 'off_hours' | 'export' | 'export_rows' | 'name_search' | 'break_glass' | 'new_network' | 'client_tokens' | 'client_claims';
 export type DetectionResponse = 'alert' | 'stepup' | 'end_sessions' | 'suspend' | 'lockdown';
 
 export interface DetectionRulesTable {
@@ -820,8 +847,10 @@ export interface DB {
   oidc_signing_keys: OidcSigningKeysTable;
   oidc_entitlements: OidcEntitlementsTable;
   incidents: IncidentsTable;
+  incident_notices: IncidentNoticesTable;
   detection_rules: DetectionRulesTable;
   detection_hits: DetectionHitsTable;
+  detection_client_hits: DetectionClientHitsTable;
   detection_batches: DetectionBatchesTable;
   detection_holds: DetectionHoldsTable;
   detection_alerts: DetectionAlertsTable;

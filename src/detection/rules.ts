@@ -39,7 +39,7 @@ export interface DetectionRule {
 
 export const RESPONSE_ORDER: readonly DetectionResponse[] = ['alert', 'stepup', 'end_sessions', 'suspend', 'lockdown'];
 
-export const SIGNALS: readonly DetectionSignal[] = ['files_read', 'name_search', 'export', 'export_rows', 'privilege', 'break_glass', 'deletion', 'new_device', 'new_network', 'off_hours'];
+export const SIGNALS: readonly DetectionSignal[] = ['files_read', 'name_search', 'export', 'export_rows', 'privilege', 'break_glass', 'deletion', 'new_device', 'new_network', 'off_hours', 'client_tokens', 'client_claims'];
 
 /** Responses that refuse the request that crosses the threshold (containment is synchronous with it). */
 export function refuses(r: DetectionRule): boolean {
@@ -73,10 +73,16 @@ export const DEFAULT_RULES: readonly DetectionRule[] = [
   { code: 'new_device.staff', signal: 'new_device', threshold: 0, windowSeconds: 1, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
   { code: 'new_network.staff', signal: 'new_network', threshold: 0, windowSeconds: 1, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
   { code: 'off_hours.read', signal: 'off_hours', threshold: 0, windowSeconds: 3600, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
+  // Rules that watch a relying party, not a person (clients.ts): off until a tenant sets them to its services' normal volume.
+  { code: 'client.tokens.5m', signal: 'client_tokens', threshold: 300, windowSeconds: 300, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: false },
+  { code: 'client.claims.1h', signal: 'client_claims', threshold: 2000, windowSeconds: 3600, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: false },
 ];
 
 /** Signals that require the actor to hold a role; exports count for anyone, a family's own included. */
 export const STAFF_SIGNALS: ReadonlySet<DetectionSignal> = new Set<DetectionSignal>(['files_read', 'name_search']);
+
+/** Signals counted per OpenID Connect client (clients.ts), not per person. */
+export const CLIENT_SIGNALS: ReadonlySet<DetectionSignal> = new Set<DetectionSignal>(['client_tokens', 'client_claims']);
 
 /** The longest window any rule may have: hits older than this are purged. */
 export const MAX_WINDOW_SECONDS = 7 * 86400;

@@ -7,6 +7,7 @@ import { inTenant } from '../db/tenant.ts';
 import { createAlert } from './alerts.ts';
 import { checkWindows, purgeHits, record } from './counters.ts';
 import { DEFAULT_HOURS, outsideHours, workingHoursFor, type WorkingHours } from './hours.ts';
+import { evaluateClient } from './clients.ts';
 import { applyResponse, SEVERITY } from './response.ts';
 import { exportSignals, refuses, rulesFor, type DetectionRule } from './rules.ts';
 import { WebhookSender } from './webhook.ts';
@@ -43,6 +44,7 @@ interface StreamEvent {
   actor_roles: string[];
   occurred_at: Date;
   details?: Record<string, unknown> | null;
+  target_ids?: string[];
 }
 
 /** Anyone who holds a role (the roles the event recorded): not a parent, not the system. */
@@ -94,6 +96,8 @@ async function holdsRole(trx: Trx, accountId: string, now: Date): Promise<boolea
 const SYSTEM = { actorAccountId: null, actorRoles: ['system:detection'], ip: null, userAgent: null, requestId: null };
 
 async function evaluate(trx: Trx, deps: Deps, tenantId: string, baseUrl: string, e: StreamEvent, rules: readonly DetectionRule[], hours: WorkingHours): Promise<{ alerts: number; raised: boolean }> {
+  const byClient = await evaluateClient(trx, deps, tenantId, baseUrl, e);
+  if (byClient !== null) return { alerts: byClient, raised: false };
   const signIn = e.action === 'identity.device.new' || e.action === 'identity.network.new';
   const signals = streamSignals(e, signIn && !!e.actor_account_id && (await holdsRole(trx, e.actor_account_id, e.occurred_at)), hours);
   if (!signals.length) return { alerts: 0, raised: false };
@@ -205,7 +209,7 @@ export class DetectionStream {
         const cursor = await trx.selectFrom('detection_stream_cursors').select('leaf_index').forUpdate().skipLocked().executeTakeFirst();
         if (!cursor) return 0;
         const { rows } = await sql<StreamEvent & { leaf_index: string }>`
-          SELECT l.leaf_index::text AS leaf_index, e.id, e.action, e.outcome, e.actor_account_id, e.actor_roles, e.occurred_at, e.details
+          SELECT l.leaf_index::text AS leaf_index, e.id, e.action, e.outcome, e.actor_account_id, e.actor_roles, e.occurred_at, e.details, e.target_ids
             FROM audit_leaves l JOIN audit_events e ON e.id = l.event_id
            WHERE l.leaf_index > ${cursor.leaf_index}::bigint
            ORDER BY l.leaf_index

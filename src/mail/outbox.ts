@@ -4,7 +4,7 @@ import type { Locale } from '../web/i18n/index.ts';
 export interface Mail {
   to: string;
   locale: Locale;
-  template: 'verify_email' | 'signup_exists' | 'invitation' | 'set_password' | 'password_reset' | 'password_reset_unknown' | 'password_changed' | 'account_locked' | 'new_device' | 'factor_changed' | 'factor_reset' | 'break_glass' | 'privilege_notice' | 'security_alert' | 'file_confirmation' | 'file_inactive' | 'assisted_code' | 'assisted_notice' | 'offer';
+  template: 'verify_email' | 'signup_exists' | 'invitation' | 'set_password' | 'password_reset' | 'password_reset_unknown' | 'password_changed' | 'account_locked' | 'new_device' | 'factor_changed' | 'factor_reset' | 'break_glass' | 'privilege_notice' | 'security_alert' | 'file_confirmation' | 'file_inactive' | 'assisted_code' | 'assisted_notice' | 'offer' | 'breach_notice';
   subject: string;
   body: string;
 }

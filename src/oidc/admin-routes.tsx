@@ -7,7 +7,7 @@ import { Csrf, ErrorSummary, Fieldset, Notice, Page, SummaryList, Tag, TextField
 import { formatDate, formatDateTime } from '../web/i18n/index.ts';
 import { dateField, parseBody } from '../web/forms.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
-import { decideClient, getClient, listClients, registerClient, type ClientRow } from './clients.ts';
+import { decideClient, decideScopes, getClient, listClients, registerClient, rotateClientSecret, updateClient, type ClientRow } from './clients.ts';
 import { connectedServices, grantEntitlement, listEntitlements, ownEntitlements, revokeEntitlement, withdrawConsent } from './entitlements.ts';
 import { OIDC_PREFIX } from './provider.ts';
 
@@ -94,19 +94,20 @@ export function oidcAdminRoutes(app: FastifyInstance, deps: Deps) {
     );
   });
 
-  const clientForm = (req: FastifyRequest, reply: FastifyReply, body: Body = {}, errors?: FieldErrors) => {
+  const clientForm = (req: FastifyRequest, reply: FastifyReply, body: Body = {}, errors?: FieldErrors, editing?: ClientRow) => {
     const env = pageEnv(req, reply);
     const o = env.m.oidc;
+    const title = editing ? o.editTitle(editing.name) : o.formTitle;
     const chosen = new Set(Array.isArray(body.scope) ? body.scope : body.scope ? [body.scope] : []);
     const label = { email: o.scopeEmail, profile: o.scopeProfile, offline_access: o.scopeOfflineAccess };
     const confidential = body.kind !== 'public';
     return sendPage(
       reply,
-      <Page env={env} title={o.formTitle} hasErrors={!!errors}>
+      <Page env={env} title={title} hasErrors={!!errors}>
         <ErrorSummary env={env} errors={errors} />
-        <h1>{o.formTitle}</h1>
-        <p class="lead">{o.formLead}</p>
-        <form method="post" action="/admin/oidc/clients" novalidate>
+        <h1>{title}</h1>
+        <p class="lead">{editing ? o.editLead : o.formLead}</p>
+        <form method="post" action={editing ? `/admin/oidc/clients/${editing.client_id}/edit` : '/admin/oidc/clients'} novalidate>
           <Csrf env={env} />
           <TextField env={env} name="name" label={o.name} hint={o.nameHint} value={str(body.name, 120)} errors={errors} />
           <TextField env={env} name="redirectUris" label={o.redirectUris} hint={o.redirectUrisHint} value={str(body.redirectUris)} errors={errors} spellcheck={false} />
@@ -126,18 +127,20 @@ export function oidcAdminRoutes(app: FastifyInstance, deps: Deps) {
           <TextField env={env} name="extraScopes" label={o.extraScopes} hint={o.extraScopesHint} value={str(body.extraScopes, 400)} errors={errors} spellcheck={false} />
           <TextField env={env} name="logoUri" label={o.logoUri} value={str(body.logoUri, 500)} errors={errors} spellcheck={false} />
           <TextField env={env} name="backchannelLogoutUri" label={o.backchannelUri} hint={o.backchannelUriHint} value={str(body.backchannelLogoutUri, 500)} errors={errors} spellcheck={false} />
-          <Fieldset legend={o.kindLegend}>
-            <div class="checkbox">
-              <input type="radio" id="kind-confidential" name="kind" value="confidential" checked={confidential} />
-              <label for="kind-confidential">{o.confidential}</label>
-            </div>
-            <div class="checkbox">
-              <input type="radio" id="kind-public" name="kind" value="public" checked={!confidential} />
-              <label for="kind-public">{o.public}</label>
-            </div>
-          </Fieldset>
+          {!editing && (
+            <Fieldset legend={o.kindLegend}>
+              <div class="checkbox">
+                <input type="radio" id="kind-confidential" name="kind" value="confidential" checked={confidential} />
+                <label for="kind-confidential">{o.confidential}</label>
+              </div>
+              <div class="checkbox">
+                <input type="radio" id="kind-public" name="kind" value="public" checked={!confidential} />
+                <label for="kind-public">{o.public}</label>
+              </div>
+            </Fieldset>
+          )}
           <button type="submit" class="button">
-            {o.submit}
+            {editing ? o.editSubmit : o.submit}
           </button>
         </form>
       </Page>,
@@ -201,13 +204,16 @@ export function oidcAdminRoutes(app: FastifyInstance, deps: Deps) {
   const emailOf = async (req: FastifyRequest, id: string | null) =>
     id ? ((await inTenant(deps.db.db, req.ctx.tenant.id, (trx) => trx.selectFrom('accounts').select('email').where('id', '=', id).executeTakeFirst()))?.email ?? '—') : '—';
 
-  const clientPage = async (req: FastifyRequest, reply: FastifyReply, c: ClientRow) => {
+  const clientPage = async (req: FastifyRequest, reply: FastifyReply, c: ClientRow, notice?: string) => {
     const env = pageEnv(req, reply);
     const o = env.m.oidc;
     const mine = c.requested_by === req.ctx.actor?.accountId;
+    const mineScopes = c.pending_requested_by === req.ctx.actor?.accountId;
+    const editable = c.status === 'active' || c.status === 'pending';
     return sendPage(
       reply,
       <Page env={env} title={o.detailTitle(c.name)}>
+        {notice && <Notice>{notice}</Notice>}
         <h1>{o.detailTitle(c.name)}</h1>
         <SummaryList
           rows={[
@@ -219,8 +225,50 @@ export function oidcAdminRoutes(app: FastifyInstance, deps: Deps) {
             [o.kindLegend, c.secret_wrapped ? o.confidential : o.public],
             [o.requestedBy, `${await emailOf(req, c.requested_by)} — ${formatDateTime(env.locale, new Date(c.requested_at))}`],
             ...(c.approved_by ? ([[o.approvedBy, await emailOf(req, c.approved_by)]] as [string, string][]) : []),
+            ...(c.logo_uri ? ([[o.logoUri, c.logo_uri]] as [string, string][]) : []),
+            ...(c.secret_rotated_at ? ([[o.secretRotatedAt, formatDateTime(env.locale, new Date(c.secret_rotated_at))]] as [string, string][]) : []),
           ]}
         />
+        {c.pending_scopes && (
+          <section aria-labelledby="pending-scopes">
+            <h2 id="pending-scopes">{o.pendingScopes}</h2>
+            <p>
+              <code>{c.pending_scopes.join(' ')}</code>
+            </p>
+            <p>{o.pendingBy(await emailOf(req, c.pending_requested_by), formatDateTime(env.locale, new Date(c.pending_requested_at!)))}</p>
+            {mineScopes ? (
+              <Notice>{o.selfApprovalScopes}</Notice>
+            ) : (
+              <form method="post" action={`/admin/oidc/clients/${c.client_id}/decision`}>
+                <Csrf env={env} />
+                <div class="actions">
+                  <button type="submit" class="button" name="decision" value="approveScopes">
+                    {o.approveScopes}
+                  </button>
+                  <button type="submit" class="button button--secondary" name="decision" value="refuseScopes">
+                    {o.refuseScopes}
+                  </button>
+                </div>
+              </form>
+            )}
+          </section>
+        )}
+        {editable && (
+          <p class="actions">
+            <a class="button button--secondary" href={`/admin/oidc/clients/${c.client_id}/edit`}>
+              {o.edit}
+            </a>
+          </p>
+        )}
+        {editable && c.secret_wrapped && (
+          <form method="post" action={`/admin/oidc/clients/${c.client_id}/secret`}>
+            <Csrf env={env} />
+            <p>{o.rotateWarning}</p>
+            <button type="submit" class="button button--secondary">
+              {o.rotate}
+            </button>
+          </form>
+        )}
         {c.status === 'pending' && mine && <Notice>{o.selfApproval}</Notice>}
         {c.status === 'pending' && !mine && (
           <form method="post" action={`/admin/oidc/clients/${c.client_id}/decision`}>
@@ -251,11 +299,85 @@ export function oidcAdminRoutes(app: FastifyInstance, deps: Deps) {
     );
   };
 
-  app.get<{ Params: { clientId: string } }>('/admin/oidc/clients/:clientId', async (req, reply) => clientPage(req, reply, await getClient(deps, req.ctx, req.params.clientId)));
+  app.get<{ Params: { clientId: string }; Querystring: { edited?: string } }>('/admin/oidc/clients/:clientId', async (req, reply) => {
+    const c = await getClient(deps, req.ctx, req.params.clientId);
+    const o = pageEnv(req, reply).m.oidc;
+    return clientPage(req, reply, c, req.query.edited === '1' ? o.edited : req.query.edited === 'pending' ? o.editedPending : undefined);
+  });
+
+  /** The form as the client stands: its scopes ticked or listed, its addresses one per line. */
+  const bodyOf = (c: ClientRow): Body => {
+    const scopes = c.pending_scopes ?? c.scopes;
+    return {
+      name: c.name,
+      redirectUris: c.redirect_uris.join(' '),
+      postLogoutRedirectUris: c.post_logout_redirect_uris.join(' '),
+      scope: scopes.filter((s) => (CHOOSABLE as readonly string[]).includes(s)),
+      extraScopes: scopes.filter((s) => s !== 'openid' && !(CHOOSABLE as readonly string[]).includes(s)).join(' '),
+      logoUri: c.logo_uri ?? '',
+      backchannelLogoutUri: c.backchannel_logout_uri ?? '',
+    };
+  };
+
+  app.get<{ Params: { clientId: string } }>('/admin/oidc/clients/:clientId/edit', async (req, reply) => {
+    const c = await getClient(deps, req.ctx, req.params.clientId);
+    if (c.status !== 'active' && c.status !== 'pending') throw new AppError('notFound');
+    return clientForm(req, reply, bodyOf(c), undefined, c);
+  });
+
+  app.post<{ Params: { clientId: string } }>('/admin/oidc/clients/:clientId/edit', async (req, reply) => {
+    const body = (req.body ?? {}) as Body;
+    const c = await getClient(deps, req.ctx, req.params.clientId);
+    try {
+      strictFields(body, { name: 200, redirectUris: 4000, postLogoutRedirectUris: 4000, extraScopes: 400, logoUri: 600, backchannelLogoutUri: 600 }, ['redirectUris', 'postLogoutRedirectUris', 'extraScopes']);
+      const scopes = ['openid', ...(Array.isArray(body.scope) ? body.scope : body.scope ? [body.scope] : []).filter((s): s is string => typeof s === 'string'), ...list(body.extraScopes)];
+      const r = await updateClient(deps, req.ctx, c.client_id, {
+        name: str(body.name, 200),
+        redirectUris: list(body.redirectUris),
+        postLogoutRedirectUris: list(body.postLogoutRedirectUris),
+        scopes,
+        logoUri: str(body.logoUri, 600) || null,
+        backchannelLogoutUri: str(body.backchannelLogoutUri, 600) || null,
+      });
+      return reply.redirect(`/admin/oidc/clients/${c.client_id}?edited=${r.scopesPending ? 'pending' : '1'}`, 303);
+    } catch (err) {
+      if (err instanceof ValidationError && !err.fields._) return clientForm(req, reply, body, err.fields, c);
+      throw err;
+    }
+  });
+
+  app.post<{ Params: { clientId: string } }>('/admin/oidc/clients/:clientId/secret', async (req, reply) => {
+    const secret = await rotateClientSecret(deps, req.ctx, req.params.clientId);
+    const c = await getClient(deps, req.ctx, req.params.clientId);
+    const env = pageEnv(req, reply);
+    const o = env.m.oidc;
+    reply.header('cache-control', 'no-store');
+    return sendPage(
+      reply,
+      <Page env={env} title={o.rotatedTitle}>
+        <h1>{o.rotatedTitle}</h1>
+        <Notice>{o.rotatedNotice}</Notice>
+        <SummaryList
+          rows={[
+            [o.clientId, <code>{c.client_id}</code>],
+            [o.secret, <code>{secret}</code>],
+          ]}
+        />
+        <p class="notice notice--warning">{o.secretOnce}</p>
+        <p>
+          <a href={`/admin/oidc/clients/${c.client_id}`}>{o.detailTitle(c.name)}</a>
+        </p>
+      </Page>,
+    );
+  });
 
   app.post<{ Params: { clientId: string } }>('/admin/oidc/clients/:clientId/decision', async (req, reply) => {
     strictFields((req.body ?? {}) as Body, { decision: 20 });
     const d = str((req.body as Body | undefined)?.decision, 20);
+    if (d === 'approveScopes' || d === 'refuseScopes') {
+      await decideScopes(deps, req.ctx, req.params.clientId, d === 'approveScopes' ? 'approve' : 'refuse');
+      return reply.redirect('/admin/oidc/clients?decided=1', 303);
+    }
     if (d !== 'approve' && d !== 'refuse' && d !== 'disable') throw new ValidationError({ decision: 'invalidValue' });
     await decideClient(deps, req.ctx, req.params.clientId, d);
     return reply.redirect('/admin/oidc/clients?decided=1', 303);

@@ -135,6 +135,20 @@ async function check(deps: Deps, ctx: Ctx, action: Action, audited: AuditAction,
   if (!d.allowed) await refuse(deps, ctx, audited, targetIds, d.reason ?? 'denied', new AppError(ctx.actor ? 'forbidden' : 'signInRequired'));
 }
 
+/** The checks every registration and every edit pass: bad input names its field, nothing is written. */
+export function validateClient(input: Omit<NewClient, 'confidential'>, production: boolean): void {
+  const errors: Record<string, 'invalidValue'> = {};
+  if (!input.name.trim() || input.name.length > 120) errors.name = 'invalidValue';
+  if (!input.redirectUris.length || input.redirectUris.length > 10 || !input.redirectUris.every((u) => checkRedirectUri(u, production))) errors.redirectUris = 'invalidValue';
+  // Pairwise identifiers are computed per host: every redirect URI on one host.
+  else if (new Set(input.redirectUris.map((u) => new URL(u).host)).size > 1) errors.redirectUris = 'invalidValue';
+  if (input.postLogoutRedirectUris.length > 10 || !input.postLogoutRedirectUris.every((u) => checkRedirectUri(u, production))) errors.postLogoutRedirectUris = 'invalidValue';
+  if (!input.scopes.includes('openid') || input.scopes.length > 20 || !input.scopes.every((s) => SCOPE_SHAPE.test(s))) errors.scopes = 'invalidValue';
+  if (input.logoUri && (!checkRedirectUri(input.logoUri, production) || !input.logoUri.startsWith('https://'))) errors.logoUri = 'invalidValue';
+  if (input.backchannelLogoutUri && !checkRedirectUri(input.backchannelLogoutUri, production)) errors.backchannelLogoutUri = 'invalidValue';
+  if (Object.keys(errors).length) throw new ValidationError(errors);
+}
+
 /**
  * Registers a relying party. One that may receive personal claims waits for a
  * second administrator (approveClient); the secret is returned once, here,
@@ -143,16 +157,7 @@ async function check(deps: Deps, ctx: Ctx, action: Action, audited: AuditAction,
 export async function registerClient(deps: Deps, ctx: Ctx, input: NewClient): Promise<{ clientId: string; secret: string | null; status: 'pending' | 'active' }> {
   await check(deps, ctx, 'oidc.client.create', 'oidc.client.create', []);
   requireRecentAuth(ctx);
-  const errors: Record<string, 'invalidValue'> = {};
-  if (!input.name.trim() || input.name.length > 120) errors.name = 'invalidValue';
-  if (!input.redirectUris.length || input.redirectUris.length > 10 || !input.redirectUris.every((u) => checkRedirectUri(u, deps.config.production))) errors.redirectUris = 'invalidValue';
-  // Pairwise identifiers are computed per host: every redirect URI on one host.
-  else if (new Set(input.redirectUris.map((u) => new URL(u).host)).size > 1) errors.redirectUris = 'invalidValue';
-  if (input.postLogoutRedirectUris.length > 10 || !input.postLogoutRedirectUris.every((u) => checkRedirectUri(u, deps.config.production))) errors.postLogoutRedirectUris = 'invalidValue';
-  if (!input.scopes.includes('openid') || input.scopes.length > 20 || !input.scopes.every((s) => SCOPE_SHAPE.test(s))) errors.scopes = 'invalidValue';
-  if (input.logoUri && (!checkRedirectUri(input.logoUri, deps.config.production) || !input.logoUri.startsWith('https://'))) errors.logoUri = 'invalidValue';
-  if (input.backchannelLogoutUri && !checkRedirectUri(input.backchannelLogoutUri, deps.config.production)) errors.backchannelLogoutUri = 'invalidValue';
-  if (Object.keys(errors).length) throw new ValidationError(errors);
+  validateClient(input, deps.config.production);
 
   const clientId = randomBytes(18).toString('base64url');
   const secret = input.confidential ? randomBytes(32).toString('base64url') : null;
@@ -229,4 +234,130 @@ export async function decideClient(deps: Deps, ctx: Ctx, clientId: string, decis
     await appendAudit(trx, ctx.tenant.id, { action: audited, outcome: 'success', ...originFields(originOf(ctx)), targetType: 'oidc_client', targetIds: [clientId], details: { personal: c.personal } }, ctx.now);
   }, actor.accountId);
   forgetClientOrigins(ctx.tenant.id);
+}
+
+/* --------------------------------------------------------------- editing */
+
+export type ClientEdit = Omit<NewClient, 'confidential'>;
+
+/** The personal scopes an edit adds to those in force: what needs a second administrator. */
+export function widenedScopes(current: readonly string[], next: readonly string[]): string[] {
+  return next.filter((s) => !NON_PERSONAL_SCOPES.has(s) && !current.includes(s));
+}
+
+/**
+ * An administrator edits a client: name, addresses, logo, back-channel
+ * address and scopes. Narrowing, or adding only non-personal scopes, applies
+ * at once. Adding a personal scope to an active client goes through the same
+ * dual control as registering such a client: the rest of the edit applies,
+ * the scopes wait (pending_scopes) for a second administrator, and the client
+ * keeps working with the scopes it had. A pending client is still waiting for
+ * its approval: the edit applies to what will be approved.
+ */
+export async function updateClient(deps: Deps, ctx: Ctx, clientId: string, input: ClientEdit): Promise<{ scopesPending: boolean }> {
+  await check(deps, ctx, 'oidc.client.update', 'oidc.client.update', [clientId]);
+  const c = await getClient(deps, ctx, clientId);
+  requireRecentAuth(ctx);
+  if (c.status !== 'active' && c.status !== 'pending') await refuse(deps, ctx, 'oidc.client.update', [clientId], `status_${c.status}`, new ValidationError({ _: 'grantDecided' }));
+  validateClient(input, deps.config.production);
+  const scopes = [...new Set(input.scopes)];
+  const widened = c.status === 'active' ? widenedScopes(c.scopes, scopes) : [];
+  const actor = ctx.actor!;
+  const fields = {
+    name: input.name.trim(),
+    redirect_uris: input.redirectUris,
+    post_logout_redirect_uris: input.postLogoutRedirectUris,
+    logo_uri: input.logoUri,
+    backchannel_logout_uri: input.backchannelLogoutUri,
+  };
+  const changed = (Object.keys(fields) as (keyof typeof fields)[]).filter((k) => JSON.stringify(fields[k]) !== JSON.stringify(c[k]));
+  await inTenant(
+    deps.db.db,
+    ctx.tenant.id,
+    async (trx) => {
+      if (widened.length) {
+        // What can apply now applies now; the widening waits, whole, for a second administrator.
+        await trx
+          .updateTable('oidc_clients')
+          .set({ ...fields, pending_scopes: scopes, pending_requested_by: actor.accountId, pending_requested_at: ctx.now })
+          .where('client_id', '=', clientId)
+          .execute();
+        await appendAudit(trx, ctx.tenant.id, { action: 'oidc.client.scopes.request', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'oidc_client', targetIds: [clientId], details: { scopes: scopes.join(' '), widened: widened.join(' '), from: c.scopes.join(' ') } }, ctx.now);
+      } else {
+        await trx
+          .updateTable('oidc_clients')
+          .set({ ...fields, scopes, personal: c.status === 'pending' ? isPersonal(scopes) || c.personal : isPersonal(scopes), pending_scopes: null, pending_requested_by: null, pending_requested_at: null })
+          .where('client_id', '=', clientId)
+          .execute();
+        if (JSON.stringify(scopes) !== JSON.stringify(c.scopes)) changed.push('scopes' as never);
+      }
+      await appendAudit(trx, ctx.tenant.id, { action: 'oidc.client.update', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'oidc_client', targetIds: [clientId], details: { changed: changed.join(' '), scopes_pending: widened.length > 0 } }, ctx.now);
+    },
+    actor.accountId,
+  );
+  forgetClientOrigins(ctx.tenant.id);
+  return { scopesPending: widened.length > 0 };
+}
+
+/** A second administrator approves or refuses the personal scopes another asked to add. */
+export async function decideScopes(deps: Deps, ctx: Ctx, clientId: string, decision: 'approve' | 'refuse'): Promise<void> {
+  await check(deps, ctx, 'oidc.client.approve', 'oidc.client.approve', [clientId]);
+  const c = await getClient(deps, ctx, clientId);
+  if (decision === 'approve') requireRecentAuth(ctx);
+  const actor = ctx.actor!;
+  if (!c.pending_scopes || c.status !== 'active') await refuse(deps, ctx, 'oidc.client.approve', [clientId], 'no_pending_scopes', new ValidationError({ _: 'grantDecided' }));
+  if (decision === 'approve' && c.pending_requested_by === actor.accountId) await refuse(deps, ctx, 'oidc.client.approve', [clientId], 'self_approval', new AppError('forbidden'));
+  await inTenant(
+    deps.db.db,
+    ctx.tenant.id,
+    async (trx) => {
+      if (decision === 'approve') {
+        await trx
+          .updateTable('oidc_clients')
+          .set({
+            scopes: c.pending_scopes!,
+            personal: isPersonal(c.pending_scopes!),
+            requested_by: c.pending_requested_by!,
+            requested_at: c.pending_requested_at!,
+            approved_by: actor.accountId,
+            approved_at: ctx.now,
+            pending_scopes: null,
+            pending_requested_by: null,
+            pending_requested_at: null,
+          })
+          .where('client_id', '=', clientId)
+          .execute();
+      } else {
+        await trx.updateTable('oidc_clients').set({ pending_scopes: null, pending_requested_by: null, pending_requested_at: null }).where('client_id', '=', clientId).execute();
+      }
+      await appendAudit(trx, ctx.tenant.id, { action: decision === 'approve' ? 'oidc.client.approve' : 'oidc.client.refuse', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'oidc_client', targetIds: [clientId], details: { scopes: c.pending_scopes!.join(' '), widening: true } }, ctx.now);
+    },
+    actor.accountId,
+  );
+}
+
+/**
+ * A new secret for a confidential client, shown once. The old one stops
+ * working at once: the provider reads the client from the database at each
+ * request (adapter.ts), so no cached copy lets the old secret through. The
+ * relying party's operator changes it on their side in the same moment.
+ */
+export async function rotateClientSecret(deps: Deps, ctx: Ctx, clientId: string): Promise<string> {
+  await check(deps, ctx, 'oidc.client.update', 'oidc.client.secret.rotate', [clientId]);
+  const c = await getClient(deps, ctx, clientId);
+  requireRecentAuth(ctx);
+  if (!c.secret_wrapped) await refuse(deps, ctx, 'oidc.client.secret.rotate', [clientId], 'public_client', new ValidationError({ _: 'invalidValue' }));
+  if (c.status === 'refused' || c.status === 'disabled') await refuse(deps, ctx, 'oidc.client.secret.rotate', [clientId], `status_${c.status}`, new ValidationError({ _: 'grantDecided' }));
+  const secret = randomBytes(32).toString('base64url');
+  const wrapped = await wrapClientSecret(deps.keys, ctx.tenant.id, clientId, secret);
+  await inTenant(
+    deps.db.db,
+    ctx.tenant.id,
+    async (trx) => {
+      await trx.updateTable('oidc_clients').set({ secret_wrapped: wrapped, secret_rotated_at: ctx.now }).where('client_id', '=', clientId).execute();
+      await appendAudit(trx, ctx.tenant.id, { action: 'oidc.client.secret.rotate', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'oidc_client', targetIds: [clientId], details: { grace_seconds: 0 } }, ctx.now);
+    },
+    ctx.actor!.accountId,
+  );
+  return secret;
 }

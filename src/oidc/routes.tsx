@@ -10,6 +10,7 @@ import { originFields } from '../tenants/service.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
 import { clientOrigins, findActiveClient, widenFormAction } from './clients.ts';
 import { currentEntitlements } from './entitlements.ts';
+import { endOrphanedProviderSessions } from './logout.ts';
 import { ConsentPage, ExpiredPage } from './pages.tsx';
 import { BRIDGE, OIDC_PREFIX, OidcProviders, type Bridge } from './provider.ts';
 
@@ -101,6 +102,20 @@ export function oidcRoutes(app: FastifyInstance, deps: Deps) {
     } catch (err) {
       // Guichet's own sign-out goes ahead whatever happens here.
       req.log.error({ err }, 'ending the OpenID Connect session failed');
+    }
+  });
+
+  // Any other change that can end a person's sign-ins (an administrator ending their sessions,
+  // a role withdrawn, an account suspended, detection's response) is a POST of this application:
+  // after each, the provider sessions of people left without a live Guichet session end too, and
+  // the services they signed into are told (logout.ts). After the answer, so nobody waits on a
+  // relying party's back-channel address.
+  app.addHook('onResponse', async (req, reply) => {
+    if (req.method !== 'POST' || reply.statusCode >= 400 || !req.ctx?.tenant || req.url.startsWith(OIDC_PREFIX)) return;
+    try {
+      await endOrphanedProviderSessions(deps, req.ctx.tenant.id, () => providerFor(req), originOf(req.ctx), deps.clock(), req.log);
+    } catch (err) {
+      req.log.error({ err }, 'ending the OpenID Connect sessions of ended sign-ins failed');
     }
   });
 

@@ -25,6 +25,8 @@ export interface FamilyExportDocument {
     createdAt: string;
     deletedAt: string | null;
     applications: { id: string; facilityId: string; facilityName: string; municipality: string; status: string; appliedAt: string }[];
+    offers: { id: string; facilityId: string; facilityName: string; municipality: string; ageGroup: string; status: string; source: string; offeredAt: string; deadline: string; answeredAt: string | null; startDate: string | null }[];
+    allocations: { runId: string; runAt: string; ageGroup: string; desiredEntryDate: string; choices: { facilityId: string; facilityName: string; category: number }[]; placedChoice: number | null }[];
     history: { version: number; change: string; changedFields: string[]; changedAt: string; changedBy: string | null }[];
   })[];
   accessLog: (Omit<AccessEntry, 'at'> & { at: string })[];
@@ -52,6 +54,8 @@ export async function buildFamilyExport(deps: Deps, ctx: Ctx): Promise<{ documen
       createdAt: c.createdAt.toISOString(),
       deletedAt: c.deletedAt?.toISOString() ?? null,
       applications: c.applications.map((a) => ({ ...a, appliedAt: a.appliedAt.toISOString() })),
+      offers: c.offers.map((o) => ({ ...o, offeredAt: o.offeredAt.toISOString(), deadline: o.deadline.toISOString(), answeredAt: o.answeredAt?.toISOString() ?? null })),
+      allocations: c.allocations.map((a) => ({ ...a, runAt: a.runAt.toISOString() })),
       history: c.history.map((h) => ({ ...h, changedAt: h.changedAt.toISOString() })),
     })),
     accessLog: log.map((e) => ({ ...e, at: e.at.toISOString() })),
@@ -59,10 +63,18 @@ export async function buildFamilyExport(deps: Deps, ctx: Ctx): Promise<{ documen
   const bom = '\ufeff';
   let children = csvLine(['child_id', 'reference', 'first_name', 'last_name', 'birth_date', 'nirec_masked', 'desired_entry_date', 'days_of_care', 'in_subsidised_care', 'created_at', 'deleted_at']);
   let applications = csvLine(['child_id', 'reference', 'application_id', 'facility_id', 'facility_name', 'municipality', 'status', 'applied_at']);
+  let offers = csvLine(['child_id', 'reference', 'offer_id', 'facility_id', 'facility_name', 'municipality', 'age_group', 'status', 'source', 'offered_at', 'deadline', 'answered_at', 'start_date']);
+  let allocations = csvLine(['child_id', 'reference', 'run_id', 'run_at', 'age_group', 'desired_entry_date', 'choice', 'facility_id', 'facility_name', 'category', 'placed']);
   let history = csvLine(['child_id', 'reference', 'version', 'change', 'changed_fields', 'changed_at', 'changed_by']);
   for (const c of doc.children) {
     children += csvLine([c.id, c.reference, c.firstName, c.lastName, c.birthDate, c.nirecMasked, c.desiredEntryDate, daysOf(c.daysOfCare), String(c.inSubsidisedCare), c.createdAt, c.deletedAt]);
     for (const a of c.applications) applications += csvLine([c.id, c.reference, a.id, a.facilityId, a.facilityName, a.municipality, a.status, a.appliedAt]);
+    for (const o of c.offers) offers += csvLine([c.id, c.reference, o.id, o.facilityId, o.facilityName, o.municipality, o.ageGroup, o.status, o.source, o.offeredAt, o.deadline, o.answeredAt, o.startDate]);
+    for (const a of c.allocations) {
+      a.choices.forEach((ch, i) => {
+        allocations += csvLine([c.id, c.reference, a.runId, a.runAt, a.ageGroup, a.desiredEntryDate, i + 1, ch.facilityId, ch.facilityName, ch.category, String(a.placedChoice === i + 1)]);
+      });
+    }
     for (const h of c.history) history += csvLine([c.id, c.reference, h.version, h.change, h.changedFields.join(' '), h.changedAt, h.changedBy]);
   }
   let access = csvLine(['occurred_at', 'action', 'kind', 'outcome', 'accessor', 'roles', 'facilities', 'purpose', 'files', 'fields', 'on_your_behalf', 'event_id']);
@@ -78,6 +90,8 @@ export async function buildFamilyExport(deps: Deps, ctx: Ctx): Promise<{ documen
     { name: 'account.csv', data: bom + account },
     { name: 'children.csv', data: bom + children },
     { name: 'applications.csv', data: bom + applications },
+    { name: 'offers.csv', data: bom + offers },
+    { name: 'allocations.csv', data: bom + allocations },
     { name: 'history.csv', data: bom + history },
     { name: 'access-log.csv', data: bom + access },
   ];

@@ -5,8 +5,9 @@
  * incident. Entries are amended, never removed (the database refuses
  * DELETE and a shorter retention); every creation, change, look and export
  * is an audit event. An entry links to the audit events it rests on (the
- * breach report's, the intruder's reads) and, as free text until detection
- * lands, to alerts.
+ * breach report's, the intruder's reads: by id, or chosen by a range of the
+ * log's sequence numbers, an actor or a session) and to the tenant's
+ * detection alerts; the page and the export show each with its summary.
  */
 import { sql } from 'kysely';
 import { decide } from '../access/decide.ts';
@@ -47,6 +48,7 @@ export interface IncidentInput {
 export interface Incident extends IncidentInput {
   id: string;
   number: number;
+  linkedAlertIds: string[];
   createdAt: Date;
   updatedAt: Date;
   retainUntil: string;
@@ -71,7 +73,7 @@ const COLUMNS: Record<keyof IncidentInput, keyof IncidentsTable> = {
 };
 
 function toIncident(r: Record<string, unknown>): Incident {
-  const out = { id: r.id, number: Number(r.number), createdAt: r.created_at, updatedAt: r.updated_at, retainUntil: r.retain_until } as Incident;
+  const out = { id: r.id, number: Number(r.number), linkedAlertIds: (r.linked_alert_ids as string[] | undefined) ?? [], createdAt: r.created_at, updatedAt: r.updated_at, retainUntil: r.retain_until } as Incident;
   for (const [k, col] of Object.entries(COLUMNS)) (out as unknown as Record<string, unknown>)[k] = r[col];
   out.personsCount = r.persons_count === null ? null : Number(r.persons_count);
   return out;
@@ -224,19 +226,222 @@ export async function exportIncidents(deps: Deps, ctx: Ctx, format: 'json' | 'cs
     ctx.tenant.id,
     async (trx) => {
       const rows = (await trx.selectFrom('incidents').selectAll().orderBy('number').execute()).map((r) => toIncident(r as never));
+      const links = await linksOf(trx, rows);
       await record(trx, ctx, 'incident.export', [], { format, incidents: rows.length });
-      if (format === 'json') return `${JSON.stringify({ format: 'guichet.incident-register.v1', tenant: ctx.tenant.slug, exportedAt: ctx.now.toISOString(), incidents: rows }, null, 2)}\n`;
+      const whole = rows.map((r) => ({ ...r, ...links.get(r.id)! }));
+      if (format === 'json') return `${JSON.stringify({ format: 'guichet.incident-register.v2', tenant: ctx.tenant.slug, exportedAt: ctx.now.toISOString(), incidents: whole }, null, 2)}\n`;
       const cols = ['number', 'title', 'dataConcerned', 'circumstances', 'occurredFrom', 'occurredTo', 'discoveredOn', 'personsCount', 'riskLevel', 'riskAssessment', 'commissionNotifiedOn', 'personsNotifiedOn', 'publicNotice', 'measures', 'auditEventIds', 'alertIds', 'createdAt', 'updatedAt', 'retainUntil'] as const;
-      let out = `\ufeff${csvLine([...cols])}`;
-      for (const r of rows) {
-        out += csvLine(
-          cols.map((c) => {
+      let out = `\ufeff${csvLine([...cols, 'linkedAlerts', 'linkedEvents', 'noticesSent'])}`;
+      for (const r of whole) {
+        out += csvLine([
+          ...cols.map((c) => {
             const v = r[c];
             return Array.isArray(v) ? v.join(' ') : v instanceof Date ? v.toISOString() : (v as string | number | null);
           }),
-        );
+          r.alerts.map((a) => `${a.createdAt.toISOString()} ${a.ruleCode} ${a.severity} ${a.status} ${a.id}`).join(' | '),
+          r.events.map((e) => `#${e.seq} ${e.occurredAt.toISOString()} ${e.action} ${e.outcome} ${e.actor ?? '-'} ${e.id}`).join(' | '),
+          r.notices.families,
+        ]);
       }
       return out;
+    },
+    ctx.actor?.accountId,
+  );
+}
+
+/* ------------------------------------------------------------------ links */
+
+export interface LinkedAlert {
+  id: string;
+  ruleCode: string;
+  signal: string;
+  severity: string;
+  status: string;
+  subject: string | null;
+  createdAt: Date;
+}
+
+export interface LinkedEvent {
+  id: string;
+  seq: number;
+  occurredAt: Date;
+  action: string;
+  outcome: string;
+  /** The actor's address, or their roles when the account has none (the server's own work). */
+  actor: string | null;
+  targetType: string | null;
+  targets: number;
+}
+
+export interface IncidentLinks {
+  alerts: LinkedAlert[];
+  events: LinkedEvent[];
+  /** Breach notices queued from this entry. */
+  notices: { families: number; firstAt: Date | null; lastAt: Date | null };
+}
+
+/** The summaries of what the entries link to, read in the same transaction as the entries. */
+async function linksOf(trx: Trx, incidents: Incident[]): Promise<Map<string, IncidentLinks>> {
+  const alertIds = [...new Set(incidents.flatMap((i) => i.linkedAlertIds))];
+  const eventIds = [...new Set(incidents.flatMap((i) => i.auditEventIds))];
+  const alerts = alertIds.length
+    ? await trx
+        .selectFrom('detection_alerts as a')
+        .leftJoin('accounts as s', 's.id', 'a.subject_account_id')
+        .select(['a.id', 'a.rule_code', 'a.signal', 'a.severity', 'a.status', 'a.created_at', 's.email'])
+        .where('a.id', 'in', alertIds)
+        .execute()
+    : [];
+  const events = eventIds.length
+    ? await trx
+        .selectFrom('audit_events as e')
+        .leftJoin('accounts as a', 'a.id', 'e.actor_account_id')
+        .select(['e.id', 'e.seq', 'e.occurred_at', 'e.action', 'e.outcome', 'e.actor_roles', 'e.target_type', 'e.target_ids', 'a.email'])
+        .where('e.id', 'in', eventIds)
+        .execute()
+    : [];
+  const notices = incidents.length
+    ? await trx
+        .selectFrom('incident_notices')
+        .select(['incident_id', sql<string>`count(*)`.as('n'), sql<Date>`min(queued_at)`.as('first'), sql<Date>`max(queued_at)`.as('last')])
+        .where('incident_id', 'in', incidents.map((i) => i.id))
+        .groupBy('incident_id')
+        .execute()
+    : [];
+  const alertById = new Map<string, LinkedAlert>(
+    alerts.map((a) => [a.id, { id: a.id, ruleCode: a.rule_code, signal: a.signal, severity: a.severity, status: a.status, subject: a.email, createdAt: new Date(a.created_at) }]),
+  );
+  const eventById = new Map<string, LinkedEvent>(
+    events.map((e) => [
+      e.id,
+      { id: e.id, seq: Number(e.seq), occurredAt: new Date(e.occurred_at), action: e.action, outcome: e.outcome, actor: e.email ?? (e.actor_roles.length ? e.actor_roles.join(' ') : null), targetType: e.target_type, targets: e.target_ids.length },
+    ]),
+  );
+  const noticeBy = new Map(notices.map((n) => [n.incident_id, { families: Number(n.n), firstAt: new Date(n.first), lastAt: new Date(n.last) }]));
+  return new Map(
+    incidents.map((i) => [
+      i.id,
+      {
+        alerts: i.linkedAlertIds.map((id) => alertById.get(id)).filter((a): a is LinkedAlert => !!a).sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime()),
+        events: i.auditEventIds.map((id) => eventById.get(id)).filter((e): e is LinkedEvent => !!e).sort((a, b) => a.seq - b.seq),
+        notices: noticeBy.get(i.id) ?? { families: 0, firstAt: null, lastAt: null },
+      },
+    ]),
+  );
+}
+
+/** An entry with the summaries of its alerts, events and notices, and the tenant's latest alerts to choose from. */
+export async function getIncidentWithLinks(deps: Deps, ctx: Ctx, id: string): Promise<{ incident: Incident; links: IncidentLinks; recentAlerts: LinkedAlert[] }> {
+  const incident = await getIncident(deps, ctx, id);
+  return inTenant(
+    deps.db.db,
+    ctx.tenant.id,
+    async (trx) => {
+      const links = (await linksOf(trx, [incident])).get(incident.id)!;
+      const recent = await trx
+        .selectFrom('detection_alerts as a')
+        .leftJoin('accounts as s', 's.id', 'a.subject_account_id')
+        .select(['a.id', 'a.rule_code', 'a.signal', 'a.severity', 'a.status', 'a.created_at', 's.email'])
+        .orderBy('a.created_at', 'desc')
+        .limit(50)
+        .execute();
+      const recentAlerts: LinkedAlert[] = recent.map((a) => ({ id: a.id, ruleCode: a.rule_code, signal: a.signal, severity: a.severity, status: a.status, subject: a.email, createdAt: new Date(a.created_at) }));
+      // Linked alerts older than the latest fifty stay choosable (and can be unlinked).
+      for (const a of links.alerts) if (!recentAlerts.some((r) => r.id === a.id)) recentAlerts.push(a);
+      return { incident, links, recentAlerts };
+    },
+    ctx.actor?.accountId,
+  );
+}
+
+/** Sets which of the tenant's alerts the entry links to (each checked to be the tenant's). */
+export async function linkAlerts(deps: Deps, ctx: Ctx, id: string, alertIds: string[]): Promise<Incident> {
+  await authorize(deps, ctx, 'incident.write', 'incident.link', id);
+  if (!UUID.test(id)) throw new AppError('notFound');
+  const wanted = [...new Set(alertIds)];
+  if (wanted.length > 200 || wanted.some((a) => !UUID.test(a))) throw new ValidationError({ alerts: 'incidentAlertUnknown' });
+  return inTenant(
+    deps.db.db,
+    ctx.tenant.id,
+    async (trx) => {
+      const cur = await trx.selectFrom('incidents').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
+      if (!cur) throw new AppError('notFound');
+      if (wanted.length) {
+        const found = await trx.selectFrom('detection_alerts').select('id').where('id', 'in', wanted).execute();
+        if (found.length !== wanted.length) throw new ValidationError({ alerts: 'incidentAlertUnknown' });
+      }
+      const added = wanted.filter((a) => !cur.linked_alert_ids.includes(a));
+      const removed = cur.linked_alert_ids.filter((a) => !wanted.includes(a));
+      if (!added.length && !removed.length) return toIncident(cur as never);
+      const r = await trx.updateTable('incidents').set({ linked_alert_ids: wanted, updated_by: ctx.actor!.accountId, updated_at: ctx.now }).where('id', '=', id).returningAll().executeTakeFirstOrThrow();
+      await record(trx, ctx, 'incident.link', [id, ...added], { number: r.number, kind: 'alerts', added: added.length, removed: removed.length });
+      return toIncident(r as never);
+    },
+    ctx.actor?.accountId,
+  );
+}
+
+export interface EventSelection {
+  seqFrom: number | null;
+  seqTo: number | null;
+  /** An account id or e-mail address. */
+  actor: string | null;
+  /** A session id, as the gateway's events carry it. */
+  session: string | null;
+}
+
+/** At most this many events are linked by one selection: a wider one is refused, to be narrowed. */
+export const MAX_LINKED_EVENTS = 500;
+
+/** Adds to the entry the tenant's audit events a selection names (a range of sequence numbers, an actor, a session; together they narrow). */
+export async function linkAuditEvents(deps: Deps, ctx: Ctx, id: string, sel: EventSelection): Promise<{ incident: Incident; added: number }> {
+  await authorize(deps, ctx, 'incident.write', 'incident.link', id);
+  if (!UUID.test(id)) throw new AppError('notFound');
+  if (sel.seqFrom === null && sel.seqTo === null && !sel.actor && !sel.session) throw new ValidationError({ seqFrom: 'incidentSelectionEmpty' });
+  if (sel.seqFrom !== null && sel.seqTo !== null && sel.seqFrom > sel.seqTo) throw new ValidationError({ seqTo: 'incidentSeqOrder' });
+  if (sel.session && !UUID.test(sel.session)) throw new ValidationError({ session: 'incidentSessionUnknown' });
+  return inTenant(
+    deps.db.db,
+    ctx.tenant.id,
+    async (trx) => {
+      const cur = await trx.selectFrom('incidents').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
+      if (!cur) throw new AppError('notFound');
+      let accountId: string | null = null;
+      if (sel.actor) {
+        const v = sel.actor.trim();
+        const q = trx.selectFrom('accounts').select('id');
+        const found = await (UUID.test(v) ? q.where('id', '=', v) : q.where('email', '=', v.toLowerCase())).executeTakeFirst();
+        if (!found) throw new ValidationError({ actor: 'incidentActorUnknown' });
+        accountId = found.id;
+      }
+      let q = trx.selectFrom('audit_events').select('id').where('tenant_id', '=', ctx.tenant.id);
+      if (sel.seqFrom !== null) q = q.where('seq', '>=', String(sel.seqFrom));
+      if (sel.seqTo !== null) q = q.where('seq', '<=', String(sel.seqTo));
+      if (accountId) q = q.where('actor_account_id', '=', accountId);
+      if (sel.session) q = q.where(sql<string>`details->>'session'`, '=', sel.session);
+      const found = await q.orderBy('seq').limit(MAX_LINKED_EVENTS + 1).execute();
+      if (found.length > MAX_LINKED_EVENTS) throw new ValidationError({ seqFrom: 'incidentSelectionTooWide' });
+      if (!found.length) throw new ValidationError({ seqFrom: 'incidentSelectionNone' });
+      const have = new Set(cur.audit_event_ids);
+      const added = found.map((e) => e.id).filter((e) => !have.has(e));
+      if (cur.audit_event_ids.length + added.length > MAX_LINKED_EVENTS) throw new ValidationError({ seqFrom: 'incidentSelectionTooWide' });
+      if (!added.length) return { incident: toIncident(cur as never), added: 0 };
+      const r = await trx
+        .updateTable('incidents')
+        .set({ audit_event_ids: [...cur.audit_event_ids, ...added], updated_by: ctx.actor!.accountId, updated_at: ctx.now })
+        .where('id', '=', id)
+        .returningAll()
+        .executeTakeFirstOrThrow();
+      await record(trx, ctx, 'incident.link', [id, ...added], {
+        number: r.number,
+        kind: 'events',
+        added: added.length,
+        seq_from: sel.seqFrom,
+        seq_to: sel.seqTo,
+        actor: accountId,
+        session: sel.session,
+      });
+      return { incident: toIncident(r as never), added: added.length };
     },
     ctx.actor?.accountId,
   );

@@ -9,7 +9,8 @@ import { isRealDate, parseBody, text } from '../web/forms.ts';
 import { formatDate, formatDateTime, type FieldErrorKey } from '../web/i18n/index.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
 import { breachReportCsv, BreachReportError, createBreachReport, fieldLabel, type BreachErrorCode, type BreachReport, type Selector } from './breach.ts';
-import { authorize, createIncident, exportIncidents, getIncident, listIncidents, updateIncident, type Incident, type IncidentInput } from './incidents.ts';
+import { authorize, createIncident, exportIncidents, getIncident, getIncidentWithLinks, linkAlerts, linkAuditEvents, listIncidents, updateIncident, type Incident, type IncidentInput, type IncidentLinks, type LinkedAlert } from './incidents.ts';
+import { sendBreachNotices } from './notices.ts';
 
 function TextArea(props: { env: PageEnv; name: string; label: string; hint?: string; value?: string; errors?: FieldErrors | undefined; rows?: number }) {
   const id = fieldId(props.name);
@@ -100,19 +101,132 @@ function valuesOf(i: Incident): IncidentValues {
   };
 }
 
-function IncidentFormPage(props: { env: PageEnv; title: string; action: string; values: IncidentValues; errors?: FieldErrors; incident?: Incident; saved?: boolean }) {
+interface LinksProps {
+  links: IncidentLinks;
+  recentAlerts: LinkedAlert[];
+  errors?: FieldErrors;
+  values?: Record<string, string>;
+  message?: string;
+}
+
+function IncidentLinksSection({ env, incident, p }: { env: PageEnv; incident: Incident; p: LinksProps }) {
+  const m = env.m.incidents;
+  const when = (d: Date) => formatDateTime(env.locale, d);
+  const v = p.values ?? {};
+  const linked = new Set(incident.linkedAlertIds);
+  return (
+    <section aria-labelledby="incident-links">
+      <h2 id="incident-links">{m.linksTitle}</h2>
+      {p.message && <Notice>{p.message}</Notice>}
+      <h3>{m.alertsTitle}</h3>
+      {p.links.alerts.length === 0 ? (
+        <p>{m.alertsNone}</p>
+      ) : (
+        <ul>
+          {p.links.alerts.map((a) => (
+            <li>
+              <a href={`/security/alerts/${a.id}`}>{m.alertLabel(a.ruleCode, a.severity, a.status, when(a.createdAt), a.subject)}</a>
+            </li>
+          ))}
+        </ul>
+      )}
+      {p.recentAlerts.length === 0 ? (
+        <p class="hint">{m.alertsNoneInTenant}</p>
+      ) : (
+        <form method="post" action={`/security/incidents/${incident.id}/alerts`} novalidate>
+          <Csrf env={env} />
+          <Fieldset legend={m.alertsLegend}>
+            {p.errors?.alerts && (
+              <p class="field-error" id="f-alerts-error">
+                <span class="visually-hidden">{env.m.layout.errorTitlePrefix}</span>
+                {env.m.errors.field[p.errors.alerts]}
+              </p>
+            )}
+            {p.recentAlerts.map((a) => (
+              <div class="checkbox">
+                <input type="checkbox" id={fieldId(`alert-${a.id}`)} name="alerts" value={a.id} checked={linked.has(a.id)} />
+                <label for={fieldId(`alert-${a.id}`)}>{m.alertLabel(a.ruleCode, a.severity, a.status, when(a.createdAt), a.subject)}</label>
+              </div>
+            ))}
+          </Fieldset>
+          <p class="actions">
+            <button type="submit" class="button button--secondary">
+              {m.alertsSave}
+            </button>
+          </p>
+        </form>
+      )}
+      <h3>{m.eventsTitle}</h3>
+      {p.links.events.length === 0 ? (
+        <p>{m.eventsNone}</p>
+      ) : (
+        <div class="table-wrap">
+          <table>
+            <caption class="visually-hidden">{m.eventsTitle}</caption>
+            <thead>
+              <tr>
+                <th scope="col" class="num">
+                  {m.colSeq}
+                </th>
+                <th scope="col">{m.colWhen}</th>
+                <th scope="col">{m.colAction}</th>
+                <th scope="col">{m.colOutcome}</th>
+                <th scope="col">{m.colActor}</th>
+              </tr>
+            </thead>
+            <tbody>
+              {p.links.events.map((e) => (
+                <tr>
+                  <td class="num">{e.seq}</td>
+                  <td>{when(e.occurredAt)}</td>
+                  <td>
+                    <code>{e.action}</code>
+                  </td>
+                  <td>{e.outcome}</td>
+                  <td>{e.actor ?? '—'}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      <form method="post" action={`/security/incidents/${incident.id}/events`} novalidate>
+        <Csrf env={env} />
+        <Fieldset legend={m.eventsLegend}>
+          <p class="hint">{m.eventsHint}</p>
+          <TextField env={env} name="seqFrom" label={m.seqFrom} width="short" value={v.seqFrom} errors={p.errors} />
+          <TextField env={env} name="seqTo" label={m.seqTo} width="short" value={v.seqTo} errors={p.errors} />
+          <TextField env={env} name="actor" label={m.actor} value={v.actor} errors={p.errors} spellcheck={false} />
+          <TextField env={env} name="session" label={m.session} value={v.session} errors={p.errors} spellcheck={false} />
+        </Fieldset>
+        <p class="actions">
+          <button type="submit" class="button button--secondary">
+            {m.eventsAdd}
+          </button>
+        </p>
+      </form>
+      <h3>{m.noticesTitle}</h3>
+      <p>{p.links.notices.families === 0 ? m.noticesNone : m.noticesQueued(p.links.notices.families, formatDate(env.locale, p.links.notices.firstAt!.toISOString().slice(0, 10)), formatDate(env.locale, p.links.notices.lastAt!.toISOString().slice(0, 10)))}</p>
+      <p class="hint">
+        <a href="/security/breach-report">{m.noticesHowTo}</a>
+      </p>
+    </section>
+  );
+}
+
+function IncidentFormPage(props: { env: PageEnv; title: string; action: string; values: IncidentValues; errors?: FieldErrors; incident?: Incident; saved?: boolean; links?: LinksProps }) {
   const { env, values: v, errors } = props;
   const m = env.m.incidents;
   const f = m.fields;
   const date = (name: keyof IncidentInput, label: string) => <TextField env={env} name={name} label={label} type="date" width="medium" value={v[name]} errors={errors} />;
   return (
-    <Page env={env} title={props.title} hasErrors={!!errors && Object.keys(errors).length > 0}>
+    <Page env={env} title={props.title} hasErrors={(!!errors && Object.keys(errors).length > 0) || (!!props.links?.errors && Object.keys(props.links.errors).length > 0)}>
       <p>
         <a href="/security/incidents" class="back-link">
           {m.back}
         </a>
       </p>
-      <ErrorSummary env={env} errors={errors} />
+      <ErrorSummary env={env} errors={errors ?? props.links?.errors} />
       {props.saved && <Notice>{m.saved}</Notice>}
       <h1>{props.title}</h1>
       {props.incident && <p class="hint">{m.retainUntil(formatDate(env.locale, props.incident.retainUntil))}</p>}
@@ -139,6 +253,7 @@ function IncidentFormPage(props: { env: PageEnv; title: string; action: string; 
           </button>
         </p>
       </form>
+      {props.incident && props.links && <IncidentLinksSection env={env} incident={props.incident} p={props.links} />}
     </Page>
   );
 }
@@ -189,7 +304,7 @@ function requireOfficer(req: FastifyRequest) {
   if (!decide(ctx.actor, 'privacy.breachReport.create', { type: 'tenant' }, ctx.now).allowed) throw new AppError('forbidden');
 }
 
-function BreachFormPage(props: { env: PageEnv; values: BreachValues; errors?: FieldErrors; report?: BreachReport; unverified?: boolean }) {
+function BreachFormPage(props: { env: PageEnv; values: BreachValues; errors?: FieldErrors; report?: BreachReport; unverified?: boolean; incidents?: Incident[] }) {
   const { env, values: v, errors, report } = props;
   const b = env.m.breach;
   const kind = v.kind ?? 'actor';
@@ -253,12 +368,12 @@ function BreachFormPage(props: { env: PageEnv; values: BreachValues; errors?: Fi
           </button>
         </p>
       </form>
-      {report && <BreachResult env={env} report={report} />}
+      {report && <BreachResult env={env} report={report} values={v} incidents={props.incidents ?? []} />}
     </Page>
   );
 }
 
-function BreachResult({ env, report: r }: { env: PageEnv; report: BreachReport }) {
+function BreachResult({ env, report: r, values, incidents }: { env: PageEnv; report: BreachReport; values: BreachValues; incidents: Incident[] }) {
   const b = env.m.breach;
   const kinds = env.m.privacy.kinds;
   return (
@@ -316,6 +431,25 @@ function BreachResult({ env, report: r }: { env: PageEnv; report: BreachReport }
               </pre>
             </details>
           ))}
+          <h2 id="send-notices">{b.sendTitle}</h2>
+          <p>{b.sendLead}</p>
+          {incidents.length === 0 ? (
+            <p>{b.sendNoIncident}</p>
+          ) : (
+            <form method="post" action="/security/breach-report/notices" novalidate>
+              <Csrf env={env} />
+              <input type="hidden" name="kind" value={values.kind ?? ''} />
+              <input type="hidden" name="value" value={values.value ?? ''} />
+              <input type="hidden" name="from" value={values.from ?? ''} />
+              <input type="hidden" name="to" value={values.to ?? ''} />
+              <Select env={env} name="incident" label={b.sendIncident} value={incidents[0]!.id} options={incidents.map((i) => ({ value: i.id, label: `${env.m.incidents.editTitle(i.number)} — ${i.title}` }))} />
+              <p class="actions">
+                <button type="submit" class="button">
+                  {b.sendButton}
+                </button>
+              </p>
+            </form>
+          )}
         </>
       )}
       <h2>{b.commissionTitle}</h2>
@@ -434,10 +568,58 @@ export function securityPrivacyRoutes(app: FastifyInstance, deps: Deps) {
     }
   });
 
-  app.get<{ Params: { id: string }; Querystring: { saved?: string } }>('/security/incidents/:id', async (req, reply) => {
-    const i = await getIncident(deps, req.ctx, req.params.id);
+  app.get<{ Params: { id: string }; Querystring: { saved?: string; linked?: string; alerts?: string; queued?: string; already?: string } }>('/security/incidents/:id', async (req, reply) => {
+    const { incident: i, links, recentAlerts } = await getIncidentWithLinks(deps, req.ctx, req.params.id);
     const env = pageEnv(req, reply);
-    return sendPage(reply, <IncidentFormPage env={env} title={env.m.incidents.editTitle(i.number)} action={`/security/incidents/${i.id}`} values={valuesOf(i)} incident={i} saved={req.query.saved === '1'} />);
+    const m = env.m.incidents;
+    const q = req.query;
+    const num = (x: string | undefined) => (typeof x === 'string' && /^\d{1,6}$/.test(x) ? Number(x) : null);
+    const message =
+      num(q.queued) !== null ? m.noticesSentNow(num(q.queued)!, num(q.already) ?? 0) : num(q.linked) !== null ? m.eventsAdded(num(q.linked)!) : q.alerts === '1' ? m.alertsSaved : undefined;
+    return sendPage(
+      reply,
+      <IncidentFormPage env={env} title={m.editTitle(i.number)} action={`/security/incidents/${i.id}`} values={valuesOf(i)} incident={i} saved={q.saved === '1'} links={{ links, recentAlerts, ...(message ? { message } : {}) }} />,
+    );
+  });
+
+  /** The entry's page again, with an error in one of its link forms (and what was typed). */
+  const linksError = async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply, errors: FieldErrors, values: Record<string, string>) => {
+    const { incident: i, links, recentAlerts } = await getIncidentWithLinks(deps, req.ctx, req.params.id);
+    const env = pageEnv(req, reply);
+    return sendPage(reply, <IncidentFormPage env={env} title={env.m.incidents.editTitle(i.number)} action={`/security/incidents/${i.id}`} values={valuesOf(i)} incident={i} links={{ links, recentAlerts, errors, values }} />, 400);
+  };
+
+  app.post<{ Params: { id: string } }>('/security/incidents/:id/alerts', async (req, reply) => {
+    await authorize(deps, req.ctx, 'incident.write', 'incident.link', req.params.id);
+    const raw = ((req.body ?? {}) as Record<string, unknown>).alerts;
+    const list = raw === undefined ? [] : Array.isArray(raw) ? raw : [raw];
+    try {
+      if (list.some((x) => typeof x !== 'string')) throw new ValidationError({ alerts: 'incidentAlertUnknown' });
+      await linkAlerts(deps, req.ctx, req.params.id, list as string[]);
+      return reply.redirect(`/security/incidents/${req.params.id}?alerts=1`, 303);
+    } catch (err) {
+      if (!(err instanceof ValidationError)) throw err;
+      return linksError(req, reply, err.fields, {});
+    }
+  });
+
+  app.post<{ Params: { id: string } }>('/security/incidents/:id/events', async (req, reply) => {
+    await authorize(deps, req.ctx, 'incident.write', 'incident.link', req.params.id);
+    const b = (req.body ?? {}) as Record<string, unknown>;
+    const str = (k: string) => (typeof b[k] === 'string' ? (b[k] as string).trim().slice(0, 200) : '');
+    const values = { seqFrom: str('seqFrom'), seqTo: str('seqTo'), actor: str('actor'), session: str('session') };
+    try {
+      const seq = (k: 'seqFrom' | 'seqTo') => {
+        if (values[k] === '') return null;
+        if (!/^\d{1,15}$/.test(values[k]) || Number(values[k]) < 1) throw new ValidationError({ [k]: 'seqInvalid' });
+        return Number(values[k]);
+      };
+      const r = await linkAuditEvents(deps, req.ctx, req.params.id, { seqFrom: seq('seqFrom'), seqTo: seq('seqTo'), actor: values.actor || null, session: values.session || null });
+      return reply.redirect(`/security/incidents/${req.params.id}?linked=${r.added}`, 303);
+    } catch (err) {
+      if (!(err instanceof ValidationError)) throw err;
+      return linksError(req, reply, err.fields, values);
+    }
   });
 
   app.post<{ Params: { id: string } }>('/security/incidents/:id', async (req, reply) => {
@@ -475,13 +657,41 @@ export function securityPrivacyRoutes(app: FastifyInstance, deps: Deps) {
         { kind: 'web', ctx: req.ctx },
         { selector: values.value ? { kind, value: values.value } : (undefined as never), from: from?.toISOString() ?? values.from ?? '', to: to?.toISOString() ?? values.to ?? '' },
       );
-      if (format === 'html') return sendPage(reply, <BreachFormPage env={pageEnv(req, reply)} values={values} report={report} />);
+      if (format === 'html') {
+        const incidents = report.notices.length ? await listIncidents(deps, req.ctx) : [];
+        return sendPage(reply, <BreachFormPage env={pageEnv(req, reply)} values={values} report={report} incidents={incidents} />);
+      }
       const stamp = req.ctx.now.toISOString().slice(0, 10);
       return reply
         .header('cache-control', 'no-store')
         .header('content-disposition', `attachment; filename="breach-report-${req.ctx.tenant.slug}-${stamp}.${format}"`)
         .type(format === 'csv' ? 'text/csv; charset=utf-8' : 'application/json; charset=utf-8')
         .send(format === 'csv' ? `\ufeff${breachReportCsv(report)}` : `${JSON.stringify(report, null, 1)}\n`);
+    } catch (err) {
+      if (err instanceof BreachReportError) {
+        if (err.code === 'forbidden') throw new AppError(req.ctx.actor ? 'forbidden' : 'signInRequired');
+        if (err.code === 'log_unverified') return sendPage(reply, <BreachFormPage env={pageEnv(req, reply)} values={values} unverified />, 409);
+        const field = FIELD_OF[err.code];
+        if (!field) throw err;
+        return sendPage(reply, <BreachFormPage env={pageEnv(req, reply)} values={values} errors={{ [field[0]]: field[1] }} />, 400);
+      }
+      throw err;
+    }
+  });
+  app.post('/security/breach-report/notices', async (req, reply) => {
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    const str = (k: string) => (typeof body[k] === 'string' ? (body[k] as string).slice(0, 200) : '');
+    const values: BreachValues = { kind: str('kind'), value: str('value'), from: str('from'), to: str('to') };
+    const kind = ['actor', 'session', 'ip'].includes(values.kind!) ? (values.kind as Selector['kind']) : 'actor';
+    const from = montrealInstant(values.from!);
+    const to = montrealInstant(values.to!);
+    try {
+      const sent = await sendBreachNotices(deps, req.ctx, str('incident'), {
+        selector: values.value ? { kind, value: values.value } : (undefined as never),
+        from: from?.toISOString() ?? values.from ?? '',
+        to: to?.toISOString() ?? values.to ?? '',
+      });
+      return reply.redirect(`/security/incidents/${str('incident')}?queued=${sent.queued}&already=${sent.already}`, 303);
     } catch (err) {
       if (err instanceof BreachReportError) {
         if (err.code === 'forbidden') throw new AppError(req.ctx.actor ? 'forbidden' : 'signInRequired');

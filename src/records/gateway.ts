@@ -1172,11 +1172,38 @@ export interface FamilyExport {
     createdAt: Date;
     deletedAt: Date | null;
     history: { version: number; change: ChildFileVersionView['change']; changedFields: string[]; changedAt: Date; changedBy: 'you' | 'someone_else' | null }[];
+    offers: FamilyExportOffer[];
+    allocations: FamilyExportAllocation[];
   })[];
 }
 
+/** A place offered to the child: where, when, what became of it. */
+export interface FamilyExportOffer {
+  id: string;
+  facilityId: string;
+  facilityName: string;
+  municipality: string;
+  ageGroup: string;
+  status: string;
+  source: string;
+  offeredAt: Date;
+  deadline: Date;
+  answeredAt: Date | null;
+  startDate: string | null;
+}
+
+/** The child's outcome in each allocation round that included it (dry runs are not outcomes). */
+export interface FamilyExportAllocation {
+  runId: string;
+  runAt: Date;
+  ageGroup: string;
+  desiredEntryDate: string;
+  choices: { facilityId: string; facilityName: string; category: number }[];
+  placedChoice: number | null;
+}
+
 /** One child file of a family's export, without its dates, registrations and history (which the export document writes its own way). */
-export type FamilyExportChildCore = Omit<FamilyExport['children'][number], 'createdAt' | 'deletedAt' | 'applications' | 'history'>;
+export type FamilyExportChildCore = Omit<FamilyExport['children'][number], 'createdAt' | 'deletedAt' | 'applications' | 'history' | 'offers' | 'allocations'>;
 
 /** The fields the export opens (src/privacy/purposes.ts, 'parent.family.export'), but for the access log, which is read from the audit log. */
 export const FAMILY_EXPORT_FIELDS = [
@@ -1196,6 +1223,8 @@ export const FAMILY_EXPORT_FIELDS = [
   'days_of_care',
   'in_subsidised_care',
   'applications',
+  'offers',
+  'allocation_results',
   'history',
   'access_log',
 ] as const;
@@ -1220,14 +1249,38 @@ export async function readFamilyExport(deps: Deps, ctx: Ctx): Promise<FamilyExpo
       : [];
     const apps = new Map<string, ApplicationView[]>();
     for (const k of kids) apps.set(k.id, await applicationsOf(trx, k.id));
+    const kidIds = kids.map((k) => k.id);
+    const offers = kidIds.length
+      ? await trx
+          .selectFrom('offers as o')
+          .innerJoin('facilities as fa', 'fa.id', 'o.facility_id')
+          .select(['o.id', 'o.child_id', 'o.facility_id', 'fa.name', 'fa.municipality', 'o.age_group', 'o.status', 'o.source', 'o.offered_at', 'o.deadline', 'o.answered_at', 'o.start_date'])
+          .where('o.child_id', 'in', kidIds)
+          .orderBy('o.offered_at')
+          .execute()
+      : [];
+    const rounds = kidIds.length
+      ? await trx
+          .selectFrom('allocation_results as r')
+          .innerJoin('allocation_runs as u', 'u.id', 'r.run_id')
+          .select(['r.run_id', 'r.child_id', 'u.started_at', 'r.age_group', 'r.desired_entry_date', 'r.category_by_choice', 'r.facility_by_choice', 'r.placed_choice'])
+          .where('r.child_id', 'in', kidIds)
+          .where('u.dry_run', '=', false)
+          .orderBy('u.started_at')
+          .execute()
+      : [];
+    const roundFacilityIds = [...new Set(rounds.flatMap((r) => r.facility_by_choice))];
+    const roundFacilities = new Map(
+      (roundFacilityIds.length ? await trx.selectFrom('facilities').select(['id', 'name']).where('id', 'in', roundFacilityIds).execute() : []).map((f) => [f.id, f.name]),
+    );
     await audit(trx, ctx, {
       action,
       targetType: 'family',
-      targetIds: kids.map((k) => k.id),
+      targetIds: [...kidIds, ...offers.map((o) => o.id)],
       familyIds: fam ? [fam.id] : [],
       fields: [...FAMILY_EXPORT_FIELDS],
       purpose: 'parent.family.export',
-      details: { files: kids.length },
+      details: { files: kids.length, offers: offers.length, allocation_results: rounds.length },
     });
     let family: FamilyExport['family'] = null;
     if (fam) {
@@ -1256,6 +1309,19 @@ export async function readFamilyExport(deps: Deps, ctx: Ctx): Promise<FamilyExpo
           createdAt: k.created_at,
           deletedAt: k.deleted_at,
           applications: apps.get(k.id) ?? [],
+          offers: offers
+            .filter((o) => o.child_id === k.id)
+            .map((o) => ({ id: o.id, facilityId: o.facility_id, facilityName: o.name, municipality: o.municipality, ageGroup: o.age_group, status: o.status, source: o.source, offeredAt: o.offered_at, deadline: o.deadline, answeredAt: o.answered_at, startDate: o.start_date })),
+          allocations: rounds
+            .filter((r) => r.child_id === k.id)
+            .map((r) => ({
+              runId: r.run_id,
+              runAt: new Date(r.started_at),
+              ageGroup: r.age_group,
+              desiredEntryDate: r.desired_entry_date,
+              choices: r.facility_by_choice.map((fid, i) => ({ facilityId: fid, facilityName: roundFacilities.get(fid) ?? '—', category: Number(r.category_by_choice[i]) })),
+              placedChoice: r.placed_choice === null ? null : Number(r.placed_choice),
+            })),
           history: versions
             .filter((r) => r.child_id === k.id)
             .map((r) => ({ version: r.version, change: r.change, changedFields: r.changed_fields, changedAt: r.created_at, changedBy: r.actor_account_id === null ? null : r.actor_account_id === ctx.actor!.accountId ? ('you' as const) : ('someone_else' as const) })),

@@ -160,6 +160,77 @@ describe('registering a relying party in the console', () => {
   });
 });
 
+describe('editing a relying party', () => {
+  it('an administrator edits name, addresses and logo; narrowing applies at once; widening to personal claims waits for a second administrator; all recorded', async () => {
+    const r = await register(admin1, { name: 'Portail du citoyen', redirectUris: 'https://portail.example.org/cb' });
+    expect(r.status).toBe(201);
+    const clientId = /<code>([A-Za-z0-9_-]{24})<\/code>/.exec(r.body)![1]!;
+    const form = await admin1.get(`/admin/oidc/clients/${clientId}/edit`);
+    expect(form.status).toBe(200);
+    expect(form.body).toContain('value="Portail du citoyen"');
+    // Name, addresses, logo: applied. Bad input: the form again, nothing changed.
+    const bad = await admin1.post(`/admin/oidc/clients/${clientId}/edit`, { name: 'Portail', redirectUris: 'http://portail.example.org/cb' });
+    expect(bad.status).toBe(400);
+    const ok = await admin1.post(`/admin/oidc/clients/${clientId}/edit`, { name: 'Portail citoyen', redirectUris: 'https://portail.example.org/cb https://portail.example.org/cb2', logoUri: 'https://portail.example.org/logo.png', scope: 'offline_access' });
+    expect(ok.status).toBe(303);
+    expect(ok.headers.location).toBe(`/admin/oidc/clients/${clientId}?edited=1`);
+    let row = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('oidc_clients').selectAll().where('client_id', '=', clientId).executeTakeFirstOrThrow());
+    expect(row).toMatchObject({ name: 'Portail citoyen', redirect_uris: ['https://portail.example.org/cb', 'https://portail.example.org/cb2'], logo_uri: 'https://portail.example.org/logo.png', scopes: ['openid', 'offline_access'], status: 'active', pending_scopes: null });
+
+    // Widening to e-mail: the scopes wait; the client keeps the ones it had.
+    const wide = await admin1.post(`/admin/oidc/clients/${clientId}/edit`, { name: 'Portail citoyen', redirectUris: 'https://portail.example.org/cb', scope: ['email', 'offline_access'] });
+    expect(wide.headers.location).toBe(`/admin/oidc/clients/${clientId}?edited=pending`);
+    row = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('oidc_clients').selectAll().where('client_id', '=', clientId).executeTakeFirstOrThrow());
+    expect(row).toMatchObject({ scopes: ['openid', 'offline_access'], pending_scopes: ['openid', 'email', 'offline_access'], redirect_uris: ['https://portail.example.org/cb'] });
+    // The requester cannot approve it, in the console or in the database.
+    expect((await admin1.get(`/admin/oidc/clients/${clientId}`)).body).not.toContain('value="approveScopes"');
+    expect((await admin1.post(`/admin/oidc/clients/${clientId}/decision`, { decision: 'approveScopes' })).status).toBe(403);
+    await expect(
+      inTenant(database.db, tenant.id, (trx) => trx.updateTable('oidc_clients').set({ scopes: ['openid', 'email'] }).where('client_id', '=', clientId).execute()),
+    ).rejects.toThrow(/second administrator/);
+    // A second administrator approves: the scopes apply.
+    const page = await admin2.get(`/admin/oidc/clients/${clientId}`);
+    expect(page.body).toContain('value="approveScopes"');
+    expect((await admin2.post(`/admin/oidc/clients/${clientId}/decision`, { decision: 'approveScopes' })).status).toBe(303);
+    row = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('oidc_clients').selectAll().where('client_id', '=', clientId).executeTakeFirstOrThrow());
+    expect(row).toMatchObject({ scopes: ['openid', 'email', 'offline_access'], personal: true, pending_scopes: null, approved_by: expect.any(String) });
+    // Narrowing back: at once.
+    await admin1.post(`/admin/oidc/clients/${clientId}/edit`, { name: 'Portail citoyen', redirectUris: 'https://portail.example.org/cb' });
+    row = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('oidc_clients').selectAll().where('client_id', '=', clientId).executeTakeFirstOrThrow());
+    expect(row).toMatchObject({ scopes: ['openid'], personal: false });
+    expect((await events(tenant.id, 'oidc.client.update')).filter((e) => e.target_ids[0] === clientId).map((e) => e.outcome)).toEqual(['success', 'success', 'success']);
+    expect((await events(tenant.id, 'oidc.client.scopes.request')).filter((e) => e.target_ids[0] === clientId)).toHaveLength(1);
+    expect((await events(tenant.id, 'oidc.client.approve')).at(-1)).toMatchObject({ outcome: 'success', details: expect.objectContaining({ widening: true }) });
+  });
+
+  it('rotating the secret shows the new one once; the old one is refused at once, the new one works', async () => {
+    const r = await register(admin1, { name: 'Catalogue régional', redirectUris: 'https://catalogue.example.org/cb' });
+    const clientId = /<code>([A-Za-z0-9_-]{24})<\/code>/.exec(r.body)![1]!;
+    const oldSecret = [...r.body.matchAll(/<code>([A-Za-z0-9_-]{43})<\/code>/g)][0]![1]!;
+    const issuer = `http://${tenant.hosts[0]}:${port}/oidc`;
+    const rp = { clientId, redirectUri: 'https://catalogue.example.org/cb', postLogoutRedirectUri: '' };
+    // Before: the old secret authenticates (the refresh token is unknown: invalid_grant, not invalid_client).
+    await expect(oidc.refreshTokenGrant(await rpConfig(issuer, port, { ...rp, secret: oldSecret }), 'inconnu')).rejects.toMatchObject({ error: 'invalid_grant' });
+    const rotated = await admin1.post(`/admin/oidc/clients/${clientId}/secret`, {});
+    expect(rotated.status).toBe(200);
+    expect(rotated.headers['cache-control']).toBe('no-store');
+    const newSecret = [...rotated.body.matchAll(/<code>([A-Za-z0-9_-]{43})<\/code>/g)][0]![1]!;
+    expect(newSecret).not.toBe(oldSecret);
+    expect(textOf(rotated.body)).toMatch(/L’ancien secret ne fonctionne plus|The old secret no longer works/);
+    expect((await admin1.get(`/admin/oidc/clients/${clientId}`)).body).not.toContain(newSecret);
+    await expect(oidc.refreshTokenGrant(await rpConfig(issuer, port, { ...rp, secret: oldSecret }), 'inconnu')).rejects.toMatchObject({ status: 401 });
+    await expect(oidc.refreshTokenGrant(await rpConfig(issuer, port, { ...rp, secret: newSecret }), 'inconnu')).rejects.toMatchObject({ error: 'invalid_grant' });
+    expect((await events(tenant.id, 'oidc.client.secret.rotate')).at(-1)).toMatchObject({ outcome: 'success', actor_account_id: admin1Id, target_ids: [clientId] });
+    // Someone who is not an administrator: refused, recorded, nothing changed.
+    const parent = new Client(t.app, tenant.hosts[0]!);
+    expect((await parent.signIn(PATRON, PASSWORD)).status).toBe(303);
+    await parent.get('/account');
+    expect((await parent.post(`/admin/oidc/clients/${clientId}/secret`, {})).status).toBe(403);
+    expect((await parent.post(`/admin/oidc/clients/${clientId}/edit`, { name: 'Pirate', redirectUris: 'https://pirate.example.org/cb' })).status).toBe(403);
+    expect((await events(tenant.id, 'oidc.client.secret.rotate')).at(-1)).toMatchObject({ outcome: 'denied' });
+  });
+});
+
 describe('access rights as data', () => {
   it('an administrator records one, the person sees it on their account, and it can be removed', async () => {
     await admin1.get('/admin/oidc/entitlements');

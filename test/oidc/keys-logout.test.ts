@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inTenant } from '../../src/db/tenant.ts';
 import { oidcCommand } from '../../src/oidc/cli.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
-import { createParent, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
+import { createAdmin, createParent, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
 import { Client } from '../helpers/client.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 import { follow, freePort, insertActiveClient, rpConfig, type RegisteredClient } from './helpers.ts';
@@ -191,5 +191,43 @@ describe('back-channel logout', () => {
     await inTenant(database.db, tenant.id, (trx) => trx.updateTable('sessions').set({ revoked_at: new Date() }).where('revoked_at', 'is', null).execute());
     await expect(oidc.fetchUserInfo(config, tokens.access_token, tokens.claims()!.sub)).rejects.toBeTruthy();
     await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!)).rejects.toMatchObject({ error: 'invalid_grant' });
+  });
+
+  it('an administrator ends the person\'s sessions, or suspends the account: each service the person signed into is told at once, by back-channel', async () => {
+    const person = new Client(t.app, tenant.hosts[0]!);
+    const tokens = await signIn(person);
+    const sid = tokens.claims()!.sid;
+    const adminEmail = `admin.${Date.now().toString(36)}@example.org`;
+    await createAdmin(t, tenant, adminEmail);
+    const admin = new Client(t.app, tenant.hosts[0]!);
+    expect((await admin.signIn(adminEmail, PASSWORD)).status).toBe(303);
+    const personId = (await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('accounts').select('id').where('email', '=', EMAIL).executeTakeFirstOrThrow())).id;
+    received.length = 0;
+    await admin.get('/admin');
+    const ended = await admin.post(`/admin/accounts/${personId}/sessions/end`, {});
+    expect(ended.status).toBe(303);
+    // The relying party is told after the answer: wait for it, generously (a loaded machine).
+    const mine = () => received.filter((x) => payload(x).sid === sid);
+    for (let i = 0; i < 100 && !mine().length; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(mine()).toHaveLength(1);
+    expect(verifyRs256(mine()[0]!, (await jwks()).keys)).toBe(true);
+    expect(payload(mine()[0]!)).toMatchObject({ iss: issuer, aud: rp.clientId, sub: tokens.claims()!.sub, sid });
+    await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!)).rejects.toMatchObject({ error: 'invalid_grant' });
+    const audit = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['details', 'outcome', 'target_ids']).where('action', '=', 'oidc.logout').orderBy('seq', 'desc').limit(1).executeTakeFirstOrThrow());
+    expect(audit).toMatchObject({ outcome: 'success', target_ids: [rp.clientId], details: expect.objectContaining({ via: 'sessions_ended', account: personId, backchannel: 1 }) });
+    // Told once: another request finds nothing left to end.
+    await admin.post(`/admin/accounts/${personId}/sessions/end`, {});
+    await new Promise((r) => setTimeout(r, 300));
+    expect(mine()).toHaveLength(1);
+
+    // A suspended account: the same, whatever suspended it (here the database), at the tenant's next request.
+    const again = new Client(t.app, tenant.hosts[0]!);
+    const second = await signIn(again);
+    await inTenant(database.db, tenant.id, (trx) => trx.updateTable('accounts').set({ status: 'suspended' }).where('id', '=', personId).execute());
+    expect((await admin.post('/account/sessions/end-others', {})).status).toBe(303);
+    const theirs = () => received.filter((x) => payload(x).sid === second.claims()!.sid);
+    for (let i = 0; i < 100 && !theirs().length; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(theirs()).toHaveLength(1);
+    await inTenant(database.db, tenant.id, (trx) => trx.updateTable('accounts').set({ status: 'active' }).where('id', '=', personId).execute());
   });
 });

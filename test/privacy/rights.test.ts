@@ -182,7 +182,7 @@ describe('the export', () => {
     expect(String(res.headers['content-disposition'])).toMatch(/^attachment; filename="guichet-.*\.zip"$/);
     const raw = await t.app.inject({ method: 'GET', url: '/account/privacy/export', headers: { host: w.tenant.hosts[0]!, cookie: [...w.client.cookies].map(([k, v]) => `${k}=${v}`).join('; ') } });
     const files = unzip(raw.rawPayload);
-    expect([...files.keys()].sort()).toEqual(['LISEZMOI-README.txt', 'access-log.csv', 'account.csv', 'applications.csv', 'children.csv', 'guichet-export.json', 'history.csv']);
+    expect([...files.keys()].sort()).toEqual(['LISEZMOI-README.txt', 'access-log.csv', 'account.csv', 'allocations.csv', 'applications.csv', 'children.csv', 'guichet-export.json', 'history.csv', 'offers.csv']);
     const doc = JSON.parse(files.get('guichet-export.json')!.toString('utf8'));
     expect(doc.format).toBe('guichet.family-export.v1');
     expect(doc.account.email).toBe(w.parentEmail);
@@ -209,5 +209,47 @@ describe('the export', () => {
     const later = await w.client.get('/account/privacy/export');
     expect(later.status).toBe(303);
     expect(String(later.headers.location)).toMatch(/^\/reauth\?return=%2Faccount%2Fprivacy%2Fexport/);
+  });
+
+  it('holds the offers made to the family and the allocation rounds that included its child, in JSON and CSV; the read is recorded with them', async () => {
+    const w = await world();
+    const now = t.deps.clock();
+    const { offerId, runId } = await inTenant(database.db, w.tenant.id, async (trx) => {
+      const app = await trx.selectFrom('applications').select('id').where('child_id', '=', w.childId).executeTakeFirstOrThrow();
+      const offer = await trx
+        .insertInto('offers')
+        .values({ tenant_id: w.tenant.id, application_id: app.id, child_id: w.childId, facility_id: w.facility, age_group: 'infant', status: 'refused', offered_at: new Date(now.getTime() - 86_400_000), deadline: new Date(now.getTime() + 86_400_000), answered_at: now })
+        .returning('id')
+        .executeTakeFirstOrThrow();
+      const runId = crypto.randomUUID();
+      const dummy = (n: number) => Buffer.alloc(n, 1);
+      await trx
+        .insertInto('allocation_runs')
+        .values({ id: runId, tenant_id: w.tenant.id, started_at: now, finished_at: now, dry_run: false, parameters: JSON.stringify({}), children: 1, applications: 1, placed: 1, inputs_hash: dummy(32), outputs_hash: dummy(32), inputs_snapshot: dummy(4), signature: dummy(64), public_key: dummy(32) } as never)
+        .execute();
+      await trx
+        .insertInto('allocation_results')
+        .values({ run_id: runId, tenant_id: w.tenant.id, child_id: w.childId, age_group: 'infant', category_by_choice: [3], facility_by_choice: [w.facility], desired_entry_date: '2027-01-04', placed_choice: 1 } as never)
+        .execute();
+      return { offerId: offer.id, runId };
+    });
+    const raw = await t.app.inject({ method: 'GET', url: '/account/privacy/export', headers: { host: w.tenant.hosts[0]!, cookie: [...w.client.cookies].map(([k, v]) => `${k}=${v}`).join('; ') } });
+    expect(raw.statusCode).toBe(200);
+    const files = unzip(raw.rawPayload);
+    const doc = JSON.parse(files.get('guichet-export.json')!.toString('utf8'));
+    expect(doc.children[0].offers).toEqual([expect.objectContaining({ id: offerId, facilityName: w.facilityName, status: 'refused', ageGroup: 'infant', source: 'referral' })]);
+    expect(doc.children[0].allocations).toEqual([expect.objectContaining({ runId, placedChoice: 1, choices: [{ facilityId: w.facility, facilityName: w.facilityName, category: 3 }] })]);
+    const offers = files.get('offers.csv')!.toString('utf8').split('\r\n');
+    expect(offers[0]).toBe('\ufeffchild_id,reference,offer_id,facility_id,facility_name,municipality,age_group,status,source,offered_at,deadline,answered_at,start_date');
+    expect(offers[1]).toContain(`${w.childId},${w.reference},${offerId},${w.facility},${w.facilityName}`);
+    expect(offers[1]).toContain(',infant,refused,referral,');
+    const rounds = files.get('allocations.csv')!.toString('utf8').split('\r\n');
+    expect(rounds[1]).toContain(`${runId},`);
+    expect(rounds[1]).toMatch(/,1,.*,3,true$/);
+    // Recorded through the gateway: the offer among the targets, the fields named.
+    const ev = await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('audit_events').selectAll().where('action', '=', 'privacy.export').where('outcome', '=', 'success').execute());
+    expect(ev).toHaveLength(1);
+    expect(ev[0]!.target_ids).toEqual([w.childId, offerId]);
+    expect(ev[0]!.fields).toEqual(expect.arrayContaining(['offers', 'allocation_results']));
   });
 });

@@ -259,6 +259,9 @@ const SPECS: RouteSpec[] = [
   { route: '/account/privacy/delete', who: 'parent', base: () => ({}), noBody: true },
   { route: '/security/incidents', who: 'admin', base: () => INCIDENT, text: ['title', 'dataConcerned', 'circumstances', 'measures'] },
   { route: '/security/incidents/:id', who: 'admin', params: { id: () => randomUUID() }, base: () => INCIDENT, text: ['title', 'dataConcerned', 'circumstances', 'measures'] },
+  { route: '/security/incidents/:id/alerts', who: 'admin', params: { id: () => randomUUID() }, base: () => ({ alerts: randomUUID() }), text: ['alerts'] },
+  { route: '/security/incidents/:id/events', who: 'admin', params: { id: () => randomUUID() }, base: () => ({ seqFrom: '1', seqTo: '5' }), text: ['seqFrom', 'seqTo', 'actor', 'session'] },
+  { route: '/security/breach-report/notices', who: 'admin', base: (fx) => ({ kind: 'actor', value: fx.parentEmail, from: '2026-05-15T19:00', to: '2026-05-15T23:00', incident: randomUUID() }), text: ['kind', 'value', 'from', 'to', 'incident'] },
   { route: '/security/breach-report', who: 'admin', base: (fx) => ({ kind: 'actor', value: fx.parentEmail, from: '2026-05-15T19:00', to: '2026-05-15T23:00', format: 'html' }), text: ['kind', 'value', 'from', 'to', 'format'] },
   // Second factors (src/identity/factors). A code that is not the right one, a credential that is no credential:
   // whatever else is sent, these are refused; the spoiled field must be refused too, and nothing written.
@@ -299,6 +302,8 @@ const SPECS: RouteSpec[] = [
   { route: '/grants/new', who: 'admin', base: (fx) => ({ email: fx.parentEmail, role: 'security_officer', facilityId: '', reason: 'Remplacement', durationMinutes: '240' }), text: ['email', 'role', 'reason', 'durationMinutes'] },
   // OpenID Connect console and consent (src/oidc). Unknown ids are 404 whatever the body; a registration is refused at the spoiled field.
   { route: '/admin/oidc/clients', who: 'admin', base: () => ({ name: 'Catalogue des bibliothèques', redirectUris: 'https://catalogue.exemple.test/callback', kind: 'confidential' }), text: ['redirectUris', 'name'] },
+  { route: '/admin/oidc/clients/:clientId/edit', who: 'admin', params: { clientId: () => 'client-inconnu' }, base: () => ({ name: 'Catalogue', redirectUris: 'https://catalogue.exemple.test/callback', scope: 'email' }), text: ['name', 'redirectUris', 'extraScopes', 'logoUri'] },
+  { route: '/admin/oidc/clients/:clientId/secret', who: 'admin', params: { clientId: () => 'client-inconnu' }, base: () => ({}), noBody: true },
   { route: '/admin/oidc/clients/:clientId/decision', who: 'admin', params: { clientId: () => 'client-inconnu' }, base: () => ({ decision: 'approve' }), text: ['decision'] },
   { route: '/admin/oidc/entitlements', who: 'admin', base: (fx) => ({ email: fx.parentEmail, scope: 'library', kind: 'patron', value: 'Réseau BIBLIO', labelFr: 'Abonnée', labelEn: 'Patron', validUntil: '2027-01-01' }), text: ['email', 'scope', 'kind', 'value', 'labelFr', 'labelEn'], dates: ['validUntil'] },
   { route: '/admin/oidc/entitlements/:id/revoke', who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },

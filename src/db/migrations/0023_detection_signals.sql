@@ -6,7 +6,7 @@
 
 ALTER TABLE detection_rules DROP CONSTRAINT IF EXISTS detection_rules_signal_check;
 ALTER TABLE detection_rules ADD CONSTRAINT detection_rules_signal_check
-  CHECK (signal IN ('files_read', 'privilege', 'deletion', 'new_device', 'off_hours', 'export', 'export_rows', 'name_search', 'break_glass', 'new_network'));
+  CHECK (signal IN ('files_read', 'privilege', 'deletion', 'new_device', 'off_hours', 'export', 'export_rows', 'name_search', 'break_glass', 'new_network', 'client_tokens', 'client_claims'));
 ALTER TABLE detection_rules DROP CONSTRAINT IF EXISTS detection_rules_response_check;
 ALTER TABLE detection_rules ADD CONSTRAINT detection_rules_response_check
   CHECK (response IN ('alert', 'stepup', 'end_sessions', 'suspend', 'lockdown'));

@@ -1,0 +1,102 @@
+/**
+ * Back-channel logout when a person's Guichet sign-ins end other than by
+ * their own sign-out in this browser (which routes.tsx handles): an
+ * administrator ended their sessions, their roles changed, their account
+ * was suspended or closed, detection ended their sessions. Whatever the path,
+ * the result is the same in the database — no live session left, or an
+ * account no longer active — so the provider's sessions of such a person are
+ * found from that, not from each path that can cause it.
+ *
+ * Each provider session found is deleted first (one statement, RETURNING):
+ * two sweeps at the same instant cannot both claim it, so each relying party
+ * is told once. Then each client the person signed into that registered a
+ * back-channel address gets a signed logout token naming the pairwise
+ * subject and the session; the grants bound to the session are revoked as an
+ * RP-initiated logout would; the whole is one audit event.
+ */
+import { sql } from 'kysely';
+import type { Provider } from 'oidc-provider';
+import { appendAudit } from '../audit/log.ts';
+import type { AuditOrigin } from '../audit/events.ts';
+import type { Deps } from '../context.ts';
+import { inTenant } from '../db/tenant.ts';
+import { originFields } from '../tenants/service.ts';
+
+type BackchannelClient = { backchannelLogoutUri?: string; backchannelLogout(sub: string, sid: string | undefined): Promise<void> };
+type WithClients = Provider & { Client: { find(id: string): Promise<BackchannelClient | undefined> } };
+
+interface SessionPayload {
+  accountId?: string;
+  authorizations?: Record<string, { sid?: string; grantId?: string; persistsLogout?: boolean }>;
+}
+
+export interface EndedSessions {
+  sessions: number;
+  told: number;
+  failed: number;
+}
+
+/** Ends the tenant's provider sessions whose person has no live Guichet session any more, telling the relying parties. */
+export async function endOrphanedProviderSessions(
+  deps: Deps,
+  tenantId: string,
+  providerOf: () => Promise<Provider>,
+  origin: AuditOrigin,
+  now: Date,
+  log?: { warn(o: object, m: string): void },
+): Promise<EndedSessions> {
+  const db = deps.db.db;
+  const orphaned = sql`p.tenant_id = ${tenantId}
+         AND p.model = 'Session'
+         AND p.payload->>'accountId' IS NOT NULL
+         AND NOT EXISTS (
+           SELECT 1 FROM sessions s JOIN accounts a ON a.id = s.account_id AND a.tenant_id = s.tenant_id
+            WHERE s.tenant_id = p.tenant_id AND s.account_id::text = p.payload->>'accountId'
+              AND s.revoked_at IS NULL AND s.expires_at > ${now} AND a.status = 'active')`;
+  // Most requests end nobody's sign-in: a look first, and the tenant's provider is built only when there is work.
+  const any = await inTenant(db, tenantId, (trx) => sql<{ one: number }>`SELECT 1 AS one FROM oidc_payloads p WHERE ${orphaned} LIMIT 1`.execute(trx));
+  if (!any.rows.length) return { sessions: 0, told: 0, failed: 0 };
+  const provider = await providerOf();
+  const claimed = await inTenant(db, tenantId, async (trx) => {
+    const rows = await sql<{ id: string; payload: SessionPayload | string }>`DELETE FROM oidc_payloads p WHERE ${orphaned} RETURNING p.id, p.payload`.execute(trx);
+    return rows.rows.map((r) => ({ id: r.id, payload: (typeof r.payload === 'string' ? JSON.parse(r.payload) : r.payload) as SessionPayload }));
+  });
+  const out: EndedSessions = { sessions: claimed.length, told: 0, failed: 0 };
+  for (const s of claimed) {
+    const accountId = s.payload.accountId!;
+    const auths = Object.entries(s.payload.authorizations ?? {});
+    const told: string[] = [];
+    const failed: string[] = [];
+    for (const [clientId, auth] of auths) {
+      const client = await (provider as WithClients).Client.find(clientId).catch(() => undefined);
+      if (!client?.backchannelLogoutUri) continue;
+      await client.backchannelLogout(accountId, auth.sid).then(
+        () => told.push(clientId),
+        (err: Error) => {
+          failed.push(clientId);
+          log?.warn({ err, clientId }, 'back-channel logout failed');
+        },
+      );
+    }
+    const grants = auths.map(([, a]) => a).filter((a) => a.grantId && !a.persistsLogout).map((a) => a.grantId!);
+    await inTenant(db, tenantId, async (trx) => {
+      if (grants.length) await trx.deleteFrom('oidc_payloads').where((eb) => eb.or([eb('grant_id', 'in', grants), eb.and([eb('model', '=', 'Grant'), eb('id', 'in', grants)])])).execute();
+      await appendAudit(
+        trx,
+        tenantId,
+        {
+          action: 'oidc.logout',
+          outcome: failed.length ? 'failure' : 'success',
+          ...originFields(origin),
+          targetType: 'oidc_client',
+          targetIds: auths.map(([c]) => c).slice(0, 50),
+          details: { via: 'sessions_ended', account: accountId, backchannel: told.length, failed: failed.length },
+        },
+        now,
+      );
+    });
+    out.told += told.length;
+    out.failed += failed.length;
+  }
+  return out;
+}
