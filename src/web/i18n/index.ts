@@ -18,13 +18,22 @@ export function isLocale(x: unknown): x is Locale {
 /** "22 novembre 2026" / "November 22, 2026", from a 'YYYY-MM-DD' date or a Date. */
 export function formatDate(locale: Locale, value: string | Date): string {
   const d = typeof value === 'string' ? new Date(`${value}T12:00:00Z`) : value;
-  return new Intl.DateTimeFormat(locale === 'fr' ? 'fr-CA' : 'en-CA', {
-    day: 'numeric',
-    month: 'long',
-    year: 'numeric',
-    timeZone: typeof value === 'string' ? 'UTC' : 'America/Toronto',
-  }).format(d);
+  const key = `${locale}:${typeof value === 'string' ? 'date' : 'instant'}`;
+  let f = dateFormats.get(key);
+  if (!f) {
+    f = new Intl.DateTimeFormat(locale === 'fr' ? 'fr-CA' : 'en-CA', {
+      day: 'numeric',
+      month: 'long',
+      year: 'numeric',
+      timeZone: typeof value === 'string' ? 'UTC' : 'America/Toronto',
+    });
+    dateFormats.set(key, f);
+  }
+  return f.format(d);
 }
+
+// A formatter costs about a millisecond to build and a page formats many dates: one per language and kind.
+const dateFormats = new Map<string, Intl.DateTimeFormat>();
 
 /** "22 novembre 2026 à 14 h 30" / "November 22, 2026, 2:30 p.m." */
 export function formatDateTime(locale: Locale, d: Date): string {
