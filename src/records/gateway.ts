@@ -316,7 +316,7 @@ export async function childWithOwner(trx: Trx, ctx: Ctx, childId: string, action
   return row;
 }
 
-type ChildRow = Awaited<ReturnType<typeof childWithOwner>>;
+export type ChildRow = Awaited<ReturnType<typeof childWithOwner>>;
 
 async function applicationsOf(trx: Trx, childId: string): Promise<ApplicationView[]> {
   const rows = await trx
@@ -568,12 +568,18 @@ export async function listChildren(deps: Deps, ctx: Ctx, purpose: 'parent.childr
 }
 
 export async function readChildFile(deps: Deps, ctx: Ctx, childId: string, purpose: 'parent.childFile.view' | 'parent.childFile.edit'): Promise<ChildFileView> {
-  return run(deps, ctx, 'waitlist.childFile.read', async (trx, env) => {
-    const c = await childWithOwner(trx, ctx, childId, 'waitlist.childFile.read');
-    const applications = purpose === 'parent.childFile.view' ? await applicationsOf(trx, c.id) : [];
-    const v = await openChild(env, ctx.tenant.id, c, ['first_name', 'last_name', 'birth_date', 'nirec']);
-    await audit(trx, ctx, { action: 'waitlist.childFile.read', targetType: 'child', targetIds: [c.id], familyIds: [c.family_id], fields: fieldsFor(purpose), purpose });
-    return {
+  return run(deps, ctx, 'waitlist.childFile.read', async (trx, env) => (await childFileIn(trx, env, ctx, childId, purpose)).view);
+}
+
+/** readChildFile's work inside a gateway transaction (child-page.ts composes it); also returns the row it loaded. */
+export async function childFileIn(trx: Trx, env: Envelope, ctx: Ctx, childId: string, purpose: 'parent.childFile.view' | 'parent.childFile.edit'): Promise<{ view: ChildFileView; row: ChildRow }> {
+  const c = await childWithOwner(trx, ctx, childId, 'waitlist.childFile.read');
+  const applications = purpose === 'parent.childFile.view' ? await applicationsOf(trx, c.id) : [];
+  const v = await openChild(env, ctx.tenant.id, c, ['first_name', 'last_name', 'birth_date', 'nirec']);
+  await audit(trx, ctx, { action: 'waitlist.childFile.read', targetType: 'child', targetIds: [c.id], familyIds: [c.family_id], fields: fieldsFor(purpose), purpose });
+  return {
+    row: c,
+    view: {
       id: c.id,
       reference: c.reference,
       firstName: required(v.first_name, 'first name'),
@@ -584,8 +590,8 @@ export async function readChildFile(deps: Deps, ctx: Ctx, childId: string, purpo
       daysOfCare: c.days_of_care,
       inSubsidisedCare: c.in_subsidised_care,
       applications,
-    };
-  });
+    },
+  };
 }
 
 export async function updateChildFile(deps: Deps, ctx: Ctx, childId: string, input: ChildInput): Promise<void> {

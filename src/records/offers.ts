@@ -480,18 +480,21 @@ function toParentView(r: ParentOfferRow): ParentOfferView {
 
 /** The signed-in parent's offers (one child's, or all), newest first: references and facilities, no name. */
 export async function listParentOffers(deps: Deps, ctx: Ctx, childId?: string): Promise<ParentOfferView[]> {
+  return run(deps, ctx, 'waitlist.offer.read', (trx) => parentOffersIn(trx, ctx, childId));
+}
+
+/** listParentOffers's work inside a gateway transaction (child-page.ts composes it). */
+export async function parentOffersIn(trx: Trx, ctx: Ctx, childId?: string): Promise<ParentOfferView[]> {
   const action = 'waitlist.offer.read';
-  return run(deps, ctx, action, async (trx) => {
-    if (!ctx.actor) deny(ctx, action, 'offer', 'list', 'not_signed_in', decide(null, action, { type: 'tenant' }, ctx.now));
-    if (childId !== undefined && !UUID.test(childId)) deny(ctx, action, 'child', childId, 'malformed_id');
-    let q = parentOffers(trx).where('f.account_id', '=', ctx.actor.accountId).where('c.deleted_at', 'is', null);
-    if (childId) q = q.where('o.child_id', '=', childId);
-    const rows = (await q.orderBy('o.offered_at', 'desc').limit(100).execute()).filter((r) => decide(ctx.actor, action, { type: 'family', ownerAccountId: r.owner }, ctx.now).allowed);
-    if (rows.length) {
-      await audit(trx, ctx, { action, targetType: 'offer', targetIds: rows.map((r) => r.id), familyIds: [...new Set(rows.map((r) => r.family_id))], fields: fieldsFor('parent.offers'), purpose: 'parent.offers' });
-    }
-    return rows.map(toParentView);
-  });
+  if (!ctx.actor) deny(ctx, action, 'offer', 'list', 'not_signed_in', decide(null, action, { type: 'tenant' }, ctx.now));
+  if (childId !== undefined && !UUID.test(childId)) deny(ctx, action, 'child', childId, 'malformed_id');
+  let q = parentOffers(trx).where('f.account_id', '=', ctx.actor.accountId).where('c.deleted_at', 'is', null);
+  if (childId) q = q.where('o.child_id', '=', childId);
+  const rows = (await q.orderBy('o.offered_at', 'desc').limit(100).execute()).filter((r) => decide(ctx.actor, action, { type: 'family', ownerAccountId: r.owner }, ctx.now).allowed);
+  if (rows.length) {
+    await audit(trx, ctx, { action, targetType: 'offer', targetIds: rows.map((r) => r.id), familyIds: [...new Set(rows.map((r) => r.family_id))], fields: fieldsFor('parent.offers'), purpose: 'parent.offers' });
+  }
+  return rows.map(toParentView);
 }
 
 /** Loads an offer for its family, locked for an answer; anyone else's attempt is recorded (denied) and answered "not found". */

@@ -29,7 +29,7 @@ import {
 import { confirmationState, type ConfirmationState } from './confirmation.ts';
 import { declaredPriorities, facilityOrdering, type DeclaredPriority, type FacilityOrdering } from './ordering.ts';
 export { declaredPriorities, facilityOrdering, type DeclaredPriority, type FacilityOrdering };
-import { audit, childWithOwner, deny, run, UUID, withSession } from './gateway.ts';
+import { audit, childWithOwner, deny, run, UUID, withSession, type ChildRow } from './gateway.ts';
 import { openChildren, required } from './fields.ts';
 import { fieldsFor } from './views.ts';
 
@@ -256,9 +256,14 @@ export interface ChildRank {
  * clear birth month), and nothing of them leaves but the count.
  */
 export async function readChildRanks(deps: Deps, ctx: Ctx, childId: string): Promise<{ confirmation: ConfirmationState; ranks: ChildRank[] }> {
+  return run(deps, ctx, 'waitlist.childFile.read', (trx, env) => childRanksIn(trx, env, ctx, childId));
+}
+
+/** readChildRanks's work inside a gateway transaction; `loaded` is the child's row when the caller has just read it. */
+export async function childRanksIn(trx: Trx, env: Envelope, ctx: Ctx, childId: string, loaded?: ChildRow): Promise<{ confirmation: ConfirmationState; ranks: ChildRank[] }> {
   const action = 'waitlist.childFile.read';
-  return run(deps, ctx, action, async (trx, env) => {
-    const c = await childWithOwner(trx, ctx, childId, action);
+  {
+    const c = loaded ?? (await childWithOwner(trx, ctx, childId, action));
     const apps = await trx
       .selectFrom('applications as a')
       .innerJoin('facilities as f', 'f.id', 'a.facility_id')
@@ -302,6 +307,6 @@ export async function readChildRanks(deps: Deps, ctx: Ctx, childId: string): Pro
       details: { facilities: apps.length },
     });
     return { confirmation: confirmationState(ctx.tenant.rules, c, ctx.now), ranks };
-  });
+  }
 }
 

@@ -1,7 +1,12 @@
 /** Calendar arithmetic on 'YYYY-MM-DD' strings, in Quebec's time zone for "today". */
 
+// Building an Intl.DateTimeFormat costs about a millisecond; pages ask for today several times per request.
+const dayFormats = new Map<string, Intl.DateTimeFormat>();
+
 export function today(now: Date, timeZone = 'America/Toronto'): string {
-  return new Intl.DateTimeFormat('en-CA', { timeZone, year: 'numeric', month: '2-digit', day: '2-digit' }).format(now);
+  let f = dayFormats.get(timeZone);
+  if (!f) dayFormats.set(timeZone, (f = new Intl.DateTimeFormat('en-CA', { timeZone, year: 'numeric', month: '2-digit', day: '2-digit' })));
+  return f.format(now);
 }
 
 export function addMonths(date: string, months: number): string {

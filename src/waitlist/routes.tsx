@@ -11,7 +11,7 @@ import { formatDate } from '../web/i18n/index.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
 import { requireRecentAuth } from '../identity/stepup.ts';
 import { DAYS, parseChildInput } from './child-file.ts';
-import { readChildRanks } from '../records/ranks.ts';
+import { readChildPage } from '../records/child-page.ts';
 import { publicFacilityPriorities } from './priorities.ts';
 import { ConfirmSection, RankSection, waitlistRulesRoutes } from './rules-routes.tsx';
 import { childFileDeletionRoutes, DeletedFilesSection, DeleteFileSection } from './delete-routes.tsx';
@@ -200,10 +200,8 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
   /* ------------------------------------------------------ parent: child file */
   app.get<{ Params: { id: string }; Querystring: { status?: string } }>('/children/:id', async (req, reply) => {
     const ctx = req.ctx;
-    const child = await records.readChildFile(deps, ctx, req.params.id, 'parent.childFile.view');
-    // Computed live, through the records path: the rank is read (and recorded) each time it is shown.
-    const { ranks, confirmation } = await readChildRanks(deps, ctx, child.id);
-    const offers = await listParentOffers(deps, ctx, child.id);
+    // The file, its ranks (computed live, read and recorded each time they are shown) and its offers: one gateway transaction.
+    const { child, ranks, confirmation, offers } = await readChildPage(deps, ctx, req.params.id);
     const status = STATUS_PARAM.parse(req.query.status);
     const confirmStatus = CONFIRM_STATUS.parse(req.query.status);
     const env = pageEnv(req, reply);
