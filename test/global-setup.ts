@@ -46,8 +46,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
  * each file's import.meta.url stays its own source file's, so paths to
  * migrations, assets and seed data resolve as they do from the sources. Test
  * files still run their first command through bin/guichet.mjs
- * (test/helpers/cli.ts). Null when esbuild cannot be loaded: every command then
- * goes through bin/guichet.mjs.
+ * (test/helpers/cli.ts). Null when esbuild cannot be loaded or the bundling
+ * fails: every command then goes through bin/guichet.mjs.
  */
 async function bundleCli(): Promise<{ path: string; remove: () => void } | null> {
   const started = performance.now();
@@ -63,30 +63,37 @@ async function bundleCli(): Promise<{ path: string; remove: () => void } | null>
   // Packages stay outside the bundle and resolve from the project's node_modules.
   symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'), 'dir');
   const path = join(dir, 'guichet.mjs');
-  await esbuild.build({
-    entryPoints: [join(root, 'src/cli/main.ts')],
-    outfile: path,
-    bundle: true,
-    packages: 'external',
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    jsx: 'automatic',
-    jsxImportSource: 'preact',
-    sourcemap: 'inline',
-    logLevel: 'warning',
-    plugins: [
-      {
-        name: 'own-import-meta-url',
-        setup(build) {
-          build.onLoad({ filter: /[\\/]src[\\/].*\.tsx?$/ }, async (a) => ({
-            contents: (await readFile(a.path, 'utf8')).replaceAll('import.meta.url', JSON.stringify(pathToFileURL(a.path).href)),
-            loader: a.path.endsWith('.tsx') ? 'tsx' : 'ts',
-          }));
+  try {
+    await esbuild.build({
+      entryPoints: [join(root, 'src/cli/main.ts')],
+      outfile: path,
+      bundle: true,
+      packages: 'external',
+      platform: 'node',
+      format: 'esm',
+      target: 'node20',
+      jsx: 'automatic',
+      jsxImportSource: 'preact',
+      sourcemap: 'inline',
+      logLevel: 'warning',
+      plugins: [
+        {
+          name: 'own-import-meta-url',
+          setup(build) {
+            build.onLoad({ filter: /[\\/]src[\\/].*\.tsx?$/ }, async (a) => ({
+              contents: (await readFile(a.path, 'utf8')).replaceAll('import.meta.url', JSON.stringify(pathToFileURL(a.path).href)),
+              loader: a.path.endsWith('.tsx') ? 'tsx' : 'ts',
+            }));
+          },
         },
-      },
-    ],
-  });
+      ],
+    });
+  } catch (err) {
+    // Only the bundling failed: the commands still run, through bin/guichet.mjs.
+    rmSync(dir, { recursive: true, force: true });
+    console.log(`[test cli] bundling failed (${(err as Error).message}): commands run through bin/guichet.mjs`);
+    return null;
+  }
   console.log(`[test cli] ${path} built in ${Math.round(performance.now() - started)} ms`);
   return { path, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
