@@ -2,9 +2,11 @@
  * Prepares the run's test database once, before any test file, and removes it
  * afterwards. See test/helpers/db.ts for how tests use it.
  */
-import { rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
@@ -27,7 +29,73 @@ export default async function setup(project: TestProject): Promise<() => Promise
   project.provide('guichetTestDb', info);
   const where = info.kind === 'postgres' ? `database ${info.database}` : info.dumpPath;
   console.log(`[test db] ${kind}: ${where} ready in ${Math.round(performance.now() - started)} ms`);
-  return teardown;
+  const bundle = await bundleCli();
+  project.provide('guichetCliBundle', bundle?.path ?? null);
+  return async () => {
+    bundle?.remove();
+    await teardown();
+  };
+}
+
+/**
+ * The CLI's sources (src/cli/main.ts and all it imports) compiled once into one
+ * file, for the tests that run many `guichet` commands: through
+ * bin/guichet.mjs each process compiles and loads a few hundred modules through
+ * tsx's loader, several seconds on a loaded machine; the bundle loads in a
+ * fraction of that. The code is the same (tsx compiles with the same esbuild);
+ * each file's import.meta.url stays its own source file's, so paths to
+ * migrations, assets and seed data resolve as they do from the sources. Test
+ * files still run their first command through bin/guichet.mjs
+ * (test/helpers/cli.ts). Null when esbuild cannot be loaded or the bundling
+ * fails: every command then goes through bin/guichet.mjs.
+ */
+async function bundleCli(): Promise<{ path: string; remove: () => void } | null> {
+  const started = performance.now();
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  let esbuild: typeof import('esbuild');
+  try {
+    esbuild = await import('esbuild');
+  } catch (err) {
+    console.log(`[test cli] no esbuild (${(err as Error).message}): commands run through bin/guichet.mjs`);
+    return null;
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'guichet-test-cli-'));
+  // Packages stay outside the bundle and resolve from the project's node_modules.
+  symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'), 'dir');
+  const path = join(dir, 'guichet.mjs');
+  try {
+    await esbuild.build({
+      entryPoints: [join(root, 'src/cli/main.ts')],
+      outfile: path,
+      bundle: true,
+      packages: 'external',
+      platform: 'node',
+      format: 'esm',
+      target: 'node20',
+      jsx: 'automatic',
+      jsxImportSource: 'preact',
+      sourcemap: 'inline',
+      logLevel: 'warning',
+      plugins: [
+        {
+          name: 'own-import-meta-url',
+          setup(build) {
+            build.onLoad({ filter: /[\\/]src[\\/].*\.tsx?$/ }, async (a) => ({
+              contents: (await readFile(a.path, 'utf8')).replaceAll('import.meta.url', JSON.stringify(pathToFileURL(a.path).href)),
+              loader: a.path.endsWith('.tsx') ? 'tsx' : 'ts',
+            }));
+          },
+        },
+      ],
+    });
+  } catch (err) {
+    // Only the bundling failed: the commands still run, through bin/guichet.mjs.
+    rmSync(dir, { recursive: true, force: true });
+    console.log(`[test cli] bundling failed (${(err as Error).message}): commands run through bin/guichet.mjs`);
+    return null;
+  }
+  console.log(`[test cli] ${path} built in ${Math.round(performance.now() - started)} ms`);
+  return { path, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
 async function setupPGlite(): Promise<{ info: TestDbInfo; teardown: () => Promise<void> }> {

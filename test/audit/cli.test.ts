@@ -21,6 +21,7 @@ import { openDatabase } from '../../src/db/connection.ts';
 import type { DB } from '../../src/db/schema.ts';
 import { inTenant } from '../../src/db/tenant.ts';
 import { createTenant } from '../../src/tenants/service.ts';
+import { guichetEntry } from '../helpers/cli.ts';
 import { randomSlug, testDatabaseInfo } from '../helpers/db.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -36,7 +37,7 @@ interface Run {
 
 function cli(args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, ['bin/guichet.mjs', 'audit', ...args], { cwd: ROOT, env, timeout: 60_000 }, (_err, stdout, stderr) =>
+    const child = execFile(process.execPath, [guichetEntry(), 'audit', ...args], { cwd: ROOT, env, timeout: 60_000 }, (_err, stdout, stderr) =>
       resolve({ code: child.exitCode, stdout: String(stdout), stderr: String(stderr) }),
     );
   });

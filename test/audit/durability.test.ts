@@ -30,6 +30,7 @@ import { keyProviderFromSecret } from '../../src/crypto/keys.ts';
 import { openDatabase } from '../../src/db/connection.ts';
 import type { DB } from '../../src/db/schema.ts';
 import { createTenant } from '../../src/tenants/service.ts';
+import { guichetEntry } from '../helpers/cli.ts';
 import { createTestDatabase, randomSlug, testDatabaseInfo, testDbKind, type TestDatabase } from '../helpers/db.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -61,7 +62,7 @@ interface Served {
 }
 
 async function serve(env: NodeJS.ProcessEnv): Promise<Served> {
-  const child = spawn(process.execPath, ['bin/guichet.mjs', 'serve'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [guichetEntry(), 'serve'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   let out = '';
   child.stdout!.on('data', (b: Buffer) => (out += b.toString('utf8')));
@@ -228,7 +229,7 @@ describe.runIf(testDbKind() === 'postgres')('kill -9 during concurrent writes, t
     for (const x of [active, last]) x.server.child.kill('SIGTERM');
     await Promise.all([active.server.exited, last.server.exited]);
     const r = await new Promise<{ code: number | null; out: string }>((resolve) => {
-      const c = execFile(process.execPath, ['bin/guichet.mjs', 'audit', 'verify', '--tenant', slug], { cwd: ROOT, env }, (_e, out, err) => resolve({ code: c.exitCode, out: `${out}${err}` }));
+      const c = execFile(process.execPath, [guichetEntry(), 'audit', 'verify', '--tenant', slug], { cwd: ROOT, env }, (_e, out, err) => resolve({ code: c.exitCode, out: `${out}${err}` }));
     });
     expect(r.code, r.out).toBe(0);
     expect(r.out).toMatch(new RegExp(`^${slug}: ok, \\d+ events, tree of \\d+ leaves, \\d+ signed heads, witness agrees`, 'm'));

@@ -1,6 +1,7 @@
 /**
  * `guichet backup` and `guichet restore`, run as an operator runs them (child
- * processes of bin/guichet.mjs), on the database of the run:
+ * processes of bin/guichet.mjs or of the run's bundle of the same sources,
+ * test/helpers/cli.ts), on the database of the run:
  *
  * - PGlite: the embedded data directory and the file keyring are backed up,
  *   each into its own encrypted file, and restored on "another machine" (a
@@ -30,6 +31,7 @@ import { CHUNK, decryptStream, encryptStream } from '../../src/backup/format.ts'
 import { keyProviderFromSecret, loadKeyProvider } from '../../src/crypto/keys.ts';
 import { openDatabase } from '../../src/db/connection.ts';
 import type { DB } from '../../src/db/schema.ts';
+import { guichetEntry } from '../helpers/cli.ts';
 import { testDatabaseInfo, TEST_APP_ROLE } from '../helpers/db.ts';
 import { storedChild } from '../records/stored.ts';
 
@@ -55,7 +57,7 @@ interface Run {
 function cli(args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
   const started = performance.now();
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, ['bin/guichet.mjs', ...args], { cwd: ROOT, env, timeout: 120_000, maxBuffer: 16 * 1024 * 1024 }, (_e, stdout, stderr) => {
+    const child = execFile(process.execPath, [guichetEntry(), ...args], { cwd: ROOT, env, timeout: 120_000, maxBuffer: 16 * 1024 * 1024 }, (_e, stdout, stderr) => {
       resolve({ code: child.exitCode, stdout: String(stdout), stderr: String(stderr), ms: Math.round(performance.now() - started) });
     });
   });

@@ -17,6 +17,7 @@ import { openDatabase } from '../../src/db/connection.ts';
 import type { DB } from '../../src/db/schema.ts';
 import { generateFacilities } from '../../src/demo/scale.ts';
 import { familyStream } from '../../src/demo/seed.ts';
+import { guichetEntry } from '../helpers/cli.ts';
 import { randomSlug, testDatabaseInfo } from '../helpers/db.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -36,7 +37,7 @@ interface Run {
 
 function cli(args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, ['bin/guichet.mjs', ...args], { cwd: ROOT, env, timeout: 120_000, maxBuffer: 16 * 1024 * 1024 }, (_err, stdout, stderr) => {
+    const child = execFile(process.execPath, [guichetEntry(), ...args], { cwd: ROOT, env, timeout: 120_000, maxBuffer: 16 * 1024 * 1024 }, (_err, stdout, stderr) => {
       resolve({ code: child.exitCode, stdout: String(stdout), stderr: String(stderr) });
     });
   });

@@ -1,7 +1,8 @@
 /**
  * The `guichet` command line, run for real: each command is a child process
- * (`node bin/guichet.mjs ...`), and the tests check what an operator sees,
- * the exit code and the output.
+ * (`node bin/guichet.mjs ...`, or the run's bundle of the same sources: see
+ * test/helpers/cli.ts), and the tests check what an operator sees, the exit
+ * code and the output.
  *
  * The PGlite tests share one data directory and run in order, as an operator
  * would: create a tenant, import the directory, seed, bootstrap the first
@@ -19,6 +20,7 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../../src/db/connection.ts';
+import { guichetEntry } from '../helpers/cli.ts';
 import { randomSlug, testDatabaseInfo } from '../helpers/db.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -61,7 +63,7 @@ interface Run {
 function cli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000): Promise<Run> {
   const started = performance.now();
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, ['bin/guichet.mjs', ...args], { cwd: ROOT, env, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (_err, stdout, stderr) => {
+    const child = execFile(process.execPath, [guichetEntry(), ...args], { cwd: ROOT, env, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (_err, stdout, stderr) => {
       resolve({ code: child.exitCode, stdout: String(stdout), stderr: String(stderr), ms: Math.round(performance.now() - started) });
     });
   });
@@ -98,7 +100,7 @@ interface Server {
 }
 
 function startServer(env: NodeJS.ProcessEnv): Server {
-  const child = spawn(process.execPath, ['bin/guichet.mjs', 'serve'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [guichetEntry(), 'serve'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   running.add(child);
   let out = '';
   child.stdout!.on('data', (b: Buffer) => (out += b.toString('utf8')));

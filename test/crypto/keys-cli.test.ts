@@ -19,6 +19,7 @@ import { progressBar } from '../../src/crypto/cli.ts';
 import { envelopeFor } from '../../src/crypto/envelope.ts';
 import { loadKeyProvider } from '../../src/crypto/keys.ts';
 import { rotateTenantKey } from '../../src/crypto/rotation.ts';
+import { guichetEntry } from '../helpers/cli.ts';
 import { randomSlug, testDatabaseInfo } from '../helpers/db.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -33,7 +34,7 @@ interface Run {
 // A first run creates the data directory and migrates it: on two loaded cores that alone can take a minute.
 function cli(args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, ['bin/guichet.mjs', ...args], { cwd: ROOT, env, timeout: 180_000 }, (_err, stdout, stderr) => resolve({ code: child.exitCode, stdout: String(stdout), stderr: String(stderr) }));
+    const child = execFile(process.execPath, [guichetEntry(), ...args], { cwd: ROOT, env, timeout: 180_000 }, (_err, stdout, stderr) => resolve({ code: child.exitCode, stdout: String(stdout), stderr: String(stderr) }));
   });
 }
 

@@ -34,6 +34,7 @@ import { addMonths, today } from '../../src/waitlist/dates.ts';
 import { createTestKeyring, type TestKeyring } from '../crypto/keyring-helper.ts';
 import { createAdmin, createFacility, createParent, createStaff, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
 import { Client, type Response } from '../helpers/client.ts';
+import { guichetEntry } from '../helpers/cli.ts';
 import { createTestDatabase, testDatabaseInfo, testDbKind, type TestDatabase } from '../helpers/db.ts';
 import { redisForTests, testRedisUrl } from '../helpers/redis.ts';
 import { actorOf, createAccount, grantRole } from '../records/people.ts';
@@ -63,7 +64,7 @@ interface Proc {
 const procs: Proc[] = [];
 
 async function start(name: string, args: string[], env: NodeJS.ProcessEnv, ready: RegExp): Promise<Proc> {
-  const child = spawn(process.execPath, ['bin/guichet.mjs', ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [guichetEntry(), ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (b: Buffer) => (out += b.toString('utf8')));
   child.stderr!.on('data', (b: Buffer) => (out += b.toString('utf8')));
@@ -300,7 +301,7 @@ describe.runIf(testDbKind() === 'postgres')('two servers and a worker on one Pos
     const codes = await Promise.all(procs.map((p) => p.exited));
     expect(codes, procs.map((p) => `${p.name}:\n${p.output()}`).join('\n')).toEqual([0, 0, 0]);
     const r = await new Promise<{ code: number | null; out: string }>((resolve) => {
-      const c = execFile(process.execPath, ['bin/guichet.mjs', 'audit', 'verify', '--tenant', tenant.slug], { cwd: ROOT, env }, (_e, out, err) => resolve({ code: c.exitCode, out: `${out}${err}` }));
+      const c = execFile(process.execPath, [guichetEntry(), 'audit', 'verify', '--tenant', tenant.slug], { cwd: ROOT, env }, (_e, out, err) => resolve({ code: c.exitCode, out: `${out}${err}` }));
     });
     expect(r.code, r.out).toBe(0);
     expect(r.out).toMatch(new RegExp(`^${tenant.slug}: ok, \\d+ events, tree of \\d+ leaves, \\d+ signed heads`, 'm'));

@@ -23,6 +23,7 @@ import { createDemoAccount } from '../../src/identity/service.ts';
 import * as records from '../../src/records/gateway.ts';
 import { loadConfig } from '../../src/config/config.ts';
 import { createTenant, TenantDirectory, type Tenant } from '../../src/tenants/service.ts';
+import { guichetEntry } from '../helpers/cli.ts';
 import { randomSlug, testDatabaseInfo } from '../helpers/db.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -37,7 +38,7 @@ interface Run {
 
 function cli(args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, ['bin/guichet.mjs', ...args], { cwd: ROOT, env, timeout: 90_000 }, (_err, stdout, stderr) => resolve({ code: child.exitCode, stdout: String(stdout), stderr: String(stderr) }));
+    const child = execFile(process.execPath, [guichetEntry(), ...args], { cwd: ROOT, env, timeout: 90_000 }, (_err, stdout, stderr) => resolve({ code: child.exitCode, stdout: String(stdout), stderr: String(stderr) }));
   });
 }
 const shown = (r: Run) => `exit ${r.code}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;

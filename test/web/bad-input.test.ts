@@ -148,6 +148,26 @@ async function fixture(): Promise<Fixture> {
   return { tenant, host, facility, facility2, foreignFacility, parent, parentEmail, childId, applicationId, admin, adminId: boot.accountId, director: makeDirector, anon, verifyToken, setPasswordToken, invitationToken };
 }
 
+/**
+ * The routes of one role share a fixture: building one (a parent with a child
+ * and an application, an administrator, tokens, each with a password hash and a
+ * sign-in) costs more than the cases most routes receive. Each route's test
+ * still compares the tenant before and after its own cases, so a write by any
+ * route is caught where it happens. A fixture older than two minutes is
+ * replaced, so that sign-ins stay as recent as a fresh one's (recent-auth
+ * checks allow five minutes).
+ */
+const SHARED_FOR_MS = 120_000;
+const sharedFixtures = new Map<Who, { made: number; fx: Promise<Fixture> }>();
+
+function fixtureFor(who: Who): Promise<Fixture> {
+  const held = sharedFixtures.get(who);
+  if (held && Date.now() - held.made < SHARED_FOR_MS) return held.fx;
+  const fx = fixture();
+  sharedFixtures.set(who, { made: Date.now(), fx });
+  return fx;
+}
+
 const COUNTED = ['children', 'applications', 'families', 'accounts', 'invitations', 'memberships'] as const;
 
 async function counts(tenant: Tenant): Promise<Record<string, number>> {
@@ -491,7 +511,7 @@ describe('POST routes', () => {
 
   for (const spec of SPECS) {
     it(`POST ${spec.route}: every bad input is a 4xx page in the reader's language, and nothing is written`, async () => {
-      const fx = await fixture();
+      const fx = await fixtureFor(spec.who);
       const client = await clientFor(fx, spec.who);
       await client.get('/');
       const csrf = client.csrf!;
