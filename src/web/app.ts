@@ -14,6 +14,7 @@ import { StepUpRequired, stepUpRedirect } from '../identity/stepup.ts';
 import { isTokenShaped } from '../identity/tokens.ts';
 import { isLocale, type Locale } from './i18n/index.ts';
 import { metricsRoutes } from './metrics.ts';
+import { recordRefusedObjectRequests } from './refusals.ts';
 import { errorPage } from './pages.tsx';
 
 declare module 'fastify' {
@@ -193,6 +194,7 @@ export async function buildApp(deps: Deps, routes: RouteModule[]): Promise<Fasti
   });
 
   metricsRoutes(app, deps);
+  recordRefusedObjectRequests(app, deps);
   for (const r of routes) await r(app, deps);
   return app;
 }
