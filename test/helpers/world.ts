@@ -88,7 +88,8 @@ export async function buildSide(t: TestApp): Promise<Side> {
   const parent2 = await createParent(t, tenant, emails.parent2);
   const accounts = { parent, parent2, staff, staff2, operator, officer, admin };
   const signIn = async (who: keyof typeof emails): Promise<Client> => {
-    const c = new Client(t.app, host);
+    // A source address of its own: the many sign-ins of an attack test are not one address's failures (throttling).
+    const c = new Client(t.app, host, `10.${(seq >> 16) & 255}.${(seq >> 8) & 255}.${seq++ & 255}`);
     const r = await c.signIn(emails[who], PASSWORD);
     if (r.status !== 303) throw new Error(`${who} could not sign in: ${r.status}`);
     await c.get('/account');
