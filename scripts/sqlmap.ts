@@ -236,6 +236,8 @@ for (const who of opts.roles!.split(',')) {
     const injectable = [...out.matchAll(/Parameter: ([^\n]+)\n\s+Type:/g)].map((m) => m[1]!.trim());
     const note = /all tested parameters do not appear to be injectable/.test(out) ? 'not injectable' : /no parameter\(s\) found|not found any/i.test(out) ? 'no parameter' : (/\[CRITICAL\] ([^\n]+)/.exec(out)?.[1] ?? 'done').slice(0, 100);
     results.push({ who, method, route, params, injectable, note });
+    // What sqlmap saw, to judge it: a finding on a parameter the route does not read is noise in the answers (a time, an id).
+    if (injectable.length) console.log(/---\n([\s\S]*?)\n---/.exec(out)?.[1] ?? out.slice(-2000));
     console.log(`[sqlmap] ${who.padEnd(6)} ${method.padEnd(4)} ${route} — ${params} parameters, ${injectable.length ? `INJECTABLE: ${injectable.join('; ')}` : note} (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
   }
 }
