@@ -161,6 +161,8 @@ export const AUDIT_ACTIONS = [
   'api.key.list',
   'api.key.revoke',
   'api.key.use',
+  // a refused request naming an object (src/web/refusals.ts): recorded when the route's own service recorded nothing
+  'web.object.refused',
 ] as const;
 
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];

@@ -110,6 +110,7 @@ function toRow(tenantId: string, input: AuditEventInput, now: Date) {
  */
 export async function appendAudit(trx: Trx, tenantId: string, input: AuditEventInput, now: Date): Promise<SealedEvent> {
   const row = toRow(tenantId, input, now);
+  if (input.outcome === 'denied' && input.requestId) noteRefusalRecorded(tenantId, input.requestId);
   const { seq } = await trx
     .insertInto('audit_events')
     .values({ ...row, details: JSON.stringify(row.details) })
@@ -129,6 +130,24 @@ export async function appendAuditMany(trx: Trx, tenantId: string, inputs: readon
     .execute();
   const seqOf = new Map(stamped.map((s) => [s.id, String(s.seq)]));
   return rows.map((r) => ({ ...r, seq: seqOf.get(r.id)! }));
+}
+
+/**
+ * Requests (tenant and request id) whose refusal a service has already
+ * recorded, so that the generic record of refused requests on objects
+ * (src/web/refusals.ts) does not write a second one. Emptied as each
+ * response leaves; bounded in case one never does.
+ */
+const refusalsRecorded = new Set<string>();
+
+function noteRefusalRecorded(tenantId: string, requestId: string): void {
+  if (refusalsRecorded.size > 10_000) refusalsRecorded.clear();
+  refusalsRecorded.add(`${tenantId}|${requestId}`);
+}
+
+/** Whether a refusal was recorded for this request; forgets it. */
+export function takeRefusalRecorded(tenantId: string, requestId: string): boolean {
+  return refusalsRecorded.delete(`${tenantId}|${requestId}`);
 }
 
 /** For events that must survive the failure of the work they describe (denials). */

@@ -14,6 +14,7 @@ import { StepUpRequired, stepUpRedirect } from '../identity/stepup.ts';
 import { isTokenShaped } from '../identity/tokens.ts';
 import { isLocale, type Locale } from './i18n/index.ts';
 import { metricsRoutes } from './metrics.ts';
+import { recordRefusedObjectRequests } from './refusals.ts';
 import { errorPage } from './pages.tsx';
 
 declare module 'fastify' {
@@ -137,6 +138,13 @@ export async function buildApp(deps: Deps, routes: RouteModule[]): Promise<Fasti
     if (tenant.lockdownLevel >= 4 && !OPEN_IN_MAINTENANCE.test(req.url)) return errorPage(req, reply, 'maintenance', 503);
   });
 
+  // Bytes of a form that are not UTF-8 decode to U+FFFD, which nobody types: the request is refused whole, before any
+  // handler reads (or stores) a name with a hole in it. The facility API and the OpenID Connect endpoints answer their own way.
+  app.addHook('preValidation', async (req, reply) => {
+    if (!req.ctx || req.method !== 'POST' || req.url.startsWith('/api/') || req.routeOptions.config.csrf === false) return;
+    if (holdsReplacementCharacter(req.body)) return errorPage(req, reply, 'badRequest', 400);
+  });
+
   // Every state-changing request carries a CSRF token bound to the session.
   app.addHook('preHandler', (req, reply, done) => {
     if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS' || !req.ctx) return done();
@@ -193,11 +201,19 @@ export async function buildApp(deps: Deps, routes: RouteModule[]): Promise<Fasti
   });
 
   metricsRoutes(app, deps);
+  recordRefusedObjectRequests(app, deps);
   for (const r of routes) await r(app, deps);
   return app;
 }
 
 const MAX_PARAM_LENGTH = 200;
+
+function holdsReplacementCharacter(body: unknown): boolean {
+  if (typeof body === 'string') return body.includes('\ufffd');
+  if (Array.isArray(body)) return body.some((v) => typeof v === 'string' && v.includes('\ufffd'));
+  if (!body || typeof body !== 'object') return false;
+  return Object.entries(body as Record<string, unknown>).some(([k, v]) => k.includes('\ufffd') || (typeof v === 'string' ? v.includes('\ufffd') : Array.isArray(v) && v.some((x) => typeof x === 'string' && x.includes('\ufffd'))));
+}
 
 // security.txt stays reachable: an incident is when a reporter most needs the address.
 const OPEN_IN_MAINTENANCE = /^\/(signin|signout|reauth|security|\.well-known\/security\.txt|security-policy\.txt)(\/|\?|$)/;

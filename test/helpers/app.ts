@@ -156,8 +156,13 @@ export function ctxFor(t: TestApp, tenant: Tenant, actor: Actor | null): Ctx {
  * counts only if the router confirms it holds it.
  */
 export function registeredPostRoutes(app: TestApp['app']): string[] {
+  return registeredRoutes(app, 'POST');
+}
+
+/** The routes registered for a method (GET, POST…), read from the router as registeredPostRoutes() does. */
+export function registeredRoutes(app: TestApp['app'], method: 'GET' | 'POST'): string[] {
   const out = new Set<string>();
-  for (const tree of [app.printRoutes({ commonPrefix: false }), app.printRoutes({ method: 'POST' })]) {
+  for (const tree of [app.printRoutes({ commonPrefix: false }), app.printRoutes({ method })]) {
     const stack: string[] = [];
     for (const line of tree.split('\n')) {
       const m = /^((?:[│ ] {3})*)[├└]── (.*?)(?: \(([^)]*)\))?$/.exec(line);
@@ -167,7 +172,7 @@ export function registeredPostRoutes(app: TestApp['app']): string[] {
       stack.push(m[2]!);
       const methods = (m[3] ?? '').split(',').map((s) => s.trim());
       const route = stack.join('');
-      if (methods.includes('POST') && (!route.includes('*') || app.hasRoute({ method: 'POST', url: route }))) out.add(route);
+      if (methods.includes(method) && (!route.includes('*') || app.hasRoute({ method, url: route }))) out.add(route);
     }
   }
   return [...out].sort();

@@ -403,7 +403,7 @@ interface Case {
   label: string;
   /** Path parameter overrides. */
   params?: Record<string, string>;
-  body: { kind: 'form'; fields: Record<string, string | string[]> } | { kind: 'raw'; contentType: string; payload: string };
+  body: { kind: 'form'; fields: Record<string, string | string[]> } | { kind: 'raw'; contentType: string; payload: string | Buffer };
   /** Exact statuses allowed (default: any 4xx). */
   statuses?: number[];
   /** Text the page must show (French). */
@@ -435,6 +435,10 @@ function casesFor(spec: RouteSpec, fx: Fixture, csrf: string): Case[] {
   if (!spec.noBody) {
     const first = spec.text?.[0] ?? 'x';
     cases.push({ label: 'malformed percent-encoding', body: { kind: 'raw', contentType: 'application/x-www-form-urlencoded', payload: `${new URLSearchParams({ ...base, _csrf: csrf }).toString().replace(new RegExp(`(^|&)${first}=[^&]*`), `$1${first}=%E0%A4%A`)}&%%%=&&&=x` } });
+    // Bytes that are not UTF-8 (an overlong form, a lone continuation byte, 0xFF) in the first field, the rest valid.
+    const good = new URLSearchParams({ ...base, _csrf: csrf });
+    good.delete(first);
+    cases.push({ label: 'invalid UTF-8 bytes', body: { kind: 'raw', contentType: 'application/x-www-form-urlencoded', payload: Buffer.concat([Buffer.from(`${good.toString()}&${first}=Zo`), Buffer.from([0xc3, 0x28, 0x80, 0xff, 0xc0, 0xaf])]) }, statuses: [400] });
     cases.push({ label: 'a urlencoded body with only separators', body: { kind: 'raw', contentType: 'application/x-www-form-urlencoded', payload: `_csrf=${encodeURIComponent(csrf)}&&&===&` } });
   }
   // (d) wrong types
