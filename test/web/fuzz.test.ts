@@ -21,7 +21,7 @@ import { Client, type Response } from '../helpers/client.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 import { buildSide, ROLES, type Role, type Side } from '../helpers/world.ts';
 
-const RUNS = Number(process.env.GUICHET_FUZZ_RUNS ?? 300);
+const RUNS = Number(process.env.GUICHET_FUZZ_RUNS ?? 150);
 const SEED = process.env.GUICHET_FUZZ_SEED ? Number(process.env.GUICHET_FUZZ_SEED) : undefined;
 
 let database: TestDatabase;
