@@ -209,6 +209,17 @@ function offSite(location: string, host: string): boolean {
 
 /** A raw script or event handler of ours in the page: the payload came out unescaped. */
 const RAW_XSS = /<script>window\.__xss|<img src=x onerror|<svg\/onload/i;
+
+/**
+ * A payload is a script only where a browser renders the answer as HTML. A download (CSV, JSON) gives the
+ * typed text back as it was typed, which is its job: it must then not be HTML, nor sniffed as such.
+ */
+function unescapedIn(r: Response): string | null {
+  const type = String(r.headers['content-type'] ?? '');
+  if (/text\/html/i.test(type)) return RAW_XSS.test(r.body) ? 'unescaped' : null;
+  if (!RAW_XSS.test(r.body)) return null;
+  return String(r.headers['x-content-type-options'] ?? '') === 'nosniff' ? null : `served as ${type || 'no type'} without nosniff`;
+}
 /** A template engine evaluated 7*7. */
 const EVALUATED = /\|49\||\|49$|^49\|/m;
 
@@ -473,7 +484,8 @@ describe('injection in every parameter', () => {
           const r = await c.post(ownPath(A, route), { ...base, ...Object.fromEntries(TYPED.filter((f) => f !== 'email' && f !== 'nirec' && f !== 'code').map((f) => [f, x])) });
           n++;
           if (r.status >= 500) failures.push(`${who} POST ${route}: ${r.status}`);
-          if (RAW_XSS.test(r.body)) failures.push(`${who} POST ${route}: reflected unescaped`);
+          const reflected = unescapedIn(r);
+          if (reflected) failures.push(`${who} POST ${route}: reflected ${reflected}`);
         }
       }
       // A child and an application named by the payload, made the ordinary way, so that the lists and files show it.
@@ -487,7 +499,8 @@ describe('injection in every parameter', () => {
         for (const [who, c] of readers) {
           const r = await c.get(ownPath(A, route));
           n++;
-          if (RAW_XSS.test(r.body)) failures.push(`${who} GET ${route}: a stored payload unescaped`);
+          const stored = unescapedIn(r);
+          if (stored) failures.push(`${who} GET ${route}: a stored payload ${stored}`);
         }
       }
       console.log(`[attacks] XSS: ${n} requests, ${failures.length} problems (a child named by the payload: ${made.status})`);
