@@ -123,6 +123,7 @@ export async function appendAudit(trx: Trx, tenantId: string, input: AuditEventI
 export async function appendAuditMany(trx: Trx, tenantId: string, inputs: readonly AuditEventInput[], now: Date): Promise<SealedEvent[]> {
   if (!inputs.length) return [];
   const rows = inputs.map((i) => toRow(tenantId, i, now));
+  for (const i of inputs) if (i.outcome === 'denied' && i.requestId) noteRefusalRecorded(tenantId, i.requestId);
   const stamped = await trx
     .insertInto('audit_events')
     .values(rows.map((r) => ({ ...r, details: JSON.stringify(r.details) })))
