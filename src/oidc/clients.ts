@@ -12,6 +12,7 @@ import { inTenant } from '../db/tenant.ts';
 import { AppError, ValidationError } from '../errors.ts';
 import { requireRecentAuth } from '../identity/stepup.ts';
 import { originFields } from '../tenants/service.ts';
+import { lookAlike } from '../web/look-alikes.ts';
 import type { Selectable } from 'kysely';
 
 export type ClientRow = Selectable<OidcClientsTable>;
@@ -137,8 +138,10 @@ async function check(deps: Deps, ctx: Ctx, action: Action, audited: AuditAction,
 
 /** The checks every registration and every edit pass: bad input names its field, nothing is written. */
 export function validateClient(input: Omit<NewClient, 'confidential'>, production: boolean): void {
-  const errors: Record<string, 'invalidValue'> = {};
+  const errors: Record<string, 'invalidValue' | 'nameLookAlike'> = {};
   if (!input.name.trim() || input.name.length > 120) errors.name = 'invalidValue';
+  // The name is what a person reads on the consent page: it must not pass for another service's.
+  else if (lookAlike(input.name)) errors.name = 'nameLookAlike';
   if (!input.redirectUris.length || input.redirectUris.length > 10 || !input.redirectUris.every((u) => checkRedirectUri(u, production))) errors.redirectUris = 'invalidValue';
   // Pairwise identifiers are computed per host: every redirect URI on one host.
   else if (new Set(input.redirectUris.map((u) => new URL(u).host)).size > 1) errors.redirectUris = 'invalidValue';

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { ValidationError } from '../errors.ts';
 import type { TenantRules } from '../tenants/rules.ts';
 import { checkbox, dateField, fieldKey, text } from '../web/forms.ts';
+import { lookAlike } from '../web/look-alikes.ts';
 import type { FieldErrorKey } from '../web/i18n/index.ts';
 import { addMonths, today } from './dates.ts';
 
@@ -21,7 +22,12 @@ export interface ChildInput {
 const NAME = /^[\p{L}\p{M}][\p{L}\p{M}' ’.-]*( [\p{L}\p{M}][\p{L}\p{M}' ’.-]*)*$/u;
 
 function name(requiredKey: FieldErrorKey) {
-  return text(requiredKey, 100, 'nameTooLong').pipe(z.string().regex(NAME, { error: 'nameInvalid' }));
+  return text(requiredKey, 100, 'nameTooLong').pipe(
+    z
+      .string()
+      .refine((s) => !lookAlike(s), { error: 'nameLookAlike' })
+      .pipe(z.string().regex(NAME, { error: 'nameInvalid' })),
+  );
 }
 
 const shape = z.object({

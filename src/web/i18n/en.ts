@@ -360,6 +360,7 @@ export const en: Messages = {
       firstNameRequired: 'Enter the child’s first name',
       lastNameRequired: 'Enter the child’s last name',
       nameTooLong: 'The name must have at most 100 characters',
+      nameLookAlike: 'The name mixes alphabets within a word or holds characters that imitate letters (a Cyrillic letter among Latin ones, full-width letters, an invisible character): write it as in the civil register',
       nameInvalid: 'The name can only contain letters, spaces, hyphens and apostrophes',
       dateRequired: 'Enter a date',
       dateInvalid: 'Enter a real date, for example 27 March 2025',

@@ -366,6 +366,7 @@ export const fr = {
       firstNameRequired: 'Entrez le prénom de l’enfant',
       lastNameRequired: 'Entrez le nom de famille de l’enfant',
       nameTooLong: 'Le nom doit compter au plus 100 caractères',
+      nameLookAlike: 'Le nom mêle des alphabets dans un même mot ou contient des caractères qui imitent des lettres (une lettre cyrillique parmi des lettres latines, des lettres pleine chasse, un caractère invisible) : écrivez-le comme à l’état civil',
       nameInvalid: 'Le nom ne peut contenir que des lettres, des espaces, des traits d’union et des apostrophes',
       dateRequired: 'Entrez une date',
       dateInvalid: 'Entrez une date réelle, par exemple le 27 mars 2025',
