@@ -51,6 +51,43 @@ export async function facilityOrdering(trx: Trx, tenant: Pick<Tenant, 'rules'>, 
 }
 
 
+/**
+ * facilityOrdering for several facilities at once (a parent's chosen ones):
+ * the same answer for each, in two grouped queries instead of two each.
+ */
+export async function facilityOrderings(trx: Trx, tenant: Pick<Tenant, 'rules'>, facilityIds: readonly string[], now: Date): Promise<Map<string, FacilityOrdering>> {
+  const out = new Map<string, FacilityOrdering>();
+  if (!facilityIds.length) return out;
+  const ids = [...new Set(facilityIds)];
+  const allowed = new Set<string>(tenant.rules.priorities.kinds);
+  const since = addMonths(today(now), -tenant.rules.priorities.windowMonths);
+  const declared = await trx.selectFrom('facility_priorities').select(['facility_id', 'kind', 'detail']).where('facility_id', 'in', ids).orderBy('facility_id').orderBy('kind').execute();
+  const counts = await trx
+      .selectFrom('offers')
+      .select(['facility_id', sql<string>`count(*)`.as('total'), sql<string>`count(*) FILTER (WHERE by_priority IS NOT NULL)`.as('by_priority')])
+      .where('facility_id', 'in', ids)
+      .where('status', 'in', ['accepted', 'started'])
+      .where('offered_at', '>=', new Date(`${since}T00:00:00Z`))
+      .groupBy('facility_id')
+      .execute();
+  const byFacility = new Map(counts.map((c) => [c.facility_id, c]));
+  for (const id of ids) {
+    const priorities = declared.filter((r) => r.facility_id === id && allowed.has(r.kind)).map((r) => ({ kind: r.kind as PriorityKind, detail: r.detail }));
+    const c = byFacility.get(id);
+    const total = Number(c?.total ?? 0);
+    const byPriority = Number(c?.by_priority ?? 0);
+    out.set(id, {
+      ordering: tenant.rules.ordering,
+      declared: priorities.map((p) => p.kind),
+      priorities,
+      priorityOpen: priorities.length > 0 && priorityCapOpen(byPriority, total, tenant.rules.priorities.capShare),
+      today: today(now),
+      admissions: { total, byPriority, since },
+    });
+  }
+  return out;
+}
+
 /** Where one facility stands, for a round over all of them: its declared kinds (the rules' allowed ones, by kind) and whether they lift children now. */
 export interface FacilityPriorityState {
   declared: PriorityKind[];

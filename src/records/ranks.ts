@@ -27,7 +27,7 @@ import {
   type PointsParts,
 } from '../waitlist/ranking.ts';
 import { confirmationState, type ConfirmationState } from './confirmation.ts';
-import { declaredPriorities, facilityOrdering, type DeclaredPriority, type FacilityOrdering } from './ordering.ts';
+import { declaredPriorities, facilityOrdering, facilityOrderings, type DeclaredPriority, type FacilityOrdering } from './ordering.ts';
 export { declaredPriorities, facilityOrdering, type DeclaredPriority, type FacilityOrdering };
 import { audit, childWithOwner, deny, run, UUID, withSession, type ChildRow } from './gateway.ts';
 import { openChildren, required } from './fields.ts';
@@ -199,29 +199,40 @@ interface Place {
 }
 
 /**
- * One application's rank in its facility's age group, and how many are
- * there, ordered and counted in SQL: nothing but two numbers leaves the
- * database. null when a candidate there has no clear birth month (a file
- * written before it): its age group needs its birth date opened, and the
- * caller reads the whole list instead.
+ * Each application's rank in its facility's age group, and how many are
+ * there, ordered and counted in SQL — one statement for all of a child's
+ * facilities, each facility ordered by its own rules: nothing but numbers
+ * leaves the database. A facility's answer is null when a candidate there has
+ * no clear birth month (a file written before it): its age group needs its
+ * birth date opened, and the caller reads the whole list instead.
  */
-async function rankInFacility(trx: Trx, tenant: Tenant, facilityId: string, group: AgeGroup, applicationId: string, now: Date, o: FacilityOrdering): Promise<Place | null> {
+async function ranksInFacilities(
+  trx: Trx,
+  tenant: Tenant,
+  wanted: readonly { facilityId: string; applicationId: string; o: FacilityOrdering }[],
+  group: AgeGroup,
+  now: Date,
+): Promise<Map<string, Place | null>> {
+  const out = new Map<string, Place | null>();
+  if (!wanted.length) return out;
   const t = today(now);
   const g = ageGroupSql('c', t, tenant.rules.infantMaxMonths);
   // Partitioned by age group rather than filtered on it: a filter on the computed group misleads the planner (it
   // guesses a handful of children and scans them all); the facility's index finds its applications, the window does the rest.
-  const r = await sql<{ rank: string | null; total: string; legacy: boolean | null }>`
-    WITH ranked AS (
-      SELECT a.id, ${g} AS g, row_number() OVER (PARTITION BY ${g} ORDER BY ${rankOrderSql('a', 'c', o)}) AS rank
+  const parts = wanted.map(
+    (w) => sql`(WITH ranked AS (
+      SELECT a.id, ${g} AS g, row_number() OVER (PARTITION BY ${g} ORDER BY ${rankOrderSql('a', 'c', w.o)}) AS rank
         FROM applications a JOIN children c ON c.id = a.child_id
-       WHERE a.facility_id = ${facilityId} AND a.status = 'active' AND c.deleted_at IS NULL AND c.purged_at IS NULL AND c.inactive_since IS NULL
+       WHERE a.facility_id = ${w.facilityId} AND a.status = 'active' AND c.deleted_at IS NULL AND c.purged_at IS NULL AND c.inactive_since IS NULL
     )
-    SELECT (SELECT rank FROM ranked WHERE id = ${applicationId} AND g = ${group}) AS rank,
+    SELECT ${w.applicationId}::uuid AS app,
+           (SELECT rank FROM ranked WHERE id = ${w.applicationId} AND g = ${group}) AS rank,
            (SELECT count(*) FROM ranked WHERE g = ${group}) AS total,
-           (SELECT bool_or(g IS NULL) FROM ranked) AS legacy`.execute(trx);
-  const row = r.rows[0]!;
-  if (row.legacy) return null;
-  return { rank: row.rank === null ? null : Number(row.rank), total: Number(row.total) };
+           (SELECT bool_or(g IS NULL) FROM ranked) AS legacy)`,
+  );
+  const r = await sql<{ app: string; rank: string | null; total: string; legacy: boolean | null }>`${sql.join(parts, sql` UNION ALL `)}`.execute(trx);
+  for (const row of r.rows) out.set(row.app, row.legacy ? null : { rank: row.rank === null ? null : Number(row.rank), total: Number(row.total) });
+  return out;
 }
 
 async function rankFromList(trx: Trx, env: Envelope, tenant: Tenant, facilityId: string, group: AgeGroup, applicationId: string, now: Date, o: FacilityOrdering): Promise<Place> {
@@ -275,10 +286,12 @@ export async function childRanksIn(trx: Trx, env: Envelope, ctx: Ctx, childId: s
     const group = c.birth_month
       ? ageGroupOfMonth(c.birth_month, c.desired_entry_date, today(ctx.now), ctx.tenant.rules.infantMaxMonths)
       : ageGroupOf(required((await openChildren(env, ctx.tenant.id, [c], ['birth_date'])).get(c.id)!.birth_date, 'birth date'), c.desired_entry_date, ctx.now, ctx.tenant.rules.infantMaxMonths);
+    const orderings = await facilityOrderings(trx, ctx.tenant, apps.map((a) => a.facility_id), ctx.now);
+    const places = await ranksInFacilities(trx, ctx.tenant, apps.map((a) => ({ facilityId: a.facility_id, applicationId: a.id, o: orderings.get(a.facility_id)! })), group, ctx.now);
     const ranks: ChildRank[] = [];
     for (const a of apps) {
-      const o = await facilityOrdering(trx, ctx.tenant, a.facility_id, ctx.now);
-      const place = (await rankInFacility(trx, ctx.tenant, a.facility_id, group, a.id, ctx.now, o)) ?? (await rankFromList(trx, env, ctx.tenant, a.facility_id, group, a.id, ctx.now, o));
+      const o = orderings.get(a.facility_id)!;
+      const place = places.get(a.id) ?? (await rankFromList(trx, env, ctx.tenant, a.facility_id, group, a.id, ctx.now, o));
       const mine = place.mine;
       const met = o.declared.filter((k) => a.priorities.includes(k));
       const seniorityDate = c.seniority_from && c.seniority_from > c.desired_entry_date ? c.seniority_from : c.desired_entry_date;
