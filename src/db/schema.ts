@@ -215,6 +215,13 @@ export interface ApplicationsTable {
   preference: ColumnType<number, number | undefined, number>;
   /** Migration 0017: the facility's declared priorities the parent says the child meets (kinds). */
   priorities: ColumnType<string[], string[] | undefined, string[]>;
+  /** Migration 0024: the child's terms of the order, copied by triggers (never written here): see applications_rank_terms. */
+  child_birth_month: ColumnType<string | null, never, never>;
+  child_desired_entry_date: ColumnType<string | null, never, never>;
+  child_seniority_from: ColumnType<string | null, never, never>;
+  child_in_subsidised_care: ColumnType<boolean | null, never, never>;
+  child_reference: ColumnType<string | null, never, never>;
+  child_eligible: ColumnType<boolean, never, never>;
 }
 
 /** Migration 0017: the priorities a facility declares (kinds from the tenant's rules). */

@@ -20,6 +20,7 @@ import {
   pointsSql,
   priorityCapOpen,
   rankOrderSql,
+  rankOrderSqlPerRow,
   senioritySql,
   type AgeGroup,
   type Category,
@@ -201,10 +202,11 @@ interface Place {
 /**
  * Each application's rank in its facility's age group, and how many are
  * there, ordered and counted in SQL — one statement for all of a child's
- * facilities, each facility ordered by its own rules: nothing but numbers
- * leaves the database. A facility's answer is null when a candidate there has
- * no clear birth month (a file written before it): its age group needs its
- * birth date opened, and the caller reads the whole list instead.
+ * facilities, each ordered by its own priorities (rankOrderSqlPerRow):
+ * nothing but numbers leaves the database. A facility's answer is null when
+ * a candidate there has no clear birth month (a file written before it): its
+ * age group needs its birth date opened, and the caller reads the whole list
+ * instead.
  */
 async function ranksInFacilities(
   trx: Trx,
@@ -216,22 +218,33 @@ async function ranksInFacilities(
   const out = new Map<string, Place | null>();
   if (!wanted.length) return out;
   const t = today(now);
-  const g = ageGroupSql('c', t, tenant.rules.infantMaxMonths);
-  // Partitioned by age group rather than filtered on it: a filter on the computed group misleads the planner (it
-  // guesses a handful of children and scans them all); the facility's index finds its applications, the window does the rest.
-  const parts = wanted.map(
-    (w) => sql`(WITH ranked AS (
-      SELECT a.id, ${g} AS g, row_number() OVER (PARTITION BY ${g} ORDER BY ${rankOrderSql('a', 'c', w.o)}) AS rank
-        FROM applications a JOIN children c ON c.id = a.child_id
-       WHERE a.facility_id = ${w.facilityId} AND a.status = 'active' AND c.deleted_at IS NULL AND c.purged_at IS NULL AND c.inactive_since IS NULL
+  const lifting = (o: FacilityOrdering) => (o.priorityOpen && o.declared.length ? sql`ARRAY[${sql.join(o.declared.map((k) => sql`${k}`))}]::text[]` : sql`ARRAY[]::text[]`);
+  const facilities = sql.join(wanted.map((w) => sql`(${w.facilityId}::uuid, ${w.applicationId}::uuid, ${lifting(w.o)})`));
+  // The order's terms about each child are copies on the application (migration 0024), so the facility's
+  // candidates are read from one index alone; `x` stands for both the application and its child.
+  const x = sql`SELECT a.id, a.created_at, a.sibling_attending, a.parent_is_staff, a.priorities,
+                       a.child_birth_month AS birth_month, a.child_desired_entry_date AS desired_entry_date,
+                       a.child_seniority_from AS seniority_from, a.child_in_subsidised_care AS in_subsidised_care,
+                       a.child_reference AS reference
+                  FROM applications a
+                 WHERE a.facility_id = f.facility_id AND a.status = 'active' AND a.child_eligible`;
+  const gx = ageGroupSql('x', t, tenant.rules.infantMaxMonths);
+  // Partitioned by age group rather than filtered on it: a filter on the computed group misleads the planner.
+  const r = await sql<{ app: string; rank: string | null; total: string; legacy: boolean | null }>`
+    WITH f (facility_id, app_id, lifting) AS (VALUES ${facilities}),
+    ranked AS (
+      SELECT x.id, f.app_id, ${gx} AS g,
+             row_number() OVER (PARTITION BY f.app_id, ${gx} ORDER BY ${rankOrderSqlPerRow('x', 'x', tenant.rules.ordering, t, 'f.lifting')}) AS rank
+        FROM f CROSS JOIN LATERAL (${x}) x
     )
-    SELECT ${w.applicationId}::uuid AS app,
-           (SELECT rank FROM ranked WHERE id = ${w.applicationId} AND g = ${group}) AS rank,
-           (SELECT count(*) FROM ranked WHERE g = ${group}) AS total,
-           (SELECT bool_or(g IS NULL) FROM ranked) AS legacy)`,
-  );
-  const r = await sql<{ app: string; rank: string | null; total: string; legacy: boolean | null }>`${sql.join(parts, sql` UNION ALL `)}`.execute(trx);
+    SELECT app_id::text AS app,
+           max(rank) FILTER (WHERE id = app_id AND g = ${group}) AS rank,
+           count(*) FILTER (WHERE g = ${group}) AS total,
+           bool_or(g IS NULL) AS legacy
+      FROM ranked GROUP BY app_id`.execute(trx);
   for (const row of r.rows) out.set(row.app, row.legacy ? null : { rank: row.rank === null ? null : Number(row.rank), total: Number(row.total) });
+  // A facility with no eligible application at all has no row: no rank, nobody in the group.
+  for (const w of wanted) if (!out.has(w.applicationId)) out.set(w.applicationId, { rank: null, total: 0 });
   return out;
 }
 

@@ -397,6 +397,16 @@ describe('figures', () => {
     expect(rows).toHaveLength(N + 3);
     // Points never increase down the list.
     expect(rows.every((r, i) => i === 0 || r.points!.total <= rows[i - 1]!.points!.total)).toBe(true);
+    // A parent's rank (ordered in SQL from the terms copied onto the application) is the child's place in the
+    // staff's list (ordered from the children's rows), for children taken all along the list.
+    const toddlers = await listRankedApplications(t.deps, staff, p.facility, 'toddler');
+    for (const r of toddlers.filter((_, i) => i % 97 === 0 || i === toddlers.length - 1)) {
+      const owner = await inTenant(database.db, p.tenant.id, (trx) =>
+        trx.selectFrom('families').innerJoin('accounts', 'accounts.id', 'families.account_id').select(['accounts.id', 'accounts.email']).where('families.id', '=', r.familyId).executeTakeFirstOrThrow(),
+      );
+      const mine = await readChildRanks(t.deps, ctxFor(t, p.tenant, await actorOf(t, p.tenant, owner.id, owner.email)), r.childId);
+      expect(mine.ranks.map((x) => [x.rank, x.total]), r.reference).toEqual([[r.rank, toddlers.length]]);
+    }
     console.log(
       [
         `ranking ${N + 3} applications at one facility (${testDbKind()}):`,
