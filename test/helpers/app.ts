@@ -14,7 +14,7 @@ import { ROUTES } from '../../src/server.ts';
 import { TenantDirectory, type Tenant } from '../../src/tenants/service.ts';
 import { buildApp } from '../../src/web/app.ts';
 import { createTestTenant, TEST_FILE_TENANTS, type TestDatabase, type TestTenantOverrides } from './db.ts';
-import { enrolTotp } from './factors.ts';
+import { enrolTotp, registerClockShift } from './factors.ts';
 import { connectTestCounters } from './redis.ts';
 
 export interface TestApp {
@@ -45,6 +45,9 @@ export async function startTestApp(database: TestDatabase, opts: { demo?: boolea
     tenants: new TenantDirectory(database.db, config.defaultTenant, 0),
     keys: keyProviderFromSecret(Buffer.alloc(32, 7)),
   };
+  registerClockShift(deps.clock, (ms) => {
+    shift += ms;
+  });
   if (process.env.GUICHET_TEST_COUNTERS === 'redis' && counters().kind !== 'redis') useCounters(await connectTestCounters());
   const app = await buildApp(deps, ROUTES);
   // A test app that listens seals, as `guichet serve` does; one that only injects requests does not.
