@@ -57,7 +57,9 @@ function kindsArray(kinds: readonly string[]): RawBuilder<string[]> {
 /** How many of the facility's declared priorities the application says the child meets. */
 export function prioritiesMetSql(app: string, declared: readonly PriorityKind[]): RawBuilder<number> {
   if (!declared.length) return sql<number>`0`;
-  return sql<number>`cardinality(ARRAY(SELECT unnest(${sql.ref(`${app}.priorities`)}) INTERSECT SELECT unnest(${kindsArray(declared)})))`;
+  // The overlap test first: an index-free array operator, where the intersection is a subquery for every row.
+  const kinds = kindsArray(declared);
+  return sql<number>`CASE WHEN ${sql.ref(`${app}.priorities`)} && ${kinds} THEN cardinality(ARRAY(SELECT unnest(${sql.ref(`${app}.priorities`)}) INTERSECT SELECT unnest(${kinds}))) ELSE 0 END`;
 }
 
 /** Full months from the seniority date to today, never negative (a future entry date has waited nothing yet). */
@@ -83,7 +85,7 @@ export function pointsSql(app: string, child: string, o: OrderingContext): RawBu
 /** 1 when a declared priority lifts the application (the facility is under its cap and the child meets one), else 0. */
 export function liftedSql(app: string, o: OrderingContext): RawBuilder<number> {
   if (!o.priorityOpen || !o.declared.length) return sql<number>`0`;
-  return sql<number>`CASE WHEN ${prioritiesMetSql(app, o.declared)} > 0 THEN 1 ELSE 0 END`;
+  return sql<number>`CASE WHEN ${sql.ref(`${app}.priorities`)} && ${kindsArray(o.declared)} THEN 1 ELSE 0 END`;
 }
 
 /**
@@ -113,7 +115,8 @@ export function rankOrderSql(app: string, child: string, o?: OrderingContext): R
  * ten facilities are then one statement planned once, not ten.
  */
 export function rankOrderSqlPerRow(app: string, child: string, ordering: TenantRules['ordering'], todayIso: string, lifting: string): RawBuilder<unknown> {
-  const met = sql<number>`cardinality(ARRAY(SELECT unnest(${sql.ref(`${app}.priorities`)}) INTERSECT SELECT unnest(${sql.ref(lifting)})))`;
+  const overlaps = sql<boolean>`${sql.ref(`${app}.priorities`)} && ${sql.ref(lifting)}`;
+  const met = sql<number>`CASE WHEN ${overlaps} THEN cardinality(ARRAY(SELECT unnest(${sql.ref(`${app}.priorities`)}) INTERSECT SELECT unnest(${sql.ref(lifting)}))) ELSE 0 END`;
   const tail = sql`${senioritySql(child)}, ${sql.ref(`${app}.created_at`)}, ${sql.ref(`${child}.reference`)}`;
   if (ordering.kind === 'points') {
     const w = ordering.weights;
@@ -126,7 +129,7 @@ export function rankOrderSqlPerRow(app: string, child: string, ordering: TenantR
       + ${monthsWaitedSql(child, todayIso)} * ${sql.lit(w.perMonthWaited)})`;
     return sql`${points} DESC, ${tail}`;
   }
-  return sql`CASE WHEN ${met} > 0 THEN 1 ELSE 0 END DESC, ${categorySql(app, child)}, ${tail}`;
+  return sql`CASE WHEN ${overlaps} THEN 1 ELSE 0 END DESC, ${categorySql(app, child)}, ${tail}`;
 }
 
 export function category(x: { parentIsStaff: boolean; siblingAttending: boolean; inSubsidisedCare: boolean }): Category {
