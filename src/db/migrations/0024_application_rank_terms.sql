@@ -68,7 +68,9 @@ CREATE TRIGGER children_rank_terms AFTER UPDATE OF birth_month, desired_entry_da
      OR OLD.inactive_since IS DISTINCT FROM NEW.inactive_since)
   EXECUTE FUNCTION children_share_rank_terms();
 
--- A facility's eligible active applications with every term of their order: an index-only scan.
-CREATE INDEX applications_rank_terms ON applications (facility_id)
+-- A facility's eligible active applications with every term of their order: an index-only scan. The tenant
+-- leads: row-level security's condition (tenant_id = app_tenant()) is then an index condition, not a
+-- filter that needs every heap row.
+CREATE INDEX applications_rank_terms ON applications (tenant_id, facility_id)
   INCLUDE (id, created_at, sibling_attending, parent_is_staff, priorities, child_birth_month, child_desired_entry_date, child_seniority_from, child_in_subsidised_care, child_reference)
   WHERE status = 'active' AND child_eligible;
