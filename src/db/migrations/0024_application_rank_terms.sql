@@ -40,6 +40,10 @@ BEGIN
          (c.deleted_at IS NULL AND c.purged_at IS NULL AND c.inactive_since IS NULL)
     INTO NEW.child_birth_month, NEW.child_desired_entry_date, NEW.child_seniority_from, NEW.child_in_subsidised_care, NEW.child_reference, NEW.child_eligible
     FROM children c WHERE c.id = NEW.child_id;
+  IF NOT FOUND THEN
+    -- No child of this tenant by that id: the foreign key refuses the row; nothing here to copy.
+    NEW.child_eligible := false;
+  END IF;
   RETURN NEW;
 END
 $$;
