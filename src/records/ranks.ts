@@ -229,18 +229,20 @@ async function ranksInFacilities(
                   FROM applications a
                  WHERE a.facility_id = f.facility_id AND a.status = 'active' AND a.child_eligible`;
   const gx = ageGroupSql('x', t, tenant.rules.infantMaxMonths);
-  // Partitioned by age group rather than filtered on it: a filter on the computed group misleads the planner.
+  // Only the child's own age group is ordered (the other group's rows are left before the sort); a candidate
+  // with no clear birth month is kept to say so (the facility's answer is then null: see above).
   const r = await sql<{ app: string; rank: string | null; total: string; legacy: boolean | null }>`
     WITH f (facility_id, app_id, lifting) AS (VALUES ${facilities}),
     ranked AS (
-      SELECT x.id, f.app_id, ${gx} AS g,
-             row_number() OVER (PARTITION BY f.app_id, ${gx} ORDER BY ${rankOrderSqlPerRow('x', 'x', tenant.rules.ordering, t, 'f.lifting')}) AS rank
+      SELECT x.id, f.app_id, x.birth_month IS NULL AS legacy,
+             row_number() OVER (PARTITION BY f.app_id ORDER BY ${rankOrderSqlPerRow('x', 'x', tenant.rules.ordering, t, 'f.lifting')}) AS rank
         FROM f CROSS JOIN LATERAL (${x}) x
+       WHERE x.birth_month IS NULL OR ${gx} = ${group}
     )
     SELECT app_id::text AS app,
-           max(rank) FILTER (WHERE id = app_id AND g = ${group}) AS rank,
-           count(*) FILTER (WHERE g = ${group}) AS total,
-           bool_or(g IS NULL) AS legacy
+           max(rank) FILTER (WHERE id = app_id) AS rank,
+           count(*) AS total,
+           bool_or(legacy) AS legacy
       FROM ranked GROUP BY app_id`.execute(trx);
   for (const row of r.rows) out.set(row.app, row.legacy ? null : { rank: row.rank === null ? null : Number(row.rank), total: Number(row.total) });
   // A facility with no eligible application at all has no row: no rank, nobody in the group.
