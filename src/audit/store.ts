@@ -378,6 +378,80 @@ export async function eventsInOrder(trx: Trx, tenantId: string, after: { ticket:
   return rows;
 }
 
+export interface HashedPage {
+  /** Leaves [from, from + size) as stored, column by column, meant to be in index order (the reader checks). */
+  leafCount: number;
+  /** int8 each. */
+  leafIndexes: Buffer;
+  /** uuid each. */
+  leafEventIds: Buffer;
+  /** The stored hashes, concatenated; 32 bytes each when leafHashesWhole. */
+  leafHashes: Buffer;
+  leafHashesWhole: boolean;
+  /** Up to size + 1 events in sealing order from the page's first, column by column, meant to be in that order (the reader checks). */
+  eventCount: number;
+  /** uuid each. */
+  eventIds: Buffer;
+  /** int8 ticket, int8 seq each. */
+  eventKeys: Buffer;
+  /** SHA-256(0x00 ‖ entry) each: the leaf hash of the event as it is now. */
+  eventHashes: Buffer;
+}
+
+/**
+ * A page for verification in one row: the leaves [from, from + size), and
+ * size + 1 events in sealing order from the event of leaf `from` on (from the
+ * tenant's first event when `from` is 0), each with the leaf hash of its
+ * entry, which the database renders (entrySql) and hashes itself, so no entry
+ * crosses the wire. The entry is the very text the sealer hashed: hashing it
+ * here trusts nothing the columns do not say. Rows cost more than bytes in the
+ * driver: each column comes as one value, its values end to end, in base64
+ * (two thirds of the text hex would take, and quicker to decode).
+ *
+ * The aggregates of one subquery read its rows in one same order, but SQL does
+ * not promise it is the subquery's: the reader checks the order from the
+ * indexes and keys (an ORDER BY inside the aggregates would sort every page again).
+ */
+export async function hashedPage(trx: Trx, tenantId: string, from: number, size: number): Promise<HashedPage> {
+  // The leaf's event id first, then the event by that id: two point reads, whatever the planner makes of a join
+  // under LIMIT. LIMIT 1: with a key dropped and rows doubled, any one will do; the reader checks where the page starts.
+  const start = from === 0
+    ? sql``
+    : sql`AND (e.ticket, e.seq) >= (SELECT s.ticket, s.seq FROM audit_events s WHERE s.tenant_id = ${tenantId}
+                                      AND s.id = (SELECT sl.event_id FROM audit_leaves sl WHERE sl.tenant_id = ${tenantId} AND sl.leaf_index = ${from} LIMIT 1)
+                                    LIMIT 1)`;
+  const { rows } = await sql<{ ln: number; lw: boolean; li: string; le: string; lh: string; en: number; ei: string; ek: string; eh: string }>`
+    SELECT l.n AS ln, l.whole AS lw, pg_catalog.encode(l.i, 'base64') AS li, pg_catalog.encode(l.e, 'base64') AS le, pg_catalog.encode(l.h, 'base64') AS lh,
+           v.n AS en, pg_catalog.encode(v.i, 'base64') AS ei, pg_catalog.encode(v.k, 'base64') AS ek, pg_catalog.encode(v.h, 'base64') AS eh
+    FROM (SELECT pg_catalog.count(*)::int AS n,
+                 COALESCE(pg_catalog.bool_and(pg_catalog.octet_length(x.leaf_hash) = 32), true) AS whole,
+                 COALESCE(pg_catalog.string_agg(pg_catalog.int8send(x.leaf_index), ''::bytea), ''::bytea) AS i,
+                 COALESCE(pg_catalog.string_agg(pg_catalog.uuid_send(x.event_id), ''::bytea), ''::bytea) AS e,
+                 COALESCE(pg_catalog.string_agg(x.leaf_hash, ''::bytea), ''::bytea) AS h
+          FROM (SELECT leaf_index, event_id, leaf_hash FROM audit_leaves
+                WHERE tenant_id = ${tenantId} AND leaf_index >= ${from} AND leaf_index < ${from + size} ORDER BY leaf_index) x) l,
+         (SELECT pg_catalog.count(*)::int AS n,
+                 COALESCE(pg_catalog.string_agg(pg_catalog.uuid_send(w.id), ''::bytea), ''::bytea) AS i,
+                 COALESCE(pg_catalog.string_agg(pg_catalog.int8send(w.ticket) || pg_catalog.int8send(w.seq), ''::bytea), ''::bytea) AS k,
+                 COALESCE(pg_catalog.string_agg(w.h, ''::bytea), ''::bytea) AS h
+          FROM (SELECT e.id, e.ticket, e.seq, pg_catalog.sha256('\\x00'::bytea || pg_catalog.convert_to(${entrySql('e')}, 'UTF8')) AS h
+                FROM audit_events e WHERE e.tenant_id = ${tenantId} ${start}
+                ORDER BY e.ticket, e.seq LIMIT ${size + 1}) w) v`.execute(trx);
+  const r = rows[0]!;
+  const buf = (b64: string) => Buffer.from(b64, 'base64');
+  return {
+    leafCount: Number(r.ln),
+    leafIndexes: buf(r.li),
+    leafEventIds: buf(r.le),
+    leafHashes: buf(r.lh),
+    leafHashesWhole: r.lw,
+    eventCount: Number(r.en),
+    eventIds: buf(r.ei),
+    eventKeys: buf(r.ek),
+    eventHashes: buf(r.eh),
+  };
+}
+
 export async function eventById(trx: Trx, tenantId: string, id: string): Promise<{ ticket: string; seq: string } | null> {
   const { rows } = await sql<{ ticket: string; seq: string }>`SELECT ticket::text AS ticket, seq::text AS seq FROM audit_events WHERE tenant_id = ${tenantId} AND id = ${id}`.execute(trx);
   return rows[0] ?? null;
@@ -385,17 +459,26 @@ export async function eventById(trx: Trx, tenantId: string, id: string): Promise
 
 /** Stored subtree hashes completed by leaves [from, to): the nodes whose last leaf falls in that range. */
 export async function nodesCompletedIn(trx: Trx, tenantId: string, from: number, to: number): Promise<Map<string, Buffer>> {
-  const conds: RawBuilder<unknown>[] = [];
+  const levels: number[] = [];
+  const los: string[] = [];
+  const his: string[] = [];
   for (let level = NODE_STRIDE; 2 ** level <= to; level += NODE_STRIDE) {
     const span = 2 ** level;
     const lo = Math.ceil((from + 1) / span) - 1;
     const hi = Math.floor(to / span) - 1;
-    if (hi >= lo) conds.push(sql`(level = ${level} AND node_index BETWEEN ${lo} AND ${hi})`);
+    if (hi >= lo) {
+      levels.push(level);
+      los.push(String(lo));
+      his.push(String(hi));
+    }
   }
   const out = new Map<string, Buffer>();
-  if (!conds.length) return out;
-  const { rows } = await sql<{ l: number; i: string; h: Buffer }>`SELECT level AS l, node_index::text AS i, hash AS h FROM audit_tree_nodes
-    WHERE tenant_id = ${tenantId} AND (${sql.join(conds, sql` OR `)})`.execute(trx);
+  if (!levels.length) return out;
+  // One index range per level (an OR of ranges would scan every stored node of the tenant for each page).
+  const { rows } = await sql<{ l: number; i: string; h: Buffer }>`SELECT n.level AS l, n.node_index::text AS i, n.hash AS h
+    FROM unnest(${levels}::smallint[], ${los}::bigint[], ${his}::bigint[]) AS w(l, lo, hi)
+    JOIN audit_tree_nodes n ON n.level = w.l AND n.node_index BETWEEN w.lo AND w.hi
+    WHERE n.tenant_id = ${tenantId}`.execute(trx);
   for (const r of rows) out.set(`${r.l}:${r.i}`, Buffer.from(r.h));
   return out;
 }

@@ -16,6 +16,14 @@ export interface Database {
   close(): Promise<void>;
 }
 
+// Handles over a pool of server connections: several transactions can be open at once (not PGlite's single session).
+const pooled = new WeakSet<Kysely<DB>>();
+
+/** Whether `db` can hold several transactions open at the same time (PostgreSQL), or only one (PGlite). */
+export function hasConcurrentTransactions(db: Kysely<DB>): boolean {
+  return pooled.has(db);
+}
+
 export interface OpenOptions {
   /** PostgreSQL: the application's login role (not superuser, not owner). */
   databaseUrl?: string | undefined;
@@ -121,6 +129,7 @@ async function openPostgres(opts: OpenOptions): Promise<Database> {
     await db.destroy();
     throw err;
   }
+  pooled.add(db);
   return {
     kind: 'postgres',
     db,

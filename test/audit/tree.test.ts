@@ -475,6 +475,43 @@ describe('verification names the first bad leaf', () => {
     expect(r.firstBad!.problem).toMatch(/stored hash of leaves 16\.\.31 differs/);
   });
 
+  it('the same report whatever the page size and the number of readers, the problem at a page boundary or not', async () => {
+    const cases: [string, (id: string) => Promise<unknown>][] = [
+      ['intact', async () => {}],
+      ['changed', async (id) => {
+        const e = await eventOfLeaf(id, 8);
+        await tamper((trx) => sql`UPDATE audit_events SET outcome = 'denied' WHERE id = ${e.id}`.execute(trx));
+      }],
+      ['removed', async (id) => {
+        const e = await eventOfLeaf(id, 6);
+        await tamper((trx) => sql`DELETE FROM audit_events WHERE id = ${e.id}`.execute(trx));
+      }],
+      ['inserted', async (id) => {
+        const e = await eventOfLeaf(id, 3);
+        await tamper((trx) =>
+          sql`INSERT INTO audit_events (tenant_id, seq, id, occurred_at, action, outcome, ticket)
+              VALUES (${id}, 9000000000000000, ${randomUUID()}, now(), 'waitlist.childFile.read', 'success', ${e.ticket}::bigint)`.execute(trx),
+        );
+      }],
+      // One leaf only: a page with no leaf at all ends the tree, so a wider gap is reported by the page size.
+      ['leaf gone', async (id) => tamper((trx) => sql`DELETE FROM audit_leaves WHERE tenant_id = ${id} AND leaf_index = 9`.execute(trx))],
+      ['leaf hash', async (id) => tamper((trx) => sql`UPDATE audit_leaves SET leaf_hash = ${Buffer.alloc(32, 5)} WHERE tenant_id = ${id} AND leaf_index = 9`.execute(trx))],
+    ];
+    for (const [name, spoil] of cases) {
+      const id = await sealedTenant([7, 5]);
+      await spoil(id);
+      const key = new TenantSigner(keys, id).verifier;
+      const witness = await witnessOf(id);
+      const whole = await verifyTenant(t.db, id, { key, witness, readers: 1 });
+      expect(whole.ok, name).toBe(name === 'intact');
+      for (const pageSize of [2, 3, 4, 8]) {
+        for (const readers of testDbKind() === 'postgres' ? [1, 2] : [1]) {
+          expect(await verifyTenant(t.db, id, { key, witness, pageSize, readers }), `${name}, pages of ${pageSize}, ${readers} reader(s)`).toEqual(whole);
+        }
+      }
+    }
+  });
+
   it('the whole history rewritten and re-signed with the real key: only the witness tells', async () => {
     const id = await sealedTenant([5, 5]);
     const e = await eventOfLeaf(id, 2);
