@@ -29,25 +29,7 @@ export async function declaredPriorities(trx: Trx, tenant: Pick<Tenant, 'rules'>
  * declared priority may still lift a child.
  */
 export async function facilityOrdering(trx: Trx, tenant: Pick<Tenant, 'rules'>, facilityId: string, now: Date): Promise<FacilityOrdering> {
-  const priorities = await declaredPriorities(trx, tenant, facilityId);
-  const since = addMonths(today(now), -tenant.rules.priorities.windowMonths);
-  const r = await trx
-    .selectFrom('offers')
-    .select([sql<string>`count(*)`.as('total'), sql<string>`count(*) FILTER (WHERE by_priority IS NOT NULL)`.as('by_priority')])
-    .where('facility_id', '=', facilityId)
-    .where('status', 'in', ['accepted', 'started'])
-    .where('offered_at', '>=', new Date(`${since}T00:00:00Z`))
-    .executeTakeFirst();
-  const total = Number(r?.total ?? 0);
-  const byPriority = Number(r?.by_priority ?? 0);
-  return {
-    ordering: tenant.rules.ordering,
-    declared: priorities.map((p) => p.kind),
-    priorities,
-    priorityOpen: priorities.length > 0 && priorityCapOpen(byPriority, total, tenant.rules.priorities.capShare),
-    today: today(now),
-    admissions: { total, byPriority, since },
-  };
+  return (await facilityOrderings(trx, tenant, [facilityId], now)).get(facilityId)!;
 }
 
 
