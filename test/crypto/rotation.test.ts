@@ -94,6 +94,7 @@ describe('rotating a tenant key', () => {
     expect((await kr.keyring.tenantKeys(s.tenant.id, 'kek')).map((k) => k.version)).toEqual([1]);
     let rotating = true;
     let reads = 0;
+    let staffPages = 0;
     const failures: string[] = [];
     let newcomer: string | null = null;
     const reader = (async () => {
@@ -104,8 +105,13 @@ describe('rotating a tenant key', () => {
         try {
           const file = await records.readChildFile(t.deps, ctxFor(t, s.tenant, s.parent), s.childId, 'parent.childFile.view');
           if (file.firstName !== 'Capucine') failures.push(`read ${file.firstName}`);
-          const page = await records.listCandidates(t.deps, ctxFor(t, s.tenant, s.staff), s.facility, 1 + (i % 3));
-          if (!page.rows.length) failures.push('no candidates');
+          // A page of candidates counts as one file read for the staff member: stay under the bulk-read
+          // rule (more than 20 in 5 minutes suspends), however long a loaded machine takes to rotate.
+          if (i % 3 === 0 && staffPages < 18) {
+            staffPages++;
+            const page = await records.listCandidates(t.deps, ctxFor(t, s.tenant, s.staff), s.facility, 1 + (staffPages % 3));
+            if (!page.rows.length) failures.push('no candidates');
+          }
           // Straight from the keyring, as another process would: nothing cached.
           const id = s.synthetic[i % s.synthetic.length]!;
           if ((await storedChild(database.db, freshProvider(), s.tenant.id, id)).first_name !== 'Timothée') failures.push(`synthetic ${id}`);
@@ -115,7 +121,7 @@ describe('rotating a tenant key', () => {
             const p = await actorOf(t, s.tenant, await createParent(t, s.tenant, email), email);
             newcomer = (await records.createChildFile(t.deps, ctxFor(t, s.tenant, p), { firstName: 'Arrivée', lastName: 'Pendant', birthDate: addMonths(today(new Date()), -2), nirec: null, desiredEntryDate: addMonths(today(new Date()), 3), daysOfCare: 1, inSubsidisedCare: false })).id;
           }
-          reads += 3;
+          reads += 2;
           i++;
         } catch (err) {
           failures.push(String(err));
