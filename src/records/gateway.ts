@@ -22,7 +22,7 @@ import { today } from '../waitlist/dates.ts';
 import { FAMILY_FIELDS, openCells, openChild, openChildren, openSnapshots, required, sealChild, sealFamily, sealSnapshot, type ChildSnapshot, type ChildValues } from './fields.ts';
 import { isRecentAuth } from '../identity/stepup.ts';
 import { ensureTenantEncrypted } from './legacy.ts';
-import { declaredPriorities, facilityOrdering } from './ordering.ts';
+import { declaredPriorities, eligibleRankTermsSql, facilityOrdering } from './ordering.ts';
 import { fieldsFor, type Purpose } from './views.ts';
 import { cancelPendingOffers } from './offers.ts';
 
@@ -697,34 +697,47 @@ export async function listCandidates(deps: Deps, ctx: Ctx, facilityId: string, p
     if (!UUID.test(facilityId)) deny(ctx, 'waitlist.candidates.list', 'facility', facilityId, 'malformed_id');
     const d = decide(ctx.actor, 'waitlist.candidates.list', { type: 'facility', facilityId }, ctx.now);
     if (!d.allowed) deny(ctx, 'waitlist.candidates.list', 'facility', facilityId, d.reason ?? 'denied', d);
-    const base = trx
-      .selectFrom('applications as a')
-      .innerJoin('children as c', 'c.id', 'a.child_id')
-      .where('a.facility_id', '=', facilityId)
-      .where('a.status', '=', 'active')
-      .where('c.deleted_at', 'is', null)
-      .where('c.inactive_since', 'is', null)
-      .where(sqlFilter(ctx.actor, 'waitlist.candidates.list', { facilityId: sql.ref('a.facility_id') }, ctx.now));
     // The tenant's order, with the facility's declared priorities and where it stands against their cap.
     const order = await facilityOrdering(trx, ctx.tenant, facilityId, ctx.now);
-    const totalRow = await base.select(sql<string>`count(*)`.as('n')).executeTakeFirst();
-    const total = Number(totalRow?.n ?? 0);
-    const rows = await base
-      .select([
-        'c.id',
-        'c.family_id',
-        'c.reference',
-        sql<Buffer | null>`CASE WHEN c.birth_month IS NULL THEN c.birth_date_enc END`.as('birth_date_enc'),
-        'c.birth_month',
-        'c.desired_entry_date',
-        'a.created_at',
-        categorySql('a', 'c').as('category'),
-        sql<string>`row_number() OVER (ORDER BY ${rankOrderSql('a', 'c', order)})`.as('rank'),
-      ])
-      .orderBy(rankOrderSql('a', 'c', order))
-      .limit(pageSize)
-      .offset((page - 1) * pageSize)
-      .execute();
+    // Ordered and counted from the application's copies of its child's terms (migration 0024): one index-only
+    // scan of the facility's eligible applications; the children's rows are read for the page's fifty alone.
+    const x = eligibleRankTermsSql(facilityId, sqlFilter(ctx.actor, 'waitlist.candidates.list', { facilityId: sql.ref('a.facility_id') }, ctx.now));
+    const ranked = await sql<{ id: string; created_at: Date; category: number; rank: string; total: string }>`
+      SELECT r.id, r.created_at, r.category, r.rank, r.total FROM (
+        SELECT x.id, x.created_at, ${categorySql('x', 'x')} AS category,
+               row_number() OVER (ORDER BY ${rankOrderSql('x', 'x', order)}) AS rank,
+               count(*) OVER () AS total
+          FROM (${x}) x) r
+      ORDER BY r.rank LIMIT ${pageSize} OFFSET ${(page - 1) * pageSize}`.execute(trx);
+    // Beyond the last page the window has no row to carry the count.
+    const total = ranked.rows.length
+      ? Number(ranked.rows[0]!.total)
+      : Number((await sql<{ n: string }>`SELECT count(*) AS n FROM (${x}) x`.execute(trx)).rows[0]?.n ?? 0);
+    const byApp = new Map(
+      ranked.rows.length
+        ? (
+            await trx
+              .selectFrom('applications as a')
+              .innerJoin('children as c', 'c.id', 'a.child_id')
+              .where('a.id', 'in', ranked.rows.map((r) => r.id))
+              .select([
+                'a.id as application_id',
+                'c.id',
+                'c.family_id',
+                'c.reference',
+                sql<Buffer | null>`CASE WHEN c.birth_month IS NULL THEN c.birth_date_enc END`.as('birth_date_enc'),
+                'c.birth_month',
+                'c.desired_entry_date',
+              ])
+              .execute()
+          ).map((c) => [c.application_id, c] as const)
+        : [],
+    );
+    // A file deleted between the two reads leaves its rank unused on this page rather than fail it.
+    const rows = ranked.rows.flatMap((r) => {
+      const c = byApp.get(r.id);
+      return c ? [{ ...c, created_at: r.created_at, category: r.category, rank: r.rank }] : [];
+    });
     if (rows.length) {
       await audit(trx, ctx, {
         action: 'waitlist.candidates.list',

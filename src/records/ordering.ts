@@ -1,4 +1,4 @@
-import { sql } from 'kysely';
+import { sql, type Expression, type RawBuilder, type SqlBool } from 'kysely';
 import type { Trx } from '../db/connection.ts';
 import type { PriorityKind } from '../tenants/rules.ts';
 import type { Tenant } from '../tenants/service.ts';
@@ -107,4 +107,21 @@ export async function facilityPriorityStates(trx: Trx, tenant: Pick<Tenant, 'rul
     s.priorityOpen = priorityCapOpen(Number(c?.by_priority ?? 0), Number(c?.total ?? 0), tenant.rules.priorities.capShare);
   }
   return out;
+}
+
+/**
+ * A facility's eligible applications with every term of their order, as rows
+ * that stand for both the application and its child (rankOrderSql('x', 'x')):
+ * the child's terms are the application's copies of them (migration 0024), so
+ * this reads the applications_rank_terms index alone. `facility` is a value or
+ * a column of an enclosing query.
+ */
+export function eligibleRankTermsSql(facility: RawBuilder<unknown> | string, filter: Expression<SqlBool> = sql<SqlBool>`true`): RawBuilder<unknown> {
+  const f = typeof facility === 'string' ? sql`${facility}::uuid` : facility;
+  return sql`SELECT a.id, a.created_at, a.sibling_attending, a.parent_is_staff, a.priorities,
+                    a.child_birth_month AS birth_month, a.child_desired_entry_date AS desired_entry_date,
+                    a.child_seniority_from AS seniority_from, a.child_in_subsidised_care AS in_subsidised_care,
+                    a.child_reference AS reference
+               FROM applications a
+              WHERE a.facility_id = ${f} AND a.status = 'active' AND a.child_eligible AND ${filter}`;
 }

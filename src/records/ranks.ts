@@ -28,7 +28,7 @@ import {
   type PointsParts,
 } from '../waitlist/ranking.ts';
 import { confirmationState, type ConfirmationState } from './confirmation.ts';
-import { declaredPriorities, facilityOrdering, facilityOrderings, type DeclaredPriority, type FacilityOrdering } from './ordering.ts';
+import { declaredPriorities, eligibleRankTermsSql, facilityOrdering, facilityOrderings, type DeclaredPriority, type FacilityOrdering } from './ordering.ts';
 export { declaredPriorities, facilityOrdering, type DeclaredPriority, type FacilityOrdering };
 import { audit, childWithOwner, deny, run, UUID, withSession, type ChildRow } from './gateway.ts';
 import { openChildren, required } from './fields.ts';
@@ -222,12 +222,7 @@ async function ranksInFacilities(
   const facilities = sql.join(wanted.map((w) => sql`(${w.facilityId}::uuid, ${w.applicationId}::uuid, ${lifting(w.o)})`));
   // The order's terms about each child are copies on the application (migration 0024), so the facility's
   // candidates are read from one index alone; `x` stands for both the application and its child.
-  const x = sql`SELECT a.id, a.created_at, a.sibling_attending, a.parent_is_staff, a.priorities,
-                       a.child_birth_month AS birth_month, a.child_desired_entry_date AS desired_entry_date,
-                       a.child_seniority_from AS seniority_from, a.child_in_subsidised_care AS in_subsidised_care,
-                       a.child_reference AS reference
-                  FROM applications a
-                 WHERE a.facility_id = f.facility_id AND a.status = 'active' AND a.child_eligible`;
+  const x = eligibleRankTermsSql(sql.ref('f.facility_id'));
   const gx = ageGroupSql('x', t, tenant.rules.infantMaxMonths);
   // Only the child's own age group is ordered (the other group's rows are left before the sort); a candidate
   // with no clear birth month is kept to say so (the facility's answer is then null: see above).
