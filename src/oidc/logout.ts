@@ -20,7 +20,7 @@ import { appendAudit } from '../audit/log.ts';
 import type { AuditOrigin } from '../audit/events.ts';
 import type { Deps } from '../context.ts';
 import { inTenant } from '../db/tenant.ts';
-import { originFields } from '../tenants/service.ts';
+import { originFields, type Tenant } from '../tenants/service.ts';
 
 type BackchannelClient = { backchannelLogoutUri?: string; backchannelLogout(sub: string, sid: string | undefined): Promise<void> };
 type WithClients = Provider & { Client: { find(id: string): Promise<BackchannelClient | undefined> } };
@@ -99,4 +99,38 @@ export async function endOrphanedProviderSessions(
     out.failed += failed.length;
   }
   return out;
+}
+
+const SWEEP_ORIGIN: AuditOrigin = { actorAccountId: null, actorRoles: ['system:oidc-sweep'], ip: null, userAgent: 'guichet serve (session sweep)', requestId: null };
+
+/**
+ * endOrphanedProviderSessions for each tenant given, as the server's own work:
+ * for people whose Guichet sessions ran out with no request to notice it. One
+ * tenant failing (a database error) does not keep the others from their turn.
+ */
+export async function endLapsedProviderSessions(
+  deps: Deps,
+  tenants: readonly { tenant: Tenant; issuer: string }[],
+  providers: { get(tenant: Tenant, issuer: string): Promise<Provider> },
+  log: { warn(o: object, m: string): void; error(o: object, m: string): void },
+): Promise<EndedSessions> {
+  const total: EndedSessions = { sessions: 0, told: 0, failed: 0 };
+  for (const { tenant, issuer } of tenants) {
+    try {
+      const r = await endOrphanedProviderSessions(deps, tenant.id, () => providers.get(tenant, issuer), SWEEP_ORIGIN, deps.clock(), log);
+      total.sessions += r.sessions;
+      total.told += r.told;
+      total.failed += r.failed;
+    } catch (err) {
+      log.error({ err, tenant: tenant.slug }, 'ending the OpenID Connect sessions of lapsed sign-ins failed');
+    }
+  }
+  return total;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Runs the minute's sweep of lapsed sign-ins now (src/oidc/routes.tsx). */
+    endLapsedOidcSessions(): Promise<EndedSessions>;
+  }
 }

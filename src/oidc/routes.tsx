@@ -6,11 +6,11 @@ import { appendAudit, appendAuditAlone } from '../audit/log.ts';
 import { inTenant } from '../db/tenant.ts';
 import { originOf, type Deps } from '../context.ts';
 import { reauthUrl } from '../identity/stepup.ts';
-import { originFields } from '../tenants/service.ts';
+import { originFields, type Tenant } from '../tenants/service.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
 import { clientOrigins, findActiveClient, widenFormAction } from './clients.ts';
 import { currentEntitlements } from './entitlements.ts';
-import { endOrphanedProviderSessions } from './logout.ts';
+import { endLapsedProviderSessions, endOrphanedProviderSessions } from './logout.ts';
 import { ConsentPage, ExpiredPage } from './pages.tsx';
 import { BRIDGE, OIDC_PREFIX, OidcProviders, type Bridge } from './provider.ts';
 
@@ -50,7 +50,27 @@ function amrOf(methods: readonly AuthMethod[]): string[] {
 export function oidcRoutes(app: FastifyInstance, deps: Deps) {
   const providers = new OidcProviders(deps);
   const issuerOf = (req: FastifyRequest) => `${req.ctx.baseUrl}${OIDC_PREFIX}`;
-  const providerFor = (req: FastifyRequest) => providers.get(req.ctx.tenant, issuerOf(req));
+  // The tenants whose OpenID Connect endpoints this process has served, with the issuer their services know.
+  const served = new Map<string, { tenant: Tenant; issuer: string }>();
+  const providerFor = (req: FastifyRequest) => {
+    served.set(req.ctx.tenant.id, { tenant: req.ctx.tenant, issuer: issuerOf(req) });
+    return providers.get(req.ctx.tenant, issuerOf(req));
+  };
+
+  // A Guichet session that merely runs out (idle or absolute timeout) ends a sign-in without any request
+  // to hang the hook below on: a sweep every minute tells the services of such people within the minute.
+  // Several instances may sweep at once: each provider session is claimed by one DELETE … RETURNING.
+  const sweep = () => endLapsedProviderSessions(deps, [...served.values()], providers, app.log);
+  let sweeping: Promise<unknown> | null = null;
+  const timer = setInterval(() => {
+    sweeping ??= sweep().finally(() => (sweeping = null));
+  }, 60_000);
+  timer.unref();
+  app.addHook('onClose', async () => {
+    clearInterval(timer);
+    await sweeping;
+  });
+  app.decorate('endLapsedOidcSessions', sweep);
 
   // The protocol endpoints, in a context of their own: the provider reads the
   // body itself (it must stay unread here), answers in JSON or with redirects,

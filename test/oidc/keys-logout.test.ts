@@ -201,6 +201,36 @@ describe('back-channel logout', () => {
     await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!)).rejects.toMatchObject({ error: 'invalid_grant' });
   });
 
+  it('a Guichet session that merely runs out: the minute\'s sweep tells each service, once, with no request to set it off', async () => {
+    const person = new Client(t.app, tenant.hosts[0]!);
+    const tokens = await signIn(person);
+    const sid = tokens.claims()!.sid;
+    const personId = (await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('accounts').select('id').where('email', '=', EMAIL).executeTakeFirstOrThrow())).id;
+    received.length = 0;
+    // Nothing has ended: the sweep tells nobody.
+    await t.app.endLapsedOidcSessions();
+    expect(received).toHaveLength(0);
+    // The session's time runs out (an idle or absolute timeout), and nobody sends a request.
+    const past = new Date(t.deps.clock().getTime() - 1000);
+    // (The application's role may only revoke a session, not move its end: the owner plays the passing time.)
+    await database.ownerDb().updateTable('sessions').set({ expires_at: past }).where('tenant_id', '=', tenant.id).where('account_id', '=', personId).where('revoked_at', 'is', null).execute();
+    const r = await t.app.endLapsedOidcSessions();
+    // Every provider session of the person ends (the earlier tests' sign-ins too), each service told for each.
+    expect(r.failed).toBe(0);
+    expect(r.told).toBe(r.sessions);
+    expect(r.sessions).toBeGreaterThanOrEqual(1);
+    const mine = received.filter((x) => payload(x).sid === sid);
+    expect(mine).toHaveLength(1);
+    expect(verifyRs256(mine[0]!, (await jwks()).keys)).toBe(true);
+    expect(payload(mine[0]!)).toMatchObject({ iss: issuer, aud: rp.clientId, sub: tokens.claims()!.sub, sid });
+    await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!)).rejects.toMatchObject({ error: 'invalid_grant' });
+    const audit = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['details', 'actor_roles']).where('action', '=', 'oidc.logout').orderBy('seq', 'desc').limit(1).executeTakeFirstOrThrow());
+    expect(audit).toMatchObject({ actor_roles: ['system:oidc-sweep'], details: expect.objectContaining({ via: 'sessions_ended', account: personId, backchannel: 1 }) });
+    // Told once: the next sweep finds nothing left.
+    expect(await t.app.endLapsedOidcSessions()).toMatchObject({ sessions: 0, told: 0 });
+    expect(received.filter((x) => payload(x).sid === sid)).toHaveLength(1);
+  });
+
   it('an administrator ends the person\'s sessions, or suspends the account: each service the person signed into is told at once, by back-channel', async () => {
     const person = new Client(t.app, tenant.hosts[0]!);
     const tokens = await signIn(person);
