@@ -17,7 +17,7 @@ import type { Tenant } from '../tenants/service.ts';
 import { originFields } from '../tenants/service.ts';
 import { messages, type Locale } from '../web/i18n/index.ts';
 import { beginSecondFactor, createPending, passkeyCountSql, totpEnabledSql } from './factors/store.ts';
-import { deviceHash, deviceToken, newDeviceNotice } from './sessions.ts';
+import { deviceHash, deviceToken, newDeviceNotice, touchNetwork } from './sessions.ts';
 import * as throttle from './throttle.ts';
 import { activeBreakGlass } from './break-glass.ts';
 import { hashPassword, verifyPassword } from './passwords.ts';
@@ -315,7 +315,9 @@ export async function passwordSignIn(deps: Deps, ctx: Ctx, email: string, passwo
     const { session, known, others } = await openSession(trx, ctx, account.id, state.memberships, token);
     // A device the account had not used, when it had used others: a notice, and its event after the sign-in's.
     const isNew = !known && others > 0;
-    const events = [signedIn, ...(isNew ? [await newDeviceNotice(trx, ctx, { id: account.id, email, locale: account.locale })] : [])];
+    // The network too, as a sign-in with a second factor notes it (noteDevice).
+    const network = await touchNetwork(trx, ctx, account.id);
+    const events = [signedIn, ...(isNew ? [await newDeviceNotice(trx, ctx, { id: account.id, email, locale: account.locale })] : []), ...(network ? [network] : [])];
     await appendAuditMany(trx, ctx.tenant.id, events, ctx.now);
     const actor: Actor = { accountId: account.id, tenantId: ctx.tenant.id, sessionId: null, email, emailVerified: true, locale: account.locale, memberships: state.memberships };
     return { throttled: null, result: { ok: true, session, actor }, device: { token, isNew } } as const;

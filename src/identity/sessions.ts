@@ -184,23 +184,32 @@ export function networkPrefix(ip: string | null | undefined): string | null {
 }
 
 /**
- * Remembers the networks an account signs in from; a new one for an account
- * that had others is an audit event (identity.network.new), which detection
- * reads from the stream for members of staff.
+ * Remembers the network a sign-in comes from, in the caller's transaction and
+ * in one statement (what the account knew before is the statement's
+ * snapshot, as for devices); a new one for an account that had others gives
+ * an audit event (identity.network.new), returned for the caller to write
+ * with its own, which detection reads from the stream for members of staff.
  */
-async function noteNetwork(deps: Deps, ctx: Ctx, accountId: string): Promise<void> {
+export async function touchNetwork(trx: Trx, ctx: Ctx, accountId: string): Promise<AuditEventInput | null> {
   const prefix = networkPrefix(ctx.ip);
-  if (!prefix) return;
+  if (!prefix) return null;
+  const { rows } = await sql<{ known: boolean | null; n: string }>`
+    WITH n AS (
+      INSERT INTO known_networks (tenant_id, account_id, prefix, first_seen_at, last_seen_at)
+      VALUES (${ctx.tenant.id}, ${accountId}, ${prefix}, ${ctx.now}, ${ctx.now})
+      ON CONFLICT (account_id, prefix) DO UPDATE SET last_seen_at = excluded.last_seen_at
+    )
+    SELECT bool_or(prefix = ${prefix}) AS known, count(*) AS n FROM known_networks WHERE account_id = ${accountId}`.execute(trx);
+  const r = rows[0];
+  if (r?.known || Number(r?.n ?? 0) === 0) return null;
+  return { action: 'identity.network.new', outcome: 'success', ...originFields(originOf(ctx)), actorAccountId: accountId, targetType: 'account', targetIds: [accountId], details: { network: prefix } };
+}
+
+async function noteNetwork(deps: Deps, ctx: Ctx, accountId: string): Promise<void> {
+  if (!networkPrefix(ctx.ip)) return;
   await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
-    const known = await trx.selectFrom('known_networks').select('prefix').where('account_id', '=', accountId).execute();
-    if (known.some((k) => k.prefix === prefix)) {
-      await trx.updateTable('known_networks').set({ last_seen_at: ctx.now }).where('account_id', '=', accountId).where('prefix', '=', prefix).execute();
-      return;
-    }
-    await trx.insertInto('known_networks').values({ tenant_id: ctx.tenant.id, account_id: accountId, prefix, first_seen_at: ctx.now, last_seen_at: ctx.now }).onConflict((oc) => oc.columns(['account_id', 'prefix']).doNothing()).execute();
-    if (known.length) {
-      await appendAudit(trx, ctx.tenant.id, { action: 'identity.network.new', outcome: 'success', ...originFields(originOf(ctx)), actorAccountId: accountId, targetType: 'account', targetIds: [accountId], details: { network: prefix } }, ctx.now);
-    }
+    const e = await touchNetwork(trx, ctx, accountId);
+    if (e) await appendAudit(trx, ctx.tenant.id, e, ctx.now);
   });
 }
 

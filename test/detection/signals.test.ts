@@ -292,4 +292,19 @@ describe('from the audit stream: the response applied once the event is read', (
     await new Promise((r) => setTimeout(r, 800));
     expect((await state(w.tenant)).alerts.filter((a) => a.rule_code === 'new_network.staff')).toHaveLength(1);
   });
+
+  it('a sign-in with a password alone notes its network too: a new one is recorded, the same network again is not', async () => {
+    const w = await world();
+    const email = `parent.reseau.${n}@exemple.test`;
+    const accountId = await createParent(t, w.tenant, email);
+    const networkEvents = () => inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('audit_events').select(['details']).where('action', '=', 'identity.network.new').where('actor_account_id', '=', accountId).execute());
+    expect((await new Client(t.app, w.tenant.hosts[0]!, '192.0.2.44').signIn(email, PASSWORD)).status).toBe(303);
+    expect(await networkEvents()).toHaveLength(0);
+    expect((await new Client(t.app, w.tenant.hosts[0]!, '203.0.113.7').signIn(email, PASSWORD)).status).toBe(303);
+    expect(await networkEvents()).toEqual([{ details: { network: '203.0.113.0/24' } }]);
+    expect((await new Client(t.app, w.tenant.hosts[0]!, '203.0.113.200').signIn(email, PASSWORD)).status).toBe(303);
+    expect(await networkEvents()).toHaveLength(1);
+    const known = await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('known_networks').select('prefix').where('account_id', '=', accountId).orderBy('prefix').execute());
+    expect(known.map((k) => k.prefix)).toEqual(['192.0.2.0/24', '203.0.113.0/24']);
+  });
 });
