@@ -127,10 +127,3 @@ export async function endLapsedProviderSessions(
   }
   return total;
 }
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    /** Runs the minute's sweep of lapsed sign-ins now (src/oidc/routes.tsx). */
-    endLapsedOidcSessions(): Promise<EndedSessions>;
-  }
-}

@@ -10,7 +10,7 @@ import { originFields, type Tenant } from '../tenants/service.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
 import { clientOrigins, findActiveClient, widenFormAction } from './clients.ts';
 import { currentEntitlements } from './entitlements.ts';
-import { endLapsedProviderSessions, endOrphanedProviderSessions } from './logout.ts';
+import { endLapsedProviderSessions, endOrphanedProviderSessions, type EndedSessions } from './logout.ts';
 import { ConsentPage, ExpiredPage } from './pages.tsx';
 import { BRIDGE, OIDC_PREFIX, OidcProviders, type Bridge } from './provider.ts';
 
@@ -38,6 +38,13 @@ function amrOf(methods: readonly AuthMethod[]): string[] {
   }
   if (out.size > 1 || methods.includes('passkey')) out.add('mfa');
   return [...out];
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Runs the minute's sweep of lapsed sign-ins now (oidcRoutes, below). */
+    endLapsedOidcSessions(): Promise<EndedSessions>;
+  }
 }
 
 /**
