@@ -1,10 +1,11 @@
 import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { PGlite, types as pgliteTypes } from '@electric-sql/pglite';
-import { Kysely, PostgresDialect, sql, type Transaction } from 'kysely';
+import { Kysely, sql, type Transaction } from 'kysely';
 import { PGliteDialect } from 'kysely-pglite-dialect';
 import pg from 'pg';
 import type { DB } from './schema.ts';
+import { DeferredBeginDialect } from './deferred-begin.ts';
 import { runMigrations, type MigrationTarget } from './migrate.ts';
 
 export type Trx = Transaction<DB>;
@@ -122,7 +123,7 @@ async function openPostgres(opts: OpenOptions): Promise<Database> {
     }
   }
   const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: 20 });
-  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<DB>({ dialect: new DeferredBeginDialect({ pool }) });
   try {
     await assertUnprivilegedRole(db, opts.allowPrivilegedRole ?? false);
   } catch (err) {

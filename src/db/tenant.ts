@@ -1,6 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 import type { DB } from './schema.ts';
 import type { Trx } from './connection.ts';
+import { RIDES_WITH_BEGIN } from './deferred-begin.ts';
 
 /**
  * The only way the application touches tenant-owned rows: a transaction that
@@ -22,7 +23,21 @@ export async function inTenant<T>(
 
 /** Switches an open transaction to guichet_app and the tenant (for work that began as the owner). */
 export async function enterTenant(trx: Trx, tenantId: string, actorAccountId?: string | null): Promise<void> {
+  const actor = actorAccountId ?? '';
+  if (UUID.test(tenantId) && (actor === '' || UUID.test(actor))) {
+    // Literals, not parameters: a statement without parameters can travel with the transaction's BEGIN in one
+    // round trip (src/db/deferred-begin.ts). Only a UUID's characters get here, so quoting is all they need.
+    await sql
+      .raw(
+        `${RIDES_WITH_BEGIN} SELECT pg_catalog.set_config('role', 'guichet_app', true), ` +
+          `pg_catalog.set_config('app.tenant_id', '${tenantId}', true), pg_catalog.set_config('app.actor_id', '${actor}', true)`,
+      )
+      .execute(trx);
+    return;
+  }
   await sql`SELECT set_config('role', 'guichet_app', true),
                    set_config('app.tenant_id', ${tenantId}, true),
-                   set_config('app.actor_id', ${actorAccountId ?? ''}, true)`.execute(trx);
+                   set_config('app.actor_id', ${actor}, true)`.execute(trx);
 }
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely';
+import { sql, type Kysely, type RawBuilder } from 'kysely';
 import { AGENT_ROLES } from '../access/actions.ts';
 import { activeAssisting } from '../assisted/store.ts';
 import type { Actor, AuthMethod, Membership } from '../access/actor.ts';
@@ -41,6 +41,22 @@ export async function loadMemberships(trx: Trx, accountId: string, now: Date): P
     .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
     .execute();
   return rows.map(membershipOf);
+}
+
+/**
+ * The same memberships as loadMemberships, as a JSON array inside another
+ * statement (the session's look-up reads them in its own round trip).
+ */
+function membershipsJsonSql(accountId: RawBuilder<unknown>, now: Date) {
+  return sql<MembershipJson[]>`COALESCE((SELECT pg_catalog.json_agg(pg_catalog.json_build_object('id', m.id, 'role', m.role, 'facility_id', m.facility_id,
+      'expires_at', m.expires_at, 'source', m.source, 'created_at', m.created_at))
+    FROM memberships m WHERE m.account_id = ${accountId} AND m.revoked_at IS NULL AND (m.expires_at IS NULL OR m.expires_at > ${now})), '[]'::json)`;
+}
+
+type MembershipJson = { id: string; role: Membership['role']; facility_id: string | null; expires_at: string | null; source: string; created_at: string };
+
+function membershipOfJson(r: MembershipJson): Membership {
+  return membershipOf({ ...r, expires_at: r.expires_at === null ? null : new Date(r.expires_at), created_at: new Date(r.created_at) });
 }
 
 function membershipOf(r: { id: string; role: Membership['role']; facility_id: string | null; expires_at: Date | null; source: string; created_at: Date }): Membership {
@@ -129,6 +145,7 @@ export async function resolveSession(deps: Deps, tenant: Tenant, token: string, 
       .innerJoin('accounts as a', 'a.id', 's.account_id')
       .select(['s.id', 's.account_id', 's.last_seen_at', 's.idle_timeout_seconds', 's.expires_at', 's.created_at', 's.auth_methods', 's.authenticated_at', 'a.email', 'a.email_verified_at', 'a.locale', 'a.status'])
       .select([totpEnabledSql(sql.ref('s.account_id')).as('has_totp'), passkeyCountSql(sql.ref('s.account_id')).as('passkeys')])
+      .select(membershipsJsonSql(sql.ref('s.account_id'), now).as('memberships'))
       .where('s.token_hash', '=', hashToken(token))
       .where('s.revoked_at', 'is', null)
       .executeTakeFirst();
@@ -139,7 +156,7 @@ export async function resolveSession(deps: Deps, tenant: Tenant, token: string, 
     if (now.getTime() - s.last_seen_at.getTime() > 60_000) {
       await trx.updateTable('sessions').set({ last_seen_at: now }).where('id', '=', s.id).execute();
     }
-    const memberships = await loadMemberships(trx, s.account_id, now);
+    const memberships = s.memberships.map(membershipOfJson);
     // Break-glass matters only while a role cools off: no look-up otherwise.
     const breakGlass = memberships.some((m) => m.coolingUntil && m.coolingUntil > now) ? await activeBreakGlass(trx, s.id, now) : null;
     // Assisted mode is for agents only: no look-up for anyone else.
