@@ -4,6 +4,7 @@
  * same run (these machines are noisy) and reports both with their ratio; it
  * never fails on a figure.
  */
+import { readdirSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { openDatabase, type Database } from '../src/db/connection.ts';
@@ -111,4 +112,31 @@ function urlFor(database: string, user?: string): string {
   u.pathname = `/${database}`;
   if (user) u.username = user;
   return u.toString();
+}
+
+/**
+ * CPU time (ms) used so far by the processes named `postgres` on this machine
+ * (Linux /proc; null elsewhere): with the server's own, what one request costs
+ * in CPU — steadier on a shared machine than its throughput.
+ */
+export function postgresCpuMs(): number | null {
+  try {
+    let ticks = 0;
+    for (const pid of readdirSync('/proc')) {
+      if (!/^\d+$/.test(pid)) continue;
+      let stat: string;
+      try {
+        stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      } catch {
+        continue; // ended meanwhile
+      }
+      const close = stat.lastIndexOf(')');
+      if (stat.slice(stat.indexOf('(') + 1, close) !== 'postgres') continue;
+      const f = stat.slice(close + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]); // utime, stime (fields 14 and 15)
+    }
+    return ticks * 10; // USER_HZ is 100 on Linux
+  } catch {
+    return null;
+  }
 }

@@ -10,7 +10,7 @@ import Fastify from 'fastify';
 import pg from 'pg';
 import { benchApp, parentWithChild } from './app.ts';
 import { load } from './http.ts';
-import { benchDatabase, log, report } from './lib.ts';
+import { benchDatabase, log, postgresCpuMs, report } from './lib.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const CONNECTIONS = 64;
@@ -34,13 +34,24 @@ try {
   const barePort = (bare.server.address() as { port: number }).port;
 
   const run = (url: string, headers: Record<string, string> = {}) => load({ url, connections: CONNECTIONS, duration: SECONDS, headers });
+  /** A run, with the CPU each request cost this server process and the database's processes. */
+  const measured = async (url: string, headers: Record<string, string> = {}) => {
+    const cpu0 = process.cpuUsage();
+    const db0 = postgresCpuMs();
+    const r = await run(url, headers);
+    const cpu = process.cpuUsage(cpu0);
+    const db1 = postgresCpuMs();
+    const n = Math.max(1, r.requests);
+    return { ...r, serverMs: (cpu.user + cpu.system) / 1000 / n, dbMs: db0 === null || db1 === null ? null : (db1 - db0) / n };
+  };
+  const cpuNote = (r: { serverMs: number; dbMs: number | null }) => `server ${r.serverMs.toFixed(2)} ms${r.dbMs === null ? '' : ` + PostgreSQL ${r.dbMs.toFixed(2)} ms`}`;
   log(`warming up, then ${SECONDS} s each at ${CONNECTIONS} connections`);
   await run(`http://127.0.0.1:${barePort}/point/${childId}`);
   await run(`${base}${childPath}`, { host, cookie });
-  const baseline = await run(`http://127.0.0.1:${barePort}/point/${childId}`);
-  const full = await run(`${base}${childPath}`, { host, cookie });
+  const baseline = await measured(`http://127.0.0.1:${barePort}/point/${childId}`);
+  const full = await measured(`${base}${childPath}`, { host, cookie });
   const audited = await owner.query<{ n: string }>("SELECT count(*) AS n FROM audit_events WHERE action = 'waitlist.childFile.read'");
-  report({ name: 'read.childFile.throughput', value: full.rps, unit: 'req/s', baseline: baseline.rps, baselineLabel: 'bare Fastify + one point read' });
+  report({ name: 'read.childFile.throughput', value: full.rps, unit: 'req/s', baseline: baseline.rps, baselineLabel: 'bare Fastify + one point read', note: `CPU a request: ${cpuNote(full)}; bare: ${cpuNote(baseline)}` });
   report({ name: 'read.childFile.p99', value: full.p99, unit: 'ms', baseline: baseline.p99, lowerIsBetter: true, note: `aim ≤ 50 ms; errors ${full.errors}, non-2xx ${full.non2xx}; ${audited.rows[0]!.n} reads audited` });
   await owner.end();
   await bare.close();

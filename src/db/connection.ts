@@ -5,7 +5,7 @@ import { Kysely, sql, type Transaction } from 'kysely';
 import { PGliteDialect } from 'kysely-pglite-dialect';
 import pg from 'pg';
 import type { DB } from './schema.ts';
-import { DeferredBeginDialect } from './deferred-begin.ts';
+import { HeldBeginDialect } from './held-begin.ts';
 import { runMigrations, type MigrationTarget } from './migrate.ts';
 
 export type Trx = Transaction<DB>;
@@ -123,7 +123,7 @@ async function openPostgres(opts: OpenOptions): Promise<Database> {
     }
   }
   const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: 20 });
-  const db = new Kysely<DB>({ dialect: new DeferredBeginDialect({ pool }) });
+  const db = new Kysely<DB>({ dialect: new HeldBeginDialect(pool) });
   try {
     await assertUnprivilegedRole(db, opts.allowPrivilegedRole ?? false);
   } catch (err) {

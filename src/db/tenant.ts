@@ -1,7 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 import type { DB } from './schema.ts';
 import type { Trx } from './connection.ts';
-import { RIDES_WITH_BEGIN } from './deferred-begin.ts';
+import { HELD_UNTIL_NEXT } from './held-begin.ts';
 
 /**
  * The only way the application touches tenant-owned rows: a transaction that
@@ -25,11 +25,12 @@ export async function inTenant<T>(
 export async function enterTenant(trx: Trx, tenantId: string, actorAccountId?: string | null): Promise<void> {
   const actor = actorAccountId ?? '';
   if (UUID.test(tenantId) && (actor === '' || UUID.test(actor))) {
-    // Literals, not parameters: a statement without parameters can travel with the transaction's BEGIN in one
-    // round trip (src/db/deferred-begin.ts). Only a UUID's characters get here, so quoting is all they need.
+    // Literals, not parameters: a statement without parameters whose answer nobody reads can wait and travel with
+    // the transaction's BEGIN and its first statement, in one round trip (src/db/held-begin.ts). Only a UUID's
+    // characters get here, so quoting is all they need.
     await sql
       .raw(
-        `${RIDES_WITH_BEGIN} SELECT pg_catalog.set_config('role', 'guichet_app', true), ` +
+        `${HELD_UNTIL_NEXT} SELECT pg_catalog.set_config('role', 'guichet_app', true), ` +
           `pg_catalog.set_config('app.tenant_id', '${tenantId}', true), pg_catalog.set_config('app.actor_id', '${actor}', true)`,
       )
       .execute(trx);

@@ -1,3 +1,4 @@
+import { sql, type RawBuilder } from 'kysely';
 import { breakGlassActive } from '../access/decide.ts';
 import { appendAudit, appendAuditAlone } from '../audit/log.ts';
 import type { Ctx, Deps } from '../context.ts';
@@ -19,6 +20,17 @@ import { requirePhishingResistantAuth } from './stepup.ts';
  * its reads can be reviewed one by one.
  */
 export const BREAK_GLASS_MINUTES = 30;
+
+/** activeBreakGlass as a column of another statement (the session's look-up): JSON, or null. */
+export function activeBreakGlassSql(sessionId: RawBuilder<unknown>, now: Date) {
+  // An alias of its own: the statement around this one names its tables.
+  return sql<{ id: string; until: string } | null>`(SELECT pg_catalog.json_build_object('id', bgl.id, 'until', bgl.expires_at) FROM break_glass bgl
+    WHERE bgl.session_id = ${sessionId} AND bgl.ended_at IS NULL AND bgl.expires_at > ${now} ORDER BY bgl.expires_at DESC LIMIT 1)`;
+}
+
+export function breakGlassOfJson(j: { id: string; until: string } | null): { id: string; until: Date } | null {
+  return j ? { id: j.id, until: new Date(j.until) } : null;
+}
 
 export async function activeBreakGlass(trx: Trx, sessionId: string, now: Date): Promise<{ id: string; until: Date } | null> {
   const r = await trx

@@ -1,6 +1,6 @@
 import { sql, type Kysely, type RawBuilder } from 'kysely';
 import { AGENT_ROLES } from '../access/actions.ts';
-import { activeAssisting } from '../assisted/store.ts';
+import { activeAssistingSql, assistingOfJson } from '../assisted/store.ts';
 import type { Actor, AuthMethod, Membership } from '../access/actor.ts';
 import { SECOND_FACTOR_METHODS } from '../access/actor.ts';
 import { COOLING_OFF_MINUTES, decide, refusal } from '../access/decide.ts';
@@ -10,6 +10,7 @@ import type { Ctx, Deps } from '../context.ts';
 import { originOf } from '../context.ts';
 import type { Trx } from '../db/connection.ts';
 import type { DB } from '../db/schema.ts';
+import { LAST_OF_TRANSACTION } from '../db/held-begin.ts';
 import { inTenant } from '../db/tenant.ts';
 import { AppError, ValidationError } from '../errors.ts';
 import { enqueueMail } from '../mail/outbox.ts';
@@ -19,7 +20,7 @@ import { messages, type Locale } from '../web/i18n/index.ts';
 import { beginSecondFactor, createPending, passkeyCountSql, totpEnabledSql } from './factors/store.ts';
 import { deviceHash, deviceToken, newDeviceNotice, touchNetwork } from './sessions.ts';
 import * as throttle from './throttle.ts';
-import { activeBreakGlass } from './break-glass.ts';
+import { activeBreakGlassSql, breakGlassOfJson } from './break-glass.ts';
 import { hashPassword, verifyPassword } from './passwords.ts';
 import { requireRecentAuth } from './stepup.ts';
 import { hashToken, newToken } from './tokens.ts';
@@ -48,9 +49,9 @@ export async function loadMemberships(trx: Trx, accountId: string, now: Date): P
  * statement (the session's look-up reads them in its own round trip).
  */
 function membershipsJsonSql(accountId: RawBuilder<unknown>, now: Date) {
-  return sql<MembershipJson[]>`COALESCE((SELECT pg_catalog.json_agg(pg_catalog.json_build_object('id', m.id, 'role', m.role, 'facility_id', m.facility_id,
-      'expires_at', m.expires_at, 'source', m.source, 'created_at', m.created_at))
-    FROM memberships m WHERE m.account_id = ${accountId} AND m.revoked_at IS NULL AND (m.expires_at IS NULL OR m.expires_at > ${now})), '[]'::json)`;
+  return sql<MembershipJson[]>`COALESCE((SELECT pg_catalog.json_agg(pg_catalog.json_build_object('id', msh.id, 'role', msh.role, 'facility_id', msh.facility_id,
+      'expires_at', msh.expires_at, 'source', msh.source, 'created_at', msh.created_at))
+    FROM memberships msh WHERE msh.account_id = ${accountId} AND msh.revoked_at IS NULL AND (msh.expires_at IS NULL OR msh.expires_at > ${now})), '[]'::json)`;
 }
 
 type MembershipJson = { id: string; role: Membership['role']; facility_id: string | null; expires_at: string | null; source: string; created_at: string };
@@ -137,31 +138,51 @@ async function openSession(trx: Trx, ctx: Ctx, accountId: string, memberships: r
   return { session: s.result, known: !!prior?.known, others: Number(prior?.n ?? 0) };
 }
 
-/** The actor behind a session cookie, or null if the session is unknown, ended or expired. */
+/**
+ * The actor behind a session cookie, or null if the session is unknown, ended
+ * or expired. One statement, which is the whole transaction (on PostgreSQL one
+ * round trip with its BEGIN and COMMIT, src/db/held-begin.ts): the session and
+ * its account, factors, memberships, break-glass and assisted session, and
+ * last_seen_at touched when it is more than a minute old (a touch on every
+ * request would write on every read; a minute is precise enough for idle
+ * timeouts) — only for a session still good, whose checks read the row as it
+ * was before the touch.
+ */
 export async function resolveSession(deps: Deps, tenant: Tenant, token: string, now: Date): Promise<Actor | null> {
+  const hash = hashToken(token);
   return inTenant(deps.db.db, tenant.id, async (trx) => {
     const s = await trx
+      .with('touched', (db) =>
+        db
+          .updateTable('sessions')
+          .set({ last_seen_at: now })
+          .where('token_hash', '=', hash)
+          .where('revoked_at', 'is', null)
+          .where('expires_at', '>', now)
+          .where(sql<boolean>`last_seen_at + idle_timeout_seconds * interval '1 second' > ${now}`)
+          .where(sql<boolean>`last_seen_at < ${now}::timestamptz - interval '1 minute'`)
+          .where(sql<boolean>`EXISTS (SELECT 1 FROM accounts ta WHERE ta.id = sessions.account_id AND ta.status = 'active')`)
+          .returning('id'),
+      )
       .selectFrom('sessions as s')
       .innerJoin('accounts as a', 'a.id', 's.account_id')
       .select(['s.id', 's.account_id', 's.last_seen_at', 's.idle_timeout_seconds', 's.expires_at', 's.created_at', 's.auth_methods', 's.authenticated_at', 'a.email', 'a.email_verified_at', 'a.locale', 'a.status'])
       .select([totpEnabledSql(sql.ref('s.account_id')).as('has_totp'), passkeyCountSql(sql.ref('s.account_id')).as('passkeys')])
       .select(membershipsJsonSql(sql.ref('s.account_id'), now).as('memberships'))
-      .where('s.token_hash', '=', hashToken(token))
+      .select([activeBreakGlassSql(sql.ref('s.id'), now).as('break_glass'), activeAssistingSql(sql.ref('s.id'), now).as('assisting')])
+      .where('s.token_hash', '=', hash)
       .where('s.revoked_at', 'is', null)
+      .modifyEnd(sql.raw(` ${LAST_OF_TRANSACTION}`))
       .executeTakeFirst();
     if (!s || s.status !== 'active') return null;
     if (s.expires_at <= now) return null;
     if (s.last_seen_at.getTime() + s.idle_timeout_seconds * 1000 <= now.getTime()) return null;
-    // Touching last_seen_at on every request would write on every read; once a minute is precise enough for idle timeouts.
-    if (now.getTime() - s.last_seen_at.getTime() > 60_000) {
-      await trx.updateTable('sessions').set({ last_seen_at: now }).where('id', '=', s.id).execute();
-    }
     const memberships = s.memberships.map(membershipOfJson);
-    // Break-glass matters only while a role cools off: no look-up otherwise.
-    const breakGlass = memberships.some((m) => m.coolingUntil && m.coolingUntil > now) ? await activeBreakGlass(trx, s.id, now) : null;
-    // Assisted mode is for agents only: no look-up for anyone else.
+    // Break-glass matters only while a role cools off.
+    const breakGlass = memberships.some((m) => m.coolingUntil && m.coolingUntil > now) ? breakGlassOfJson(s.break_glass) : null;
+    // Assisted mode is for agents only.
     const agentRoles: readonly string[] = AGENT_ROLES;
-    const assisting = memberships.some((m) => agentRoles.includes(m.role)) ? await activeAssisting(trx, s.id, now) : null;
+    const assisting = memberships.some((m) => agentRoles.includes(m.role)) ? assistingOfJson(s.assisting) : null;
     const methods = (s.auth_methods ?? ['password']) as AuthMethod[];
     const passkeys = Number(s.passkeys);
     const totp = !!s.has_totp;

@@ -1,0 +1,183 @@
+/**
+ * On PostgreSQL a tenant transaction opens in one round trip
+ * (src/db/held-begin.ts): BEGIN, the tenant's settings and the first statement
+ * that reads, with its parameters written in as literals — and it is still a
+ * transaction in every respect: isolation level, row-level security, rollback.
+ */
+import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { HELD_UNTIL_NEXT, LAST_OF_TRANSACTION, withLiterals } from '../../src/db/held-begin.ts';
+import { inTenant } from '../../src/db/tenant.ts';
+import { createTestDatabase, createTestTenant, type TestDatabase, type TestTenant } from '../helpers/db.ts';
+
+describe('parameters written in as literals', () => {
+  it('writes each parameter as pg would send it, quoted, and refuses any text where a $ could be something else', () => {
+    const at = new Date('2026-11-23T17:21:27.123Z');
+    expect(withLiterals('select $1, $2, $3, $10', ['a', 1, null, 'j', 'e', 'f', 'g', 'h', 'i', "l'x"])).toBe("select 'a', '1', NULL, 'l''x'");
+    expect(withLiterals('select $1::bytea', [Buffer.from([0, 255])])).toBe(`select ${pg.escapeLiteral('\\x00ff')}::bytea`);
+    expect(withLiterals('select $1::timestamptz', [at])).toMatch(/^select '2026-11-23T\d\d:21:27\.123[+-]\d\d:\d\d'::timestamptz$/);
+    expect(withLiterals('select $1::text[]', [['a', 'b"c']])).toBe(`select ${pg.escapeLiteral('{"a","b\\"c"}')}::text[]`);
+    expect(withLiterals(`select 'it''s', "col" from t where a = $1`, ['x'])).toBe(`select 'it''s', "col" from t where a = 'x'`);
+    expect(withLiterals(`select '$1', $1`, ['x'])).toBeNull();
+    expect(withLiterals('select $$x$$, $1', ['x'])).toBeNull();
+    expect(withLiterals(`select E'\\n', $1`, ['x'])).toBeNull();
+    expect(withLiterals('select $2', ['x'])).toBeNull();
+    expect(withLiterals("select 'open", [])).toBeNull();
+  });
+});
+
+describe.runIf(process.env.GUICHET_TEST_DB === 'postgres')('a tenant transaction’s opening on PostgreSQL', () => {
+  let t: TestDatabase;
+  let a: TestTenant;
+  let b: TestTenant;
+  const sent: string[] = [];
+  const query = pg.Client.prototype.query;
+
+  beforeAll(async () => {
+    t = await createTestDatabase();
+    a = await createTestTenant(t);
+    b = await createTestTenant(t);
+    // Every message the pool's clients send, in order.
+    (pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown }).query = function (this: pg.Client, ...args: unknown[]) {
+      const q = args[0];
+      sent.push(typeof q === 'string' ? q : String((q as { text?: string })?.text ?? ''));
+      return (query as (...a: unknown[]) => unknown).apply(this, args);
+    };
+  });
+  afterEach(() => {
+    sent.length = 0;
+  });
+  afterAll(async () => {
+    pg.Client.prototype.query = query;
+    await t?.close();
+  });
+
+  const accountIn = async (tenantId: string) => {
+    const id = randomUUID();
+    await t.ownerDb().insertInto('accounts').values({ id, tenant_id: tenantId, email: `${id}@exemple.test`, password_hash: 'x', locale: 'fr', status: 'active' } as never).execute();
+    return id;
+  };
+
+  it('sends BEGIN, the settings and the first statement in one message; the settings hold for the transaction and end with it', async () => {
+    const mine = await accountIn(a.id);
+    await accountIn(b.id);
+    sent.length = 0;
+    const seen = await inTenant(t.db, a.id, async (trx) => {
+      const first = await trx.selectFrom('accounts').select('id').where('tenant_id', 'in', [a.id, b.id]).execute();
+      const r = await sql<{ tenant: string; role: string }>`SELECT current_setting('app.tenant_id') AS tenant, current_user AS role`.execute(trx);
+      return { ids: first.map((x) => x.id), ...r.rows[0]! };
+    });
+    expect(seen).toEqual({ tenant: a.id, role: 'guichet_app', ids: [mine] });
+    expect(sent).toHaveLength(3);
+    expect(sent[0]).toMatch(new RegExp(`^begin; /\\* guichet:held \\*/ SELECT pg_catalog\\.set_config\\('role', 'guichet_app', true\\).*; select "id" from "accounts" where "tenant_id" in \\('${a.id}', '${b.id}'\\)$`));
+    expect(sent[2]).toBe('commit');
+    const after = await sql<{ tenant: string | null }>`SELECT nullif(current_setting('app.tenant_id', true), '') AS tenant`.execute(t.db);
+    expect(after.rows[0]!.tenant).toBeNull();
+  });
+
+  it('gives the same answers with the parameters written in as with them sent apart', async () => {
+    const at = new Date('2026-11-23T17:21:27.123Z');
+    const ask = (trx: Parameters<Parameters<typeof inTenant>[2]>[0]) =>
+      sql<Record<string, unknown>>`SELECT ${'l’été « 1 » \'x\' \\ $1'}::text AS s, ${42}::int AS i, ${1.5}::numeric AS n, ${true}::boolean AS b, ${null}::text AS z,
+        ${at}::timestamptz AS t, ${Buffer.from([0, 1, 254, 255])}::bytea AS y, ${['a', 'b c', 'd"e']}::text[] AS arr, ${JSON.stringify({ k: ['v'] })}::jsonb AS j`.execute(trx);
+    const first = await inTenant(t.db, a.id, async (trx) => (await ask(trx)).rows[0]);
+    expect(sent[0]).toMatch(/^begin; \/\* guichet:held \*\/ .*; SELECT +E'l’été « 1 » ''x'' \\\\ \$1'::text AS s, '42'::int/);
+    const second = await inTenant(t.db, a.id, async (trx) => {
+      await sql`SELECT 1`.execute(trx);
+      return (await ask(trx)).rows[0];
+    });
+    expect(first).toEqual(second);
+    expect(first).toEqual({ s: 'l’été « 1 » \'x\' \\ $1', i: 42, n: '1.5', b: true, z: null, t: at, y: Buffer.from([0, 1, 254, 255]), arr: ['a', 'b c', 'd"e'], j: { k: ['v'] } });
+  });
+
+  it('a statement marked as the last of its transaction carries COMMIT: a transaction of one statement is one round trip', async () => {
+    const id = randomUUID();
+    const written = await inTenant(t.db, a.id, async (trx) => {
+      const r = await sql<{ id: string }>`INSERT INTO accounts (id, tenant_id, email, password_hash) VALUES (${id}, ${a.id}, ${`${id}@exemple.test`}, 'x') RETURNING id ${sql.raw(LAST_OF_TRANSACTION)}`.execute(trx);
+      return r.rows;
+    });
+    expect(written).toEqual([{ id }]);
+    expect(sent).toHaveLength(1);
+    expect(sent[0]).toMatch(/^begin; \/\* guichet:held \*\/ .*; INSERT INTO accounts .* RETURNING id \/\* guichet:last \*\/; commit$/);
+    expect(await t.ownerDb().selectFrom('accounts').select('id').where('id', '=', id).execute()).toEqual([{ id }]);
+    // Nothing more runs in a transaction that has ended.
+    sent.length = 0;
+    await expect(
+      inTenant(t.db, a.id, async (trx) => {
+        await sql`SELECT 1 ${sql.raw(LAST_OF_TRANSACTION)}`.execute(trx);
+        await sql`SELECT 2`.execute(trx);
+      }),
+    ).rejects.toThrow(/committed with its last statement/);
+    expect(sent).toHaveLength(1);
+    // A last statement that fails commits nothing, and the transaction is rolled back.
+    sent.length = 0;
+    const other = randomUUID();
+    await expect(
+      inTenant(t.db, a.id, async (trx) => {
+        await sql`INSERT INTO accounts (id, tenant_id, email, password_hash) VALUES (${other}, ${a.id}, ${`${other}@exemple.test`}, 'x')`.execute(trx);
+        await sql`SELECT 1 / ${0}::int ${sql.raw(LAST_OF_TRANSACTION)}`.execute(trx);
+      }),
+    ).rejects.toThrow(/division by zero/);
+    expect(sent.at(-2)).toMatch(/^SELECT 1 \/ '0'::int \/\* guichet:last \*\/; commit$/);
+    expect(sent.at(-1)).toBe('rollback');
+    expect(await t.ownerDb().selectFrom('accounts').select('id').where('id', '=', other).execute()).toEqual([]);
+  });
+
+  it('keeps the isolation level asked for', async () => {
+    const level = await t.db
+      .transaction()
+      .setIsolationLevel('repeatable read')
+      .execute(async (trx) => {
+        await sql.raw(`${HELD_UNTIL_NEXT} SELECT pg_catalog.set_config('app.tenant_id', '${a.id}', true)`).execute(trx);
+        return (await sql<{ l: string }>`SELECT current_setting('transaction_isolation') AS l`.execute(trx)).rows[0]!.l;
+      });
+    expect(level).toBe('repeatable read');
+    expect(sent[0]).toMatch(/^start transaction isolation level repeatable read; /);
+  });
+
+  it('rolls back what a failed transaction wrote, whether its first statement travelled with BEGIN or not', async () => {
+    const id = randomUUID();
+    await expect(
+      inTenant(t.db, a.id, async (trx) => {
+        await trx.insertInto('accounts').values({ id, tenant_id: a.id, email: `${id}@exemple.test`, password_hash: 'x', locale: 'fr', status: 'active' } as never).execute();
+        throw new Error('stop');
+      }),
+    ).rejects.toThrow('stop');
+    expect(sent).toHaveLength(2);
+    expect(sent[1]).toBe('rollback');
+    const other = randomUUID();
+    sent.length = 0;
+    await expect(
+      inTenant(t.db, a.id, async (trx) => {
+        // A quoted $: the held statements go first, on their own, then this one with its parameters.
+        await sql`INSERT INTO accounts (id, tenant_id, email, password_hash, locale, status) VALUES (${other}, ${a.id}, ${`${other}@exemple.test`}, '$1', 'fr', 'active')`.execute(trx);
+        throw new Error('stop');
+      }),
+    ).rejects.toThrow('stop');
+    expect(sent).toHaveLength(3);
+    expect(sent[0]).toMatch(/^begin; \/\* guichet:held \*\/ [^;]*$/);
+    expect(sent[1]).toMatch(/VALUES \(\$1, \$2, \$3, '\$1'/);
+    const left = await t.ownerDb().selectFrom('accounts').select('id').where('id', 'in', [id, other]).execute();
+    expect(left).toEqual([]);
+  });
+
+  it('a failing first statement leaves nothing open: the connection serves the next transaction', async () => {
+    await expect(inTenant(t.db, a.id, async (trx) => sql`SELECT 1 / ${0}::int`.execute(trx))).rejects.toThrow(/division by zero/);
+    expect(sent.at(-1)).toBe('rollback');
+    const n = await inTenant(t.db, a.id, async (trx) => (await sql<{ n: number }>`SELECT 2 AS n`.execute(trx)).rows[0]!.n);
+    expect(n).toBe(2);
+  });
+
+  it('sends nothing for a transaction that ends before its first statement', async () => {
+    await t.db.transaction().execute(async () => 'nothing');
+    await inTenant(t.db, a.id, async () => 'settings only');
+    await expect(
+      t.db.transaction().execute(async () => {
+        throw new Error('before any statement');
+      }),
+    ).rejects.toThrow('before any statement');
+    expect(sent).toEqual([]);
+  });
+});
