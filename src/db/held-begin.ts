@@ -33,6 +33,15 @@ import pgUtils from 'pg/lib/utils.js';
 export const HELD_UNTIL_NEXT = '/* guichet:held */';
 
 /**
+ * The comment that ends a write whose answer nobody reads (an audit event): it
+ * waits, as the settings do, for the transaction's next statement or for its
+ * COMMIT, and goes in the same message, before it. Every later statement sees
+ * it, as if sent at once; if it fails, the statement it went with fails, and
+ * the transaction is rolled back.
+ */
+export const WRITE_HELD_UNTIL_NEXT = '/* guichet:held-write */';
+
+/**
  * The comment that ends a transaction's last statement: COMMIT travels with it,
  * so a transaction of one statement takes one round trip. After it, the
  * transaction is over: another statement in it is refused.
@@ -42,36 +51,67 @@ export const LAST_OF_TRANSACTION = '/* guichet:last */';
 type PgResult = pg.QueryResult<Record<string, unknown>>;
 
 class Connection implements DatabaseConnection {
-  /** Statements held back, to be sent before the next one, in the same message. */
+  /** Statements held back (BEGIN first), to be sent before the next one, in the same message. */
   held: string[] = [];
+  /** Whether a held statement is a write (which COMMIT must carry), not only BEGIN and settings. */
+  heldWrites = false;
+  /** Whether BEGIN has gone to the server (a rollback is then owed if the transaction fails). */
+  begun = false;
   /** Whether the transaction was committed with its last statement. */
   committed = false;
   /** Inside a transaction (from BEGIN, held or sent, to its end). */
   inTransaction = false;
   constructor(readonly client: pg.PoolClient) {}
 
+  reset(inTransaction: boolean, begin?: string): void {
+    this.held = begin ? [begin] : [];
+    this.heldWrites = false;
+    this.begun = false;
+    this.committed = false;
+    this.inTransaction = inTransaction;
+  }
+
+  /** Sends one message; inside a transaction, BEGIN is in it or went before it. */
+  async send(text: string, params?: readonly unknown[]): Promise<PgResult[]> {
+    if (this.inTransaction) this.begun = true;
+    const answer = (await this.client.query(text, params?.length ? [...params] : undefined)) as PgResult | PgResult[];
+    return Array.isArray(answer) ? answer : [answer];
+  }
+
+  /** The held statements, emptied, as the text to put before the next one. */
+  takeHeld(): string {
+    const before = this.held.join('; ');
+    this.held = [];
+    this.heldWrites = false;
+    return before;
+  }
+
   async executeQuery<R>(query: CompiledQuery): Promise<QueryResult<R>> {
     if (this.committed) throw new Error('this transaction was committed with its last statement');
-    if (query.parameters.length === 0 && query.sql.startsWith(HELD_UNTIL_NEXT) && this.held.length) {
-      this.held.push(query.sql);
-      return { rows: [] };
+    const settings = query.sql.startsWith(HELD_UNTIL_NEXT);
+    const write = !settings && query.sql.endsWith(WRITE_HELD_UNTIL_NEXT);
+    if (this.inTransaction && (settings || write)) {
+      const text = query.parameters.length ? withLiterals(query.sql, query.parameters) : query.sql;
+      if (text !== null) {
+        this.held.push(text);
+        if (write) this.heldWrites = true;
+        return { rows: [] };
+      }
     }
     let text = query.sql;
     let params: readonly unknown[] = query.parameters;
     const commit = this.inTransaction && text.endsWith(LAST_OF_TRANSACTION);
     if (this.held.length || commit) {
       const inlined = params.length ? withLiterals(text, params) : text;
-      const before = this.held.join('; ');
-      this.held = [];
+      const before = this.takeHeld();
       if (inlined === null) {
-        if (before) await this.client.query(before);
+        if (before) await this.send(before);
       } else {
         text = [before, inlined, commit ? 'commit' : ''].filter(Boolean).join('; ');
         params = [];
       }
     }
-    const answer = (await this.client.query(text, params.length ? [...params] : undefined)) as PgResult | PgResult[];
-    const results = Array.isArray(answer) ? answer : [answer];
+    const results = await this.send(text, params);
     // With COMMIT sent along, the statement's answer is the one before COMMIT's.
     const committed = commit && params.length === 0 && results.length > 1 && results[results.length - 1]!.command === 'COMMIT';
     if (committed) this.committed = true;
@@ -145,9 +185,7 @@ class HeldBeginDriver implements Driver {
       c = new Connection(client);
       this.#connections.set(client, c);
     }
-    c.held = [];
-    c.committed = false;
-    c.inTransaction = false;
+    c.reset(false);
     return c;
   }
 
@@ -158,37 +196,31 @@ class HeldBeginDriver implements Driver {
       if (settings.isolationLevel) begin += ` isolation level ${settings.isolationLevel}`;
       if (settings.accessMode) begin += ` ${settings.accessMode}`;
     }
-    const c = connection as Connection;
-    c.held = [begin];
-    c.committed = false;
-    c.inTransaction = true;
+    (connection as Connection).reset(true, begin);
   }
 
   async commitTransaction(connection: DatabaseConnection): Promise<void> {
-    await this.#end(connection as Connection, 'commit');
+    const c = connection as Connection;
+    const done = c.committed;
+    // Held writes go with COMMIT; BEGIN and settings alone, never sent, leave nothing to commit.
+    const needed = !done && (c.begun || c.heldWrites);
+    const before = c.takeHeld();
+    // If this fails (a held write refused), the transaction is still open on the server: the rollback that
+    // follows is owed and sent.
+    if (needed) await c.send(before ? `${before}; commit` : 'commit');
+    c.reset(false);
   }
 
   async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
-    await this.#end(connection as Connection, 'rollback');
-  }
-
-  async #end(c: Connection, how: 'commit' | 'rollback'): Promise<void> {
-    c.inTransaction = false;
-    // Committed with its last statement, or only statements whose answers nobody read were held (nothing was
-    // sent): there is nothing to end.
-    if (c.committed || c.held.length) {
-      c.held = [];
-      c.committed = false;
-      return;
-    }
-    await c.client.query(how);
+    const c = connection as Connection;
+    const owed = c.begun && !c.committed;
+    c.reset(false);
+    if (owed) await c.client.query('rollback');
   }
 
   async releaseConnection(connection: DatabaseConnection): Promise<void> {
     const c = connection as Connection;
-    c.held = [];
-    c.committed = false;
-    c.inTransaction = false;
+    c.reset(false);
     c.client.release();
   }
 

@@ -2,7 +2,7 @@ import { randomInt, randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Action } from '../access/actions.ts';
 import { decide, familyAccountOf, sqlFilter, type Decision } from '../access/decide.ts';
-import { appendAudit, appendAuditAlone } from '../audit/log.ts';
+import { appendAudit, appendAuditAlone, appendAuditHeld } from '../audit/log.ts';
 import type { AuditAction, AuditEventInput, AuditOrigin } from '../audit/events.ts';
 import type { Ctx, Deps } from '../context.ts';
 import { originOf } from '../context.ts';
@@ -281,9 +281,9 @@ export function readContext(ctx: Ctx): ReadContext {
 /** Writes the event, then lets detection weigh it before the data leaves (it may throw Contained). */
 export async function audit(trx: Trx, ctx: Ctx, e: Omit<AuditEventInput, 'outcome'> & { outcome?: AuditEventInput['outcome'] }) {
   const input: AuditEventInput = { outcome: 'success', ...originFields(originOf(ctx)), ...e, details: withSession(ctx, e.details) };
-  const sealed = await appendAudit(trx, ctx.tenant.id, input, ctx.now);
-  await onRecordEvent(trx, readContext(ctx), input, sealed.id);
-  return sealed;
+  const written = await appendAuditHeld(trx, ctx.tenant.id, input, ctx.now);
+  await onRecordEvent(trx, readContext(ctx), input, written.id);
+  return written;
 }
 
 export function check(ctx: Ctx, action: Action & AuditAction, ownerAccountId: string, targetType: string, targetId: string): void {

@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { HELD_UNTIL_NEXT, LAST_OF_TRANSACTION, withLiterals } from '../../src/db/held-begin.ts';
+import { HELD_UNTIL_NEXT, LAST_OF_TRANSACTION, WRITE_HELD_UNTIL_NEXT, withLiterals } from '../../src/db/held-begin.ts';
 import { inTenant } from '../../src/db/tenant.ts';
 import { createTestDatabase, createTestTenant, type TestDatabase, type TestTenant } from '../helpers/db.ts';
 
@@ -123,6 +123,41 @@ describe.runIf(process.env.GUICHET_TEST_DB === 'postgres')('a tenant transaction
     expect(sent.at(-2)).toMatch(/^SELECT 1 \/ '0'::int \/\* guichet:last \*\/; commit$/);
     expect(sent.at(-1)).toBe('rollback');
     expect(await t.ownerDb().selectFrom('accounts').select('id').where('id', '=', other).execute()).toEqual([]);
+  });
+
+  it('a write whose answer nobody reads goes with the next statement, which sees it, or with COMMIT; refused, it takes the transaction with it', async () => {
+    const ids = [randomUUID(), randomUUID(), randomUUID()];
+    const insert = (id: string) => sql`INSERT INTO accounts (id, tenant_id, email, password_hash) VALUES (${id}, ${a.id}, ${`${id}@exemple.test`}, 'x') ${sql.raw(WRITE_HELD_UNTIL_NEXT)}`;
+    const seen = await inTenant(t.db, a.id, async (trx) => {
+      await insert(ids[0]!).execute(trx);
+      const r = await sql<{ n: number }>`SELECT count(*)::int AS n FROM accounts WHERE id = ${ids[0]}`.execute(trx);
+      await insert(ids[1]!).execute(trx);
+      return r.rows[0]!.n;
+    });
+    expect(seen).toBe(1);
+    expect(sent).toHaveLength(2);
+    expect(sent[0]).toMatch(/^begin; \/\* guichet:held \*\/ .*; INSERT INTO accounts .* \/\* guichet:held-write \*\/; SELECT count/);
+    expect(sent[1]).toMatch(/^INSERT INTO accounts .* \/\* guichet:held-write \*\/; commit$/);
+    expect(await t.ownerDb().selectFrom('accounts').select('id').where('id', 'in', ids.slice(0, 2)).orderBy('id').execute()).toEqual(ids.slice(0, 2).sort().map((id) => ({ id })));
+    // The same address twice: the held write is refused with COMMIT, and nothing of the transaction stays.
+    sent.length = 0;
+    await expect(
+      inTenant(t.db, a.id, async (trx) => {
+        await sql`INSERT INTO accounts (id, tenant_id, email, password_hash) VALUES (${ids[2]}, ${a.id}, ${'doublon@exemple.test'}, 'x')`.execute(trx);
+        await sql`INSERT INTO accounts (id, tenant_id, email, password_hash) VALUES (${randomUUID()}, ${a.id}, ${'doublon@exemple.test'}, 'x') ${sql.raw(WRITE_HELD_UNTIL_NEXT)}`.execute(trx);
+      }),
+    ).rejects.toThrow(/duplicate key/);
+    expect(sent.at(-1)).toBe('rollback');
+    expect(await t.ownerDb().selectFrom('accounts').select('id').where('id', '=', ids[2]!).execute()).toEqual([]);
+    // A transaction that fails before anything else is sent never sends its held write.
+    sent.length = 0;
+    await expect(
+      inTenant(t.db, a.id, async (trx) => {
+        await insert(randomUUID()).execute(trx);
+        throw new Error('stop');
+      }),
+    ).rejects.toThrow('stop');
+    expect(sent).toEqual([]);
   });
 
   it('keeps the isolation level asked for', async () => {
