@@ -131,10 +131,13 @@ class Connection implements DatabaseConnection {
 /**
  * The statement with its parameters written in as literals, or null when its
  * text does not say plainly where each parameter is: a `$` inside quotes, a
- * dollar-quoted string or a backslash (an escape string) anywhere.
+ * dollar-quoted string, a backslash (an escape string) or a comment (whose
+ * quotes the scan below would misread) anywhere but Guichet's own markers.
  */
 export function withLiterals(text: string, params: readonly unknown[]): string | null {
   if (text.includes('\\')) return null;
+  const bare = [HELD_UNTIL_NEXT, WRITE_HELD_UNTIL_NEXT, LAST_OF_TRANSACTION].reduce((t, m) => t.replaceAll(m, ''), text);
+  if (bare.includes('--') || bare.includes('/*')) return null;
   let out = '';
   let quote: string | null = null;
   for (let i = 0; i < text.length; i++) {

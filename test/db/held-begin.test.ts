@@ -25,6 +25,10 @@ describe('parameters written in as literals', () => {
     expect(withLiterals(`select E'\\n', $1`, ['x'])).toBeNull();
     expect(withLiterals('select $2', ['x'])).toBeNull();
     expect(withLiterals("select 'open", [])).toBeNull();
+    // A comment's quote would throw the scan off: no literals then.
+    expect(withLiterals("-- it's\nselect '$1', $1", ['x'])).toBeNull();
+    expect(withLiterals("/* it's */ select $1", ['x'])).toBeNull();
+    expect(withLiterals(`select $1 ${LAST_OF_TRANSACTION}`, ['x'])).toBe(`select 'x' ${LAST_OF_TRANSACTION}`);
   });
 });
 
