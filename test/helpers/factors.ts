@@ -40,15 +40,20 @@ export function totpSecretFor(host: string, email: string): string | undefined {
 }
 
 /**
- * A code the server will accept at `now`: for the earliest step within ±1 of
- * now's that this helper has not handed out yet. Waits (real time only) when
+ * A code the server will accept at `now` and for at least fifteen seconds
+ * more: for the earliest such step within ±1 of now's that this helper has
+ * not handed out yet. Waits (real time only) when
  * all three are used.
  */
 export async function freshTotpCode(secret: string, clock: () => Date): Promise<string> {
   for (;;) {
     const now = clock();
     const current = Math.floor(now.getTime() / 1000 / TOTP.periodSeconds);
-    const step = Math.max(current - 1, (lastStep.get(secret) ?? -Infinity) + 1);
+    // The previous step's code is good only until the next boundary: hand it out only with at least half
+    // a step left, or a slow page (a loaded CI machine) submits it after it has aged out of the window.
+    const intoStep = now.getTime() / 1000 - current * TOTP.periodSeconds;
+    const earliest = intoStep < TOTP.periodSeconds / 2 ? current - 1 : current;
+    const step = Math.max(earliest, (lastStep.get(secret) ?? -Infinity) + 1);
     if (step <= current + 1) {
       lastStep.set(secret, step);
       return totpCodeAt(secret, new Date(step * TOTP.periodSeconds * 1000));

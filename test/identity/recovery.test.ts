@@ -74,17 +74,26 @@ describe('a forgotten password', () => {
     expect(toUnknown!.template).toBe('password_reset_unknown');
     expect(toUnknown!.body_text).not.toContain('token=');
 
-    const time = async (email: string) => {
+    // Each request is timed alone: the work behind the previous answer (a link or a notice, after the
+    // answer has left) is done before the next one starts, so that one request's work cannot slow the other's answer.
+    let mailsToKnown = 1;
+    const time = async (email: string, mails: number) => {
       await c.get('/password/forgot');
       const t0 = performance.now();
       await c.post('/password/forgot', { email });
-      return performance.now() - t0;
+      const ms = performance.now() - t0;
+      expect((await outbox(email, mails)).length).toBe(mails);
+      return ms;
     };
     const k: number[] = [];
     const u: number[] = [];
-    for (let i = 0; i < 7; i++) {
-      k.push(await time(known));
-      u.push(await time(`personne.${i}.${Date.now()}@exemple.test`));
+    // 2 + 16 requests: under the cap of 20 an hour for one source.
+    for (let i = 0; i < 8; i++) {
+      const stranger = `personne.${i}.${Date.now()}@exemple.test`;
+      // Alternating which goes first, so neither always follows the other.
+      if (i % 2) u.push(await time(stranger, 1));
+      k.push(await time(known, ++mailsToKnown));
+      if (!(i % 2)) u.push(await time(stranger, 1));
     }
     const median = (x: number[]) => [...x].sort((p, q) => p - q)[Math.floor(x.length / 2)]!;
     expect(median(u)).toBeGreaterThan(median(k) * 0.5);
