@@ -19,6 +19,11 @@ export const GUICHET_BIN = 'bin/guichet.mjs';
 
 let launcherRan = false;
 
+/** A new test file: its first command goes through bin/guichet.mjs again (test/file-setup.ts). */
+export function resetLauncher(): void {
+  launcherRan = false;
+}
+
 /** The script to hand to node for one command, as described above. */
 export function guichetEntry(): string {
   const bundle = inject('guichetCliBundle');
