@@ -138,6 +138,21 @@ export async function appendAuditHeld(trx: Trx, tenantId: string, input: AuditEv
   return row;
 }
 
+/**
+ * appendAuditMany for a caller that needs nothing back: held for the
+ * transaction's next statement or its COMMIT, as appendAuditHeld.
+ */
+export async function appendAuditManyHeld(trx: Trx, tenantId: string, inputs: readonly AuditEventInput[], now: Date): Promise<void> {
+  if (!inputs.length) return;
+  const rows = inputs.map((i) => toRow(tenantId, i, now));
+  for (const i of inputs) if (i.outcome === 'denied' && i.requestId) noteRefusalRecorded(tenantId, i.requestId);
+  await trx
+    .insertInto('audit_events')
+    .values(rows.map((r) => ({ ...r, details: JSON.stringify(r.details) })))
+    .modifyEnd(sql.raw(` ${WRITE_HELD_UNTIL_NEXT}`))
+    .execute();
+}
+
 /** Several events in one statement (one round trip), in this order. */
 export async function appendAuditMany(trx: Trx, tenantId: string, inputs: readonly AuditEventInput[], now: Date): Promise<SealedEvent[]> {
   if (!inputs.length) return [];

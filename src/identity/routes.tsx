@@ -155,10 +155,13 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
         <p>{env.m.recovery.sentNext}</p>
       </Page>,
     );
-    // The work differs with an account (a link) and without (a notice): it happens once the answer has
-    // left, so that the answer's time says nothing about the address.
+    // The work differs with an account (a link) and without (a notice): it starts once the answer has
+    // left, so that the answer's time says nothing about the address (on the embedded database a
+    // statement runs on this thread: started sooner, it would delay the answer still being written).
     const ctx = req.ctx;
-    setImmediate(() => void requestPasswordReset(deps, ctx, input.email).catch((err: unknown) => req.log.error({ err }, 'password reset request failed')));
+    const work = () => setImmediate(() => void requestPasswordReset(deps, ctx, input.email).catch((err: unknown) => req.log.error({ err }, 'password reset request failed')));
+    if (reply.raw.writableFinished) work();
+    else reply.raw.once('close', work);
     return sent;
   });
 

@@ -4,7 +4,7 @@ import { activeAssistingSql, assistingOfJson } from '../assisted/store.ts';
 import type { Actor, AuthMethod, Membership } from '../access/actor.ts';
 import { SECOND_FACTOR_METHODS } from '../access/actor.ts';
 import { COOLING_OFF_MINUTES, decide, refusal } from '../access/decide.ts';
-import { appendAudit, appendAuditAlone, appendAuditMany } from '../audit/log.ts';
+import { appendAudit, appendAuditAlone, appendAuditManyHeld } from '../audit/log.ts';
 import type { AuditAction, AuditEventInput, AuditOrigin } from '../audit/events.ts';
 import type { Ctx, Deps } from '../context.ts';
 import { originOf } from '../context.ts';
@@ -356,7 +356,7 @@ export async function passwordSignIn(deps: Deps, ctx: Ctx, email: string, passwo
     // The network too, as a sign-in with a second factor notes it (noteDevice).
     const network = await touchNetwork(trx, ctx, account.id);
     const events = [signedIn, ...(isNew ? [await newDeviceNotice(trx, ctx, { id: account.id, email, locale: account.locale })] : []), ...(network ? [network] : [])];
-    await appendAuditMany(trx, ctx.tenant.id, events, ctx.now);
+    await appendAuditManyHeld(trx, ctx.tenant.id, events, ctx.now);
     const actor: Actor = { accountId: account.id, tenantId: ctx.tenant.id, sessionId: null, email, emailVerified: true, locale: account.locale, memberships: state.memberships };
     return { throttled: null, result: { ok: true, session, actor }, device: { token, isNew } } as const;
   });

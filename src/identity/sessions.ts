@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { isIPv6 } from 'node:net';
 import { sql } from 'kysely';
-import { appendAudit, appendAuditAlone, appendAuditMany } from '../audit/log.ts';
+import { appendAudit, appendAuditAlone, appendAuditManyHeld } from '../audit/log.ts';
 import type { AuditEventInput } from '../audit/events.ts';
 import type { Trx } from '../db/connection.ts';
 import { untrustedId } from '../audit/untrusted.ts';
@@ -159,7 +159,7 @@ export async function noteDevice(deps: Deps, ctx: Ctx, account: { id: string; em
   const isNew = await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     const d = await touchDevice(trx, ctx, account.id, token);
     if (d.known || d.others === 0) return false;
-    await appendAuditMany(trx, ctx.tenant.id, [await newDeviceNotice(trx, ctx, account)], ctx.now);
+    await appendAuditManyHeld(trx, ctx.tenant.id, [await newDeviceNotice(trx, ctx, account)], ctx.now);
     return true;
   });
   await noteNetwork(deps, ctx, account.id);

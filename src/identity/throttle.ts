@@ -1,5 +1,6 @@
 import { createHmac } from 'node:crypto';
-import { appendAuditMany } from '../audit/log.ts';
+import { appendAuditManyHeld } from '../audit/log.ts';
+import { LAST_OF_TRANSACTION } from '../db/held-begin.ts';
 import type { AuditEventInput } from '../audit/events.ts';
 import type { Ctx, Deps } from '../context.ts';
 import { sql } from 'kysely';
@@ -96,6 +97,8 @@ export interface SignInAccount {
  * totals beside it). The account is read only when the attempt may go on.
  */
 export async function signInVerdict(deps: Deps, ctx: Ctx, email: string, trx: Trx): Promise<{ verdict: Verdict; account: SignInAccount | undefined }> {
+  // The verdict is its transaction's only statement: on PostgreSQL it carries the COMMIT (src/db/held-begin.ts).
+  const last = sql.raw(` ${LAST_OF_TRANSACTION}`);
   const c = counters();
   const key = emailKey(deps, ctx.tenant.id, email);
   let v: Verdict;
@@ -103,13 +106,13 @@ export async function signInVerdict(deps: Deps, ctx: Ctx, email: string, trx: Tr
   if (c instanceof PostgresCounters) {
     const { rows } = await sql<SignInCountsRow & { id: string | null; password_hash: string | null; status: string; email_verified_at: Date | null; locale: Locale }>`
       SELECT c.*, a.id, a.password_hash, a.status, a.email_verified_at, a.locale
-      FROM ${signInCountsSql(key, ctx.ip, WINDOWS, ctx.now)} AS c LEFT JOIN accounts a ON a.email = ${email}`.execute(trx);
+      FROM ${signInCountsSql(key, ctx.ip, WINDOWS, ctx.now)} AS c LEFT JOIN accounts a ON a.email = ${email}${last}`.execute(trx);
     const r = rows[0]!;
     v = verdict(signInCountsOf(r), ctx.now);
     account = r.id ? { id: r.id, password_hash: r.password_hash, status: r.status, email_verified_at: r.email_verified_at, locale: r.locale } : undefined;
   } else {
     v = verdict(await c.signInCounts(null, ctx.tenant.id, key, ctx.ip, WINDOWS, ctx.now), ctx.now);
-    if (v.ok) account = await trx.selectFrom('accounts').select(['id', 'password_hash', 'status', 'email_verified_at', 'locale']).where('email', '=', email).executeTakeFirst();
+    if (v.ok) account = await trx.selectFrom('accounts').select(['id', 'password_hash', 'status', 'email_verified_at', 'locale']).where('email', '=', email).modifyEnd(last).executeTakeFirst();
   }
   if (!v.ok) signInMetric('throttled');
   return { verdict: v, account: v.ok ? account : undefined };
@@ -159,7 +162,7 @@ export async function actOnCounts(trx: Trx, ctx: Ctx, email: string, c: SignInCo
   if (c.sourceAccounts === THROTTLE.sprayAccounts) {
     events.push({ action: 'identity.signin.spraying', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'source', targetIds: ctx.ip ? [ctx.ip] : [], details: { accounts: c.sourceAccounts, failures: c.sourceFailures } });
   }
-  await appendAuditMany(trx, ctx.tenant.id, events, ctx.now);
+  await appendAuditManyHeld(trx, ctx.tenant.id, events, ctx.now);
 }
 
 /**
