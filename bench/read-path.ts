@@ -13,7 +13,7 @@ import { load } from './http.ts';
 import { benchDatabase, log, postgresCpuMs, report } from './lib.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
-const CONNECTIONS = 64;
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
 
 const b = await benchDatabase();
 try {
