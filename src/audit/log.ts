@@ -128,22 +128,12 @@ export async function appendAudit(trx: Trx, tenantId: string, input: AuditEventI
  * transaction, before anything after it runs, and commits with it or not at all.
  */
 export async function appendAuditHeld(trx: Trx, tenantId: string, input: AuditEventInput, now: Date): Promise<Omit<SealedEvent, 'seq'>> {
-  const row = toRow(tenantId, input, now);
-  if (input.outcome === 'denied' && input.requestId) noteRefusalRecorded(tenantId, input.requestId);
-  await trx
-    .insertInto('audit_events')
-    .values({ ...row, details: JSON.stringify(row.details) })
-    .modifyEnd(sql.raw(` ${WRITE_HELD_UNTIL_NEXT}`))
-    .execute();
-  return row;
+  return (await appendAuditManyHeld(trx, tenantId, [input], now))[0]!;
 }
 
-/**
- * appendAuditMany for a caller that needs nothing back: held for the
- * transaction's next statement or its COMMIT, as appendAuditHeld.
- */
-export async function appendAuditManyHeld(trx: Trx, tenantId: string, inputs: readonly AuditEventInput[], now: Date): Promise<void> {
-  if (!inputs.length) return;
+/** Several events held as appendAuditHeld holds one: one INSERT, in this order. */
+export async function appendAuditManyHeld(trx: Trx, tenantId: string, inputs: readonly AuditEventInput[], now: Date): Promise<Omit<SealedEvent, 'seq'>[]> {
+  if (!inputs.length) return [];
   const rows = inputs.map((i) => toRow(tenantId, i, now));
   for (const i of inputs) if (i.outcome === 'denied' && i.requestId) noteRefusalRecorded(tenantId, i.requestId);
   await trx
@@ -151,6 +141,7 @@ export async function appendAuditManyHeld(trx: Trx, tenantId: string, inputs: re
     .values(rows.map((r) => ({ ...r, details: JSON.stringify(r.details) })))
     .modifyEnd(sql.raw(` ${WRITE_HELD_UNTIL_NEXT}`))
     .execute();
+  return rows;
 }
 
 /** Several events in one statement (one round trip), in this order. */
