@@ -264,7 +264,7 @@ try {
         const page = await hashedPage(trx, tenantId, from, VERIFY_PAGE_SIZE);
         const r1 = performance.now();
         readMs += r1 - r0;
-        for (let j = 0; j < page.leafCount; j++) tree.append(page.eventHashes.subarray(32 * j, 32 * j + 32));
+        for (let j = 0; j < page.leafCount; j++) tree.append(page.leafHashes.subarray(32 * j, 32 * j + 32));
         treeMs += performance.now() - r1;
       }
     });

@@ -101,7 +101,8 @@ export async function benchDatabase(): Promise<BenchDatabase> {
     appUrl,
     drop: async () => {
       await database.close();
-      await admin.query(`DROP DATABASE IF EXISTS ${name}`);
+      if (process.env.BENCH_KEEP_DATABASE) log(`kept database ${name}`);
+      else await admin.query(`DROP DATABASE IF EXISTS ${name}`);
       await admin.end();
     },
   };

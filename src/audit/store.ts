@@ -379,38 +379,45 @@ export async function eventsInOrder(trx: Trx, tenantId: string, after: { ticket:
 }
 
 export interface HashedPage {
-  /** Leaves [from, from + size) as stored, column by column, meant to be in index order (the reader checks). */
+  /** Leaves in [from, from + size). */
   leafCount: number;
-  /** int8 each. */
-  leafIndexes: Buffer;
-  /** uuid each. */
-  leafEventIds: Buffer;
-  /** The stored hashes, concatenated; 32 bytes each when leafHashesWhole. */
+  /**
+   * The database compared, in one pass: the leaves are from, from + 1… in the
+   * order read; each has a 32-byte hash; the first leafCount events in sealing
+   * order are the leaves' events, in leaf order, and the leaf hash of each
+   * event's entry as it is now (rendered and hashed by the database) is its
+   * leaf's stored hash.
+   */
+  leavesMatch: boolean;
+  /** The leaves' stored hashes, concatenated, in the order read; 32 bytes each when leavesMatch. */
   leafHashes: Buffer;
-  leafHashesWhole: boolean;
-  /** Up to size + 1 events in sealing order from the page's first, column by column, meant to be in that order (the reader checks). */
+  /** Up to size + 1 events in sealing order from the page's first. */
   eventCount: number;
-  /** uuid each. */
-  eventIds: Buffer;
-  /** int8 ticket, int8 seq each. */
+  /** int8 ticket, int8 seq of each event, in the order read (the reader checks that it is the sealing order). */
   eventKeys: Buffer;
-  /** SHA-256(0x00 ‖ entry) each: the leaf hash of the event as it is now. */
-  eventHashes: Buffer;
+  /** The first event's id (16 bytes), and the id of the event after the page's last leaf's (empty when there is none). */
+  firstEventId: Buffer;
+  eventIdAfterLeaves: Buffer;
 }
 
 /**
  * A page for verification in one row: the leaves [from, from + size), and
  * size + 1 events in sealing order from the event of leaf `from` on (from the
  * tenant's first event when `from` is 0), each with the leaf hash of its
- * entry, which the database renders (entrySql) and hashes itself, so no entry
- * crosses the wire. The entry is the very text the sealer hashed: hashing it
- * here trusts nothing the columns do not say. Rows cost more than bytes in the
- * driver: each column comes as one value, its values end to end, in base64
- * (two thirds of the text hex would take, and quicker to decode).
+ * entry, which the database renders (entrySql) and hashes itself: the entry is
+ * the very text the sealer hashed, so hashing it here trusts nothing the
+ * columns do not say. The comparisons between leaves and events are made
+ * there too, over the byte strings of the two sides (ids and hashes end to
+ * end): only what this process needs crosses the wire — the leaf hashes for
+ * the tree, the events' sealing keys, whose order this process checks, and
+ * the ids that join the page to the next. Rows cost more than bytes in the
+ * driver: each column comes as one value, its values end to end, in base64.
  *
  * The aggregates of one subquery read its rows in one same order, but SQL does
- * not promise it is the subquery's: the reader checks the order from the
- * indexes and keys (an ORDER BY inside the aggregates would sort every page again).
+ * not promise it is the subquery's: the leaves' positions are compared in the
+ * order the aggregates see (a window over the same stream), and the reader
+ * checks the events' keys in the order they came (an ORDER BY inside the
+ * aggregates would sort every page again).
  */
 export async function hashedPage(trx: Trx, tenantId: string, from: number, size: number): Promise<HashedPage> {
   // The leaf's event id first, then the event by that id: two point reads, whatever the planner makes of a join
@@ -420,16 +427,23 @@ export async function hashedPage(trx: Trx, tenantId: string, from: number, size:
     : sql`AND (e.ticket, e.seq) >= (SELECT s.ticket, s.seq FROM audit_events s WHERE s.tenant_id = ${tenantId}
                                       AND s.id = (SELECT sl.event_id FROM audit_leaves sl WHERE sl.tenant_id = ${tenantId} AND sl.leaf_index = ${from} LIMIT 1)
                                     LIMIT 1)`;
-  const { rows } = await sql<{ ln: number; lw: boolean; li: string; le: string; lh: string; en: number; ei: string; ek: string; eh: string }>`
-    SELECT l.n AS ln, l.whole AS lw, pg_catalog.encode(l.i, 'base64') AS li, pg_catalog.encode(l.e, 'base64') AS le, pg_catalog.encode(l.h, 'base64') AS lh,
-           v.n AS en, pg_catalog.encode(v.i, 'base64') AS ei, pg_catalog.encode(v.k, 'base64') AS ek, pg_catalog.encode(v.h, 'base64') AS eh
+  const { rows } = await sql<{ ln: number; lok: boolean; lh: string; en: number; ek: string; e0: string; em: string }>`
+    SELECT l.n AS ln,
+           (l.in_place AND l.whole AND pg_catalog.octet_length(v.i) >= 16 * l.n
+            AND l.e OPERATOR(pg_catalog.=) pg_catalog.substring(v.i, 1, 16 * l.n)
+            AND l.h OPERATOR(pg_catalog.=) pg_catalog.substring(v.h, 1, 32 * l.n)) AS lok,
+           pg_catalog.encode(l.h, 'base64') AS lh,
+           v.n AS en, pg_catalog.encode(v.k, 'base64') AS ek,
+           pg_catalog.encode(pg_catalog.substring(v.i, 1, 16), 'base64') AS e0,
+           pg_catalog.encode(pg_catalog.substring(v.i, 16 * l.n + 1, 16), 'base64') AS em
     FROM (SELECT pg_catalog.count(*)::int AS n,
+                 COALESCE(pg_catalog.bool_and(x.in_place), true) AS in_place,
                  COALESCE(pg_catalog.bool_and(pg_catalog.octet_length(x.leaf_hash) = 32), true) AS whole,
-                 COALESCE(pg_catalog.string_agg(pg_catalog.int8send(x.leaf_index), ''::bytea), ''::bytea) AS i,
                  COALESCE(pg_catalog.string_agg(pg_catalog.uuid_send(x.event_id), ''::bytea), ''::bytea) AS e,
                  COALESCE(pg_catalog.string_agg(x.leaf_hash, ''::bytea), ''::bytea) AS h
-          FROM (SELECT leaf_index, event_id, leaf_hash FROM audit_leaves
-                WHERE tenant_id = ${tenantId} AND leaf_index >= ${from} AND leaf_index < ${from + size} ORDER BY leaf_index) x) l,
+          FROM (SELECT y.event_id, y.leaf_hash, y.leaf_index = ${from} - 1 + pg_catalog.row_number() OVER () AS in_place
+                FROM (SELECT leaf_index, event_id, leaf_hash FROM audit_leaves
+                      WHERE tenant_id = ${tenantId} AND leaf_index >= ${from} AND leaf_index < ${from + size} ORDER BY leaf_index) y) x) l,
          (SELECT pg_catalog.count(*)::int AS n,
                  COALESCE(pg_catalog.string_agg(pg_catalog.uuid_send(w.id), ''::bytea), ''::bytea) AS i,
                  COALESCE(pg_catalog.string_agg(pg_catalog.int8send(w.ticket) || pg_catalog.int8send(w.seq), ''::bytea), ''::bytea) AS k,
@@ -441,14 +455,12 @@ export async function hashedPage(trx: Trx, tenantId: string, from: number, size:
   const buf = (b64: string) => Buffer.from(b64, 'base64');
   return {
     leafCount: Number(r.ln),
-    leafIndexes: buf(r.li),
-    leafEventIds: buf(r.le),
+    leavesMatch: r.lok,
     leafHashes: buf(r.lh),
-    leafHashesWhole: r.lw,
     eventCount: Number(r.en),
-    eventIds: buf(r.ei),
     eventKeys: buf(r.ek),
-    eventHashes: buf(r.eh),
+    firstEventId: buf(r.e0),
+    eventIdAfterLeaves: buf(r.em),
   };
 }
 

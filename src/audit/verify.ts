@@ -169,24 +169,19 @@ function cmpInt8(buf: Buffer, a: number, b: number): number {
 
 /**
  * Page k checks throughout, with nothing for the row by row reading to say:
- * its leaves are k·size onwards without a gap, its events follow the previous
- * page's without a gap (the event after the previous page's last is this
- * page's first), in sealing order, each the event of its leaf and hashing to it.
+ * its leaves are k·size onwards without a gap, each the leaf of the event at
+ * its position in sealing order and hashing as that event does now (compared
+ * by the database: leavesMatch), its events in strictly increasing sealing
+ * order, and its first event the one after the previous page's last leaf's
+ * (nothing inserted between two pages).
  */
 function pageChecks(p: Page, k: number, size: number, prev: Page | null): boolean {
   const m = p.leafCount;
   const n = p.eventCount;
-  if (!p.leafHashesWhole || n < m) return false;
-  if (p.leafIndexes.length !== 8 * m || p.leafEventIds.length !== 16 * m || p.leafHashes.length !== 32 * m) return false;
-  if (p.eventIds.length !== 16 * n || p.eventKeys.length !== 16 * n || p.eventHashes.length !== 32 * n) return false;
+  if (!p.leavesMatch || n < m || p.leafHashes.length !== 32 * m || p.eventKeys.length !== 16 * n || p.firstEventId.length !== 16) return false;
   if (k > 0) {
-    // The same id, ticket and seq: the same event.
     if (!prev || prev.leafCount !== size || prev.eventCount !== size + 1) return false;
-    if (prev.eventIds.compare(p.eventIds, 0, 16, 16 * size) !== 0 || prev.eventKeys.compare(p.eventKeys, 0, 16, 16 * size) !== 0) return false;
-  }
-  if (p.leafEventIds.compare(p.eventIds, 0, 16 * m) !== 0 || p.leafHashes.compare(p.eventHashes, 0, 32 * m) !== 0) return false;
-  for (let j = 0; j < m; j++) {
-    if (p.leafIndexes.readUInt32BE(8 * j) * 2 ** 32 + p.leafIndexes.readUInt32BE(8 * j + 4) !== k * size + j) return false;
+    if (!prev.eventIdAfterLeaves.equals(p.firstEventId) || prev.eventKeys.compare(p.eventKeys, 0, 16, 16 * size) !== 0) return false;
   }
   for (let j = 1; j < n; j++) {
     const c = cmpInt8(p.eventKeys, 16 * j - 16, 16 * j) || cmpInt8(p.eventKeys, 16 * j - 8, 16 * j + 8);
@@ -401,7 +396,7 @@ export async function verifyTenant(db: Kysely<DB>, tenantId: string, opts: Verif
           stored = page.nodes;
           storedUpTo = next + pageSize;
           for (let j = 0; j < page.leafCount; j++) {
-            if (!append(page.eventHashes.subarray(32 * j, 32 * j + 32))) break;
+            if (!append(page.leafHashes.subarray(32 * j, 32 * j + 32))) break;
             next++;
             if (next >= nextCheck) {
               await checkAt(next, { ticket: String(page.eventKeys.readBigInt64BE(16 * j)), seq: String(page.eventKeys.readBigInt64BE(16 * j + 8)) });
