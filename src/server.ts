@@ -195,16 +195,44 @@ export async function serve(config: Config, opts: { demo: boolean; jobs?: boolea
   const lines = [`Guichet is listening on ${address} (${db.kind}, ready in ${((Date.now() - started) / 1000).toFixed(1)} s)`];
   if (demoInfo) lines.push(demoInfo);
   process.stdout.write(`\n${lines.join('\n')}\n\n`);
-  const stop = async () => {
-    await app?.close();
-    await jobs?.stop();
-    await closeCounters();
-    await db?.close();
-    unlock();
-    process.exit(0);
+  const stop = shutdown(log, unlock, [
+    ['the web server', async () => app?.close()],
+    ['the background jobs', async () => jobs?.stop()],
+    ['the shared counters', closeCounters],
+    ['the database', async () => db?.close()],
+  ]);
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+}
+
+/**
+ * What SIGTERM and SIGINT run: each step in turn, a step that fails logged and
+ * the next ones still run, the data directory unlocked, then the exit — 0, or
+ * 1 if a step failed. (An exception left to escape here would end the process
+ * on an unhandled rejection, half-stopped.) A second signal during it ends the
+ * process at once, by that signal.
+ */
+function shutdown(log: Logger, unlock: () => void, steps: [string, () => Promise<unknown>][]): () => void {
+  return () => {
+    void (async () => {
+      let failed = false;
+      for (const [what, step] of steps) {
+        try {
+          await step();
+        } catch (err) {
+          failed = true;
+          log.error({ err }, `stopping ${what} failed`);
+        }
+      }
+      try {
+        unlock();
+      } catch (err) {
+        failed = true;
+        log.error({ err }, 'releasing the data directory failed');
+      }
+      process.exit(failed ? 1 : 0);
+    })();
   };
-  process.once('SIGINT', () => void stop());
-  process.once('SIGTERM', () => void stop());
 }
 
 /**
@@ -229,13 +257,11 @@ export async function worker(config: Config): Promise<void> {
     throw err;
   }
   process.stdout.write(`\nGuichet worker running (${db.kind}): ${jobs.names.join(', ')}\n\n`);
-  const stop = async () => {
-    await jobs?.stop();
-    await closeCounters();
-    await db?.close();
-    unlock();
-    process.exit(0);
-  };
-  process.once('SIGINT', () => void stop());
-  process.once('SIGTERM', () => void stop());
+  const stop = shutdown(log, unlock, [
+    ['the background jobs', async () => jobs?.stop()],
+    ['the shared counters', closeCounters],
+    ['the database', async () => db?.close()],
+  ]);
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
 }
