@@ -151,6 +151,24 @@ describe('audit log', () => {
     expect(await order(o, tenantId)).toEqual([1, 2]);
   });
 
+  it('events are the transaction tenant’s only, and a tenant whose log is sealed cannot be deleted (no per-event key to tenants)', async () => {
+    const tenantId = await tenantWithEvents(t, 1);
+    const other = await createTestTenant(t);
+    // Row-level security's WITH CHECK, not a foreign key, ties an event to the transaction's tenant.
+    await expect(inTenant(t.db, tenantId, (trx) => appendAudit(trx, other.id, input(2), new Date()))).rejects.toThrow(/row-level security/);
+    await sealer.sealTenant(tenantId);
+    // The owner, even with nothing else of the tenant left but its log (its pre-0004 chain head removed first),
+    // is stopped by the signed heads' key.
+    await expect(
+      t.ownerDb().transaction().execute(async (trx) => {
+        await sql`DELETE FROM audit_heads WHERE tenant_id = ${tenantId}`.execute(trx);
+        await sql`DELETE FROM tenants WHERE id = ${tenantId}`.execute(trx);
+        throw new Error('the tenant was deleted');
+      }),
+    ).rejects.toThrow(/foreign key constraint "audit_tree_heads_tenant_id_fkey"/);
+    expect(await order(t.ownerDb(), tenantId)).toEqual([1]);
+  });
+
   describe('tampering with the triggers off is detected', () => {
     afterAll(async () => {
       // The tamper() transactions switch them back on; make sure.

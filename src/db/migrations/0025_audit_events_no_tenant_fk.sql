@@ -1,0 +1,21 @@
+-- audit_events loses its foreign key to tenants, as audit_leaves and
+-- audit_tree_nodes never had one (migration 0004).
+--
+-- The check ran for every event written: a look-up of the tenant's row that
+-- also takes a KEY SHARE lock on it, so that every transaction appending to a
+-- tenant's log — sixteen at a time in `bench/audit.ts`, every audited request
+-- on a busy server — locks the same row, and PostgreSQL tracks the shared
+-- lockers of one row as a multixact. Measured with `bench/audit.ts` (sixteen
+-- writers, fifty events a transaction), the same run's plain inserts as the
+-- baseline, four runs each: 0.58–0.64 of them with the key (11,063–12,470
+-- events a second), 0.67–0.74 without (13,540–16,314).
+--
+-- What the key guarded is guarded otherwise:
+--   * an event belongs to the transaction's tenant: the row-level policy's
+--     WITH CHECK (tenant_id = app_tenant()), and the application sets
+--     app_tenant() only from a tenant it has read (enterTenant);
+--   * a tenant with a history cannot be deleted: every tenant has a chain
+--     head row (audit_heads, from its creation) and its signed tree heads
+--     (audit_tree_heads, signed within about a second of each event), both
+--     keyed to tenants; and audit_events refuses DELETE and TRUNCATE itself.
+ALTER TABLE audit_events DROP CONSTRAINT audit_events_tenant_id_fkey;
