@@ -55,4 +55,34 @@ describe('tenants and cross-tenant references', () => {
       }),
     ).rejects.toThrow(/foreign key/);
   });
+
+  it('a session or a known device names an account of its own tenant (the key to accounts); a sign-in attempt or a detection hit is the transaction tenant’s (the row policy)', async () => {
+    const a = await createTestTenant(t);
+    const b = await createTestTenant(t);
+    const accountB = await inTenant(t.db, b.id, (trx) =>
+      trx.insertInto('accounts').values({ tenant_id: b.id, email: `s${Date.now()}@exemple.test`, locale: 'fr', email_verified_at: null, password_hash: null }).returning('id').executeTakeFirstOrThrow(),
+    );
+    const now = new Date();
+    // B's account, from A: the composite key to accounts refuses it (migration 0026 kept it when it dropped the key to tenants).
+    await expect(
+      inTenant(t.db, a.id, (trx) =>
+        trx
+          .insertInto('sessions')
+          .values({ tenant_id: a.id, account_id: accountB.id, token_hash: Buffer.from(randomUUID()), created_at: now, last_seen_at: now, idle_timeout_seconds: 60, expires_at: now, revoked_at: null, ip: null, user_agent: null })
+          .execute(),
+      ),
+    ).rejects.toThrow(/foreign key/);
+    await expect(
+      inTenant(t.db, a.id, (trx) =>
+        trx.insertInto('known_devices').values({ tenant_id: a.id, account_id: accountB.id, device_hash: Buffer.from(randomUUID()), first_seen_at: now, last_seen_at: now, user_agent: null }).execute(),
+      ),
+    ).rejects.toThrow(/foreign key/);
+    // Rows naming another tenant than the transaction's are refused by the row policy.
+    await expect(
+      inTenant(t.db, a.id, (trx) => trx.insertInto('auth_attempts').values({ tenant_id: b.id, kind: 'signin_failure', email_key: Buffer.from('k'), ip: null, at: now }).execute()),
+    ).rejects.toThrow(/row-level security/);
+    await expect(
+      inTenant(t.db, a.id, (trx) => trx.insertInto('detection_hits').values({ tenant_id: b.id, account_id: accountB.id, signal: 'file.read', weight: 1, at: now }).execute()),
+    ).rejects.toThrow(/row-level security/);
+  });
 });
