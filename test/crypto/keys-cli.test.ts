@@ -43,6 +43,7 @@ const shown = (r: Run) => `exit ${r.code}\n--- stdout\n${r.stdout}\n--- stderr\n
 let dir: string;
 let env: NodeJS.ProcessEnv;
 let keyringDb: string | null = null;
+let dataDb: string | null = null;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'guichet-keys-cli-'));
@@ -51,14 +52,22 @@ beforeAll(async () => {
   env = { ...base, NODE_ENV: 'test', LOG_LEVEL: 'silent', GUICHET_DATA_DIR: dir };
   const info = testDatabaseInfo();
   if (info.kind === 'postgres') {
-    keyringDb = `guichet_test_${Date.now()}_${process.pid}_kc${randomBytes(2).toString('hex')}`;
+    // A data database of its own too: rotating the master key writes an audit event into every tenant of the
+    // database, and the other files' tenants on the shared test database must not get one in the middle of their counts.
+    const stamp = `${Date.now()}_${process.pid}_${randomBytes(2).toString('hex')}`;
+    keyringDb = `guichet_test_${stamp}_kc`;
+    dataDb = `guichet_test_${stamp}_kd`;
     const admin = new pg.Client({ connectionString: info.adminUrl });
     await admin.connect();
     await admin.query(`CREATE DATABASE "${keyringDb}"`);
+    await admin.query(`CREATE DATABASE "${dataDb}"`);
     await admin.end();
-    const u = new URL(info.adminUrl);
-    u.pathname = `/${keyringDb}`;
-    env = { ...env, DATABASE_OWNER_URL: info.ownerUrl, DATABASE_URL: info.appUrl, GUICHET_KEYRING_URL: u.toString() };
+    const on = (url: string, database: string) => {
+      const u = new URL(url);
+      u.pathname = `/${database}`;
+      return u.toString();
+    };
+    env = { ...env, DATABASE_OWNER_URL: on(info.ownerUrl, dataDb), DATABASE_URL: on(info.appUrl, dataDb), GUICHET_KEYRING_URL: on(info.adminUrl, keyringDb) };
   }
 });
 
@@ -67,7 +76,7 @@ afterAll(async () => {
   if (keyringDb) {
     const admin = new pg.Client({ connectionString: testDatabaseInfo().kind === 'postgres' ? (testDatabaseInfo() as { adminUrl: string }).adminUrl : '' });
     await admin.connect();
-    await admin.query(`DROP DATABASE IF EXISTS "${keyringDb}" WITH (FORCE)`);
+    for (const d of [keyringDb, dataDb]) if (d) await admin.query(`DROP DATABASE IF EXISTS "${d}" WITH (FORCE)`);
     await admin.end();
   }
 });
