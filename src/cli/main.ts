@@ -9,7 +9,7 @@ import type { DB } from '../db/schema.ts';
 import { KeyError } from '../crypto/keys.ts';
 import { seedDemo } from '../demo/seed.ts';
 import { decodeDirectoryBytes, DirectoryFormatError, importFacilities } from '../directory/import.ts';
-import { bootstrapAdmin } from '../identity/service.ts';
+import { bootstrapAdmins } from '../identity/service.ts';
 import { createLogger, DataDirInUseError, lockDataDir, openFromConfig, serve, worker } from '../server.ts';
 import { createTenant, TenantDirectory, type Tenant } from '../tenants/service.ts';
 
@@ -37,7 +37,8 @@ Commands:
                                        rules allow it; signed run, one offer per placed child.
   allocate --replay RUN [--tenant T]   Rebuild a run's inputs, run it again and check the signature and the
                                        output hash; exit 1 if anything differs.
-  admin bootstrap --tenant T --email E Create the tenant's first administrator (once).
+  admin bootstrap --tenant T --email E [--email E2]
+                                       Create the tenant's first administrators, one or two (once).
   audit verify [--tenant T] [--no-seal]
                                        Seal waiting events, then recompute the audit Merkle trees, signed
                                        heads and the witness's copy; exit 1 naming the first bad leaf.
@@ -196,16 +197,22 @@ export async function main(argv: string[]): Promise<number> {
     }
     case 'admin': {
       const [sub, ...args] = rest;
-      if (sub !== 'bootstrap') throw new UsageError('usage: guichet admin bootstrap --tenant T --email E');
-      const { values } = parseArgs({ args, options: { tenant: { type: 'string' }, email: { type: 'string' } } });
-      const email = values.email?.trim().toLowerCase();
-      if (!email || !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(email)) throw new UsageError('--email: an e-mail address is required');
+      if (sub !== 'bootstrap') throw new UsageError('usage: guichet admin bootstrap --tenant T --email E [--email E2]');
+      const { values } = parseArgs({ args, options: { tenant: { type: 'string' }, email: { type: 'string', multiple: true } } });
+      const emails = (values.email ?? []).map((e) => e.trim().toLowerCase());
+      if (!emails.length || emails.some((e) => !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(e))) throw new UsageError('--email: an e-mail address is required');
+      if (emails.length > 2 || new Set(emails).size !== emails.length) throw new UsageError('--email: one or two different addresses (the two first administrators)');
       return withDatabase(config, async (db) => {
         const t = await tenantOrFail(db, config, values.tenant);
         const base = config.publicUrl ?? `http://localhost:${config.port}`;
         try {
-          const r = await bootstrapAdmin(db, t, email, base, origin('admin bootstrap'), new Date());
-          process.stdout.write(`First administrator of ${t.slug}: ${email}\nA link to choose the password was queued by e-mail (valid 24 h):\n${r.link}\n`);
+          const r = await bootstrapAdmins(db, t, emails, base, origin('admin bootstrap'), new Date());
+          emails.forEach((email, i) => {
+            process.stdout.write(`${i === 0 ? 'First' : 'Second'} administrator of ${t.slug}: ${email}\nA link to choose the password was queued by e-mail (valid 24 h):\n${r[i]!.link}\n`);
+          });
+          if (emails.length === 1) {
+            process.stdout.write('Whoever invites a person may not approve their privileged role: name a second administrator now (--email twice) or have the second one invited by someone else.\n');
+          }
           return 0;
         } catch (err) {
           if (/already bootstrapped/.test(String((err as Error).message))) {

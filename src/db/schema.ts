@@ -114,6 +114,8 @@ export interface MembershipsTable {
   created_at: Timestamp;
   expires_at: Timestamp | null;
   revoked_at: Timestamp | null;
+  /** 1 or 2 for the tenant's bootstrap administrators, set by memberships_guard; null otherwise. */
+  bootstrap_slot: ColumnType<number | null, never, never>;
 }
 
 export interface FamiliesTable {

@@ -156,6 +156,7 @@ export function grantRoutes(app: FastifyInstance, deps: Deps) {
     const env = pageEnv(req, reply);
     const g = env.m.grants;
     const own = r.requestedById === env.actor?.accountId || r.accountId === env.actor?.accountId;
+    const inviter = !own && !!env.actor && r.invitedBy.includes(env.actor.accountId);
     const open = r.status === 'pending' && r.expiresAt > req.ctx.now;
     return sendPage(
       reply,
@@ -180,16 +181,22 @@ export function grantRoutes(app: FastifyInstance, deps: Deps) {
         {open && own && <Notice>{g.ownRequest}</Notice>}
         {open && !own && (
           <>
-            <p>
-              <strong>{g.consequence(r.email, env.m.admin.roles[r.role], hours(env, r.durationMinutes))}</strong>
-            </p>
+            {inviter ? (
+              <Notice>{g.invitedByYou}</Notice>
+            ) : (
+              <p>
+                <strong>{g.consequence(r.email, env.m.admin.roles[r.role], hours(env, r.durationMinutes))}</strong>
+              </p>
+            )}
             <div class="actions">
-              <form method="post" action={`/admin/grants/${r.id}/approve`} class="inline-form">
-                <Csrf env={env} />
-                <button type="submit" class="button">
-                  {g.approve}
-                </button>
-              </form>
+              {!inviter && (
+                <form method="post" action={`/admin/grants/${r.id}/approve`} class="inline-form">
+                  <Csrf env={env} />
+                  <button type="submit" class="button">
+                    {g.approve}
+                  </button>
+                </form>
+              )}
               <form method="post" action={`/admin/grants/${r.id}/refuse`} class="inline-form">
                 <Csrf env={env} />
                 <button type="submit" class="button button--secondary">

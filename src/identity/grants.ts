@@ -141,6 +141,29 @@ export interface GrantRequestView {
   expiresAt: Date;
   status: 'pending' | 'approved' | 'refused' | 'cancelled';
   decidedBy: string | null;
+  /** Who brought the grantee into the tenant (their invitations): none of them may approve. */
+  invitedBy: string[];
+}
+
+/**
+ * The accounts that invited `accountId` into the tenant. Whoever vouched for
+ * who an account is cannot also approve its privilege: otherwise one
+ * administrator invites an address they control, asks for the role from it
+ * and approves the request. memberships_guard (0027) refuses the same.
+ */
+async function inviters(trx: Trx, accountIds: string[]): Promise<Map<string, string[]>> {
+  const out = new Map<string, string[]>();
+  if (!accountIds.length) return out;
+  const rows = await trx
+    .selectFrom('memberships')
+    .select(['account_id', 'granted_by'])
+    .distinct()
+    .where('account_id', 'in', accountIds)
+    .where('source', '=', 'invitation')
+    .where('granted_by', 'is not', null)
+    .execute();
+  for (const r of rows) out.set(r.account_id, [...(out.get(r.account_id) ?? []), r.granted_by!]);
+  return out;
 }
 
 async function loadRequests(trx: Trx, where: { id?: string }) {
@@ -169,6 +192,7 @@ async function loadRequests(trx: Trx, where: { id?: string }) {
     .limit(100);
   if (where.id) q = q.where('r.id', '=', where.id);
   const rows = await q.execute();
+  const invited = await inviters(trx, [...new Set(rows.map((r) => r.account_id))]);
   return rows.map(
     (r): GrantRequestView => ({
       id: r.id,
@@ -184,6 +208,7 @@ async function loadRequests(trx: Trx, where: { id?: string }) {
       expiresAt: r.expires_at,
       status: r.status,
       decidedBy: r.decided_by,
+      invitedBy: invited.get(r.account_id) ?? [],
     }),
   );
 }
@@ -213,8 +238,9 @@ export type Decision = 'approve' | 'refuse';
 
 /**
  * Approves or refuses a pending request. The approver is a current
- * administrator who is neither the requester nor the grantee; a request is
- * decided once (a replayed approval finds it decided and changes nothing).
+ * administrator who is neither the requester, nor the grantee, nor someone
+ * who invited the grantee; a request is decided once (a replayed approval
+ * finds it decided and changes nothing).
  */
 export async function decideGrant(deps: Deps, ctx: Ctx, id: string, decision: Decision): Promise<void> {
   const action: AuditAction = decision === 'approve' ? 'identity.grant.approve' : 'identity.grant.refuse';
@@ -230,6 +256,7 @@ export async function decideGrant(deps: Deps, ctx: Ctx, id: string, decision: De
     if (!r) return 'not_found' as const;
     if (r.status !== 'pending' || r.expires_at <= ctx.now) return 'decided' as const;
     if (decision === 'approve' && (r.requested_by === actor.accountId || r.account_id === actor.accountId)) return 'self' as const;
+    if (decision === 'approve' && (await inviters(trx, [r.account_id])).get(r.account_id)?.includes(actor.accountId)) return 'inviter' as const;
     const grantee = await trx.selectFrom('accounts').select(['email', 'status']).where('id', '=', r.account_id).executeTakeFirstOrThrow();
     let membershipId: string | null = null;
     if (decision === 'approve') {
@@ -265,6 +292,7 @@ export async function decideGrant(deps: Deps, ctx: Ctx, id: string, decision: De
   if (outcome === 'not_found') await refuse(deps, ctx, action, [id], 'not_found', new AppError('notFound'));
   if (outcome === 'decided') await refuse(deps, ctx, action, [id], 'already_decided_or_expired', new ValidationError({ _: 'grantDecided' }));
   if (outcome === 'self') await refuse(deps, ctx, action, [id], 'self_approval', new AppError('forbidden'));
+  if (outcome === 'inviter') await refuse(deps, ctx, action, [id], 'approver_invited_grantee', new AppError('forbidden'));
 }
 
 /** Ends a privileged membership at once, and the holder's sessions with it. */

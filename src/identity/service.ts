@@ -521,25 +521,41 @@ export async function acceptInvitation(deps: Deps, ctx: Ctx, token: string, pass
  * Returns a one-time link to choose a password.
  */
 export async function bootstrapAdmin(db: Kysely<DB>, tenant: Tenant, email: string, baseUrl: string, origin: AuditOrigin, now: Date, locale: Locale = 'fr'): Promise<{ accountId: string; link: string }> {
+  return (await bootstrapAdmins(db, tenant, [email], baseUrl, origin, now, locale))[0]!;
+}
+
+/**
+ * The tenant's first administrators — one, or two different people — in one
+ * transaction: the bootstrap happens once (memberships_guard). Two let the
+ * tenant grant further privileged roles at once, since whoever invited a
+ * person may not approve their privilege; with one, the second administrator
+ * must come from a person that administrator did not invite.
+ */
+export async function bootstrapAdmins(db: Kysely<DB>, tenant: Tenant, emails: string[], baseUrl: string, origin: AuditOrigin, now: Date, locale: Locale = 'fr'): Promise<{ accountId: string; link: string }[]> {
+  if (emails.length < 1 || emails.length > 2 || new Set(emails).size !== emails.length) throw new Error('bootstrap: one or two different e-mail addresses');
   return inTenant(db, tenant.id, async (trx) => {
-    const existing = await trx.selectFrom('accounts').select(['id']).where('email', '=', email).executeTakeFirst();
-    const accountId =
-      existing?.id ??
-      (await trx.insertInto('accounts').values({ tenant_id: tenant.id, email, password_hash: null, locale, email_verified_at: null }).returning('id').executeTakeFirstOrThrow()).id;
-    await trx
-      .insertInto('memberships')
-      .values({ tenant_id: tenant.id, account_id: accountId, role: 'tenant_admin', facility_id: null, source: 'bootstrap', granted_by: null, approved_by: null, created_at: now, expires_at: null })
-      .execute();
-    const { token, hash } = newToken();
-    await trx
-      .insertInto('account_tokens')
-      .values({ tenant_id: tenant.id, account_id: accountId, purpose: 'set_password', token_hash: hash, created_at: now, expires_at: new Date(now.getTime() + DAY) })
-      .execute();
-    const url = `${baseUrl}/set-password?token=${token}`;
-    const m = messages(locale);
-    await enqueueMail(trx, tenant.id, { to: email, locale, template: 'set_password', subject: m.mail.setPasswordSubject, body: m.mail.setPasswordBody(url) }, now);
-    await appendAudit(trx, tenant.id, { action: 'identity.membership.bootstrap', outcome: 'success', ...originFields(origin), targetType: 'account', targetIds: [accountId], details: { role: 'tenant_admin' } }, now);
-    return { accountId, link: url };
+    const out: { accountId: string; link: string }[] = [];
+    for (const email of emails) {
+      const existing = await trx.selectFrom('accounts').select(['id']).where('email', '=', email).executeTakeFirst();
+      const accountId =
+        existing?.id ??
+        (await trx.insertInto('accounts').values({ tenant_id: tenant.id, email, password_hash: null, locale, email_verified_at: null }).returning('id').executeTakeFirstOrThrow()).id;
+      await trx
+        .insertInto('memberships')
+        .values({ tenant_id: tenant.id, account_id: accountId, role: 'tenant_admin', facility_id: null, source: 'bootstrap', granted_by: null, approved_by: null, created_at: now, expires_at: null })
+        .execute();
+      const { token, hash } = newToken();
+      await trx
+        .insertInto('account_tokens')
+        .values({ tenant_id: tenant.id, account_id: accountId, purpose: 'set_password', token_hash: hash, created_at: now, expires_at: new Date(now.getTime() + DAY) })
+        .execute();
+      const url = `${baseUrl}/set-password?token=${token}`;
+      const m = messages(locale);
+      await enqueueMail(trx, tenant.id, { to: email, locale, template: 'set_password', subject: m.mail.setPasswordSubject, body: m.mail.setPasswordBody(url) }, now);
+      await appendAudit(trx, tenant.id, { action: 'identity.membership.bootstrap', outcome: 'success', ...originFields(origin), targetType: 'account', targetIds: [accountId], details: { role: 'tenant_admin', administrators: emails.length } }, now);
+      out.push({ accountId, link: url });
+    }
+    return out;
   });
 }
 

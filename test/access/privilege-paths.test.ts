@@ -54,8 +54,8 @@ describe('privilege only by dual control, whatever the path', () => {
     const emails = { admin: `admin.${tag}@exemple.test`, staff: `staff.${tag}@exemple.test`, operator: `operateur.${tag}@exemple.test`, officer: `securite.${tag}@exemple.test`, parent: `parent.${tag}@exemple.test` };
     const adminId = await createAdmin(t, tenant, emails.admin);
     const staffId = await createStaff(t, tenant, emails.staff, facility, adminId);
-    const operatorId = await createStaff(t, tenant, emails.operator, facility, adminId);
-    const officerId = await createStaff(t, tenant, emails.officer, facility, adminId);
+    const operatorId = await createStaff(t, tenant, emails.operator, facility);
+    const officerId = await createStaff(t, tenant, emails.officer, facility);
     await grantRole(t, tenant, operatorId, 'program_operator', operatorId, adminId);
     await grantRole(t, tenant, officerId, 'security_officer', officerId, adminId);
     const parentId = await createParent(t, tenant, emails.parent);

@@ -63,7 +63,7 @@ describe('facility API', () => {
     const staffEmail = `educ.${uniq()}@exemple.test`;
     const staffId = await createStaff(t, tenant, staffEmail, facility, adminId);
     const directorEmail = `direction.${uniq()}@exemple.test`;
-    const directorId = await createStaff(t, tenant, directorEmail, facility, adminId);
+    const directorId = await createStaff(t, tenant, directorEmail, facility);
     const now = t.deps.clock();
     await inTenant(database.db, tenant.id, (trx) =>
       trx.insertInto('memberships').values({ tenant_id: tenant.id, account_id: directorId, role: 'facility_director', facility_id: facility, source: 'grant', granted_by: staffId, approved_by: adminId, created_at: new Date(now.getTime() - 2 * 3600_000), expires_at: new Date(now.getTime() + 4 * 3600_000) }).execute(),

@@ -89,7 +89,7 @@ describe('dual control, in Chromium with passkeys', () => {
     const second = 'coordonnatrice@exemple.test';
     const colleague = 'educatrice.sans.telephone@exemple.test';
     const adminId = await createAdmin(t, tenant, first);
-    await createStaff(t, tenant, second, facility, adminId);
+    await createStaff(t, tenant, second, facility);
     const colleagueId = await createStaff(t, tenant, colleague, facility, adminId);
 
     const a = await personalBrowser();

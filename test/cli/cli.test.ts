@@ -229,17 +229,24 @@ describe.runIf(process.env.GUICHET_TEST_DB !== 'postgres')('guichet CLI on PGlit
     expect(verified.stdout).toMatch(/^demo-a: ok, (\d+) events, tree of \1 leaves, 1 signed heads, witness agrees \(1 heads, latest of size \1\)$/m);
   }, 90_000);
 
-  it('admin bootstrap: once, with a set-password link; then "already"; a malformed e-mail exits 2', async () => {
-    const [first, malformed] = await Promise.all([
-      cli(['admin', 'bootstrap', '--tenant', 'demo-a', '--email', 'chef@exemple.test'], env),
-      // Rejected before the data directory is opened, so it may run alongside.
+  it('admin bootstrap: once, one or two administrators, each with a set-password link; then "already"; a malformed e-mail exits 2', async () => {
+    const [first, malformed, twice, three] = await Promise.all([
+      cli(['admin', 'bootstrap', '--tenant', 'demo-a', '--email', 'chef@exemple.test', '--email', 'adjointe@exemple.test'], env),
+      // Rejected before the data directory is opened, so they may run alongside.
       cli(['admin', 'bootstrap', '--tenant', 'demo-a', '--email', 'pas-une-adresse'], env),
+      cli(['admin', 'bootstrap', '--tenant', 'demo-a', '--email', 'chef@exemple.test', '--email', 'CHEF@exemple.test'], env),
+      cli(['admin', 'bootstrap', '--tenant', 'demo-a', '--email', 'a@exemple.test', '--email', 'b@exemple.test', '--email', 'c@exemple.test'], env),
     ]);
     expectExit(first, 0);
-    expect(first.stdout).toContain('chef@exemple.test');
-    expect(first.stdout).toMatch(/^http:\/\/localhost:3000\/set-password\?token=[A-Za-z0-9_-]{20,}$/m);
+    expect(first.stdout).toContain('First administrator of demo-a: chef@exemple.test');
+    expect(first.stdout).toContain('Second administrator of demo-a: adjointe@exemple.test');
+    expect(first.stdout.match(/^http:\/\/localhost:3000\/set-password\?token=[A-Za-z0-9_-]{20,}$/gm)).toHaveLength(2);
     expectExit(malformed, 2);
     expect(malformed.stderr).toMatch(/--email/);
+    for (const r of [twice, three]) {
+      expectExit(r, 2);
+      expect(r.stderr).toMatch(/one or two different addresses/);
+    }
 
     const again = await cli(['admin', 'bootstrap', '--tenant', 'demo-a', '--email', 'chef@exemple.test'], env);
     expectExit(again, 1);

@@ -142,6 +142,45 @@ describe('memberships_guard', () => {
     await expect(insertMembership(t, v, { role: 'tenant_admin', source: 'bootstrap', account_id: v.grantee })).rejects.toThrow(ALREADY_BOOTSTRAPPED);
   });
 
+  it('bootstrap may name two administrators in one transaction: not three, not one account twice, not later', async () => {
+    const v = await world(t, false);
+    const bootstrap = (accountId: string) => ({ tenant_id: v.tenantId, account_id: accountId, role: 'tenant_admin' as const, facility_id: null, source: 'bootstrap' as const, granted_by: null, approved_by: null, created_at: new Date(), expires_at: null });
+    const refusedTogether = async (accounts: string[]) =>
+      expect(
+        inTenant(t.db, v.tenantId, async (trx) => {
+          for (const a of accounts) await trx.insertInto('memberships').values(bootstrap(a)).execute();
+        }),
+      ).rejects.toThrow(ALREADY_BOOTSTRAPPED);
+    await refusedTogether([v.granter, v.granter]);
+    await refusedTogether([v.granter, v.approver, v.grantee]);
+    // Nothing of a refused transaction stays: the tenant is still not bootstrapped.
+    await inTenant(t.db, v.tenantId, async (trx) => {
+      await trx.insertInto('memberships').values(bootstrap(v.granter)).execute();
+      await trx.insertInto('memberships').values(bootstrap(v.approver)).execute();
+    });
+    const admins = await inTenant(t.db, v.tenantId, (trx) => trx.selectFrom('memberships').select('account_id').where('role', '=', 'tenant_admin').execute());
+    expect(admins.map((a) => a.account_id).sort()).toEqual([v.granter, v.approver].sort());
+    await expect(insertMembership(t, v, { role: 'tenant_admin', source: 'bootstrap', account_id: v.grantee })).rejects.toThrow(ALREADY_BOOTSTRAPPED);
+  });
+
+  it('whoever invited the grantee may not approve their privileged role, even after the invitation was revoked', async () => {
+    const v = await world(t);
+    // The administrator (approver) invites the grantee as staff: one person's act, as invitations are.
+    const staff = await insertMembership(t, v, { role: 'facility_staff', source: 'invitation', granted_by: v.approver });
+    for (const role of PRIVILEGED) {
+      // The grantee asks for itself (granted_by), the inviter approves: the alias path.
+      await expect(insertMembership(t, v, { role, granted_by: v.grantee, approved_by: v.approver, expires_at: inOneHour() }), role).rejects.toThrow(
+        /the approver invited the grantee/,
+      );
+    }
+    await inTenant(t.db, v.tenantId, (trx) => trx.updateTable('memberships').set({ revoked_at: new Date() }).where('id', '=', staff).execute());
+    await expect(insertMembership(t, v, { role: 'tenant_admin', granted_by: v.granter, approved_by: v.approver, expires_at: inOneHour() })).rejects.toThrow(/the approver invited the grantee/);
+    // Someone the approver did not invite is approved as before.
+    const other = await world(t);
+    await insertMembership(t, other, { role: 'facility_staff', source: 'invitation', granted_by: other.granter });
+    await expect(insertMembership(t, other, { role: 'tenant_admin', granted_by: other.grantee, approved_by: other.approver, expires_at: inOneHour() })).resolves.toBeTruthy();
+  });
+
   it('bootstrap in one tenant does not use up another tenant\'s', async () => {
     const v1 = await world(t, false);
     const v2 = await world(t, false);

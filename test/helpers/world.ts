@@ -70,10 +70,10 @@ export async function buildSide(t: TestApp): Promise<Side> {
     admin: `admin.${tag}@exemple.test`,
   };
   const admin = await createAdmin(t, tenant, emails.admin);
-  const staff = await createStaff(t, tenant, emails.staff, facility1, admin);
+  const staff = await createStaff(t, tenant, emails.staff, facility1);
   const staff2 = await createStaff(t, tenant, emails.staff2, facility2, admin);
-  const operator = await createStaff(t, tenant, emails.operator, facility1, admin);
-  const officer = await createStaff(t, tenant, emails.officer, facility1, admin);
+  const operator = await createStaff(t, tenant, emails.operator, facility1);
+  const officer = await createStaff(t, tenant, emails.officer, facility1);
   await grantRole(t, tenant, operator, 'program_operator', operator, admin);
   await grantRole(t, tenant, officer, 'security_officer', officer, admin);
   // The staff member of facility1 is also its director (declares priorities, opens places, keys).

@@ -79,7 +79,7 @@ describe('cooling-off of a newly granted role, and break-glass', () => {
     const newcomer = `adjoint.${tag}@exemple.test`;
     const facility = await createFacility(t, tenant);
     const adminId = await createAdmin(t, tenant, admin);
-    const newcomerId = await createStaff(t, tenant, newcomer, facility, adminId);
+    const newcomerId = await createStaff(t, tenant, newcomer, facility);
     const req = await requestGrant(t.deps, ctxFor(t, tenant, await actor(tenant, newcomer, start)), { email: newcomer, role: 'tenant_admin', facilityId: null, reason: 'Remplacement', durationMinutes: 240 });
     await decideGrant(t.deps, ctxFor(t, tenant, await actor(tenant, admin, start)), req, 'approve');
 

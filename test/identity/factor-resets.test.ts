@@ -57,7 +57,7 @@ async function world(now: Date): Promise<World> {
   const facility = await createFacility(t, tenant);
   const w = { tenant, admin: `chef.${tag}@exemple.test`, second: `adjointe.${tag}@exemple.test`, staff: `educ.${tag}@exemple.test`, parent: `parent.${tag}@exemple.test` };
   const adminId = await createAdmin(t, tenant, w.admin);
-  await createStaff(t, tenant, w.second, facility, adminId);
+  await createStaff(t, tenant, w.second, facility);
   const staffId = await createStaff(t, tenant, w.staff, facility, adminId);
   await createParent(t, tenant, w.parent);
   const id = await requestGrant(t.deps, ctxFor(t, tenant, await actor(tenant, w.second, now)), { email: w.second, role: 'tenant_admin', facilityId: null, reason: 'Deuxième administratrice', durationMinutes: 720 });

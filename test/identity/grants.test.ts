@@ -3,7 +3,8 @@ import { inTenant } from '../../src/db/tenant.ts';
 import { decideGrant, requestGrant, revokeMembership } from '../../src/identity/grants.ts';
 import { StepUpRequired } from '../../src/identity/stepup.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
-import { actorByEmail, createAdmin, createFacility, createParent, createStaff, ctxFor, tenantFor, type TestApp, startTestApp } from '../helpers/app.ts';
+import { actorByEmail, createAdmin, createFacility, createParent, createStaff, ctxFor, PASSWORD, tenantFor, type TestApp, startTestApp } from '../helpers/app.ts';
+import { Client } from '../helpers/client.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 
 let database: TestDatabase;
@@ -57,7 +58,7 @@ async function world(): Promise<World> {
   const tag = Math.random().toString(36).slice(2, 8);
   const w = { tenant, admin: `chef.${tag}@exemple.test`, staff: `educ.${tag}@exemple.test`, parent: `parent.${tag}@exemple.test`, facility: await createFacility(t, tenant) };
   const adminId = await createAdmin(t, tenant, w.admin);
-  await createStaff(t, tenant, w.staff, w.facility, adminId);
+  await createStaff(t, tenant, w.staff, w.facility);
   await createParent(t, tenant, w.parent);
   return w;
 }
@@ -126,6 +127,43 @@ describe('privileged roles by dual control', () => {
     expect(expired.memberships.some((m) => m.role === 'tenant_admin')).toBe(false);
     await expect(decideGrant(t.deps, ctxFor(t, w.tenant, expired), pendingForParentless, 'approve')).rejects.toMatchObject({ kind: 'forbidden' });
     t.setNow(new Date());
+  });
+
+  it('an administrator cannot approve the role of someone they invited (an alias of their own); another administrator can', async () => {
+    const w = await world();
+    const now = new Date();
+    t.setNow(now);
+    // The administrator invites an address (say, one they control) as staff, and that account asks for the role.
+    const alias = `alias.${Date.now()}@exemple.test`;
+    const admin = await actor(w.tenant, w.admin, now);
+    await createStaff(t, w.tenant, alias, w.facility, admin.accountId);
+    const id = await requestGrant(t.deps, ctxFor(t, w.tenant, await actor(w.tenant, alias, now)), { ...REQUEST, email: alias });
+    await expect(decideGrant(t.deps, ctxFor(t, w.tenant, admin), id, 'approve')).rejects.toMatchObject({ kind: 'forbidden' });
+    expect(await privileged(w.tenant, alias, now)).toHaveLength(0);
+    expect((await events(w.tenant, 'identity.grant.approve', 'denied')).at(-1)!.details).toMatchObject({ reason: 'approver_invited_grantee' });
+    // The request stays pending for someone else; the inviter may still refuse it.
+    const status = async () => (await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('privilege_requests').select('status').where('id', '=', id).executeTakeFirstOrThrow())).status;
+    expect(await status()).toBe('pending');
+
+    // A second administrator (staff the first did not invite, granted by the first) approves it.
+    const secondAdmin = await actor(w.tenant, w.staff, now);
+    await decideGrant(t.deps, ctxFor(t, w.tenant, admin), await requestGrant(t.deps, ctxFor(t, w.tenant, secondAdmin), { ...REQUEST, email: w.staff }), 'approve');
+    await decideGrant(t.deps, ctxFor(t, w.tenant, await actor(w.tenant, w.staff, now)), id, 'approve');
+    expect((await privileged(w.tenant, alias, now)).map((m) => m.role)).toEqual(['tenant_admin']);
+
+    // Over HTTP: the inviter's review page says why and offers only to refuse.
+    const other = `alias2.${Date.now()}@exemple.test`;
+    await createStaff(t, w.tenant, other, w.facility, admin.accountId);
+    const id2 = await requestGrant(t.deps, ctxFor(t, w.tenant, await actor(w.tenant, other, now)), { ...REQUEST, email: other });
+    const browser = new Client(t.app, w.tenant.hosts[0]!, '10.9.0.1');
+    expect((await browser.signIn(w.admin, PASSWORD)).status).toBe(303);
+    const page = await browser.get(`/admin/grants/${id2}`);
+    expect(page.status).toBe(200);
+    expect(page.body).toContain('Vous avez invité cette personne');
+    expect(page.body).not.toContain(`/admin/grants/${id2}/approve`);
+    expect(page.body).toContain(`/admin/grants/${id2}/refuse`);
+    await decideGrant(t.deps, ctxFor(t, w.tenant, admin), id2, 'refuse');
+    expect(await privileged(w.tenant, other, now)).toHaveLength(0);
   });
 
   it('demands a passkey used within five minutes from both sides', async () => {

@@ -49,7 +49,7 @@ describe('referral pages', () => {
     const staffEmail = `educ.offre.${Date.now()}@exemple.test`;
     const staffId = await createStaff(t, tenant, staffEmail, facility, adminId);
     const directorEmail = `direction.offre.${Date.now()}@exemple.test`;
-    const directorId = await createStaff(t, tenant, directorEmail, facility, adminId);
+    const directorId = await createStaff(t, tenant, directorEmail, facility);
     const now = t.deps.clock();
     await inTenant(database.db, tenant.id, (trx) =>
       trx

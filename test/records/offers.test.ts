@@ -108,7 +108,7 @@ describe('referral', () => {
     const staffEmail = `educ.${uniq()}@exemple.test`;
     const staffId = await createStaff(t, tenant, staffEmail, facility, adminId);
     const directorEmail = `direction.${uniq()}@exemple.test`;
-    const directorId = await createStaff(t, tenant, directorEmail, facility, adminId);
+    const directorId = await createStaff(t, tenant, directorEmail, facility);
     await grantDirector(tenant, directorId, facility, staffId, adminId);
 
     const staff = await signedIn(tenant, staffEmail);

@@ -475,6 +475,7 @@ export const en: Messages = {
     approved: 'The request is approved: the role is granted for the requested time.',
     refusedDone: 'The request is refused.',
     ownRequest: 'You made this request, or it is about you: another administrator must decide it.',
+    invitedByYou: 'You invited this person: another administrator must approve their request. You may refuse it.',
     revoke: 'Remove the role',
     revokeLabel: (email: string) => `Remove the role of ${email}`,
     revoked: 'The role is removed and the person’s sessions have ended.',

@@ -481,6 +481,7 @@ export const fr = {
     approved: 'La demande est approuvée : le rôle est accordé pour la durée demandée.',
     refusedDone: 'La demande est refusée.',
     ownRequest: 'Vous avez fait cette demande, ou elle vous concerne : une autre personne de l’administration doit la traiter.',
+    invitedByYou: `Vous avez invité cette personne${nb}: une autre personne de l’administration doit approuver sa demande. Vous pouvez la refuser.`,
     revoke: 'Retirer le rôle',
     revokeLabel: (email: string) => `Retirer le rôle de ${email}`,
     revoked: 'Le rôle est retiré et les sessions de la personne ont pris fin.',
