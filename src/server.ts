@@ -159,7 +159,10 @@ async function useRedisCounters(config: Config, log: Logger): Promise<() => Prom
   };
 }
 
-export async function serve(config: Config, opts: { demo: boolean; jobs?: boolean }): Promise<void> {
+export async function serve(configured: Config, opts: { demo: boolean; jobs?: boolean }): Promise<void> {
+  // Demo mode (the outbox page, the demo banner) needs both the embedded database outside production and
+  // --demo: an instance started without it serves no page that shows the outbox's sign-in links.
+  const config: Config = { ...configured, demo: opts.demo && configured.demo };
   const started = Date.now();
   const log = createLogger(config);
   const unlock = config.databaseUrl ? () => {} : lockDataDir(config.dataDir);
@@ -173,7 +176,7 @@ export async function serve(config: Config, opts: { demo: boolean; jobs?: boolea
     db = await openFromConfig(config, log);
     closeCounters = await useRedisCounters(config, log);
     const deps = makeDeps(config, db, log);
-    if (opts.demo && config.demo) {
+    if (config.demo) {
       const { ensureDemo } = await import('./demo/setup.ts');
       demoInfo = await ensureDemo(deps);
     }

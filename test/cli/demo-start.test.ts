@@ -72,9 +72,9 @@ interface Start {
   listeningAfter: () => number | null;
 }
 
-function start(env: NodeJS.ProcessEnv, port: number): Start {
+function start(env: NodeJS.ProcessEnv, port: number, args: string[] = ['serve', '--demo']): Start {
   const spawned = performance.now();
-  const child = spawn(process.execPath, ['bin/guichet.mjs', 'serve', '--demo'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['bin/guichet.mjs', ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   running.add(child);
   let out = '';
   let listenedAt: number | null = null;
@@ -303,5 +303,23 @@ describe.runIf(process.env.GUICHET_TEST_DB !== 'postgres')('npm start (guichet s
     expect(out).not.toContain('Demo mode');
     expect(out).not.toMatch(/^\s+password\s/m);
     expect(out).not.toContain(first.password);
+  }, 120_000);
+
+  it('serve without --demo on the embedded database: no demo block, and the outbox page does not exist', async () => {
+    expect(first, 'the first start must have passed').toBeDefined();
+    const port = await freePort();
+    // The demo's data directory, its outbox full of sign-in links: without --demo none of it is served.
+    const s = start(startEnv({ GUICHET_DATA_DIR: dir, PORT: String(port) }), port, ['serve']);
+    try {
+      await firstPage(s, performance.now(), 90_000);
+      const mail = await fetch(`http://127.0.0.1:${port}/demo/mail`);
+      expect(mail.status, s.output()).toBe(404);
+      await mail.arrayBuffer();
+      const home = await (await fetch(`http://127.0.0.1:${port}/`)).text();
+      expect(home).not.toContain('/demo/mail');
+    } finally {
+      await stop(s);
+    }
+    expect(s.output()).not.toContain(first.password);
   }, 120_000);
 });
