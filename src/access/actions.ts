@@ -150,8 +150,14 @@ export const ACTIONS = {
   /** A parent reads the offers made for their children, and accepts or refuses one. */
   'waitlist.offer.read': familyOrAgent,
   'waitlist.offer.answer': familyOrAgent,
-  /** Keys of the facility API: created (with a fresh authentication), listed and revoked by the facility's director. */
+  /** Keys of the facility API: created (with a fresh authentication) by the facility's director. */
   'api.key.manage': [{ who: 'role', role: 'facility_director', scope: 'facility' }],
+  /** …listed and revoked by the director, and by the tenant's administrators and security officers (containment). */
+  'api.key.revoke': [
+    { who: 'role', role: 'facility_director', scope: 'facility' },
+    { who: 'role', role: 'tenant_admin', scope: 'tenant' },
+    { who: 'role', role: 'security_officer', scope: 'tenant' },
+  ],
 } as const satisfies Record<string, readonly Rule[]>;
 
 export type Action = keyof typeof ACTIONS;

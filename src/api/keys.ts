@@ -4,7 +4,9 @@
  * actions, decided and audited like the pages). The director creates a key
  * after a fresh authentication; its secret is shown once and only its
  * SHA-256 is kept (256 random bits: no slow hash needed); a key is revoked,
- * never deleted. Each request with a key acts as the facility's staff, its
+ * never deleted — by the director, an administrator or a security officer,
+ * and with its creator's sessions when those are ended. It works only while
+ * its creator's account is active and still holds a role at its facility. Each request with a key acts as the facility's staff, its
  * audit events naming the key as their session (details.session) and its
  * creator as the account.
  */
@@ -50,9 +52,9 @@ async function denied(deps: Deps, ctx: Ctx, action: AuditAction, targetId: strin
   throw new AppError(ctx.actor ? 'notFound' : 'signInRequired');
 }
 
-async function mayManage(deps: Deps, ctx: Ctx, action: AuditAction, facilityId: string): Promise<void> {
+async function mayManage(deps: Deps, ctx: Ctx, action: AuditAction, facilityId: string, rule: 'api.key.manage' | 'api.key.revoke' = 'api.key.manage'): Promise<void> {
   if (!UUID.test(facilityId)) await denied(deps, ctx, action, facilityId, 'malformed_id');
-  const d = decide(ctx.actor, 'api.key.manage', { type: 'facility', facilityId }, ctx.now);
+  const d = decide(ctx.actor, rule, { type: 'facility', facilityId }, ctx.now);
   if (!d.allowed) {
     if (d.reason === 'cooling_off') {
       await denied(deps, ctx, action, facilityId, 'cooling_off').catch(() => {});
@@ -62,8 +64,13 @@ async function mayManage(deps: Deps, ctx: Ctx, action: AuditAction, facilityId: 
   }
 }
 
+/** Whether the actor may create keys for the facility (the list and revocation are open to more: 'api.key.revoke'). */
+export function mayCreateApiKeys(ctx: Ctx, facilityId: string): boolean {
+  return decide(ctx.actor, 'api.key.manage', { type: 'facility', facilityId }, ctx.now).allowed;
+}
+
 export async function listApiKeys(deps: Deps, ctx: Ctx, facilityId: string): Promise<ApiKeyView[]> {
-  await mayManage(deps, ctx, 'api.key.list', facilityId);
+  await mayManage(deps, ctx, 'api.key.list', facilityId, 'api.key.revoke');
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     const rows = await trx
       .selectFrom('facility_api_keys as k')
@@ -95,7 +102,7 @@ export async function createApiKey(deps: Deps, ctx: Ctx, facilityId: string, nam
 
 export async function revokeApiKey(deps: Deps, ctx: Ctx, facilityId: string, keyId: string): Promise<void> {
   const action = 'api.key.revoke';
-  await mayManage(deps, ctx, action, facilityId);
+  await mayManage(deps, ctx, action, facilityId, 'api.key.revoke');
   if (!UUID.test(keyId)) await denied(deps, ctx, action, keyId, 'malformed_id');
   const found = await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     const k = await trx.selectFrom('facility_api_keys').select(['id', 'revoked_at']).where('id', '=', keyId).where('facility_id', '=', facilityId).forUpdate().executeTakeFirst();
@@ -123,9 +130,41 @@ export async function actorForApiKey(deps: Deps, tenant: Tenant, authorization: 
   };
   if (!parts) return authorization ? fail('malformed_key', 'unknown') : null;
   const id = idOf(parts[1]!);
-  const key = await inTenant(deps.db.db, tenant.id, (trx) => trx.selectFrom('facility_api_keys').selectAll().where('id', '=', id).executeTakeFirst());
+  // The key acts with its creator's staff rights at its facility: it works while the creator's account is active
+  // and holds a current role there (a director's grant may expire: the key lives on while they are still its staff).
+  const key = await inTenant(deps.db.db, tenant.id, (trx) =>
+    trx
+      .selectFrom('facility_api_keys as k')
+      .innerJoin('accounts as a', 'a.id', 'k.created_by')
+      .select((eb) => [
+        'k.id',
+        'k.facility_id',
+        'k.secret_hash',
+        'k.created_by',
+        'k.created_at',
+        'k.last_used_at',
+        'k.revoked_at',
+        'a.status',
+        eb
+          .exists(
+            eb
+              .selectFrom('memberships as m')
+              .select('m.id')
+              .whereRef('m.account_id', '=', 'k.created_by')
+              .whereRef('m.facility_id', '=', 'k.facility_id')
+              .where('m.role', 'in', ['facility_staff', 'facility_director'])
+              .where('m.revoked_at', 'is', null)
+              .where((w) => w.or([w('m.expires_at', 'is', null), w('m.expires_at', '>', ctx.now)])),
+          )
+          .as('creator_at_facility'),
+      ])
+      .where('k.id', '=', id)
+      .executeTakeFirst(),
+  );
   if (!key || !timingSafeEqual(key.secret_hash, hash(parts[2]!))) return fail('unknown_key', id);
   if (key.revoked_at) return fail('revoked_key', id);
+  if (key.status !== 'active') return fail('creator_suspended', id);
+  if (!key.creator_at_facility) return fail('creator_left_facility', id);
   if (!key.last_used_at || ctx.now.getTime() - key.last_used_at.getTime() > 60_000) {
     await inTenant(deps.db.db, tenant.id, (trx) => trx.updateTable('facility_api_keys').set({ last_used_at: ctx.now }).where('id', '=', id).execute());
   }
@@ -138,6 +177,8 @@ export async function actorForApiKey(deps: Deps, tenant: Tenant, authorization: 
     locale: 'fr',
     memberships: [{ id: key.id, role: 'facility_staff', facilityId: key.facility_id, expiresAt: null }],
     mfa: true,
-    auth: { methods: [], at: ctx.now, totp: false, passkeys: 0 },
+    // Authenticated when it was made: a lockdown's or a detection hold's demand for a fresh authentication, which
+    // a key cannot answer, refuses it until an administrator lifts it.
+    auth: { methods: [], at: key.created_at, totp: false, passkeys: 0 },
   };
 }

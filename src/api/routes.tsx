@@ -9,7 +9,7 @@ import { Csrf, ErrorSummary, Notice, Page, Tag, TextField, type FieldErrors } fr
 import { parseBody, text } from '../web/forms.ts';
 import { formatDateTime, messages } from '../web/i18n/index.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
-import { actorForApiKey, createApiKey, listApiKeys, revokeApiKey } from './keys.ts';
+import { actorForApiKey, createApiKey, listApiKeys, mayCreateApiKeys, revokeApiKey } from './keys.ts';
 import { OPENAPI } from './openapi.ts';
 
 /**
@@ -193,14 +193,18 @@ export function facilityApiRoutes(app: FastifyInstance, deps: Deps) {
             </table>
           </div>
         )}
-        <h2>{k.createTitle}</h2>
-        <form method="post" action={`/staff/facilities/${facility.id}/api-keys`} novalidate>
-          <Csrf env={env} />
-          <TextField env={env} name="name" label={k.name} hint={k.nameHint} value={opts.name} errors={opts.errors} autocomplete="off" width="medium" />
-          <button type="submit" class="button">
-            {k.create}
-          </button>
-        </form>
+        {mayCreateApiKeys(req.ctx, facility.id) && (
+          <>
+            <h2>{k.createTitle}</h2>
+            <form method="post" action={`/staff/facilities/${facility.id}/api-keys`} novalidate>
+              <Csrf env={env} />
+              <TextField env={env} name="name" label={k.name} hint={k.nameHint} value={opts.name} errors={opts.errors} autocomplete="off" width="medium" />
+              <button type="submit" class="button">
+                {k.create}
+              </button>
+            </form>
+          </>
+        )}
       </Page>,
       opts.errors ? 400 : 200,
     );

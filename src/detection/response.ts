@@ -129,6 +129,8 @@ export async function applyResponse(
   }
   if (step >= RESPONSE_ORDER.indexOf('end_sessions')) {
     const ended = await trx.updateTable('sessions').set({ revoked_at: now }).where('account_id', '=', accountId).where('revoked_at', 'is', null).returning('id').execute();
+    // The facility API keys the account made act as it: a key would otherwise go on reading after its sessions end.
+    await trx.updateTable('facility_api_keys').set({ revoked_at: now }).where('created_by', '=', accountId).where('revoked_at', 'is', null).execute();
     sessionsEnded = ended.length;
   }
   if (step >= RESPONSE_ORDER.indexOf('suspend')) {

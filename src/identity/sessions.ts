@@ -103,7 +103,9 @@ export async function endAccountSessions(deps: Deps, ctx: Ctx, accountId: string
     const account = await trx.selectFrom('accounts').select('id').where('id', '=', accountId).executeTakeFirst();
     if (!account) throw new AppError('notFound');
     const ended = await trx.updateTable('sessions').set({ revoked_at: ctx.now }).where('account_id', '=', accountId).where('revoked_at', 'is', null).returning('id').execute();
-    await appendAudit(trx, ctx.tenant.id, { action: 'identity.session.end', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'account', targetIds: [accountId, ...ended.map((e) => e.id)], details: { by: 'administrator', count: ended.length } }, ctx.now);
+    // The facility API keys the account made act as it: they end with its sessions.
+    const keys = await trx.updateTable('facility_api_keys').set({ revoked_at: ctx.now, revoked_by: ctx.actor!.accountId }).where('created_by', '=', accountId).where('revoked_at', 'is', null).returning('id').execute();
+    await appendAudit(trx, ctx.tenant.id, { action: 'identity.session.end', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'account', targetIds: [accountId, ...ended.map((e) => e.id), ...keys.map((k) => k.id)], details: { by: 'administrator', count: ended.length, apiKeys: keys.length } }, ctx.now);
     return ended.length;
   });
 }

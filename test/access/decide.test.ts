@@ -135,6 +135,7 @@ const RESOURCE_OF: Record<Action, Resource> = {
   'waitlist.offer.read': { type: 'family', ownerAccountId: OWNER },
   'waitlist.offer.answer': { type: 'family', ownerAccountId: OWNER },
   'api.key.manage': { type: 'facility', facilityId: FACILITY_A },
+  'api.key.revoke': { type: 'facility', facilityId: FACILITY_A },
 };
 
 /*
@@ -221,6 +222,7 @@ const TABLE: Record<Action, string> = {
   'waitlist.offer.read':                's v v Y n n n n n n n n',
   'waitlist.offer.answer':              's v v Y n n n n n n n n',
   'api.key.manage':                     's n n n n n n Y n n n n',
+  'api.key.revoke':                     's n n n n n n Y Y n n Y',
 };
 
 const REASON = { s: 'not_signed_in', v: 'email_not_verified', n: 'no_rule_matches' } as const;

@@ -9,6 +9,8 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inTenant } from '../../src/db/tenant.ts';
+import { createApiKey } from '../../src/api/keys.ts';
+import { endAccountSessions } from '../../src/identity/sessions.ts';
 import * as records from '../../src/records/gateway.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { addMonths, today } from '../../src/waitlist/dates.ts';
@@ -178,5 +180,71 @@ describe('facility API', () => {
     expect((await call(tenant, 'GET', `/api/v1/facilities/${facility}/places`, { key })).status).toBe(401);
     const uses = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['outcome', 'details']).where('action', '=', 'api.key.use').execute());
     expect(uses.some((u) => (u.details as { reason?: string }).reason === 'revoked_key')).toBe(true);
+  });
+
+  it('a key lives with its creator’s standing: lockdown and suspension refuse it, ending the creator’s sessions or leaving the facility ends it, an administrator may revoke it', async () => {
+    const tenant = await tenantFor(t);
+    const facility = await createFacility(t, tenant, { name: 'CPE Clés' });
+    const adminEmail = `admin.${uniq()}@exemple.test`;
+    const adminId = await createAdmin(t, tenant, adminEmail);
+    const staffId = await createStaff(t, tenant, `educ.${uniq()}@exemple.test`, facility, adminId);
+    const directorEmail = `direction.${uniq()}@exemple.test`;
+    const directorId = await createStaff(t, tenant, directorEmail, facility);
+    const now = t.deps.clock();
+    const grant = await inTenant(database.db, tenant.id, (trx) =>
+      trx.insertInto('memberships').values({ tenant_id: tenant.id, account_id: directorId, role: 'facility_director', facility_id: facility, source: 'grant', granted_by: staffId, approved_by: adminId, created_at: new Date(now.getTime() - 2 * 3600_000), expires_at: new Date(now.getTime() + 4 * 3600_000) }).returning('id').executeTakeFirstOrThrow(),
+    );
+    const director = ctxFor(t, tenant, await actorByEmail(t, tenant, directorEmail, now, 10, ['password', 'totp']));
+    const newKey = async () => (await createApiKey(t.deps, director, facility, `Logiciel ${uniq()}`)).token;
+    const places = async (key: string) => (await call(tenant, 'GET', `/api/v1/facilities/${facility}/places`, { key })).status;
+    const reasons = async () => (await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select('details').where('action', '=', 'api.key.use').where('outcome', '=', 'denied').execute())).map((e) => (e.details as { reason: string }).reason);
+
+    // The director's grant ends: the key goes on with the staff rights its creator still holds at the facility.
+    const key = await newKey();
+    await inTenant(database.db, tenant.id, (trx) => trx.updateTable('memberships').set({ revoked_at: now }).where('id', '=', grant.id).execute());
+    expect(await places(key)).toBe(200);
+
+    // A lockdown that asks staff to authenticate again: a key cannot, so it is refused until the level comes down.
+    t.setNow(new Date(now.getTime() + 60_000));
+    try {
+      await inTenant(database.db, tenant.id, (trx) => trx.updateTable('tenants').set({ lockdown_level: 1, lockdown_changed_at: t.deps.clock() }).where('id', '=', tenant.id).execute());
+      expect(await places(key)).toBe(403);
+    } finally {
+      await inTenant(database.db, tenant.id, (trx) => trx.updateTable('tenants').set({ lockdown_level: 0, lockdown_changed_at: t.deps.clock() }).where('id', '=', tenant.id).execute());
+      t.setNow(now);
+    }
+    expect(await places(key)).toBe(200);
+
+    // A suspended creator: refused, and recorded.
+    await inTenant(database.db, tenant.id, (trx) => trx.updateTable('accounts').set({ status: 'suspended' }).where('id', '=', directorId).execute());
+    expect(await places(key)).toBe(401);
+    await inTenant(database.db, tenant.id, (trx) => trx.updateTable('accounts').set({ status: 'active' }).where('id', '=', directorId).execute());
+    expect(await places(key)).toBe(200);
+
+    // An administrator ends the creator's sessions: the keys end with them.
+    const admin = ctxFor(t, tenant, await actorByEmail(t, tenant, adminEmail, now));
+    await endAccountSessions(t.deps, admin, directorId);
+    expect(await places(key)).toBe(401);
+
+    // An administrator revokes a key from the facility's key page (which offers no creation to them).
+    await inTenant(database.db, tenant.id, (trx) => trx.insertInto('memberships').values({ tenant_id: tenant.id, account_id: directorId, role: 'facility_director', facility_id: facility, source: 'grant', granted_by: staffId, approved_by: adminId, created_at: now, expires_at: new Date(now.getTime() + 4 * 3600_000) }).execute());
+    const second = await newKey();
+    expect(await places(second)).toBe(200);
+    const adminBrowser = new Client(t.app, tenant.hosts[0]!, '10.8.0.1');
+    expect((await adminBrowser.signIn(adminEmail, PASSWORD)).status).toBe(303);
+    const page = await adminBrowser.get(`/staff/facilities/${facility}/api-keys`);
+    expect(page.status).toBe(200);
+    expect(page.body).not.toContain(`action="/staff/facilities/${facility}/api-keys"`);
+    const secondId = (await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('facility_api_keys').select('id').where('revoked_at', 'is', null).executeTakeFirstOrThrow())).id;
+    expect((await adminBrowser.post(`/staff/facilities/${facility}/api-keys/${secondId}/revoke`)).status).toBe(303);
+    expect(await places(second)).toBe(401);
+    expect((await adminBrowser.post(`/staff/facilities/${facility}/api-keys`, { name: 'Pas moi' })).status).toBe(404);
+
+    // The creator leaves the facility (every role there revoked): a key made before stops.
+    const third = await newKey();
+    expect(await places(third)).toBe(200);
+    await inTenant(database.db, tenant.id, (trx) => trx.updateTable('memberships').set({ revoked_at: t.deps.clock() }).where('account_id', '=', directorId).where('revoked_at', 'is', null).execute());
+    expect(await places(third)).toBe(401);
+    expect(await reasons()).toEqual(expect.arrayContaining(['creator_suspended', 'revoked_key', 'creator_left_facility']));
   });
 });
