@@ -14,7 +14,9 @@ import type { Actor, AuthMethod, Membership } from '../../src/access/actor.ts';
 import { decide, sqlFilter } from '../../src/access/decide.ts';
 import { AppError } from '../../src/errors.ts';
 import { inTenant } from '../../src/db/tenant.ts';
+import { passkeyRegistrationOptions, revokePasskey } from '../../src/identity/factors/service.ts';
 import { totpCodeAt } from '../../src/identity/factors/totp.ts';
+import type { RelyingParty } from '../../src/identity/factors/webauthn.ts';
 import { isRecentAuth, requirePhishingResistantAuth, requireRecentAuth, StepUpRequired } from '../../src/identity/stepup.ts';
 import { hashToken } from '../../src/identity/tokens.ts';
 import { listCandidates } from '../../src/records/gateway.ts';
@@ -209,6 +211,36 @@ describe('requireRecentAuth()', () => {
     expect(() => requireRecentAuth(ctx(withAuth(['password'], 900)), 300, { returnTo: '/x' })).toThrow(StepUpRequired);
     expect(() => requirePhishingResistantAuth(ctx(withAuth(['password', 'totp'], 10, { totp: true })))).toThrow(StepUpRequired);
     expect(() => requireRecentAuth(ctx(null))).toThrow(AppError);
+  });
+});
+
+describe('changing the passkeys of a privileged holder', () => {
+  const NOW = new Date(Date.UTC(2026, 0, 1, 12));
+  const holder = (roles: Membership['role'][], methods: AuthMethod[], passkeys: number): Actor => ({
+    accountId: 'a',
+    tenantId: 't',
+    sessionId: 's',
+    email: 'e',
+    emailVerified: true,
+    locale: 'fr',
+    memberships: roles.map((role, i) => ({ id: `m${i}`, role, facilityId: role.startsWith('facility') ? 'f' : null, expiresAt: null })),
+    auth: { methods, at: new Date(NOW.getTime() - 10_000), totp: methods.includes('totp'), passkeys },
+  });
+  const ctx = (actor: Actor) => ({ ...ctxFor(t, tenant, actor), now: NOW });
+
+  it('asks for one of its passkeys, not an app code, to add or remove one; others change theirs with any fresh sign-in', async () => {
+    // A session taken with a password and an app code (a phishing proxy) cannot add the intruder's passkey nor remove the holder's.
+    for (const role of ['tenant_admin', 'security_officer', 'program_operator', 'facility_director'] as const) {
+      const taken = ctx(holder(['facility_staff', role], ['password', 'totp'], 1));
+      await expect(passkeyRegistrationOptions(t.deps, taken, {} as RelyingParty, Buffer.alloc(32)), role).rejects.toMatchObject({ phishingResistant: true });
+      await expect(revokePasskey(t.deps, taken, 'not-an-id'), role).rejects.toMatchObject({ phishingResistant: true });
+    }
+    // With a passkey just used: allowed (the malformed id then finds nothing).
+    await expect(revokePasskey(t.deps, ctx(holder(['tenant_admin'], ['passkey'], 1)), 'not-an-id')).resolves.toBe(false);
+    // Staff and parents, and a holder enrolling a first passkey: a fresh sign-in at the account's strength is enough.
+    await expect(revokePasskey(t.deps, ctx(holder(['facility_staff'], ['password', 'totp'], 1)), 'not-an-id')).resolves.toBe(false);
+    await expect(revokePasskey(t.deps, ctx(holder([], ['password', 'totp'], 1)), 'not-an-id')).resolves.toBe(false);
+    await expect(revokePasskey(t.deps, ctx(holder(['tenant_admin'], ['password', 'totp'], 0)), 'not-an-id')).resolves.toBe(false);
   });
 });
 

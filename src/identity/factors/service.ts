@@ -13,7 +13,7 @@ import { formatDateTime, messages } from '../../web/i18n/index.ts';
 import { describeDevice } from '../sessions.ts';
 import { verifyPassword } from '../passwords.ts';
 import { createSession, loadMemberships, type SessionResult } from '../service.ts';
-import { requireRecentAuth } from '../stepup.ts';
+import { requirePhishingResistantAuth, requireRecentAuth } from '../stepup.ts';
 import { normaliseRecoveryCode } from './recovery.ts';
 import * as store from './store.ts';
 import { checkTotp, decryptTotpSecret, newTotpSecret, normaliseTotpCode, otpauthUri } from './totp.ts';
@@ -224,9 +224,25 @@ export async function regenerateRecoveryCodes(deps: Deps, ctx: Ctx): Promise<str
 
 /* ------------------------------------------------------------ passkeys: registration */
 
+/**
+ * Adding or removing a passkey of an account that holds a privileged role
+ * and already has one asks for a passkey used in the last five minutes.
+ * Otherwise a session taken with a password and an app code (through a
+ * phishing proxy, say) would add the intruder's passkey — and pass every
+ * privileged step-up from then on — or remove the holder's own. Without a
+ * passkey yet, any recent authentication enrols the first; a holder who lost
+ * theirs has them reset by two administrators.
+ */
+function requirePasskeyChangeAuth(ctx: Ctx, returnTo: string): void {
+  const actor = signedIn(ctx);
+  const privileged = actor.memberships.some((m) => m.role !== 'facility_staff' && (!m.expiresAt || m.expiresAt > ctx.now));
+  if (privileged && (actor.auth?.passkeys ?? 0) > 0) requirePhishingResistantAuth(ctx, undefined, { returnTo });
+  else requireRecentAuth(ctx, undefined, { returnTo });
+}
+
 export async function passkeyRegistrationOptions(deps: Deps, ctx: Ctx, rp: RelyingParty, sessionTokenHash: Buffer): Promise<PublicKeyCredentialCreationOptionsJSON> {
   const actor = signedIn(ctx);
-  requireRecentAuth(ctx, undefined, { returnTo: '/account/security' });
+  requirePasskeyChangeAuth(ctx, '/account/security');
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     const existing = await store.activePasskeys(trx, actor.accountId);
     const c = newChallenge();
@@ -239,7 +255,7 @@ export type PasskeyRegistration = { ok: true; id: string; recoveryCodes: string[
 
 export async function registerPasskey(deps: Deps, ctx: Ctx, rp: RelyingParty, sessionTokenHash: Buffer, rawCredential: unknown, name: string | null): Promise<PasskeyRegistration> {
   const actor = signedIn(ctx);
-  requireRecentAuth(ctx, undefined, { returnTo: '/account/security' });
+  requirePasskeyChangeAuth(ctx, '/account/security');
   const response = parseRegistrationResponse(rawCredential);
   const challenge = response ? challengeOf(response) : null;
   const fail = async (trx: Trx, reason: string) => {
@@ -313,7 +329,7 @@ export async function renamePasskey(deps: Deps, ctx: Ctx, id: string, name: stri
 
 export async function revokePasskey(deps: Deps, ctx: Ctx, id: string): Promise<boolean> {
   const actor = signedIn(ctx);
-  requireRecentAuth(ctx, undefined, { returnTo: `/account/security/passkeys/${UUID.test(id) ? id : ''}/revoke` });
+  requirePasskeyChangeAuth(ctx, `/account/security/passkeys/${UUID.test(id) ? id : ''}/revoke`);
   if (!UUID.test(id)) return false;
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     const r = await trx.updateTable('webauthn_credentials').set({ revoked_at: ctx.now }).where('id', '=', id).where('account_id', '=', actor.accountId).where('revoked_at', 'is', null).returning(['id', 'name']).executeTakeFirst();
