@@ -181,17 +181,28 @@ export async function verifyCode(deps: Deps, ctx: Ctx, id: string, code: string)
   if (row.started_at || row.end_reason === 'code_failed') return refuse(deps, ctx, action, 'code_used', new ValidationError({ code: 'assistCodeUsed' }), [id]);
   if (row.ended_at) return refuse(deps, ctx, action, 'superseded', new ValidationError({ code: 'assistCodeExpired' }), [id]);
   if (row.code_expires_at <= ctx.now) return refuse(deps, ctx, action, 'code_expired', new ValidationError({ code: 'assistCodeExpired' }), [id]);
-  const given = codeHash(deps, id, code);
-  if (!timingSafeEqual(given, row.code_hash)) {
-    const tries = row.code_attempts + 1;
-    await inTenant(deps.db.db, ctx.tenant.id, (trx) =>
-      trx
-        .updateTable('assisted_sessions')
-        .set(tries >= CODE_TRIES ? { code_attempts: tries, ended_at: ctx.now, end_reason: 'code_failed' } : { code_attempts: tries })
-        .where('id', '=', id)
-        .execute(),
-    );
-    return refuse(deps, ctx, action, tries >= CODE_TRIES ? 'code_wrong_last' : 'code_wrong', new ValidationError({ code: tries >= CODE_TRIES ? 'assistCodeUsed' : 'assistCodeWrong' }), [id]);
+  // The try is counted before the code is compared, in one statement: tries sent in parallel each take a count
+  // of their own, and none is compared once the count is spent.
+  const counted = await inTenant(deps.db.db, ctx.tenant.id, (trx) =>
+    trx
+      .updateTable('assisted_sessions')
+      .set({ code_attempts: sql<number>`code_attempts + 1` })
+      .where('id', '=', id)
+      .where('started_at', 'is', null)
+      .where('ended_at', 'is', null)
+      .where('code_attempts', '<', CODE_TRIES)
+      .returning('code_attempts')
+      .executeTakeFirst(),
+  );
+  if (!counted) return refuse(deps, ctx, action, 'code_used', new ValidationError({ code: 'assistCodeUsed' }), [id]);
+  if (!timingSafeEqual(codeHash(deps, id, code), row.code_hash)) {
+    const last = counted.code_attempts >= CODE_TRIES;
+    if (last) {
+      await inTenant(deps.db.db, ctx.tenant.id, (trx) =>
+        trx.updateTable('assisted_sessions').set({ ended_at: ctx.now, end_reason: 'code_failed' }).where('id', '=', id).where('started_at', 'is', null).where('ended_at', 'is', null).execute(),
+      );
+    }
+    return refuse(deps, ctx, action, last ? 'code_wrong_last' : 'code_wrong', new ValidationError({ code: last ? 'assistCodeUsed' : 'assistCodeWrong' }), [id]);
   }
   const until = new Date(ctx.now.getTime() + ASSISTED_MINUTES * 60_000);
   return inTenant(

@@ -229,6 +229,36 @@ describe('assisted mode', () => {
     expect((await new Client(t.app, host).get('/assist')).status).toBe(303);
   });
 
+  it('wrong codes sent in parallel are each counted: five tries in all, then not even the right code', async () => {
+    t.setNow(new Date());
+    const n = `${Date.now().toString(36)}p`;
+    const tenant = await tenantFor(t);
+    const host = tenant.hosts[0]!;
+    const facility = await createFacility(t, tenant, { name: 'CPE Les Mésanges' });
+    const parent = `parent.${n}@exemple.test`;
+    const staff = `educ.${n}@exemple.test`;
+    await createParent(t, tenant, parent);
+    await createStaff(t, tenant, staff, facility);
+    const agent = new Client(t.app, host);
+    expect((await agent.signIn(staff, PASSWORD)).status).toBe(303);
+    await agent.get('/assist');
+    const asked = await agent.post('/assist', { email: parent, channel: 'phone' });
+    const consentId = /\/assist\/([0-9a-f-]{36})$/.exec(String(asked.headers.location))![1]!;
+    await agent.get(`/assist/${consentId}`);
+    const mail = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('mail_outbox').select('body_text').where('to_address', '=', parent).where('template', '=', 'assisted_code').executeTakeFirstOrThrow());
+    const code = /: (\d{6})\b/.exec(mail.body_text)![1]!;
+    const wrong = Array.from({ length: 20 }, (_, i) => String((Number(code) + 1 + i) % 1_000_000).padStart(6, '0'));
+    const answers = await Promise.all(wrong.map((c) => agent.post(`/assist/${consentId}`, { code: c })));
+    expect(answers.every((a) => a.status === 400)).toBe(true);
+    const row = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('assisted_sessions').select(['code_attempts', 'started_at', 'end_reason']).where('id', '=', consentId).executeTakeFirstOrThrow());
+    expect(row.code_attempts).toBe(5);
+    expect(row.end_reason).toBe('code_failed');
+    const compared = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select('details').where('action', '=', 'assisted.session.start').where('outcome', '=', 'denied').execute());
+    expect(compared.filter((e) => ['code_wrong', 'code_wrong_last'].includes((e.details as { reason: string }).reason))).toHaveLength(5);
+    expect((await agent.post(`/assist/${consentId}`, { code })).status).toBe(400);
+    expect((await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('assisted_sessions').select('started_at').where('id', '=', consentId).executeTakeFirstOrThrow())).started_at).toBeNull();
+  });
+
   it('decide() and sqlFilter(): an assisting agent reaches the consented family only, with the family actions only', () => {
     const NOW = new Date('2026-03-15T14:00:00Z');
     const PARENT = '10000000-0000-4000-8000-000000000001';
