@@ -68,19 +68,34 @@ export function redactUrl(url: string): string {
   return url.replace(/([?&](?:token|code|_csrf)=)[^&#]*/gi, '$1[redacted]');
 }
 
-export function createLogger(config: Config): Logger {
-  return pino({
+/**
+ * An error as logged: PostgreSQL's errors carry the values of the row they are
+ * about in `detail` ("Key (tenant_id, email)=(…, parent@…) already exists"),
+ * and `where`, `hint` and `internalQuery` may quote them too; PGlite's carry
+ * the statement's parameters (`params`). Only their code, constraint, names
+ * and the parameterised statement stay.
+ */
+export function errorForLog(err: unknown): Record<string, unknown> {
+  const out: Record<string, unknown> = pino.stdSerializers.err(err as Error);
+  for (const k of ['detail', 'where', 'hint', 'internalQuery', 'parameters', 'params']) delete out[k];
+  return out;
+}
+
+export function createLogger(config: Config, destination?: pino.DestinationStream): Logger {
+  const options: pino.LoggerOptions = {
     level: config.logLevel,
     serializers: {
       req: (req: { method?: string; url?: string; id?: string }) => ({ method: req.method, url: redactUrl(req.url ?? '') }),
       res: (res: { statusCode?: number }) => ({ statusCode: res.statusCode }),
+      err: errorForLog,
     },
     // Personal data never reaches the logs: no bodies are logged, and these are cut out wherever they appear.
     redact: {
       paths: ['req.headers.cookie', 'req.headers.authorization', 'res.headers["set-cookie"]', '*.password', '*.email', '*.nirec', 'body'],
       censor: '[redacted]',
     },
-  });
+  };
+  return destination ? pino(options, destination) : pino(options);
 }
 
 export class DataDirInUseError extends Error {}
