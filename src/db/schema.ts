@@ -512,6 +512,8 @@ export interface OidcClientsTable {
   pending_scopes: ColumnType<string[] | null, string[] | null | undefined, string[] | null>;
   pending_requested_by: ColumnType<string | null, string | null | undefined, string | null>;
   pending_requested_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  /** Redirect addresses asked for in an edit that adds one to a personal client, waiting likewise (migration 0028). */
+  pending_redirect_uris: ColumnType<string[] | null, string[] | null | undefined, string[] | null>;
   secret_rotated_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 

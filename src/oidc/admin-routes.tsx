@@ -235,6 +235,19 @@ export function oidcAdminRoutes(app: FastifyInstance, deps: Deps) {
             <p>
               <code>{c.pending_scopes.join(' ')}</code>
             </p>
+            {c.pending_redirect_uris && (
+              <>
+                <h3>{o.pendingRedirectUris}</h3>
+                <ul>
+                  {c.pending_redirect_uris.map((u) => (
+                    <li>
+                      <code>{u}</code>
+                      {!c.redirect_uris.includes(u) && <> — {o.newAddress}</>}
+                    </li>
+                  ))}
+                </ul>
+              </>
+            )}
             <p>{o.pendingBy(await emailOf(req, c.pending_requested_by), formatDateTime(env.locale, new Date(c.pending_requested_at!)))}</p>
             {mineScopes ? (
               <Notice>{o.selfApprovalScopes}</Notice>
@@ -310,7 +323,7 @@ export function oidcAdminRoutes(app: FastifyInstance, deps: Deps) {
     const scopes = c.pending_scopes ?? c.scopes;
     return {
       name: c.name,
-      redirectUris: c.redirect_uris.join(' '),
+      redirectUris: (c.pending_redirect_uris ?? c.redirect_uris).join(' '),
       postLogoutRedirectUris: c.post_logout_redirect_uris.join(' '),
       scope: scopes.filter((s) => (CHOOSABLE as readonly string[]).includes(s)),
       extraScopes: scopes.filter((s) => s !== 'openid' && !(CHOOSABLE as readonly string[]).includes(s)).join(' '),

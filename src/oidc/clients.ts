@@ -251,11 +251,13 @@ export function widenedScopes(current: readonly string[], next: readonly string[
 /**
  * An administrator edits a client: name, addresses, logo, back-channel
  * address and scopes. Narrowing, or adding only non-personal scopes, applies
- * at once. Adding a personal scope to an active client goes through the same
+ * at once. Adding a personal scope to an active client, or a redirect address
+ * to an active client that receives personal claims, goes through the same
  * dual control as registering such a client: the rest of the edit applies,
- * the scopes wait (pending_scopes) for a second administrator, and the client
- * keeps working with the scopes it had. A pending client is still waiting for
- * its approval: the edit applies to what will be approved.
+ * the scopes (pending_scopes) and the addresses (pending_redirect_uris) wait
+ * for a second administrator, and the client keeps working with what it had.
+ * A pending client is still waiting for its approval: the edit applies to
+ * what will be approved.
  */
 export async function updateClient(deps: Deps, ctx: Ctx, clientId: string, input: ClientEdit): Promise<{ scopesPending: boolean }> {
   await check(deps, ctx, 'oidc.client.update', 'oidc.client.update', [clientId]);
@@ -265,44 +267,73 @@ export async function updateClient(deps: Deps, ctx: Ctx, clientId: string, input
   validateClient(input, deps.config.production);
   const scopes = [...new Set(input.scopes)];
   const widened = c.status === 'active' ? widenedScopes(c.scopes, scopes) : [];
+  const addedUris = c.status === 'active' && (c.personal || isPersonal(scopes)) ? input.redirectUris.filter((u) => !c.redirect_uris.includes(u)) : [];
+  const held = widened.length > 0 || addedUris.length > 0;
   const actor = ctx.actor!;
   const fields = {
     name: input.name.trim(),
-    redirect_uris: input.redirectUris,
+    // New addresses wait with the approval; removing some applies now.
+    redirect_uris: addedUris.length ? c.redirect_uris.filter((u) => input.redirectUris.includes(u)) : input.redirectUris,
     post_logout_redirect_uris: input.postLogoutRedirectUris,
     logo_uri: input.logoUri,
     backchannel_logout_uri: input.backchannelLogoutUri,
   };
+  if (addedUris.length && fields.redirect_uris.length === 0) {
+    // Every address replaced: the client keeps its old ones until the new ones are approved.
+    fields.redirect_uris = c.redirect_uris;
+  }
   const changed = (Object.keys(fields) as (keyof typeof fields)[]).filter((k) => JSON.stringify(fields[k]) !== JSON.stringify(c[k]));
   await inTenant(
     deps.db.db,
     ctx.tenant.id,
     async (trx) => {
-      if (widened.length) {
-        // What can apply now applies now; the widening waits, whole, for a second administrator.
+      if (held) {
+        // What can apply now applies now (narrowed scopes included); what widens waits, whole, for a second administrator.
+        const scopesNow = widened.length ? c.scopes : scopes;
         await trx
           .updateTable('oidc_clients')
-          .set({ ...fields, pending_scopes: scopes, pending_requested_by: actor.accountId, pending_requested_at: ctx.now })
+          .set({
+            ...fields,
+            scopes: scopesNow,
+            personal: isPersonal(scopesNow),
+            pending_scopes: scopes,
+            pending_redirect_uris: addedUris.length ? input.redirectUris : null,
+            pending_requested_by: actor.accountId,
+            pending_requested_at: ctx.now,
+          })
           .where('client_id', '=', clientId)
           .execute();
-        await appendAudit(trx, ctx.tenant.id, { action: 'oidc.client.scopes.request', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'oidc_client', targetIds: [clientId], details: { scopes: scopes.join(' '), widened: widened.join(' '), from: c.scopes.join(' ') } }, ctx.now);
+        if (JSON.stringify(scopesNow) !== JSON.stringify(c.scopes)) changed.push('scopes' as never);
+        await appendAudit(
+          trx,
+          ctx.tenant.id,
+          {
+            action: 'oidc.client.scopes.request',
+            outcome: 'success',
+            ...originFields(originOf(ctx)),
+            targetType: 'oidc_client',
+            targetIds: [clientId],
+            details: { scopes: scopes.join(' '), widened: widened.join(' '), from: c.scopes.join(' '), ...(addedUris.length ? { redirect_uris: input.redirectUris.join(' '), added_redirect_uris: addedUris.join(' ') } : {}) },
+          },
+          ctx.now,
+        );
       } else {
         await trx
           .updateTable('oidc_clients')
-          .set({ ...fields, scopes, personal: c.status === 'pending' ? isPersonal(scopes) || c.personal : isPersonal(scopes), pending_scopes: null, pending_requested_by: null, pending_requested_at: null })
+          .set({ ...fields, scopes, personal: c.status === 'pending' ? isPersonal(scopes) || c.personal : isPersonal(scopes), pending_scopes: null, pending_redirect_uris: null, pending_requested_by: null, pending_requested_at: null })
           .where('client_id', '=', clientId)
           .execute();
         if (JSON.stringify(scopes) !== JSON.stringify(c.scopes)) changed.push('scopes' as never);
       }
-      await appendAudit(trx, ctx.tenant.id, { action: 'oidc.client.update', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'oidc_client', targetIds: [clientId], details: { changed: changed.join(' '), scopes_pending: widened.length > 0 } }, ctx.now);
+      await appendAudit(trx, ctx.tenant.id, { action: 'oidc.client.update', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'oidc_client', targetIds: [clientId], details: { changed: changed.join(' '), scopes_pending: widened.length > 0, redirect_uris_pending: addedUris.length > 0 } }, ctx.now);
     },
     actor.accountId,
   );
   forgetClientOrigins(ctx.tenant.id);
-  return { scopesPending: widened.length > 0 };
+  return { scopesPending: held };
 }
 
-/** A second administrator approves or refuses the personal scopes another asked to add. */
+/** A second administrator approves or refuses the personal scopes, or the redirect addresses, another asked to add. */
 export async function decideScopes(deps: Deps, ctx: Ctx, clientId: string, decision: 'approve' | 'refuse'): Promise<void> {
   await check(deps, ctx, 'oidc.client.approve', 'oidc.client.approve', [clientId]);
   const c = await getClient(deps, ctx, clientId);
@@ -320,6 +351,8 @@ export async function decideScopes(deps: Deps, ctx: Ctx, clientId: string, decis
           .set({
             scopes: c.pending_scopes!,
             personal: isPersonal(c.pending_scopes!),
+            ...(c.pending_redirect_uris ? { redirect_uris: c.pending_redirect_uris } : {}),
+            pending_redirect_uris: null,
             requested_by: c.pending_requested_by!,
             requested_at: c.pending_requested_at!,
             approved_by: actor.accountId,
@@ -331,9 +364,9 @@ export async function decideScopes(deps: Deps, ctx: Ctx, clientId: string, decis
           .where('client_id', '=', clientId)
           .execute();
       } else {
-        await trx.updateTable('oidc_clients').set({ pending_scopes: null, pending_requested_by: null, pending_requested_at: null }).where('client_id', '=', clientId).execute();
+        await trx.updateTable('oidc_clients').set({ pending_scopes: null, pending_redirect_uris: null, pending_requested_by: null, pending_requested_at: null }).where('client_id', '=', clientId).execute();
       }
-      await appendAudit(trx, ctx.tenant.id, { action: decision === 'approve' ? 'oidc.client.approve' : 'oidc.client.refuse', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'oidc_client', targetIds: [clientId], details: { scopes: c.pending_scopes!.join(' '), widening: true } }, ctx.now);
+      await appendAudit(trx, ctx.tenant.id, { action: decision === 'approve' ? 'oidc.client.approve' : 'oidc.client.refuse', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'oidc_client', targetIds: [clientId], details: { scopes: c.pending_scopes!.join(' '), widening: true, ...(c.pending_redirect_uris ? { redirect_uris: c.pending_redirect_uris.join(' ') } : {}) } }, ctx.now);
     },
     actor.accountId,
   );

@@ -51,7 +51,7 @@ describe('editing a service in the console', () => {
     await page.getByLabel('Nom du service').fill('Portail citoyen');
     await page.getByRole('checkbox', { name: /courriel/i }).check();
     expect(await b.go(page, 'service page, scopes waiting', () => page.getByRole('button', { name: 'Enregistrer les modifications' }).click())).toBe(200);
-    expect(await mainText(page)).toContain('les nouvelles portées attendent l’approbation d’un deuxième administrateur');
+    expect(await mainText(page)).toContain('les nouvelles portées ou adresses de retour attendent l’approbation d’un deuxième administrateur');
     expect(await mainText(page)).toContain('Vous avez demandé ces portées');
 
     // The new secret: shown once, on a page that is not kept.

@@ -203,6 +203,48 @@ describe('editing a relying party', () => {
     expect((await events(tenant.id, 'oidc.client.approve')).at(-1)).toMatchObject({ outcome: 'success', details: expect.objectContaining({ widening: true }) });
   });
 
+  it('a new redirect address for an approved client with personal claims waits for a second administrator; removing one applies at once', async () => {
+    const r = await register(admin1, { name: 'Catalogue municipal', scope: ['email'], redirectUris: 'https://catalogue.example.org/cb' });
+    const id = /<code>([A-Za-z0-9_-]{24})<\/code>/.exec(r.body)![1]!;
+    await admin2.get(`/admin/oidc/clients/${id}`);
+    expect((await admin2.post(`/admin/oidc/clients/${id}/decision`, { decision: 'approve' })).status).toBe(303);
+    const row = () => inTenant(database.db, tenant.id, (trx) => trx.selectFrom('oidc_clients').selectAll().where('client_id', '=', id).executeTakeFirstOrThrow());
+
+    // One administrator replaces the address with one of their own (one host per client): it waits; the client goes on with its own.
+    await admin1.get(`/admin/oidc/clients/${id}/edit`);
+    const edit = await admin1.post(`/admin/oidc/clients/${id}/edit`, { name: 'Catalogue municipal', redirectUris: 'https://ailleurs.example.net/cb', scope: ['email'] });
+    expect(edit.status, textOf(edit.body).slice(0, 600)).toBe(303);
+    expect(edit.headers.location).toBe(`/admin/oidc/clients/${id}?edited=pending`);
+    expect(await row()).toMatchObject({ redirect_uris: ['https://catalogue.example.org/cb'], pending_redirect_uris: ['https://ailleurs.example.net/cb'], scopes: ['openid', 'email'] });
+    const person = new Client(t.app, tenant.hosts[0]!);
+    const auth = await person.get(`/oidc/auth?client_id=${id}&response_type=code&scope=openid&redirect_uri=${encodeURIComponent('https://ailleurs.example.net/cb')}&code_challenge=${'a'.repeat(43)}&code_challenge_method=S256`);
+    expect(auth.status).toBe(400);
+    expect(auth.body).toContain('redirect_uri');
+    // Not by the console, nor by the database.
+    expect((await admin1.get(`/admin/oidc/clients/${id}`)).body).not.toContain('value="approveScopes"');
+    expect((await admin1.post(`/admin/oidc/clients/${id}/decision`, { decision: 'approveScopes' })).status).toBe(403);
+    await expect(
+      inTenant(database.db, tenant.id, (trx) => trx.updateTable('oidc_clients').set({ redirect_uris: ['https://ailleurs.example.net/cb'] }).where('client_id', '=', id).execute()),
+    ).rejects.toThrow(/second administrator/);
+    // The second administrator sees the new address, marked, and approves it.
+    const page = await admin2.get(`/admin/oidc/clients/${id}`);
+    expect(textOf(page.body)).toContain('https://ailleurs.example.net/cb — nouvelle');
+    expect((await admin2.post(`/admin/oidc/clients/${id}/decision`, { decision: 'approveScopes' })).status).toBe(303);
+    expect(await row()).toMatchObject({ redirect_uris: ['https://ailleurs.example.net/cb'], pending_redirect_uris: null, pending_scopes: null });
+    expect((await events(tenant.id, 'oidc.client.approve')).at(-1)).toMatchObject({ outcome: 'success', details: expect.objectContaining({ redirect_uris: 'https://ailleurs.example.net/cb' }) });
+
+    // A second address on the same host waits as well; removing one narrows: at once.
+    await admin1.get(`/admin/oidc/clients/${id}/edit`);
+    await admin1.post(`/admin/oidc/clients/${id}/edit`, { name: 'Catalogue municipal', redirectUris: 'https://ailleurs.example.net/cb https://ailleurs.example.net/cb2', scope: ['email'] });
+    expect(await row()).toMatchObject({ redirect_uris: ['https://ailleurs.example.net/cb'], pending_redirect_uris: ['https://ailleurs.example.net/cb', 'https://ailleurs.example.net/cb2'] });
+    await admin2.get(`/admin/oidc/clients/${id}`);
+    expect((await admin2.post(`/admin/oidc/clients/${id}/decision`, { decision: 'approveScopes' })).status).toBe(303);
+    await admin1.get(`/admin/oidc/clients/${id}/edit`);
+    const narrow = await admin1.post(`/admin/oidc/clients/${id}/edit`, { name: 'Catalogue municipal', redirectUris: 'https://ailleurs.example.net/cb2', scope: ['email'] });
+    expect(narrow.headers.location).toBe(`/admin/oidc/clients/${id}?edited=1`);
+    expect(await row()).toMatchObject({ redirect_uris: ['https://ailleurs.example.net/cb2'], pending_redirect_uris: null });
+  });
+
   it('rotating the secret shows the new one once; the old one is refused at once, the new one works', async () => {
     const r = await register(admin1, { name: 'Catalogue régional', redirectUris: 'https://catalogue.example.org/cb' });
     const clientId = /<code>([A-Za-z0-9_-]{24})<\/code>/.exec(r.body)![1]!;
