@@ -242,7 +242,8 @@ export async function listRules(deps: Deps, ctx: Ctx): Promise<(DetectionRule & 
 /**
  * A security officer declares a batch: for a stated reason and at most a
  * day, the account's reads are not held to the rules marked
- * except_declared_batch (the daily volume by default). The shorter windows
+ * except_declared_batch (the daily volume by default). Never for their own
+ * account (the database refuses it too, migration 0029). The shorter windows
  * still apply: a batch is read at a human pace, or by a job with its own
  * account.
  */
@@ -251,6 +252,11 @@ export async function declareBatch(deps: Deps, ctx: Ctx, input: { accountId: str
   const parsed = z.object({ accountId: z.uuid(), reason: z.string().trim().min(1).max(500), hours: z.number().int().min(1).max(24) }).safeParse(input);
   if (!parsed.success) throw new ValidationError({ reason: 'reasonRequired' });
   const b = parsed.data;
+  if (b.accountId === by) {
+    // Lifting one's own volume limits is what an insider would do before reading in bulk: another officer declares it.
+    await appendAuditAlone(deps.db.db, ctx.tenant.id, { action: 'detection.batch.declare', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'account', targetIds: [by], details: { reason: 'self_batch' } }, ctx.now);
+    throw new AppError('forbidden');
+  }
   return inTenant(
     deps.db.db,
     ctx.tenant.id,

@@ -197,6 +197,14 @@ describe('rules as data, per tenant', () => {
     const rule = { code: 'files_read.5m', signal: 'files_read', threshold: 1000, windowSeconds: 300, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true } as const;
     await expect(saveRule(t.deps, ctxFor(t, w.tenant, w.operator), rule)).rejects.toMatchObject({ kind: 'forbidden' });
     await expect(declareBatch(t.deps, ctxFor(t, w.tenant, w.operator), { accountId: w.operator.accountId, reason: 'moi-même', hours: 24 })).rejects.toMatchObject({ kind: 'forbidden' });
+    // Not for oneself either, officer or not: in the service and in the database.
+    await expect(declareBatch(t.deps, ctxFor(t, w.tenant, w.officer), { accountId: w.officer.accountId, reason: 'Révision de mes propres dossiers', hours: 2 })).rejects.toMatchObject({ kind: 'forbidden' });
+    await expect(
+      inTenant(database.db, w.tenant.id, (trx) =>
+        trx.insertInto('detection_batches').values({ tenant_id: w.tenant.id, account_id: w.officer.accountId, reason: 'x', starts_at: t.deps.clock(), ends_at: new Date(t.deps.clock().getTime() + 3600_000), declared_by: w.officer.accountId, created_at: t.deps.clock() }).execute(),
+      ),
+    ).rejects.toThrow(/detection_batches_not_self/);
+    expect(await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('detection_batches').select('id').execute())).toHaveLength(0);
     const stale = signedIn(w.officer, new Date(t.deps.clock().getTime() - 3600_000));
     await expect(saveRule(t.deps, ctxFor(t, w.tenant, stale), rule)).rejects.toBeInstanceOf(StepUpRequired);
     await expect(saveRule(t.deps, ctxFor(t, w.tenant, w.officer), { ...rule, threshold: -1 })).rejects.toMatchObject({ kind: 'badRequest' });
