@@ -1,6 +1,9 @@
 import type { Trx } from '../db/connection.ts';
 import type { Locale } from '../web/i18n/index.ts';
 
+/** A message is tried this many times, then given up (it stays in the outbox with its last error). */
+export const MAX_MAIL_ATTEMPTS = 10;
+
 export interface Mail {
   to: string;
   locale: Locale;

@@ -1,6 +1,7 @@
 import nodemailer, { type Transporter } from 'nodemailer';
 import type { Deps } from '../context.ts';
 import { inTenant } from '../db/tenant.ts';
+import { MAX_MAIL_ATTEMPTS } from './outbox.ts';
 
 /**
  * Delivers the outbox over SMTP. Each tenant's pending mail is read under that
@@ -42,7 +43,7 @@ export class MailSender {
             .selectFrom('mail_outbox')
             .selectAll()
             .where('sent_at', 'is', null)
-            .where('attempts', '<', 10)
+            .where('attempts', '<', MAX_MAIL_ATTEMPTS)
             .orderBy('created_at')
             .limit(50)
             .forUpdate()

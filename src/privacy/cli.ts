@@ -125,7 +125,7 @@ export async function retentionCommand(args: string[], h: PrivacyCliHelpers & { 
       h.err('guichet: another instance is running the retention job; nothing done\n');
       return 1;
     }
-    for (const r of results) h.out(`${r.tenant}: ${r.deleted} files deleted by the retention rules, ${r.purge.filesPurged} purged (${r.purge.familiesPurged} families, ${r.purge.familiesRekeyed} re-keyed, ${r.purge.keysDestroyed} keys destroyed), ${r.accountsClosed} accounts without a file closed\n`);
+    for (const r of results) h.out(`${r.tenant}: ${r.deleted} files deleted by the retention rules, ${r.purge.filesPurged} purged (${r.purge.familiesPurged} families, ${r.purge.familiesRekeyed} re-keyed, ${r.purge.keysDestroyed} keys destroyed), ${r.accountsClosed} accounts without a file closed, ${r.mailBodiesEmptied} sent messages emptied\n`);
     return 0;
   });
 }

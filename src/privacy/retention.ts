@@ -27,6 +27,7 @@ import { purgeExpired, type PurgeResult } from '../records/purge.ts';
 import { originFields, type Tenant } from '../tenants/service.ts';
 import { addMonths, today as localToday } from '../waitlist/dates.ts';
 import { accountChildFiles, accountsWithoutLiveChild, filesAwaitingPurge } from '../records/lookups.ts';
+import { MAX_MAIL_ATTEMPTS } from '../mail/outbox.ts';
 
 const DAY = 86_400_000;
 
@@ -103,6 +104,26 @@ export interface TenantRetentionResult {
   deleted: number;
   purge: PurgeResult;
   accountsClosed: number;
+  /** Bodies of sent mail emptied (MAIL_BODY_DAYS after sending). */
+  mailBodiesEmptied: number;
+}
+
+/** How long the outbox keeps the body of a message once sent (or given up): enough to answer "what did you send me?". */
+export const MAIL_BODY_DAYS = 30;
+
+/** Empties the bodies of mail sent (or given up) more than MAIL_BODY_DAYS ago; the rows stay as the record of what was sent. */
+async function emptyOldMailBodies(deps: Deps, tenant: Tenant, now: Date): Promise<number> {
+  const before = new Date(now.getTime() - MAIL_BODY_DAYS * 86_400_000);
+  return inTenant(deps.db.db, tenant.id, async (trx) => {
+    const rows = await trx
+      .updateTable('mail_outbox')
+      .set({ body_text: '' })
+      .where('body_text', '<>', '')
+      .where((eb) => eb.or([eb('sent_at', '<', before), eb.and([eb('sent_at', 'is', null), eb('attempts', '>=', MAX_MAIL_ATTEMPTS), eb('created_at', '<', before)])]))
+      .returning('id')
+      .execute();
+    return rows.length;
+  });
 }
 
 /** A parent's account with no child file left, and the day the rules close it. */
@@ -125,17 +146,25 @@ export async function accountsWithoutChild(deps: Deps, tenant: Tenant): Promise<
 /** Closes one account the rules say is done, if it still is (checked again under lock). */
 async function closeAccount(deps: Deps, tenant: Tenant, accountId: string, origin: AuditOrigin, now: Date): Promise<boolean> {
   return inTenant(deps.db.db, tenant.id, async (trx) => {
-    const a = await trx.selectFrom('accounts').select(['id', 'purged_at']).where('id', '=', accountId).forUpdate().executeTakeFirst();
+    const a = await trx.selectFrom('accounts').select(['id', 'email', 'purged_at']).where('id', '=', accountId).forUpdate().executeTakeFirst();
     if (!a || a.purged_at) return false;
     const role = await trx.selectFrom('memberships').select('id').where('account_id', '=', accountId).executeTakeFirst();
     const live = (await accountChildFiles(trx, accountId)).length > 0;
     if (role || live) return false;
     await trx.updateTable('accounts').set({ email: `purged-${accountId}@purged.invalid`, password_hash: null, status: 'suspended', purged_at: now }).where('id', '=', accountId).execute();
     const ended = await trx.updateTable('sessions').set({ revoked_at: now }).where('account_id', '=', accountId).where('revoked_at', 'is', null).returning('id').execute();
+    // Its address and what was written to it go from the outbox too (mail still waiting is sent first, then emptied by age).
+    const mail = await trx
+      .updateTable('mail_outbox')
+      .set({ to_address: '', body_text: '' })
+      .where('to_address', '=', a.email)
+      .where((eb) => eb.or([eb('sent_at', 'is not', null), eb('attempts', '>=', MAX_MAIL_ATTEMPTS)]))
+      .returning('id')
+      .execute();
     await appendAudit(
       trx,
       tenant.id,
-      { action: 'records.account.purge', outcome: 'success', ...originFields(origin), targetType: 'account', targetIds: [accountId], fields: ['account_email', 'password'], details: { rule: 'account_without_child', months: tenant.rules.retention.accountWithoutChildMonths, sessionsEnded: ended.length } },
+      { action: 'records.account.purge', outcome: 'success', ...originFields(origin), targetType: 'account', targetIds: [accountId], fields: ['account_email', 'password'], details: { rule: 'account_without_child', months: tenant.rules.retention.accountWithoutChildMonths, sessionsEnded: ended.length, mailErased: mail.length } },
       now,
     );
     return true;
@@ -158,6 +187,7 @@ export async function runTenantRetention(deps: Deps, tenant: Tenant, origin: Aud
     for (const a of await accountsWithoutChild(deps, tenant)) {
       if (a.closeOn <= today && (await closeAccount(deps, tenant, a.accountId, origin, now))) accountsClosed++;
     }
+    const mailBodiesEmptied = await emptyOldMailBodies(deps, tenant, now);
     await appendAuditAlone(
       deps.db.db,
       tenant.id,
@@ -166,11 +196,11 @@ export async function runTenantRetention(deps: Deps, tenant: Tenant, origin: Aud
         outcome: 'success',
         ...originFields(origin),
         targetType: 'tenant',
-        details: { deleted, filesPurged: purge.filesPurged, familiesPurged: purge.familiesPurged, familiesRekeyed: purge.familiesRekeyed, keysDestroyed: purge.keysDestroyed, accountsClosed },
+        details: { deleted, filesPurged: purge.filesPurged, familiesPurged: purge.familiesPurged, familiesRekeyed: purge.familiesRekeyed, keysDestroyed: purge.keysDestroyed, accountsClosed, mailBodiesEmptied },
       },
       now,
     );
-    return { tenant: tenant.slug, deleted, purge, accountsClosed };
+    return { tenant: tenant.slug, deleted, purge, accountsClosed, mailBodiesEmptied };
   } catch (err) {
     await appendAuditAlone(deps.db.db, tenant.id, { action: 'retention.run', outcome: 'failure', ...originFields(origin), targetType: 'tenant', details: { error: String((err as Error).message).slice(0, 300) } }, now).catch(() => {});
     throw err;

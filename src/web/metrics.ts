@@ -4,6 +4,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { countPending, latestHead } from '../audit/store.ts';
 import type { Deps } from '../context.ts';
 import { inTenant } from '../db/tenant.ts';
+import { MAX_MAIL_ATTEMPTS } from '../mail/outbox.ts';
 
 /**
  * Prometheus metrics for operators. One registry per process: the request
@@ -95,7 +96,7 @@ async function readDatabaseFigures(deps: Deps): Promise<void> {
       if (head) auditHeadAge.set({ tenant: t.slug }, Math.max(0, (now.getTime() - head.signedAt.getTime()) / 1000));
       const bySeverity = await trx.selectFrom('detection_alerts').select(['severity', (eb) => eb.fn.countAll<string>().as('n')]).groupBy('severity').execute();
       for (const s of ['low', 'high', 'critical']) alerts.set({ tenant: t.slug, severity: s }, Number(bySeverity.find((r) => r.severity === s)?.n ?? 0));
-      const pending = await trx.selectFrom('mail_outbox').select((eb) => eb.fn.countAll<string>().as('n')).where('sent_at', 'is', null).where('attempts', '<', 10).executeTakeFirst();
+      const pending = await trx.selectFrom('mail_outbox').select((eb) => eb.fn.countAll<string>().as('n')).where('sent_at', 'is', null).where('attempts', '<', MAX_MAIL_ATTEMPTS).executeTakeFirst();
       outbox.set({ tenant: t.slug }, Number(pending?.n ?? 0));
     });
   }

@@ -130,7 +130,7 @@ describe(`guichet breach-report and retention run (${kind})`, () => {
 
     const retention = await cli(['retention', 'run', '--tenant', slug], env);
     expect(retention.code, shown(retention)).toBe(0);
-    expect(retention.stdout).toBe(`${slug}: 0 files deleted by the retention rules, 0 purged (0 families, 0 re-keyed, 0 keys destroyed), 0 accounts without a file closed\n`);
+    expect(retention.stdout).toBe(`${slug}: 0 files deleted by the retention rules, 0 purged (0 families, 0 re-keyed, 0 keys destroyed), 0 accounts without a file closed, 0 sent messages emptied\n`);
     const help = await cli(['help'], env);
     expect(help.stdout).toContain('breach-report --tenant T (--actor ACCOUNT | --session ID | --ip ADDR)');
     expect(help.stdout).toContain('retention run [--tenant T]');

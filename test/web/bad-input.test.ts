@@ -132,7 +132,7 @@ async function fixture(): Promise<Fixture> {
     const staffEmail = `educ.${uniq()}@exemple.test`;
     const staffId = await createStaff(t, tenant, staffEmail, facility, boot.accountId);
     const email = `direction.${uniq()}@exemple.test`;
-    const id = await createStaff(t, tenant, email, facility, boot.accountId);
+    const id = await createStaff(t, tenant, email, facility);
     const now = t.deps.clock();
     await inTenant(database.db, tenant.id, (trx) =>
       trx
