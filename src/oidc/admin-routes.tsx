@@ -7,7 +7,7 @@ import { Csrf, ErrorSummary, Fieldset, Notice, Page, SummaryList, Tag, TextField
 import { formatDate, formatDateTime } from '../web/i18n/index.ts';
 import { dateField, parseBody } from '../web/forms.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
-import { decideClient, decideScopes, getClient, listClients, registerClient, rotateClientSecret, updateClient, type ClientRow } from './clients.ts';
+import { decideClient, decideScopes, getClient, listClients, registerClient, reviewVersion, rotateClientSecret, updateClient, type ClientRow } from './clients.ts';
 import { connectedServices, grantEntitlement, listEntitlements, ownEntitlements, revokeEntitlement, withdrawConsent } from './entitlements.ts';
 import { OIDC_PREFIX } from './provider.ts';
 
@@ -204,7 +204,7 @@ export function oidcAdminRoutes(app: FastifyInstance, deps: Deps) {
   const emailOf = async (req: FastifyRequest, id: string | null) =>
     id ? ((await inTenant(deps.db.db, req.ctx.tenant.id, (trx) => trx.selectFrom('accounts').select('email').where('id', '=', id).executeTakeFirst()))?.email ?? '—') : '—';
 
-  const clientPage = async (req: FastifyRequest, reply: FastifyReply, c: ClientRow, notice?: string) => {
+  const clientPage = async (req: FastifyRequest, reply: FastifyReply, c: ClientRow, notice?: string, status = 200) => {
     const env = pageEnv(req, reply);
     const o = env.m.oidc;
     const mine = c.requested_by === req.ctx.actor?.accountId;
@@ -254,6 +254,7 @@ export function oidcAdminRoutes(app: FastifyInstance, deps: Deps) {
             ) : (
               <form method="post" action={`/admin/oidc/clients/${c.client_id}/decision`}>
                 <Csrf env={env} />
+                <input type="hidden" name="reviewed" value={reviewVersion(c)} />
                 <div class="actions">
                   <button type="submit" class="button" name="decision" value="approveScopes">
                     {o.approveScopes}
@@ -286,6 +287,7 @@ export function oidcAdminRoutes(app: FastifyInstance, deps: Deps) {
         {c.status === 'pending' && !mine && (
           <form method="post" action={`/admin/oidc/clients/${c.client_id}/decision`}>
             <Csrf env={env} />
+            <input type="hidden" name="reviewed" value={reviewVersion(c)} />
             <div class="actions">
               <button type="submit" class="button" name="decision" value="approve">
                 {o.approve}
@@ -309,6 +311,7 @@ export function oidcAdminRoutes(app: FastifyInstance, deps: Deps) {
           <a href="/admin/oidc/clients">{o.clientsTitle}</a>
         </p>
       </Page>,
+      status,
     );
   };
 
@@ -385,15 +388,22 @@ export function oidcAdminRoutes(app: FastifyInstance, deps: Deps) {
   });
 
   app.post<{ Params: { clientId: string } }>('/admin/oidc/clients/:clientId/decision', async (req, reply) => {
-    strictFields((req.body ?? {}) as Body, { decision: 20 });
+    strictFields((req.body ?? {}) as Body, { decision: 20, reviewed: 64 });
     const d = str((req.body as Body | undefined)?.decision, 20);
-    if (d === 'approveScopes' || d === 'refuseScopes') {
-      await decideScopes(deps, req.ctx, req.params.clientId, d === 'approveScopes' ? 'approve' : 'refuse');
+    const reviewed = str((req.body as Body | undefined)?.reviewed, 64) || undefined;
+    try {
+      if (d === 'approveScopes' || d === 'refuseScopes') {
+        await decideScopes(deps, req.ctx, req.params.clientId, d === 'approveScopes' ? 'approve' : 'refuse', reviewed);
+        return reply.redirect('/admin/oidc/clients?decided=1', 303);
+      }
+      if (d !== 'approve' && d !== 'refuse' && d !== 'disable') throw new ValidationError({ decision: 'invalidValue' });
+      await decideClient(deps, req.ctx, req.params.clientId, d, reviewed);
       return reply.redirect('/admin/oidc/clients?decided=1', 303);
+    } catch (err) {
+      // Changed since the approver read it: the page again, as it is now, saying so.
+      if (!(err instanceof ValidationError) || err.fields._ !== 'clientChangedSinceReview') throw err;
+      return clientPage(req, reply, await getClient(deps, req.ctx, req.params.clientId), pageEnv(req, reply).m.errors.field.clientChangedSinceReview, 409);
     }
-    if (d !== 'approve' && d !== 'refuse' && d !== 'disable') throw new ValidationError({ decision: 'invalidValue' });
-    await decideClient(deps, req.ctx, req.params.clientId, d);
-    return reply.redirect('/admin/oidc/clients?decided=1', 303);
   });
 
   /* ------------------------------------------------------- entitlements */

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import { decide } from '../access/decide.ts';
 import type { Action } from '../access/actions.ts';
@@ -7,6 +7,7 @@ import type { AuditAction } from '../audit/events.ts';
 import { untrustedId } from '../audit/untrusted.ts';
 import { originOf, type Ctx, type Deps } from '../context.ts';
 import type { KeyProvider } from '../crypto/keys.ts';
+import type { Trx } from '../db/connection.ts';
 import type { DB, OidcClientsTable } from '../db/schema.ts';
 import { inTenant } from '../db/tenant.ts';
 import { AppError, ValidationError } from '../errors.ts';
@@ -209,12 +210,29 @@ export async function getClient(deps: Deps, ctx: Ctx, clientId: string): Promise
 export type ClientDecision = 'approve' | 'refuse' | 'disable';
 
 /**
+ * What an approver read: a digest of everything an approval lets through
+ * (name, addresses, scopes, logo, and what waits). The review page carries it
+ * in its form; an approval is refused if the client changed since, so that
+ * an edit made between the reading and the click is not approved unread.
+ */
+export function reviewVersion(c: ClientRow): string {
+  const seen = [c.status, c.name, c.redirect_uris, c.post_logout_redirect_uris, c.scopes, c.logo_uri, c.backchannel_logout_uri, c.pending_scopes, c.pending_redirect_uris, c.requested_by, c.pending_requested_by];
+  return createHash('sha256').update(JSON.stringify(seen)).digest('base64url').slice(0, 22);
+}
+
+/** In the deciding transaction: the row, locked, if it is still what the approver reviewed; null if it changed since. */
+async function lockIfReviewed(trx: Trx, clientId: string, reviewed: string | undefined): Promise<ClientRow | null> {
+  const row = await trx.selectFrom('oidc_clients').selectAll().where('client_id', '=', clientId).forUpdate().executeTakeFirst();
+  return row && reviewed === reviewVersion(row) ? row : null;
+}
+
+/**
  * The second administrator's decision on a pending client, or ending an
  * active one. Approval: a current administrator other than the requester,
  * authenticated with a second factor in the last five minutes; the database
  * refuses a self-approval too (oidc_clients_guard).
  */
-export async function decideClient(deps: Deps, ctx: Ctx, clientId: string, decision: ClientDecision): Promise<void> {
+export async function decideClient(deps: Deps, ctx: Ctx, clientId: string, decision: ClientDecision, reviewed?: string): Promise<void> {
   const audited: AuditAction = decision === 'approve' ? 'oidc.client.approve' : decision === 'refuse' ? 'oidc.client.refuse' : 'oidc.client.disable';
   await check(deps, ctx, decision === 'approve' ? 'oidc.client.approve' : 'oidc.client.create', audited, [clientId]);
   const c = await getClient(deps, ctx, clientId);
@@ -223,7 +241,8 @@ export async function decideClient(deps: Deps, ctx: Ctx, clientId: string, decis
   if (decision !== 'disable' && c.status !== 'pending') await refuse(deps, ctx, audited, [clientId], 'not_pending', new ValidationError({ _: 'grantDecided' }));
   if (decision === 'disable' && c.status !== 'active') await refuse(deps, ctx, audited, [clientId], 'not_active', new ValidationError({ _: 'grantDecided' }));
   if (decision === 'approve' && c.requested_by === actor.accountId) await refuse(deps, ctx, audited, [clientId], 'self_approval', new AppError('forbidden'));
-  await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+  const done = await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    if (decision === 'approve' && !(await lockIfReviewed(trx, clientId, reviewed))) return false;
     const status = decision === 'approve' ? 'active' : decision === 'refuse' ? 'refused' : 'disabled';
     await trx
       .updateTable('oidc_clients')
@@ -235,7 +254,9 @@ export async function decideClient(deps: Deps, ctx: Ctx, clientId: string, decis
       await trx.deleteFrom('oidc_payloads').where(sql<string>`payload->>'clientId'`, '=', clientId).where('model', 'in', ['AccessToken', 'RefreshToken', 'AuthorizationCode', 'Grant']).execute();
     }
     await appendAudit(trx, ctx.tenant.id, { action: audited, outcome: 'success', ...originFields(originOf(ctx)), targetType: 'oidc_client', targetIds: [clientId], details: { personal: c.personal } }, ctx.now);
+    return true;
   }, actor.accountId);
+  if (!done) await refuse(deps, ctx, audited, [clientId], 'changed_since_review', new ValidationError({ _: 'clientChangedSinceReview' }));
   forgetClientOrigins(ctx.tenant.id);
 }
 
@@ -334,17 +355,18 @@ export async function updateClient(deps: Deps, ctx: Ctx, clientId: string, input
 }
 
 /** A second administrator approves or refuses the personal scopes, or the redirect addresses, another asked to add. */
-export async function decideScopes(deps: Deps, ctx: Ctx, clientId: string, decision: 'approve' | 'refuse'): Promise<void> {
+export async function decideScopes(deps: Deps, ctx: Ctx, clientId: string, decision: 'approve' | 'refuse', reviewed?: string): Promise<void> {
   await check(deps, ctx, 'oidc.client.approve', 'oidc.client.approve', [clientId]);
   const c = await getClient(deps, ctx, clientId);
   if (decision === 'approve') requireRecentAuth(ctx);
   const actor = ctx.actor!;
   if (!c.pending_scopes || c.status !== 'active') await refuse(deps, ctx, 'oidc.client.approve', [clientId], 'no_pending_scopes', new ValidationError({ _: 'grantDecided' }));
   if (decision === 'approve' && c.pending_requested_by === actor.accountId) await refuse(deps, ctx, 'oidc.client.approve', [clientId], 'self_approval', new AppError('forbidden'));
-  await inTenant(
+  const done = await inTenant(
     deps.db.db,
     ctx.tenant.id,
     async (trx) => {
+      if (decision === 'approve' && !(await lockIfReviewed(trx, clientId, reviewed))) return false;
       if (decision === 'approve') {
         await trx
           .updateTable('oidc_clients')
@@ -367,9 +389,11 @@ export async function decideScopes(deps: Deps, ctx: Ctx, clientId: string, decis
         await trx.updateTable('oidc_clients').set({ pending_scopes: null, pending_redirect_uris: null, pending_requested_by: null, pending_requested_at: null }).where('client_id', '=', clientId).execute();
       }
       await appendAudit(trx, ctx.tenant.id, { action: decision === 'approve' ? 'oidc.client.approve' : 'oidc.client.refuse', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'oidc_client', targetIds: [clientId], details: { scopes: c.pending_scopes!.join(' '), widening: true, ...(c.pending_redirect_uris ? { redirect_uris: c.pending_redirect_uris.join(' ') } : {}) } }, ctx.now);
+      return true;
     },
     actor.accountId,
   );
+  if (!done) await refuse(deps, ctx, 'oidc.client.approve', [clientId], 'changed_since_review', new ValidationError({ _: 'clientChangedSinceReview' }));
 }
 
 /**

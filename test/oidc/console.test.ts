@@ -55,6 +55,13 @@ afterAll(async () => {
 const events = (tenantId: string, action: string) =>
   inTenant(database.db, tenantId, (trx) => trx.selectFrom('audit_events').select(['outcome', 'details', 'actor_account_id', 'target_ids']).where('action', '=', action).orderBy('seq').execute());
 
+/** Approves as a person does: from the client's page, with the version of it they read. */
+async function approveAsReviewed(c: Client, clientId: string, decision: 'approve' | 'approveScopes' = 'approve') {
+  const page = await c.get(`/admin/oidc/clients/${clientId}`);
+  const reviewed = /name="reviewed" value="([^"]+)"/.exec(page.body)?.[1] ?? '';
+  return c.post(`/admin/oidc/clients/${clientId}/decision`, { decision, reviewed });
+}
+
 async function register(c: Client, fields: Record<string, string | string[]>) {
   await c.get('/admin/oidc/clients/new');
   return c.post('/admin/oidc/clients', { kind: 'confidential', redirectUris: 'https://ebooks.example.org/cb', ...fields });
@@ -98,7 +105,7 @@ describe('registering a relying party in the console', () => {
   it('a second administrator approves it, and then it works with openid-client', async () => {
     const page = await admin2.get(`/admin/oidc/clients/${clientId}`);
     expect(page.body).toContain('value="approve"');
-    const r = await admin2.post(`/admin/oidc/clients/${clientId}/decision`, { decision: 'approve' });
+    const r = await approveAsReviewed(admin2, clientId);
     expect(r.status).toBe(303);
     expect((await events(tenant.id, 'oidc.client.approve')).at(-1)).toMatchObject({ outcome: 'success' });
     const config = await rpConfig(`http://${tenant.hosts[0]}:${port}/oidc`, port, { clientId, secret, redirectUri: 'https://ebooks.example.org/cb', postLogoutRedirectUri: '' });
@@ -191,7 +198,7 @@ describe('editing a relying party', () => {
     // A second administrator approves: the scopes apply.
     const page = await admin2.get(`/admin/oidc/clients/${clientId}`);
     expect(page.body).toContain('value="approveScopes"');
-    expect((await admin2.post(`/admin/oidc/clients/${clientId}/decision`, { decision: 'approveScopes' })).status).toBe(303);
+    expect((await approveAsReviewed(admin2, clientId, 'approveScopes')).status).toBe(303);
     row = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('oidc_clients').selectAll().where('client_id', '=', clientId).executeTakeFirstOrThrow());
     expect(row).toMatchObject({ scopes: ['openid', 'email', 'offline_access'], personal: true, pending_scopes: null, approved_by: expect.any(String) });
     // Narrowing back: at once.
@@ -207,7 +214,7 @@ describe('editing a relying party', () => {
     const r = await register(admin1, { name: 'Catalogue municipal', scope: ['email'], redirectUris: 'https://catalogue.example.org/cb' });
     const id = /<code>([A-Za-z0-9_-]{24})<\/code>/.exec(r.body)![1]!;
     await admin2.get(`/admin/oidc/clients/${id}`);
-    expect((await admin2.post(`/admin/oidc/clients/${id}/decision`, { decision: 'approve' })).status).toBe(303);
+    expect((await approveAsReviewed(admin2, id)).status).toBe(303);
     const row = () => inTenant(database.db, tenant.id, (trx) => trx.selectFrom('oidc_clients').selectAll().where('client_id', '=', id).executeTakeFirstOrThrow());
 
     // One administrator replaces the address with one of their own (one host per client): it waits; the client goes on with its own.
@@ -229,7 +236,7 @@ describe('editing a relying party', () => {
     // The second administrator sees the new address, marked, and approves it.
     const page = await admin2.get(`/admin/oidc/clients/${id}`);
     expect(textOf(page.body)).toContain('https://ailleurs.example.net/cb — nouvelle');
-    expect((await admin2.post(`/admin/oidc/clients/${id}/decision`, { decision: 'approveScopes' })).status).toBe(303);
+    expect((await approveAsReviewed(admin2, id, 'approveScopes')).status).toBe(303);
     expect(await row()).toMatchObject({ redirect_uris: ['https://ailleurs.example.net/cb'], pending_redirect_uris: null, pending_scopes: null });
     expect((await events(tenant.id, 'oidc.client.approve')).at(-1)).toMatchObject({ outcome: 'success', details: expect.objectContaining({ redirect_uris: 'https://ailleurs.example.net/cb' }) });
 
@@ -238,11 +245,31 @@ describe('editing a relying party', () => {
     await admin1.post(`/admin/oidc/clients/${id}/edit`, { name: 'Catalogue municipal', redirectUris: 'https://ailleurs.example.net/cb https://ailleurs.example.net/cb2', scope: ['email'] });
     expect(await row()).toMatchObject({ redirect_uris: ['https://ailleurs.example.net/cb'], pending_redirect_uris: ['https://ailleurs.example.net/cb', 'https://ailleurs.example.net/cb2'] });
     await admin2.get(`/admin/oidc/clients/${id}`);
-    expect((await admin2.post(`/admin/oidc/clients/${id}/decision`, { decision: 'approveScopes' })).status).toBe(303);
+    expect((await approveAsReviewed(admin2, id, 'approveScopes')).status).toBe(303);
     await admin1.get(`/admin/oidc/clients/${id}/edit`);
     const narrow = await admin1.post(`/admin/oidc/clients/${id}/edit`, { name: 'Catalogue municipal', redirectUris: 'https://ailleurs.example.net/cb2', scope: ['email'] });
     expect(narrow.headers.location).toBe(`/admin/oidc/clients/${id}?edited=1`);
     expect(await row()).toMatchObject({ redirect_uris: ['https://ailleurs.example.net/cb2'], pending_redirect_uris: null });
+  });
+
+  it('an approval is of what the approver read: an edit made after they opened the page is not approved with it', async () => {
+    const r = await register(admin1, { name: 'Prêt entre bibliothèques', scope: ['email'], redirectUris: 'https://pret.example.org/cb' });
+    const id = /<code>([A-Za-z0-9_-]{24})<\/code>/.exec(r.body)![1]!;
+    const read = await admin2.get(`/admin/oidc/clients/${id}`);
+    const reviewed = /name="reviewed" value="([^"]+)"/.exec(read.body)![1]!;
+    // Meanwhile the requester changes the pending client's address.
+    await admin1.get(`/admin/oidc/clients/${id}/edit`);
+    expect((await admin1.post(`/admin/oidc/clients/${id}/edit`, { name: 'Prêt entre bibliothèques', redirectUris: 'https://ailleurs.example.net/cb', scope: ['email'] })).status).toBe(303);
+    const stale = await admin2.post(`/admin/oidc/clients/${id}/decision`, { decision: 'approve', reviewed });
+    expect(stale.status).toBe(409);
+    expect(textOf(stale.body)).toContain('relisez-le avant de décider');
+    const row = () => inTenant(database.db, tenant.id, (trx) => trx.selectFrom('oidc_clients').select(['status', 'redirect_uris']).where('client_id', '=', id).executeTakeFirstOrThrow());
+    expect(await row()).toEqual({ status: 'pending', redirect_uris: ['https://ailleurs.example.net/cb'] });
+    expect((await events(tenant.id, 'oidc.client.approve')).at(-1)).toMatchObject({ outcome: 'denied', details: { reason: 'changed_since_review' } });
+    // Without the version read, no approval either; read again, it goes through.
+    expect((await admin2.post(`/admin/oidc/clients/${id}/decision`, { decision: 'approve' })).status).toBe(409);
+    expect((await approveAsReviewed(admin2, id)).status).toBe(303);
+    expect((await row()).status).toBe('active');
   });
 
   it('rotating the secret shows the new one once; the old one is refused at once, the new one works', async () => {

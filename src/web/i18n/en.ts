@@ -385,6 +385,7 @@ export const en: Messages = {
       grantUnknownAccount: 'No active, confirmed account has this e-mail address',
       grantPending: 'A request for this role is already waiting for a decision',
       grantDecided: 'This request has already been decided or has expired',
+      clientChangedSinceReview: 'This service changed since you opened it: read it again before deciding',
       grantReasonRequired: 'Explain why this role is needed',
       grantRoleRequired: 'Choose a role',
       factorResetUnknownAccount: 'No active account has this e-mail address',
