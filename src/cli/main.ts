@@ -10,7 +10,7 @@ import { KeyError } from '../crypto/keys.ts';
 import { seedDemo } from '../demo/seed.ts';
 import { decodeDirectoryBytes, DirectoryFormatError, importFacilities } from '../directory/import.ts';
 import { bootstrapAdmins } from '../identity/service.ts';
-import { createLogger, DataDirInUseError, lockDataDir, openFromConfig, serve, worker } from '../server.ts';
+import { createLogger, DataDirInUseError, lockDataDir, openFromConfig } from '../runtime.ts';
 import { createTenant, TenantDirectory, type Tenant } from '../tenants/service.ts';
 
 const HELP = `guichet — the childcare single window
@@ -116,11 +116,14 @@ export async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'serve': {
       const { values } = parseArgs({ args: rest, options: { demo: { type: 'boolean' }, 'no-jobs': { type: 'boolean' } } });
+      // The web server's modules are loaded by the commands that run it only (a CLI command starts in half the time).
+      const { serve } = await import('../server.ts');
       await serve(config, { demo: !!values.demo, jobs: !values['no-jobs'] });
       return -1; // keeps running
     }
     case 'worker': {
       parseArgs({ args: rest, options: {} });
+      const { worker } = await import('../server.ts');
       await worker(config);
       return -1; // keeps running
     }
