@@ -220,10 +220,10 @@ export function reviewVersion(c: ClientRow): string {
   return createHash('sha256').update(JSON.stringify(seen)).digest('base64url').slice(0, 22);
 }
 
-/** In the deciding transaction: the row, locked, if it is still what the approver reviewed; null if it changed since. */
-async function lockIfReviewed(trx: Trx, clientId: string, reviewed: string | undefined): Promise<ClientRow | null> {
+/** In the deciding transaction: locks the row and says whether it is still what the approver reviewed. */
+async function stillAsReviewed(trx: Trx, clientId: string, reviewed: string | undefined): Promise<boolean> {
   const row = await trx.selectFrom('oidc_clients').selectAll().where('client_id', '=', clientId).forUpdate().executeTakeFirst();
-  return row && reviewed === reviewVersion(row) ? row : null;
+  return !!row && reviewed === reviewVersion(row);
 }
 
 /**
@@ -242,7 +242,7 @@ export async function decideClient(deps: Deps, ctx: Ctx, clientId: string, decis
   if (decision === 'disable' && c.status !== 'active') await refuse(deps, ctx, audited, [clientId], 'not_active', new ValidationError({ _: 'grantDecided' }));
   if (decision === 'approve' && c.requested_by === actor.accountId) await refuse(deps, ctx, audited, [clientId], 'self_approval', new AppError('forbidden'));
   const done = await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
-    if (decision === 'approve' && !(await lockIfReviewed(trx, clientId, reviewed))) return false;
+    if (decision === 'approve' && !(await stillAsReviewed(trx, clientId, reviewed))) return false;
     const status = decision === 'approve' ? 'active' : decision === 'refuse' ? 'refused' : 'disabled';
     await trx
       .updateTable('oidc_clients')
@@ -366,7 +366,7 @@ export async function decideScopes(deps: Deps, ctx: Ctx, clientId: string, decis
     deps.db.db,
     ctx.tenant.id,
     async (trx) => {
-      if (decision === 'approve' && !(await lockIfReviewed(trx, clientId, reviewed))) return false;
+      if (decision === 'approve' && !(await stillAsReviewed(trx, clientId, reviewed))) return false;
       if (decision === 'approve') {
         await trx
           .updateTable('oidc_clients')

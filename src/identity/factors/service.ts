@@ -13,6 +13,7 @@ import { formatDateTime, messages } from '../../web/i18n/index.ts';
 import { describeDevice } from '../sessions.ts';
 import { verifyPassword } from '../passwords.ts';
 import { createSession, loadMemberships, type SessionResult } from '../service.ts';
+import { PRIVILEGED_ROLES } from '../grants.ts';
 import { requirePhishingResistantAuth, requireRecentAuth } from '../stepup.ts';
 import { normaliseRecoveryCode } from './recovery.ts';
 import * as store from './store.ts';
@@ -235,7 +236,7 @@ export async function regenerateRecoveryCodes(deps: Deps, ctx: Ctx): Promise<str
  */
 function requirePasskeyChangeAuth(ctx: Ctx, returnTo: string): void {
   const actor = signedIn(ctx);
-  const privileged = actor.memberships.some((m) => m.role !== 'facility_staff' && (!m.expiresAt || m.expiresAt > ctx.now));
+  const privileged = actor.memberships.some((m) => (PRIVILEGED_ROLES as readonly string[]).includes(m.role) && (!m.expiresAt || m.expiresAt > ctx.now));
   if (privileged && (actor.auth?.passkeys ?? 0) > 0) requirePhishingResistantAuth(ctx, undefined, { returnTo });
   else requireRecentAuth(ctx, undefined, { returnTo });
 }
