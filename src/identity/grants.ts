@@ -12,7 +12,7 @@ import { AppError, ValidationError } from '../errors.ts';
 import { enqueueMail } from '../mail/outbox.ts';
 import { originFields } from '../tenants/service.ts';
 import { messages } from '../web/i18n/index.ts';
-import { requirePhishingResistantAuth } from './stepup.ts';
+import { isRecentAuth, RECENT_AUTH_SECONDS, requirePhishingResistantAuth, StepUpRequired } from './stepup.ts';
 
 /**
  * Privileged access by dual control. No single person confers a privileged
@@ -295,12 +295,34 @@ export async function decideGrant(deps: Deps, ctx: Ctx, id: string, decision: De
   if (outcome === 'inviter') await refuse(deps, ctx, action, [id], 'approver_invited_grantee', new AppError('forbidden'));
 }
 
-/** Ends a privileged membership at once, and the holder's sessions with it. */
+/**
+ * Ends a membership at once, and the holder's sessions with it. Removing
+ * someone else's role is a role change like granting one: it takes a passkey
+ * used in the last five minutes, so that a phished administrator session
+ * (password and app code) cannot strip the other administrators and the
+ * security officers — those who would see what it does next. Giving up one's
+ * own role needs nothing more: it only ever reduces the remover's privilege.
+ */
 export async function revokeMembership(deps: Deps, ctx: Ctx, membershipId: string): Promise<void> {
   await check(deps, ctx, 'identity.grant.revoke', 'identity.grant.revoke', [membershipId]);
-  // Removing a role is never blocked on a factor: it only ever reduces privilege.
   if (!UUID.test(membershipId)) throw new AppError('notFound');
-  await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+  const outcome = await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    const held = await trx.selectFrom('memberships').select(['account_id', 'role']).where('id', '=', membershipId).where('revoked_at', 'is', null).forUpdate().executeTakeFirst();
+    if (!held) throw new AppError('notFound');
+    if (held.account_id !== ctx.actor!.accountId && !isRecentAuth(ctx.actor, ctx.now, RECENT_AUTH_SECONDS, true)) return 'step_up' as const;
+    if (held.role === 'tenant_admin') {
+      // The tenant keeps an administrator: without one, no role could be granted again (bootstrap is once).
+      // Every administrator's row is locked, so two removals at once cannot each count on the other.
+      const admins = await trx
+        .selectFrom('memberships')
+        .select('account_id')
+        .where('role', '=', 'tenant_admin')
+        .where('revoked_at', 'is', null)
+        .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', ctx.now)]))
+        .forUpdate()
+        .execute();
+      if (!admins.some((a) => a.account_id !== held.account_id)) return 'last_admin' as const;
+    }
     const m = await trx
       .updateTable('memberships')
       .set({ revoked_at: ctx.now })
@@ -313,5 +335,8 @@ export async function revokeMembership(deps: Deps, ctx: Ctx, membershipId: strin
     const who = await trx.selectFrom('accounts').select('email').where('id', '=', m.account_id).executeTakeFirstOrThrow();
     await appendAudit(trx, ctx.tenant.id, { action: 'identity.grant.revoke', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'membership', targetIds: [membershipId, m.account_id], details: { role: m.role } }, ctx.now);
     await notifyHolders(trx, ctx, 'revoked', who.email, m.role, [who.email]);
+    return 'ok' as const;
   });
+  if (outcome === 'step_up') await refuse(deps, ctx, 'identity.grant.revoke', [membershipId], 'step_up_required', new StepUpRequired(true, '/admin/grants'));
+  if (outcome === 'last_admin') await refuse(deps, ctx, 'identity.grant.revoke', [membershipId], 'last_administrator', new ValidationError({ _: 'lastAdministrator' }));
 }

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inTenant } from '../../src/db/tenant.ts';
 import { decideGrant, requestGrant, revokeMembership } from '../../src/identity/grants.ts';
 import { StepUpRequired } from '../../src/identity/stepup.ts';
+import { ValidationError } from '../../src/errors.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { actorByEmail, createAdmin, createFacility, createParent, createStaff, ctxFor, PASSWORD, tenantFor, type TestApp, startTestApp } from '../helpers/app.ts';
 import { Client } from '../helpers/client.ts';
@@ -190,6 +191,41 @@ describe('privileged roles by dual control', () => {
     await expect(requestGrant(t.deps, ctxFor(t, w.tenant, staff), { ...REQUEST, email: w.parent })).rejects.toMatchObject({ kind: 'forbidden' });
     const denied = await events(w.tenant, 'identity.grant.request', 'denied');
     expect(denied).toHaveLength(2);
+  });
+
+  it('removing someone else’s role takes a passkey used in the last five minutes; giving up one’s own takes none', async () => {
+    const w = await world();
+    const now = new Date();
+    t.setNow(now);
+    const staff = await actor(w.tenant, w.staff, now);
+    const id = await requestGrant(t.deps, ctxFor(t, w.tenant, staff), { ...REQUEST, role: 'security_officer', email: w.staff });
+    await decideGrant(t.deps, ctxFor(t, w.tenant, await actor(w.tenant, w.admin, now)), id, 'approve');
+    const [officer] = await privileged(w.tenant, w.staff, now);
+    // A phished session (password and app code) and a passkey used ten minutes ago: refused, the role stays.
+    for (const admin of [await actor(w.tenant, w.admin, now, 10, ['password', 'totp']), await actor(w.tenant, w.admin, now, 600)]) {
+      const err = await revokeMembership(t.deps, ctxFor(t, w.tenant, admin), officer!.id).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(StepUpRequired);
+      expect((err as StepUpRequired).phishingResistant).toBe(true);
+      expect((err as StepUpRequired).returnTo).toBe('/admin/grants');
+    }
+    expect(await privileged(w.tenant, w.staff, now)).toHaveLength(1);
+    const refused = await events(w.tenant, 'identity.grant.revoke', 'denied');
+    expect(refused.map((e) => e.details)).toEqual([{ reason: 'step_up_required' }, { reason: 'step_up_required' }]);
+    expect(await events(w.tenant, 'identity.grant.revoke', 'success')).toHaveLength(0);
+    // The only administrator cannot give the role up: no one could grant one again.
+    const [own] = await privileged(w.tenant, w.admin, now);
+    const stale = await actor(w.tenant, w.admin, now, 600, ['password', 'totp']);
+    const last = await revokeMembership(t.deps, ctxFor(t, w.tenant, stale), own!.id).catch((e: unknown) => e);
+    expect(last).toBeInstanceOf(ValidationError);
+    expect((last as ValidationError).fields).toEqual({ _: 'lastAdministrator' });
+    expect(await privileged(w.tenant, w.admin, now)).toHaveLength(1);
+    // With a second administrator, the first gives up their own role with the same stale session.
+    const second = await actor(w.tenant, w.staff, now);
+    const id2 = await requestGrant(t.deps, ctxFor(t, w.tenant, second), { ...REQUEST, email: w.staff });
+    await decideGrant(t.deps, ctxFor(t, w.tenant, await actor(w.tenant, w.admin, now)), id2, 'approve');
+    await revokeMembership(t.deps, ctxFor(t, w.tenant, stale), own!.id);
+    expect(await privileged(w.tenant, w.admin, now)).toHaveLength(0);
+    expect(await privileged(w.tenant, w.staff, now)).toHaveLength(2);
   });
 
   it('revoking a role takes effect at once and ends the holder’s sessions', async () => {

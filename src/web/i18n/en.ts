@@ -385,6 +385,7 @@ export const en: Messages = {
       grantUnknownAccount: 'No active, confirmed account has this e-mail address',
       grantPending: 'A request for this role is already waiting for a decision',
       grantDecided: 'This request has already been decided or has expired',
+      lastAdministrator: 'The service would be left without an administrator: someone else must receive the role first',
       clientChangedSinceReview: 'This service changed since you opened it: read it again before deciding',
       grantReasonRequired: 'Explain why this role is needed',
       grantRoleRequired: 'Choose a role',

@@ -391,6 +391,7 @@ export const fr = {
       grantUnknownAccount: 'Aucun compte actif et confirmé n’a cette adresse courriel',
       grantPending: 'Une demande pour ce rôle attend déjà une décision',
       grantDecided: 'Cette demande a déjà été traitée ou a expiré',
+      lastAdministrator: `Le service n’aurait plus d’administrateur${nb}: quelqu’un d’autre doit d’abord recevoir ce rôle`,
       clientChangedSinceReview: `Ce service a changé depuis que vous l’avez ouvert${nb}: relisez-le avant de décider`,
       grantReasonRequired: 'Expliquez pourquoi ce rôle est nécessaire',
       grantRoleRequired: 'Choisissez un rôle',
