@@ -276,10 +276,23 @@ describe('step-up on sensitive actions', () => {
     const row = await inTenant(database.db, t2.id, (trx) => trx.selectFrom('totp_factors').select(['id', 'secret_enc']).where('account_id', '=', adminId).executeTakeFirstOrThrow());
     const secret = decryptTotpSecret(t.deps.keys, { tenantId: t2.id, accountId: adminId, factorId: row.id }, row.secret_enc);
     at(30_000);
+    const tokenBefore = c.cookies.get('guichet_session')!;
+    const sessionBefore = await inTenant(database.db, t2.id, (trx) => trx.selectFrom('sessions').select('id').where('token_hash', '=', hashToken(tokenBefore)).executeTakeFirstOrThrow());
     r = await c.post('/reauth', { return: `/directory/${fac}`, password: PASSWORD, code: await totpCodeAt(secret, now) });
     noteTotpStepUsed(secret, now);
     expect(r.status).toBe(303);
     expect(r.headers.location).toBe(`/directory/${fac}`);
+    // The same session, with a new token: a copy of the old one is signed out, and never carries the fresh authentication.
+    const tokenAfter = c.cookies.get('guichet_session')!;
+    expect(tokenAfter).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(tokenAfter).not.toBe(tokenBefore);
+    const sessionAfter = await inTenant(database.db, t2.id, (trx) => trx.selectFrom('sessions').select('id').where('token_hash', '=', hashToken(tokenAfter)).executeTakeFirstOrThrow());
+    expect(sessionAfter.id).toBe(sessionBefore.id);
+    const copy = new Client(t.app, t2.hosts[0]!);
+    copy.cookies.set('guichet_session', tokenBefore);
+    const stale = await copy.get("/account");
+    expect(stale.status).toBe(303);
+    expect(String(stale.headers.location)).toMatch(/^\/signin/);
     await c.get(`/directory/${fac}`);
     r = await c.post(`/admin/facilities/${fac}/invitations`, { email: invitee });
     expect(r.status).toBe(200);
@@ -350,8 +363,10 @@ describe('step-up on sensitive actions', () => {
     const opts = JSON.parse((await c.post('/reauth/passkey/options', {})).body).options;
     expect(opts.userVerification).toBe('required');
     // a challenge issued to this session only: another session's cookie cannot use it
+    const tokenBefore = c.cookies.get('guichet_session');
     const r = await c.post('/reauth/passkey?level=passkey', { return: '/account', credential: device.get(opts) });
     expect(r.headers.location).toBe('/account');
+    expect(c.cookies.get('guichet_session')).not.toBe(tokenBefore);
     const s = await sessionOf(c);
     expect(s.auth_methods).toEqual(['passkey']);
     expect(s.authenticated_at?.getTime()).toBe(now.getTime());

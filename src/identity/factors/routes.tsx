@@ -648,7 +648,10 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
     const body = bodyOf(req);
     const q = { returnTo: safeReturnPath(body.return, '/account'), passkeyOnly: false };
     const r = await factors.reauthWithPassword(deps, req.ctx, body.password, body.code);
-    if (r.ok) return reply.redirect(q.returnTo, 303);
+    if (r.ok) {
+      setSessionCookie(app, reply, r.session);
+      return reply.redirect(q.returnTo, 303);
+    }
     const f = pageEnv(req, reply).m.factors;
     if (r.reason === 'locked') return reauthPage(req, reply, q, { message: f.locked(minutesUntil(req.ctx.now, r.lockedUntil)) }, 429);
     if (r.reason === 'passkeyRequired') return reauthPage(req, reply, q, { message: f.reauthNoPasskey }, 400);
@@ -673,7 +676,10 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
     const f = pageEnv(req, reply).m.factors;
     if (!rp) return reauthPage(req, reply, q, { message: f.passkeyUnavailable }, 400);
     const r = await factors.reauthWithPasskey(deps, req.ctx, rp, sessionHash(req), body.credential);
-    if (r.ok) return reply.redirect(q.returnTo, 303);
+    if (r.ok) {
+      setSessionCookie(app, reply, r.session);
+      return reply.redirect(q.returnTo, 303);
+    }
     return reauthPage(req, reply, q, { message: f.passkeyInvalid }, 401);
   });
 }

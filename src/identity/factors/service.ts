@@ -15,6 +15,7 @@ import { verifyPassword } from '../passwords.ts';
 import { createSession, loadMemberships, type SessionResult } from '../service.ts';
 import { PRIVILEGED_ROLES } from '../grants.ts';
 import { requirePhishingResistantAuth, requireRecentAuth } from '../stepup.ts';
+import { newToken } from '../tokens.ts';
 import { normaliseRecoveryCode } from './recovery.ts';
 import * as store from './store.ts';
 import { checkTotp, decryptTotpSecret, newTotpSecret, normaliseTotpCode, otpauthUri } from './totp.ts';
@@ -516,12 +517,26 @@ export async function completeWithPasskey(deps: Deps, ctx: Ctx, rp: RelyingParty
 
 /* ------------------------------------------------------------ re-authentication (step-up) */
 
-export type Reauth = { ok: true } | { ok: false; reason: 'missing' | 'invalid' | 'locked' | 'passkeyRequired'; lockedUntil?: Date };
+export type Reauth = { ok: true; session: SessionResult } | { ok: false; reason: 'missing' | 'invalid' | 'locked' | 'passkeyRequired'; lockedUntil?: Date };
 
-async function markReauthenticated(trx: Trx, ctx: Ctx, actor: Actor, methods: AuthMethod[]): Promise<void> {
+/**
+ * A re-authentication gives the session a new token (ASVS 7.2.4): a token
+ * copied before it — from a shared computer, a proxy's log, a stolen cookie —
+ * does not carry the fresh authentication, and stops working at once.
+ */
+async function markReauthenticated(trx: Trx, ctx: Ctx, actor: Actor, methods: AuthMethod[]): Promise<SessionResult> {
   if (!actor.sessionId) throw new AppError('signInRequired');
-  await trx.updateTable('sessions').set({ authenticated_at: ctx.now, auth_methods: methods }).where('id', '=', actor.sessionId).where('revoked_at', 'is', null).execute();
+  const { token, hash } = newToken();
+  const s = await trx
+    .updateTable('sessions')
+    .set({ authenticated_at: ctx.now, auth_methods: methods, token_hash: hash })
+    .where('id', '=', actor.sessionId)
+    .where('revoked_at', 'is', null)
+    .returning('expires_at')
+    .executeTakeFirst();
+  if (!s) throw new AppError('signInRequired');
   await audit(trx, ctx, 'identity.stepup', 'success', { accountId: actor.accountId, details: { methods: methods.join('+') } });
+  return { token, expiresAt: s.expires_at };
 }
 
 /**
@@ -558,11 +573,9 @@ export async function reauthWithPassword(deps: Deps, ctx: Ctx, password: unknown
         return { ok: false, reason: 'invalid' } as const;
       }
       await audit(trx, ctx, 'identity.totp.verify', 'success', { accountId: actor.accountId, details: { step: 'reauth' } });
-      await markReauthenticated(trx, ctx, actor, ['password', 'totp']);
-    } else {
-      await markReauthenticated(trx, ctx, actor, ['password']);
+      return { ok: true, session: await markReauthenticated(trx, ctx, actor, ['password', 'totp']) } as const;
     }
-    return { ok: true } as const;
+    return { ok: true, session: await markReauthenticated(trx, ctx, actor, ['password']) } as const;
   });
 }
 
@@ -588,7 +601,6 @@ export async function reauthWithPasskey(deps: Deps, ctx: Ctx, rp: RelyingParty, 
       return { ok: false, reason: 'invalid' } as const;
     }
     await audit(trx, ctx, 'identity.passkey.verify', 'success', { accountId: actor.accountId, targetType: 'passkey', targetIds: [r.passkeyId, actor.accountId], details: { step: 'reauth' } });
-    await markReauthenticated(trx, ctx, actor, ['passkey']);
-    return { ok: true } as const;
+    return { ok: true, session: await markReauthenticated(trx, ctx, actor, ['passkey']) } as const;
   });
 }
