@@ -10,6 +10,7 @@ export const AUDIT_ACTIONS = [
   'identity.signout',
   'identity.password.set',
   'identity.password.reset',
+  'identity.password.change',
   'identity.invitation.create',
   'identity.invitation.list',
   'identity.staff.list',

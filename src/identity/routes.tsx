@@ -19,6 +19,7 @@ import { appendAuditAlone } from '../audit/log.ts';
 import { originOf } from '../context.ts';
 import { originFields } from '../tenants/service.ts';
 import { isTokenShaped } from './tokens.ts';
+import { contextWords, isGuessable } from './password-strength.ts';
 
 const signUpSchema = z
   .object({ email: emailField, password: newPasswordField, passwordConfirm: z.string().optional() })
@@ -101,6 +102,8 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
     }
     const allowed = await throttle.checkSignUp(deps, req.ctx, input.email);
     if (!allowed.ok) return throttledPage(req, reply, allowed);
+    // Weighed after the throttle (it costs a few milliseconds of this thread), the same for a known address as for a new one.
+    if (await isGuessable(input.password, contextWords(input.email, req.ctx.tenant))) return signUpPage(req, reply, { password: 'passwordGuessable' }, input.email);
     await identity.signUp(deps, req.ctx, { email: input.email, password: input.password });
     const env = pageEnv(req, reply);
     return sendPage(
@@ -335,6 +338,9 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
       if (err instanceof ValidationError) return setPasswordPage(req, reply, token, err.fields);
       throw err;
     }
+    const holder = await identity.tokenHolder(deps, req.ctx, token, 'set_password');
+    if (!holder) return invalidLink(req, reply);
+    if (await isGuessable(input.password, contextWords(holder.email, req.ctx.tenant))) return setPasswordPage(req, reply, token, { password: 'passwordGuessable' });
     if (!(await identity.setPassword(deps, req.ctx, token, input.password))) return invalidLink(req, reply);
     return reply.redirect('/signin', 303);
   });
@@ -404,6 +410,8 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
       if (err instanceof ValidationError) return invitationPage(req, reply, token, err.fields);
       throw err;
     }
+    // A new account chooses its password here; an existing one only proves it.
+    if (!inv.accountExists && (await isGuessable(password, contextWords(inv.email, req.ctx.tenant)))) return invitationPage(req, reply, token, { password: 'passwordGuessable' });
     const r = await identity.acceptInvitation(deps, req.ctx, token, password);
     if (!r) return invitationPage(req, reply, token);
     if (!r.ok) return invitationPage(req, reply, token, undefined, pageEnv(req, reply).m.signIn.failed);

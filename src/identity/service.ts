@@ -258,6 +258,15 @@ export async function checkToken(deps: Deps, ctx: Ctx, token: string, purpose: '
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => !!(await findToken(trx, token, purpose, ctx.now)));
 }
 
+/** The address of the account a live link was sent to (the context a new password must not lean on), or null. */
+export async function tokenHolder(deps: Deps, ctx: Ctx, token: string, purpose: 'verify_email' | 'set_password'): Promise<{ email: string } | null> {
+  return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    const t = await findToken(trx, token, purpose, ctx.now);
+    if (!t) return null;
+    return (await trx.selectFrom('accounts').select('email').where('id', '=', t.account_id).executeTakeFirst()) ?? null;
+  });
+}
+
 export async function verifyEmail(deps: Deps, ctx: Ctx, token: string): Promise<boolean> {
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     const t = await findToken(trx, token, 'verify_email', ctx.now);

@@ -183,3 +183,32 @@ describe('passkeys in Chromium, with its virtual authenticator', () => {
     expect(await mainText(page)).toContain('Les clés d’accès ont besoin de JavaScript.');
   });
 });
+
+describe('the password, in Chromium', () => {
+  it('is changed from account security with the current one; a guessable one is refused with the reason', async () => {
+    const email = 'sophie.bouchard@exemple.test';
+    await createParent(t, tenant, email);
+    const page = await freshPage();
+    await signInWithPassword(page, email, 'parent changing the password');
+    await visit(page, '/account/security', 'account security, before the change');
+    await go(page, 'password change form', () => page.getByRole('link', { name: 'Changer le mot de passe' }).click());
+    expect(path(page)).toBe('/account/security/password');
+    await page.getByLabel('Mot de passe actuel').fill(PASSWORD);
+    await page.getByLabel('Nouveau mot de passe', { exact: true }).fill('sophie.bouchard2026');
+    await page.getByLabel('Confirmez le nouveau mot de passe').fill('sophie.bouchard2026');
+    const refused = await go(page, 'a guessable new password refused', () => page.getByRole('main').getByRole('button', { name: 'Changer le mot de passe' }).click());
+    expect(refused).toBe(400);
+    expect(await mainText(page)).toContain('Ce mot de passe se devine trop facilement');
+    // the summary links to the field
+    expect(await page.getByRole('alert').getByRole('link').first().getAttribute('href')).toBe('#f-password');
+    await page.getByLabel('Mot de passe actuel').fill(PASSWORD);
+    await page.getByLabel('Nouveau mot de passe', { exact: true }).fill('girafe parapluie tempête violoncelle');
+    await page.getByLabel('Confirmez le nouveau mot de passe').fill('girafe parapluie tempête violoncelle');
+    await go(page, 'password changed', () => page.getByRole('main').getByRole('button', { name: 'Changer le mot de passe' }).click());
+    expect(path(page)).toBe('/account/security?status=passwordChanged');
+    expect(await mainText(page)).toContain('Votre mot de passe a été changé. Vos autres sessions ont pris fin.');
+    // still signed in, under the session's new token
+    await visit(page, '/account', 'account after the change');
+    expect(path(page)).toBe('/account');
+  });
+});

@@ -336,6 +336,8 @@ const SPECS: RouteSpec[] = [
   { route: '/signin/second-factor/passkey/options', who: 'anonymous', base: () => ({}), noBody: true },
   { route: '/signin/passkey', who: 'anonymous', base: () => ({ credential: '{}', return: '/account' }), text: ['credential', 'return'] },
   { route: '/reauth', who: 'parent', base: () => ({ password: 'not the password at all', return: '/account' }), text: ['return'], passwords: ['password'] },
+  // A wrong current password: whatever the new one, nothing is changed.
+  { route: '/account/security/password', who: 'parent', base: () => ({ currentPassword: 'not the password at all', password: 'girafe parapluie tempête violoncelle', passwordConfirm: 'girafe parapluie tempête violoncelle' }), passwords: ['currentPassword', 'password', 'passwordConfirm'] },
   { route: '/reauth/passkey/options', who: 'parent', base: () => ({}), noBody: true },
   { route: '/reauth/passkey', who: 'parent', base: () => ({ credential: '{}', return: '/account' }), text: ['credential', 'return'] },
   // Assisted mode (src/assisted): an administrator is no agent, so even a good request changes nothing; unknown consents are 404.

@@ -2,12 +2,13 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Actor } from '../../access/actor.ts';
 import type { Deps } from '../../context.ts';
-import { AppError } from '../../errors.ts';
-import { Csrf, Notice, Page, Tag } from '../../web/components.tsx';
-import { text } from '../../web/forms.ts';
+import { AppError, ValidationError } from '../../errors.ts';
+import { Csrf, ErrorSummary, Notice, Page, Tag, TextField, type FieldErrors } from '../../web/components.tsx';
+import { newPasswordField, parseBody, passwordField, text } from '../../web/forms.ts';
 import { formatDate, formatDateTime } from '../../web/i18n/index.ts';
 import { pageEnv, safeReturnPath, sendPage } from '../../web/render.tsx';
 import { home, rememberDevice, setSessionCookie } from '../routes.tsx';
+import { contextWords, isGuessable } from '../password-strength.ts';
 import { reauthUrl, StepUpRequired } from '../stepup.ts';
 import { hashToken } from '../tokens.ts';
 import { clearPendingCookie, Field, PasskeyForm, PasskeyScript, pendingCookieName, Problems, setPendingCookie } from './components.tsx';
@@ -23,7 +24,7 @@ import { relyingPartyFor, type RelyingParty } from './webauthn.ts';
  * a second factor to enrolment (the rule itself is in src/access/decide.ts).
  */
 
-const STATUS = z.enum(['totpEnabled', 'totpRemoved', 'passkeyAdded', 'passkeyRenamed', 'passkeyRevoked', 'codesSaved', 'recoveryUsed', 'required']).optional().catch(undefined);
+const STATUS = z.enum(['passwordChanged', 'totpEnabled', 'totpRemoved', 'passkeyAdded', 'passkeyRenamed', 'passkeyRevoked', 'codesSaved', 'recoveryUsed', 'required']).optional().catch(undefined);
 
 type Body = Record<string, unknown>;
 
@@ -107,6 +108,14 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
         <h1>{f.securityTitle}</h1>
         <p class="lead">{f.securityLead}</p>
 
+        <h2>{f.passwordTitle}</h2>
+        <p>{f.passwordLead}</p>
+        <p>
+          <a class="button button--secondary" href="/account/security/password">
+            {f.passwordChange}
+          </a>
+        </p>
+
         <h2>{f.passkeysTitle}</h2>
         <p>{f.passkeysLead}</p>
         {o.passkeys.length === 0 ? (
@@ -187,6 +196,63 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
         )}
       </Page>,
     );
+  });
+
+  /* ---------------------------------------------------------- password change */
+  const passwordChangeSchema = z
+    .object({ currentPassword: passwordField, password: newPasswordField, passwordConfirm: z.string().optional() })
+    .refine((v) => v.password === v.passwordConfirm, { path: ['passwordConfirm'], error: 'passwordMismatch' })
+    .refine((v) => v.password !== v.currentPassword, { path: ['password'], error: 'passwordUnchanged' });
+  const passwordChangePage = (req: FastifyRequest, reply: FastifyReply, errors?: FieldErrors, message?: string, status?: number) => {
+    const env = pageEnv(req, reply);
+    const f = env.m.factors;
+    return sendPage(
+      reply,
+      <Page env={env} title={f.passwordChangeTitle} hasErrors={!!errors || !!message}>
+        <p>
+          <a href="/account/security" class="back-link">
+            {f.back}
+          </a>
+        </p>
+        <ErrorSummary env={env} errors={errors} />
+        {message && <Problems env={env} items={[{ message }]} />}
+        <h1>{f.passwordChangeTitle}</h1>
+        <p class="lead">{f.passwordChangeLead}</p>
+        <form method="post" action="/account/security/password" novalidate>
+          <Csrf env={env} />
+          <TextField env={env} name="currentPassword" type="password" label={f.currentPassword} errors={errors} autocomplete="current-password" width="medium" />
+          <TextField env={env} name="password" type="password" label={f.newPassword} hint={env.m.signUp.passwordHint} errors={errors} autocomplete="new-password" width="medium" />
+          <TextField env={env} name="passwordConfirm" type="password" label={f.newPasswordConfirm} errors={errors} autocomplete="new-password" width="medium" />
+          <button type="submit" class="button">
+            {f.passwordChangeSubmit}
+          </button>
+        </form>
+      </Page>,
+      status ?? (errors || message ? 400 : 200),
+    );
+  };
+  app.get('/account/security/password', async (req, reply) => {
+    if (!req.ctx.actor) throw new AppError('signInRequired');
+    factors.requirePasswordChangeAuth(req.ctx);
+    return passwordChangePage(req, reply);
+  });
+  app.post('/account/security/password', async (req, reply) => {
+    const actor = req.ctx.actor;
+    if (!actor) throw new AppError('signInRequired');
+    factors.requirePasswordChangeAuth(req.ctx);
+    let input;
+    try {
+      input = parseBody(passwordChangeSchema, bodyOf(req));
+    } catch (err) {
+      if (err instanceof ValidationError) return passwordChangePage(req, reply, err.fields);
+      throw err;
+    }
+    if (await isGuessable(input.password, contextWords(actor.email, req.ctx.tenant))) return passwordChangePage(req, reply, { password: 'passwordGuessable' });
+    const r = await factors.changePassword(deps, req.ctx, input.currentPassword, input.password);
+    if (!r.ok && r.reason === 'locked') return passwordChangePage(req, reply, undefined, pageEnv(req, reply).m.factors.passwordLocked(minutesUntil(req.ctx.now, r.lockedUntil)), 429);
+    if (!r.ok) return passwordChangePage(req, reply, { currentPassword: 'currentPasswordWrong' }, undefined, 401);
+    setSessionCookie(app, reply, r.session);
+    return reply.redirect('/account/security?status=passwordChanged', 303);
   });
 
   /* ------------------------------------------------------------ recovery codes shown once */

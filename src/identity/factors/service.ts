@@ -11,7 +11,7 @@ import { originFields } from '../../tenants/service.ts';
 import { enqueueMail } from '../../mail/outbox.ts';
 import { formatDateTime, messages } from '../../web/i18n/index.ts';
 import { describeDevice } from '../sessions.ts';
-import { verifyPassword } from '../passwords.ts';
+import { hashPassword, verifyPassword } from '../passwords.ts';
 import { createSession, loadMemberships, type SessionResult } from '../service.ts';
 import { PRIVILEGED_ROLES } from '../grants.ts';
 import { requirePhishingResistantAuth, requireRecentAuth } from '../stepup.ts';
@@ -227,15 +227,16 @@ export async function regenerateRecoveryCodes(deps: Deps, ctx: Ctx): Promise<str
 /* ------------------------------------------------------------ passkeys: registration */
 
 /**
- * Adding or removing a passkey of an account that holds a privileged role
- * and already has one asks for a passkey used in the last five minutes.
+ * Adding or removing a passkey, or changing the password, of an account that
+ * holds a privileged role and already has a passkey asks for a passkey used
+ * in the last five minutes.
  * Otherwise a session taken with a password and an app code (through a
  * phishing proxy, say) would add the intruder's passkey — and pass every
  * privileged step-up from then on — or remove the holder's own. Without a
  * passkey yet, any recent authentication enrols the first; a holder who lost
  * theirs has them reset by two administrators.
  */
-function requirePasskeyChangeAuth(ctx: Ctx, returnTo: string): void {
+function requireAccountSecurityAuth(ctx: Ctx, returnTo: string): void {
   const actor = signedIn(ctx);
   const privileged = actor.memberships.some((m) => (PRIVILEGED_ROLES as readonly string[]).includes(m.role) && (!m.expiresAt || m.expiresAt > ctx.now));
   if (privileged && (actor.auth?.passkeys ?? 0) > 0) requirePhishingResistantAuth(ctx, undefined, { returnTo });
@@ -244,7 +245,7 @@ function requirePasskeyChangeAuth(ctx: Ctx, returnTo: string): void {
 
 export async function passkeyRegistrationOptions(deps: Deps, ctx: Ctx, rp: RelyingParty, sessionTokenHash: Buffer): Promise<PublicKeyCredentialCreationOptionsJSON> {
   const actor = signedIn(ctx);
-  requirePasskeyChangeAuth(ctx, '/account/security');
+  requireAccountSecurityAuth(ctx, '/account/security');
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     const existing = await store.activePasskeys(trx, actor.accountId);
     const c = newChallenge();
@@ -257,7 +258,7 @@ export type PasskeyRegistration = { ok: true; id: string; recoveryCodes: string[
 
 export async function registerPasskey(deps: Deps, ctx: Ctx, rp: RelyingParty, sessionTokenHash: Buffer, rawCredential: unknown, name: string | null): Promise<PasskeyRegistration> {
   const actor = signedIn(ctx);
-  requirePasskeyChangeAuth(ctx, '/account/security');
+  requireAccountSecurityAuth(ctx, '/account/security');
   const response = parseRegistrationResponse(rawCredential);
   const challenge = response ? challengeOf(response) : null;
   const fail = async (trx: Trx, reason: string) => {
@@ -331,7 +332,7 @@ export async function renamePasskey(deps: Deps, ctx: Ctx, id: string, name: stri
 
 export async function revokePasskey(deps: Deps, ctx: Ctx, id: string): Promise<boolean> {
   const actor = signedIn(ctx);
-  requirePasskeyChangeAuth(ctx, `/account/security/passkeys/${UUID.test(id) ? id : ''}/revoke`);
+  requireAccountSecurityAuth(ctx, `/account/security/passkeys/${UUID.test(id) ? id : ''}/revoke`);
   if (!UUID.test(id)) return false;
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     const r = await trx.updateTable('webauthn_credentials').set({ revoked_at: ctx.now }).where('id', '=', id).where('account_id', '=', actor.accountId).where('revoked_at', 'is', null).returning(['id', 'name']).executeTakeFirst();
@@ -602,5 +603,58 @@ export async function reauthWithPasskey(deps: Deps, ctx: Ctx, rp: RelyingParty, 
     }
     await audit(trx, ctx, 'identity.passkey.verify', 'success', { accountId: actor.accountId, targetType: 'passkey', targetIds: [r.passkeyId, actor.accountId], details: { step: 'reauth' } });
     return { ok: true, session: await markReauthenticated(trx, ctx, actor, ['passkey']) } as const;
+  });
+}
+
+/* ------------------------------------------------------------ password change */
+
+export type PasswordChange = { ok: true; session: SessionResult } | { ok: false; reason: 'invalid' | 'locked'; lockedUntil?: Date };
+
+/** Whether the signed-in person may change their password now, or must re-authenticate first (StepUpRequired). */
+export function requirePasswordChangeAuth(ctx: Ctx): void {
+  requireAccountSecurityAuth(ctx, '/account/security/password');
+}
+
+/**
+ * A signed-in person changes their password with the current one (ASVS
+ * 6.2.2, 6.2.3), in a session that authenticated in the last five minutes
+ * (a passkey for a privileged holder who has one). A wrong current password
+ * counts against the same lock as a wrong code. The new one takes effect at
+ * once: every other session of the account ends, this one gets a new token,
+ * and the holder is told by e-mail. The new password has been weighed by the
+ * caller (src/identity/password-strength.ts).
+ */
+export async function changePassword(deps: Deps, ctx: Ctx, current: string, next: string): Promise<PasswordChange> {
+  const actor = signedIn(ctx);
+  requirePasswordChangeAuth(ctx);
+  if (!actor.sessionId) throw new AppError('signInRequired');
+  const before = await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    const account = await trx.selectFrom('accounts').select(['password_hash']).where('id', '=', actor.accountId).executeTakeFirstOrThrow();
+    return { hash: account.password_hash, lockedUntil: await store.codeLockedUntil(trx, actor.accountId, ctx.now) };
+  });
+  if (before.lockedUntil) {
+    await appendAuditAlone(deps.db.db, ctx.tenant.id, event(ctx, 'identity.password.change', 'denied', { accountId: actor.accountId, details: { reason: 'locked' } }), ctx.now);
+    return { ok: false, reason: 'locked', lockedUntil: before.lockedUntil };
+  }
+  const currentOk = current.length <= 1024 && (await verifyPassword(before.hash, current));
+  if (!currentOk) {
+    await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+      await store.recordFactorFailure(trx, ctx.tenant.id, actor.accountId, 'password', ctx.now);
+      await audit(trx, ctx, 'identity.password.change', 'failure', { accountId: actor.accountId, details: { reason: 'bad_password' } });
+    });
+    return { ok: false, reason: 'invalid' };
+  }
+  const passwordHash = await hashPassword(next);
+  return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    await trx.updateTable('accounts').set({ password_hash: passwordHash }).where('id', '=', actor.accountId).execute();
+    const ended = await trx.updateTable('sessions').set({ revoked_at: ctx.now }).where('account_id', '=', actor.accountId).where('id', '<>', actor.sessionId!).where('revoked_at', 'is', null).returning('id').execute();
+    const { token, hash } = newToken();
+    const s = await trx.updateTable('sessions').set({ token_hash: hash }).where('id', '=', actor.sessionId!).where('revoked_at', 'is', null).returning('expires_at').executeTakeFirst();
+    if (!s) throw new AppError('signInRequired');
+    const account = await trx.selectFrom('accounts').select(['email', 'locale']).where('id', '=', actor.accountId).executeTakeFirstOrThrow();
+    const m = messages(account.locale);
+    await enqueueMail(trx, ctx.tenant.id, { to: account.email, locale: account.locale, template: 'password_changed', subject: m.recovery.changedSubject, body: m.recovery.changedSignedInBody(`${ctx.baseUrl}/password/forgot`) }, ctx.now);
+    await audit(trx, ctx, 'identity.password.change', 'success', { accountId: actor.accountId, details: { otherSessionsEnded: ended.length } });
+    return { ok: true, session: { token, expiresAt: s.expires_at } } as const;
   });
 }
