@@ -22,7 +22,7 @@ const places = {
 };
 const referral = {
   type: 'object',
-  required: ['id', 'reference', 'ageGroup', 'status', 'offeredAt', 'deadline', 'answeredAt', 'startDate', 'identity'],
+  required: ['id', 'reference', 'ageGroup', 'status', 'offeredAt', 'deadline', 'answeredAt', 'startDate', 'protected', 'identity'],
   properties: {
     id: { type: 'string', format: 'uuid' },
     reference: { type: 'string', description: 'The child file’s pseudonymous reference' },
@@ -32,8 +32,9 @@ const referral = {
     deadline: { type: 'string', format: 'date-time' },
     answeredAt: { type: ['string', 'null'], format: 'date-time' },
     startDate: { type: ['string', 'null'], format: 'date' },
+    protected: { type: 'boolean', description: 'A protected file: its identity stays null in the list, even accepted, and is read one offer at a time with a reason (POST …/identity)' },
     identity: {
-      description: 'Only once the parent accepted the offer; null before',
+      description: 'Only once the parent accepted the offer; null before, and null in the list for a protected file',
       oneOf: [
         { type: 'null' },
         {
@@ -114,6 +115,19 @@ export const OPENAPI = {
         summary: 'The facility’s offers, newest first (200 at most)',
         parameters: [facilityId],
         responses: { '200': { description: 'The referrals', content: { 'application/json': { schema: { type: 'object', required: ['referrals'], properties: { referrals: { type: 'array', items: { $ref: '#/components/schemas/Referral' } } } } } } }, ...errors },
+      },
+    },
+    '/facilities/{id}/referrals/{offerId}/identity': {
+      post: {
+        operationId: 'readProtectedReferralIdentity',
+        summary: 'The identity of a protected file’s accepted offer, with the reason it is needed: kept, reviewed by the security team, and raising an alert',
+        parameters: [facilityId, { name: 'offerId', in: 'path', required: true, schema: { type: 'string', format: 'uuid' } }],
+        requestBody: { required: true, content: { 'application/json': { schema: { type: 'object', required: ['reason'], properties: { reason: { type: 'string', minLength: 1, maxLength: 500 } } } } } },
+        responses: {
+          '200': { description: 'The referral, its identity shown', content: { 'application/json': { schema: { type: 'object', required: ['referral'], properties: { referral: { $ref: '#/components/schemas/Referral' } } } } } },
+          '400': { description: 'No reason: nothing read', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+          ...errors,
+        },
       },
     },
   },

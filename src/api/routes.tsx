@@ -109,10 +109,23 @@ function facilityApi(deps: Deps) {
       requireKey(req);
       const rows = await offers.listReferrals(deps, req.ctx, req.params.id);
       return reply.header('cache-control', 'no-store').send({
-        referrals: rows.map((r) => ({ ...r, offeredAt: r.offeredAt.toISOString(), deadline: r.deadline.toISOString(), answeredAt: r.answeredAt?.toISOString() ?? null })),
+        referrals: rows.map(referralJson),
       });
     });
+
+    // A protected file's identity, for one accepted offer: with a reason, kept and alerted as any opening of such a file.
+    api.post<{ Params: { id: string; offerId: string } }>('/facilities/:id/referrals/:offerId/identity', { config: { csrf: false } }, async (req, reply) => {
+      requireKey(req);
+      const { reason } = parseBody(z.object({ reason: z.string({ error: 'reasonRequired' }).trim().min(1, { error: 'reasonRequired' }).max(500, { error: 'reasonRequired' }) }), req.body);
+      const rows = await offers.listReferrals(deps, req.ctx, req.params.id, { offerId: req.params.offerId, reason });
+      const r = rows.find((x) => x.id === req.params.offerId)!;
+      return reply.header('cache-control', 'no-store').send({ referral: referralJson(r) });
+    });
   };
+}
+
+function referralJson(r: offers.ReferralView) {
+  return { ...r, offeredAt: r.offeredAt.toISOString(), deadline: r.deadline.toISOString(), answeredAt: r.answeredAt?.toISOString() ?? null };
 }
 
 // A %-escape left in a name is a form sent with a broken encoding (the parser keeps what it cannot decode).

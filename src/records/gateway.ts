@@ -1010,7 +1010,7 @@ export interface AccessReason {
 }
 
 /** Refuses a protected file opened without a reason; returns the protected ones and the reason to record. */
-async function protectedAccess(trx: Trx, ctx: Ctx, action: AuditAction, childIds: readonly string[], access: AccessReason): Promise<{ ids: string[]; reason: string }> {
+export async function protectedAccess(trx: Trx, ctx: Ctx, action: AuditAction, childIds: readonly string[], access: AccessReason): Promise<{ ids: string[]; reason: string }> {
   const ids = await protectedAmong(trx, childIds);
   if (!ids.length) return { ids, reason: '' };
   const reason = accessReason(access.reason);

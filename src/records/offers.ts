@@ -38,7 +38,8 @@ import type { PriorityKind } from '../tenants/rules.ts';
 import { facilityOrdering } from './ordering.ts';
 import { formatDateTime, messages, type Locale } from '../web/i18n/index.ts';
 import { FAMILY_FIELDS, openCells, openChildren, required } from './fields.ts';
-import { audit, deny, markInSubsidisedCare, run, UUID, withSession } from './gateway.ts';
+import { audit, deny, markInSubsidisedCare, protectedAccess, readContext, run, UUID, withSession } from './gateway.ts';
+import { protectedAmong, recordProtectedOpenings } from '../detection/protected.ts';
 
 /**
  * What each offer purpose may see (the same policy as views.ts, for the
@@ -577,6 +578,8 @@ export interface ReferralView {
   deadline: Date;
   answeredAt: Date | null;
   startDate: string | null;
+  /** An accepted offer of a protected file: its identity opens one at a time, with a reason (src/detection/protected.ts). */
+  protected: boolean;
   /** Only once the parent accepted: who the child is and how to reach the family. */
   identity: {
     firstName: string;
@@ -593,9 +596,11 @@ export interface ReferralView {
  * A facility's referrals, newest first. Before acceptance a referral is a
  * reference, an age group and dates; the child's identity and the parent's
  * contact are opened only for accepted offers, and the audit event names
- * exactly those files and fields.
+ * exactly those files and fields. A protected file stays a reference even
+ * accepted: its identity is opened only when asked for by its offer with a
+ * reason (`open`), which raises the protected-file alert as any opening.
  */
-export async function listReferrals(deps: Deps, ctx: Ctx, facilityId: string): Promise<ReferralView[]> {
+export async function listReferrals(deps: Deps, ctx: Ctx, facilityId: string, open?: { offerId: string; reason: unknown }): Promise<ReferralView[]> {
   const action = 'waitlist.referral.list';
   return run(deps, ctx, action, async (trx, env) => {
     checkFacility(ctx, action, action, facilityId);
@@ -609,17 +614,24 @@ export async function listReferrals(deps: Deps, ctx: Ctx, facilityId: string): P
       .orderBy('o.offered_at', 'desc')
       .limit(200)
       .execute();
-    const revealed = rows.filter((r) => (r.status === 'accepted' || r.status === 'started') && !r.purged_at);
+    const accepted = rows.filter((r) => (r.status === 'accepted' || r.status === 'started') && !r.purged_at);
+    const isProtected = new Set(await protectedAmong(trx, accepted.map((r) => r.child_id)));
+    const asked = open ? accepted.find((r) => r.id === open.offerId && isProtected.has(r.child_id)) : undefined;
+    if (open && !asked) deny(ctx, action, 'offer', open.offerId, 'not_found');
+    // Refused (and recorded) without a reason, before anything is read.
+    const prot = asked ? await protectedAccess(trx, ctx, action, [asked.child_id], { reason: typeof open?.reason === 'string' ? open.reason : undefined }) : { ids: [] as string[], reason: '' };
+    const revealed = accepted.filter((r) => !isProtected.has(r.child_id) || r === asked);
     if (rows.length) {
-      await audit(trx, ctx, {
+      const event = await audit(trx, ctx, {
         action,
         targetType: 'facility',
         targetIds: [facilityId, ...revealed.map((r) => r.child_id)],
         familyIds: [...new Set(revealed.map((r) => r.family_id))],
         fields: revealed.length ? fieldsFor('facility.referrals.accepted') : fieldsFor('facility.referrals'),
         purpose: revealed.length ? 'facility.referrals.accepted' : 'facility.referrals',
-        details: { referrals: rows.length, identities: revealed.length },
+        details: { referrals: rows.length, identities: revealed.length, ...(prot.ids.length ? { protectedReason: prot.reason } : {}) },
       });
+      await recordProtectedOpenings(trx, readContext(ctx), action, prot.ids, prot.reason, event.id);
     }
     // Opened by the child's row (the ciphertexts are bound to it), never the offer's.
     const kids = await openChildren(env, ctx.tenant.id, revealed.map((r) => ({ id: r.child_id, family_id: r.family_id, first_name_enc: r.first_name_enc, last_name_enc: r.last_name_enc, birth_date_enc: r.birth_date_enc })), ['first_name', 'last_name', 'birth_date']);
@@ -639,6 +651,7 @@ export async function listReferrals(deps: Deps, ctx: Ctx, facilityId: string): P
         deadline: r.deadline,
         answeredAt: r.answered_at,
         startDate: r.start_date,
+        protected: isProtected.has(r.child_id),
         identity: shown
           ? {
               firstName: required(v.first_name, 'first name'),

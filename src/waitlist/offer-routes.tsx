@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { decide } from '../access/decide.ts';
+import { accessReason } from '../detection/protected.ts';
 import type { Deps } from '../context.ts';
 import { getFacility } from '../directory/service.ts';
 import { AppError, ValidationError } from '../errors.ts';
@@ -193,8 +194,8 @@ export function offerRoutes(app: FastifyInstance, deps: Deps) {
   });
 
   /* ---------------------------------------------- staff: referrals */
-  const referralsPage = async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply, opts: { errors?: FieldErrors; notice?: string } = {}) => {
-    const rows = await offers.listReferrals(deps, req.ctx, req.params.id);
+  const referralsPage = async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply, opts: { errors?: FieldErrors; notice?: string; open?: { offerId: string; reason: string } } = {}) => {
+    const rows = await offers.listReferrals(deps, req.ctx, req.params.id, opts.open);
     const facility = await getFacility(deps, req.ctx, req.params.id);
     if (!facility) throw new AppError('notFound');
     const env = pageEnv(req, reply);
@@ -257,6 +258,15 @@ export function offerRoutes(app: FastifyInstance, deps: Deps) {
                           <br />
                           <span class="hint">{o.born(formatDate(env.locale, r.identity.birthDate))}</span>
                         </>
+                      ) : r.protected ? (
+                        <form method="post" action={`/staff/facilities/${facility.id}/referrals/${r.id}/identity`} class="inline-form" novalidate>
+                          <Csrf env={env} />
+                          <p class="hint">{o.protectedFile}</p>
+                          <TextField env={env} name={`reason-${r.id}`} label={o.protectedReason} errors={opts.errors} width="medium" />
+                          <button type="submit" class="button button--secondary" aria-label={o.protectedOpenLabel(r.reference)}>
+                            {o.protectedOpen}
+                          </button>
+                        </form>
                       ) : (
                         <span class="hint">{o.hidden}</span>
                       )}
@@ -307,6 +317,18 @@ export function offerRoutes(app: FastifyInstance, deps: Deps) {
   app.get<{ Params: { id: string }; Querystring: { done?: string } }>('/staff/facilities/:id/referrals', async (req, reply) => {
     const done = DONE.parse(req.query.done);
     return referralsPage(req, reply, done === 'started' ? { notice: pageEnv(req, reply).m.offers.started } : {});
+  });
+
+  // A protected file's identity, for one accepted offer, with a reason: the page again, that identity shown (and alerted).
+  app.post<{ Params: { id: string; offerId: string } }>('/staff/facilities/:id/referrals/:offerId/identity', async (req, reply) => {
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    const field = `reason-${req.params.offerId}`;
+    const reason = accessReason(body[field] ?? body.reason);
+    if (!reason) {
+      // Only someone who may see the referrals learns that a reason was missing: the page is read (and checked) again.
+      return referralsPage(req, reply, { errors: { [/^[0-9a-f-]{36}$/i.test(req.params.offerId) ? field : 'reason']: 'reasonRequired' } });
+    }
+    return referralsPage(req, reply, { open: { offerId: req.params.offerId, reason } });
   });
 
   app.post<{ Params: { id: string; offerId: string } }>('/staff/facilities/:id/referrals/:offerId/start', async (req, reply) => {

@@ -6,12 +6,15 @@
  * instead of a key, and bad bodies are refused and change nothing; the
  * OpenAPI document is served.
  */
+import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inTenant } from '../../src/db/tenant.ts';
 import { createApiKey } from '../../src/api/keys.ts';
 import { endAccountSessions } from '../../src/identity/sessions.ts';
+import { markProtected } from '../../src/detection/protected.ts';
 import * as records from '../../src/records/gateway.ts';
+import * as offers from '../../src/records/offers.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { addMonths, today } from '../../src/waitlist/dates.ts';
 import { actorByEmail, createAdmin, createFacility, createParent, createStaff, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
@@ -61,7 +64,8 @@ describe('facility API', () => {
     const t0 = today(t.deps.clock());
     const { id: childId } = await records.createChildFile(t.deps, pctx, { firstName: 'Noé', lastName: 'Bélanger', birthDate: addMonths(t0, -30), nirec: null, desiredEntryDate: addMonths(t0, 1), daysOfCare: 31, inSubsidisedCare: false });
     await records.addApplication(t.deps, pctx, childId, { facilityId: facility, siblingAttending: false, parentIsStaff: false });
-    const adminId = await createAdmin(t, tenant, `admin.${uniq()}@exemple.test`);
+    const adminEmail = `admin.${uniq()}@exemple.test`;
+    const adminId = await createAdmin(t, tenant, adminEmail);
     const staffEmail = `educ.${uniq()}@exemple.test`;
     const staffId = await createStaff(t, tenant, staffEmail, facility, adminId);
     const directorEmail = `direction.${uniq()}@exemple.test`;
@@ -107,7 +111,7 @@ describe('facility API', () => {
     const doc = await call(tenant, 'GET', '/api/v1/openapi.json');
     expect(doc.status).toBe(200);
     expect(doc.json.openapi).toBe('3.1.0');
-    expect(Object.keys(doc.json.paths).sort()).toEqual(['/facilities/{id}/places', '/facilities/{id}/referrals', '/facilities/{id}/vacancies']);
+    expect(Object.keys(doc.json.paths).sort()).toEqual(['/facilities/{id}/places', '/facilities/{id}/referrals', '/facilities/{id}/referrals/{offerId}/identity', '/facilities/{id}/vacancies']);
 
     // No key, a malformed one, a session cookie instead of a key: 401.
     expect((await call(tenant, 'GET', `/api/v1/facilities/${facility}/places`)).status).toBe(401);
@@ -167,6 +171,42 @@ describe('facility API', () => {
     expect(refs.json.referrals).toHaveLength(1);
     expect(refs.json.referrals[0]).toMatchObject({ status: 'pending', ageGroup: 'toddler', identity: null });
     expect(refs.body).not.toContain('Bélanger');
+
+    // Accepted, the identity shows; a protected file's stays a reference, opened one offer at a time with a reason.
+    const offerId = refs.json.referrals[0].id as string;
+    await offers.answerOffer(t.deps, pctx, offerId, 'accept');
+    expect((await call(tenant, 'GET', `/api/v1/facilities/${facility}/referrals`, { key })).json.referrals[0]).toMatchObject({ status: 'accepted', protected: false, identity: { firstName: 'Noé', lastName: 'Bélanger' } });
+    await markProtected(t.deps, ctxFor(t, tenant, await actorByEmail(t, tenant, adminEmail, t.deps.clock())), childId, 'Enfant d’une personnalité publique');
+    const hidden = await call(tenant, 'GET', `/api/v1/facilities/${facility}/referrals`, { key });
+    expect(hidden.json.referrals[0]).toMatchObject({ status: 'accepted', protected: true, identity: null });
+    expect(hidden.body).not.toContain('Bélanger');
+    const alerts = () => inTenant(database.db, tenant.id, (trx) => trx.selectFrom('detection_alerts').select(['rule_code', 'subject_account_id']).where('rule_code', '=', 'protected_file.open').execute());
+    for (const body of ['{}', '{"reason":"  "}', '{"reason":1}']) {
+      const r = await call(tenant, 'POST', `/api/v1/facilities/${facility}/referrals/${offerId}/identity`, { key, body });
+      expect(r.status, body).toBe(400);
+      expect(r.body).not.toContain('Bélanger');
+    }
+    expect((await call(tenant, 'POST', `/api/v1/facilities/${facility}/referrals/${randomUUID()}/identity`, { key, body: '{"reason":"Accueil lundi"}' })).status).toBe(404);
+    expect(await alerts()).toEqual([]);
+    const opened = await call(tenant, 'POST', `/api/v1/facilities/${facility}/referrals/${offerId}/identity`, { key, body: '{"reason":"Préparer l’accueil de lundi"}' });
+    expect(opened.status).toBe(200);
+    expect(opened.json.referral).toMatchObject({ id: offerId, protected: true, identity: { firstName: 'Noé', lastName: 'Bélanger' } });
+    expect(await alerts()).toEqual([{ rule_code: 'protected_file.open', subject_account_id: directorId }]);
+    const openings = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('protected_file_openings').select(['child_id', 'reason', 'action']).execute());
+    expect(openings).toEqual([{ child_id: childId, reason: 'Préparer l’accueil de lundi', action: 'waitlist.referral.list' }]);
+    // The page likewise: a reference and a form; without a reason the form says so; with one, the identity.
+    const page = await director.get(`/staff/facilities/${facility}/referrals`);
+    expect(page.status).toBe(200);
+    expect(page.body).not.toContain('Bélanger');
+    expect(textOf(page.body)).toContain('Dossier protégé');
+    const none = await director.post(`/staff/facilities/${facility}/referrals/${offerId}/identity`, { [`reason-${offerId}`]: ' ' });
+    expect(none.status).toBe(400);
+    expect(none.body).not.toContain('Bélanger');
+    await director.get(`/staff/facilities/${facility}/referrals`);
+    const shown = await director.post(`/staff/facilities/${facility}/referrals/${offerId}/identity`, { [`reason-${offerId}`]: 'Appeler la famille pour l’horaire' });
+    expect(shown.status).toBe(200);
+    expect(textOf(shown.body)).toContain('Noé Bélanger');
+    expect(await alerts()).toHaveLength(2);
 
     // Another tenant's address does not know the key (row-level security on the keys, as on every tenant table).
     const elsewhere = await tenantFor(t);

@@ -230,6 +230,7 @@ const ELSEWHERE: Record<string, string> = {
   '/oidc/*': 'test/oidc/protocol.test.ts',
   // The facility API answers JSON, not pages: its bad input (types, JSON, sizes, keys) is tested there.
   '/api/v1/facilities/:id/vacancies': 'test/api/facility-api.test.ts',
+  '/api/v1/facilities/:id/referrals/:offerId/identity': 'test/api/facility-api.test.ts',
 };
 
 const SPECS: RouteSpec[] = [
@@ -347,6 +348,8 @@ const SPECS: RouteSpec[] = [
   // Places, referrals and offers (src/waitlist/offer-routes.tsx). Vacancies of 0 where none are open; offers nobody was made.
   { route: '/staff/facilities/:id/vacancies', who: 'director', params: { id: (fx) => fx.facility }, base: () => ({ infant: '0', toddler: '0' }), text: ['infant', 'toddler'] },
   { route: '/staff/facilities/:id/referrals/:offerId/start', who: 'director', params: { id: (fx) => fx.facility, offerId: () => randomUUID() }, base: () => ({ startDate: '2026-09-01' }), dates: ['startDate'] },
+  // A reason for an offer that is no protected file's accepted one: nothing is read, nothing changes.
+  { route: '/staff/facilities/:id/referrals/:offerId/identity', who: 'director', params: { id: (fx) => fx.facility, offerId: () => randomUUID() }, base: () => ({ reason: 'Préparer l’accueil' }), text: ['reason'] },
   // API keys: a name spoiled is refused before any key is made; keys nobody has: 404.
   { route: '/staff/facilities/:id/api-keys', who: 'director', params: { id: (fx) => fx.facility }, base: () => ({ name: 'Logiciel de gestion' }), text: ['name'] },
   { route: '/staff/facilities/:id/api-keys/:keyId/revoke', who: 'director', params: { id: (fx) => fx.facility, keyId: () => randomUUID() }, base: () => ({}), noBody: true },
