@@ -698,6 +698,19 @@ export interface LockdownChangesTable {
   decided_at: Timestamp | null;
 }
 
+/** Migration 0032: a suspended account given back by two security officers (asked by one, approved by another). */
+export interface AccountReinstatementsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  alert_id: string;
+  account_id: string;
+  requested_by: string;
+  requested_at: Timestamp;
+  status: 'pending' | 'applied' | 'refused';
+  decided_by: string | null;
+  decided_at: Timestamp | null;
+}
+
 export interface DetectionWebhooksTable {
   tenant_id: string;
   url: string;
@@ -867,6 +880,7 @@ export interface DB {
   detection_alerts: DetectionAlertsTable;
   detection_alert_notes: DetectionAlertNotesTable;
   lockdown_changes: LockdownChangesTable;
+  account_reinstatements: AccountReinstatementsTable;
   detection_webhooks: DetectionWebhooksTable;
   detection_webhook_deliveries: DetectionWebhookDeliveriesTable;
   protected_files: ProtectedFilesTable;

@@ -257,7 +257,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
  * subject did in the rule's window before it (the reads that led there),
  * as the audit log records them: actions and counts, no family's data.
  */
-export async function readAlert(deps: Deps, ctx: Ctx, id: string): Promise<{ alert: AlertRow; notes: AlertNote[]; events: AlertEvent[]; officers: { id: string; email: string }[] }> {
+export async function readAlert(deps: Deps, ctx: Ctx, id: string): Promise<{ alert: AlertRow; notes: AlertNote[]; events: AlertEvent[]; officers: { id: string; email: string }[]; reinstatement: PendingReinstatement | null }> {
   const me = await officerOnly(deps, ctx, 'detection.alert.list', 'detection.alert.read', id);
   if (!UUID.test(id)) throw new AppError('notFound');
   return inTenant(
@@ -292,6 +292,7 @@ export async function readAlert(deps: Deps, ctx: Ctx, id: string): Promise<{ ale
         .limit(100)
         .execute();
       const officers = await securityOfficers(trx, ctx.now);
+      const reinstatement = alert.subjectStatus === 'suspended' ? await pendingReinstatement(trx, alert.subjectAccountId, false) : null;
       await appendAudit(trx, ctx.tenant.id, { action: 'detection.alert.read', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'alert', targetIds: [id] }, ctx.now);
       return {
         alert,
@@ -310,13 +311,44 @@ export async function readAlert(deps: Deps, ctx: Ctx, id: string): Promise<{ ale
           cause: causes.has(e.id),
         })),
         officers: officers.map((o) => ({ id: o.id, email: o.email })),
+        reinstatement,
       };
     },
     me,
   );
 }
 
-export type AlertUpdate = { kind: 'acknowledge' } | { kind: 'close' } | { kind: 'reopen' } | { kind: 'assign'; accountId: string } | { kind: 'note'; body: string } | { kind: 'reinstate' };
+export type AlertUpdate =
+  | { kind: 'acknowledge' }
+  | { kind: 'close' }
+  | { kind: 'reopen' }
+  | { kind: 'assign'; accountId: string }
+  | { kind: 'note'; body: string }
+  /** Asks to give the suspended account back; nothing changes until a different officer approves. */
+  | { kind: 'reinstate' }
+  | { kind: 'reinstateApprove' }
+  /** Refuses (or, by its requester, withdraws) the pending request. */
+  | { kind: 'reinstateRefuse' };
+
+/** A request to give the alert's suspended account back, waiting for a second officer. */
+export interface PendingReinstatement {
+  id: string;
+  requestedBy: string;
+  requestedByEmail: string;
+  requestedAt: Date;
+}
+
+async function pendingReinstatement(trx: Trx, accountId: string | null, lock = true): Promise<PendingReinstatement | null> {
+  if (!accountId) return null;
+  const q = trx
+    .selectFrom('account_reinstatements as r')
+    .innerJoin('accounts as a', 'a.id', 'r.requested_by')
+    .select(['r.id', 'r.requested_by', 'a.email', 'r.requested_at'])
+    .where('r.account_id', '=', accountId)
+    .where('r.status', '=', 'pending');
+  const r = await (lock ? q.forUpdate('r') : q).executeTakeFirst();
+  return r ? { id: r.id, requestedBy: r.requested_by, requestedByEmail: r.email, requestedAt: r.requested_at } : null;
+}
 
 /** Acknowledge, close, reopen, assign to an officer, or add a note; each one an audit event. */
 export async function updateAlert(deps: Deps, ctx: Ctx, id: string, u: AlertUpdate): Promise<void> {
@@ -327,9 +359,9 @@ export async function updateAlert(deps: Deps, ctx: Ctx, id: string, u: AlertUpda
     if (!body || body.length > 2000 || /\u0000/.test(body)) throw new ValidationError({ note: 'noteRequired' });
     u = { kind: 'note', body };
   }
-  // Giving a suspended account back is a sensitive action: a fresh authentication.
-  if (u.kind === 'reinstate') requireRecentAuth(ctx);
-  await inTenant(
+  // Giving a suspended account back is a sensitive action: a fresh authentication, and two officers.
+  if (u.kind === 'reinstate' || u.kind === 'reinstateApprove') requireRecentAuth(ctx);
+  const refused = await inTenant(
     deps.db.db,
     ctx.tenant.id,
     async (trx) => {
@@ -357,17 +389,54 @@ export async function updateAlert(deps: Deps, ctx: Ctx, id: string, u: AlertUpda
           await trx.insertInto('detection_alert_notes').values({ tenant_id: ctx.tenant.id, alert_id: id, author_account_id: me, body: u.body, created_at: ctx.now }).execute();
           break;
         case 'reinstate': {
-          // The account comes back with empty windows: its old reads would otherwise suspend it again at the next one.
           const subject = a.subject_account_id;
-          const done = subject ? await trx.updateTable('accounts').set({ status: 'active' }).where('id', '=', subject).where('status', '=', 'suspended').returning('id').execute() : [];
-          if (!done.length) throw new AppError('notFound');
-          await trx.deleteFrom('detection_hits').where('account_id', '=', subject!).execute();
+          const suspended = subject ? await trx.selectFrom('accounts').select('id').where('id', '=', subject).where('status', '=', 'suspended').executeTakeFirst() : undefined;
+          if (!suspended) throw new AppError('notFound');
+          if (subject === me) return 'own_account' as const;
+          if (await pendingReinstatement(trx, subject)) throw new ValidationError({ _: 'reinstatePending' });
+          // Two officers asking at once: the pending request's unique index lets one in, the other is told.
+          const r = await trx
+            .insertInto('account_reinstatements')
+            .values({ tenant_id: ctx.tenant.id, alert_id: id, account_id: subject!, requested_by: me, requested_at: ctx.now, status: 'pending' })
+            .onConflict((oc) => oc.column('account_id').where('status', '=', 'pending').doNothing())
+            .returning('id')
+            .executeTakeFirst();
+          if (!r) throw new ValidationError({ _: 'reinstatePending' });
           details.account = subject!;
+          details.request = r.id;
+          break;
+        }
+        case 'reinstateApprove': {
+          const p = await pendingReinstatement(trx, a.subject_account_id);
+          if (!p) throw new AppError('notFound');
+          if (p.requestedBy === me || a.subject_account_id === me) return 'same_officer' as const;
+          // The account comes back with empty windows: its old reads would otherwise suspend it again at the next one.
+          const subject = a.subject_account_id!;
+          const done = await trx.updateTable('accounts').set({ status: 'active' }).where('id', '=', subject).where('status', '=', 'suspended').returning('id').execute();
+          if (!done.length) throw new AppError('notFound');
+          await trx.deleteFrom('detection_hits').where('account_id', '=', subject).execute();
+          await trx.updateTable('account_reinstatements').set({ status: 'applied', decided_by: me, decided_at: ctx.now }).where('id', '=', p.id).execute();
+          details.account = subject;
+          details.request = p.id;
+          details.requestedBy = p.requestedBy;
+          break;
+        }
+        case 'reinstateRefuse': {
+          const p = await pendingReinstatement(trx, a.subject_account_id);
+          if (!p) throw new AppError('notFound');
+          await trx.updateTable('account_reinstatements').set({ status: 'refused', decided_by: me, decided_at: ctx.now }).where('id', '=', p.id).execute();
+          details.account = a.subject_account_id!;
+          details.request = p.id;
           break;
         }
       }
       await appendAudit(trx, ctx.tenant.id, { action: 'detection.alert.update', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'alert', targetIds: [id], details }, ctx.now);
+      return null;
     },
     me,
   );
+  if (refused) {
+    await appendAuditAlone(deps.db.db, ctx.tenant.id, { action: 'detection.alert.update', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'alert', targetIds: [id], details: { change: u.kind, reason: refused } }, ctx.now);
+    throw new ValidationError({ _: refused === 'own_account' ? 'reinstateOwn' : 'reinstateSecondOfficer' });
+  }
 }

@@ -43,7 +43,7 @@ function alertsQuery(q: Record<string, unknown>) {
   return { status, severity, mine, page };
 }
 
-const UPDATES = ['acknowledge', 'close', 'reopen', 'assign', 'note', 'reinstate'] as const;
+const UPDATES = ['acknowledge', 'close', 'reopen', 'assign', 'note', 'reinstate', 'reinstateApprove', 'reinstateRefuse'] as const;
 
 const DONE = ['raised', 'requested', 'approved', 'refused'] as const;
 
@@ -459,7 +459,7 @@ export function detectionRoutes(app: FastifyInstance, deps: Deps) {
   });
 
   async function alertPage(req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply, errors?: FieldErrors, note?: string) {
-    const { alert, notes, events, officers } = await readAlert(deps, req.ctx, req.params.id);
+    const { alert, notes, events, officers, reinstatement } = await readAlert(deps, req.ctx, req.params.id);
     const env = pageEnv(req, reply);
     const a = env.m.detection.alerts;
     const done = UPDATES.find((d) => d === (req.query as Record<string, unknown>)?.done);
@@ -501,8 +501,21 @@ export function detectionRoutes(app: FastifyInstance, deps: Deps) {
         <div class="actions">
           {alert.status === 'open' && action('acknowledge', a.acknowledge)}
           {alert.status !== 'closed' ? action('close', a.close, true) : action('reopen', a.reopen, true)}
-          {alert.subjectStatus === 'suspended' && action('reinstate', a.reinstate, true)}
+          {alert.subjectStatus === 'suspended' && !reinstatement && action('reinstate', a.reinstate, true)}
         </div>
+        {reinstatement && (
+          <div class="notice notice--info" role="status">
+            <p>
+              {reinstatement.requestedBy === req.ctx.actor!.accountId
+                ? a.reinstateAskedByYou(formatDateTime(env.locale, reinstatement.requestedAt))
+                : a.reinstateAsked(reinstatement.requestedByEmail, formatDateTime(env.locale, reinstatement.requestedAt))}
+            </p>
+            <div class="actions">
+              {reinstatement.requestedBy !== req.ctx.actor!.accountId && action('reinstateApprove', a.reinstateApprove)}
+              {action('reinstateRefuse', reinstatement.requestedBy === req.ctx.actor!.accountId ? a.reinstateWithdraw : a.reinstateRefuse, true)}
+            </div>
+          </div>
+        )}
         <form method="post" action={`/security/alerts/${alert.id}/assign`}>
           <Csrf env={env} />
           <h2>{a.assignTitle}</h2>

@@ -162,11 +162,32 @@ describe('an alert, from the read that crossed the threshold to the people who a
     expect((await second.signIn('securite2@exemple.test', PASSWORD)).status).toBe(303);
     expect(textOf((await second.get('/security/alerts?mine=on')).body)).toContain('1 alerte');
 
-    // Once the facts are established, an officer reinstates the account: it signs in and reads again, its counters from zero.
+    // Once the facts are established, one officer asks to reinstate the account and a second one approves: it signs in
+    // and reads again, its counters from zero. The one who asked cannot approve, nor can the database be told otherwise.
     const closed = await officer.get(`/security/alerts/${alertId}`);
-    expect(textOf(closed.body)).toContain('Rétablir le compte suspendu');
+    expect(textOf(closed.body)).toContain('Demander le rétablissement du compte');
     expect((await officer.post(`/security/alerts/${alertId}/reinstate`)).status).toBe(303);
-    expect(textOf((await officer.get(`/security/alerts/${alertId}?done=reinstate`)).body)).toContain('Le compte est rétabli');
+    const asked = textOf((await officer.get(`/security/alerts/${alertId}?done=reinstate`)).body);
+    expect(asked).toContain('un autre agent de sécurité doit l’approuver');
+    expect(asked).not.toContain('Approuver le rétablissement');
+    expect((await new Client(t.app, host).signIn('intrus@exemple.test', PASSWORD)).status).not.toBe(303);
+    const again = await officer.post(`/security/alerts/${alertId}/reinstate`);
+    expect(again.status).toBe(400);
+    expect(textOf(again.body)).toContain('attend déjà la décision d’un autre agent de sécurité');
+    await officer.get(`/security/alerts/${alertId}`);
+    const self = await officer.post(`/security/alerts/${alertId}/reinstateApprove`);
+    expect(self.status).toBe(400);
+    expect(textOf(self.body)).toContain('Un autre agent de sécurité que celui qui a fait la demande doit l’approuver');
+    const request = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('account_reinstatements').selectAll().executeTakeFirstOrThrow());
+    expect(request).toMatchObject({ account_id: intruderId, requested_by: officerIds[0], status: 'pending', alert_id: alertId });
+    await expect(
+      inTenant(database.db, tenant.id, (trx) => trx.updateTable('account_reinstatements').set({ status: 'applied', decided_by: officerIds[0]!, decided_at: new Date() }).where('id', '=', request.id).execute()),
+    ).rejects.toThrow(/check constraint/);
+    const pending = textOf((await second.get(`/security/alerts/${alertId}`)).body);
+    expect(pending).toContain('securite1@exemple.test a demandé le rétablissement de ce compte');
+    expect((await second.post(`/security/alerts/${alertId}/reinstateApprove`)).status).toBe(303);
+    expect(textOf((await second.get(`/security/alerts/${alertId}?done=reinstateApprove`)).body)).toContain('Le compte est rétabli');
+    expect((await second.post(`/security/alerts/${alertId}/reinstateApprove`)).status).toBe(404);
     expect((await officer.post(`/security/alerts/${alertId}/reinstate`)).status).toBe(404);
     const back = new Client(t.app, host);
     expect((await back.signIn('intrus@exemple.test', PASSWORD)).status).toBe(303);
@@ -174,7 +195,9 @@ describe('an alert, from the read that crossed the threshold to the people who a
 
     // Everything the console did is in the log.
     const updates = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['details', 'outcome']).where('action', '=', 'detection.alert.update').where('outcome', '=', 'success').orderBy('seq').execute());
-    expect(updates.map((u) => (u.details as { change: string }).change)).toEqual(['acknowledge', 'assign', 'note', 'close', 'reinstate']);
+    expect(updates.map((u) => (u.details as { change: string }).change)).toEqual(['acknowledge', 'assign', 'note', 'close', 'reinstate', 'reinstateApprove']);
+    const refusedSteps = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select('details').where('action', '=', 'detection.alert.update').where('outcome', '=', 'denied').orderBy('seq').execute());
+    expect(refusedSteps.map((u) => u.details)).toContainEqual({ change: 'reinstateApprove', reason: 'same_officer' });
 
     // Nobody but a security officer reaches the console.
     const parentClient = new Client(t.app, host);

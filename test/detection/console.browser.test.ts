@@ -103,6 +103,11 @@ describe('the security console', () => {
     await check(page, 'an alert with a note');
     // From the alert to the incident register, with the event that caused it.
     expect(await page.getByRole('link', { name: /Consigner un incident au registre/ }).getAttribute('href')).toMatch(/^\/security\/incidents\/new\?event=[0-9a-f-]{36}$/);
+    // Asking to reinstate the suspended account: the request waits for a second officer, and says so.
+    expect(await follow(page, () => page.getByRole('button', { name: 'Demander le rétablissement du compte' }).click())).toBe(200);
+    expect(await page.locator('main').innerText()).toContain('un autre agent de sécurité doit l’approuver');
+    expect(await page.getByRole('button', { name: 'Approuver le rétablissement' }).count()).toBe(0);
+    await check(page, 'an alert with a reinstatement waiting');
 
     // The same page in English.
     expect(await follow(page, () => page.getByRole('link', { name: /English/ }).click())).toBe(200);

@@ -309,7 +309,7 @@ const SPECS: RouteSpec[] = [
   { route: '/break-glass', who: 'admin', base: () => ({ reason: 'Urgence réelle ce soir', return: '/admin' }), text: ['reason'] },
   { route: '/break-glass/end', who: 'admin', base: () => ({}), noBody: true },
   // The security console (src/detection): the administrator is not a security officer, and every bad request is a 4xx all the same.
-  ...(['acknowledge', 'close', 'reopen', 'reinstate'] as const).map((k): RouteSpec => ({ route: `/security/alerts/:id/${k}`, who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true })),
+  ...(['acknowledge', 'close', 'reopen', 'reinstate', 'reinstateApprove', 'reinstateRefuse'] as const).map((k): RouteSpec => ({ route: `/security/alerts/:id/${k}`, who: 'admin', params: { id: () => randomUUID() }, base: () => ({}), noBody: true })),
   { route: '/security/alerts/:id/assign', who: 'admin', params: { id: () => randomUUID() }, base: () => ({ assignee: randomUUID() }), text: ['assignee'] },
   { route: '/security/alerts/:id/note', who: 'admin', params: { id: () => randomUUID() }, base: () => ({ note: 'Constat' }), text: ['note'] },
   { route: '/security/alerts/webhook', who: 'admin', base: () => ({ url: 'https://exemple.test/alertes' }), text: ['url'] },
