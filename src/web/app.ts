@@ -14,6 +14,7 @@ import { StepUpRequired, stepUpRedirect } from '../identity/stepup.ts';
 import { isTokenShaped } from '../identity/tokens.ts';
 import { isLocale, type Locale } from './i18n/index.ts';
 import { metricsRoutes } from './metrics.ts';
+import { CSP_REPORT_PATH, cspReportRoutes } from './csp-report.ts';
 import { recordRefusedObjectRequests } from './refusals.ts';
 import { errorPage } from './pages.tsx';
 
@@ -75,6 +76,9 @@ export async function buildApp(deps: Deps, routes: RouteModule[]): Promise<Fasti
         frameAncestors: ["'none'"],
         baseUri: ["'none'"],
         objectSrc: ["'none'"],
+        // Violations are reported to this server at once (src/web/csp-report.ts). Not report-to: where a browser has
+        // both it prefers report-to, whose reports it queues for up to a minute.
+        reportUri: [CSP_REPORT_PATH],
         ...(secureCookies ? { upgradeInsecureRequests: [] } : {}),
       },
     },
@@ -101,7 +105,8 @@ export async function buildApp(deps: Deps, routes: RouteModule[]): Promise<Fasti
   // Tenant, language and session: resolved once, before any route runs.
   app.addHook('onRequest', async (req, reply) => {
     // Probes and the metrics scrape are not a tenant's pages: no tenant, session or language.
-    if (req.url.startsWith('/assets/') || req.url === '/healthz' || req.url === '/readyz' || req.url === '/metrics' || req.url.startsWith('/metrics?')) return;
+    // Nor are the browsers' CSP violation reports, which must cost no database work.
+    if (req.url.startsWith('/assets/') || req.url === '/healthz' || req.url === '/readyz' || req.url === '/metrics' || req.url.startsWith('/metrics?') || req.url === CSP_REPORT_PATH) return;
     const now = deps.clock();
     const tenant = await deps.tenants.forHost(req.headers.host);
     if (!tenant) {
@@ -201,6 +206,7 @@ export async function buildApp(deps: Deps, routes: RouteModule[]): Promise<Fasti
   });
 
   metricsRoutes(app, deps);
+  cspReportRoutes(app);
   recordRefusedObjectRequests(app, deps);
   for (const r of routes) await r(app, deps);
   return app;

@@ -50,8 +50,11 @@ async function timed<T>(label: string, f: () => Promise<T>): Promise<T> {
 
 /* ------------------------------------------------------------ the route table */
 
-/** OpenID Connect protocol endpoints: other sites post to them by design; oidc-provider checks its own tokens (test/oidc). */
-const PROTOCOL = (route: string) => route.includes('*') || (route.startsWith('/oidc/') && !route.startsWith('/oidc/interaction'));
+/**
+ * OpenID Connect protocol endpoints: other sites post to them by design; oidc-provider checks its own tokens (test/oidc).
+ * And browsers' CSP violation reports, which carry no token, read and write no table (test/web/csp-report.test.ts).
+ */
+const PROTOCOL = (route: string) => route.includes('*') || (route.startsWith('/oidc/') && !route.startsWith('/oidc/interaction')) || route === '/csp-report';
 
 /** The facility API: a key in a header, no cookie, so no CSRF (its keys: test/api/facility-api.test.ts). */
 const KEYED = (route: string) => route.startsWith('/api/');

@@ -231,6 +231,8 @@ const ELSEWHERE: Record<string, string> = {
   // The facility API answers JSON, not pages: its bad input (types, JSON, sizes, keys) is tested there.
   '/api/v1/facilities/:id/vacancies': 'test/api/facility-api.test.ts',
   '/api/v1/facilities/:id/referrals/:offerId/identity': 'test/api/facility-api.test.ts',
+  // Browsers' CSP violation reports: JSON, no page, no tenant.
+  '/csp-report': 'test/web/csp-report.test.ts',
 };
 
 const SPECS: RouteSpec[] = [

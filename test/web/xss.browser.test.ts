@@ -6,11 +6,13 @@
  * pages that show them are opened. The text is shown as text, no script runs
  * (no flag, no console message, no dialog), and no CSP violation is reported
  * (which would mean the markup went into the page and only the policy stopped
- * it). Every page passes axe-core.
+ * it). A script put into a page all the same is blocked, and reported to the
+ * server. Every page passes axe-core.
  */
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inTenant } from '../../src/db/tenant.ts';
+import { registry } from '../../src/web/metrics.ts';
 import { createAdmin, createFacility, createParent, PASSWORD } from '../helpers/app.ts';
 import { startBrowserApp, type BrowserApp } from '../helpers/browser-app.ts';
 import { Client } from '../helpers/client.ts';
@@ -103,6 +105,25 @@ describe('XSS in a real browser', () => {
     await admin.goto(`${b.base}/admin/oidc/clients`);
     expect(await admin.locator('main').innerText()).toContain('<svg onload=');
   }, 180_000);
+
+  it('a script that does get into a page is blocked by the policy, and Chromium reports it to the server at once', async () => {
+    const counted = async () => (await registry.getSingleMetric('guichet_csp_violations_total')!.get()).values.reduce((n, v) => n + v.value, 0);
+    const page = await b.page();
+    await page.goto(`${b.base}/directory`);
+    const before = await counted();
+    const report = page.waitForRequest((r) => r.url().endsWith('/csp-report') && r.method() === 'POST', { timeout: 15_000 });
+    // What an injection that escaped the templates would do: a script element with inline code.
+    await page.evaluate(() => {
+      const s = document.createElement('script');
+      s.textContent = "window.__xss = 'inline'";
+      document.body.appendChild(s);
+    });
+    const sent = await report;
+    expect((await sent.response())?.status()).toBe(204);
+    expect(JSON.parse(sent.postData() ?? '{}')['csp-report']?.['effective-directive']).toBe('script-src-elem');
+    expect(await page.evaluate(() => (window as unknown as { __xss?: string }).__xss)).toBeUndefined();
+    expect(await counted()).toBe(before + 1);
+  }, 60_000);
 
   it('reflected: payloads in the query of the search, the sign-in return address and a refused form — shown as text, nothing runs', async () => {
     const page = await b.page();
