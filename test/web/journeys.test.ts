@@ -374,21 +374,38 @@ describe('sessions end by themselves', () => {
       const r = await c.post('/signin', { email: e, password: 'not the right password' });
       return { ms: performance.now() - t0, status: r.status, text: textOf(r.body).replace(/value="[^"]*"/g, '') };
     };
-    const known: number[] = [];
-    const unknown: number[] = [];
-    let a = await time(email);
-    let b = await time(`nobody.${Date.now()}@exemple.test`);
+    const a = await time(email);
+    const b = await time(`nobody.${Date.now()}@exemple.test`);
     expect(a.status).toBe(b.status);
     expect(a.text.replace(email, 'X')).toBe(b.text.replace(/nobody\.\d+@exemple\.test/, 'X'));
-    for (let i = 0; i < 5; i++) {
-      a = await time(email);
-      b = await time(`nobody.${i}@exemple.test`);
-      known.push(a.ms);
-      unknown.push(b.ms);
-    }
     const median = (x: number[]) => [...x].sort((p, q) => p - q)[Math.floor(x.length / 2)]!;
-    // Both run one argon2id verification (~20–60 ms); without the dummy hash the unknown case would take ~1 ms.
-    expect(median(unknown)).toBeGreaterThan(median(known) * 0.5);
-    expect(median(known)).toBeGreaterThan(median(unknown) * 0.5);
+    // Both run one argon2id verification (~20–60 ms); without the dummy hash the unknown case would take ~1 ms, in every
+    // round. A burst of the machine's other work can slow one side for a whole round: one round of at most three must agree.
+    // Each round is a new browser address and a new account, under the throttle's free failures and its spraying count.
+    const round = async (r: number) => {
+      const mine = `timing.${r}.${Date.now()}@exemple.test`;
+      await createParent(t, tenant, mine);
+      const browser = new Client(t.app, host, `203.0.113.${210 + r}`);
+      const timed = async (e: string) => {
+        await browser.get('/signin');
+        const t0 = performance.now();
+        await browser.post('/signin', { email: e, password: 'not the right password' });
+        return performance.now() - t0;
+      };
+      const known: number[] = [];
+      const unknown: number[] = [];
+      // Five wrong passwords are the account's free failures; six addresses stay under the spraying count (8).
+      for (let i = 0; i < 5; i++) {
+        // Alternating which goes first, so neither always follows the other.
+        if (i % 2) unknown.push(await timed(`nobody.${r}.${i}.${Date.now()}@exemple.test`));
+        known.push(await timed(mine));
+        if (!(i % 2)) unknown.push(await timed(`nobody.${r}.${i}.${Date.now()}@exemple.test`));
+      }
+      return { known: median(known), unknown: median(unknown) };
+    };
+    const rounds: { known: number; unknown: number }[] = [];
+    const alike = (m: { known: number; unknown: number }) => m.unknown > m.known * 0.5 && m.known > m.unknown * 0.5;
+    while (rounds.length < 3 && !rounds.some(alike)) rounds.push(await round(rounds.length));
+    expect(rounds.some(alike), JSON.stringify(rounds)).toBe(true);
   });
 });
