@@ -410,12 +410,14 @@ export async function updateAlert(deps: Deps, ctx: Ctx, id: string, u: AlertUpda
           const p = await pendingReinstatement(trx, a.subject_account_id);
           if (!p) throw new AppError('notFound');
           if (p.requestedBy === me || a.subject_account_id === me) return 'same_officer' as const;
-          // The account comes back with empty windows: its old reads would otherwise suspend it again at the next one.
+          // The request is applied first: the accounts table lets a suspended account back only in the transaction that
+          // applied a reinstatement (migration 0033). It comes back with empty windows: its old reads would otherwise
+          // suspend it again at the next one.
           const subject = a.subject_account_id!;
+          await trx.updateTable('account_reinstatements').set({ status: 'applied', decided_by: me, decided_at: ctx.now }).where('id', '=', p.id).execute();
           const done = await trx.updateTable('accounts').set({ status: 'active' }).where('id', '=', subject).where('status', '=', 'suspended').returning('id').execute();
           if (!done.length) throw new AppError('notFound');
           await trx.deleteFrom('detection_hits').where('account_id', '=', subject).execute();
-          await trx.updateTable('account_reinstatements').set({ status: 'applied', decided_by: me, decided_at: ctx.now }).where('id', '=', p.id).execute();
           details.account = subject;
           details.request = p.id;
           details.requestedBy = p.requestedBy;

@@ -17,7 +17,7 @@ import * as records from '../../src/records/gateway.ts';
 import * as offers from '../../src/records/offers.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { addMonths, today } from '../../src/waitlist/dates.ts';
-import { actorByEmail, createAdmin, createFacility, createParent, createStaff, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
+import { actorByEmail, reinstateAccount, createAdmin, createFacility, createParent, createStaff, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
 import { Client, textOf } from '../helpers/client.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 
@@ -258,7 +258,7 @@ describe('facility API', () => {
     // A suspended creator: refused, and recorded.
     await inTenant(database.db, tenant.id, (trx) => trx.updateTable('accounts').set({ status: 'suspended' }).where('id', '=', directorId).execute());
     expect(await places(key)).toBe(401);
-    await inTenant(database.db, tenant.id, (trx) => trx.updateTable('accounts').set({ status: 'active' }).where('id', '=', directorId).execute());
+    await reinstateAccount(t, tenant, directorId, adminId, staffId);
     expect(await places(key)).toBe(200);
 
     // An administrator ends the creator's sessions: the keys end with them.

@@ -183,6 +183,8 @@ describe('an alert, from the read that crossed the threshold to the people who a
     await expect(
       inTenant(database.db, tenant.id, (trx) => trx.updateTable('account_reinstatements').set({ status: 'applied', decided_by: officerIds[0]!, decided_at: new Date() }).where('id', '=', request.id).execute()),
     ).rejects.toThrow(/check constraint/);
+    // Nor can the account be set back to active by a statement of its own.
+    await expect(inTenant(database.db, tenant.id, (trx) => trx.updateTable('accounts').set({ status: 'active' }).where('id', '=', intruderId).execute())).rejects.toThrow(/reinstated only by two security officers/);
     const pending = textOf((await second.get(`/security/alerts/${alertId}`)).body);
     expect(pending).toContain('securite1@exemple.test a demandé le rétablissement de ce compte');
     expect((await second.post(`/security/alerts/${alertId}/reinstateApprove`)).status).toBe(303);

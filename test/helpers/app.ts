@@ -127,6 +127,25 @@ export interface MemberOptions {
  * (staff open no personal data without a second factor; Client.signIn()
  * answers the second step).
  */
+/**
+ * Gives back an account a test suspended by hand, the only way the database
+ * allows (migration 0033): an alert about it, a reinstatement asked by one
+ * person and applied by another, in one transaction.
+ */
+export async function reinstateAccount(t: TestApp, tenant: Tenant, accountId: string, askedBy: string, approvedBy: string): Promise<void> {
+  await inTenant(t.database.db, tenant.id, async (trx) => {
+    const now = t.deps.clock();
+    const alert = await trx
+      .insertInto('detection_alerts')
+      .values({ tenant_id: tenant.id, rule_code: 'test.suspension', signal: 'test', severity: 'low', subject_account_id: accountId, response: 'suspend', lockdown_level: null, event_ids: [], details: '{}', created_at: now })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    const r = await trx.insertInto('account_reinstatements').values({ tenant_id: tenant.id, alert_id: alert.id, account_id: accountId, requested_by: askedBy, requested_at: now, status: 'pending' }).returning('id').executeTakeFirstOrThrow();
+    await trx.updateTable('account_reinstatements').set({ status: 'applied', decided_by: approvedBy, decided_at: now }).where('id', '=', r.id).execute();
+    await trx.updateTable('accounts').set({ status: 'active' }).where('id', '=', accountId).execute();
+  });
+}
+
 export async function createStaff(t: TestApp, tenant: Tenant, email: string, facilityId: string, adminId?: string, opts: MemberOptions = {}): Promise<string> {
   const id = await createStaffAccount(t, tenant, email, facilityId, adminId);
   if (opts.secondFactor !== false) await enrolTotp(t.deps, tenant, id, email);
