@@ -600,7 +600,7 @@ export interface ReferralView {
  * accepted: its identity is opened only when asked for by its offer with a
  * reason (`open`), which raises the protected-file alert as any opening.
  */
-export async function listReferrals(deps: Deps, ctx: Ctx, facilityId: string, open?: { offerId: string; reason: unknown }): Promise<ReferralView[]> {
+export async function listReferrals(deps: Deps, ctx: Ctx, facilityId: string, open?: { offerId: string; reason: string }): Promise<ReferralView[]> {
   const action = 'waitlist.referral.list';
   return run(deps, ctx, action, async (trx, env) => {
     checkFacility(ctx, action, action, facilityId);
@@ -619,7 +619,7 @@ export async function listReferrals(deps: Deps, ctx: Ctx, facilityId: string, op
     const asked = open ? accepted.find((r) => r.id === open.offerId && isProtected.has(r.child_id)) : undefined;
     if (open && !asked) deny(ctx, action, 'offer', open.offerId, 'not_found');
     // Refused (and recorded) without a reason, before anything is read.
-    const prot = asked ? await protectedAccess(trx, ctx, action, [asked.child_id], { reason: typeof open?.reason === 'string' ? open.reason : undefined }) : { ids: [] as string[], reason: '' };
+    const prot = asked && open ? await protectedAccess(trx, ctx, action, [asked.child_id], { reason: open.reason }) : { ids: [] as string[], reason: '' };
     const revealed = accepted.filter((r) => !isProtected.has(r.child_id) || r === asked);
     if (rows.length) {
       const event = await audit(trx, ctx, {

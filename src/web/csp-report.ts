@@ -79,7 +79,7 @@ export function readViolations(body: unknown): CspViolation[] {
       page: pathOf(str(legacy ? r['document-uri'] : r.documentURL)),
       blocked: blockedOf(str(legacy ? r['blocked-uri'] : r.blockedURL)),
       source: source && Number.isInteger(line) ? `${source}:${line}` : source,
-      disposition: (legacy ? r.disposition : r.disposition) === 'report' ? 'report' : 'enforce',
+      disposition: r.disposition === 'report' ? 'report' : 'enforce',
     };
   };
   if (Array.isArray(body)) {

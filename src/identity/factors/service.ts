@@ -526,17 +526,17 @@ export type Reauth = { ok: true; session: SessionResult } | { ok: false; reason:
  * does not carry the fresh authentication, and stops working at once.
  */
 async function markReauthenticated(trx: Trx, ctx: Ctx, actor: Actor, methods: AuthMethod[]): Promise<SessionResult> {
+  const session = await renewSessionToken(trx, actor, { authenticated_at: ctx.now, auth_methods: methods });
+  await audit(trx, ctx, 'identity.stepup', 'success', { accountId: actor.accountId, details: { methods: methods.join('+') } });
+  return session;
+}
+
+/** The actor's live session under a new token (its row, and so its id, kept), with what else changes with it. */
+async function renewSessionToken(trx: Trx, actor: Actor, also: { authenticated_at?: Date; auth_methods?: AuthMethod[] } = {}): Promise<SessionResult> {
   if (!actor.sessionId) throw new AppError('signInRequired');
   const { token, hash } = newToken();
-  const s = await trx
-    .updateTable('sessions')
-    .set({ authenticated_at: ctx.now, auth_methods: methods, token_hash: hash })
-    .where('id', '=', actor.sessionId)
-    .where('revoked_at', 'is', null)
-    .returning('expires_at')
-    .executeTakeFirst();
+  const s = await trx.updateTable('sessions').set({ ...also, token_hash: hash }).where('id', '=', actor.sessionId).where('revoked_at', 'is', null).returning('expires_at').executeTakeFirst();
   if (!s) throw new AppError('signInRequired');
-  await audit(trx, ctx, 'identity.stepup', 'success', { accountId: actor.accountId, details: { methods: methods.join('+') } });
   return { token, expiresAt: s.expires_at };
 }
 
@@ -648,13 +648,11 @@ export async function changePassword(deps: Deps, ctx: Ctx, current: string, next
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     await trx.updateTable('accounts').set({ password_hash: passwordHash }).where('id', '=', actor.accountId).execute();
     const ended = await trx.updateTable('sessions').set({ revoked_at: ctx.now }).where('account_id', '=', actor.accountId).where('id', '<>', actor.sessionId!).where('revoked_at', 'is', null).returning('id').execute();
-    const { token, hash } = newToken();
-    const s = await trx.updateTable('sessions').set({ token_hash: hash }).where('id', '=', actor.sessionId!).where('revoked_at', 'is', null).returning('expires_at').executeTakeFirst();
-    if (!s) throw new AppError('signInRequired');
+    const session = await renewSessionToken(trx, actor);
     const account = await trx.selectFrom('accounts').select(['email', 'locale']).where('id', '=', actor.accountId).executeTakeFirstOrThrow();
     const m = messages(account.locale);
     await enqueueMail(trx, ctx.tenant.id, { to: account.email, locale: account.locale, template: 'password_changed', subject: m.recovery.changedSubject, body: m.recovery.changedSignedInBody(`${ctx.baseUrl}/password/forgot`) }, ctx.now);
     await audit(trx, ctx, 'identity.password.change', 'success', { accountId: actor.accountId, details: { otherSessionsEnded: ended.length } });
-    return { ok: true, session: { token, expiresAt: s.expires_at } } as const;
+    return { ok: true, session } as const;
   });
 }
