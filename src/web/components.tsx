@@ -12,6 +12,8 @@ export interface PageEnv {
   /** The current path and query, without the language switch parameter. */
   path: string;
   demo: boolean;
+  /** This answer's Content-Security-Policy nonces: a script or style sheet tag without its nonce does not load. */
+  nonce: { script: string; style: string };
 }
 
 export type FieldErrors = Record<string, FieldErrorKey>;
@@ -39,8 +41,8 @@ export function Page(props: { env: PageEnv; title: string; hasErrors?: boolean; 
         <meta charset="utf-8" />
         <meta name="viewport" content="width=device-width, initial-scale=1" />
         <title>{fullTitle}</title>
-        <link rel="stylesheet" href="/assets/guichet.css" />
-        <script src="/assets/guichet.js" defer></script>
+        <link rel="stylesheet" href="/assets/guichet.css" nonce={env.nonce.style} />
+        <script src="/assets/guichet.js" defer nonce={env.nonce.script}></script>
       </head>
       <body>
         <a class="skip-link" href="#main">

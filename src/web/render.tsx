@@ -17,6 +17,7 @@ export function pageEnv(req: FastifyRequest, reply: FastifyReply): PageEnv {
     csrf: reply.generateCsrf({ userInfo: req.csrfUser }),
     path,
     demo: req.server.guichet.config.demo,
+    nonce: reply.cspNonce,
   };
 }
 

@@ -136,7 +136,7 @@ function axeScript(): string {
 }
 
 async function runAxe(page: Page): Promise<AxeResults> {
-  // Guichet's pages send `script-src 'self'`, so page.addScriptTag({ content })
+  // Guichet's pages allow only scripts with the answer's nonce, so page.addScriptTag({ content })
   // (an inline <script>) is refused. page.evaluate() runs through the DevTools
   // protocol, which the page's CSP does not govern: axe gets in while the CSP
   // stays in force for everything else, so these tests also prove the pages

@@ -98,8 +98,11 @@ function headerProblems(r: Response): string[] {
         if (v === 'data:' && name !== 'img-src') out.push(`${name} allows data:`);
       }
     }
-    if (!policy.has('script-src') || policy.get('script-src')!.join(' ') !== "'self'") out.push(`script-src ${policy.get('script-src')?.join(' ')}`);
-    if (!policy.has('style-src') || policy.get('style-src')!.join(' ') !== "'self'") out.push(`style-src ${policy.get('style-src')?.join(' ')}`);
+    // A policy per answer (ASVS 3.4.3, level 3): scripts and style sheets only with this answer's nonce, nothing else.
+    for (const name of ['script-src', 'style-src']) {
+      const values = policy.get(name) ?? [];
+      if (values.length !== 1 || !/^'nonce-[0-9a-f]{32}'$/.test(values[0]!)) out.push(`${name} ${values.join(' ')}`);
+    }
   }
   if (String(r.headers['x-frame-options']).toUpperCase() !== 'DENY') out.push(`X-Frame-Options ${r.headers['x-frame-options']}`);
   if (r.headers['x-content-type-options'] !== 'nosniff') out.push(`X-Content-Type-Options ${r.headers['x-content-type-options']}`);
@@ -109,10 +112,22 @@ function headerProblems(r: Response): string[] {
   return out;
 }
 
-/** A strict CSP is only worth it if the page keeps to it: no inline script, style or handler. */
-function inlineProblems(html: string): string[] {
+/** The nonce the answer's policy gives to a directive. */
+function nonceOf(r: Response, directive: 'script-src' | 'style-src'): string | undefined {
+  return /^'nonce-([0-9a-f]+)'$/.exec(csp(r).get(directive)?.[0] ?? '')?.[1];
+}
+
+/** A strict CSP is only worth it if the page keeps to it: no inline script, style or handler; its own tags carry its nonces. */
+function inlineProblems(r: Response): string[] {
+  const html = r.body;
   const out: string[] = [];
-  for (const m of html.matchAll(/<script\b([^>]*)>/gi)) if (!/\ssrc="\/assets\/[^"]+"/.test(m[1]!)) out.push(`inline <script${m[1]}>`);
+  for (const m of html.matchAll(/<script\b([^>]*)>/gi)) {
+    if (!/\ssrc="\/assets\/[^"]+"/.test(m[1]!)) out.push(`inline <script${m[1]}>`);
+    else if (!m[1]!.includes(` nonce="${nonceOf(r, 'script-src')}"`)) out.push(`<script${m[1]}> without the answer's script nonce`);
+  }
+  for (const m of html.matchAll(/<link\b([^>]*)>/gi)) {
+    if (/\srel="stylesheet"/.test(m[1]!) && !m[1]!.includes(` nonce="${nonceOf(r, 'style-src')}"`)) out.push(`<link${m[1]}> without the answer's style nonce`);
+  }
   if (/<style\b/i.test(html)) out.push('a <style> element');
   for (const m of html.matchAll(/<[a-z]+\b[^>]*\s(style|on[a-z]+)=/gi)) out.push(`an inline ${m[1]} attribute`);
   if (/\b(?:href|src|action)="\s*javascript:/i.test(html)) out.push('a javascript: URL');
@@ -174,13 +189,16 @@ describe('every HTML answer', () => {
         continue;
       }
       for (const p of headerProblems(r)) problems.push(`${label}: ${p}`);
-      for (const p of inlineProblems(r.body)) problems.push(`${label}: ${p}`);
+      for (const p of inlineProblems(r)) problems.push(`${label}: ${p}`);
       const cache = String(r.headers['cache-control'] ?? '');
       if (kind === 'personal' && !/\bno-store\b/.test(cache)) problems.push(`${label}: Cache-Control ${cache || 'missing'}`);
       if (/\bpublic\b/.test(cache)) problems.push(`${label}: Cache-Control ${cache}`);
     }
     expect(problems).toEqual([]);
     expect(answers.length).toBeGreaterThan(20);
+    // Drawn afresh for every answer: a nonce read from one page is of no use in the next.
+    const nonces = answers.flatMap(([, r]) => [nonceOf(r, 'script-src'), nonceOf(r, 'style-src')]);
+    expect(new Set(nonces).size).toBe(nonces.length);
   });
 
   it('answers outside the pages carry the same protective headers (assets, health checks, an unknown host, a refused URL)', async () => {

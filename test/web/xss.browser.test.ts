@@ -123,6 +123,21 @@ describe('XSS in a real browser', () => {
     expect(JSON.parse(sent.postData() ?? '{}')['csp-report']?.['effective-directive']).toBe('script-src-elem');
     expect(await page.evaluate(() => (window as unknown as { __xss?: string }).__xss)).toBeUndefined();
     expect(await counted()).toBe(before + 1);
+
+    // The page's own style sheet and script carry this answer's nonce and load; a script element naming one of
+    // Guichet's own files, as an injection could, has none and is refused like inline code (a 'self' source
+    // would have let it run).
+    expect(await page.evaluate(() => getComputedStyle(document.querySelector('.skip-link')!).position)).toBe('absolute');
+    const ownFile = page.waitForRequest((r) => r.url().endsWith('/csp-report') && r.method() === 'POST', { timeout: 15_000 });
+    await page.evaluate(() => {
+      const s = document.createElement('script');
+      s.src = '/assets/guichet.js?injected';
+      document.body.appendChild(s);
+    });
+    const second = JSON.parse((await ownFile).postData() ?? '{}')['csp-report'];
+    expect(second?.['effective-directive']).toBe('script-src-elem');
+    expect(String(second?.['blocked-uri'])).toContain('/assets/guichet.js');
+    expect(await counted()).toBe(before + 2);
   }, 60_000);
 
   it('reflected: payloads in the query of the search, the sign-in return address and a refused form — shown as text, nothing runs', async () => {

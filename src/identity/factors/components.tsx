@@ -30,8 +30,8 @@ export function startSecondStep(app: FastifyInstance, reply: FastifyReply, pendi
 }
 
 /** The page script that runs passkey ceremonies; one per page, after the forms. */
-export function PasskeyScript() {
-  return <script src="/assets/passkeys.js" defer></script>;
+export function PasskeyScript({ env }: { env: PageEnv }) {
+  return <script src="/assets/passkeys.js" defer nonce={env.nonce.script}></script>;
 }
 
 /**
@@ -84,7 +84,7 @@ export function PasskeySignIn({ env, returnTo }: { env: PageEnv; returnTo?: stri
       <h2 id="passkey-signin-title">{f.signInTitle}</h2>
       <p>{f.signInLead}</p>
       <PasskeyForm env={env} ceremony="get" action="/signin/passkey" options="/signin/passkey/options" button={f.usePasskey} returnTo={returnTo} />
-      <PasskeyScript />
+      <PasskeyScript env={env} />
     </section>
   );
 }

@@ -159,7 +159,7 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
             <PasskeyForm env={env} ceremony="create" action="/account/security/passkeys" options="/account/security/passkeys/options" button={f.addPasskey}>
               <Field name="name" label={f.passkeyName} hint={f.passkeyNameHint} prefix={env.m.layout.errorTitlePrefix} autocomplete="off" width="medium" maxlength={60} />
             </PasskeyForm>
-            <PasskeyScript />
+            <PasskeyScript env={env} />
           </>
         ) : (
           <p class="notice notice--info">{f.passkeyUnavailable}</p>
@@ -521,7 +521,7 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
           <>
             <h2>{f.passkeyTitle}</h2>
             <PasskeyForm env={env} ceremony="get" action="/signin/passkey" options="/signin/second-factor/passkey/options" button={f.usePasskey} returnTo={returnTo} />
-            <PasskeyScript />
+            <PasskeyScript env={env} />
           </>
         )}
         {totp && (
@@ -676,7 +676,7 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
           <>
             {withPassword && <h2>{f.reauthWithPasskey}</h2>}
             <PasskeyForm env={env} ceremony="get" action={`/reauth/passkey${level}`} options="/reauth/passkey/options" button={f.usePasskey} returnTo={q.returnTo} />
-            <PasskeyScript />
+            <PasskeyScript env={env} />
           </>
         )}
         {!canPasskey && !withPassword && (
