@@ -3,8 +3,6 @@
  * modules from one file to the next (vitest.config.ts, isolate: false), so
  * what a helper keeps per file starts again here.
  */
-import { resetLauncher } from './helpers/cli.ts';
 import { TEST_FILE_TENANTS } from './helpers/db.ts';
 
 TEST_FILE_TENANTS.clear();
-resetLauncher();

@@ -2,7 +2,7 @@
  * Prepares the run's test database once, before any test file, and removes it
  * afterwards. See test/helpers/db.ts for how tests use it.
  */
-import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,23 +31,60 @@ export default async function setup(project: TestProject): Promise<() => Promise
   console.log(`[test db] ${kind}: ${where} ready in ${Math.round(performance.now() - started)} ms`);
   const bundle = await bundleCli();
   project.provide('guichetCliBundle', bundle?.path ?? null);
+  const template = await migratedDataDirTemplate(info);
+  project.provide('guichetPgliteTemplate', template.path);
   return async () => {
     bundle?.remove();
+    template.remove();
     await teardown();
   };
 }
 
 /**
- * The CLI's sources (src/cli/main.ts and all it imports) compiled once into one
- * file, for the tests that run many `guichet` commands: through
+ * An embedded database on disk with every migration applied and nothing else,
+ * for the CLI tests to copy into a new GUICHET_DATA_DIR (test/helpers/cli.ts,
+ * migratedDataDir): a command on an empty data directory first applies the
+ * thirty-odd migrations, several seconds in a new process, which the tests
+ * about migrating keep proving on empty directories of their own. On a PGlite
+ * run it is the run's image; on a PostgreSQL run it is migrated here.
+ */
+async function migratedDataDirTemplate(info: TestDbInfo): Promise<{ path: string; remove: () => void }> {
+  const started = performance.now();
+  const root = mkdtempSync(join(tmpdir(), 'guichet-test-pglite-template-'));
+  const path = join(root, 'pglite');
+  const client = new PGlite({ dataDir: path, ...(info.kind === 'pglite' ? { loadDataDir: new Blob([readFileSync(info.dumpPath)]) } : {}) });
+  await client.waitReady;
+  if (info.kind !== 'pglite') await runMigrations(pgliteTarget(client));
+  await client.close();
+  console.log(`[test cli] ${path}: a migrated data directory in ${Math.round(performance.now() - started)} ms`);
+  return { path, remove: () => rmSync(root, { recursive: true, force: true }) };
+}
+
+function pgliteTarget(client: PGlite): MigrationTarget {
+  return {
+    query: async (text, params) => (await client.query<Record<string, unknown>>(text, params ?? [])).rows,
+    execInTransaction: async (text) => {
+      await client.transaction(async (tx) => {
+        await tx.exec(text);
+      });
+    },
+    lock: async () => {},
+    unlock: async () => {},
+  };
+}
+
+/**
+ * The CLI's sources (src/cli/main.ts and all it imports) compiled once into a
+ * few files, for the tests that run many `guichet` commands: through
  * bin/guichet.mjs each process compiles and loads a few hundred modules through
  * tsx's loader, several seconds on a loaded machine; the bundle loads in a
  * fraction of that. The code is the same (tsx compiles with the same esbuild);
  * each file's import.meta.url stays its own source file's, so paths to
- * migrations, assets and seed data resolve as they do from the sources. Test
- * files still run their first command through bin/guichet.mjs
- * (test/helpers/cli.ts). Null when esbuild cannot be loaded or the bundling
- * fails: every command then goes through bin/guichet.mjs.
+ * migrations, assets and seed data resolve as they do from the sources. What
+ * operators run, bin/guichet.mjs, is what `npm start` runs in
+ * test/cli/demo-start.test.ts and what test/cli/cli.test.ts runs for its usage.
+ * Null when esbuild cannot be loaded or the bundling fails: every command then
+ * goes through bin/guichet.mjs.
  */
 async function bundleCli(): Promise<{ path: string; remove: () => void } | null> {
   const started = performance.now();
@@ -66,7 +103,12 @@ async function bundleCli(): Promise<{ path: string; remove: () => void } | null>
   try {
     await esbuild.build({
       entryPoints: [join(root, 'src/cli/main.ts')],
-      outfile: path,
+      // Split at the commands' dynamic imports, as the sources are: a command loads its own modules and the
+      // packages they import, not every command's (one file would import every package at start, 0.5 s more).
+      outdir: dir,
+      splitting: true,
+      entryNames: 'guichet',
+      outExtension: { '.js': '.mjs' },
       bundle: true,
       packages: 'external',
       platform: 'node',
@@ -103,17 +145,7 @@ async function setupPGlite(): Promise<{ info: TestDbInfo; teardown: () => Promis
   await client.waitReady;
   // The same migration target as src/db/connection.ts, on a client we keep
   // hold of so that we can dump its data directory.
-  const target: MigrationTarget = {
-    query: async (text, params) => (await client.query<Record<string, unknown>>(text, params ?? [])).rows,
-    execInTransaction: async (text) => {
-      await client.transaction(async (tx) => {
-        await tx.exec(text);
-      });
-    },
-    lock: async () => {},
-    unlock: async () => {},
-  };
-  await runMigrations(target);
+  await runMigrations(pgliteTarget(client));
   const dump = await client.dumpDataDir('gzip');
   await client.close();
   const dumpPath = join(tmpdir(), `guichet-test-pglite-${Date.now()}-${process.pid}.tgz`);

@@ -21,7 +21,7 @@ import { openDatabase } from '../../src/db/connection.ts';
 import type { DB } from '../../src/db/schema.ts';
 import { inTenant } from '../../src/db/tenant.ts';
 import { createTenant } from '../../src/tenants/service.ts';
-import { guichetEntry } from '../helpers/cli.ts';
+import { guichetEntry, withMigratedDatabase } from '../helpers/cli.ts';
 import { randomSlug, testDatabaseInfo } from '../helpers/db.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -68,8 +68,7 @@ beforeAll(async () => {
     };
   } else {
     // A migrated copy of the run's template, as the CLI's data directory.
-    const first = await openDatabase({ dataDir: join(dir, 'pglite'), loadDataDir: new Blob([readFileSync(info.dumpPath)]), migrate: false });
-    await first.close();
+    withMigratedDatabase(dir);
     open = async () => {
       const d = await openDatabase({ dataDir: join(dir, 'pglite'), migrate: false });
       return { db: d.db, owner: d.db, close: () => d.close() };

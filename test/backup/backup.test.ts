@@ -31,7 +31,7 @@ import { CHUNK, decryptStream, encryptStream } from '../../src/backup/format.ts'
 import { keyProviderFromSecret, loadKeyProvider } from '../../src/crypto/keys.ts';
 import { openDatabase } from '../../src/db/connection.ts';
 import type { DB } from '../../src/db/schema.ts';
-import { guichetEntry } from '../helpers/cli.ts';
+import { guichetEntry, withMigratedDatabase } from '../helpers/cli.ts';
 import { testDatabaseInfo, TEST_APP_ROLE } from '../helpers/db.ts';
 import { storedChild } from '../records/stored.ts';
 
@@ -172,6 +172,8 @@ describe.runIf(KIND === 'pglite')('guichet backup and restore on the embedded da
     const witness = join(dir, 'witness.jsonl');
     const envA = cliEnv({ GUICHET_DATA_DIR: a, GUICHET_WITNESS_FILE: witness });
     const envB = cliEnv({ GUICHET_DATA_DIR: b, GUICHET_WITNESS_FILE: witness });
+    // The source starts migrated; the restore's target stays empty, as restore requires.
+    withMigratedDatabase(a);
     ok(await cli(['tenant', 'create', '--slug', 'sauvegarde', '--name-fr', 'Sauvegarde', '--name-en', 'Backup'], envA));
     ok(await cli(['import', 'facilities', FACILITIES, '--tenant', 'sauvegarde'], envA));
     ok(await cli(['seed', '--families', '30', '--seed', '11', '--tenant', 'sauvegarde'], envA));

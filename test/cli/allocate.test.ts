@@ -17,7 +17,7 @@ import { openDatabase } from '../../src/db/connection.ts';
 import type { DB } from '../../src/db/schema.ts';
 import { generateFacilities } from '../../src/demo/scale.ts';
 import { familyStream } from '../../src/demo/seed.ts';
-import { guichetEntry } from '../helpers/cli.ts';
+import { guichetEntry, migratedDataDir } from '../helpers/cli.ts';
 import { randomSlug, testDatabaseInfo } from '../helpers/db.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -146,7 +146,7 @@ describe('scale seed generators', () => {
 describe.runIf(process.env.GUICHET_TEST_DB !== 'postgres')('guichet allocate on PGlite', () => {
   let dir: string;
   beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), 'guichet-allocate-'));
+    dir = migratedDataDir('guichet-allocate-');
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -20,7 +20,7 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../../src/db/connection.ts';
-import { guichetEntry } from '../helpers/cli.ts';
+import { GUICHET_BIN, guichetEntry, migratedDataDir } from '../helpers/cli.ts';
 import { randomSlug, testDatabaseInfo } from '../helpers/db.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -60,10 +60,10 @@ interface Run {
 }
 
 /** Runs one CLI command to its end; never rejects, whatever the exit code. */
-function cli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000): Promise<Run> {
+function cli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000, entry = guichetEntry()): Promise<Run> {
   const started = performance.now();
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, [guichetEntry(), ...args], { cwd: ROOT, env, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (_err, stdout, stderr) => {
+    const child = execFile(process.execPath, [entry, ...args], { cwd: ROOT, env, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (_err, stdout, stderr) => {
       resolve({ code: child.exitCode, stdout: String(stdout), stderr: String(stderr), ms: Math.round(performance.now() - started) });
     });
   });
@@ -150,7 +150,8 @@ describe('guichet CLI: usage and configuration', () => {
   it('help and --help print the usage and exit 0; an unknown command exits 2; an invalid variable exits 2 naming it', async () => {
     const env = cliEnv({ GUICHET_DATA_DIR: dir });
     const [help, dashHelp, unknown, badPort] = await Promise.all([
-      cli(['help'], env),
+      // What operators run: the launcher, compiling the sources through tsx.
+      cli(['help'], env, 60_000, GUICHET_BIN),
       cli(['--help'], env),
       cli(['frobnicate'], env),
       cli(['migrate'], { ...env, PORT: 'abc' }),
@@ -178,7 +179,8 @@ describe.runIf(process.env.GUICHET_TEST_DB !== 'postgres')('guichet CLI on PGlit
   let dir: string;
   let env: NodeJS.ProcessEnv;
   beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), 'guichet-cli-pglite-'));
+    // Migrated already: applying migrations is test/db/migrations.test.ts's and the PostgreSQL journey's below.
+    dir = migratedDataDir('guichet-cli-pglite-');
     env = cliEnv({ GUICHET_DATA_DIR: dir });
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -19,7 +19,7 @@ import { progressBar } from '../../src/crypto/cli.ts';
 import { envelopeFor } from '../../src/crypto/envelope.ts';
 import { loadKeyProvider } from '../../src/crypto/keys.ts';
 import { rotateTenantKey } from '../../src/crypto/rotation.ts';
-import { guichetEntry } from '../helpers/cli.ts';
+import { guichetEntry, withMigratedDatabase } from '../helpers/cli.ts';
 import { randomSlug, testDatabaseInfo } from '../helpers/db.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -68,6 +68,8 @@ beforeAll(async () => {
       return u.toString();
     };
     env = { ...env, DATABASE_OWNER_URL: on(info.ownerUrl, dataDb), DATABASE_URL: on(info.appUrl, dataDb), GUICHET_KEYRING_URL: on(info.adminUrl, keyringDb) };
+  } else {
+    withMigratedDatabase(dir);
   }
 });
 

@@ -8,7 +8,7 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,7 +23,7 @@ import { createDemoAccount } from '../../src/identity/service.ts';
 import * as records from '../../src/records/gateway.ts';
 import { loadConfig } from '../../src/config/config.ts';
 import { createTenant, TenantDirectory, type Tenant } from '../../src/tenants/service.ts';
-import { guichetEntry } from '../helpers/cli.ts';
+import { guichetEntry, withMigratedDatabase } from '../helpers/cli.ts';
 import { randomSlug, testDatabaseInfo } from '../helpers/db.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -61,8 +61,7 @@ beforeAll(async () => {
       return { app, owner: owner.db, close: async () => (await app.close(), await owner.close()) };
     };
   } else {
-    const first = await openDatabase({ dataDir: join(dir, 'pglite'), loadDataDir: new Blob([readFileSync(info.dumpPath)]), migrate: false });
-    await first.close();
+    withMigratedDatabase(dir);
     open = async () => {
       const d = await openDatabase({ dataDir: join(dir, 'pglite'), migrate: false });
       return { app: d, owner: d.db, close: () => d.close() };
