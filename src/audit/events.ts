@@ -77,6 +77,7 @@ export const AUDIT_ACTIONS = [
   'records.childFile.purge',
   'records.family.purge',
   'records.legacy.encrypt',
+  'records.legacy.birthMonth',
   'keys.tenant.rotate',
   'keys.master.rotate',
   // OpenID Connect provider (src/oidc): relying parties, sign-ins for them, tokens, claims released

@@ -51,6 +51,7 @@ import {
 } from '../waitlist/allocation.ts';
 import { audit, childWithOwner, deny, run } from './gateway.ts';
 import { openChildren } from './fields.ts';
+import { ensureTenantEncrypted } from './legacy.ts';
 
 const DAY_MS = 86_400_000;
 const dayOf = (iso: string) => Math.floor(Date.parse(`${iso}T00:00:00Z`) / DAY_MS);
@@ -256,6 +257,8 @@ export async function runAllocation(db: Kysely<DB>, keys: KeyProvider, tenant: {
   const order = orderFor(params);
   if (!order) throw new Error(`allocation: no allocation order for "${params.order}"`);
   const runId = randomUUID();
+  // Files written before the clear birth month get it first, each opening on the record (src/records/legacy.ts).
+  await ensureTenantEncrypted(db, keys, tenant.id, opts.now);
   return inTenant(db, tenant.id, async (trx) => {
     const t0 = performance.now();
     opts.onPhase?.('load');

@@ -111,6 +111,11 @@ export async function openChild(env: Envelope, tenantId: string, row: EncRow, fi
   return (await openChildren(env, tenantId, [row], fields)).get(row.id)!;
 }
 
+/** The birth month in clear, for age groups in aggregates and the allocation (migrations 0019 and 0020 say why it is kept). */
+export function birthMonth(birthDate: string | null): string | null {
+  return birthDate && /^\d{4}-\d{2}-\d{2}$/.test(birthDate) ? `${birthDate.slice(0, 7)}-01` : null;
+}
+
 /** A required text field, after opening: never null for names and dates. */
 export function required(v: string | null | undefined, what: string): string {
   if (v === null || v === undefined) throw new Error(`${what}: decrypted to nothing`);

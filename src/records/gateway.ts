@@ -19,7 +19,7 @@ import { originFields } from '../tenants/service.ts';
 import { maskNirec, normaliseNirec, type ChildInput } from '../waitlist/child-file.ts';
 import { ageGroup, ageGroupOfMonth, categorySql, rankOrderSql, type AgeGroup, type Category } from '../waitlist/ranking.ts';
 import { today } from '../waitlist/dates.ts';
-import { FAMILY_FIELDS, openCells, openChild, openChildren, openSnapshots, required, sealChild, sealFamily, sealSnapshot, type ChildSnapshot, type ChildValues } from './fields.ts';
+import { birthMonth, FAMILY_FIELDS, openCells, openChild, openChildren, openSnapshots, required, sealChild, sealFamily, sealSnapshot, type ChildSnapshot, type ChildValues } from './fields.ts';
 import { isRecentAuth } from '../identity/stepup.ts';
 import { ensureTenantEncrypted } from './legacy.ts';
 import { declaredPriorities, eligibleRankTermsSql, facilityOrdering } from './ordering.ts';
@@ -327,11 +327,6 @@ async function applicationsOf(trx: Trx, childId: string): Promise<ApplicationVie
     .orderBy('a.created_at')
     .execute();
   return rows.map((r) => ({ id: r.id, facilityId: r.facility_id, facilityName: r.name, municipality: r.municipality, status: r.status, appliedAt: r.created_at }));
-}
-
-/** The birth month in clear, for age groups in aggregates and the allocation (migrations 0019 and 0020 say why it is kept). */
-export function birthMonth(birthDate: string | null): string | null {
-  return birthDate && /^\d{4}-\d{2}-\d{2}$/.test(birthDate) ? `${birthDate.slice(0, 7)}-01` : null;
 }
 
 const REF_ALPHABET = '23456789ABCDEFGHJKMNPQRSTVWXYZ';

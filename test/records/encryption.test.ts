@@ -18,6 +18,7 @@ import { inTenant } from '../../src/db/tenant.ts';
 import { ValidationError } from '../../src/errors.ts';
 import { insertSyntheticFamilies } from '../../src/records/bulk.ts';
 import * as records from '../../src/records/gateway.ts';
+import { encryptLegacyRows } from '../../src/records/legacy.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { addMonths, today } from '../../src/waitlist/dates.ts';
 import { createAdmin, createFacility, createParent, createStaff, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
@@ -210,6 +211,38 @@ describe('bad ciphertexts', () => {
 });
 
 describe('a database written before encryption', () => {
+  it('a file without the clear birth month (before migration 0019): its birth date opened once, on the record, its month stored; one that does not open stays as it was', async () => {
+    const tenant = await tenantFor(t);
+    const birth = addMonths(t0(), -14);
+    const ids: string[] = [];
+    for (const [i, who] of [await parentIn(tenant), await parentIn(tenant), await parentIn(tenant)].entries()) {
+      ids.push((await records.createChildFile(t.deps, ctxFor(t, tenant, who), childInput({ birthDate: birth, nirec: `MONTH0000${i}` }))).id);
+    }
+    const [x, y, z] = ids as [string, string, string];
+    const rows = () => inTenant(database.db, tenant.id, (trx) => trx.selectFrom('children').select(['id', 'family_id', 'birth_month', 'birth_date_enc']).where('id', 'in', ids).orderBy('id').execute());
+    const before = await rows();
+    const family = new Map(before.map((r) => [r.id, r.family_id]));
+    // As the releases before 0019 wrote them; z's birth date damaged besides.
+    const damaged = Buffer.from(before.find((r) => r.id === z)!.birth_date_enc!);
+    damaged[damaged.length - 2]! ^= 0x20;
+    await inTenant(database.db, tenant.id, async (trx) => {
+      await trx.updateTable('children').set({ birth_month: null }).where('id', 'in', ids).execute();
+      await trx.updateTable('children').set({ birth_date_enc: damaged }).where('id', '=', z).execute();
+    });
+
+    expect(await encryptLegacyRows(database.db, t.deps.keys, tenant.id, new Date())).toEqual({ families: 0, children: 0, birthMonths: 2 });
+    const month = `${birth.slice(0, 7)}-01`;
+    expect(Object.fromEntries((await rows()).map((r) => [r.id, r.birth_month]))).toEqual({ [x]: month, [y]: month, [z]: null });
+    const events = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['action', 'actor_roles', 'target_type', 'target_ids', 'family_ids', 'fields', 'purpose']).where('action', '=', 'records.legacy.birthMonth').execute());
+    expect(events).toHaveLength(1);
+    expect(events[0]).toMatchObject({ actor_roles: ['system:records'], target_type: 'child', fields: ['birth_date'], purpose: 'system.records' });
+    expect([...events[0]!.target_ids].sort()).toEqual([x, y].sort());
+    expect([...events[0]!.family_ids].sort()).toEqual([family.get(x), family.get(y)].sort());
+    // Once done, done: nothing opened again, nothing more on the record.
+    expect(await encryptLegacyRows(database.db, t.deps.keys, tenant.id, new Date())).toEqual({ families: 0, children: 0, birthMonths: 0 });
+    expect(await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select('id').where('action', '=', 'records.legacy.birthMonth').execute())).toHaveLength(1);
+  });
+
   it('is encrypted on first use: clear columns emptied, keys made, NIREC indexed, a first version written, the files read as before', async () => {
     // A database of the release before this one (migrations up to 0005), with families in clear.
     const s = await createScenarioDb({ upTo: 5 });
@@ -247,8 +280,13 @@ describe('a database written before encryption', () => {
         expect(dup).toBeInstanceOf(ValidationError);
         const { rows: versions } = await sql<{ change: string }>`SELECT change FROM child_file_versions WHERE child_id = ${childId}`.execute(db);
         expect(versions.map((v) => v.change)).toEqual(['legacy']);
-        const { rows: audit } = await sql<{ action: string; details: unknown }>`SELECT action, details FROM audit_events WHERE action = 'records.legacy.encrypt'`.execute(db);
-        expect(audit).toEqual([{ action: 'records.legacy.encrypt', details: { families: 1, children: 1 } }]);
+        // Each batch on the record, naming the family whose clear fields it read; the birth month kept in clear from the clear date.
+        const { rows: audit } = await sql<{ action: string; target_type: string; family_ids: string[]; fields: string[]; details: unknown }>`SELECT action, target_type, family_ids, fields, details FROM audit_events WHERE action LIKE 'records.legacy.%' ORDER BY seq`.execute(db);
+        expect(audit).toEqual([
+          { action: 'records.legacy.encrypt', target_type: 'family', family_ids: [familyId], fields: ['parent_first_name', 'parent_last_name', 'phone', 'postal_code'], details: { families: 1 } },
+          { action: 'records.legacy.encrypt', target_type: 'child', family_ids: [familyId], fields: ['first_name', 'last_name', 'birth_date', 'nirec'], details: { children: 1 } },
+        ]);
+        expect(rows[0]!.birth_month).toBe('2025-04-01');
       } finally {
         await app.close();
       }
