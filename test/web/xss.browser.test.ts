@@ -134,7 +134,9 @@ describe('XSS in a real browser', () => {
       s.src = '/assets/guichet.js?injected';
       document.body.appendChild(s);
     });
-    const second = JSON.parse((await ownFile).postData() ?? '{}')['csp-report'];
+    const secondSent = await ownFile;
+    expect((await secondSent.response())?.status()).toBe(204);
+    const second = JSON.parse(secondSent.postData() ?? '{}')['csp-report'];
     expect(second?.['effective-directive']).toBe('script-src-elem');
     expect(String(second?.['blocked-uri'])).toContain('/assets/guichet.js');
     expect(await counted()).toBe(before + 2);
