@@ -3,7 +3,9 @@
  * playwright-core (never a downloaded browser), axe-core for accessibility,
  * and screenshots for the documentation.
  *
- * - launchBrowser() / closeBrowser(): one Chromium per test file.
+ * - launchBrowser() / closeBrowser(): the worker's Chromium for a test file;
+ *   closing ends the file's contexts, and the worker's next file gets the same
+ *   browser (starting one cost 2–4 s a file).
  * - newContext(): a browser context at 1200×900, French first. Create contexts
  *   through it (not browser.newContext()) so checkA11y() knows when JavaScript
  *   is off.
@@ -42,12 +44,20 @@ export const VIEWPORT = { width: 1200, height: 900 };
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const SCREENSHOT_DIR = join(ROOT, 'docs', 'screenshots');
 
+/** The worker's browser, shared by the files it runs one after the other (vitest.config.ts: isolate false). */
+let workerBrowser: Promise<Browser> | undefined;
+
 export async function launchBrowser(): Promise<Browser> {
-  return chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS });
+  const current = workerBrowser && (await workerBrowser.catch(() => undefined));
+  if (!current?.isConnected()) workerBrowser = chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS });
+  return workerBrowser!;
 }
 
+/** The end of a file: its contexts (pages, cookies, virtual authenticators) closed; the browser stays for the next. */
 export async function closeBrowser(browser: Browser | undefined): Promise<void> {
-  await browser?.close();
+  if (!browser) return;
+  replays.delete(browser);
+  await Promise.all(browser.contexts().map((c) => c.close().catch(() => undefined)));
 }
 
 /** Contexts created with JavaScript off: axe cannot run in their pages (see checkA11y). */
