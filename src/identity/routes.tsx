@@ -8,7 +8,7 @@ import { listChildren } from '../records/gateway.ts';
 import { Csrf, ErrorSummary, Notice, Page, SummaryList, TextField, type FieldErrors } from '../web/components.tsx';
 import { emailField, newPasswordField, parseBody, passwordField } from '../web/forms.ts';
 import { formatDate } from '../web/i18n/index.ts';
-import { pageEnv, safeReturnPath, sendPage } from '../web/render.tsx';
+import { CLEAR_SITE_DATA, pageEnv, safeReturnPath, sendPage } from '../web/render.tsx';
 import { PasskeySignIn, startSecondStep } from './factors/components.tsx';
 import { requestPasswordReset } from './recovery.ts';
 import * as identity from './service.ts';
@@ -294,6 +294,7 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
     if (req.sessionToken) await identity.signOut(deps, req.ctx, req.sessionToken);
     // Cleared with the attributes it was set with: a __Host- cookie without Secure is ignored by browsers.
     reply.clearCookie(app.guichet.cookies.session, { path: '/', httpOnly: true, sameSite: 'lax', secure: app.guichet.secureCookies });
+    reply.header('clear-site-data', CLEAR_SITE_DATA);
     return reply.redirect('/signin?signedOut=1', 303);
   });
 

@@ -17,6 +17,7 @@ import { metricsRoutes } from './metrics.ts';
 import { CSP_REPORT_PATH, cspReportRoutes } from './csp-report.ts';
 import { recordRefusedObjectRequests } from './refusals.ts';
 import { errorPage } from './pages.tsx';
+import { CLEAR_SITE_DATA } from './render.tsx';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -133,6 +134,8 @@ export async function buildApp(deps: Deps, routes: RouteModule[]): Promise<Fasti
     } else if (token) {
       // Cleared with the attributes it was set with: a __Host- cookie without Secure is ignored by browsers.
       reply.clearCookie(cookies.session, { path: '/', httpOnly: true, sameSite: 'lax', secure: secureCookies });
+      // The session ended elsewhere (timed out, signed out from another device, the account suspended).
+      reply.header('clear-site-data', CLEAR_SITE_DATA);
     }
     req.ctx = {
       tenant,

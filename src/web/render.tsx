@@ -29,6 +29,14 @@ export function sendPage(reply: FastifyReply, node: VNode, status = 200): Fastif
     .send(`<!doctype html>\n${render(node)}`);
 }
 
+/**
+ * When a session ends in this browser (signing out, or a session cookie that no
+ * longer opens one), the browser is told to drop what it kept for the site
+ * (ASVS 14.3.1): its HTTP cache, and any storage a later page might use. Not
+ * "cookies": the language chosen stays. Pages are no-store already.
+ */
+export const CLEAR_SITE_DATA = '"cache", "storage"';
+
 /** After a POST, go to a page on this site only (no open redirect). */
 export function safeReturnPath(value: unknown, fallback: string): string {
   if (typeof value !== 'string') return fallback;

@@ -249,6 +249,28 @@ describe('cookies', () => {
     }
     expect(problems).toEqual([]);
   });
+
+  it('signing out, or a session cookie that no longer opens a session, tells the browser to drop its cache and storage (Clear-Site-Data); other answers do not', async () => {
+    const f = await fixture();
+    const c = new Client(t.app, f.host);
+    expect((await c.signIn(f.parentEmail, PASSWORD)).status).toBe(303);
+    const signedIn = await c.get('/account');
+    expect(signedIn.status).toBe(200);
+    expect(signedIn.headers['clear-site-data']).toBeUndefined();
+    const cookie = c.cookies.get('guichet_session')!;
+    const out = await c.post('/signout');
+    expect(out.status).toBe(303);
+    expect(out.headers['clear-site-data']).toBe('"cache", "storage"');
+    // The language chosen is not among what is dropped.
+    expect(String(out.headers['clear-site-data'])).not.toContain('cookies');
+    // The same cookie later, in a browser that kept it: cleared, and the site's data with it.
+    const stale = new Client(t.app, f.host);
+    stale.cookies.set('guichet_session', cookie);
+    const after = await stale.get('/');
+    expect(after.headers['clear-site-data']).toBe('"cache", "storage"');
+    expect(setCookies(after).some((x) => x.startsWith('guichet_session=;'))).toBe(true);
+    expect((await new Client(t.app, f.host).get('/')).headers['clear-site-data']).toBeUndefined();
+  });
 });
 
 describe('sign-in returns only within the site', () => {
