@@ -592,13 +592,17 @@ describe('account enumeration', () => {
   it('sign-in, sign-up and recovery answer the same bytes and status for known and unknown accounts, in the same time within noise', async () => {
     await timed('enumeration', async () => {
       const N = Number(process.env.GUICHET_ENUM_TRIES ?? 16);
-      // Several known accounts, so that per-account throttling does not answer for them; a fresh address (source) per try.
-      const known: string[] = [];
-      for (let i = 0; i < 4; i++) {
-        const email = `connu${i}.${randomUUID().slice(0, 6)}@exemple.test`;
-        await createParent(t, A.tenant, email);
-        known.push(email);
-      }
+      // Several known accounts, so that per-account throttling does not answer for them (new ones for each round of
+      // timings, under the five free failures); a fresh address (source) per try.
+      const knownAccounts = async () => {
+        const out: string[] = [];
+        for (let i = 0; i < 4; i++) {
+          const email = `connu${i}.${randomUUID().slice(0, 6)}@exemple.test`;
+          await createParent(t, A.tenant, email);
+          out.push(email);
+        }
+        return out;
+      };
       let ip = 10;
       const flows: Record<string, (email: string) => Promise<Response>> = {
         'sign-in': async (email) => {
@@ -620,26 +624,32 @@ describe('account enumeration', () => {
       const report: string[] = [];
       const failures: string[] = [];
       for (const [flow, send] of Object.entries(flows)) {
-        const times = { known: [] as number[], unknown: [] as number[] };
         const shapes = { known: new Set<string>(), unknown: new Set<string>() };
-        for (let i = 0; i < N; i++) {
-          // Alternate, so that the machine's load falls on both alike.
-          for (const kind of i % 2 ? (['known', 'unknown'] as const) : (['unknown', 'known'] as const)) {
-            const email = kind === 'known' ? known[i % known.length]! : `inconnu.${randomUUID().slice(0, 8)}@exemple.test`;
-            const t0 = performance.now();
-            const r = await send(email);
-            times[kind].push(performance.now() - t0);
-            shapes[kind].add(normalise(r, email));
+        // Timings are judged per round: a burst of load on CI's two cores once slowed one side of a whole round
+        // (recovery 2.03×). A round within 2× passes; a real difference (Argon2 on one side and not the other:
+        // 5–50×) fails all three.
+        for (let round = 1; round <= 3; round++) {
+          const known = await knownAccounts();
+          const times = { known: [] as number[], unknown: [] as number[] };
+          for (let i = 0; i < N; i++) {
+            // Alternate, so that the machine's load falls on both alike.
+            for (const kind of i % 2 ? (['known', 'unknown'] as const) : (['unknown', 'known'] as const)) {
+              const email = kind === 'known' ? known[i % known.length]! : `inconnu.${randomUUID().slice(0, 8)}@exemple.test`;
+              const t0 = performance.now();
+              const r = await send(email);
+              times[kind].push(performance.now() - t0);
+              shapes[kind].add(normalise(r, email));
+            }
           }
+          const k = stats(times.known);
+          const u = stats(times.unknown);
+          const ratio = k.median / u.median;
+          report.push(`${flow} (round ${round}): known median ${k.median} ms (mean ${k.mean}, p90 ${k.p90}), unknown median ${u.median} ms (mean ${u.mean}, p90 ${u.p90}), ratio ${ratio.toFixed(2)}, ${shapes.known.size}/${shapes.unknown.size} distinct answers`);
+          if (ratio <= 2 && ratio >= 0.5) break;
+          if (round === 3) failures.push(`${flow}: median times differ ${ratio.toFixed(2)}× in each of three rounds`);
         }
-        const k = stats(times.known);
-        const u = stats(times.unknown);
-        report.push(`${flow}: known median ${k.median} ms (mean ${k.mean}, p90 ${k.p90}), unknown median ${u.median} ms (mean ${u.mean}, p90 ${u.p90}), ratio ${(k.median / u.median).toFixed(2)}, ${shapes.known.size}/${shapes.unknown.size} distinct answers`);
         const all = new Set([...shapes.known, ...shapes.unknown]);
         if (all.size !== 1) failures.push(`${flow}: ${all.size} different answers: ${[...all].map((s) => s.slice(0, 120)).join(' | ')}`);
-        // Generous: Argon2 on one side and not the other would be 5–50×; noise on a loaded machine stays within 2×.
-        const ratio = k.median / u.median;
-        if (ratio > 2 || ratio < 0.5) failures.push(`${flow}: median times differ ${ratio.toFixed(2)}×`);
       }
       console.log(`[attacks] enumeration over ${N} tries each:\n  ${report.join('\n  ')}`);
       expect(failures).toEqual([]);
