@@ -10,8 +10,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
-import { openDatabase } from '../src/db/connection.ts';
-import { runMigrations, type MigrationTarget } from '../src/db/migrate.ts';
+import { openDatabase, pgliteMigrationTarget } from '../src/db/connection.ts';
+import { runMigrations } from '../src/db/migrate.ts';
 // Types only: the helper imports vitest's test-side API, which has no place in the main process.
 import type { TestDbInfo } from './helpers/db.ts';
 
@@ -54,23 +54,10 @@ async function migratedDataDirTemplate(info: TestDbInfo): Promise<{ path: string
   const path = join(root, 'pglite');
   const client = new PGlite({ dataDir: path, ...(info.kind === 'pglite' ? { loadDataDir: new Blob([readFileSync(info.dumpPath)]) } : {}) });
   await client.waitReady;
-  if (info.kind !== 'pglite') await runMigrations(pgliteTarget(client));
+  if (info.kind !== 'pglite') await runMigrations(pgliteMigrationTarget(client));
   await client.close();
   console.log(`[test cli] ${path}: a migrated data directory in ${Math.round(performance.now() - started)} ms`);
   return { path, remove: () => rmSync(root, { recursive: true, force: true }) };
-}
-
-function pgliteTarget(client: PGlite): MigrationTarget {
-  return {
-    query: async (text, params) => (await client.query<Record<string, unknown>>(text, params ?? [])).rows,
-    execInTransaction: async (text) => {
-      await client.transaction(async (tx) => {
-        await tx.exec(text);
-      });
-    },
-    lock: async () => {},
-    unlock: async () => {},
-  };
 }
 
 /**
@@ -145,7 +132,7 @@ async function setupPGlite(): Promise<{ info: TestDbInfo; teardown: () => Promis
   await client.waitReady;
   // The same migration target as src/db/connection.ts, on a client we keep
   // hold of so that we can dump its data directory.
-  await runMigrations(pgliteTarget(client));
+  await runMigrations(pgliteMigrationTarget(client));
   const dump = await client.dumpDataDir('gzip');
   await client.close();
   const dumpPath = join(tmpdir(), `guichet-test-pglite-${Date.now()}-${process.pid}.tgz`);

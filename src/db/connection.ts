@@ -60,6 +60,23 @@ export async function openDatabase(opts: OpenOptions): Promise<Database> {
   return openPGlite(opts);
 }
 
+/**
+ * Migrations on one embedded database. No lock: a data directory has one
+ * process (the CLI and the server lock it, runtime.ts).
+ */
+export function pgliteMigrationTarget(client: PGlite): MigrationTarget {
+  return {
+    query: async (text, params) => (await client.query<Record<string, unknown>>(text, params ?? [])).rows,
+    execInTransaction: async (text) => {
+      await client.transaction(async (tx) => {
+        await tx.exec(text);
+      });
+    },
+    lock: async () => {},
+    unlock: async () => {},
+  };
+}
+
 async function openPGlite(opts: OpenOptions): Promise<Database> {
   const dir = opts.dataDir ?? 'memory://';
   if (!dir.startsWith('memory://')) mkdirSync(resolve(dir), { recursive: true });
@@ -69,19 +86,7 @@ async function openPGlite(opts: OpenOptions): Promise<Database> {
     parsers: pgliteParsers(),
   });
   await client.waitReady;
-  if (opts.migrate !== false) {
-    const target: MigrationTarget = {
-      query: async (text, params) => (await client.query<Record<string, unknown>>(text, params ?? [])).rows,
-      execInTransaction: async (text) => {
-        await client.transaction(async (tx) => {
-          await tx.exec(text);
-        });
-      },
-      lock: async () => {},
-      unlock: async () => {},
-    };
-    await runMigrations(target, opts.log);
-  }
+  if (opts.migrate !== false) await runMigrations(pgliteMigrationTarget(client), opts.log);
   const db = new Kysely<DB>({ dialect: new PGliteDialect(client) });
   return {
     kind: 'pglite',

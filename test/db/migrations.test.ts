@@ -8,8 +8,8 @@ import { PGlite } from '@electric-sql/pglite';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openDatabase, type Database, type OpenOptions } from '../../src/db/connection.ts';
-import { migrationFiles, runMigrations, type MigrationTarget } from '../../src/db/migrate.ts';
+import { openDatabase, pgliteMigrationTarget, type Database, type OpenOptions } from '../../src/db/connection.ts';
+import { migrationFiles, runMigrations } from '../../src/db/migrate.ts';
 import { createTestDatabase, testDatabaseInfo, type TestDatabase } from '../helpers/db.ts';
 
 const MIGRATIONS_DIR = join(dirname(fileURLToPath(import.meta.url)), '../../src/db/migrations');
@@ -61,16 +61,7 @@ describe('migrations', () => {
       // openDatabase would need to be opened twice, costs ~10 s here.
       const client = new PGlite();
       try {
-        const target: MigrationTarget = {
-          query: async (text, params) => (await client.query<Record<string, unknown>>(text, params ?? [])).rows,
-          execInTransaction: async (text) => {
-            await client.transaction(async (tx) => {
-              await tx.exec(text);
-            });
-          },
-          lock: async () => {},
-          unlock: async () => {},
-        };
+        const target = pgliteMigrationTarget(client);
         expect(await runMigrations(target)).toBe(migrationFiles().length);
         expect(await runMigrations(target)).toBe(0);
         const rows = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM schema_migrations');
