@@ -97,6 +97,7 @@ export async function openFromConfig(config: Config, log: Logger, migrate = true
     dataDir: join(config.dataDir, 'pglite'),
     migrate,
     allowPrivilegedRole: config.allowPrivilegedDbRole,
+    preparedStatements: config.databasePreparedStatements,
     log: (msg) => log.info(msg),
   });
 }

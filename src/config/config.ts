@@ -12,6 +12,8 @@ const schema = z.object({
   DATABASE_URL: z.string().url().optional(),
   /** Owner connection for migrations and tenant creation; defaults to DATABASE_URL. */
   DATABASE_OWNER_URL: z.string().url().optional(),
+  /** off behind a pooler that gives each transaction a different server connection (PgBouncer's transaction mode). */
+  DATABASE_PREPARED_STATEMENTS: z.enum(['on', 'off']).default('on'),
   SMTP_URL: z.string().url().optional(),
   MAIL_FROM: z.string().min(3).default('Guichet <no-reply@guichet.localhost>'),
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
@@ -53,6 +55,8 @@ export interface Config {
   dataDir: string;
   databaseUrl: string | undefined;
   databaseOwnerUrl: string | undefined;
+  /** Keep statements prepared on each PostgreSQL connection (DATABASE_PREPARED_STATEMENTS, on by default). */
+  databasePreparedStatements: boolean;
   smtpUrl: string | undefined;
   mailFrom: string;
   production: boolean;
@@ -107,6 +111,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dataDir: e.GUICHET_DATA_DIR,
     databaseUrl: e.DATABASE_URL,
     databaseOwnerUrl: e.DATABASE_OWNER_URL ?? e.DATABASE_URL,
+    databasePreparedStatements: e.DATABASE_PREPARED_STATEMENTS === 'on',
     smtpUrl: e.SMTP_URL,
     mailFrom: e.MAIL_FROM,
     production,

@@ -36,6 +36,8 @@ export interface OpenOptions {
   loadDataDir?: Blob | File;
   migrate?: boolean;
   allowPrivilegedRole?: boolean;
+  /** PostgreSQL: keep statements prepared on each connection (src/db/held-begin.ts); default true. */
+  preparedStatements?: boolean;
   log?: (msg: string) => void;
 }
 
@@ -128,7 +130,7 @@ async function openPostgres(opts: OpenOptions): Promise<Database> {
     }
   }
   const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: 20 });
-  const db = new Kysely<DB>({ dialect: new HeldBeginDialect(pool) });
+  const db = new Kysely<DB>({ dialect: new HeldBeginDialect(pool, { prepare: opts.preparedStatements ?? true }) });
   try {
     await assertUnprivilegedRole(db, opts.allowPrivilegedRole ?? false);
   } catch (err) {

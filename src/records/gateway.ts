@@ -9,6 +9,7 @@ import { originOf } from '../context.ts';
 import { envelopeFor, type Envelope, type FamilyKey } from '../crypto/envelope.ts';
 import { CiphertextError, DataKeyDestroyedError, DataKeyMissingError, KeyError, KeyringError, MasterKeyMismatchError } from '../crypto/errors.ts';
 import type { Trx } from '../db/connection.ts';
+import type { ChildrenTable } from '../db/schema.ts';
 import { inTenant } from '../db/tenant.ts';
 import { guardRecords } from '../detection/lockdown.ts';
 import { accessReason, protectedAmong, recordProtectedOpenings } from '../detection/protected.ts';
@@ -292,6 +293,23 @@ export function check(ctx: Ctx, action: Action & AuditAction, ownerAccountId: st
 }
 
 /**
+ * Every column of a child's row, named: a `c.*` would keep the statement from
+ * being prepared (src/db/held-begin.ts). The type check below fails when a
+ * column is added to the table and not here.
+ */
+const CHILD_COLUMNS = (
+  [
+    'id', 'tenant_id', 'family_id', 'reference', 'first_name_enc', 'last_name_enc', 'birth_date_enc', 'nirec_enc', 'nirec_index',
+    'desired_entry_date', 'days_of_care', 'in_subsidised_care', 'created_at', 'updated_at', 'deleted_at', 'deleted_by', 'purged_at',
+    'legacy_first_name', 'legacy_last_name', 'legacy_birth_date', 'legacy_nirec', 'birth_month', 'confirmed_at', 'reminded_at',
+    'inactive_since', 'seniority_from',
+  ] as const satisfies readonly (keyof ChildrenTable)[]
+).map((c) => `c.${c}` as const);
+type MissingChildColumn = Exclude<keyof ChildrenTable, (typeof CHILD_COLUMNS)[number] extends `c.${infer K}` ? K : never>;
+const everyChildColumn: [MissingChildColumn] extends [never] ? true : MissingChildColumn = true;
+void everyChildColumn;
+
+/**
  * Loads a live child with its owner, or records the attempt and answers "not
  * found". Writes lock the child and its family (a purge re-keying the family
  * waits for them, and they for it).
@@ -301,7 +319,7 @@ export async function childWithOwner(trx: Trx, ctx: Ctx, childId: string, action
   let q = trx
     .selectFrom('children as c')
     .innerJoin('families as f', 'f.id', 'c.family_id')
-    .selectAll('c')
+    .select(CHILD_COLUMNS)
     .select(['f.account_id as owner_account_id', 'f.key_version'])
     .where('c.id', '=', childId)
     .where('c.purged_at', 'is', null)
@@ -426,7 +444,7 @@ export async function markInSubsidisedCare(trx: Trx, ctx: Ctx, env: Envelope, ch
   const c = await trx
     .selectFrom('children as c')
     .innerJoin('families as f', 'f.id', 'c.family_id')
-    .selectAll('c')
+    .select(CHILD_COLUMNS)
     .select(['f.account_id as owner_account_id', 'f.key_version'])
     .where('c.id', '=', childId)
     .forUpdate()
@@ -851,7 +869,7 @@ export async function decideChildFileRestore(deps: Deps, ctx: Ctx, requestId: st
       const c = await trx
         .selectFrom('children as c')
         .innerJoin('families as f', 'f.id', 'c.family_id')
-        .selectAll('c')
+        .select(CHILD_COLUMNS)
         .select(['f.account_id as owner_account_id', 'f.key_version'])
         .where('c.id', '=', req.child_id)
         .forUpdate()
@@ -1433,7 +1451,7 @@ export async function retireChildFiles(deps: Deps, ctx: Ctx, childIds: readonly 
       const c = await trx
         .selectFrom('children as c')
         .innerJoin('families as f', 'f.id', 'c.family_id')
-        .selectAll('c')
+        .select(CHILD_COLUMNS)
         .select(['f.account_id as owner_account_id', 'f.key_version'])
         .where('c.id', '=', childId)
         .where('c.deleted_at', 'is', null)

@@ -8,7 +8,8 @@ import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { HELD_UNTIL_NEXT, LAST_OF_TRANSACTION, WRITE_HELD_UNTIL_NEXT, withLiterals } from '../../src/db/held-begin.ts';
+import { ConfigError, loadConfig } from '../../src/config/config.ts';
+import { HELD_UNTIL_NEXT, LAST_OF_TRANSACTION, PREPARED_PER_CONNECTION, WRITE_HELD_UNTIL_NEXT, preparable, withLiterals } from '../../src/db/held-begin.ts';
 import { inTenant } from '../../src/db/tenant.ts';
 import { createTestDatabase, createTestTenant, type TestDatabase, type TestTenant } from '../helpers/db.ts';
 
@@ -32,6 +33,47 @@ describe('parameters written in as literals', () => {
   });
 });
 
+describe('which statements are prepared', () => {
+  it('one SELECT, INSERT, UPDATE, DELETE, WITH or VALUES whose columns are not a *', () => {
+    for (const text of [
+      'select "id" from "accounts" where "id" = $1',
+      'SELECT count(*)::int AS n FROM t',
+      "select a from t where last_seen_at + idle * interval '1 second' > $1",
+      `insert into t (a) values ($1) returning id ${WRITE_HELD_UNTIL_NEXT}`,
+      `update t set a = $1 ${LAST_OF_TRANSACTION}`,
+      'with x as (select 1 as a) select a from x',
+      "INSERT INTO t (a, b) VALUES ($1, '$1')",
+    ]) {
+      expect(preparable(text), text).toBe(true);
+    }
+    for (const text of [
+      'select * from t',
+      'select "c".*, "f"."key_version" from c',
+      'select t. * from t',
+      'select a, * from t',
+      'select distinct * from t',
+      'insert into t (a) values ($1) returning *',
+      'with x as (select 1) select * from x',
+      'select 1; select 2',
+      `${HELD_UNTIL_NEXT} set local role x`,
+      'begin',
+      'create table t (a int)',
+      '-- a comment\nselect 1',
+      'select /* a comment */ 1',
+    ]) {
+      expect(preparable(text), text).toBe(false);
+    }
+  });
+
+  it('DATABASE_PREPARED_STATEMENTS: on unless set to off', () => {
+    expect(loadConfig({}).databasePreparedStatements).toBe(true);
+    expect(loadConfig({ DATABASE_PREPARED_STATEMENTS: 'off' }).databasePreparedStatements).toBe(false);
+    expect(() => loadConfig({ DATABASE_PREPARED_STATEMENTS: 'no' })).toThrow(ConfigError);
+  });
+});
+
+// Statements not prepared here (DATABASE_PREPARED_STATEMENTS=off): each message's text shows its literals. With
+// them prepared, the same messages carry EXECUTE instead of the statement (the block after this one).
 describe.runIf(process.env.GUICHET_TEST_DB === 'postgres')('a tenant transaction’s opening on PostgreSQL', () => {
   let t: TestDatabase;
   let a: TestTenant;
@@ -40,7 +82,7 @@ describe.runIf(process.env.GUICHET_TEST_DB === 'postgres')('a tenant transaction
   const query = pg.Client.prototype.query;
 
   beforeAll(async () => {
-    t = await createTestDatabase();
+    t = await createTestDatabase({ preparedStatements: false });
     a = await createTestTenant(t);
     b = await createTestTenant(t);
     // Every message the pool's clients send, in order.
@@ -218,5 +260,103 @@ describe.runIf(process.env.GUICHET_TEST_DB === 'postgres')('a tenant transaction
       }),
     ).rejects.toThrow('before any statement');
     expect(sent).toEqual([]);
+  });
+});
+
+describe.runIf(process.env.GUICHET_TEST_DB === 'postgres')('statements prepared on each connection', () => {
+  let t: TestDatabase;
+  let a: TestTenant;
+  const sent: string[] = [];
+  const query = pg.Client.prototype.query;
+  // A text no other test sends: the connection has not prepared it yet.
+  let n = 0;
+  const unique = () => `held-begin-${randomUUID()}-${++n}`;
+
+  beforeAll(async () => {
+    t = await createTestDatabase();
+    a = await createTestTenant(t);
+    (pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown }).query = function (this: pg.Client, ...args: unknown[]) {
+      const q = args[0];
+      sent.push(typeof q === 'string' ? q : String((q as { text?: string })?.text ?? ''));
+      return (query as (...a: unknown[]) => unknown).apply(this, args);
+    };
+  });
+  afterEach(() => {
+    sent.length = 0;
+  });
+  afterAll(async () => {
+    pg.Client.prototype.query = query;
+    await t?.close();
+  });
+
+  it('is prepared the first time in a message of its own, then travels as EXECUTE with BEGIN, the settings and COMMIT', async () => {
+    const tag = unique();
+    const ask = (v: string) => inTenant(t.db, a.id, async (trx) => (await sql<{ v: string; tag: string }>`SELECT ${v}::text AS v, ${tag}::text AS tag ${sql.raw(LAST_OF_TRANSACTION)}`.execute(trx)).rows);
+    expect(await ask('un')).toEqual([{ v: 'un', tag }]);
+    expect(sent).toHaveLength(2);
+    const name = /^prepare (guichet_\d+) as SELECT \$1::text AS v, \$2::text AS tag \/\* guichet:last \*\/$/.exec(sent[0]!)?.[1];
+    expect(name, sent[0]).toBeTruthy();
+    expect(sent[1]).toMatch(new RegExp(`^begin; /\\* guichet:held \\*/ [^;]*; execute ${name}\\('un', '${tag}'\\); commit$`));
+    sent.length = 0;
+    // The pool hands back the connection released last: the same one, which has it prepared.
+    expect(await ask('deux')).toEqual([{ v: 'deux', tag }]);
+    expect(sent).toEqual([expect.stringMatching(new RegExp(`^begin; .*; execute ${name}\\('deux', '${tag}'\\); commit$`))]);
+  });
+
+  it('gives the same answers prepared as written in, for every kind of parameter', async () => {
+    const at = new Date('2026-11-23T17:21:27.123Z');
+    const values = (trx: Parameters<Parameters<typeof inTenant>[2]>[0], tag: string) =>
+      sql<Record<string, unknown>>`SELECT ${'l’été « 1 » \'x\' \\ $1'}::text AS s, ${42}::int AS i, ${1.5}::numeric AS n, ${true}::boolean AS b, ${null}::text AS z,
+        ${at}::timestamptz AS t, ${Buffer.from([0, 1, 254, 255])}::bytea AS y, ${['a', 'b c', 'd"e']}::text[] AS arr, ${JSON.stringify({ k: ['v'] })}::jsonb AS j, ${tag}::text AS tag`.execute(trx);
+    const tag = unique();
+    const first = await inTenant(t.db, a.id, async (trx) => (await values(trx, tag)).rows[0]);
+    const second = await inTenant(t.db, a.id, async (trx) => (await values(trx, tag)).rows[0]);
+    expect(sent.filter((m) => m.startsWith('prepare '))).toHaveLength(1);
+    expect(sent.filter((m) => / execute guichet_\d+\(/.test(m))).toHaveLength(2);
+    const expected = { s: 'l’été « 1 » \'x\' \\ $1', i: 42, n: '1.5', b: true, z: null, t: at, y: Buffer.from([0, 1, 254, 255]), arr: ['a', 'b c', 'd"e'], j: { k: ['v'] }, tag };
+    expect(first).toEqual(expected);
+    expect(second).toEqual(expected);
+  });
+
+  it('keeps a generic plan under row-level security once PostgreSQL has seen it is no worse', async () => {
+    const tag = unique();
+    const plans = await inTenant(t.db, a.id, async (trx) => {
+      for (let i = 0; i < 8; i++) await sql`SELECT id FROM accounts WHERE id = ${randomUUID()} AND email <> ${tag}`.execute(trx);
+      return (
+        await sql<{ generic: string; custom: string }>`SELECT generic_plans::text AS generic, custom_plans::text AS custom FROM pg_prepared_statements WHERE statement LIKE ${'%SELECT id FROM accounts WHERE id = $1 AND email <> $2%'}`.execute(trx)
+      ).rows;
+    });
+    expect(plans).toHaveLength(1);
+    expect(Number(plans[0]!.custom)).toBeLessThanOrEqual(5);
+    expect(Number(plans[0]!.generic)).toBeGreaterThanOrEqual(3);
+  });
+
+  it('never prepares a statement whose columns are a *: a column added under a running server would break its plan', async () => {
+    const rows = await inTenant(t.db, a.id, async (trx) => trx.selectFrom('accounts').selectAll().where('email', '=', `${unique()}@exemple.test`).execute());
+    expect(rows).toEqual([]);
+    expect(sent.some((m) => m.startsWith('prepare '))).toBe(false);
+    expect(sent.some((m) => /select \* from "accounts" where "email" = 'held-begin-/.test(m))).toBe(true);
+  });
+
+  it('a statement that fails stays prepared, and the next transaction uses it', async () => {
+    const tag = unique();
+    const divide = (by: number) => inTenant(t.db, a.id, async (trx) => (await sql<{ q: number }>`SELECT (10 / ${by}::int) AS q, ${tag}::text AS tag`.execute(trx)).rows[0]!.q);
+    await expect(divide(0)).rejects.toThrow(/division by zero/);
+    expect(sent.filter((m) => m.startsWith('prepare '))).toHaveLength(1);
+    expect(sent.at(-1)).toBe('rollback');
+    sent.length = 0;
+    expect(await divide(5)).toBe(2);
+    expect(sent.some((m) => m.startsWith('prepare '))).toBe(false);
+  });
+
+  it(`a connection keeps at most ${PREPARED_PER_CONNECTION}, dropping the least recently used`, async () => {
+    const kept = await inTenant(t.db, a.id, async (trx) => {
+      const tags = Array.from({ length: PREPARED_PER_CONNECTION + 1 }, () => unique());
+      // The tag in the text: as many statements as tags.
+      for (const tag of tags) await sql`SELECT ${sql.lit(tag)}::text AS tag, ${1}::int AS one`.execute(trx);
+      return (await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_prepared_statements WHERE name LIKE 'guichet\_%'`.execute(trx)).rows[0]!.n;
+    });
+    expect(kept).toBeLessThanOrEqual(PREPARED_PER_CONNECTION);
+    expect(sent.filter((m) => /^deallocate guichet_\d+; prepare guichet_\d+ as /.test(m)).length).toBeGreaterThanOrEqual(1);
   });
 });

@@ -91,7 +91,8 @@ function pgliteDump(path: string): Blob {
  */
 let workerPGlite: Promise<Database> | undefined;
 
-export async function createTestDatabase(): Promise<TestDatabase> {
+/** `preparedStatements`: PostgreSQL only, as DATABASE_PREPARED_STATEMENTS (on by default). */
+export async function createTestDatabase({ preparedStatements }: { preparedStatements?: boolean } = {}): Promise<TestDatabase> {
   const info = testDatabaseInfo();
   if (info.kind === 'pglite') {
     workerPGlite ??= openDatabase({ dataDir: 'memory://', loadDataDir: pgliteDump(info.dumpPath), migrate: false });
@@ -99,7 +100,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
     // The worker's next files use it: a file's close leaves it open.
     return { ...database, ownerDb: () => database.db, close: async () => {} };
   }
-  const database = await openDatabase({ databaseUrl: info.appUrl, migrate: false });
+  const database = await openDatabase({ databaseUrl: info.appUrl, migrate: false, ...(preparedStatements === undefined ? {} : { preparedStatements }) });
   let owner: Kysely<DB> | undefined;
   return {
     kind: database.kind,
