@@ -114,11 +114,13 @@ class Connection implements DatabaseConnection {
    * prepared.
    */
   async execute(text: string, params: readonly unknown[]): Promise<string | null> {
-    if (!this.prepare || !preparable(text)) return null;
+    if (!this.prepare) return null;
     let name = this.prepared.get(text);
     if (name) {
+      // Known, so preparable: the text's scan (a tenth of this function's time in a profile) is skipped.
       this.prepared.delete(text);
     } else {
+      if (!preparable(text)) return null;
       name = `guichet_${++this.#names}`;
       let drop = '';
       if (this.prepared.size >= PREPARED_PER_CONNECTION) {
