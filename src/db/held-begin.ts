@@ -71,6 +71,15 @@ type PgResult = pg.QueryResult<Record<string, unknown>>;
 /** Statements a connection keeps prepared (each holds its plan in the server process). */
 export const PREPARED_PER_CONNECTION = 200;
 
+/**
+ * The text without Guichet's markers, or null when it holds any other comment
+ * (whose quotes and `$` a scan of the text would misread).
+ */
+function withoutMarkers(text: string): string | null {
+  const bare = [HELD_UNTIL_NEXT, WRITE_HELD_UNTIL_NEXT, LAST_OF_TRANSACTION].reduce((t, m) => t.replaceAll(m, ''), text);
+  return bare.includes('--') || bare.includes('/*') ? null : bare;
+}
+
 /** A `*` that stands for columns: `t.*`, or first in a select list, after a comma, after RETURNING. */
 const STAR_COLUMNS = /\.\s*\*|(?:\bselect(?:\s+distinct|\s+all)?|\breturning|,)\s*\*/i;
 
@@ -82,9 +91,8 @@ const STAR_COLUMNS = /\.\s*\*|(?:\bselect(?:\s+distinct|\s+all)?|\breturning|,)\
  */
 export function preparable(text: string): boolean {
   if (text.includes(';')) return false;
-  const bare = [HELD_UNTIL_NEXT, WRITE_HELD_UNTIL_NEXT, LAST_OF_TRANSACTION].reduce((t, m) => t.replaceAll(m, ''), text);
-  if (bare.includes('--') || bare.includes('/*')) return false;
-  if (STAR_COLUMNS.test(bare)) return false;
+  const bare = withoutMarkers(text);
+  if (bare === null || STAR_COLUMNS.test(bare)) return false;
   return /^\s*(select|insert|update|delete|with|values)\b/i.test(bare);
 }
 
@@ -214,8 +222,7 @@ class Connection implements DatabaseConnection {
  */
 export function withLiterals(text: string, params: readonly unknown[]): string | null {
   if (text.includes('\\')) return null;
-  const bare = [HELD_UNTIL_NEXT, WRITE_HELD_UNTIL_NEXT, LAST_OF_TRANSACTION].reduce((t, m) => t.replaceAll(m, ''), text);
-  if (bare.includes('--') || bare.includes('/*')) return null;
+  if (withoutMarkers(text) === null) return null;
   let out = '';
   let quote: string | null = null;
   for (let i = 0; i < text.length; i++) {

@@ -13,6 +13,17 @@ import { HELD_UNTIL_NEXT, LAST_OF_TRANSACTION, PREPARED_PER_CONNECTION, WRITE_HE
 import { inTenant } from '../../src/db/tenant.ts';
 import { createTestDatabase, createTestTenant, type TestDatabase, type TestTenant } from '../helpers/db.ts';
 
+const PG_QUERY = pg.Client.prototype.query;
+
+/** Pushes onto `sent` every message the pool's clients send, in order (until pg.Client.prototype.query = PG_QUERY). */
+function recordMessages(sent: string[]): void {
+  (pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown }).query = function (this: pg.Client, ...args: unknown[]) {
+    const q = args[0];
+    sent.push(typeof q === 'string' ? q : String((q as { text?: string })?.text ?? ''));
+    return (PG_QUERY as (...a: unknown[]) => unknown).apply(this, args);
+  };
+}
+
 describe('parameters written in as literals', () => {
   it('writes each parameter as pg would send it, quoted, and refuses any text where a $ could be something else', () => {
     const at = new Date('2026-11-23T17:21:27.123Z');
@@ -79,24 +90,18 @@ describe.runIf(process.env.GUICHET_TEST_DB === 'postgres')('a tenant transaction
   let a: TestTenant;
   let b: TestTenant;
   const sent: string[] = [];
-  const query = pg.Client.prototype.query;
 
   beforeAll(async () => {
     t = await createTestDatabase({ preparedStatements: false });
     a = await createTestTenant(t);
     b = await createTestTenant(t);
-    // Every message the pool's clients send, in order.
-    (pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown }).query = function (this: pg.Client, ...args: unknown[]) {
-      const q = args[0];
-      sent.push(typeof q === 'string' ? q : String((q as { text?: string })?.text ?? ''));
-      return (query as (...a: unknown[]) => unknown).apply(this, args);
-    };
+    recordMessages(sent);
   });
   afterEach(() => {
     sent.length = 0;
   });
   afterAll(async () => {
-    pg.Client.prototype.query = query;
+    pg.Client.prototype.query = PG_QUERY;
     await t?.close();
   });
 
@@ -267,7 +272,6 @@ describe.runIf(process.env.GUICHET_TEST_DB === 'postgres')('statements prepared 
   let t: TestDatabase;
   let a: TestTenant;
   const sent: string[] = [];
-  const query = pg.Client.prototype.query;
   // A text no other test sends: the connection has not prepared it yet.
   let n = 0;
   const unique = () => `held-begin-${randomUUID()}-${++n}`;
@@ -275,17 +279,13 @@ describe.runIf(process.env.GUICHET_TEST_DB === 'postgres')('statements prepared 
   beforeAll(async () => {
     t = await createTestDatabase();
     a = await createTestTenant(t);
-    (pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown }).query = function (this: pg.Client, ...args: unknown[]) {
-      const q = args[0];
-      sent.push(typeof q === 'string' ? q : String((q as { text?: string })?.text ?? ''));
-      return (query as (...a: unknown[]) => unknown).apply(this, args);
-    };
+    recordMessages(sent);
   });
   afterEach(() => {
     sent.length = 0;
   });
   afterAll(async () => {
-    pg.Client.prototype.query = query;
+    pg.Client.prototype.query = PG_QUERY;
     await t?.close();
   });
 
