@@ -8,6 +8,9 @@ import type { DB } from './schema.ts';
 import { HeldBeginDialect } from './held-begin.ts';
 import { runMigrations, type MigrationTarget } from './migrate.ts';
 
+
+/** Connections to PostgreSQL a process holds at most. */
+const POOL_SIZE = 20;
 export type Trx = Transaction<DB>;
 
 export interface Database {
@@ -129,7 +132,11 @@ async function openPostgres(opts: OpenOptions): Promise<Database> {
       await owner.end();
     }
   }
-  const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: 20 });
+  // A connection the pool opened stays open when idle (min = max; pg closes idle ones after 10 s otherwise):
+  // a new one costs its start, a cold catalogue cache and preparing each statement again, and after a quiet
+  // spell a burst of pages paid that on twenty connections at once — seconds of queue (bench/load.ts).
+  // Idle connections do not keep a process alive (a command ends when its work does, as before).
+  const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: POOL_SIZE, min: POOL_SIZE, allowExitOnIdle: true });
   const db = new Kysely<DB>({ dialect: new HeldBeginDialect(pool, { prepare: opts.preparedStatements ?? true }) });
   try {
     await assertUnprivilegedRole(db, opts.allowPrivilegedRole ?? false);
