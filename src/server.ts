@@ -32,6 +32,15 @@ import { oidcRoutes } from './oidc/routes.tsx';
 import { oidcAdminRoutes } from './oidc/admin-routes.tsx';
 
 // One module a line: modules are added in parallel, and a line each merges cleanly.
+
+/**
+ * Connections waiting to be accepted (Node's default is 511). A thousand
+ * browsers connecting within a second to a busy event loop overflowed 511,
+ * and the kernel dropped their SYNs — each such page a second late, the
+ * time before a SYN is sent again (bench/load.ts). The kernel caps it at
+ * net.core.somaxconn (4,096 on current Linux).
+ */
+export const LISTEN_BACKLOG = 4096;
 export const ROUTES: RouteModule[] = [
   homeRoutes,
   directoryRoutes,
@@ -100,7 +109,7 @@ export async function serve(configured: Config, opts: { demo: boolean; jobs?: bo
     app = await buildApp(deps, ROUTES);
     if (runJobs) jobs = startJobs(deps);
     else if (!config.databaseUrl) log.warn('background jobs are off, and on the embedded database no worker can run beside this server: nothing seals the audit log or sends mail');
-    await app.listen({ port: config.port, host: config.host });
+    await app.listen({ port: config.port, host: config.host, backlog: LISTEN_BACKLOG });
   } catch (err) {
     // Leave nothing behind: no open database, no pid file naming a dead process.
     await app?.close().catch(() => {});
