@@ -13,6 +13,7 @@ import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import Fastify from 'fastify';
 import pg from 'pg';
+import { LISTEN_BACKLOG } from '../src/server.ts';
 import { benchApp, parentWithChild } from './app.ts';
 import { load } from './http.ts';
 import { benchDatabase, log, postgresCpuMs, report } from './lib.ts';
@@ -23,7 +24,7 @@ const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
 const b = await benchDatabase();
 try {
   const { app, host } = await benchApp(b);
-  await app.listen({ port: 0, host: '127.0.0.1' });
+  await app.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG });
   const port = (app.server.address() as { port: number }).port;
   const base = `http://127.0.0.1:${port}`;
 
@@ -35,7 +36,7 @@ try {
   const pool = new pg.Pool({ connectionString: b.ownerUrl, max: 20 });
   const bare = Fastify();
   bare.get<{ Params: { id: string } }>('/point/:id', async (req) => (await pool.query('SELECT id, reference, desired_entry_date FROM children WHERE id = $1', [req.params.id])).rows[0]);
-  await bare.listen({ port: 0, host: '127.0.0.1' });
+  await bare.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG });
   const barePort = (bare.server.address() as { port: number }).port;
 
   const run = (url: string, headers: Record<string, string> = {}) => load({ url, connections: CONNECTIONS, duration: SECONDS, headers });
