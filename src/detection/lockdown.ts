@@ -6,6 +6,7 @@ import type { AuditAction } from '../audit/events.ts';
 import type { Ctx, Deps } from '../context.ts';
 import { originOf } from '../context.ts';
 import type { Trx } from '../db/connection.ts';
+import { HELD_UNTIL_NEXT } from '../db/held-begin.ts';
 import { inTenant } from '../db/tenant.ts';
 import { AppError, ValidationError } from '../errors.ts';
 import { StepUpRequired, requireRecentAuth } from '../identity/stepup.ts';
@@ -59,32 +60,36 @@ export interface Refusal {
   error: AppError;
 }
 
+const REFUSALS: Record<Refusal['reason'], () => AppError> = {
+  lockdown_closed: () => new AppError('closed'),
+  account_suspended: () => new AppError('forbidden'),
+  lockdown_read_only: () => new AppError('readOnly'),
+  lockdown_stepup: () => new StepUpRequired(false, undefined),
+  detection_stepup: () => new StepUpRequired(false, undefined),
+};
+
 /**
- * What the tenant's lockdown and the actor's standing allow, read fresh in
- * the gateway's transaction before any personal data is touched. Null: go on.
+ * What the tenant's lockdown and the actor's standing allow, judged fresh in
+ * the gateway's transaction before any personal data is touched, by the
+ * database (records_guard, migration 0035): the statement travels with the
+ * transaction's next one, in the same message, and when it refuses it
+ * raises, so PostgreSQL runs nothing after it — the refusal is the error of
+ * that next statement (of this one where statements are not held back, on
+ * the embedded database); refusalOf() reads it.
  */
-export async function guardRecords(trx: Trx, ctx: Ctx, action: AuditAction): Promise<Refusal | null> {
+export async function guardRecords(trx: Trx, ctx: Ctx, action: AuditAction): Promise<void> {
   const actorId = ctx.actor?.accountId ?? null;
-  const r = await sql<{ lockdown_level: number; lockdown_changed_at: Date | null; status: string | null; hold_since: Date | null }>`
-    SELECT t.lockdown_level, t.lockdown_changed_at, a.status,
-           (SELECT max(h.since) FROM detection_holds h WHERE h.account_id = a.id) AS hold_since
-      FROM tenants t LEFT JOIN accounts a ON a.id = ${actorId}::uuid
-     WHERE t.id = ${ctx.tenant.id}`.execute(trx);
-  const row = r.rows[0];
-  if (!row) return { reason: 'lockdown_closed', error: new AppError('closed') };
-  const level = Number(row.lockdown_level);
-  if (level >= 3) return { reason: 'lockdown_closed', error: new AppError('closed') };
-  if (actorId && row.status && row.status !== 'active') return { reason: 'account_suspended', error: new AppError('forbidden') };
-  const staff = isStaff(ctx.actor, ctx.now);
-  if (staff && level >= 2 && WRITES.has(action)) return { reason: 'lockdown_read_only', error: new AppError('readOnly') };
-  const authAt = ctx.actor?.auth?.at.getTime() ?? 0;
-  if (staff && level >= 1 && row.lockdown_changed_at && authAt < new Date(row.lockdown_changed_at).getTime()) {
-    return { reason: 'lockdown_stepup', error: new StepUpRequired(false, undefined) };
-  }
-  if (ctx.actor && row.hold_since && authAt <= new Date(row.hold_since).getTime()) {
-    return { reason: 'detection_stepup', error: new StepUpRequired(false, undefined) };
-  }
-  return null;
+  // Signed in without a time (never in practice) counts as long ago: any lockdown or hold since asks again.
+  const authAt = ctx.actor?.auth?.at ?? new Date(0);
+  await sql`${sql.raw(HELD_UNTIL_NEXT)} SELECT records_guard(${ctx.tenant.id}::uuid, ${actorId}::uuid, ${isStaff(ctx.actor, ctx.now)}::boolean, ${WRITES.has(action)}::boolean, ${authAt}::timestamptz)`.execute(trx);
+}
+
+/** The guard's refusal in an error, with the answer it gets; null for any other error. */
+export function refusalOf(err: unknown): Refusal | null {
+  if ((err as { code?: unknown } | null)?.code !== 'GR001') return null;
+  const reason = (err as Error).message as Refusal['reason'];
+  const make = REFUSALS[reason];
+  return make ? { reason, error: make() } : null;
 }
 
 async function currentLevel(trx: Trx, tenantId: string): Promise<number> {

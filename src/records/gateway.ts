@@ -11,7 +11,7 @@ import { CiphertextError, DataKeyDestroyedError, DataKeyMissingError, KeyError, 
 import type { Trx } from '../db/connection.ts';
 import type { ChildrenTable } from '../db/schema.ts';
 import { inTenant } from '../db/tenant.ts';
-import { guardRecords } from '../detection/lockdown.ts';
+import { guardRecords, refusalOf } from '../detection/lockdown.ts';
 import { accessReason, protectedAmong, recordProtectedOpenings } from '../detection/protected.ts';
 import { Contained, contain, onRecordEvent, type ReadContext } from '../detection/response.ts';
 import { AppError, ValidationError, type ErrorKind } from '../errors.ts';
@@ -235,13 +235,23 @@ export async function run<T>(deps: Deps, ctx: Ctx, action: AuditAction, fn: (trx
         deps.db.db,
         ctx.tenant.id,
         async (trx) => {
-          const refusal = await guardRecords(trx, ctx, action);
-          if (refusal) deny(ctx, action, 'tenant', ctx.tenant.id, refusal.reason, undefined, refusal.error);
+          // Held back: it goes to the database with fn's first statement and refuses by raising before that runs.
+          await guardRecords(trx, ctx, action);
           return fn(trx, env);
         },
         ctx.actor?.accountId,
       );
-    } catch (err) {
+    } catch (caught) {
+      let err = caught;
+      // The guard's refusal, raised by fn's first statement (or by COMMIT, carrying the held guard and audit event).
+      const refusal = refusalOf(err);
+      if (refusal) {
+        try {
+          deny(ctx, action, 'tenant', ctx.tenant.id, refusal.reason, undefined, refusal.error);
+        } catch (denied) {
+          err = denied;
+        }
+      }
       if (err instanceof Contained) throw await contain(deps, readContext(ctx), err);
       if (err instanceof Denied) {
         await appendAuditAlone(deps.db.db, ctx.tenant.id, err.event, ctx.now);

@@ -2,6 +2,7 @@
  * Lockdown per tenant: levels 1 to 4, raised by one security officer and
  * lowered by two, and another tenant never affected.
  */
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Actor } from '../../src/access/actor.ts';
 import { inTenant } from '../../src/db/tenant.ts';
@@ -175,6 +176,38 @@ describe('what each level closes, in one tenant only', () => {
     expect((await anonymous.get('/directory')).status).toBe(200);
     expect((await anonymous.get(`/directory/${locked.facility}`)).status).toBe(200);
     expect(await level(other.tenant)).toBe(0);
+  });
+
+  it('the guard travels with the statement it guards, and refuses before that statement runs (the read refused, the refusal audited)', async () => {
+    const w = await world();
+    const read = () => records.readChildFile(t.deps, ctxFor(t, w.tenant, w.parent), w.child, 'parent.childFile.view');
+    const sent: string[] = [];
+    const query = pg.Client.prototype.query;
+    if (database.kind === 'postgres') {
+      (pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown }).query = function (this: pg.Client, ...args: unknown[]) {
+        const q = args[0];
+        sent.push(typeof q === 'string' ? q : String((q as { text?: string })?.text ?? ''));
+        return (query as (...a: unknown[]) => unknown).apply(this, args);
+      };
+    }
+    try {
+      expect((await read()).id).toBe(w.child);
+      await inTenant(database.db, w.tenant.id, (trx) => trx.updateTable('tenants').set({ lockdown_level: 3, lockdown_changed_at: new Date() }).where('id', '=', w.tenant.id).execute());
+      await expect(read()).rejects.toMatchObject({ kind: 'closed' });
+    } finally {
+      pg.Client.prototype.query = query;
+    }
+    if (database.kind === 'postgres') {
+      // One message: BEGIN, the tenant's settings, the guard and the child's read — never the guard in a round trip of its own.
+      const guarded = sent.filter((m) => m.includes('records_guard('));
+      expect(guarded).toHaveLength(2);
+      for (const m of guarded) expect(m).toMatch(/^begin; .*records_guard\([^;]*\); (execute guichet_\d+|select)/is);
+    }
+    const refused = await inTenant(database.db, w.tenant.id, (trx) =>
+      trx.selectFrom('audit_events').select(['outcome', 'details']).where('action', '=', 'waitlist.childFile.read').where('actor_account_id', '=', w.parent.accountId).orderBy('occurred_at', 'desc').execute(),
+    );
+    expect(refused[0]).toMatchObject({ outcome: 'denied', details: expect.objectContaining({ reason: 'lockdown_closed' }) });
+    expect(refused.filter((e) => e.outcome === 'success')).toHaveLength(1);
   });
 
   it('level 2: staff read, but do not change; parents are not affected', async () => {
