@@ -6,7 +6,7 @@ import type { AuditAction } from '../audit/events.ts';
 import type { Ctx, Deps } from '../context.ts';
 import { originOf } from '../context.ts';
 import type { Trx } from '../db/connection.ts';
-import { HELD_UNTIL_NEXT } from '../db/held-begin.ts';
+import { WRITE_HELD_UNTIL_NEXT } from '../db/held-begin.ts';
 import { inTenant } from '../db/tenant.ts';
 import { AppError, ValidationError } from '../errors.ts';
 import { StepUpRequired, requireRecentAuth } from '../identity/stepup.ts';
@@ -81,7 +81,9 @@ export async function guardRecords(trx: Trx, ctx: Ctx, action: AuditAction): Pro
   const actorId = ctx.actor?.accountId ?? null;
   // Signed in without a time (never in practice) counts as long ago: any lockdown or hold since asks again.
   const authAt = ctx.actor?.auth?.at ?? new Date(0);
-  await sql`${sql.raw(HELD_UNTIL_NEXT)} SELECT records_guard(${ctx.tenant.id}::uuid, ${actorId}::uuid, ${isStaff(ctx.actor, ctx.now)}::boolean, ${WRITES.has(action)}::boolean, ${authAt}::timestamptz)`.execute(trx);
+  // Held as a write is (its answer unread, it always reaches the database: with the next statement or with
+  // COMMIT), and so prepared on the connection like one, rather than planned each time as the settings are.
+  await sql`SELECT records_guard(${ctx.tenant.id}::uuid, ${actorId}::uuid, ${isStaff(ctx.actor, ctx.now)}::boolean, ${WRITES.has(action)}::boolean, ${authAt}::timestamptz) ${sql.raw(WRITE_HELD_UNTIL_NEXT)}`.execute(trx);
 }
 
 /** The guard's refusal in an error, with the answer it gets; null for any other error. */

@@ -180,7 +180,10 @@ describe('what each level closes, in one tenant only', () => {
 
   it('the guard travels with the statement it guards, and refuses before that statement runs (the read refused, the refusal audited)', async () => {
     const w = await world();
-    const read = () => records.readChildFile(t.deps, ctxFor(t, w.tenant, w.parent), w.child, 'parent.childFile.view');
+    // Its own connections (on PostgreSQL): the guard's PREPARE is then among the messages recorded.
+    const own = await createTestDatabase();
+    const deps = { ...t.deps, db: own };
+    const read = () => records.readChildFile(deps, ctxFor(t, w.tenant, w.parent), w.child, 'parent.childFile.view');
     const sent: string[] = [];
     const query = pg.Client.prototype.query;
     if (database.kind === 'postgres') {
@@ -196,12 +199,17 @@ describe('what each level closes, in one tenant only', () => {
       await expect(read()).rejects.toMatchObject({ kind: 'closed' });
     } finally {
       pg.Client.prototype.query = query;
+      await own.close();
     }
     if (database.kind === 'postgres') {
-      // One message: BEGIN, the tenant's settings, the guard and the child's read — never the guard in a round trip of its own.
-      const guarded = sent.filter((m) => m.includes('records_guard('));
+      // One message: BEGIN, the tenant's settings, the guard and the child's read — never the guard in a round trip of
+      // its own (once a connection has prepared it, the guard is sent as EXECUTE of that statement).
+      const name = /prepare (guichet_\d+) as select records_guard\(/i.exec(sent.find((m) => /prepare \S+ as select records_guard\(/i.test(m)) ?? '')?.[1];
+      expect(name).toBeDefined();
+      const guard = `execute ${name}(`;
+      const guarded = sent.filter((m) => m.includes(guard));
       expect(guarded).toHaveLength(2);
-      for (const m of guarded) expect(m).toMatch(/^begin; .*records_guard\([^;]*\); (execute guichet_\d+|select)/is);
+      for (const m of guarded) expect(m.startsWith('begin; ') && /; (execute guichet_\d+|select)/i.test(m.slice(m.indexOf(guard)))).toBe(true);
     }
     const refused = await inTenant(database.db, w.tenant.id, (trx) =>
       trx.selectFrom('audit_events').select(['outcome', 'details']).where('action', '=', 'waitlist.childFile.read').where('actor_account_id', '=', w.parent.accountId).orderBy('occurred_at', 'desc').execute(),
