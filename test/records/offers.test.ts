@@ -257,7 +257,9 @@ describe('referral', () => {
     try {
       expect(await runOfferExpiry(t.deps)).toBeGreaterThanOrEqual(1);
       const once = await offersOf(tenant);
-      expect(await runOfferExpiry(t.deps)).toBe(0);
+      // Its count is every tenant's: on PostgreSQL other files' tenants share the database, and their offers made
+      // meanwhile are ten days old on this clock too. This tenant's offers must not change.
+      await runOfferExpiry(t.deps);
       expect(await offersOf(tenant)).toEqual(once);
       expect(once.map((o) => [o.child_id, o.status])).toEqual([
         [kids[0]!.childId, 'refused'],
