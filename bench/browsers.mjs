@@ -73,9 +73,8 @@ async function connection(i) {
   agent.destroy();
 }
 
-const started = performance.now();
 await Promise.all(Array.from({ length: opts.connections }, (_, i) => connection(i)));
-const seconds = (performance.now() - started) / 1000;
+const seconds = (performance.now() - startedAt) / 1000;
 latencies.sort((a, b) => a - b);
 const pct = (p) => (latencies.length ? Math.round(latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))]) : 0);
 process.stdout.write(

@@ -81,9 +81,10 @@ try {
   const bound = (x: LoadResult, p: number, share: number) => (x.timeouts > share * (x.requests + x.timeouts) ? Math.max(p, TIMEOUT_S * 1000) : p);
   const lowerBound = (x: LoadResult, share: number) => (x.timeouts > share * (x.requests + x.timeouts) ? `at least: ${x.timeouts} of ${x.requests + x.timeouts} requests timed out after ${TIMEOUT_S} s` : '');
   const bareSeconds = Math.max(5, Math.round(SECONDS / 4));
-  const phases = [
-    { name: 'browsing', what: `at about ${RATE} page/s each, spread out`, run: (o: { url: string; duration: number; requests?: unknown[] }) => browse({ ...o, connections: CONNECTIONS, rate: RATE, timeout: TIMEOUT_S }), aims: true },
-    { name: 'closed', what: 'closed loop', run: (o: { url: string; duration: number; requests?: unknown[] }) => load({ ...o, connections: CONNECTIONS, timeout: TIMEOUT_S }), aims: false },
+  type Run = (o: { url: string; duration: number; requests?: unknown[] }) => Promise<LoadResult>;
+  const phases: { name: string; what: string; run: Run; aims: boolean }[] = [
+    { name: 'browsing', what: `at about ${RATE} page/s each, spread out`, run: (o) => browse({ ...o, connections: CONNECTIONS, rate: RATE, timeout: TIMEOUT_S }), aims: true },
+    { name: 'closed', what: 'closed loop', run: (o) => load({ ...o, connections: CONNECTIONS, timeout: TIMEOUT_S }), aims: false },
   ];
   for (const phase of phases) {
     log(`load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}; ${CONNECTIONS} connections ${phase.what}: the bare route for ${bareSeconds} s, then ${requests.length} of Guichet's pages (${requests.length - paths.length} signed in) for ${SECONDS} s`);

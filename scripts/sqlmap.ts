@@ -150,6 +150,11 @@ function cookiesOf(res: Response, jar: Map<string, string>): void {
   }
 }
 
+/** A session's cookies as a jar `page` can send and update. */
+function jarOf(s: Session): Map<string, string> {
+  return new Map(s.cookie.split('; ').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] as [string, string]));
+}
+
 async function page(jar: Map<string, string>, path: string, init: RequestInit = {}): Promise<{ res: Response; body: string }> {
   const res = await fetch(base + path, { redirect: 'manual', ...init, headers: { ...(init.headers as Record<string, string>), cookie: [...jar].map(([k, v]) => `${k}=${v}`).join('; ') } });
   cookiesOf(res, jar);
@@ -216,7 +221,7 @@ function collectIds(body: string, ids: Map<string, string>): void {
 
 /** Ids of the person's own objects, from their pages that list them (children, facilities, offers, alerts…). */
 async function ownIds(s: Session): Promise<Map<string, string>> {
-  const jar = new Map(s.cookie.split('; ').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] as [string, string]));
+  const jar = jarOf(s);
   const ids = new Map<string, string>();
   for (const p of ['/account', '/staff', '/admin', '/admin/files', '/admin/grants', '/directory', '/security/alerts', '/security/incidents', '/assist']) collectIds((await page(jar, p)).body, ids);
   return ids;
@@ -333,13 +338,13 @@ for (const who of PEOPLE) {
   const session = await signIn(who);
   if (who === 'officer') {
     // An incident in the register, through its form, so that the pages of one (edit, link alerts and events) are there.
-    const jar = new Map(session.cookie.split('; ').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] as [string, string]));
+    const jar = jarOf(session);
     const { body } = await page(jar, '/security/incidents/new');
     const r = await page(jar, '/security/incidents', form({ ...formFields([body], '/security/incidents'), title: 'Incident de démonstration', _csrf: csrfOf(body) }));
     if (r.res.status !== 303) console.log(`[sqlmap] officer: the incident was not created (${r.res.status}: ${[...r.body.matchAll(/<p[^>]*class="[^"]*error[^"]*"[^>]*>([\s\S]*?)<\/p>/g)].map((m) => m[1]!.replace(/<[^>]+>/g, '').trim()).join(' / ')})`);
   }
   const ids = await ownIds(session);
-  const jar = new Map(session.cookie.split('; ').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] as [string, string]));
+  const jar = jarOf(session);
   const pages: string[] = [];
   const opens = new Set<string>();
   // Twice: the ids found on the first pass's pages (a session, a passkey, an application) open the pages of those objects.

@@ -31,8 +31,6 @@ import { securityTxtRoutes } from './web/security-txt.ts';
 import { oidcRoutes } from './oidc/routes.tsx';
 import { oidcAdminRoutes } from './oidc/admin-routes.tsx';
 
-// One module a line: modules are added in parallel, and a line each merges cleanly.
-
 /**
  * Connections waiting to be accepted (Node's default is 511). A thousand
  * browsers connecting within a second to a busy event loop overflowed 511,
@@ -41,6 +39,8 @@ import { oidcAdminRoutes } from './oidc/admin-routes.tsx';
  * net.core.somaxconn (4,096 on current Linux).
  */
 export const LISTEN_BACKLOG = 4096;
+
+// One module a line: modules are added in parallel, and a line each merges cleanly.
 export const ROUTES: RouteModule[] = [
   homeRoutes,
   directoryRoutes,

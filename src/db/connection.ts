@@ -8,9 +8,9 @@ import type { DB } from './schema.ts';
 import { HeldBeginDialect } from './held-begin.ts';
 import { runMigrations, type MigrationTarget } from './migrate.ts';
 
-
 /** Connections to PostgreSQL a process holds at most. */
 const POOL_SIZE = 20;
+
 export type Trx = Transaction<DB>;
 
 export interface Database {

@@ -11,18 +11,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/config.ts';
 import { HELD_UNTIL_NEXT, LAST_OF_TRANSACTION, PREPARED_PER_CONNECTION, WRITE_HELD_UNTIL_NEXT, preparable, withLiterals } from '../../src/db/held-begin.ts';
 import { inTenant } from '../../src/db/tenant.ts';
-import { createTestDatabase, createTestTenant, type TestDatabase, type TestTenant } from '../helpers/db.ts';
-
-const PG_QUERY = pg.Client.prototype.query;
-
-/** Pushes onto `sent` every message the pool's clients send, in order (until pg.Client.prototype.query = PG_QUERY). */
-function recordMessages(sent: string[]): void {
-  (pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown }).query = function (this: pg.Client, ...args: unknown[]) {
-    const q = args[0];
-    sent.push(typeof q === 'string' ? q : String((q as { text?: string })?.text ?? ''));
-    return (PG_QUERY as (...a: unknown[]) => unknown).apply(this, args);
-  };
-}
+import { createTestDatabase, createTestTenant, recordMessages, type TestDatabase, type TestTenant } from '../helpers/db.ts';
 
 describe('parameters written in as literals', () => {
   it('writes each parameter as pg would send it, quoted, and refuses any text where a $ could be something else', () => {
@@ -90,18 +79,19 @@ describe.runIf(process.env.GUICHET_TEST_DB === 'postgres')('a tenant transaction
   let a: TestTenant;
   let b: TestTenant;
   const sent: string[] = [];
+  let stopRecording: (() => void) | undefined;
 
   beforeAll(async () => {
     t = await createTestDatabase({ preparedStatements: false });
     a = await createTestTenant(t);
     b = await createTestTenant(t);
-    recordMessages(sent);
+    stopRecording = recordMessages(sent);
   });
   afterEach(() => {
     sent.length = 0;
   });
   afterAll(async () => {
-    pg.Client.prototype.query = PG_QUERY;
+    stopRecording?.();
     await t?.close();
   });
 
@@ -272,6 +262,7 @@ describe.runIf(process.env.GUICHET_TEST_DB === 'postgres')('statements prepared 
   let t: TestDatabase;
   let a: TestTenant;
   const sent: string[] = [];
+  let stopRecording: (() => void) | undefined;
   // A text no other test sends: the connection has not prepared it yet.
   let n = 0;
   const unique = () => `held-begin-${randomUUID()}-${++n}`;
@@ -279,13 +270,13 @@ describe.runIf(process.env.GUICHET_TEST_DB === 'postgres')('statements prepared 
   beforeAll(async () => {
     t = await createTestDatabase();
     a = await createTestTenant(t);
-    recordMessages(sent);
+    stopRecording = recordMessages(sent);
   });
   afterEach(() => {
     sent.length = 0;
   });
   afterAll(async () => {
-    pg.Client.prototype.query = PG_QUERY;
+    stopRecording?.();
     await t?.close();
   });
 

@@ -2,7 +2,6 @@
  * Lockdown per tenant: levels 1 to 4, raised by one security officer and
  * lowered by two, and another tenant never affected.
  */
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Actor } from '../../src/access/actor.ts';
 import { inTenant } from '../../src/db/tenant.ts';
@@ -13,7 +12,7 @@ import type { Tenant } from '../../src/tenants/service.ts';
 import { addMonths, today } from '../../src/waitlist/dates.ts';
 import { createAdmin, createFacility, createParent, createStaff, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
 import { Client, textOf } from '../helpers/client.ts';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { createTestDatabase, recordMessages, type TestDatabase } from '../helpers/db.ts';
 import { enrolTotp } from '../helpers/factors.ts';
 import { actorOf, createAccount, grantRole } from '../records/people.ts';
 
@@ -185,20 +184,13 @@ describe('what each level closes, in one tenant only', () => {
     const deps = { ...t.deps, db: own };
     const read = () => records.readChildFile(deps, ctxFor(t, w.tenant, w.parent), w.child, 'parent.childFile.view');
     const sent: string[] = [];
-    const query = pg.Client.prototype.query;
-    if (database.kind === 'postgres') {
-      (pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown }).query = function (this: pg.Client, ...args: unknown[]) {
-        const q = args[0];
-        sent.push(typeof q === 'string' ? q : String((q as { text?: string })?.text ?? ''));
-        return (query as (...a: unknown[]) => unknown).apply(this, args);
-      };
-    }
+    const stopRecording = recordMessages(sent);
     try {
       expect((await read()).id).toBe(w.child);
       await inTenant(database.db, w.tenant.id, (trx) => trx.updateTable('tenants').set({ lockdown_level: 3, lockdown_changed_at: new Date() }).where('id', '=', w.tenant.id).execute());
       await expect(read()).rejects.toMatchObject({ kind: 'closed' });
     } finally {
-      pg.Client.prototype.query = query;
+      stopRecording();
       await own.close();
     }
     if (database.kind === 'postgres') {

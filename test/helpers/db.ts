@@ -167,3 +167,20 @@ export async function createTestTenant(database: TestDatabase, overrides: TestTe
   await inTenant(owner, row.id, (trx) => createChainHead(trx, row.id));
   return { id: row.id, slug: row.slug };
 }
+
+const PG_QUERY = pg.Client.prototype.query;
+
+/**
+ * Pushes onto `sent` every message pg's clients send, in order, until the
+ * returned function is called (it puts pg's own `query` back).
+ */
+export function recordMessages(sent: string[]): () => void {
+  (pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown }).query = function (this: pg.Client, ...args: unknown[]) {
+    const q = args[0];
+    sent.push(typeof q === 'string' ? q : String((q as { text?: string })?.text ?? ''));
+    return (PG_QUERY as (...a: unknown[]) => unknown).apply(this, args);
+  };
+  return () => {
+    pg.Client.prototype.query = PG_QUERY;
+  };
+}
