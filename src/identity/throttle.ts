@@ -6,7 +6,7 @@ import type { Ctx, Deps } from '../context.ts';
 import { sql } from 'kysely';
 import { counters, withCounters, type QuotaKind, type SignInCounts, type SignInWindows } from '../counters/counters.ts';
 import { originOf } from '../context.ts';
-import { PostgresCounters, signInCountsOf, signInCountsSql, type SignInCountsRow } from '../counters/postgres.ts';
+import { PostgresCounters, SIGN_IN_COUNT_COLUMNS, signInCountsOf, signInCountsSql, type SignInCountsRow } from '../counters/postgres.ts';
 import type { Trx } from '../db/connection.ts';
 import { inTenant } from '../db/tenant.ts';
 import { enqueueMail } from '../mail/outbox.ts';
@@ -105,7 +105,7 @@ export async function signInVerdict(deps: Deps, ctx: Ctx, email: string, trx: Tr
   let account: SignInAccount | undefined;
   if (c instanceof PostgresCounters) {
     const { rows } = await sql<SignInCountsRow & { id: string | null; password_hash: string | null; status: string; email_verified_at: Date | null; locale: Locale }>`
-      SELECT c.*, a.id, a.password_hash, a.status, a.email_verified_at, a.locale
+      SELECT ${SIGN_IN_COUNT_COLUMNS}, a.id, a.password_hash, a.status, a.email_verified_at, a.locale
       FROM ${signInCountsSql(key, ctx.ip, WINDOWS, ctx.now)} AS c LEFT JOIN accounts a ON a.email = ${email}${last}`.execute(trx);
     const r = rows[0]!;
     v = verdict(signInCountsOf(r), ctx.now);
