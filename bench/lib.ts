@@ -141,3 +141,57 @@ export function postgresCpuMs(): number | null {
     return null;
   }
 }
+
+/**
+ * CPU time (ms) of each thread of this process, by thread id (Linux /proc; empty
+ * elsewhere). The main thread's id is the process id; the others are libuv's
+ * pool (where argon2id runs) and V8's helpers (garbage collection, compilers).
+ */
+export function threadCpuMs(): Map<number, number> {
+  const out = new Map<number, number>();
+  try {
+    for (const tid of readdirSync('/proc/self/task')) {
+      try {
+        const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        out.set(Number(tid), (Number(f[11]) + Number(f[12])) * 10);
+      } catch {
+        // the thread ended meanwhile
+      }
+    }
+  } catch {
+    // not Linux
+  }
+  return out;
+}
+
+/** What each thread spent between two threadCpuMs() readings. */
+export function threadCpuSince(before: Map<number, number>): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const [tid, ms] of threadCpuMs()) out.set(tid, ms - (before.get(tid) ?? 0));
+  return out;
+}
+
+/**
+ * BENCH_PROFILE=FILE: a CPU profile of this process's main thread while `fn` runs (sampled every
+ * 200 µs), for finding where a measured phase spends its time. Without it, `fn` simply runs.
+ */
+export async function profiled<T>(fn: () => Promise<T>): Promise<T> {
+  const file = process.env.BENCH_PROFILE;
+  if (!file) return fn();
+  const { Session } = await import('node:inspector/promises');
+  const { writeFileSync } = await import('node:fs');
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.setSamplingInterval', { interval: 200 });
+  await session.post('Profiler.start');
+  try {
+    return await fn();
+  } finally {
+    const { profile } = await session.post('Profiler.stop');
+    writeFileSync(file, JSON.stringify(profile));
+    session.disconnect();
+    log(`CPU profile written to ${file}`);
+  }
+}

@@ -9,14 +9,12 @@
  * BENCH_PROFILE=FILE writes a CPU profile of this process (the server) during
  * the full-stack run only, for Chrome's DevTools or `node --cpu-prof`'s readers.
  */
-import { writeFileSync } from 'node:fs';
-import { Session } from 'node:inspector/promises';
 import Fastify from 'fastify';
 import pg from 'pg';
 import { LISTEN_BACKLOG } from '../src/server.ts';
 import { benchApp, parentWithChild } from './app.ts';
 import { load } from './http.ts';
-import { benchDatabase, log, postgresCpuMs, report } from './lib.ts';
+import { benchDatabase, log, postgresCpuMs, profiled, report } from './lib.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
@@ -55,20 +53,7 @@ try {
   await run(`http://127.0.0.1:${barePort}/point/${childId}`);
   await run(`${base}${childPath}`, { host, cookie });
   const baseline = await measured(`http://127.0.0.1:${barePort}/point/${childId}`);
-  const profiler = process.env.BENCH_PROFILE ? new Session() : null;
-  if (profiler) {
-    profiler.connect();
-    await profiler.post('Profiler.enable');
-    await profiler.post('Profiler.setSamplingInterval', { interval: 200 });
-    await profiler.post('Profiler.start');
-  }
-  const full = await measured(`${base}${childPath}`, { host, cookie });
-  if (profiler) {
-    const { profile } = await profiler.post('Profiler.stop');
-    writeFileSync(process.env.BENCH_PROFILE!, JSON.stringify(profile));
-    profiler.disconnect();
-    log(`CPU profile of the full-stack run written to ${process.env.BENCH_PROFILE}`);
-  }
+  const full = await profiled(() => measured(`${base}${childPath}`, { host, cookie }));
   const audited = await owner.query<{ n: string }>("SELECT count(*) AS n FROM audit_events WHERE action = 'waitlist.childFile.read'");
   report({ name: 'read.childFile.throughput', value: full.rps, unit: 'req/s', baseline: baseline.rps, baselineLabel: 'bare Fastify + one point read', note: `CPU a request: ${cpuNote(full)}; bare: ${cpuNote(baseline)}` });
   report({ name: 'read.childFile.p99', value: full.p99, unit: 'ms', baseline: baseline.p99, lowerIsBetter: true, note: `aim ≤ 50 ms; errors ${full.errors}, non-2xx ${full.non2xx}; ${audited.rows[0]!.n} reads audited` });
