@@ -530,6 +530,13 @@ export interface OidcPayloadsTable {
   consumed_at: Timestamp | null;
 }
 
+/** Accounts whose sign-ins may just have ended, noted by the database for back-channel logout (migration 0036, src/oidc/logout.ts). */
+export interface OidcLogoutChecksTable {
+  tenant_id: string;
+  account_id: string;
+  noted_at: Generated<Timestamp>;
+}
+
 export interface OidcSigningKeysTable {
   tenant_id: string;
   kid: string;
@@ -868,6 +875,7 @@ export interface DB {
   factor_failures: FactorFailuresTable;
   oidc_clients: OidcClientsTable;
   oidc_payloads: OidcPayloadsTable;
+  oidc_logout_checks: OidcLogoutChecksTable;
   oidc_signing_keys: OidcSigningKeysTable;
   oidc_entitlements: OidcEntitlementsTable;
   incidents: IncidentsTable;

@@ -5,7 +5,11 @@
  * was suspended or closed, detection ended their sessions. Whatever the path,
  * the result is the same in the database — no live session left, or an
  * account no longer active — so the provider's sessions of such a person are
- * found from that, not from each path that can cause it.
+ * found from that, not from each path that can cause it: the database notes
+ * each account whose session is revoked or which stops being active
+ * (migration 0036, whatever wrote the change), and after a request only those
+ * accounts' provider sessions are looked at; the minute's sweep looks at all
+ * of them, for sign-ins that merely ran out.
  *
  * Each provider session found is deleted first (one statement, RETURNING):
  * two sweeps at the same instant cannot both claim it, so each relying party
@@ -19,6 +23,7 @@ import type { Provider } from 'oidc-provider';
 import { appendAudit } from '../audit/log.ts';
 import type { AuditOrigin } from '../audit/events.ts';
 import type { Deps } from '../context.ts';
+import { LAST_OF_TRANSACTION } from '../db/held-begin.ts';
 import { inTenant } from '../db/tenant.ts';
 import { originFields, type Tenant } from '../tenants/service.ts';
 
@@ -36,6 +41,18 @@ export interface EndedSessions {
   failed: number;
 }
 
+/**
+ * Which provider sessions to look at: those of the accounts the database noted
+ * as their sign-ins ended (a session revoked, an account no longer active:
+ * migration 0036), after a request; or every one of the tenant's, for the
+ * minute's sweep, which also finds sign-ins that merely ran out.
+ */
+export type LogoutScope = 'noted' | 'all';
+
+/** The account a provider session is for, as a uuid (null when it is not one, so that it matches no session). */
+const PAYLOAD_ACCOUNT = sql`(CASE WHEN p.payload->>'accountId' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                                 THEN (p.payload->>'accountId')::uuid END)`;
+
 /** Ends the tenant's provider sessions whose person has no live Guichet session any more, telling the relying parties. */
 export async function endOrphanedProviderSessions(
   deps: Deps,
@@ -44,18 +61,29 @@ export async function endOrphanedProviderSessions(
   origin: AuditOrigin,
   now: Date,
   log?: { warn(o: object, m: string): void },
+  scope: LogoutScope = 'noted',
 ): Promise<EndedSessions> {
   const db = deps.db.db;
+  const none: EndedSessions = { sessions: 0, told: 0, failed: 0 };
+  // The notes are taken whatever the scope (the sweep looks at every account anyway): a DELETE … RETURNING, so
+  // that of two servers taking them at once each account goes to one. Most requests end nobody's sign-in: then
+  // this is the whole cost, one statement on an empty table.
+  const noted = await inTenant(db, tenantId, (trx) =>
+    sql<{ account_id: string }>`DELETE FROM oidc_logout_checks WHERE tenant_id = ${tenantId} RETURNING account_id ${sql.raw(LAST_OF_TRANSACTION)}`.execute(trx),
+  );
+  const accounts = noted.rows.map((r) => r.account_id);
+  if (scope === 'noted' && !accounts.length) return none;
   const orphaned = sql`p.tenant_id = ${tenantId}
          AND p.model = 'Session'
          AND p.payload->>'accountId' IS NOT NULL
+         ${scope === 'noted' ? sql`AND p.payload->>'accountId' = ANY(${accounts}::text[])` : sql``}
          AND NOT EXISTS (
            SELECT 1 FROM sessions s JOIN accounts a ON a.id = s.account_id AND a.tenant_id = s.tenant_id
-            WHERE s.tenant_id = p.tenant_id AND s.account_id::text = p.payload->>'accountId'
+            WHERE s.tenant_id = p.tenant_id AND s.account_id = ${PAYLOAD_ACCOUNT}
               AND s.revoked_at IS NULL AND s.expires_at > ${now} AND a.status = 'active')`;
-  // Most requests end nobody's sign-in: a look first, and the tenant's provider is built only when there is work.
+  // A look first: the tenant's provider is built only when there is work.
   const any = await inTenant(db, tenantId, (trx) => sql<{ one: number }>`SELECT 1 AS one FROM oidc_payloads p WHERE ${orphaned} LIMIT 1`.execute(trx));
-  if (!any.rows.length) return { sessions: 0, told: 0, failed: 0 };
+  if (!any.rows.length) return none;
   const provider = await providerOf();
   const claimed = await inTenant(db, tenantId, async (trx) => {
     const rows = await sql<{ id: string; payload: SessionPayload | string }>`DELETE FROM oidc_payloads p WHERE ${orphaned} RETURNING p.id, p.payload`.execute(trx);
@@ -117,7 +145,7 @@ export async function endLapsedProviderSessions(
   const total: EndedSessions = { sessions: 0, told: 0, failed: 0 };
   for (const { tenant, issuer } of tenants) {
     try {
-      const r = await endOrphanedProviderSessions(deps, tenant.id, () => providers.get(tenant, issuer), SWEEP_ORIGIN, deps.clock(), log);
+      const r = await endOrphanedProviderSessions(deps, tenant.id, () => providers.get(tenant, issuer), SWEEP_ORIGIN, deps.clock(), log, 'all');
       total.sessions += r.sessions;
       total.told += r.told;
       total.failed += r.failed;
