@@ -242,11 +242,10 @@ try {
         const rows = await eventsInOrder(trx, tenantId, after, Math.min(VERIFY_PAGE_SIZE, head.treeSize - done));
         if (!rows.length) break;
         const r1 = performance.now();
-        for (const r of rows) {
-          leafHash(r.entry);
-          bytes += Buffer.byteLength(r.entry) + 1;
-        }
+        for (const r of rows) leafHash(r.entry);
         hashMs += performance.now() - r1;
+        // Counted apart: measuring the bytes is not hashing them.
+        for (const r of rows) bytes += Buffer.byteLength(r.entry) + 1;
         done += rows.length;
         after = { ticket: rows[rows.length - 1]!.ticket, seq: rows[rows.length - 1]!.seq };
       }
