@@ -115,6 +115,12 @@ function urlFor(database: string, user?: string): string {
   return u.toString();
 }
 
+/** User and system CPU time (ms) in a /proc …/stat line: fields 14 and 15, after the command's closing parenthesis. */
+function cpuMsOfStat(stat: string): number {
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10; // USER_HZ is 100 on Linux
+}
+
 /**
  * CPU time (ms) used so far by the processes named `postgres` on this machine
  * (Linux /proc; null elsewhere): with the server's own, what one request costs
@@ -122,7 +128,7 @@ function urlFor(database: string, user?: string): string {
  */
 export function postgresCpuMs(): number | null {
   try {
-    let ticks = 0;
+    let ms = 0;
     for (const pid of readdirSync('/proc')) {
       if (!/^\d+$/.test(pid)) continue;
       let stat: string;
@@ -131,12 +137,10 @@ export function postgresCpuMs(): number | null {
       } catch {
         continue; // ended meanwhile
       }
-      const close = stat.lastIndexOf(')');
-      if (stat.slice(stat.indexOf('(') + 1, close) !== 'postgres') continue;
-      const f = stat.slice(close + 2).split(' ');
-      ticks += Number(f[11]) + Number(f[12]); // utime, stime (fields 14 and 15)
+      if (stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')) !== 'postgres') continue;
+      ms += cpuMsOfStat(stat);
     }
-    return ticks * 10; // USER_HZ is 100 on Linux
+    return ms;
   } catch {
     return null;
   }
@@ -152,9 +156,7 @@ export function threadCpuMs(): Map<number, number> {
   try {
     for (const tid of readdirSync('/proc/self/task')) {
       try {
-        const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-        out.set(Number(tid), (Number(f[11]) + Number(f[12])) * 10);
+        out.set(Number(tid), cpuMsOfStat(readFileSync(`/proc/self/task/${tid}/stat`, 'utf8')));
       } catch {
         // the thread ended meanwhile
       }

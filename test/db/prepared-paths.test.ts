@@ -8,19 +8,19 @@
  * enough), hence this test.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { addMonths, today } from '../../src/waitlist/dates.ts';
 import { createFacility, createParent, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
 import { Client } from '../helpers/client.ts';
 import { createTestDatabase, recordMessages, type TestDatabase } from '../helpers/db.ts';
+import { childForm } from '../helpers/world.ts';
 
 /** The statements of one message, each as sent: BEGIN, the tenant's settings, EXECUTE or PREPARE, COMMIT… */
-export function statementsOf(message: string): string[] {
+function statementsOf(message: string): string[] {
   // A new statement starts after "; " with a keyword; a literal holding "; select" would split wrongly, and fail loudly.
   return message.split(/;\s+(?=(?:begin|commit|rollback|execute|prepare|deallocate|select|insert|update|delete|with|values|set|\/\*)\b|\/\*)/i).map((s) => s.trim().replace(/;$/, ''));
 }
 
 /** What PostgreSQL plans from scratch: anything but transaction control, the tenant's settings and prepared statements. */
-export function plannedAnew(statement: string): boolean {
+function plannedAnew(statement: string): boolean {
   if (/^(begin|commit|rollback)(\s+isolation level [a-z ]+)?$/i.test(statement)) return false;
   if (/^(execute|prepare|deallocate)\s+guichet_\d+\b/i.test(statement)) return false;
   // The transaction's settings: set_config calls only (role, tenant, actor), held for the statement after them.
@@ -67,8 +67,7 @@ describe.runIf(process.env.GUICHET_TEST_DB === 'postgres')('the busiest paths on
     const setup = new Client(t.app, host);
     expect((await setup.signIn(email, PASSWORD)).status).toBe(303);
     await setup.get('/children/new');
-    const t0 = today(new Date());
-    const r = await setup.post('/children/new', { firstName: 'Maëlle', lastName: 'Ouellet', birthDate: addMonths(t0, -6), nirec: 'AB12CD34EF', desiredEntryDate: addMonths(t0, 2), day_tue: 'on' });
+    const r = await setup.post('/children/new', childForm({ firstName: 'Maëlle', lastName: 'Ouellet' }));
     expect(r.status).toBe(303);
     const childId = /\/children\/([0-9a-f-]{36})/.exec(String(r.headers.location))![1]!;
     await setup.get(`/directory/${facility}`);
