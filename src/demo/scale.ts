@@ -19,7 +19,7 @@ import type { DB } from '../db/schema.ts';
 import { inTenant } from '../db/tenant.ts';
 import { foldForSearch, parseFacilities } from '../directory/import.ts';
 import { insertSyntheticFamilies } from '../records/bulk.ts';
-import { createRng, familyStream, type Rng, type SeedFacility, type SyntheticFamily } from './seed.ts';
+import { createRng, emailPart, familyStream, type Rng, type SeedFacility, type SyntheticFamily } from './seed.ts';
 
 const SEED_DATA = new URL('../../seed-data/', import.meta.url);
 
@@ -184,7 +184,7 @@ export async function seedScale(db: Kysely<DB>, tenantId: string, opts: ScaleSee
         opts.onProgress?.(total.children, opts.children);
       };
       opts.onProgress?.(0, opts.children);
-      for (const f of familyStream({ seed, facilities, today: now, choices: opts.choices })) {
+      for (const f of familyStream({ seed, facilities, today: now, choices: opts.choices, emailDomain: `echelle-${emailPart(String(seed))}.exemple.test` })) {
         const room = opts.children - total.children - pendingChildren;
         if (room <= 0) break;
         // The last family keeps only the children that fit, so the count is exact.

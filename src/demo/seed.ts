@@ -181,6 +181,12 @@ export interface GenerateOptions {
   names?: NameTables;
   /** Every child makes exactly this many choices (the scale seed: 10); by default 1 to 5, as families do. */
   choices?: number;
+  /**
+   * The parents' e-mail domain (exemple.test by default). Addresses are name.name.NNNN: a few
+   * hundred thousand families exhaust the common names' numbers, so a large seed beside the
+   * demo's families would meet theirs; the scale seed gives each seed its own domain.
+   */
+  emailDomain?: string;
 }
 
 // Letters and digits that cannot be misread over the phone (no 0/O, 1/I/L).
@@ -195,7 +201,7 @@ const PART_TIME = [15, 30, 7, 28, 21, 10, 23] as const;
 const CHOICES = weighted<number>([[1, 15], [2, 20], [3, 30], [4, 20], [5, 15]]);
 
 /** ASCII, lower case, for e-mail local parts: "Côté" → "cote", "D'Amours" → "damours". */
-function emailPart(name: string): string {
+export function emailPart(name: string): string {
   return name
     .normalize('NFD')
     .replace(/\p{M}/gu, '')
@@ -332,6 +338,7 @@ export function* familyStream(opts: Omit<GenerateOptions, 'count'>): Generator<S
   const todayDay = dayOf(today);
   const fiveYears = Math.round(5 * 365.25);
 
+  const emailDomain = opts.emailDomain ?? 'exemple.test';
   const emails = new Set<string>();
   const references = new Set<string>();
   const newReference = () => {
@@ -360,7 +367,7 @@ export function* familyStream(opts: Omit<GenerateOptions, 'count'>): Generator<S
 
     let email: string;
     do {
-      email = `${emailPart(parentFirstName)}.${emailPart(parentLastName)}.${String(int(rng, 0, 9999)).padStart(4, '0')}@exemple.test`;
+      email = `${emailPart(parentFirstName)}.${emailPart(parentLastName)}.${String(int(rng, 0, 9999)).padStart(4, '0')}@${emailDomain}`;
     } while (emails.has(email));
     emails.add(email);
     const phone = `${oneOf(rng, AREA_CODES)}-555-01${String(int(rng, 0, 99)).padStart(2, '0')}`;

@@ -56,6 +56,17 @@ async function journey(env: NodeJS.ProcessEnv, slug: string, owner: () => Promis
   // Not a terminal: plain progress lines, no carriage returns.
   expect(seeded.stderr).toMatch(/seed: 100 %/);
   expect(seeded.stderr).not.toContain('\r');
+  // The seed's parents have addresses of its own domain: a large seed never meets the demo's families (name.name.NNNN).
+  {
+    const o = await owner();
+    try {
+      const { rows } = await sql<{ email: string }>`SELECT a.email FROM accounts a JOIN tenants t ON t.id = a.tenant_id WHERE t.slug = ${slug}`.execute(o.db);
+      expect(rows.length).toBeGreaterThan(0);
+      for (const r of rows) expect(r.email).toMatch(new RegExp(`@echelle-${slug.toLowerCase().replace(/[^a-z0-9-]+/g, '')}\\.exemple\\.test$`));
+    } finally {
+      await o.close();
+    }
+  }
 
   const refused = await cli(['allocate', '--tenant', slug], env);
   expectExit(refused, 2);
