@@ -82,9 +82,9 @@ async function awaitingPurge(deps: Deps, tenant: Tenant): Promise<DeletedFile[]>
 
 /** What comes next, for a programme operator or an administrator: references and dates, no identity. */
 export async function retentionPreview(deps: Deps, ctx: Ctx, horizonDays = 90): Promise<RetentionPreview> {
-  const files = await readRetentionFiles(deps, ctx, 'retention.preview');
   const today = localToday(ctx.now);
   const horizon = new Date(ctx.now.getTime() + horizonDays * DAY).toISOString().slice(0, 10);
+  const files = await readRetentionFiles(deps, ctx, 'retention.preview', horizon);
   const all = schedule(ctx.tenant, files);
   const last = await inTenant(deps.db.db, ctx.tenant.id, (trx) =>
     trx.selectFrom('audit_events').select(['occurred_at', 'details']).where('action', '=', 'retention.run').where('outcome', '=', 'success').orderBy('seq', 'desc').limit(1).executeTakeFirst(),
@@ -175,8 +175,8 @@ async function closeAccount(deps: Deps, tenant: Tenant, accountId: string, origi
 export async function runTenantRetention(deps: Deps, tenant: Tenant, origin: AuditOrigin, now: Date): Promise<TenantRetentionResult> {
   const ctx: Ctx = { tenant, actor: null, ip: null, userAgent: origin.userAgent, requestId: null, locale: 'fr', now, baseUrl: deps.config.publicUrl ?? '' };
   try {
-    const files = await readRetentionFiles(deps, ctx, 'retention.run', origin);
     const today = localToday(now);
+    const files = await readRetentionFiles(deps, ctx, 'retention.run', today, origin);
     const due = schedule(tenant, files).filter((f) => f.deleteOn <= today);
     let deleted = 0;
     for (const reason of ['school_age', 'inactive'] as const) {

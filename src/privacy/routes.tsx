@@ -39,6 +39,9 @@ function PurgeTable({ env, rows }: { env: PageEnv; rows: DeletedFile[] }) {
   );
 }
 
+/** Rows of each list the retention page shows (the soonest first). */
+export const RETENTION_ROWS_SHOWN = 100;
+
 function ScheduleTable({ env, rows, caption }: { env: PageEnv; rows: ScheduledFile[]; caption: string }) {
   const r = env.m.retention;
   if (!rows.length) return <p>{r.none}</p>;
@@ -199,6 +202,9 @@ export function privacyRoutes(app: FastifyInstance, deps: Deps) {
     const env = pageEnv(req, reply);
     const r = env.m.retention;
     const rules = req.ctx.tenant.rules;
+    // A programme where the job has not run for a while can have tens of thousands of files due: the page gives
+    // their number and the soonest, not a table of megabytes.
+    const shownOf = (total: number) => (total > RETENTION_ROWS_SHOWN ? <p>{r.shown(RETENTION_ROWS_SHOWN, total)}</p> : null);
     return sendPage(
       reply,
       <Page env={env} title={r.title}>
@@ -212,11 +218,14 @@ export function privacyRoutes(app: FastifyInstance, deps: Deps) {
         </ul>
         <p>{p.lastRun ? r.lastRun(formatDateTime(env.locale, p.lastRun.at)) : r.never}</p>
         <h2>{r.dueTitle}</h2>
-        <ScheduleTable env={env} rows={p.dueNow} caption={r.dueTitle} />
+        {shownOf(p.dueNow.length)}
+        <ScheduleTable env={env} rows={p.dueNow.slice(0, RETENTION_ROWS_SHOWN)} caption={r.dueTitle} />
         <h2>{r.upcomingTitle(p.horizonDays)}</h2>
-        <ScheduleTable env={env} rows={p.upcoming} caption={r.upcomingTitle(p.horizonDays)} />
+        {shownOf(p.upcoming.length)}
+        <ScheduleTable env={env} rows={p.upcoming.slice(0, RETENTION_ROWS_SHOWN)} caption={r.upcomingTitle(p.horizonDays)} />
         <h2>{r.purgeTitle}</h2>
-        {p.awaitingPurge.length ? <PurgeTable env={env} rows={p.awaitingPurge} /> : <p>{r.none}</p>}
+        {shownOf(p.awaitingPurge.length)}
+        {p.awaitingPurge.length ? <PurgeTable env={env} rows={p.awaitingPurge.slice(0, RETENTION_ROWS_SHOWN)} /> : <p>{r.none}</p>}
         <h2>{r.accountsTitle}</h2>
         <p>{r.accounts(p.accounts.dueNow, p.accounts.upcoming.length, p.horizonDays)}</p>
       </Page>,

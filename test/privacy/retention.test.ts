@@ -11,6 +11,8 @@ import type { Actor } from '../../src/access/actor.ts';
 import { inTenant } from '../../src/db/tenant.ts';
 import { dueDate, nextRunAt, retentionHour, retentionPreview, runRetention } from '../../src/privacy/retention.ts';
 import * as records from '../../src/records/gateway.ts';
+import { seedDemo } from '../../src/demo/seed.ts';
+import { RETENTION_ROWS_SHOWN } from '../../src/privacy/routes.tsx';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { addMonths, today } from '../../src/waitlist/dates.ts';
 import { createAdmin, createFacility, createParent, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
@@ -79,7 +81,9 @@ describe('the retention job', () => {
     // Reading birth dates to compute it is recorded, with the families.
     const schedReads = await events(w.tenant, 'retention.preview');
     expect(schedReads.at(-1)).toMatchObject({ purpose: 'retention.schedule', fields: ['birth_date'], actor_account_id: w.admin.accountId });
-    expect(schedReads.at(-1)!.family_ids).toHaveLength(4);
+    // Only the files the rules could make due within the horizon had their birth dates opened: not the 10-month-old's.
+    expect([...schedReads.at(-1)!.target_ids].sort()).toEqual([w.old, w.idle, w.soon].sort());
+    expect(schedReads.at(-1)!.family_ids).toHaveLength(3);
     // The page, for the administrator.
     const c = new Client(t.app, w.tenant.hosts[0]!);
     expect((await c.signIn(w.adminEmail, PASSWORD)).status).toBe(303);
@@ -163,6 +167,61 @@ describe('the retention job', () => {
     expect(retentionHour({ GUICHET_RETENTION_HOUR: '22' })).toBe(22);
     expect(retentionHour({ GUICHET_RETENTION_HOUR: 'off' })).toBeNull();
     expect(() => retentionHour({ GUICHET_RETENTION_HOUR: '25' })).toThrow(/GUICHET_RETENTION_HOUR/);
+  });
+});
+
+describe('which files the job opens', () => {
+  it('only those the rules could make due, and none missed at the edges of a month', async () => {
+    // The run of 28 February 2027 (a Sunday, 10:00 in Montreal): 36 months without activity reach back to 28
+    // February 2024, but a file last active on the leap day is due too (29 February + 36 months is 28 February).
+    const real = new Date();
+    const runAt = new Date('2027-02-28T15:00:00Z');
+    try {
+      const tenant = await tenantFor(t, { rules: { deletedFileRetentionDays: 30, retention: { schoolAgeYears: 5, afterSchoolAgeMonths: 12, inactiveFileMonths: 36 } } });
+      const facility = await createFacility(t, tenant);
+      const email = `bords.${Date.now().toString(36)}@exemple.test`;
+      const parent = await actorOf(t, tenant, await createParent(t, tenant, email), email);
+      const at = async (iso: string, firstName: string, birthDate: string) => {
+        t.setNow(new Date(iso));
+        return file(tenant, facility, parent, firstName, birthDate);
+      };
+      const leapDay = await at('2024-02-29T12:00:00Z', 'Bissextile', '2023-12-01');
+      const dayAfter = await at('2024-03-01T12:00:00Z', 'Lendemain', '2023-12-01');
+      const schoolToday = await at('2027-02-01T12:00:00Z', 'Rentrée', '2021-02-28');
+      const schoolTomorrow = await at('2027-02-01T12:00:00Z', 'Demain', '2021-03-01');
+      const young = await at('2027-02-01T12:00:00Z', 'Jeune', '2026-05-10');
+      t.setNow(runAt);
+      const [r] = (await runRetention(t.deps, JOB, runAt, tenant))!;
+      expect(r!.deleted).toBe(2);
+      for (const id of [leapDay, schoolToday]) expect((await child(tenant, id)).deleted_at).not.toBeNull();
+      for (const id of [dayAfter, schoolTomorrow, young]) expect((await child(tenant, id)).deleted_at).toBeNull();
+      // Opened: the two due, and the file last active the day after the leap day (its month could have made it due).
+      // Not opened: a birth month that cannot be due yet, a young child's file.
+      const read = (await events(tenant, 'retention.run')).find((e) => e.target_type === 'child')!;
+      expect([...read.target_ids].sort()).toEqual([leapDay, dayAfter, schoolToday].sort());
+    } finally {
+      t.setNow(real);
+    }
+  });
+});
+
+describe('the retention page at scale', () => {
+  it('gives the number of files and the soonest hundred, not a table of them all', async () => {
+    const tenant = await tenantFor(t, { rules: { deletedFileRetentionDays: 30, retention: { schoolAgeYears: 5, afterSchoolAgeMonths: 12, inactiveFileMonths: 36 } } });
+    await createFacility(t, tenant);
+    // Families registered four years ago and never seen since: every file is due for inactivity.
+    const origin = { actorAccountId: null, actorRoles: ['system:seed'], ip: null, userAgent: 'vitest', requestId: null };
+    const seeded = await seedDemo(database.db, tenant.id, { families: 110, seed: 'conservation', now: new Date(Date.now() - 4 * 365 * DAY), origin, keys: t.deps.keys });
+    expect(seeded.children).toBeGreaterThan(RETENTION_ROWS_SHOWN);
+    const adminEmail = `admin.echelle.${Date.now().toString(36)}@exemple.test`;
+    await createAdmin(t, tenant, adminEmail);
+    const c = new Client(t.app, tenant.hosts[0]!);
+    expect((await c.signIn(adminEmail, PASSWORD)).status).toBe(303);
+    const page = await c.get('/retention');
+    expect(page.status).toBe(200);
+    expect(textOf(page.body)).toContain(`${seeded.children} dossiers; les 100 premiers, par date`);
+    const due = /<h2>Supprimés à la prochaine exécution<\/h2>[\s\S]*?<\/table>/.exec(page.body)![0];
+    expect(due.match(/<tr>/g)).toHaveLength(RETENTION_ROWS_SHOWN + 1);
   });
 });
 

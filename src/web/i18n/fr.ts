@@ -1289,6 +1289,7 @@ export const fr = {
     accountsTitle: 'Comptes sans dossier',
     accounts: (due: number, upcoming: number, days: number) =>
       `${due === 0 ? 'Aucun compte n’est fermé' : due === 1 ? 'Un compte est fermé' : `${due} comptes sont fermés`} à la prochaine exécution${nb}; ${upcoming === 0 ? 'aucun' : upcoming} dans les ${days} jours suivants.`,
+    shown: (shown: number, total: number) => `${total.toLocaleString('fr-CA')} dossiers; les ${shown} premiers, par date${nb}:`,
     reasons: { school_age: 'âge scolaire atteint', inactive: 'aucune activité' },
   },
   deletion: {
