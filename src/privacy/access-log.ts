@@ -25,7 +25,7 @@ import { withSession } from '../records/gateway.ts';
 import { originFields } from '../tenants/service.ts';
 import { kindOf, type AccessKind } from './breach.ts';
 import { fieldsOfPurpose } from './purposes.ts';
-import { childReferences, familyIdsOfAccount } from '../records/lookups.ts';
+import { childReferences, childrenOfFamilies, familyIdsOfAccount } from '../records/lookups.ts';
 
 export type AccessorKind = 'you' | 'staff' | 'programme' | 'system' | 'other';
 
@@ -73,7 +73,11 @@ async function entriesOf(trx: Trx, familyIds: readonly string[], self: string, o
   let q = trx.selectFrom('audit_events').where(sql<boolean>`family_ids && ${fam}`).where('outcome', '<>', 'denied');
   if (!opts.own) q = q.where((eb) => eb.or([eb('actor_account_id', 'is', null), eb('actor_account_id', '<>', self)]));
   const total = Number((await q.select(sql<string>`count(*)`.as('n')).executeTakeFirst())?.n ?? 0);
-  let rows = q.select(['id', 'occurred_at', 'action', 'outcome', 'actor_account_id', 'actor_roles', 'on_behalf_of', 'target_ids', 'fields', 'purpose']).orderBy('seq', 'desc').offset(opts.offset);
+  // Of an event's targets, only the family's own files come back: an event of the programme's work can name
+  // hundreds of thousands of files, and the page needs the family's few.
+  const own = (await childrenOfFamilies(trx, [...familyIds])).map((c) => c.id);
+  const ours = sql<string[]>`ARRAY(SELECT t FROM pg_catalog.unnest(target_ids) AS t WHERE t = ANY(${sql.val(own)}::text[]))`;
+  let rows = q.select(['id', 'occurred_at', 'action', 'outcome', 'actor_account_id', 'actor_roles', 'on_behalf_of', ours.as('target_ids'), 'fields', 'purpose']).orderBy('seq', 'desc').offset(opts.offset);
   if (opts.limit !== null) rows = rows.limit(opts.limit);
   const events = await rows.execute();
   const targetIds = [...new Set(events.flatMap((e) => e.target_ids).filter((x) => UUID.test(x)))];
