@@ -50,6 +50,7 @@ function expectExit(r: Run, code: number): void {
 /** The whole journey, against whichever database `env` and `owner` reach. */
 async function journey(env: NodeJS.ProcessEnv, slug: string, owner: () => Promise<{ db: Kysely<DB>; close: () => Promise<void> }>): Promise<void> {
   expectExit(await cli(['tenant', 'create', '--slug', slug, '--name-fr', 'Répartition', '--name-en', 'Allocation'], env), 0);
+  const beforeSeed = new Date();
   const seeded = await cli(['seed', '--children', '400', '--facilities', '60', '--choices', '5', '--seed', slug, '--tenant', slug], env);
   expectExit(seeded, 0);
   expect(seeded.stdout).toMatch(/^60 facilities, \d+ families, 400 children, 2000 applications in/m);
@@ -63,6 +64,11 @@ async function journey(env: NodeJS.ProcessEnv, slug: string, owner: () => Promis
       const { rows } = await sql<{ email: string }>`SELECT a.email FROM accounts a JOIN tenants t ON t.id = a.tenant_id WHERE t.slug = ${slug}`.execute(o.db);
       expect(rows.length).toBeGreaterThan(0);
       for (const r of rows) expect(r.email).toMatch(new RegExp(`@echelle-${slug.toLowerCase().replace(/[^a-z0-9-]+/g, '')}\\.exemple\\.test$`));
+      // Analysed by their owner once seeded (the application role's ANALYZE would skip them).
+      // reltuples is what ANALYZE leaves in the catalogue (-1 before any); PGlite keeps no activity statistics across processes.
+      const analysed = await sql<{ n: number; at: Date | null }>`SELECT c.reltuples AS n, s.last_analyze AS at FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_stat_user_tables s ON s.relid = c.oid WHERE c.relname = 'applications' AND c.relkind = 'r'`.execute(o.db);
+      expect(Number(analysed.rows[0]!.n)).toBeGreaterThanOrEqual(2000);
+      if (process.env.GUICHET_TEST_DB === 'postgres') expect(analysed.rows[0]!.at!.getTime()).toBeGreaterThanOrEqual(beforeSeed.getTime() - 1000);
     } finally {
       await o.close();
     }
