@@ -51,6 +51,14 @@ async function search(trx: Trx, f: DirectoryFilters, page: number, pageSize: num
   return { total, rows: rows.map(({ matches: _m, ...r }) => r) as FacilityRow[] };
 }
 
+/**
+ * Facilities whose name, municipality or postal code holds the words, first `limit` by name, and how many
+ * there are in all: for a form that asks for one facility among tens of thousands.
+ */
+export async function findFacilities(trx: Trx, q: string, limit: number): Promise<{ total: number; rows: FacilityRow[] }> {
+  return search(trx, { q }, 1, limit);
+}
+
 /** A directory page: the matches and the list of municipalities for the filter, in one transaction (one pooled connection). */
 export async function directoryPage(deps: Deps, ctx: Ctx, f: DirectoryFilters, page: number, pageSize = 25) {
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {

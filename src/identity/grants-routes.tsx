@@ -7,6 +7,7 @@ import { Csrf, ErrorSummary, Notice, Page, Select, SummaryList, Tag, TextField, 
 import { emailField, parseBody, text } from '../web/forms.ts';
 import { formatDateTime } from '../web/i18n/index.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
+import { findFacilities } from '../directory/service.ts';
 import { decideGrant, getGrantRequest, listGrantRequests, PRIVILEGED_ROLES, requestGrant, revokeMembership, type GrantRequestView } from './grants.ts';
 
 const DURATIONS = [60, 240, 480, 720] as const;
@@ -27,24 +28,58 @@ function statusTag(env: PageEnv, s: GrantRequestView['status']) {
   return <Tag tone={s === 'pending' ? 'orange' : s === 'approved' ? 'green' : 'grey'}>{env.m.grants.status[s]}</Tag>;
 }
 
-/** Facilities to choose from for a director role (names only: public data). */
-async function facilityOptions(deps: Deps, req: FastifyRequest) {
-  return inTenant(deps.db.db, req.ctx.tenant.id, (trx) => trx.selectFrom('facilities').select(['id', 'name', 'municipality']).orderBy('municipality').orderBy('name').execute());
+/** Up to this many facilities, the form lists them all; beyond, it lists those a search finds. */
+export const FACILITY_CHOICES_MAX = 200;
+/** Facilities a search puts in the form's list. */
+export const FACILITY_MATCHES_SHOWN = 50;
+
+/**
+ * Facilities to choose from for a director role (names only: public data):
+ * every one in a programme of a few hundred; in a larger one (30,000
+ * facilities made a page of 3.9 MB) those that match the search, and the one
+ * already chosen. `searching` tells the page to show the search.
+ */
+async function facilityOptions(deps: Deps, req: FastifyRequest, query: string, chosen: string | undefined) {
+  return inTenant(deps.db.db, req.ctx.tenant.id, async (trx) => {
+    const all = trx.selectFrom('facilities').select(['id', 'name', 'municipality']);
+    const first = await all.orderBy('municipality').orderBy('name').limit(FACILITY_CHOICES_MAX + 1).execute();
+    if (first.length <= FACILITY_CHOICES_MAX) return { searching: false, facilities: first, matches: first.length };
+    const found = query.trim() ? await findFacilities(trx, query, FACILITY_MATCHES_SHOWN) : { total: 0, rows: [] };
+    const facilities = found.rows.map((f) => ({ id: f.id, name: f.name, municipality: f.municipality }));
+    if (chosen && UUID.test(chosen) && !facilities.some((f) => f.id === chosen)) {
+      const c = await all.where('id', '=', chosen).executeTakeFirst();
+      if (c) facilities.unshift(c);
+    }
+    return { searching: true, facilities, matches: found.total };
+  });
 }
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export function grantRoutes(app: FastifyInstance, deps: Deps) {
   const newPage = async (req: FastifyRequest, reply: FastifyReply, values: Record<string, string | undefined>, errors?: FieldErrors) => {
     const env = pageEnv(req, reply);
     const g = env.m.grants;
-    const facilities = await facilityOptions(deps, req);
+    const query = (values.facilityQuery ?? '').slice(0, 100);
+    const { searching, facilities, matches } = await facilityOptions(deps, req, query, values.facilityId);
     return sendPage(
       reply,
       <Page env={env} title={g.newTitle} hasErrors={!!errors}>
         <ErrorSummary env={env} errors={errors} />
         <h1>{g.newTitle}</h1>
         <p class="lead">{g.lead}</p>
+        {searching && (
+          <form method="get" action="/grants/new" role="search" class="facility-search">
+            <TextField env={env} name="facilityQuery" type="search" label={g.facilitySearch} hint={g.facilitySearchHint} value={query} />
+            <button type="submit" class="button button--secondary">
+              {g.facilitySearchSubmit}
+            </button>
+            {query.trim() && <p>{g.facilityMatches(matches, Math.min(matches, FACILITY_MATCHES_SHOWN))}</p>}
+          </form>
+        )}
         <form method="post" action="/grants/new" novalidate>
           <Csrf env={env} />
+          {searching && <input type="hidden" name="facilityQuery" value={query} />}
           <TextField env={env} name="email" type="email" label={g.email} hint={g.emailHint} value={values.email ?? env.actor?.email} errors={errors} autocomplete="off" spellcheck={false} />
           <Select env={env} name="role" label={g.role} value={values.role} errors={errors} options={PRIVILEGED_ROLES.map((r) => ({ value: r, label: env.m.admin.roles[r] }))} />
           <Select
@@ -66,15 +101,16 @@ export function grantRoutes(app: FastifyInstance, deps: Deps) {
     );
   };
 
-  app.get('/grants/new', async (req, reply) => {
+  app.get<{ Querystring: { facilityQuery?: string } }>('/grants/new', async (req, reply) => {
     if (!req.ctx.actor) throw new AppError('signInRequired');
-    return newPage(req, reply, {});
+    const q = req.query?.facilityQuery;
+    return newPage(req, reply, { facilityQuery: typeof q === 'string' ? q : undefined });
   });
 
   app.post('/grants/new', async (req, reply) => {
     if (!req.ctx.actor) throw new AppError('signInRequired');
     const body = (req.body ?? {}) as Record<string, unknown>;
-    const values = Object.fromEntries(['email', 'role', 'facilityId', 'reason', 'durationMinutes'].map((k) => [k, typeof body[k] === 'string' ? (body[k] as string).slice(0, 500) : undefined]));
+    const values = Object.fromEntries(['email', 'role', 'facilityId', 'reason', 'durationMinutes', 'facilityQuery'].map((k) => [k, typeof body[k] === 'string' ? (body[k] as string).slice(0, 500) : undefined]));
     try {
       const input = parseBody(requestSchema, body);
       await requestGrant(deps, req.ctx, { ...input, facilityId: input.facilityId || null });

@@ -5,7 +5,8 @@ import { StepUpRequired } from '../../src/identity/stepup.ts';
 import { ValidationError } from '../../src/errors.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { actorByEmail, createAdmin, createFacility, createParent, createStaff, ctxFor, PASSWORD, tenantFor, type TestApp, startTestApp } from '../helpers/app.ts';
-import { Client } from '../helpers/client.ts';
+import { Client, textOf } from '../helpers/client.ts';
+import { FACILITY_CHOICES_MAX, FACILITY_MATCHES_SHOWN } from '../../src/identity/grants-routes.tsx';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 
 let database: TestDatabase;
@@ -245,5 +246,36 @@ describe('privileged roles by dual control', () => {
     const live = await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('sessions').select('id').where('account_id', '=', staff.accountId).where('revoked_at', 'is', null).execute());
     expect(live).toHaveLength(0);
     expect(await events(w.tenant, 'identity.grant.revoke')).toHaveLength(1);
+  });
+});
+
+describe('the grant request page in a large programme', () => {
+  it('lists every facility in a small programme; beyond 200, those a search finds, and keeps the choice when the form comes back', async () => {
+    const w = await world();
+    const c = new Client(t.app, w.tenant.hosts[0]!);
+    expect((await c.signIn(w.admin, PASSWORD)).status).toBe(303);
+    const options = (html: string) => [...html.matchAll(/<option value="([^"]*)"/g)].map((m) => m[1]!).filter((v) => /^[0-9a-f-]{36}$/.test(v));
+    const small = await c.get('/grants/new');
+    expect(options(small.body)).toEqual([w.facility]);
+    expect(small.body).not.toContain('name="facilityQuery"');
+
+    for (let i = 0; i < FACILITY_CHOICES_MAX; i++) await createFacility(t, w.tenant, { name: `Garderie Boréale ${i}`, municipality: 'Rimouski' });
+    const wanted = await createFacility(t, w.tenant, { name: 'CPE Les Hirondelles', municipality: 'Gaspé' });
+    const large = await c.get('/grants/new');
+    expect(large.status).toBe(200);
+    expect(large.body).toContain('name="facilityQuery"');
+    expect(options(large.body)).toEqual([]);
+    const found = await c.get('/grants/new?facilityQuery=hirondelles');
+    expect(options(found.body)).toEqual([wanted]);
+    expect(textOf(found.body)).toContain('1 service(s) trouvé(s)');
+    const many = await c.get('/grants/new?facilityQuery=bor%C3%A9ale');
+    expect(options(many.body)).toHaveLength(FACILITY_MATCHES_SHOWN);
+    expect(textOf(many.body)).toContain(`${FACILITY_CHOICES_MAX} services trouvés; les ${FACILITY_MATCHES_SHOWN} premiers`);
+    // A spoiled field sends the form back before any step-up, with the facility still chosen and the search kept.
+    const back = await c.post('/grants/new', { email: w.staff, role: 'facility_director', facilityId: wanted, reason: '', durationMinutes: '240', facilityQuery: 'hirondelles' });
+    expect(back.status).toBe(400);
+    expect(back.body).toMatch(new RegExp(`<option value="${wanted}" selected`));
+    expect(back.body).toContain('value="hirondelles"');
+    expect(await privileged(w.tenant, w.staff, new Date())).toEqual([]);
   });
 });
