@@ -69,16 +69,23 @@ function accessorOf(roles: readonly string[], actor: string | null, self: string
 /** The family's events, newest first; `own` includes the parent's own actions. */
 async function entriesOf(trx: Trx, familyIds: readonly string[], self: string, opts: { own: boolean; limit: number | null; offset: number }): Promise<{ entries: AccessEntry[]; total: number }> {
   if (!familyIds.length) return { entries: [], total: 0 };
-  const fam = sql`${sql.val([...familyIds])}::uuid[]`;
-  let q = trx.selectFrom('audit_events').where(sql<boolean>`family_ids && ${fam}`).where('outcome', '<>', 'denied');
-  if (!opts.own) q = q.where((eb) => eb.or([eb('actor_account_id', 'is', null), eb('actor_account_id', '<>', self)]));
-  const total = Number((await q.select(sql<string>`count(*)`.as('n')).executeTakeFirst())?.n ?? 0);
+  // The family's events newest first, found by the index on family_ids (migration 0037: under row-level security
+  // the index is out of reach of the overlap operator), then the page's rows read by primary key.
+  const seqs = (
+    await sql<{ s: string }>`SELECT s::text AS s FROM audit_family_event_seqs(${sql.val([...familyIds])}::uuid[], ${opts.own ? null : self}::uuid) AS s`.execute(trx)
+  ).rows.map((r) => r.s);
+  const total = seqs.length;
+  const page = opts.limit === null ? seqs.slice(opts.offset) : seqs.slice(opts.offset, opts.offset + opts.limit);
+  if (!page.length) return { entries: [], total };
   // Of an event's targets, only the family's own files come back: an event of the programme's work can name
   // hundreds of thousands of files, and the page needs the family's few.
   const own = (await childrenOfFamilies(trx, [...familyIds])).map((c) => c.id);
   const ours = sql<string[]>`ARRAY(SELECT t FROM pg_catalog.unnest(target_ids) AS t WHERE t = ANY(${sql.val(own)}::text[]))`;
-  let rows = q.select(['id', 'occurred_at', 'action', 'outcome', 'actor_account_id', 'actor_roles', 'on_behalf_of', ours.as('target_ids'), 'fields', 'purpose']).orderBy('seq', 'desc').offset(opts.offset);
-  if (opts.limit !== null) rows = rows.limit(opts.limit);
+  const rows = trx
+    .selectFrom('audit_events')
+    .select(['id', 'occurred_at', 'action', 'outcome', 'actor_account_id', 'actor_roles', 'on_behalf_of', ours.as('target_ids'), 'fields', 'purpose'])
+    .where('seq', '=', sql<string>`ANY(${sql.val(page)}::bigint[])`)
+    .orderBy('seq', 'desc');
   const events = await rows.execute();
   const targetIds = [...new Set(events.flatMap((e) => e.target_ids).filter((x) => UUID.test(x)))];
   const refOf = await childReferences(trx, targetIds, [...familyIds]);

@@ -240,6 +240,22 @@ describe('row-level security', () => {
     });
   });
 
+  it('the family events function (which reads past row-level security, for the index) answers for the caller\'s tenant only', async () => {
+    const seqsOf = async (trx: Trx, families: string[]) =>
+      (await sql<{ s: string }>`SELECT s::text AS s FROM audit_family_event_seqs(${families}::uuid[], NULL) AS s`.execute(trx)).rows.map((r) => r.s);
+    const own = async (trx: Trx, id: string) => (await trx.selectFrom('audit_events').select('seq').where('id', '=', id).executeTakeFirstOrThrow()).seq;
+    await inTenant(t.db, a.id, async (trx) => {
+      expect(await seqsOf(trx, [rowsA.familyId, rowsB.familyId])).toEqual([String(await own(trx, rowsA.auditEventId))]);
+      expect(await seqsOf(trx, [rowsB.familyId])).toEqual([]);
+    });
+    await inTenant(t.db, b.id, async (trx) => {
+      expect(await seqsOf(trx, [rowsA.familyId, rowsB.familyId])).toEqual([String(await own(trx, rowsB.auditEventId))]);
+    });
+    await asAppWithoutTenant(t.db, async (trx) => {
+      expect(await seqsOf(trx, [rowsA.familyId, rowsB.familyId])).toEqual([]);
+    });
+  });
+
   it('inside tenant A, a crafted id of B finds nothing', async () => {
     await inTenant(t.db, a.id, async (trx) => {
       expect(await trx.selectFrom('facilities').selectAll().where('id', '=', rowsB.facilityId).execute()).toEqual([]);
