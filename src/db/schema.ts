@@ -528,6 +528,8 @@ export interface OidcPayloadsTable {
   user_code: string | null;
   expires_at: Timestamp | null;
   consumed_at: Timestamp | null;
+  /** Migration 0038: payload.accountId as a uuid (NULL when absent or not one), kept by the database. */
+  account_id: ColumnType<string | null, never, never>;
 }
 
 /** Accounts whose sign-ins may just have ended, noted by the database for back-channel logout (migration 0036, src/oidc/logout.ts). */

@@ -148,7 +148,7 @@ export async function connectedServices(deps: Deps, ctx: Ctx): Promise<Connected
       .selectFrom('oidc_payloads')
       .select(['id', 'payload'])
       .where('model', '=', 'Grant')
-      .where(sql<string>`payload->>'accountId'`, '=', actor.accountId)
+      .where('account_id', '=', actor.accountId)
       .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', ctx.now)]))
       .execute();
     if (!grants.length) return [];
@@ -171,7 +171,7 @@ export async function withdrawConsent(deps: Deps, ctx: Ctx, grantId: string): Pr
   if (!actor) throw new AppError('signInRequired');
   if (!/^[A-Za-z0-9_-]{10,64}$/.test(grantId)) throw new AppError('notFound');
   const clientId = await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
-    const g = await trx.selectFrom('oidc_payloads').select('payload').where('model', '=', 'Grant').where('id', '=', grantId).where(sql<string>`payload->>'accountId'`, '=', actor.accountId).executeTakeFirst();
+    const g = await trx.selectFrom('oidc_payloads').select('payload').where('model', '=', 'Grant').where('id', '=', grantId).where('account_id', '=', actor.accountId).executeTakeFirst();
     if (!g) return null;
     const p = (typeof g.payload === 'string' ? JSON.parse(g.payload) : g.payload) as { clientId?: string };
     await trx.deleteFrom('oidc_payloads').where((eb) => eb.or([eb('grant_id', '=', grantId), eb.and([eb('model', '=', 'Grant'), eb('id', '=', grantId)])])).execute();

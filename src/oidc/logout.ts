@@ -49,9 +49,22 @@ export interface EndedSessions {
  */
 export type LogoutScope = 'noted' | 'all';
 
-/** The account a provider session is for, as a uuid (null when it is not one, so that it matches no session). */
-const PAYLOAD_ACCOUNT = sql`(CASE WHEN p.payload->>'accountId' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
-                                 THEN (p.payload->>'accountId')::uuid END)`;
+/**
+ * The condition on a provider session (`p`) whose person has no live Guichet
+ * session left: among the given accounts' provider sessions, or all of them
+ * (null). By the account column (migration 0038): uuid equality reaches its
+ * index under row-level security.
+ */
+export function orphanedProviderSessions(tenantId: string, accounts: readonly string[] | null, now: Date) {
+  return sql`p.tenant_id = ${tenantId}
+         AND p.model = 'Session'
+         AND p.account_id IS NOT NULL
+         ${accounts ? sql`AND p.account_id = ANY(${[...accounts]}::uuid[])` : sql``}
+         AND NOT EXISTS (
+           SELECT 1 FROM sessions s JOIN accounts a ON a.id = s.account_id AND a.tenant_id = s.tenant_id
+            WHERE s.tenant_id = p.tenant_id AND s.account_id = p.account_id
+              AND s.revoked_at IS NULL AND s.expires_at > ${now} AND a.status = 'active')`;
+}
 
 /** Ends the tenant's provider sessions whose person has no live Guichet session any more, telling the relying parties. */
 export async function endOrphanedProviderSessions(
@@ -73,14 +86,7 @@ export async function endOrphanedProviderSessions(
   );
   const accounts = noted.rows.map((r) => r.account_id);
   if (scope === 'noted' && !accounts.length) return none;
-  const orphaned = sql`p.tenant_id = ${tenantId}
-         AND p.model = 'Session'
-         AND p.payload->>'accountId' IS NOT NULL
-         ${scope === 'noted' ? sql`AND p.payload->>'accountId' = ANY(${accounts}::text[])` : sql``}
-         AND NOT EXISTS (
-           SELECT 1 FROM sessions s JOIN accounts a ON a.id = s.account_id AND a.tenant_id = s.tenant_id
-            WHERE s.tenant_id = p.tenant_id AND s.account_id = ${PAYLOAD_ACCOUNT}
-              AND s.revoked_at IS NULL AND s.expires_at > ${now} AND a.status = 'active')`;
+  const orphaned = orphanedProviderSessions(tenantId, scope === 'noted' ? accounts : null, now);
   // A look first: the tenant's provider is built only when there is work.
   const any = await inTenant(db, tenantId, (trx) => sql<{ one: number }>`SELECT 1 AS one FROM oidc_payloads p WHERE ${orphaned} LIMIT 1`.execute(trx));
   if (!any.rows.length) return none;

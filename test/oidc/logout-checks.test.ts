@@ -7,10 +7,11 @@
  * the database's time after every POST).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
 import type { Provider } from 'oidc-provider';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inTenant } from '../../src/db/tenant.ts';
-import { endOrphanedProviderSessions } from '../../src/oidc/logout.ts';
+import { endOrphanedProviderSessions, orphanedProviderSessions } from '../../src/oidc/logout.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { createParent, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
 import { Client } from '../helpers/client.ts';
@@ -61,6 +62,14 @@ async function notes(tenant: Tenant): Promise<string[]> {
 async function providerSessions(tenant: Tenant): Promise<string[]> {
   const rows = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('oidc_payloads').select('id').where('model', '=', 'Session').execute());
   return rows.map((r) => r.id);
+}
+
+interface PlanNode {
+  'Node Type': string;
+  'Relation Name'?: string;
+  'Index Name'?: string;
+  'Index Cond'?: string;
+  Plans?: PlanNode[];
 }
 
 const noProvider = async (): Promise<Provider> => ({}) as Provider;
@@ -121,6 +130,45 @@ describe('the notes', () => {
     expect((await providerSessions(tenant)).sort()).toEqual([keptPs, livePs].sort());
     const audit = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select('details').where('action', '=', 'oidc.logout').execute());
     expect(audit.map((e) => (e.details as { account: string }).account).sort()).toEqual([ended, lapsed].sort());
+  });
+
+  it.runIf(process.env.GUICHET_TEST_DB === 'postgres')('the look at noted accounts, the sweep and a person’s grants reach their indexes under row-level security', async () => {
+    // Under the application role's policies an index is usable only through leakproof operators (jsonb's ->> is
+    // not; uuid equality is). With sequential scans priced out, a plan that still scans a table could use no index.
+    const tenant = await tenantFor(t);
+    const someone = await person(tenant);
+    // A tenant with people signed in elsewhere, and statistics that say so: on an empty table any plan will do.
+    await inTenant(database.db, tenant.id, (trx) =>
+      sql`INSERT INTO oidc_payloads (tenant_id, model, id, payload)
+          SELECT ${tenant.id}, m, gen_random_uuid()::text, jsonb_build_object('accountId', gen_random_uuid()::text, 'authorizations', '{}'::jsonb)
+            FROM generate_series(1, 500), unnest(ARRAY['Session', 'Grant']) AS m`.execute(trx),
+    );
+    await sql`ANALYZE oidc_payloads`.execute(database.ownerDb());
+    const scans = (query: { sql: string; parameters: readonly unknown[] }) =>
+      inTenant(database.db, tenant.id, async (trx) => {
+        await sql`SET LOCAL enable_seqscan = off`.execute(trx);
+        const text = query.sql.replace(/\$(\d+)/g, (_, n: string) => {
+          const v = query.parameters[Number(n) - 1];
+          return `'${(Array.isArray(v) ? `{${v.join(',')}}` : v instanceof Date ? v.toISOString() : String(v)).replace(/'/g, "''")}'`;
+        });
+        const { rows } = await sql.raw<{ 'QUERY PLAN': { Plan: PlanNode }[] }>(`EXPLAIN (FORMAT JSON) ${text}`).execute(trx);
+        const out: string[] = [];
+        const walk = (n: PlanNode) => {
+          if (n['Relation Name'] || n['Index Name']) out.push(`${n['Node Type']} ${n['Relation Name'] ?? ''} ${n['Index Name'] ?? ''} (${n['Index Cond'] ?? ''})`);
+          for (const c of n.Plans ?? []) walk(c);
+        };
+        walk(rows[0]!['QUERY PLAN'][0]!.Plan);
+        return out;
+      });
+    const look = (accounts: string[] | null) => sql`SELECT 1 FROM oidc_payloads p WHERE ${orphanedProviderSessions(tenant.id, accounts, new Date())}`.compile(database.db);
+    const noted = await scans(look([someone]));
+    expect(noted.filter((x) => x.startsWith('Seq Scan'))).toEqual([]);
+    expect(noted.some((x) => /oidc_payloads_account \(.*account_id = ANY/.test(x)), noted.join('\n')).toBe(true);
+    // The sweep reads every provider session of the tenant by design, and the live sessions by index.
+    expect((await scans(look(null))).filter((x) => x.startsWith('Seq Scan'))).toEqual([]);
+    const grants = await scans(database.db.selectFrom('oidc_payloads').select('id').where('model', '=', 'Grant').where('account_id', '=', someone).compile());
+    expect(grants.filter((x) => x.startsWith('Seq Scan'))).toEqual([]);
+    expect(grants.some((x) => /oidc_payloads_account \(.*account_id = /.test(x)), grants.join('\n')).toBe(true);
   });
 
   it.runIf(process.env.GUICHET_TEST_DB === 'postgres')('a POST that ends nobody’s sign-in sends one statement for it, whatever the number of provider sessions', async () => {
