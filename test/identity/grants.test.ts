@@ -270,7 +270,7 @@ describe('the grant request page in a large programme', () => {
     expect(textOf(found.body)).toContain('1 service(s) trouvé(s)');
     const many = await c.get('/grants/new?facilityQuery=bor%C3%A9ale');
     expect(options(many.body)).toHaveLength(FACILITY_MATCHES_SHOWN);
-    expect(textOf(many.body)).toContain(`${FACILITY_CHOICES_MAX} services trouvés; les ${FACILITY_MATCHES_SHOWN} premiers`);
+    expect(textOf(many.body)).toContain(`${FACILITY_CHOICES_MAX} services trouvés ; les ${FACILITY_MATCHES_SHOWN} premiers`);
     // A spoiled field sends the form back before any step-up, with the facility still chosen and the search kept.
     const back = await c.post('/grants/new', { email: w.staff, role: 'facility_director', facilityId: wanted, reason: '', durationMinutes: '240', facilityQuery: 'hirondelles' });
     expect(back.status).toBe(400);

@@ -219,7 +219,7 @@ describe('the retention page at scale', () => {
     expect((await c.signIn(adminEmail, PASSWORD)).status).toBe(303);
     const page = await c.get('/retention');
     expect(page.status).toBe(200);
-    expect(textOf(page.body)).toContain(`${seeded.children} dossiers; les 100 premiers, par date`);
+    expect(textOf(page.body)).toContain(`${seeded.children} dossiers ; les 100 premiers, par date`);
     const due = /<h2>Supprimés à la prochaine exécution<\/h2>[\s\S]*?<\/table>/.exec(page.body)![0];
     expect(due.match(/<tr>/g)).toHaveLength(RETENTION_ROWS_SHOWN + 1);
   });

@@ -1287,7 +1287,7 @@ export const en: Messages = {
     accountsTitle: 'Accounts without a file',
     accounts: (due: number, upcoming: number, days: number) =>
       `${due === 0 ? 'No account is closed' : due === 1 ? 'One account is closed' : `${due} accounts are closed`} at the next run; ${upcoming === 0 ? 'none' : upcoming} in the following ${days} days.`,
-    shown: (shown: number, total: number) => `${total.toLocaleString('en-CA')} files; the first ${shown}, by date:`,
+    shown: (shown: number, total: number) => `${total.toLocaleString('en-CA')} ${total === 1 ? 'file' : 'files'}; ${shown === 1 ? 'the first' : `the first ${shown}`}, by date:`,
     reasons: { school_age: 'school age reached', inactive: 'no activity' },
   },
   deletion: {

@@ -467,7 +467,7 @@ export const fr = {
     facilitySearch: 'Chercher le service de garde (pour la direction d’un service)',
     facilitySearchHint: 'Son nom, sa municipalité ou son code postal. Les services trouvés s’ajoutent à la liste ci-dessous.',
     facilitySearchSubmit: 'Chercher',
-    facilityMatches: (n: number, shown: number) => (n === 0 ? 'Aucun service trouvé.' : n === shown ? `${n.toLocaleString('fr-CA')} service(s) trouvé(s), dans la liste ci-dessous.` : `${n.toLocaleString('fr-CA')} services trouvés; les ${shown} premiers sont dans la liste ci-dessous. Précisez la recherche au besoin.`),
+    facilityMatches: (n: number, shown: number) => (n === 0 ? 'Aucun service trouvé.' : n === shown ? `${n.toLocaleString('fr-CA')} service(s) trouvé(s), dans la liste ci-dessous.` : `${n.toLocaleString('fr-CA')} services trouvés${nb}; les ${shown} premiers sont dans la liste ci-dessous. Précisez la recherche au besoin.`),
     facilityNone: '—',
     reason: 'Raison',
     reasonHint: 'Elle est montrée à la personne qui décidera et gardée au journal.',
@@ -1293,7 +1293,7 @@ export const fr = {
     accountsTitle: 'Comptes sans dossier',
     accounts: (due: number, upcoming: number, days: number) =>
       `${due === 0 ? 'Aucun compte n’est fermé' : due === 1 ? 'Un compte est fermé' : `${due} comptes sont fermés`} à la prochaine exécution${nb}; ${upcoming === 0 ? 'aucun' : upcoming} dans les ${days} jours suivants.`,
-    shown: (shown: number, total: number) => `${total.toLocaleString('fr-CA')} dossiers; les ${shown} premiers, par date${nb}:`,
+    shown: (shown: number, total: number) => `${total.toLocaleString('fr-CA')} ${total === 1 ? 'dossier' : 'dossiers'}${nb}; ${shown === 1 ? 'le premier' : `les ${shown} premiers`}, par date${nb}:`,
     reasons: { school_age: 'âge scolaire atteint', inactive: 'aucune activité' },
   },
   deletion: {
