@@ -8,6 +8,14 @@ import { HELD_UNTIL_NEXT } from './held-begin.ts';
  * drops to the guichet_app role and sets the tenant for row-level security.
  * Both settings are transaction-local and vanish at commit or rollback, so a
  * pooled connection never carries one request's tenant into the next.
+ *
+ * Under the policies PostgreSQL uses an index only through leakproof
+ * operators (pg_proc.proleakproof): equality and ranges on uuids, texts,
+ * numbers and dates are; array overlap or containment, jsonb's ->>, LIKE and
+ * regular expressions are not, and a condition built on them reads every row
+ * of the tenant, however it is indexed (measured as the owner, it looks fine).
+ * Look such rows up by a plain column (a generated one if need be: migration
+ * 0038) or through a function limited to app_tenant() (migration 0037).
  */
 export async function inTenant<T>(
   db: Kysely<DB>,
