@@ -532,6 +532,13 @@ export interface OidcPayloadsTable {
   account_id: ColumnType<string | null, never, never>;
 }
 
+/** Migration 0039: one row per family an audit event names, written by the database with the event (« qui a consulté »). */
+export interface AuditEventFamiliesTable {
+  tenant_id: string;
+  family_id: string;
+  seq: ColumnType<string, string | number, never>;
+}
+
 /** Accounts whose sign-ins may just have ended, noted by the database for back-channel logout (migration 0036, src/oidc/logout.ts). */
 export interface OidcLogoutChecksTable {
   tenant_id: string;
@@ -878,6 +885,7 @@ export interface DB {
   oidc_clients: OidcClientsTable;
   oidc_payloads: OidcPayloadsTable;
   oidc_logout_checks: OidcLogoutChecksTable;
+  audit_event_families: AuditEventFamiliesTable;
   oidc_signing_keys: OidcSigningKeysTable;
   oidc_entitlements: OidcEntitlementsTable;
   incidents: IncidentsTable;

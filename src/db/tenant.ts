@@ -15,7 +15,9 @@ import { HELD_UNTIL_NEXT } from './held-begin.ts';
  * regular expressions are not, and a condition built on them reads every row
  * of the tenant, however it is indexed (measured as the owner, it looks fine).
  * Look such rows up by a plain column (a generated one if need be: migration
- * 0038) or through a function limited to app_tenant() (migration 0037).
+ * 0038) or rows of their own kept by the database (migration 0039). A
+ * SECURITY DEFINER function does not escape it: the policies are forced on
+ * the tables' owner too, unless that owner is a superuser.
  */
 export async function inTenant<T>(
   db: Kysely<DB>,

@@ -2,8 +2,10 @@
  * « Qui a consulté le dossier »: every read and change of a family's files,
  * read straight from the audit log — the very rows the hash tree seals — not
  * from a copy kept for the page, which could differ. An event names the
- * families it touched (family_ids, indexed), so the family's events are one
- * index look-up, as soon as they are committed.
+ * families it touched (family_ids; and one row a family in
+ * audit_event_families, written by the database with the event, which is
+ * what the look-up uses), so the family's events are one index look-up, as
+ * soon as they are committed.
  *
  * What a parent sees of each event: when, which organisation (the facility
  * of a facility role, the programme for a tenant role, Guichet itself for
@@ -69,11 +71,18 @@ function accessorOf(roles: readonly string[], actor: string | null, self: string
 /** The family's events, newest first; `own` includes the parent's own actions. */
 async function entriesOf(trx: Trx, familyIds: readonly string[], self: string, opts: { own: boolean; limit: number | null; offset: number }): Promise<{ entries: AccessEntry[]; total: number }> {
   if (!familyIds.length) return { entries: [], total: 0 };
-  // The family's events newest first, found by the index on family_ids (migration 0037: under row-level security
-  // the index is out of reach of the overlap operator), then the page's rows read by primary key.
-  const seqs = (
-    await sql<{ s: string }>`SELECT s::text AS s FROM audit_family_event_seqs(${sql.val([...familyIds])}::uuid[], ${opts.own ? null : self}::uuid) AS s`.execute(trx)
-  ).rows.map((r) => r.s);
+  // The family's events newest first, by the rows that name each event's families (migration 0039: under
+  // row-level security an index on family_ids is out of reach of the overlap operator), then the page's rows
+  // read by primary key.
+  let found = trx
+    .selectFrom('audit_event_families as f')
+    .innerJoin('audit_events as e', (j) => j.onRef('e.tenant_id', '=', 'f.tenant_id').onRef('e.seq', '=', 'f.seq'))
+    .select('e.seq as s')
+    .distinct()
+    .where('f.family_id', '=', sql<string>`ANY(${sql.val([...familyIds])}::uuid[])`)
+    .where('e.outcome', '<>', 'denied');
+  if (!opts.own) found = found.where((eb) => eb.or([eb('e.actor_account_id', 'is', null), eb('e.actor_account_id', '<>', self)]));
+  const seqs = (await found.orderBy('e.seq', 'desc').execute()).map((r) => String(r.s));
   const total = seqs.length;
   const page = opts.limit === null ? seqs.slice(opts.offset) : seqs.slice(opts.offset, opts.offset + opts.limit);
   if (!page.length) return { entries: [], total };
