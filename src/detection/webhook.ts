@@ -130,6 +130,8 @@ export class WebhookSender {
     private readonly deps: Deps,
     private readonly intervalMs = 250,
     private readonly timeoutMs = 5000,
+    /** The tenants this sender serves (all by default), as the sealer's tenantFilter. */
+    private readonly tenantFilter: (tenant: { id: string }) => boolean = () => true,
   ) {
     this.loop = new PollLoop(() => this.runOnce(), this.intervalMs, this.deps.log, 'webhook delivery failed');
   }
@@ -145,7 +147,7 @@ export class WebhookSender {
   /** One pass over every tenant's due deliveries. Returns how many were delivered. */
   async runOnce(): Promise<number> {
     let delivered = 0;
-    for (const tenant of await this.deps.tenants.all()) {
+    for (const tenant of (await this.deps.tenants.all()).filter(this.tenantFilter)) {
       const now = this.deps.clock();
       // Claim: push the next attempt out, so that another instance leaves these alone while we send.
       const due = await inTenant(this.deps.db.db, tenant.id, async (trx) => {
