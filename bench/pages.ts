@@ -102,7 +102,7 @@ try {
     return { ms, status };
   };
   const parent = seen.get('parent')!;
-  const directoryPage = fill('/directory/:id', seen.get('parent')!.ids).replace(/\*/g, '');
+  const directoryPage = fill('/directory/:id', parent.ids).replace(/\*/g, '');
   const facility = (await sql<{ id: string }>`SELECT id FROM facilities WHERE tenant_id = ${tenantId} ORDER BY code LIMIT 1`.execute(owner)).rows[0]!.id;
   const baselinePath = directoryPage.includes('00000000-0000') ? `/directory/${facility}` : directoryPage;
   const baselineMs: number[] = [];

@@ -1426,8 +1426,7 @@ export async function readRetentionFiles(deps: Deps, ctx: Ctx, action: 'retentio
         const schoolBy = addMonths(dueBy, -(12 * r.schoolAgeYears + r.afterSchoolAgeMonths));
         // Inactivity: a month added to the last active day can land up to three days early (31 January → 28
         // February), so the files last active up to four days after dueBy − the rule's months may be due.
-        const idleBy = new Date(`${addMonths(dueBy, -r.inactiveFileMonths)}T00:00:00Z`).getTime() + 4 * 86_400_000;
-        const idleSince = new Date(idleBy);
+        const idleSince = new Date(Date.parse(`${addMonths(dueBy, -r.inactiveFileMonths)}T00:00:00Z`) + 4 * 86_400_000);
         return eb.or([
           eb('c.birth_month', 'is', null),
           eb('c.birth_month', '<=', schoolBy),
