@@ -42,6 +42,7 @@ import {
   type Head,
 } from './store.ts';
 import { openCheckpoint } from './verify-bundle.ts';
+import { QuietWatch } from '../jobs/quiet.ts';
 import { FileWitness, HttpWitness, readWitnessFile, witnessRecord, type WitnessConfig } from './witness.ts';
 
 export class SealRefusedError extends Error {}
@@ -73,6 +74,12 @@ export interface SealerOptions {
    * or keeps test runs sharing one database out of each other's tenants.
    */
   tenantFilter?: (tenant: { id: string; slug: string }) => boolean;
+  /**
+   * Skip the pass over every tenant while no audit event has been appended
+   * since the last pass that had nothing to seal (default; src/jobs/quiet.ts).
+   * Off, every tick looks at every tenant: the idle benchmark's baseline.
+   */
+  watchWork?: boolean;
 }
 
 /** What the sealer of this process knows about a tenant, for the security console. */
@@ -109,6 +116,8 @@ export class Sealer {
   private witnessFileError: string | null = null;
   /** The right edge after our last seal, per tenant: saves reading it back when no other instance sealed since. */
   private readonly edges = new Map<string, { size: number; root: string; edge: Awaited<ReturnType<typeof compactEdge>> }>();
+  /** Appends are signalled by the ticket every appending transaction takes, under a lock held until it ends (migration 0004). */
+  readonly watch: QuietWatch;
 
   constructor(
     private readonly db: Kysely<DB>,
@@ -121,6 +130,7 @@ export class Sealer {
     this.intervalMs = opts.intervalMs ?? 300;
     this.batchMax = opts.batchMax ?? 20_000;
     this.clock = opts.clock ?? (() => new Date());
+    this.watch = new QuietWatch(db, 'audit', undefined, opts.watchWork ?? true);
     this.fileWitness = opts.witness?.file ? new FileWitness(opts.witness.file) : null;
     this.httpWitness = opts.witness?.url
       ? new HttpWitness(
@@ -176,8 +186,13 @@ export class Sealer {
     let again = false;
     try {
       this.lastError = null;
-      const results = await this.sealAll();
-      again = results.some((r) => r.more);
+      const done = await this.watch.begin();
+      if (done) {
+        const results = await this.sealAll();
+        again = results.some((r) => r.more);
+        // Quiet: nothing sealed, nothing left, no tenant held by another instance's seal, no tenant failed.
+        done({ quiet: this.lastError === null && results.every((r) => r.sealed === 0 && !r.busy && !r.more) });
+      }
       // A witness that was down gets the heads it missed, every few seconds, until it answers.
       if (this.httpWitness?.retry.size && Date.now() - this.lastWitnessRetry > 5000) {
         this.lastWitnessRetry = Date.now();

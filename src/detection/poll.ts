@@ -1,25 +1,32 @@
 import type { Logger } from 'pino';
+import type { PassOutcome, QuietWatch } from '../jobs/quiet.ts';
 
 /**
  * A pass run again `intervalMs` after the previous one ends (never two at
  * once), until stopped; stop() waits for the pass under way. The stream
- * reader and the webhook sender each run one.
+ * reader and the webhook sender each run one. With a watch, a tick whose
+ * kind of work nobody has written since the last quiet pass is skipped.
  */
 export class PollLoop {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
 
   constructor(
-    private readonly pass: () => Promise<unknown>,
+    private readonly pass: () => Promise<PassOutcome>,
     private readonly intervalMs: number,
     private readonly log: Logger,
     private readonly failure: string,
+    private readonly watch: QuietWatch | null = null,
   ) {}
+
+  private async tick(): Promise<void> {
+    const done = this.watch ? await this.watch.begin() : () => {};
+    if (done) done(await this.pass());
+  }
 
   start(): void {
     const tick = () => {
-      this.running = this.pass()
-        .then(() => undefined)
+      this.running = this.tick()
         .catch((err) => this.log.error({ err }, this.failure))
         .finally(() => {
           this.running = null;

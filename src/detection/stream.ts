@@ -12,6 +12,7 @@ import { applyResponse, SEVERITY } from './response.ts';
 import { exportSignals, refuses, rulesFor, type DetectionRule } from './rules.ts';
 import { WebhookSender } from './webhook.ts';
 import { PollLoop } from './poll.ts';
+import { QuietWatch, type PassOutcome } from '../jobs/quiet.ts';
 
 /**
  * Detection on the audit stream, for what is not weighed in the records
@@ -173,9 +174,13 @@ async function appendAuditSystem(
   );
 }
 
+const PAGE = 1000;
+
 /** Reads the tenants' audit streams; started when the server listens. */
 export class DetectionStream {
   private readonly loop: PollLoop;
+  /** Skips the pass over every tenant while nothing has been sealed since the last quiet one (src/jobs/quiet.ts). */
+  readonly watch: QuietWatch;
 
   constructor(
     private readonly deps: Deps,
@@ -183,8 +188,10 @@ export class DetectionStream {
     private readonly intervalMs = 250,
     /** Which tenants this reader follows (all by default). */
     private readonly follows: (tenantId: string) => boolean = () => true,
+    opts: { watchWork?: boolean } = {},
   ) {
-    this.loop = new PollLoop(() => this.runOnce(), this.intervalMs, this.deps.log, 'detection stream failed');
+    this.watch = new QuietWatch(deps.db.db, 'sealed', undefined, opts.watchWork ?? true);
+    this.loop = new PollLoop(() => this.pass(), this.intervalMs, this.deps.log, 'detection stream failed', this.watch);
   }
 
   start(): void {
@@ -197,8 +204,14 @@ export class DetectionStream {
 
   /** One pass over every tenant's new leaves. Returns the alerts written. */
   async runOnce(): Promise<number> {
+    return (await this.pass()).alerts;
+  }
+
+  private async pass(): Promise<PassOutcome & { alerts: number }> {
     let alerts = 0;
     let raised = false;
+    // Quiet: every tenant's cursor was ours to read and nothing was left behind it.
+    let quiet = true;
     for (const tenant of await this.deps.tenants.all()) {
       if (!this.follows(tenant.id)) continue;
       alerts += await inTenant(this.deps.db.db, tenant.id, async (trx) => {
@@ -207,13 +220,18 @@ export class DetectionStream {
                   SELECT ${tenant.id}::uuid, coalesce((SELECT max(leaf_index) FROM audit_leaves), -1)
                   ON CONFLICT (tenant_id) DO NOTHING`.execute(trx);
         const cursor = await trx.selectFrom('detection_stream_cursors').select('leaf_index').forUpdate().skipLocked().executeTakeFirst();
-        if (!cursor) return 0;
+        if (!cursor) {
+          // Another instance is reading it: if it dies before committing, the leaves are still to read.
+          quiet = false;
+          return 0;
+        }
         const { rows } = await sql<StreamEvent & { leaf_index: string }>`
           SELECT l.leaf_index::text AS leaf_index, e.id, e.action, e.outcome, e.actor_account_id, e.actor_roles, e.occurred_at, e.details, e.target_ids
             FROM audit_leaves l JOIN audit_events e ON e.id = l.event_id
            WHERE l.leaf_index > ${cursor.leaf_index}::bigint
            ORDER BY l.leaf_index
-           LIMIT 1000`.execute(trx);
+           LIMIT ${PAGE}`.execute(trx);
+        if (rows.length === PAGE) quiet = false;
         if (!rows.length) return 0;
         let n = 0;
         const base = this.baseUrlFor(tenant.hosts);
@@ -229,7 +247,7 @@ export class DetectionStream {
       });
     }
     if (raised) this.deps.tenants.invalidate();
-    return alerts;
+    return { alerts, quiet };
   }
 }
 

@@ -10,6 +10,7 @@ import { AppError, ValidationError } from '../errors.ts';
 import { requireRecentAuth } from '../identity/stepup.ts';
 import { originFields } from '../tenants/service.ts';
 import { PollLoop } from './poll.ts';
+import { QuietWatch, type PassOutcome } from '../jobs/quiet.ts';
 
 /**
  * Alerts as signed webhooks. Each delivery is a POST of a JSON body with
@@ -125,6 +126,8 @@ const MAX_ATTEMPTS = 12;
 /** Sends pending deliveries, on every instance; started by `guichet serve`. */
 export class WebhookSender {
   private readonly loop: PollLoop;
+  /** Skips the pass over every tenant while no delivery has been queued since the last quiet one, until a retry is due. */
+  readonly watch: QuietWatch;
 
   constructor(
     private readonly deps: Deps,
@@ -132,8 +135,10 @@ export class WebhookSender {
     private readonly timeoutMs = 5000,
     /** The tenants this sender serves (all by default), as the sealer's tenantFilter. */
     private readonly tenantFilter: (tenant: { id: string }) => boolean = () => true,
+    opts: { watchWork?: boolean } = {},
   ) {
-    this.loop = new PollLoop(() => this.runOnce(), this.intervalMs, this.deps.log, 'webhook delivery failed');
+    this.watch = new QuietWatch(deps.db.db, 'webhook', undefined, opts.watchWork ?? true);
+    this.loop = new PollLoop(() => this.pass(), this.intervalMs, this.deps.log, 'webhook delivery failed', this.watch);
   }
 
   start(): void {
@@ -146,7 +151,14 @@ export class WebhookSender {
 
   /** One pass over every tenant's due deliveries. Returns how many were delivered. */
   async runOnce(): Promise<number> {
+    return (await this.pass()).delivered;
+  }
+
+  private async pass(): Promise<PassOutcome & { delivered: number }> {
     let delivered = 0;
+    let quiet = true;
+    // The first retry still waiting, in any tenant: a quiet loop wakes for it.
+    let wakeAt = Infinity;
     for (const tenant of (await this.deps.tenants.all()).filter(this.tenantFilter)) {
       const now = this.deps.clock();
       // Claim: push the next attempt out, so that another instance leaves these alone while we send.
@@ -165,8 +177,18 @@ export class WebhookSender {
         for (const r of rows) {
           await trx.updateTable('detection_webhook_deliveries').set({ next_attempt_at: new Date(now.getTime() + 60_000) }).where('id', '=', r.id).execute();
         }
+        if (!rows.length) {
+          const next = await trx
+            .selectFrom('detection_webhook_deliveries')
+            .select((eb) => eb.fn.min('next_attempt_at').as('at'))
+            .where('delivered_at', 'is', null)
+            .where('attempts', '<', MAX_ATTEMPTS)
+            .executeTakeFirst();
+          if (next?.at) wakeAt = Math.min(wakeAt, new Date(next.at).getTime());
+        }
         return rows;
       });
+      if (due.length) quiet = false;
       for (const r of due) {
         const ts = Math.floor(this.deps.clock().getTime() / 1000);
         let status: number | null = null;
@@ -200,6 +222,6 @@ export class WebhookSender {
         if (!error) delivered++;
       }
     }
-    return delivered;
+    return { delivered, quiet, ...(Number.isFinite(wakeAt) ? { wakeInMs: Math.max(0, wakeAt - this.deps.clock().getTime()) } : {}) };
   }
 }

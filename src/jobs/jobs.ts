@@ -28,6 +28,11 @@ import { startOfferExpiry } from '../waitlist/offer-expiry.ts';
  *   Connect rows: deletes by age, which give the same result run twice;
  * - confirmation reminders and inactivity, offer expiry: the files or offers
  *   due are taken FOR UPDATE SKIP LOCKED and changed in the same transaction.
+ *
+ * The loops that run several times a second (sealer, detection stream,
+ * webhooks, mail) look at every tenant only when their kind of work has been
+ * written since their last pass that found nothing (src/jobs/quiet.ts,
+ * migration 0040): idle, a tick is one query, however many tenants.
  */
 export const JOB_NAMES = ['sealer', 'detection', 'mail', 'maintenance', 'retention', 'confirmation', 'offer-expiry'] as const;
 export type JobName = (typeof JOB_NAMES)[number];

@@ -2,6 +2,7 @@ import nodemailer, { type Transporter } from 'nodemailer';
 import type { Deps } from '../context.ts';
 import { inTenant } from '../db/tenant.ts';
 import { MAX_MAIL_ATTEMPTS } from './outbox.ts';
+import { QuietWatch } from '../jobs/quiet.ts';
 
 /**
  * Delivers the outbox over SMTP. Each tenant's pending mail is read under that
@@ -12,17 +13,31 @@ export class MailSender {
   private transport: Transporter;
   private timer: NodeJS.Timeout | null = null;
   private running = false;
+  /** Skips the pass over every tenant while no mail has been queued since the last quiet one (src/jobs/quiet.ts). */
+  readonly watch: QuietWatch;
 
   constructor(
     private readonly deps: Deps,
     smtpUrl: string,
+    opts: { watchWork?: boolean } = {},
   ) {
     this.transport = nodemailer.createTransport(smtpUrl);
+    this.watch = new QuietWatch(deps.db.db, 'mail', undefined, opts.watchWork ?? true);
   }
 
   start(intervalMs = 1000): void {
-    this.timer = setInterval(() => void this.tick(), intervalMs);
+    this.timer = setInterval(() => void this.timedTick(), intervalMs);
     this.timer.unref();
+  }
+
+  private async timedTick(): Promise<void> {
+    if (this.running) return;
+    try {
+      const done = await this.watch.begin();
+      if (done) done({ quiet: (await this.run()).quiet });
+    } catch (err) {
+      this.deps.log.error({ err }, 'mail sender failed');
+    }
   }
 
   async stop(): Promise<void> {
@@ -32,9 +47,15 @@ export class MailSender {
 
   /** Sends what is pending, for every tenant or only the ones named. */
   async tick(onlyTenantIds?: readonly string[]): Promise<number> {
-    if (this.running) return 0;
+    return (await this.run(onlyTenantIds)).sent;
+  }
+
+  /** Quiet: nothing was pending (a message that failed is pending still, and tried again next tick). */
+  private async run(onlyTenantIds?: readonly string[]): Promise<{ sent: number; quiet: boolean }> {
+    if (this.running) return { sent: 0, quiet: false };
     this.running = true;
     let sent = 0;
+    let quiet = true;
     try {
       for (const tenant of await this.deps.tenants.all()) {
         if (onlyTenantIds && !onlyTenantIds.includes(tenant.id)) continue;
@@ -49,6 +70,7 @@ export class MailSender {
             .forUpdate()
             .skipLocked()
             .execute();
+          if (pending.length) quiet = false;
           let n = 0;
           for (const m of pending) {
             try {
@@ -73,10 +95,11 @@ export class MailSender {
         });
       }
     } catch (err) {
+      quiet = false;
       this.deps.log.error({ err }, 'mail sender failed');
     } finally {
       this.running = false;
     }
-    return sent;
+    return { sent, quiet };
   }
 }
