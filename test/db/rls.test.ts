@@ -263,6 +263,35 @@ describe('row-level security', () => {
     });
   });
 
+  it('every policy reads the tenant once a statement, and a scan through it does not read it once a row', async () => {
+    // Inlined, app_tenant() is current_setting(...) in every row's filter of a sequential scan: 3 million
+    // applications took 1.7–2.2 s to count through the policy against 0.34 s with the tenant read once (migration 0041).
+    const { rows: policies } = await sql<{ tablename: string; qual: string | null; with_check: string | null }>`
+      SELECT tablename, qual, with_check FROM pg_catalog.pg_policies WHERE schemaname = 'public'`.execute(t.ownerDb());
+    expect(policies.length).toBeGreaterThan(50);
+    for (const p of policies) {
+      for (const expr of [p.qual, p.with_check]) {
+        if (expr === null || expr === 'true') continue;
+        expect(expr, p.tablename).toMatch(/SELECT app_tenant\(\)/);
+        expect(expr.replace(/SELECT app_tenant\(\)/g, ''), p.tablename).not.toMatch(/app_tenant\(\)|current_setting/);
+      }
+    }
+    await inTenant(t.db, a.id, async (trx) => {
+      // A sequential scan, as on a table of millions (this one is small enough for anything).
+      await sql`SET LOCAL enable_indexscan = off`.execute(trx);
+      await sql`SET LOCAL enable_bitmapscan = off`.execute(trx);
+      const scan = (await sql<{ 'QUERY PLAN': string }>`EXPLAIN (VERBOSE) SELECT count(*) FROM applications WHERE status = 'active'`.execute(trx)).rows.map((r) => r['QUERY PLAN']).join('\n');
+      expect(scan).toMatch(/InitPlan/);
+      // PostgreSQL 15 names the InitPlan's value $0, PGlite's 17 (InitPlan 1).col1.
+      expect(scan).toMatch(/Filter: .*tenant_id = (\$0|\(InitPlan 1\)\.col1)/);
+      await sql`SET LOCAL enable_indexscan = on`.execute(trx);
+      await sql`SET LOCAL enable_seqscan = off`.execute(trx);
+      // Still a key wherever one applies.
+      const point = (await sql<{ 'QUERY PLAN': string }>`EXPLAIN SELECT * FROM children WHERE id = ${rowsA.childId}`.execute(trx)).rows.map((r) => r['QUERY PLAN']).join('\n');
+      expect(point).toMatch(/Index Cond: \(\(tenant_id = (\$0|\(InitPlan 1\)\.col1)\) AND \(id = /);
+    });
+  });
+
   it('inside tenant A, a crafted id of B finds nothing', async () => {
     await inTenant(t.db, a.id, async (trx) => {
       expect(await trx.selectFrom('facilities').selectAll().where('id', '=', rowsB.facilityId).execute()).toEqual([]);
