@@ -132,15 +132,17 @@ async function compute(trx: Trx, ctx: Ctx, f: StatisticsFilters): Promise<Omit<S
   const byAge = { rows: waiting.rows.filter((r) => r.age !== null).map((r) => ({ k: r.age!, n: r.n })) };
   const byMonth = { rows: waiting.rows.filter((r) => r.month !== null).map((r) => ({ k: r.month!, n: r.n })).sort((p, q) => (p.k < q.k ? -1 : 1)) };
 
+  // Distinct (region, child) pairs, then counted: count(DISTINCT …) would sort every application by region and child.
   const byRegion = await sql<{ k: string; n: string }>`
-    SELECT f.region AS k, count(DISTINCT a.child_id) AS n
-      FROM applications a
-      JOIN facilities f ON f.id = a.facility_id
-      JOIN children c ON c.id = a.child_id
-     WHERE a.status = 'active' AND c.deleted_at IS NULL AND c.purged_at IS NULL AND c.inactive_since IS NULL
-       ${region !== null ? sql`AND f.region = ${region}` : sql``}
-       ${period}
-     GROUP BY f.region ORDER BY f.region`.execute(trx);
+    SELECT region AS k, count(*) AS n
+      FROM (SELECT DISTINCT f.region, a.child_id
+              FROM applications a
+              JOIN facilities f ON f.id = a.facility_id
+              JOIN children c ON c.id = a.child_id
+             WHERE a.status = 'active' AND c.deleted_at IS NULL AND c.purged_at IS NULL AND c.inactive_since IS NULL
+               ${region !== null ? sql`AND f.region = ${region}` : sql``}
+               ${period}) p
+     GROUP BY region ORDER BY region`.execute(trx);
 
   const places = await sql<{ region: string; age_group: 'infant' | 'toddler'; facilities: string; places: string; vacancies: string }>`
     SELECT f.region, p.age_group, count(*) AS facilities, coalesce(sum(p.places), 0) AS places, coalesce(sum(p.vacancies), 0) AS vacancies
