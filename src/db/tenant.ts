@@ -18,6 +18,10 @@ import { HELD_UNTIL_NEXT } from './held-begin.ts';
  * 0038) or rows of their own kept by the database (migration 0039). A
  * SECURITY DEFINER function does not escape it: the policies are forced on
  * the tables' owner too, unless that owner is a superuser.
+ *
+ * A policy names the tenant as (SELECT app_tenant()), computed once a
+ * statement: app_tenant() alone is inlined as current_setting(...), which a
+ * sequential scan's filter computes for every row (migration 0041).
  */
 export async function inTenant<T>(
   db: Kysely<DB>,
