@@ -130,7 +130,7 @@ export class Sealer {
     this.intervalMs = opts.intervalMs ?? 300;
     this.batchMax = opts.batchMax ?? 20_000;
     this.clock = opts.clock ?? (() => new Date());
-    this.watch = new QuietWatch(db, 'audit', undefined, opts.watchWork ?? true);
+    this.watch = new QuietWatch(db, 'audit', opts.watchWork ?? true);
     this.fileWitness = opts.witness?.file ? new FileWitness(opts.witness.file) : null;
     this.httpWitness = opts.witness?.url
       ? new HttpWitness(

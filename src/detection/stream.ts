@@ -11,7 +11,7 @@ import { evaluateClient } from './clients.ts';
 import { applyResponse, SEVERITY } from './response.ts';
 import { exportSignals, refuses, rulesFor, type DetectionRule } from './rules.ts';
 import { WebhookSender } from './webhook.ts';
-import { PollLoop } from './poll.ts';
+import { PollLoop } from '../jobs/poll.ts';
 import { QuietWatch, type PassOutcome } from '../jobs/quiet.ts';
 
 /**
@@ -190,7 +190,7 @@ export class DetectionStream {
     private readonly follows: (tenantId: string) => boolean = () => true,
     opts: { watchWork?: boolean } = {},
   ) {
-    this.watch = new QuietWatch(deps.db.db, 'sealed', undefined, opts.watchWork ?? true);
+    this.watch = new QuietWatch(deps.db.db, 'sealed', opts.watchWork ?? true);
     this.loop = new PollLoop(() => this.pass(), this.intervalMs, this.deps.log, 'detection stream failed', this.watch);
   }
 

@@ -9,7 +9,7 @@ import { inTenant } from '../db/tenant.ts';
 import { AppError, ValidationError } from '../errors.ts';
 import { requireRecentAuth } from '../identity/stepup.ts';
 import { originFields } from '../tenants/service.ts';
-import { PollLoop } from './poll.ts';
+import { PollLoop } from '../jobs/poll.ts';
 import { QuietWatch, type PassOutcome } from '../jobs/quiet.ts';
 
 /**
@@ -137,7 +137,7 @@ export class WebhookSender {
     private readonly tenantFilter: (tenant: { id: string }) => boolean = () => true,
     opts: { watchWork?: boolean } = {},
   ) {
-    this.watch = new QuietWatch(deps.db.db, 'webhook', undefined, opts.watchWork ?? true);
+    this.watch = new QuietWatch(deps.db.db, 'webhook', opts.watchWork ?? true);
     this.loop = new PollLoop(() => this.pass(), this.intervalMs, this.deps.log, 'webhook delivery failed', this.watch);
   }
 

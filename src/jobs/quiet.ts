@@ -14,13 +14,16 @@ export interface PassOutcome {
   wakeInMs?: number;
 }
 
+/** A full pass at least this often, whatever the signal says. */
+const RECHECK_MS = 10_000;
+
 /**
  * Lets a background loop skip the pass over every tenant when nothing of its
  * kind has been written since its last pass that found nothing: one small
  * query instead of a transaction per tenant. Why this never skips committed
  * work is in migration 0040.
  *
- * A full pass still runs at least every `recheckMs`: work another instance
+ * A full pass still runs at least every RECHECK_MS: work another instance
  * took and then dropped by dying (its rows were locked, so the pass that
  * skipped them was quiet), or rows written with the triggers off.
  */
@@ -34,7 +37,6 @@ export class QuietWatch {
   constructor(
     private readonly db: Kysely<DB>,
     private readonly kind: WorkKind,
-    private readonly recheckMs = 10_000,
     /** Off: every tick is a full pass, as before migration 0040 (the idle benchmark's baseline). */
     private readonly enabled = true,
   ) {}
@@ -53,7 +55,7 @@ export class QuietWatch {
     const mark = rows[0]?.mark ?? null;
     const inFlight = rows[0]?.in_flight ?? true;
     const now = Date.now();
-    if (this.quietMark !== null && mark === this.quietMark && now - this.lastPass < this.recheckMs && now < this.wakeAt) {
+    if (this.quietMark !== null && mark === this.quietMark && now - this.lastPass < RECHECK_MS && now < this.wakeAt) {
       this.counts.skipped++;
       return null;
     }

@@ -2,6 +2,7 @@ import nodemailer, { type Transporter } from 'nodemailer';
 import type { Deps } from '../context.ts';
 import { inTenant } from '../db/tenant.ts';
 import { MAX_MAIL_ATTEMPTS } from './outbox.ts';
+import { PollLoop } from '../jobs/poll.ts';
 import { QuietWatch } from '../jobs/quiet.ts';
 
 /**
@@ -11,7 +12,7 @@ import { QuietWatch } from '../jobs/quiet.ts';
  */
 export class MailSender {
   private transport: Transporter;
-  private timer: NodeJS.Timeout | null = null;
+  private loop: PollLoop | null = null;
   private running = false;
   /** Skips the pass over every tenant while no mail has been queued since the last quiet one (src/jobs/quiet.ts). */
   readonly watch: QuietWatch;
@@ -22,26 +23,16 @@ export class MailSender {
     opts: { watchWork?: boolean } = {},
   ) {
     this.transport = nodemailer.createTransport(smtpUrl);
-    this.watch = new QuietWatch(deps.db.db, 'mail', undefined, opts.watchWork ?? true);
+    this.watch = new QuietWatch(deps.db.db, 'mail', opts.watchWork ?? true);
   }
 
   start(intervalMs = 1000): void {
-    this.timer = setInterval(() => void this.timedTick(), intervalMs);
-    this.timer.unref();
-  }
-
-  private async timedTick(): Promise<void> {
-    if (this.running) return;
-    try {
-      const done = await this.watch.begin();
-      if (done) done({ quiet: (await this.run()).quiet });
-    } catch (err) {
-      this.deps.log.error({ err }, 'mail sender failed');
-    }
+    this.loop = new PollLoop(() => this.run(), intervalMs, this.deps.log, 'mail sender failed', this.watch);
+    this.loop.start();
   }
 
   async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
+    await this.loop?.stop();
     this.transport.close();
   }
 

@@ -1,11 +1,12 @@
 import type { Logger } from 'pino';
-import type { PassOutcome, QuietWatch } from '../jobs/quiet.ts';
+import type { PassOutcome, QuietWatch } from './quiet.ts';
 
 /**
  * A pass run again `intervalMs` after the previous one ends (never two at
- * once), until stopped; stop() waits for the pass under way. The stream
- * reader and the webhook sender each run one. With a watch, a tick whose
- * kind of work nobody has written since the last quiet pass is skipped.
+ * once), until stopped; stop() waits for the pass under way. The detection
+ * stream, the webhook sender and the mail sender each run one. With a watch,
+ * a tick whose kind of work nobody has written since the last quiet pass is
+ * skipped.
  */
 export class PollLoop {
   private timer: NodeJS.Timeout | null = null;
