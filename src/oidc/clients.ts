@@ -278,7 +278,8 @@ export function widenedScopes(current: readonly string[], next: readonly string[
  * the scopes (pending_scopes) and the addresses (pending_redirect_uris) wait
  * for a second administrator, and the client keeps working with what it had.
  * A pending client is still waiting for its approval: the edit applies to
- * what will be approved.
+ * what will be approved, and its editor becomes the one who asked for it (so
+ * may not approve it).
  */
 export async function updateClient(deps: Deps, ctx: Ctx, clientId: string, input: ClientEdit): Promise<{ scopesPending: boolean }> {
   await check(deps, ctx, 'oidc.client.update', 'oidc.client.update', [clientId]);
@@ -341,7 +342,17 @@ export async function updateClient(deps: Deps, ctx: Ctx, clientId: string, input
       } else {
         await trx
           .updateTable('oidc_clients')
-          .set({ ...fields, scopes, personal: c.status === 'pending' ? isPersonal(scopes) || c.personal : isPersonal(scopes), pending_scopes: null, pending_redirect_uris: null, pending_requested_by: null, pending_requested_at: null })
+          .set({
+            ...fields,
+            scopes,
+            personal: c.status === 'pending' ? isPersonal(scopes) || c.personal : isPersonal(scopes),
+            pending_scopes: null,
+            pending_redirect_uris: null,
+            pending_requested_by: null,
+            pending_requested_at: null,
+            // A pending client is approved as it stands: whoever changes it asked for it, and someone else approves it (0043).
+            ...(c.status === 'pending' && (changed.length || JSON.stringify(scopes) !== JSON.stringify(c.scopes)) ? { requested_by: actor.accountId, requested_at: ctx.now } : {}),
+          })
           .where('client_id', '=', clientId)
           .execute();
         if (JSON.stringify(scopes) !== JSON.stringify(c.scopes)) changed.push('scopes' as never);

@@ -102,6 +102,26 @@ describe('registering a relying party in the console', () => {
     ).rejects.toThrow(/second administrator/);
   });
 
+  it('an administrator who edits a pending client becomes its requester: the other one approves what it has become', async () => {
+    const r = await register(admin1, { name: 'Prêt numérique', scope: ['email'] });
+    const id = /<code>([A-Za-z0-9_-]{24})<\/code>/.exec(r.body)![1]!;
+    await admin2.get(`/admin/oidc/clients/${id}/edit`);
+    const edit = await admin2.post(`/admin/oidc/clients/${id}/edit`, { name: 'Prêt numérique', redirectUris: 'https://autre.example.net/cb', scope: ['email', 'offline_access'] });
+    expect(edit.status).toBe(303);
+    const admin2Id = (await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('accounts').select('id').where('email', '=', A2).executeTakeFirstOrThrow())).id;
+    const row = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('oidc_clients').select(['status', 'requested_by', 'redirect_uris']).where('client_id', '=', id).executeTakeFirstOrThrow());
+    expect(row).toMatchObject({ status: 'pending', requested_by: admin2Id, redirect_uris: ['https://autre.example.net/cb'] });
+    // The editor cannot approve it; the first administrator, who now sees what it has become, can.
+    expect((await approveAsReviewed(admin2, id)).status).toBe(403);
+    expect((await events(tenant.id, 'oidc.client.approve')).at(-1)).toMatchObject({ outcome: 'denied', details: { reason: 'self_approval' } });
+    // The database holds the same: an edit in a transaction naming its actor must make that actor the requester.
+    await expect(
+      inTenant(database.db, tenant.id, (trx) => trx.updateTable('oidc_clients').set({ redirect_uris: ['https://ailleurs.example.net/cb'] }).where('client_id', '=', id).execute(), admin1Id),
+    ).rejects.toThrow(/becomes its requester/);
+    expect((await approveAsReviewed(admin1, id)).status).toBe(303);
+    expect((await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('oidc_clients').select(['status', 'approved_by']).where('client_id', '=', id).executeTakeFirstOrThrow()))).toMatchObject({ status: 'active', approved_by: admin1Id });
+  });
+
   it('a second administrator approves it, and then it works with openid-client', async () => {
     const page = await admin2.get(`/admin/oidc/clients/${clientId}`);
     expect(page.body).toContain('value="approve"');
