@@ -233,7 +233,8 @@ export async function verifyCode(deps: Deps, ctx: Ctx, id: string, code: string)
           targetIds: [id, row.parent_account_id],
           familyIds,
           purpose: 'assisted.session',
-          details: { channel: row.channel, note: row.note.slice(0, 200), until: until.toISOString(), session: actor.sessionId },
+          // Not the note: it says what the family asked for, and the log keeps forever what no erasure can reach.
+          details: { channel: row.channel, until: until.toISOString(), session: actor.sessionId },
         },
         ctx.now,
       );

@@ -160,6 +160,10 @@ describe('assisted mode', () => {
     const during = events.filter((e) => ['waitlist.childFile.create', 'waitlist.childFile.update', 'waitlist.application.create', 'waitlist.application.withdraw', 'waitlist.childFile.read', 'waitlist.childFile.list', 'assisted.session.start'].includes(e.action) && e.outcome === 'success');
     expect(new Set(during.map((e) => e.action))).toEqual(new Set(['assisted.session.start', 'waitlist.childFile.list', 'waitlist.childFile.create', 'waitlist.childFile.read', 'waitlist.childFile.update', 'waitlist.application.create', 'waitlist.application.withdraw']));
     for (const e of during) expect(e.on_behalf_of, e.action).toBe(parentId);
+    // What the family asked for stays out of the log, which no erasure reaches.
+    const logged = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(sql<string>`details::text`.as('d')).where('action', 'like', 'assisted.%').execute());
+    expect(logged.length).toBeGreaterThan(0);
+    for (const e of logged) expect(e.d).not.toContain('inscrire sa fille');
     // the refused attempt on the other family is recorded too, as done for this parent
     expect(events.some((e) => e.action === 'waitlist.childFile.read' && e.outcome === 'denied' && e.on_behalf_of === parentId)).toBe(true);
 
