@@ -11,11 +11,15 @@ import { pageEnv, sendPage } from '../web/render.tsx';
 /**
  * Demo mode only: the mail outbox as a page, so a visitor can follow the
  * verification and invitation links without an SMTP server. This route is not
- * registered at all outside demo mode.
+ * registered at all outside demo mode, and answers only the machine it runs
+ * on: the outbox holds every sign-in link and the page the demo accounts'
+ * codes, which a demo reachable from a network would hand to anyone on it.
  */
 export function demoMailRoutes(app: FastifyInstance, deps: Deps) {
   if (!deps.config.demo) return;
   app.get('/demo/mail', async (req, reply) => {
+    // The peer itself, not a forwarded address: a header cannot make a remote visitor local.
+    if (!isLoopback(req.socket.remoteAddress)) return reply.callNotFound();
     const rows = await inTenant(deps.db.db, req.ctx.tenant.id, (trx) =>
       trx.selectFrom('mail_outbox').select(['id', 'to_address', 'subject', 'body_text', 'created_at']).orderBy('created_at', 'desc').limit(30).execute(),
     );
@@ -51,4 +55,8 @@ export function demoMailRoutes(app: FastifyInstance, deps: Deps) {
       </Page>,
     );
   });
+}
+
+function isLoopback(address: string | undefined): boolean {
+  return !!address && (address === '::1' || /^(::ffff:)?127\./.test(address));
 }
