@@ -98,9 +98,10 @@ export async function startInstance(tool: string, port: number, env: NodeJS.Proc
   });
   /*
    * The roles the demo has no person for. Each privileged role is a grant the
-   * administrator approved for someone else (granted by the holder's own
-   * request, approved by a different current administrator: what the
-   * memberships guard of the database accepts), past its cooling-off period so
+   * administrator approved for someone else (granted by a person other than
+   * the holder, here the demo's staff member, approved by a different current
+   * administrator: what the memberships guard of the database accepts; the
+   * holder is never one of the two), past its cooling-off period so
    * that its pages open as they would for a settled holder. A kept data
    * directory keeps them.
    */
@@ -111,6 +112,7 @@ export async function startInstance(tool: string, port: number, env: NodeJS.Proc
     const now = new Date();
     const id = async (email: string) => (await trx.selectFrom('accounts').select('id').where('email', '=', email).executeTakeFirstOrThrow()).id;
     const admin = await id(creds.admin);
+    const granter = await id(creds.staff);
     const staffFacility = (await trx.selectFrom('memberships').select('facility_id').where('account_id', '=', await id(creds.staff)).where('role', '=', 'facility_staff').executeTakeFirstOrThrow()).facility_id;
     const extra: [Person, MembershipRole, string | null][] = [
       ['director', 'facility_director', staffFacility],
@@ -124,7 +126,7 @@ export async function startInstance(tool: string, port: number, env: NodeJS.Proc
       const account = await createDemoAccount(trx, tenant.id, email, creds.password, now);
       await trx
         .insertInto('memberships')
-        .values({ tenant_id: tenant.id, account_id: account, role, facility_id: facility, source: 'grant', granted_by: account, approved_by: admin, created_at: new Date(now.getTime() - 2 * 3600_000), expires_at: new Date(now.getTime() + 10 * 3600_000) })
+        .values({ tenant_id: tenant.id, account_id: account, role, facility_id: facility, source: 'grant', granted_by: granter, approved_by: admin, created_at: new Date(now.getTime() - 2 * 3600_000), expires_at: new Date(now.getTime() + 10 * 3600_000) })
         .execute();
       const secret = newTotpSecret();
       const factor = await insertTotp(trx, deps.keys, tenant.id, account, secret, now);

@@ -17,6 +17,7 @@ export const AUDIT_ACTIONS = [
   'identity.invitation.accept',
   'identity.membership.bootstrap',
   'identity.grant.request',
+  'identity.grant.endorse',
   'identity.grant.approve',
   'identity.grant.refuse',
   'identity.grant.revoke',

@@ -464,6 +464,9 @@ export interface PrivilegeRequestsTable {
   decided_by: string | null;
   decided_at: Timestamp | null;
   membership_id: string | null;
+  /** A request for oneself: the first of the two administrators it needs (migration 0042). */
+  endorsed_by: string | null;
+  endorsed_at: Timestamp | null;
 }
 
 export interface FactorResetRequestsTable {

@@ -30,7 +30,7 @@ import { QuietWatch, type PassOutcome } from '../jobs/quiet.ts';
  * response then: the event has happened, the next request meets it.
  */
 
-const PRIVILEGE = new Set(['identity.grant.request', 'identity.grant.approve', 'identity.grant.revoke', 'identity.membership.bootstrap', 'identity.factorReset.request', 'identity.factorReset.approve']);
+const PRIVILEGE = new Set(['identity.grant.request', 'identity.grant.endorse', 'identity.grant.approve', 'identity.grant.revoke', 'identity.membership.bootstrap', 'identity.factorReset.request', 'identity.factorReset.approve']);
 const DELETIONS = new Set(['waitlist.childFile.delete', 'records.childFile.purge', 'records.family.purge']);
 /** Exports written outside the gateway, and the detail that says how many files or rows each held. */
 const EXPORTS: Record<string, string> = { 'privacy.breachReport.create': 'files', 'incident.export': 'incidents', 'audit.export': 'events' };

@@ -24,8 +24,8 @@ function hours(env: PageEnv, minutes: number): string {
   return env.m.grants.durations[minutes] ?? `${minutes} min`;
 }
 
-function statusTag(env: PageEnv, s: GrantRequestView['status']) {
-  return <Tag tone={s === 'pending' ? 'orange' : s === 'approved' ? 'green' : 'grey'}>{env.m.grants.status[s]}</Tag>;
+function statusTag(env: PageEnv, s: GrantRequestView['status'], endorsed = false) {
+  return <Tag tone={s === 'pending' ? 'orange' : s === 'approved' ? 'green' : 'grey'}>{s === 'pending' && endorsed ? env.m.grants.awaitingSecond : env.m.grants.status[s]}</Tag>;
 }
 
 /** Up to this many facilities, the form lists them all; beyond, it lists those a search finds. */
@@ -119,7 +119,8 @@ export function grantRoutes(app: FastifyInstance, deps: Deps) {
       throw err;
     }
     const isAdmin = req.ctx.actor.memberships.some((m) => m.role === 'tenant_admin');
-    return reply.redirect(isAdmin ? '/admin/grants?requested=1' : '/staff?requested=1', 303);
+    const requested = values.email === req.ctx.actor.email ? 'self' : '1';
+    return reply.redirect(isAdmin ? `/admin/grants?requested=${requested}` : `/staff?requested=${requested}`, 303);
   });
 
   app.get<{ Querystring: Record<string, string> }>('/admin/grants', async (req, reply) => {
@@ -156,7 +157,7 @@ export function grantRoutes(app: FastifyInstance, deps: Deps) {
                 <td>{hours(env, r.durationMinutes)}</td>
                 <td>{r.requestedBy}</td>
                 <td>{formatDateTime(env.locale, r.requestedAt)}</td>
-                <td>{statusTag(env, r.status)}</td>
+                <td>{statusTag(env, r.status, !!r.endorsedBy)}</td>
               </tr>
             ))}
           </tbody>
@@ -168,7 +169,8 @@ export function grantRoutes(app: FastifyInstance, deps: Deps) {
     return sendPage(
       reply,
       <Page env={env} title={g.title}>
-        {q.requested && <Notice>{g.requested}</Notice>}
+        {q.requested && <Notice>{q.requested === 'self' ? g.requestedForSelf : g.requested}</Notice>}
+        {q.endorsed && <Notice>{g.endorsedDone}</Notice>}
         {q.approved && <Notice>{g.approved}</Notice>}
         {q.refused && <Notice>{g.refusedDone}</Notice>}
         {q.revoked && <Notice>{g.revoked}</Notice>}
@@ -192,8 +194,11 @@ export function grantRoutes(app: FastifyInstance, deps: Deps) {
     const env = pageEnv(req, reply);
     const g = env.m.grants;
     const own = r.requestedById === env.actor?.accountId || r.accountId === env.actor?.accountId;
-    const inviter = !own && !!env.actor && r.invitedBy.includes(env.actor.accountId);
+    const endorser = !own && !!env.actor && r.endorsedById === env.actor.accountId;
+    const inviter = !own && !endorser && !!env.actor && r.invitedBy.includes(env.actor.accountId);
     const open = r.status === 'pending' && r.expiresAt > req.ctx.now;
+    // A request for oneself: the first administrator to approve endorses it, a second one grants it.
+    const toEndorse = r.requestedById === r.accountId && !r.endorsedById;
     return sendPage(
       reply,
       <Page env={env} title={g.reviewTitle}>
@@ -211,25 +216,28 @@ export function grantRoutes(app: FastifyInstance, deps: Deps) {
             [g.reason, r.reason],
             [g.colRequestedBy, r.requestedBy],
             [g.colWhen, formatDateTime(env.locale, r.requestedAt)],
-            [g.colStatus, statusTag(env, open ? 'pending' : r.status === 'pending' ? 'cancelled' : r.status)],
+            ...(r.endorsedBy ? [[g.colEndorsedBy, r.endorsedBy] as [string, string]] : []),
+            [g.colStatus, statusTag(env, open ? 'pending' : r.status === 'pending' ? 'cancelled' : r.status, !!r.endorsedBy)],
           ]}
         />
         {open && own && <Notice>{g.ownRequest}</Notice>}
         {open && !own && (
           <>
-            {inviter ? (
+            {endorser ? (
+              <Notice>{g.endorsedByYou}</Notice>
+            ) : inviter ? (
               <Notice>{g.invitedByYou}</Notice>
             ) : (
               <p>
-                <strong>{g.consequence(r.email, env.m.admin.roles[r.role], hours(env, r.durationMinutes))}</strong>
+                <strong>{toEndorse ? g.endorseConsequence(r.email, env.m.admin.roles[r.role]) : g.consequence(r.email, env.m.admin.roles[r.role], hours(env, r.durationMinutes))}</strong>
               </p>
             )}
             <div class="actions">
-              {!inviter && (
+              {!inviter && !endorser && (
                 <form method="post" action={`/admin/grants/${r.id}/approve`} class="inline-form">
                   <Csrf env={env} />
                   <button type="submit" class="button">
-                    {g.approve}
+                    {toEndorse ? g.endorse : g.approve}
                   </button>
                 </form>
               )}
@@ -248,8 +256,8 @@ export function grantRoutes(app: FastifyInstance, deps: Deps) {
 
   for (const decision of ['approve', 'refuse'] as const) {
     app.post<{ Params: { id: string } }>(`/admin/grants/:id/${decision}`, async (req, reply) => {
-      await decideGrant(deps, req.ctx, req.params.id, decision);
-      return reply.redirect(`/admin/grants?${decision === 'approve' ? 'approved' : 'refused'}=1`, 303);
+      const outcome = await decideGrant(deps, req.ctx, req.params.id, decision);
+      return reply.redirect(`/admin/grants?${outcome}=1`, 303);
     });
   }
 

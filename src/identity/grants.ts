@@ -16,8 +16,10 @@ import { isRecentAuth, RECENT_AUTH_SECONDS, requirePhishingResistantAuth, StepUp
 
 /**
  * Privileged access by dual control. No single person confers a privileged
- * role: one person asks (an administrator for someone, or a staff member for
- * themselves), a *different* current administrator approves, and the role
+ * role, and the person it is for never counts as one of the two: an
+ * administrator asks for someone and a *different* current administrator
+ * approves; or a staff member asks for themselves, one administrator endorses
+ * the request and a different one approves it (migration 0042). The role
  * expires (4 hours by default, 12 at most). Every request, approval, refusal
  * and revocation is an audit event and is e-mailed to every privileged holder
  * of the tenant. The database (memberships_guard, privilege_requests_guard)
@@ -64,7 +66,7 @@ async function privilegedHolders(trx: Trx, now: Date) {
     .execute();
 }
 
-type Notice = 'requested' | 'approved' | 'refused' | 'revoked';
+type Notice = 'requested' | 'endorsed' | 'approved' | 'refused' | 'revoked';
 
 async function notifyHolders(trx: Trx, ctx: Ctx, notice: Notice, who: string, role: MembershipRole, extra: string[] = []) {
   const holders = await privilegedHolders(trx, ctx.now);
@@ -141,6 +143,9 @@ export interface GrantRequestView {
   expiresAt: Date;
   status: 'pending' | 'approved' | 'refused' | 'cancelled';
   decidedBy: string | null;
+  /** A request for oneself: the administrator who endorsed it, the first of the two it needs. */
+  endorsedBy: string | null;
+  endorsedById: string | null;
   /** Who brought the grantee into the tenant (their invitations): none of them may approve. */
   invitedBy: string[];
 }
@@ -172,6 +177,7 @@ async function loadRequests(trx: Trx, where: { id?: string }) {
     .innerJoin('accounts as g', 'g.id', 'r.account_id')
     .innerJoin('accounts as q', 'q.id', 'r.requested_by')
     .leftJoin('accounts as d', 'd.id', 'r.decided_by')
+    .leftJoin('accounts as n', 'n.id', 'r.endorsed_by')
     .leftJoin('facilities as f', 'f.id', 'r.facility_id')
     .select([
       'r.id',
@@ -187,6 +193,8 @@ async function loadRequests(trx: Trx, where: { id?: string }) {
       'r.expires_at',
       'r.status',
       'd.email as decided_by',
+      'n.email as endorsed_by',
+      'r.endorsed_by as endorsed_by_id',
     ])
     .orderBy('r.requested_at', 'desc')
     .limit(100);
@@ -208,6 +216,8 @@ async function loadRequests(trx: Trx, where: { id?: string }) {
       expiresAt: r.expires_at,
       status: r.status,
       decidedBy: r.decided_by,
+      endorsedBy: r.endorsed_by,
+      endorsedById: r.endorsed_by_id,
       invitedBy: invited.get(r.account_id) ?? [],
     }),
   );
@@ -236,13 +246,33 @@ export async function getGrantRequest(deps: Deps, ctx: Ctx, id: string): Promise
 
 export type Decision = 'approve' | 'refuse';
 
+/** What a decision did: a request for oneself is endorsed by its first administrator and granted by the second. */
+export type DecisionOutcome = 'endorsed' | 'approved' | 'refused';
+
+/** A current administrator role of the account, as the approval's transaction sees it. */
+async function holdsAdmin(trx: Trx, accountId: string, now: Date): Promise<boolean> {
+  const m = await trx
+    .selectFrom('memberships')
+    .select('id')
+    .where('account_id', '=', accountId)
+    .where('role', '=', 'tenant_admin')
+    .where('revoked_at', 'is', null)
+    .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
+    .executeTakeFirst();
+  return !!m;
+}
+
 /**
  * Approves or refuses a pending request. The approver is a current
  * administrator who is neither the requester, nor the grantee, nor someone
- * who invited the grantee; a request is decided once (a replayed approval
+ * who invited the grantee. The grantee never counts as one of the two
+ * people: a request for oneself is first endorsed by an administrator (the
+ * approval of the first one to approve), then approved by a different one;
+ * a request made for someone else is approved only while its requester still
+ * holds an administrator role. A request is decided once (a replayed approval
  * finds it decided and changes nothing).
  */
-export async function decideGrant(deps: Deps, ctx: Ctx, id: string, decision: Decision): Promise<void> {
+export async function decideGrant(deps: Deps, ctx: Ctx, id: string, decision: Decision): Promise<DecisionOutcome> {
   const action: AuditAction = decision === 'approve' ? 'identity.grant.approve' : 'identity.grant.refuse';
   await check(deps, ctx, 'identity.grant.approve', action, [id]);
   const actor = ctx.actor!;
@@ -255,9 +285,21 @@ export async function decideGrant(deps: Deps, ctx: Ctx, id: string, decision: De
     const r = await trx.selectFrom('privilege_requests').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
     if (!r) return 'not_found' as const;
     if (r.status !== 'pending' || r.expires_at <= ctx.now) return 'decided' as const;
-    if (decision === 'approve' && (r.requested_by === actor.accountId || r.account_id === actor.accountId)) return 'self' as const;
-    if (decision === 'approve' && (await inviters(trx, [r.account_id])).get(r.account_id)?.includes(actor.accountId)) return 'inviter' as const;
+    const forSelf = r.requested_by === r.account_id;
+    if (decision === 'approve') {
+      if (r.requested_by === actor.accountId || r.account_id === actor.accountId) return 'self' as const;
+      if (r.endorsed_by === actor.accountId) return 'endorser' as const;
+      if ((await inviters(trx, [r.account_id])).get(r.account_id)?.includes(actor.accountId)) return 'inviter' as const;
+      if (!forSelf && !(await holdsAdmin(trx, r.requested_by, ctx.now))) return 'requester_not_admin' as const;
+    }
     const grantee = await trx.selectFrom('accounts').select(['email', 'status']).where('id', '=', r.account_id).executeTakeFirstOrThrow();
+    if (decision === 'approve' && grantee.status !== 'active') return 'grantee_inactive' as const;
+    if (decision === 'approve' && forSelf && !r.endorsed_by) {
+      await trx.updateTable('privilege_requests').set({ endorsed_by: actor.accountId, endorsed_at: ctx.now }).where('id', '=', id).execute();
+      await appendAudit(trx, ctx.tenant.id, { action: 'identity.grant.endorse', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'privilege_request', targetIds: [id, r.account_id], details: { role: r.role, minutes: r.duration_minutes } }, ctx.now);
+      await notifyHolders(trx, ctx, 'endorsed', grantee.email, r.role);
+      return 'endorsed' as const;
+    }
     let membershipId: string | null = null;
     if (decision === 'approve') {
       membershipId = (
@@ -269,7 +311,8 @@ export async function decideGrant(deps: Deps, ctx: Ctx, id: string, decision: De
             role: r.role,
             facility_id: r.facility_id,
             source: 'grant',
-            granted_by: r.requested_by,
+            // The first of the two people: whoever asked for someone else, or the administrator who endorsed a request for oneself.
+            granted_by: forSelf ? r.endorsed_by! : r.requested_by,
             approved_by: actor.accountId,
             created_at: ctx.now,
             expires_at: new Date(ctx.now.getTime() + r.duration_minutes * 60_000),
@@ -287,12 +330,16 @@ export async function decideGrant(deps: Deps, ctx: Ctx, id: string, decision: De
       .execute();
     await appendAudit(trx, ctx.tenant.id, { action, outcome: 'success', ...originFields(originOf(ctx)), targetType: 'privilege_request', targetIds: [id, r.account_id, ...(membershipId ? [membershipId] : [])], details: { role: r.role, minutes: r.duration_minutes } }, ctx.now);
     await notifyHolders(trx, ctx, decision === 'approve' ? 'approved' : 'refused', grantee.email, r.role, [grantee.email]);
-    return 'ok' as const;
+    return decision === 'approve' ? ('approved' as const) : ('refused' as const);
   });
   if (outcome === 'not_found') await refuse(deps, ctx, action, [id], 'not_found', new AppError('notFound'));
   if (outcome === 'decided') await refuse(deps, ctx, action, [id], 'already_decided_or_expired', new ValidationError({ _: 'grantDecided' }));
   if (outcome === 'self') await refuse(deps, ctx, action, [id], 'self_approval', new AppError('forbidden'));
+  if (outcome === 'endorser') await refuse(deps, ctx, action, [id], 'endorser_cannot_approve', new AppError('forbidden'));
   if (outcome === 'inviter') await refuse(deps, ctx, action, [id], 'approver_invited_grantee', new AppError('forbidden'));
+  if (outcome === 'requester_not_admin') await refuse(deps, ctx, action, [id], 'requester_no_longer_admin', new ValidationError({ _: 'grantRequesterGone' }));
+  if (outcome === 'grantee_inactive') await refuse(deps, ctx, action, [id], 'grantee_inactive', new ValidationError({ _: 'grantGranteeInactive' }));
+  return outcome as DecisionOutcome;
 }
 
 /**

@@ -415,6 +415,7 @@ export function identityRoutes(app: FastifyInstance, deps: Deps) {
     if (!inv.accountExists && (await isGuessable(password, contextWords(inv.email, req.ctx.tenant)))) return invitationPage(req, reply, token, { password: 'passwordGuessable' });
     const r = await identity.acceptInvitation(deps, req.ctx, token, password);
     if (!r) return invitationPage(req, reply, token);
+    if (!r.ok && r.reason === 'second_factor') return startSecondStep(app, reply, r.pending, '/staff');
     if (!r.ok) return invitationPage(req, reply, token, undefined, pageEnv(req, reply).m.signIn.failed);
     setSessionCookie(app, reply, r.session);
     return reply.redirect('/staff', 303);

@@ -17,7 +17,7 @@ import { enqueueMail } from '../mail/outbox.ts';
 import type { Tenant } from '../tenants/service.ts';
 import { originFields } from '../tenants/service.ts';
 import { messages, type Locale } from '../web/i18n/index.ts';
-import { beginSecondFactor, createPending, passkeyCountSql, totpEnabledSql } from './factors/store.ts';
+import { beginSecondFactor, createPending, enrolledFactors, hasSecondFactor, passkeyCountSql, totpEnabledSql } from './factors/store.ts';
 import { deviceHash, deviceToken, newDeviceNotice, touchNetwork } from './sessions.ts';
 import * as throttle from './throttle.ts';
 import { activeBreakGlassSql, breakGlassOfJson } from './break-glass.ts';
@@ -514,9 +514,15 @@ export async function acceptInvitation(deps: Deps, ctx: Ctx, token: string, pass
       .execute();
     // A change of roles ends the account's other sessions.
     await trx.updateTable('sessions').set({ revoked_at: ctx.now }).where('account_id', '=', accountId).where('revoked_at', 'is', null).execute();
+    await appendAudit(trx, ctx.tenant.id, { action: 'identity.invitation.accept', outcome: 'success', ...originFields(originOf(ctx)), actorAccountId: accountId, targetType: 'invitation', targetIds: [inv.id, inv.facility_id], details: { role: 'facility_staff' } }, ctx.now);
+    if (existing && hasSecondFactor(await enrolledFactors(trx, accountId))) {
+      // The password alone opens no session of an account with a second factor, here as at the sign-in page: the
+      // invitation is accepted, and the second step comes next.
+      const p = await createPending(trx, ctx.tenant.id, 'second_factor', accountId, ctx.now);
+      return { ok: false, reason: 'second_factor', pending: { token: p.token, expiresAt: p.expiresAt } } as const;
+    }
     const memberships = await loadMemberships(trx, accountId, ctx.now);
     const session = await createSession(trx, ctx, accountId, memberships);
-    await appendAudit(trx, ctx.tenant.id, { action: 'identity.invitation.accept', outcome: 'success', ...originFields(originOf(ctx)), actorAccountId: accountId, targetType: 'invitation', targetIds: [inv.id, inv.facility_id], details: { role: 'facility_staff' } }, ctx.now);
     const actor: Actor = { accountId, tenantId: ctx.tenant.id, sessionId: null, email: inv.email, emailVerified: true, locale: ctx.locale, memberships };
     return { ok: true, session, actor } as const;
   });
@@ -535,20 +541,26 @@ export async function bootstrapAdmin(db: Kysely<DB>, tenant: Tenant, email: stri
 
 /**
  * The tenant's first administrators — one, or two different people — in one
- * transaction: the bootstrap happens once (memberships_guard). Two let the
- * tenant grant further privileged roles at once, since whoever invited a
- * person may not approve their privilege; with one, the second administrator
- * must come from a person that administrator did not invite.
+ * transaction: the bootstrap happens once (memberships_guard). Name two: every
+ * further privileged role takes two administrators besides its grantee
+ * (migration 0042), so with one the tenant can grant none.
  */
 export async function bootstrapAdmins(db: Kysely<DB>, tenant: Tenant, emails: string[], baseUrl: string, origin: AuditOrigin, now: Date, locale: Locale = 'fr'): Promise<{ accountId: string; link: string }[]> {
   if (emails.length < 1 || emails.length > 2 || new Set(emails).size !== emails.length) throw new Error('bootstrap: one or two different e-mail addresses');
   return inTenant(db, tenant.id, async (trx) => {
     const out: { accountId: string; link: string }[] = [];
     for (const email of emails) {
-      const existing = await trx.selectFrom('accounts').select(['id']).where('email', '=', email).executeTakeFirst();
+      const existing = await trx.selectFrom('accounts').select(['id', 'email_verified_at']).where('email', '=', email).executeTakeFirst();
       const accountId =
         existing?.id ??
         (await trx.insertInto('accounts').values({ tenant_id: tenant.id, email, password_hash: null, locale, email_verified_at: null }).returning('id').executeTakeFirstOrThrow()).id;
+      if (existing && !existing.email_verified_at) {
+        // Nobody has shown they hold this address: whoever signed up with it may not be the person named here. Their
+        // password and their pending links stop working, and only the link below opens the account.
+        await trx.updateTable('accounts').set({ password_hash: null }).where('id', '=', accountId).execute();
+        await trx.updateTable('account_tokens').set({ used_at: now }).where('account_id', '=', accountId).where('used_at', 'is', null).execute();
+        await trx.updateTable('sessions').set({ revoked_at: now }).where('account_id', '=', accountId).where('revoked_at', 'is', null).execute();
+      }
       await trx
         .insertInto('memberships')
         .values({ tenant_id: tenant.id, account_id: accountId, role: 'tenant_admin', facility_id: null, source: 'bootstrap', granted_by: null, approved_by: null, created_at: now, expires_at: null })

@@ -383,7 +383,7 @@ export function waitlistRoutes(app: FastifyInstance, deps: Deps) {
     return sendPage(
       reply,
       <Page env={env} title={s.title}>
-        {req.query.requested && <Notice>{env.m.grants.requested}</Notice>}
+        {req.query.requested && <Notice>{req.query.requested === 'self' ? env.m.grants.requestedForSelf : env.m.grants.requested}</Notice>}
         <h1>{s.title}</h1>
         <p class="lead">{s.lead}</p>
         {facilities.length === 0 ? (

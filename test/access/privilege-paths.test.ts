@@ -56,8 +56,8 @@ describe('privilege only by dual control, whatever the path', () => {
     const staffId = await createStaff(t, tenant, emails.staff, facility, adminId);
     const operatorId = await createStaff(t, tenant, emails.operator, facility);
     const officerId = await createStaff(t, tenant, emails.officer, facility);
-    await grantRole(t, tenant, operatorId, 'program_operator', operatorId, adminId);
-    await grantRole(t, tenant, officerId, 'security_officer', officerId, adminId);
+    await grantRole(t, tenant, operatorId, 'program_operator', staffId, adminId);
+    await grantRole(t, tenant, officerId, 'security_officer', staffId, adminId);
     const parentId = await createParent(t, tenant, emails.parent);
     const ids: Record<string, string> = { admin: adminId, staff: staffId, operator: operatorId, officer: officerId, parent: parentId };
 

@@ -1,7 +1,8 @@
 /**
  * Dual control in a real browser (Debian's Chromium, its virtual
  * authenticator for the passkeys — not a mock): a staff member asks for the
- * administrator role, the first administrator approves it with a passkey;
+ * administrator role for herself, the first administrator endorses it and
+ * the second approves it, each with a passkey;
  * the new administrator, her role still in its cooling-off hour, breaks the
  * glass and approves the reset of a colleague's lost second factor that the
  * first one asked for. Each side signs its step with a
@@ -13,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inTenant } from '../../src/db/tenant.ts';
 import { enrolledFactors, hasSecondFactor } from '../../src/identity/factors/store.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
-import { createAdmin, createFacility, createStaff, PASSWORD, type TestApp } from '../helpers/app.ts';
+import { createAdmins, createFacility, createStaff, PASSWORD, type TestApp } from '../helpers/app.ts';
 import { mainText, pathOf as path, startBrowserApp, type BrowserApp } from '../helpers/browser-app.ts';
 import type { TestDatabase } from '../helpers/db.ts';
 import { freshTotpCode, totpSecretFor } from '../helpers/factors.ts';
@@ -83,12 +84,13 @@ async function signInAndAddPasskey(page: Page, email: string, label: string): Pr
 }
 
 describe('dual control, in Chromium with passkeys', () => {
-  it('a second administrator by request and approval, then a lost second factor reset by the two of them', async () => {
+  it('a third administrator by request, endorsement and approval, then a lost second factor reset by two of them', async () => {
     const facility = await createFacility(t, tenant, { name: 'CPE Les Explorateurs' });
     const first = 'direction.generale@exemple.test';
     const second = 'coordonnatrice@exemple.test';
     const colleague = 'educatrice.sans.telephone@exemple.test';
-    const adminId = await createAdmin(t, tenant, first);
+    const deputy = 'direction.adjointe@exemple.test';
+    const [adminId] = await createAdmins(t, tenant, [first, deputy]);
     await createStaff(t, tenant, second, facility);
     const colleagueId = await createStaff(t, tenant, colleague, facility, adminId);
 
@@ -104,12 +106,27 @@ describe('dual control, in Chromium with passkeys', () => {
     await signed(b, 'role requested', () => b.getByRole('button', { name: 'Envoyer la demande' }).click());
     expect(await mainText(b)).toContain('La demande est envoyée.');
 
-    // the first administrator reviews and approves it
+    expect(await mainText(b)).toContain('Deux personnes de l’administration doivent l’approuver');
+
+    // the coordinator asked for herself: the first administrator's approval only endorses the request
     await visit(a, '/admin/grants', 'privileged roles, one pending');
     await go(a, 'request review', () => a.getByRole('link', { name: `Examiner la demande pour ${second}` }).click());
     expect(await mainText(a)).toContain('Remplacement de la direction pendant les vacances');
-    await signed(a, 'role approved', () => a.getByRole('button', { name: 'Approuver' }).click());
-    expect(await mainText(a)).toContain('La demande est approuvée');
+    expect(await mainText(a)).toContain('deux personnes de l’administration doivent l’approuver');
+    await signed(a, 'request endorsed', () => a.getByRole('button', { name: 'Appuyer la demande' }).click());
+    expect(await mainText(a)).toContain('Vous avez appuyé la demande');
+    await go(a, 'endorsed request review', () => a.getByRole('link', { name: `Examiner la demande pour ${second}` }).click());
+    expect(await mainText(a)).toContain('Vous avez appuyé cette demande');
+    expect(await a.getByRole('button', { name: 'Approuver' }).count()).toBe(0);
+
+    // the second administrator approves it
+    const d = await personalBrowser();
+    await signInAndAddPasskey(d, deputy, 'second administrator');
+    await visit(d, '/admin/grants', 'privileged roles, one endorsed');
+    await go(d, 'endorsed request, second review', () => d.getByRole('link', { name: `Examiner la demande pour ${second}` }).click());
+    expect(await mainText(d)).toContain(first);
+    await signed(d, 'role approved', () => d.getByRole('button', { name: 'Approuver' }).click());
+    expect(await mainText(d)).toContain('La demande est approuvée');
 
     // her roles changed, so her session ended: she signs in again with her passkey alone
     await visit(b, '/signin', 'coordinator signed out by the role change');
@@ -147,9 +164,9 @@ describe('dual control, in Chromium with passkeys', () => {
     expect(hasSecondFactor(await inTenant(database.db, tenant.id, (trx) => enrolledFactors(trx, colleagueId)))).toBe(false);
 
     const events = await inTenant(database.db, tenant.id, (trx) =>
-      trx.selectFrom('audit_events').select(['action', 'outcome']).where('action', 'in', ['identity.grant.request', 'identity.grant.approve', 'identity.factorReset.request', 'identity.factorReset.approve']).orderBy('seq').execute(),
+      trx.selectFrom('audit_events').select(['action', 'outcome']).where('action', 'in', ['identity.grant.request', 'identity.grant.endorse', 'identity.grant.approve', 'identity.factorReset.request', 'identity.factorReset.approve']).orderBy('seq').execute(),
     );
-    expect(events.filter((e) => e.outcome === 'success').map((e) => e.action)).toEqual(['identity.grant.request', 'identity.grant.approve', 'identity.factorReset.request', 'identity.factorReset.approve']);
+    expect(events.filter((e) => e.outcome === 'success').map((e) => e.action)).toEqual(['identity.grant.request', 'identity.grant.endorse', 'identity.grant.approve', 'identity.factorReset.request', 'identity.factorReset.approve']);
     const glass = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select('actor_roles').where('action', '=', 'identity.factorReset.approve').where('outcome', '=', 'success').executeTakeFirstOrThrow());
     expect(glass.actor_roles.some((r) => r.startsWith('break_glass:'))).toBe(true);
   });

@@ -168,8 +168,8 @@ describe('memberships_guard', () => {
     // The administrator (approver) invites the grantee as staff: one person's act, as invitations are.
     const staff = await insertMembership(t, v, { role: 'facility_staff', source: 'invitation', granted_by: v.approver });
     for (const role of PRIVILEGED) {
-      // The grantee asks for itself (granted_by), the inviter approves: the alias path.
-      await expect(insertMembership(t, v, { role, granted_by: v.grantee, approved_by: v.approver, expires_at: inOneHour() }), role).rejects.toThrow(
+      // Another administrator asks for the grantee (granted_by), the inviter approves: the alias path.
+      await expect(insertMembership(t, v, { role, granted_by: v.granter, approved_by: v.approver, expires_at: inOneHour() }), role).rejects.toThrow(
         /the approver invited the grantee/,
       );
     }
@@ -178,7 +178,7 @@ describe('memberships_guard', () => {
     // Someone the approver did not invite is approved as before.
     const other = await world(t);
     await insertMembership(t, other, { role: 'facility_staff', source: 'invitation', granted_by: other.granter });
-    await expect(insertMembership(t, other, { role: 'tenant_admin', granted_by: other.grantee, approved_by: other.approver, expires_at: inOneHour() })).resolves.toBeTruthy();
+    await expect(insertMembership(t, other, { role: 'tenant_admin', granted_by: other.granter, approved_by: other.approver, expires_at: inOneHour() })).resolves.toBeTruthy();
   });
 
   it('bootstrap in one tenant does not use up another tenant\'s', async () => {
@@ -215,9 +215,11 @@ describe('memberships_guard', () => {
     );
   });
 
-  it('a person may request a role for themselves; an administrator approves it', async () => {
+  it('the person a role is for is never one of the two who confer it: not as the first person, not as the approver', async () => {
     const v = await world(t);
-    await expect(insertMembership(t, v, { role: 'tenant_admin', granted_by: v.grantee, approved_by: v.approver, expires_at: inOneHour() })).resolves.toBeTruthy();
+    await expect(insertMembership(t, v, { role: 'tenant_admin', granted_by: v.grantee, approved_by: v.approver, expires_at: inOneHour() })).rejects.toThrow(/grantee cannot be one of the two/);
+    await expect(insertMembership(t, v, { role: 'tenant_admin', granted_by: v.granter, approved_by: v.grantee, expires_at: inOneHour() })).rejects.toThrow(/second person/);
+    await expect(insertMembership(t, v, { role: 'tenant_admin', granted_by: v.granter, approved_by: v.approver, expires_at: inOneHour() })).resolves.toBeTruthy();
   });
 
   it('the approver and grantor must be accounts of the same tenant', async () => {

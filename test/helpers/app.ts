@@ -6,7 +6,7 @@ import type { Ctx, Deps } from '../../src/context.ts';
 import { keyProviderFromSecret } from '../../src/crypto/keys.ts';
 import { inTenant } from '../../src/db/tenant.ts';
 import { foldForSearch } from '../../src/directory/import.ts';
-import { bootstrapAdmin, createDemoAccount } from '../../src/identity/service.ts';
+import { bootstrapAdmins, createDemoAccount } from '../../src/identity/service.ts';
 import { hashPassword } from '../../src/identity/passwords.ts';
 import { counters, useCounters } from '../../src/counters/counters.ts';
 import { startJobs, type RunningJobs } from '../../src/jobs/jobs.ts';
@@ -164,11 +164,18 @@ async function createStaffAccount(t: TestApp, tenant: Tenant, email: string, fac
 }
 
 export async function createAdmin(t: TestApp, tenant: Tenant, email: string, opts: MemberOptions = {}): Promise<string> {
-  const r = await bootstrapAdmin(t.database.db, tenant, email, 'http://localhost', { actorAccountId: null, actorRoles: ['system:test'], ip: null, userAgent: null, requestId: null }, t.deps.clock());
+  return (await createAdmins(t, tenant, [email], opts))[0]!;
+}
+
+/** The tenant's bootstrap administrators, one or two (two are needed before any privileged role can be granted). */
+export async function createAdmins(t: TestApp, tenant: Tenant, emails: string[], opts: MemberOptions = {}): Promise<string[]> {
+  const rs = await bootstrapAdmins(t.database.db, tenant, emails, 'http://localhost', { actorAccountId: null, actorRoles: ['system:test'], ip: null, userAgent: null, requestId: null }, t.deps.clock());
   const hash = await hashPassword(PASSWORD);
-  await inTenant(t.database.db, tenant.id, (trx) => trx.updateTable('accounts').set({ password_hash: hash, email_verified_at: t.deps.clock() }).where('id', '=', r.accountId).execute());
-  if (opts.secondFactor !== false) await enrolTotp(t.deps, tenant, r.accountId, email);
-  return r.accountId;
+  for (const [i, r] of rs.entries()) {
+    await inTenant(t.database.db, tenant.id, (trx) => trx.updateTable('accounts').set({ password_hash: hash, email_verified_at: t.deps.clock() }).where('id', '=', r.accountId).execute());
+    if (opts.secondFactor !== false) await enrolTotp(t.deps, tenant, r.accountId, emails[i]!);
+  }
+  return rs.map((r) => r.accountId);
 }
 
 /** A service-level context for calling services directly, as a request would. */

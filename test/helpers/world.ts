@@ -74,8 +74,8 @@ export async function buildSide(t: TestApp): Promise<Side> {
   const staff2 = await createStaff(t, tenant, emails.staff2, facility2, admin);
   const operator = await createStaff(t, tenant, emails.operator, facility1);
   const officer = await createStaff(t, tenant, emails.officer, facility1);
-  await grantRole(t, tenant, operator, 'program_operator', operator, admin);
-  await grantRole(t, tenant, officer, 'security_officer', officer, admin);
+  await grantRole(t, tenant, operator, 'program_operator', staff2, admin);
+  await grantRole(t, tenant, officer, 'security_officer', staff2, admin);
   // The staff member of facility1 is also its director (declares priorities, opens places, keys).
   const now = t.deps.clock();
   await inTenant(t.database.db, tenant.id, (trx) =>

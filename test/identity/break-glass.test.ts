@@ -14,7 +14,7 @@ import { inTenant } from '../../src/db/tenant.ts';
 import { decideGrant, requestGrant } from '../../src/identity/grants.ts';
 import { hashToken } from '../../src/identity/tokens.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
-import { actorByEmail, PASSWORD, createAdmin, createFacility, createStaff, ctxFor, tenantFor, type TestApp, startTestApp } from '../helpers/app.ts';
+import { actorByEmail, PASSWORD, createAdmin, createAdmins, createFacility, createStaff, ctxFor, tenantFor, type TestApp, startTestApp } from '../helpers/app.ts';
 import { Client, textOf } from '../helpers/client.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 
@@ -78,10 +78,12 @@ describe('cooling-off of a newly granted role, and break-glass', () => {
     const admin = `direction.${tag}@exemple.test`;
     const newcomer = `adjoint.${tag}@exemple.test`;
     const facility = await createFacility(t, tenant);
-    const adminId = await createAdmin(t, tenant, admin);
+    const admin2 = `direction2.${tag}@exemple.test`;
+    const [adminId] = await createAdmins(t, tenant, [admin, admin2]);
     const newcomerId = await createStaff(t, tenant, newcomer, facility);
     const req = await requestGrant(t.deps, ctxFor(t, tenant, await actor(tenant, newcomer, start)), { email: newcomer, role: 'tenant_admin', facilityId: null, reason: 'Remplacement', durationMinutes: 240 });
     await decideGrant(t.deps, ctxFor(t, tenant, await actor(tenant, admin, start)), req, 'approve');
+    await decideGrant(t.deps, ctxFor(t, tenant, await actor(tenant, admin2, start)), req, 'approve');
 
     const c = new Client(t.app, tenant.hosts[0]!);
     await c.signIn(newcomer, PASSWORD);
@@ -117,7 +119,7 @@ describe('cooling-off of a newly granted role, and break-glass', () => {
 
     // everyone privileged heard of it, with the reason
     const mails = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('mail_outbox').select(['to_address', 'body_text']).where('template', '=', 'break_glass').execute());
-    expect(mails.map((m) => m.to_address).sort()).toEqual([admin, newcomer].sort());
+    expect(mails.map((m) => m.to_address).sort()).toEqual([admin, admin2, newcomer].sort());
     expect(mails[0]!.body_text).toContain('Enfant signalé en danger, dossier à retrouver ce soir');
     // every event of the session says so
     const marked = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['action', 'actor_roles']).where('actor_account_id', '=', newcomerId).where('action', '=', 'identity.staff.list').where('outcome', '=', 'success').execute());

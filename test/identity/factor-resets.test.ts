@@ -12,7 +12,7 @@ import { enrolledFactors, hasSecondFactor } from '../../src/identity/factors/sto
 import { decideGrant, requestGrant } from '../../src/identity/grants.ts';
 import { StepUpRequired } from '../../src/identity/stepup.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
-import { actorByEmail, PASSWORD, createAdmin, createFacility, createParent, createStaff, ctxFor, tenantFor, type TestApp, startTestApp } from '../helpers/app.ts';
+import { actorByEmail, PASSWORD, createAdmin, createAdmins, createFacility, createParent, createStaff, ctxFor, tenantFor, type TestApp, startTestApp } from '../helpers/app.ts';
 import { Client, textOf } from '../helpers/client.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 
@@ -56,12 +56,14 @@ async function world(now: Date): Promise<World> {
   const tag = Math.random().toString(36).slice(2, 8);
   const facility = await createFacility(t, tenant);
   const w = { tenant, admin: `chef.${tag}@exemple.test`, second: `adjointe.${tag}@exemple.test`, staff: `educ.${tag}@exemple.test`, parent: `parent.${tag}@exemple.test` };
-  const adminId = await createAdmin(t, tenant, w.admin);
+  // A third administrator from the bootstrap: a request for oneself needs two administrators besides the grantee.
+  const [adminId] = await createAdmins(t, tenant, [w.admin, `tiers.${tag}@exemple.test`]);
   await createStaff(t, tenant, w.second, facility);
   const staffId = await createStaff(t, tenant, w.staff, facility, adminId);
   await createParent(t, tenant, w.parent);
   const id = await requestGrant(t.deps, ctxFor(t, tenant, await actor(tenant, w.second, now)), { email: w.second, role: 'tenant_admin', facilityId: null, reason: 'Deuxième administratrice', durationMinutes: 720 });
   await decideGrant(t.deps, ctxFor(t, tenant, await actor(tenant, w.admin, now)), id, 'approve');
+  await decideGrant(t.deps, ctxFor(t, tenant, await actor(tenant, `tiers.${tag}@exemple.test`, now)), id, 'approve');
   return { ...w, staffId };
 }
 

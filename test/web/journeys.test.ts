@@ -7,6 +7,7 @@ import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 import { createAdmin, createFacility, createParent, createStaff, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
 import { childrenWithNirec, storedChild } from '../records/stored.ts';
 import { Client, textOf } from '../helpers/client.ts';
+import { enrolTotp } from '../helpers/factors.ts';
 
 let database: TestDatabase;
 let t: TestApp;
@@ -321,6 +322,32 @@ describe('staff come in by invitation only', () => {
     // the token is single-use
     r = await new Client(t.app, tenantC.hosts[0]!).get(`/invitations/accept?token=${token}`);
     expect(r.status).toBe(404);
+  });
+
+  it('an existing account with a second factor accepts with its password, then passes its second step: the password alone opens no session', async () => {
+    const adminEmail = `admin2.${Date.now()}@exemple.test`;
+    const tenantD = await tenantFor(t);
+    const fac = await createFacility(t, tenantD, { name: 'CPE Le Nid' });
+    await createAdmin(t, tenantD, adminEmail);
+    const invitee = `parent.educ.${Date.now()}@exemple.test`;
+    const inviteeId = await createParent(t, tenantD, invitee);
+    await enrolTotp(t.deps, tenantD, inviteeId, invitee);
+    const admin = new Client(t.app, tenantD.hosts[0]!);
+    await admin.signIn(adminEmail, PASSWORD);
+    await admin.get(`/directory/${fac}`);
+    expect((await admin.post(`/admin/facilities/${fac}/invitations`, { email: invitee })).status).toBe(200);
+    const mail = await inTenant(database.db, tenantD.id, (trx) => trx.selectFrom('mail_outbox').selectAll().where('to_address', '=', invitee).executeTakeFirstOrThrow());
+    const token = /token=([A-Za-z0-9_-]{43})/.exec(mail.body_text)![1]!;
+    const c = new Client(t.app, tenantD.hosts[0]!);
+    await c.get(`/invitations/accept?token=${token}`);
+    const r = await c.post('/invitations/accept', { token, password: PASSWORD });
+    expect(r.status).toBe(303);
+    expect(r.headers.location).toBe('/signin/second-factor?return=%2Fstaff');
+    const live = await inTenant(database.db, tenantD.id, (trx) => trx.selectFrom('sessions').select('id').where('account_id', '=', inviteeId).where('revoked_at', 'is', null).execute());
+    expect(live).toHaveLength(0);
+    expect((await c.get('/staff')).status).not.toBe(200);
+    const ms = await inTenant(database.db, tenantD.id, (trx) => trx.selectFrom('memberships').select(['role', 'facility_id']).where('account_id', '=', inviteeId).execute());
+    expect(ms).toEqual([{ role: 'facility_staff', facility_id: fac }]);
   });
 
   it('a parent cannot invite anyone', async () => {
