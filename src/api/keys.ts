@@ -54,7 +54,10 @@ async function denied(deps: Deps, ctx: Ctx, action: AuditAction, targetId: strin
 
 async function mayManage(deps: Deps, ctx: Ctx, action: AuditAction, facilityId: string, rule: 'api.key.manage' | 'api.key.revoke' = 'api.key.manage'): Promise<void> {
   if (!UUID.test(facilityId)) await denied(deps, ctx, action, facilityId, 'malformed_id');
-  const d = decide(ctx.actor, rule, { type: 'facility', facilityId }, ctx.now);
+  // A key outlives break-glass's thirty minutes and its reads are not marked as the emergency's: a role still cooling
+  // off creates none, glass broken or not.
+  const actor = action === 'api.key.create' && ctx.actor ? { ...ctx.actor, breakGlass: undefined } : ctx.actor;
+  const d = decide(actor, rule, { type: 'facility', facilityId }, ctx.now);
   if (!d.allowed) {
     if (d.reason === 'cooling_off') {
       await denied(deps, ctx, action, facilityId, 'cooling_off').catch(() => {});

@@ -222,6 +222,26 @@ describe('facility API', () => {
     expect(uses.some((u) => (u.details as { reason?: string }).reason === 'revoked_key')).toBe(true);
   });
 
+  it('a director whose role is still cooling off creates no key, even with the glass broken: a key would outlive the emergency', async () => {
+    const tenant = await tenantFor(t);
+    const facility = await createFacility(t, tenant, { name: 'CPE Attente' });
+    const adminId = await createAdmin(t, tenant, `admin.${uniq()}@exemple.test`);
+    const staffId = await createStaff(t, tenant, `educ.${uniq()}@exemple.test`, facility, adminId);
+    const directorEmail = `direction.${uniq()}@exemple.test`;
+    const directorId = await createStaff(t, tenant, directorEmail, facility);
+    const now = t.deps.clock();
+    await inTenant(database.db, tenant.id, (trx) =>
+      trx.insertInto('memberships').values({ tenant_id: tenant.id, account_id: directorId, role: 'facility_director', facility_id: facility, source: 'grant', granted_by: staffId, approved_by: adminId, created_at: now, expires_at: new Date(now.getTime() + 4 * 3600_000) }).execute(),
+    );
+    const signedIn = await actorByEmail(t, tenant, directorEmail, now, 10, ['password', 'passkey']);
+    // As a session loads it: the granted role cools off for its first hour.
+    const actor = { ...signedIn, memberships: signedIn.memberships.map((m) => (m.role === 'facility_director' ? { ...m, coolingUntil: new Date(now.getTime() + 60 * 60_000) } : m)) };
+    for (const a of [actor, { ...actor, breakGlass: { id: randomUUID(), until: new Date(now.getTime() + 30 * 60_000) } }]) {
+      await expect(createApiKey(t.deps, ctxFor(t, tenant, a), facility, 'Logiciel')).rejects.toMatchObject({ kind: 'coolingOff' });
+    }
+    expect(await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('facility_api_keys').select('id').where('facility_id', '=', facility).execute())).toHaveLength(0);
+  });
+
   it('a key lives with its creator’s standing: lockdown and suspension refuse it, ending the creator’s sessions or leaving the facility ends it, an administrator may revoke it', async () => {
     const tenant = await tenantFor(t);
     const facility = await createFacility(t, tenant, { name: 'CPE Clés' });
