@@ -144,7 +144,17 @@ export async function runTenantConfirmation(deps: Deps, tenant: Tenant, now: Dat
       await appendAudit(
         trx,
         tenant.id,
-        { action, outcome: 'success', ...originFields(ORIGIN), targetType: 'child', targetIds: list.map((r) => r.id), familyIds: [...new Set(list.map((r) => r.family_id))], fields: action === 'waitlist.confirmation.remind' ? ['reminded_at'] : ['inactive_since'], details: { files: list.length } },
+        {
+          action,
+          outcome: 'success',
+          ...originFields(ORIGIN),
+          targetType: 'child',
+          targetIds: list.map((r) => r.id),
+          familyIds: [...new Set(list.map((r) => r.family_id))],
+          // The parent's address and the file's reference were read to write to them: a breach report counts them.
+          fields: ['reference', 'account_email', action === 'waitlist.confirmation.remind' ? 'reminded_at' : 'inactive_since'],
+          details: { files: list.length },
+        },
         now,
       );
     }

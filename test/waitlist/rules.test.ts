@@ -305,6 +305,9 @@ describe('periodic confirmation', () => {
     const fr = await mails(quebec, quebec.parents.x.email);
     expect(fr[0]).toMatchObject({ template: 'file_confirmation', locale: 'fr' });
     expect(fr[0]!.subject).toMatch(/^Confirmez le dossier E-/);
+    // The reminders read each parent's address and the file's reference, and the log says so.
+    const reminded = await inTenant(database.db, quebec.tenant.id, (trx) => trx.selectFrom('audit_events').select(['fields', 'family_ids']).where('action', '=', 'waitlist.confirmation.remind').execute());
+    expect(reminded.at(-1)!.fields).toEqual(['reference', 'account_email', 'reminded_at']);
     // X confirms on the page (asked now): no more reminder for X; seven days before, the others get the second.
     t.setNow(at(addDays(due, -20)));
     const x = new Client(t.app, quebec.host);
