@@ -117,7 +117,8 @@ async function emptyOldMailBodies(deps: Deps, tenant: Tenant, now: Date): Promis
   return inTenant(deps.db.db, tenant.id, async (trx) => {
     const rows = await trx
       .updateTable('mail_outbox')
-      .set({ body_text: '' })
+      // The SMTP server's error often quotes the recipient: it goes with the body.
+      .set({ body_text: '', last_error: null })
       .where('body_text', '<>', '')
       .where((eb) => eb.or([eb('sent_at', '<', before), eb.and([eb('sent_at', 'is', null), eb('attempts', '>=', MAX_MAIL_ATTEMPTS), eb('created_at', '<', before)])]))
       .returning('id')
@@ -156,7 +157,7 @@ async function closeAccount(deps: Deps, tenant: Tenant, accountId: string, origi
     // Its address and what was written to it go from the outbox too (mail still waiting is sent first, then emptied by age).
     const mail = await trx
       .updateTable('mail_outbox')
-      .set({ to_address: '', body_text: '' })
+      .set({ to_address: '', body_text: '', last_error: null })
       .where('to_address', '=', a.email)
       .where((eb) => eb.or([eb('sent_at', 'is not', null), eb('attempts', '>=', MAX_MAIL_ATTEMPTS)]))
       .returning('id')

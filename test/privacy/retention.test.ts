@@ -256,29 +256,31 @@ describe('accounts without a file', () => {
     const email = `courriels.${Date.now()}@exemple.test`;
     const lonely = await createParent(t, w.tenant, email);
     await database.ownerDb().updateTable('accounts').set({ created_at: new Date(w.now.getTime() - 25 * 31 * DAY) }).where('id', '=', lonely).execute();
-    const put = (to: string, body: string, sentDaysAgo: number | null, attempts = 1) =>
+    const put = (to: string, body: string, sentDaysAgo: number | null, attempts = 1, lastError: string | null = null) =>
       inTenant(database.db, w.tenant.id, (trx) =>
         trx
           .insertInto('mail_outbox')
-          .values({ tenant_id: w.tenant.id, to_address: to, locale: 'fr', template: 'breach_notice', subject: 'Avis', body_text: body, created_at: new Date(w.now.getTime() - 40 * DAY), sent_at: sentDaysAgo === null ? null : new Date(w.now.getTime() - sentDaysAgo * DAY), attempts })
+          .values({ tenant_id: w.tenant.id, to_address: to, locale: 'fr', template: 'breach_notice', subject: 'Avis', body_text: body, created_at: new Date(w.now.getTime() - 40 * DAY), sent_at: sentDaysAgo === null ? null : new Date(w.now.getTime() - sentDaysAgo * DAY), attempts, last_error: lastError })
           .returning('id')
           .executeTakeFirstOrThrow(),
       );
     const other = w.parents[0]!.email;
     const old = await put(other, 'Le dossier de Béatrice…', 31);
     const recent = await put(other, 'Le dossier d’Arthur…', 29);
-    const givenUp = await put(other, 'Le dossier de Charles…', null, 10);
+    const givenUp = await put(other, 'Le dossier de Charles…', null, 10, `550 5.1.1 <${other}>: Recipient address rejected`);
     const waiting = await put(other, 'Le dossier d’Inès…', null, 3);
-    const toLonely = await put(email, 'Votre lien…', 1);
+    const toLonely = await put(email, 'Votre lien…', 1, 1, `451 4.7.1 <${email}>: try again later`);
     const [r] = (await runRetention(t.deps, JOB, w.now, w.tenant))!;
     expect(r!.mailBodiesEmptied).toBe(2);
-    const rows = new Map((await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('mail_outbox').select(['id', 'to_address', 'body_text', 'subject']).execute())).map((m) => [m.id, m]));
+    const rows = new Map((await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('mail_outbox').select(['id', 'to_address', 'body_text', 'subject', 'last_error']).execute())).map((m) => [m.id, m]));
     expect(rows.get(old.id)).toMatchObject({ to_address: other, body_text: '', subject: 'Avis' });
     expect(rows.get(givenUp.id)!.body_text).toBe('');
+    // The server's error quoted the address: it goes with the body.
+    expect(rows.get(givenUp.id)!.last_error).toBeNull();
     expect(rows.get(recent.id)!.body_text).toBe('Le dossier d’Arthur…');
     expect(rows.get(waiting.id)!.body_text).toBe('Le dossier d’Inès…');
     // The closed account's address and body are gone from the outbox, the row stays.
-    expect(rows.get(toLonely.id)).toMatchObject({ to_address: '', body_text: '', subject: 'Avis' });
+    expect(rows.get(toLonely.id)).toMatchObject({ to_address: '', body_text: '', subject: 'Avis', last_error: null });
     expect([...rows.values()].some((m) => m.to_address === email)).toBe(false);
     expect((await events(w.tenant, 'retention.run')).at(-1)!.details).toMatchObject({ mailBodiesEmptied: 2 });
   });
