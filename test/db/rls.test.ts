@@ -9,7 +9,7 @@ import { appendAudit } from '../../src/audit/log.ts';
 import type { Trx } from '../../src/db/connection.ts';
 import type { DB } from '../../src/db/schema.ts';
 import { inTenant } from '../../src/db/tenant.ts';
-import { createTestDatabase, createTestTenant, type TestDatabase, type TestTenant } from '../helpers/db.ts';
+import { createTestDatabase, createTestTenant, testDatabaseInfo, type TestDatabase, type TestTenant } from '../helpers/db.ts';
 
 /** Every table that carries tenant_id and a tenant_isolation policy. */
 const TENANT_TABLES = [
@@ -289,6 +289,27 @@ describe('row-level security', () => {
       // Still a key wherever one applies.
       const point = (await sql<{ 'QUERY PLAN': string }>`EXPLAIN SELECT * FROM children WHERE id = ${rowsA.childId}`.execute(trx)).rows.map((r) => r['QUERY PLAN']).join('\n');
       expect(point).toMatch(/Index Cond: \(\(tenant_id = (\$0|\(InitPlan 1\)\.col1)\) AND \(id = /);
+    });
+  });
+
+  it('the policies leave large scans free to use parallel workers (app_tenant() is parallel safe), with the same rows', async () => {
+    // A function without a parallel marking is PARALLEL UNSAFE, and one in a statement keeps all of it in one
+    // process: every policy names app_tenant() (migration 0044).
+    const { rows } = await sql<{ proparallel: string }>`SELECT proparallel FROM pg_catalog.pg_proc WHERE proname = 'app_tenant'`.execute(t.ownerDb());
+    expect(rows.map((r) => r.proparallel)).toEqual(['s']);
+    if (testDatabaseInfo().kind !== 'postgres') return;
+    await inTenant(t.db, a.id, async (trx) => {
+      // Workers priced as free, so that this small table gets them if anything allows it.
+      for (const s of ['parallel_setup_cost = 0', 'parallel_tuple_cost = 0', 'min_parallel_table_scan_size = 0', 'max_parallel_workers_per_gather = 2', 'enable_indexscan = off', 'enable_bitmapscan = off']) {
+        await sql.raw(`SET LOCAL ${s}`).execute(trx);
+      }
+      const plan = (await sql<{ 'QUERY PLAN': string }>`EXPLAIN SELECT count(*) FROM applications WHERE status = 'active'`.execute(trx)).rows.map((r) => r['QUERY PLAN']).join('\n');
+      expect(plan).toMatch(/Gather/);
+      expect(plan).toMatch(/Parallel Seq Scan on applications/);
+      const counted = await sql<{ n: string }>`SELECT count(*)::text AS n FROM applications`.execute(trx);
+      expect(Number(counted.rows[0]!.n)).toBeGreaterThan(0);
+      const ids = await sql<{ tenant_id: string }>`SELECT DISTINCT tenant_id FROM applications`.execute(trx);
+      expect(ids.rows.map((r) => r.tenant_id)).toEqual([a.id]);
     });
   });
 

@@ -1,0 +1,13 @@
+-- app_tenant() was created without a parallel marking, so PostgreSQL took it
+-- as PARALLEL UNSAFE, and a query that names an unsafe function anywhere is
+-- planned without parallel workers at all: every row-level security policy
+-- names it, so no statement of the application role could ever use them,
+-- whatever the server's max_parallel_workers_per_gather. Counting 3 million
+-- applications through the policy: one process, where the owner's count of
+-- the same rows ran on three.
+--
+-- It is safe in a worker: it reads a setting, and a parallel worker starts
+-- with the leader's settings (transaction-local ones included); the policy
+-- computes it once a statement anyway, in the leader (migration 0041).
+-- Whether a statement gets workers stays the server's decision.
+ALTER FUNCTION app_tenant() PARALLEL SAFE;
