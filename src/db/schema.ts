@@ -224,6 +224,8 @@ export interface ApplicationsTable {
   child_in_subsidised_care: ColumnType<boolean | null, never, never>;
   child_reference: ColumnType<string | null, never, never>;
   child_eligible: ColumnType<boolean, never, never>;
+  /** Its facility's region, kept equal by the database (migration 0045). */
+  facility_region: ColumnType<string | null, never, never>;
 }
 
 /** Migration 0017: the priorities a facility declares (kinds from the tenant's rules). */

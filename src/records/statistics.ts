@@ -106,43 +106,42 @@ async function compute(trx: Trx, ctx: Ctx, f: StatisticsFilters): Promise<Omit<S
   const toDay = f.to ? monthAfter(f.to) : null;
   const today = isoDay(ctx.now);
   const infantMonths = ctx.tenant.rules.infantMaxMonths;
-  const period = sql`${fromDay ? sql`AND c.desired_entry_date >= ${fromDay}::date` : sql``} ${toDay ? sql`AND c.desired_entry_date < ${toDay}::date` : sql``}`;
+  // The child's terms and its facility's region as the application carries them (kept equal to the child and the
+  // facility by the database: migrations 0024, 0045). "Eligible": the file is live and active.
+  const period = sql`${fromDay ? sql`AND a.child_desired_entry_date >= ${fromDay}::date` : sql``} ${toDay ? sql`AND a.child_desired_entry_date < ${toDay}::date` : sql``}`;
+  const inRegion = region !== null ? sql`AND a.facility_region = ${region}` : sql``;
 
   const regions = (await trx.selectFrom('facilities').select('region').distinct().orderBy('region').execute()).map((r) => r.region);
 
-  // A child waits while it has an active application (to a facility of the region, when one is chosen). One pass over
-  // the waiting children gives the total, the age groups and the months (grouping sets); the semi-join is hashed, not
-  // probed child by child. The age group is the one when care starts (the later of today and the desired entry date),
-  // to the month: the birth month is what is kept in clear.
+  // A child waits while it has an active application (to a facility of the region, when one is chosen): one per
+  // child, read in child order from an index (applications_active_child, or applications_waiting_by_region for a
+  // region), then the total, the age groups and the months in one pass (grouping sets). The age group is the one
+  // when care starts (the later of today and the desired entry date), to the month: the birth month is in clear.
   const waiting = await sql<{ age: AgeGroupKey | null; month: string | null; n: string }>`
     WITH w AS (
-      SELECT DISTINCT a.child_id FROM applications a
-      ${region !== null ? sql`JOIN facilities f ON f.id = a.facility_id AND f.region = ${region}` : sql``}
-      WHERE a.status = 'active'
+      SELECT DISTINCT ON (a.child_id) a.child_birth_month AS birth_month, a.child_desired_entry_date AS desired_entry_date
+        FROM applications a
+       WHERE a.status = 'active' AND a.child_eligible ${inRegion} ${period}
+       ORDER BY a.child_id
     ), x AS (
-      SELECT CASE WHEN c.birth_month IS NULL THEN 'unknown'
-                  WHEN greatest(${today}::date, c.desired_entry_date) < (c.birth_month + make_interval(months => ${infantMonths}))::date THEN 'infant'
+      SELECT CASE WHEN w.birth_month IS NULL THEN 'unknown'
+                  WHEN greatest(${today}::date, w.desired_entry_date) < (w.birth_month + make_interval(months => ${infantMonths}))::date THEN 'infant'
                   ELSE 'toddler' END AS age,
-             to_char(c.desired_entry_date, 'YYYY-MM') AS month
-        FROM children c JOIN w ON w.child_id = c.id
-       WHERE c.deleted_at IS NULL AND c.purged_at IS NULL AND c.inactive_since IS NULL ${period}
+             to_char(w.desired_entry_date, 'YYYY-MM') AS month
+        FROM w
     )
     SELECT age, month, count(*) AS n FROM x GROUP BY GROUPING SETS ((age), (month), ())`.execute(trx);
   const total = Number(waiting.rows.find((r) => r.age === null && r.month === null)?.n ?? 0);
   const byAge = { rows: waiting.rows.filter((r) => r.age !== null).map((r) => ({ k: r.age!, n: r.n })) };
   const byMonth = { rows: waiting.rows.filter((r) => r.month !== null).map((r) => ({ k: r.month!, n: r.n })).sort((p, q) => (p.k < q.k ? -1 : 1)) };
 
-  // Distinct (region, child) pairs, then counted: count(DISTINCT …) would sort every application by region and child.
+  // Distinct (region, child) pairs, read in that order from applications_waiting_by_region, then counted.
   const byRegion = await sql<{ k: string; n: string }>`
-    SELECT region AS k, count(*) AS n
-      FROM (SELECT DISTINCT f.region, a.child_id
+    SELECT p.region AS k, count(*) AS n
+      FROM (SELECT DISTINCT a.facility_region AS region, a.child_id
               FROM applications a
-              JOIN facilities f ON f.id = a.facility_id
-              JOIN children c ON c.id = a.child_id
-             WHERE a.status = 'active' AND c.deleted_at IS NULL AND c.purged_at IS NULL AND c.inactive_since IS NULL
-               ${region !== null ? sql`AND f.region = ${region}` : sql``}
-               ${period}) p
-     GROUP BY region ORDER BY region`.execute(trx);
+             WHERE a.status = 'active' AND a.child_eligible ${inRegion} ${period}) p
+     GROUP BY p.region ORDER BY p.region`.execute(trx);
 
   const places = await sql<{ region: string; age_group: 'infant' | 'toddler'; facilities: string; places: string; vacancies: string }>`
     SELECT f.region, p.age_group, count(*) AS facilities, coalesce(sum(p.places), 0) AS places, coalesce(sum(p.vacancies), 0) AS vacancies

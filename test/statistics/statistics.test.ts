@@ -194,6 +194,25 @@ describe('operator statistics', () => {
     expect(Number(denied.n)).toBe(2);
   });
 
+  it('an application carries its facility’s region, kept equal by the database when the directory moves the facility', async () => {
+    t.setNow(new Date());
+    const now = t.deps.clock();
+    const tenant = await tenantFor(t);
+    const fac = await createFacility(t, tenant, { name: 'CPE Le Phare' });
+    const email = `region.${Date.now().toString(36)}@exemple.test`;
+    const accountId = await createParent(t, tenant, email);
+    const ctx = ctxFor(t, tenant, await actorOf(t, tenant, accountId, email));
+    const { id } = await records.createChildFile(t.deps, ctx, { firstName: 'Noé', lastName: 'Roy', birthDate: addMonths(today(now), -20), nirec: null, desiredEntryDate: addMonths(today(now), 2), daysOfCare: 0b11111, inSubsidisedCare: false });
+    await records.addApplication(t.deps, ctx, id, { facilityId: fac, siblingAttending: false, parentIsStaff: false });
+    const regionOf = () => inTenant(database.db, tenant.id, async (trx) => (await trx.selectFrom('applications').select('facility_region').where('child_id', '=', id).executeTakeFirstOrThrow()).facility_region);
+    expect(await regionOf()).toBe('16 - Montérégie');
+    await inTenant(database.db, tenant.id, (trx) => trx.updateTable('facilities').set({ region: '05 - Estrie' }).where('id', '=', fac).execute());
+    expect(await regionOf()).toBe('05 - Estrie');
+    // Written directly, the copy comes back to the facility's.
+    await inTenant(database.db, tenant.id, (trx) => sql`UPDATE applications SET facility_region = '06 - Montréal' WHERE child_id = ${id}`.execute(trx));
+    expect(await regionOf()).toBe('05 - Estrie');
+  });
+
   it('masks a second cell only when one small cell could be worked out from the total', () => {
     const cells = (xs: number[]) => xs.map((n, i) => ({ key: i, n }));
     expect(suppressPartition(cells([6, 3]), 9).map((c) => c.count)).toEqual([{ masked: true }, { lt5: true }]);
