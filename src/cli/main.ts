@@ -182,11 +182,12 @@ export async function main(argv: string[]): Promise<number> {
           const r = await seedScale(db, t.id, { children, facilities, choices, seed: /^\d+$/.test(seed) ? Number(seed) : seed, now: new Date(), origin: origin('seed'), onProgress: (d, n) => bar.update(d, n) });
           bar.done();
           // Fresh statistics: without them the planner walks a million rows in nested loops on the first round (and
-          // the statistics page took 13.7 s instead of 5 at 300,000 files). Only the tables' owner may analyse them:
-          // the application role's ANALYZE skips every table with a mere warning.
+          // the statistics page took 13.7 s instead of 5 at 300,000 files). And the visibility map, which index-only
+          // scans need (the statistics' counts, a facility's candidates): what autovacuum does after a bulk insert,
+          // done now. Only the tables' owner may do either: the application role skips every table with a warning.
           const owner = ownerKysely(config, db);
           try {
-            await sql`ANALYZE facilities, facility_places, children, applications, offers`.execute(owner.db);
+            await sql`VACUUM (ANALYZE) facilities, facility_places, children, applications, offers`.execute(owner.db);
           } catch (err) {
             process.stderr.write(`seed: the tables could not be analysed (${(err as Error).message}); run ANALYZE as their owner before measuring anything\n`);
           } finally {
