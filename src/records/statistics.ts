@@ -123,14 +123,19 @@ async function compute(trx: Trx, ctx: Ctx, f: StatisticsFilters): Promise<Omit<S
         FROM applications a
        WHERE a.status = 'active' AND a.child_eligible ${inRegion} ${period}
        ORDER BY a.child_id
+    ), terms AS (
+      -- A few thousand (birth month, desired entry) pairs for a million children: the age group and the month are
+      -- worked out once a pair, not once a child.
+      SELECT w.birth_month, w.desired_entry_date, count(*) AS n FROM w GROUP BY w.birth_month, w.desired_entry_date
     ), x AS (
-      SELECT CASE WHEN w.birth_month IS NULL THEN 'unknown'
-                  WHEN greatest(${today}::date, w.desired_entry_date) < (w.birth_month + make_interval(months => ${infantMonths}))::date THEN 'infant'
+      SELECT CASE WHEN t.birth_month IS NULL THEN 'unknown'
+                  WHEN greatest(${today}::date, t.desired_entry_date) < (t.birth_month + make_interval(months => ${infantMonths}))::date THEN 'infant'
                   ELSE 'toddler' END AS age,
-             to_char(w.desired_entry_date, 'YYYY-MM') AS month
-        FROM w
+             to_char(t.desired_entry_date, 'YYYY-MM') AS month,
+             t.n
+        FROM terms t
     )
-    SELECT age, month, count(*) AS n FROM x GROUP BY GROUPING SETS ((age), (month), ())`.execute(trx);
+    SELECT age, month, sum(n)::bigint AS n FROM x GROUP BY GROUPING SETS ((age), (month), ())`.execute(trx);
   const total = Number(waiting.rows.find((r) => r.age === null && r.month === null)?.n ?? 0);
   const byAge = { rows: waiting.rows.filter((r) => r.age !== null).map((r) => ({ k: r.age!, n: r.n })) };
   const byMonth = { rows: waiting.rows.filter((r) => r.month !== null).map((r) => ({ k: r.month!, n: r.n })).sort((p, q) => (p.k < q.k ? -1 : 1)) };
