@@ -111,15 +111,18 @@ export function grantRoutes(app: FastifyInstance, deps: Deps) {
     if (!req.ctx.actor) throw new AppError('signInRequired');
     const body = (req.body ?? {}) as Record<string, unknown>;
     const values = Object.fromEntries(['email', 'role', 'facilityId', 'reason', 'durationMinutes', 'facilityQuery'].map((k) => [k, typeof body[k] === 'string' ? (body[k] as string).slice(0, 500) : undefined]));
+    let forSelf: boolean;
     try {
       const input = parseBody(requestSchema, body);
       await requestGrant(deps, req.ctx, { ...input, facilityId: input.facilityId || null });
+      // The address as parsed, as requestGrant compares it: a request for oneself needs two administrators.
+      forSelf = input.email === req.ctx.actor.email;
     } catch (err) {
       if (err instanceof ValidationError) return newPage(req, reply, values, err.fields);
       throw err;
     }
     const isAdmin = req.ctx.actor.memberships.some((m) => m.role === 'tenant_admin');
-    const requested = values.email === req.ctx.actor.email ? 'self' : '1';
+    const requested = forSelf ? 'self' : '1';
     return reply.redirect(isAdmin ? `/admin/grants?requested=${requested}` : `/staff?requested=${requested}`, 303);
   });
 
