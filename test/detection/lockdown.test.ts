@@ -204,7 +204,7 @@ describe('what each level closes, in one tenant only', () => {
       for (const m of guarded) expect(m.startsWith('begin; ') && /; (execute guichet_\d+|select)/i.test(m.slice(m.indexOf(guard)))).toBe(true);
     }
     const refused = await inTenant(database.db, w.tenant.id, (trx) =>
-      trx.selectFrom('audit_events').select(['outcome', 'details']).where('action', '=', 'waitlist.childFile.read').where('actor_account_id', '=', w.parent.accountId).orderBy('occurred_at', 'desc').execute(),
+      trx.selectFrom('audit_events').select(['outcome', 'details']).where('action', '=', 'waitlist.childFile.read').where('actor_account_id', '=', w.parent.accountId).orderBy('occurred_at', 'desc').orderBy('seq', 'desc').execute(),
     );
     expect(refused[0]).toMatchObject({ outcome: 'denied', details: expect.objectContaining({ reason: 'lockdown_closed' }) });
     expect(refused.filter((e) => e.outcome === 'success')).toHaveLength(1);
