@@ -7,7 +7,7 @@ import type { Ctx, Deps } from '../context.ts';
 import { inTenant } from '../db/tenant.ts';
 import { importFacilities } from '../directory/import.ts';
 import { declareVacancies, readPlaces } from '../records/offers.ts';
-import { bootstrapAdmin, createDemoAccount } from '../identity/service.ts';
+import { bootstrapAdmins, createDemoAccount } from '../identity/service.ts';
 import { busiestFacilities } from '../records/bulk.ts';
 import { addApplication, createChildFile } from '../records/gateway.ts';
 import { createTenant, type Tenant } from '../tenants/service.ts';
@@ -27,6 +27,8 @@ export interface DemoCredentials {
   parent: string;
   staff: string;
   admin: string;
+  /** A second administrator: a privileged role takes two besides its grantee, so with one the demo could grant none. */
+  secondAdmin?: string;
   /** The second programme, with rules of its own, on its own host name. */
   secondTenant?: { host: string; parent: string };
   /** Authenticator-app secrets of the demo staff and administrator (staff open no personal data without a second factor). */
@@ -41,8 +43,8 @@ const CLI_ORIGIN: AuditOrigin = { actorAccountId: null, actorRoles: ['system:dem
 
 /**
  * Demo mode, first start: the "Québec" tenant with the real Montérégie
- * directory, a few thousand synthetic families, and three accounts to try
- * (a parent, a facility staff member, an administrator) sharing one password
+ * directory, a few thousand synthetic families, and four accounts to try
+ * (a parent, a facility staff member, two administrators) sharing one password
  * drawn at random and kept in the data directory. Later starts only print it.
  */
 export async function ensureDemo(deps: Deps): Promise<string> {
@@ -66,22 +68,25 @@ export async function ensureDemo(deps: Deps): Promise<string> {
     `  parent         ${creds.parent}`,
     `  facility staff ${creds.staff}`,
     `  administrator  ${creds.admin}`,
+    ...(creds.secondAdmin ? [`  administrator  ${creds.secondAdmin}`] : []),
     `  password       ${creds.password}`,
     ...(creds.secondTenant ? [`Second programme (points order, registration before birth): http://${creds.secondTenant.host}:${deps.config.port}, parent ${creds.secondTenant.parent}, same password.`] : []),
-    'Staff and administrator sign in with a second factor: their current authenticator codes are at /demo/mail.',
+    ...(creds.secondAdmin ? ['Two administrators: a privileged role (another administrator, a security officer…) is approved by both, each with a passkey (dual control).'] : []),
+    'Staff and administrators sign in with a second factor: their current authenticator codes are at /demo/mail.',
     'Mail is not sent in demo mode: read it at /demo/mail.',
   ].join('\n');
 }
 
 async function createDemoAccounts(deps: Deps, tenant: Tenant, now: Date): Promise<DemoCredentials> {
   const password = `demo-${randomBytes(9).toString('base64url')}`;
-  const creds: DemoCredentials = { password, parent: 'parent@demo.guichet.test', staff: 'personnel@demo.guichet.test', admin: 'admin@demo.guichet.test' };
+  const creds: DemoCredentials = { password, parent: 'parent@demo.guichet.test', staff: 'personnel@demo.guichet.test', admin: 'admin@demo.guichet.test', secondAdmin: 'admin2@demo.guichet.test' };
   const db = deps.db.db;
-  // The administrator comes through the same bootstrap as on a real server; the demo then sets the password itself.
-  const admin = await bootstrapAdmin(db, tenant, creds.admin, `http://localhost:${deps.config.port}`, CLI_ORIGIN, now);
+  // The administrators come through the same bootstrap as on a real server; the demo then sets their password itself.
+  const [admin, secondAdmin] = await bootstrapAdmins(db, tenant, [creds.admin, creds.secondAdmin!], `http://localhost:${deps.config.port}`, CLI_ORIGIN, now);
   const parentId = await inTenant(db, tenant.id, async (trx) => {
     const { hashPassword } = await import('../identity/passwords.ts');
-    await trx.updateTable('accounts').set({ password_hash: await hashPassword(password), email_verified_at: now }).where('id', '=', admin.accountId).execute();
+    const hash = await hashPassword(password);
+    await trx.updateTable('accounts').set({ password_hash: hash, email_verified_at: now }).where('id', 'in', [admin!.accountId, secondAdmin!.accountId]).execute();
     return createDemoAccount(trx, tenant.id, creds.parent, password, now);
   });
   // The demo parent's child applies to the three facilities with the most candidates, so the staff view is full.
@@ -118,13 +123,14 @@ async function createDemoAccounts(deps: Deps, tenant: Tenant, now: Date): Promis
     });
     creds.totp![email] = secret;
   };
-  await enrol(admin.accountId, creds.admin);
+  await enrol(admin!.accountId, creds.admin);
+  await enrol(secondAdmin!.accountId, creds.secondAdmin!);
   const staffId = await inTenant(db, tenant.id, async (trx) => {
     const staffId = await createDemoAccount(trx, tenant.id, creds.staff, password, now);
     if (staffFacility) {
       await trx
         .insertInto('memberships')
-        .values({ tenant_id: tenant.id, account_id: staffId, role: 'facility_staff', facility_id: staffFacility, source: 'invitation', granted_by: admin.accountId, approved_by: null, created_at: now, expires_at: null })
+        .values({ tenant_id: tenant.id, account_id: staffId, role: 'facility_staff', facility_id: staffFacility, source: 'invitation', granted_by: admin!.accountId, approved_by: null, created_at: now, expires_at: null })
         .execute();
     }
     return staffId;

@@ -139,6 +139,7 @@ interface DemoBlock {
   parent: string;
   staff: string;
   admin: string;
+  secondAdmin: string;
   password: string;
 }
 
@@ -146,15 +147,16 @@ function demoBlock(text: string): DemoBlock {
   const field = (label: string) => new RegExp(`^\\s+${label}\\s+(\\S+)$`, 'm').exec(text)?.[1];
   const parent = field('parent');
   const staff = field('facility staff');
-  const admin = field('administrator');
+  const [admin, secondAdmin] = [...text.matchAll(/^\s+administrator\s+(\S+)$/gm)].map((m) => m[1]);
   const password = field('password');
-  expect({ parent, staff, admin, password }, text).toEqual({
+  expect({ parent, staff, admin, secondAdmin, password }, text).toEqual({
     parent: expect.stringMatching(/^[^\s@]+@[^\s@]+$/),
     staff: expect.stringMatching(/^[^\s@]+@[^\s@]+$/),
     admin: expect.stringMatching(/^[^\s@]+@[^\s@]+$/),
+    secondAdmin: expect.stringMatching(/^[^\s@]+@[^\s@]+$/),
     password: expect.stringMatching(/^\S{12,}$/),
   });
-  return { parent: parent!, staff: staff!, admin: admin!, password: password! };
+  return { parent: parent!, staff: staff!, admin: admin!, secondAdmin: secondAdmin!, password: password! };
 }
 
 function cookie(res: Response, name: string): string | undefined {
@@ -182,7 +184,7 @@ describe.runIf(process.env.GUICHET_TEST_DB !== 'postgres')('npm start (guichet s
     }
   });
 
-  it('first start: builds the demo, prints the three accounts and a password, and serves it', async () => {
+  it('first start: builds the demo, prints the four accounts (two administrators: dual control) and a password, and serves it', async () => {
     const port = await freePort();
     const spawnedAt = performance.now();
     const s = start(startEnv({ GUICHET_DATA_DIR: dir, PORT: String(port) }), port);
@@ -195,7 +197,7 @@ describe.runIf(process.env.GUICHET_TEST_DB !== 'postgres')('npm start (guichet s
       expect(detail).toMatch(/^pglite, ready in [\d.]+ s$/);
       expect(printed).toContain('Demo mode');
       first = demoBlock(printed!);
-      expect(new Set([first.parent, first.staff, first.admin]).size).toBe(3);
+      expect(new Set([first.parent, first.staff, first.admin, first.secondAdmin]).size).toBe(4);
       expect(printed).toContain('/demo/mail');
 
       const base = `http://127.0.0.1:${port}`;
@@ -244,7 +246,9 @@ describe.runIf(process.env.GUICHET_TEST_DB !== 'postgres')('npm start (guichet s
 
       const mail = await fetch(`${base}/demo/mail`);
       expect(mail.status).toBe(200);
-      expect(await mail.text()).toContain(first.admin);
+      const outbox = await mail.text();
+      expect(outbox).toContain(first.admin);
+      expect(outbox).toContain(first.secondAdmin);
 
       // The second programme, with rules of its own, answers on its own host name.
       expect(printed).toContain('Second programme');
