@@ -417,6 +417,13 @@ export async function linkAuditEvents(deps: Deps, ctx: Ctx, id: string, sel: Eve
       let q = trx.selectFrom('audit_events').select('id').where('tenant_id', '=', ctx.tenant.id);
       if (sel.seqFrom !== null) q = q.where('seq', '>=', String(sel.seqFrom));
       if (sel.seqTo !== null) q = q.where('seq', '<=', String(sel.seqTo));
+      if (sel.session) {
+        // A session's events are its account's: the account's index finds them, the session narrows them.
+        const session = await trx.selectFrom('sessions').select('account_id').where('id', '=', sel.session).executeTakeFirst();
+        // No such session in this tenant, or another person's than the one named: nothing can match, as before.
+        if (!session || (accountId && accountId !== session.account_id)) throw new ValidationError({ seqFrom: 'incidentSelectionNone' });
+        accountId = session.account_id;
+      }
       if (accountId) q = q.where('actor_account_id', '=', accountId);
       if (sel.session) q = q.where(sql<string>`details->>'session'`, '=', sel.session);
       const found = await q.orderBy('seq').limit(MAX_LINKED_EVENTS + 1).execute();

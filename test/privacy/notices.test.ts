@@ -263,6 +263,20 @@ describe('what an entry is linked to', () => {
     const bySession = await w.officer.post(`/security/incidents/${id}/events`, { session: randomUUID() });
     expect(bySession.status).toBe(400);
     expect(textOf(bySession.body)).toContain('Aucun événement du journal ne correspond');
+    // By session: the read done in that session, not the administrator's others; with another person named, nothing.
+    const session = await inTenant(database.db, w.tenant.id, (trx) =>
+      trx
+        .insertInto('sessions')
+        .values({ tenant_id: w.tenant.id, account_id: w.adminId, token_hash: Buffer.alloc(32, 7), created_at: now, last_seen_at: now, idle_timeout_seconds: 900, expires_at: new Date(now.getTime() + 3600_000) })
+        .returning('id')
+        .executeTakeFirstOrThrow(),
+    );
+    await records.readChildFileHistory(t.deps, ctxFor(t, w.tenant, { ...admin, sessionId: session.id }), w.families[2]!.childId);
+    const inSession = (await events(w.tenant, 'waitlist.childFile.history')).at(-1)!;
+    const notHis = await w.officer.post(`/security/incidents/${id}/events`, { session: session.id, actor: w.families[0]!.email });
+    expect(notHis.status).toBe(400);
+    const bySessionOk = await w.officer.post(`/security/incidents/${id}/events`, { session: session.id });
+    expect(bySessionOk.headers.location).toBe(`/security/incidents/${id}?linked=1`);
 
     const shown = textOf((await w.officer.get(`/security/incidents/${id}`)).body);
     expect(shown).toContain('volume.daily');
@@ -276,12 +290,12 @@ describe('what an entry is linked to', () => {
     const entry = doc.incidents.find((i: { id: string }) => i.id === id);
     expect(entry.linkedAlertIds).toEqual([alert.id]);
     expect(entry.alerts).toEqual([expect.objectContaining({ id: alert.id, ruleCode: 'volume.daily', severity: 'high', subject: w.adminEmail })]);
-    expect(entry.events.map((e: { id: string; action: string }) => [e.id, e.action])).toEqual(reads.map((r) => [r.id, 'waitlist.childFile.history']));
+    expect(entry.events.map((e: { id: string; action: string }) => [e.id, e.action])).toEqual([...reads, inSession].map((r) => [r.id, 'waitlist.childFile.history']));
     const csv = await w.officer.get('/security/incidents/export.csv');
     expect(csv.body.split('\r\n')[0]).toMatch(/,linkedAlerts,linkedEvents,noticesSent$/);
     expect(csv.body).toContain('volume.daily high open');
 
     const recorded = (await events(w.tenant, 'incident.link')).filter((e) => e.outcome === 'success');
-    expect(recorded.map((e) => (e.details as { kind: string }).kind)).toEqual(['alerts', 'events']);
+    expect(recorded.map((e) => (e.details as { kind: string }).kind)).toEqual(['alerts', 'events', 'events']);
   });
 });
