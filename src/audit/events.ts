@@ -20,6 +20,7 @@ export const AUDIT_ACTIONS = [
   'identity.grant.endorse',
   'identity.grant.approve',
   'identity.grant.refuse',
+  'identity.grant.cancel',
   'identity.grant.revoke',
   'identity.grant.list',
   'identity.factorReset.request',

@@ -7,6 +7,7 @@ import type { DetectionResponse } from '../db/schema.ts';
 import { inTenant } from '../db/tenant.ts';
 import { AppError } from '../errors.ts';
 import { StepUpRequired } from '../identity/stepup.ts';
+import { cancelPendingRequestsOf } from '../identity/grants.ts';
 import { createAlert, type Severity } from './alerts.ts';
 import { checkWindows, lockActor, record } from './counters.ts';
 import { raiseLockdownByDetection } from './lockdown.ts';
@@ -104,6 +105,8 @@ function strongest(rules: readonly DetectionRule[]): { response: DetectionRespon
   return { response: best.response, lockdownLevel: level > 0 ? level : null, rule: best };
 }
 
+const DETECTION_ORIGIN: AuditOrigin = { actorAccountId: null, actorRoles: ['system:detection'], ip: null, userAgent: null, requestId: null };
+
 export const SEVERITY: Record<DetectionResponse, Severity> = { alert: 'low', stepup: 'high', end_sessions: 'high', suspend: 'critical', lockdown: 'critical' };
 
 /**
@@ -135,6 +138,7 @@ export async function applyResponse(
   }
   if (step >= RESPONSE_ORDER.indexOf('suspend')) {
     await trx.updateTable('accounts').set({ status: 'suspended' }).where('id', '=', accountId).execute();
+    await cancelPendingRequestsOf(trx, tenantId, accountId, 'account_suspended', DETECTION_ORIGIN, now);
   }
   const byOne = response === 'lockdown';
   const raisedTo = lockdownLevel || byOne ? await raiseLockdownByDetection(trx, tenantId, lockdownLevel ?? 0, rule.code, now, byOne) : null;

@@ -1,7 +1,7 @@
 import { decide, refusal } from '../access/decide.ts';
 import type { Action } from '../access/actions.ts';
 import { appendAudit, appendAuditAlone } from '../audit/log.ts';
-import type { AuditAction } from '../audit/events.ts';
+import type { AuditAction, AuditOrigin } from '../audit/events.ts';
 import { untrustedId } from '../audit/untrusted.ts';
 import type { Ctx, Deps } from '../context.ts';
 import { originOf } from '../context.ts';
@@ -248,6 +248,28 @@ export type Decision = 'approve' | 'refuse';
 
 /** What a decision did: a request for oneself is endorsed by its first administrator and granted by the second. */
 export type DecisionOutcome = 'endorsed' | 'approved' | 'refused';
+
+/**
+ * An account that stops being trusted (suspended by detection, closed by
+ * retention) takes its pending requests with it, as grantee or as asker: the
+ * approval would refuse them anyway (the grantee inactive, the asker no longer
+ * an administrator), but left pending they would still be offered to the
+ * administrators as something to approve. Cancelled by nobody in particular
+ * (decided_by stays empty) in the caller's transaction, one audit event each.
+ */
+export async function cancelPendingRequestsOf(trx: Trx, tenantId: string, accountId: string, why: 'account_suspended' | 'account_closed', origin: AuditOrigin, now: Date): Promise<number> {
+  const cancelled = await trx
+    .updateTable('privilege_requests')
+    .set({ status: 'cancelled', decided_at: now })
+    .where('status', '=', 'pending')
+    .where((eb) => eb.or([eb('account_id', '=', accountId), eb('requested_by', '=', accountId)]))
+    .returning(['id', 'account_id', 'role'])
+    .execute();
+  for (const r of cancelled) {
+    await appendAudit(trx, tenantId, { action: 'identity.grant.cancel', outcome: 'success', ...originFields(origin), targetType: 'privilege_request', targetIds: [r.id, r.account_id], details: { role: r.role, reason: why } }, now);
+  }
+  return cancelled.length;
+}
 
 /** A current administrator role of the account, as the approval's transaction sees it. */
 async function holdsAdmin(trx: Trx, accountId: string, now: Date): Promise<boolean> {

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inTenant } from '../../src/db/tenant.ts';
+import { applyResponse } from '../../src/detection/response.ts';
+import { DEFAULT_RULES } from '../../src/detection/rules.ts';
 import { decideGrant, requestGrant, revokeMembership } from '../../src/identity/grants.ts';
 import { hashPassword } from '../../src/identity/passwords.ts';
 import { bootstrapAdmins } from '../../src/identity/service.ts';
@@ -328,6 +330,31 @@ describe('the person a role is for is never one of the two who confer it', () =>
     await inTenant(database.db, w2.tenant.id, (trx) => trx.updateTable('accounts').set({ status: 'suspended' }).where('email', '=', w2.staff).execute());
     await expect(decideGrant(t.deps, ctxFor(t, w2.tenant, await actor(w2.tenant, w2.admin2, now)), req, 'approve')).rejects.toMatchObject({ fields: { _: 'grantGranteeInactive' } });
     expect(await privileged(w2.tenant, w2.staff, now)).toHaveLength(0);
+  });
+
+  it('detection suspending an account cancels the requests it asked for or was named in, and no one can approve them after', async () => {
+    const w = await world();
+    const now = new Date();
+    t.setNow(now);
+    const admin = await actor(w.tenant, w.admin, now);
+    const forStaff = await requestGrant(t.deps, ctxFor(t, w.tenant, admin), { ...REQUEST, role: 'security_officer', email: w.staff });
+    const byAdmin = await requestGrant(t.deps, ctxFor(t, w.tenant, admin), { ...REQUEST, role: 'program_operator', email: w.parent });
+    const untouched = await requestGrant(t.deps, ctxFor(t, w.tenant, await actor(w.tenant, w.admin2, now)), { ...REQUEST, role: 'security_officer', email: w.parent });
+    const suspend = [DEFAULT_RULES.find((r) => r.response === 'suspend')!];
+    const staffId = (await actor(w.tenant, w.staff, now)).accountId;
+    await inTenant(database.db, w.tenant.id, (trx) => applyResponse(trx, w.tenant.id, staffId, suspend, now));
+    await inTenant(database.db, w.tenant.id, (trx) => applyResponse(trx, w.tenant.id, admin.accountId, suspend, now));
+    const status = await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('privilege_requests').select(['id', 'status', 'decided_by']).execute());
+    expect(Object.fromEntries(status.map((r) => [r.id, [r.status, r.decided_by]]))).toEqual({ [forStaff]: ['cancelled', null], [byAdmin]: ['cancelled', null], [untouched]: ['pending', null] });
+    const cancelled = await events(w.tenant, 'identity.grant.cancel');
+    expect(cancelled.map((e) => [e.target_ids[0], e.actor_roles, e.details])).toEqual([
+      [forStaff, ['system:detection'], { role: 'security_officer', reason: 'account_suspended' }],
+      [byAdmin, ['system:detection'], { role: 'program_operator', reason: 'account_suspended' }],
+    ]);
+    // Decided once: a cancelled request is no longer offered, and approving it changes nothing.
+    const admin2 = await actor(w.tenant, w.admin2, now);
+    await expect(decideGrant(t.deps, ctxFor(t, w.tenant, admin2), forStaff, 'approve')).rejects.toBeTruthy();
+    expect(await privileged(w.tenant, w.staff, now)).toHaveLength(0);
   });
 
   it.skipIf(testDatabaseInfo().kind !== 'postgres')('an approval waits for a revocation of the approver’s role that is committing, then is refused', async () => {
