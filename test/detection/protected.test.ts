@@ -70,6 +70,7 @@ describe('a protected file', () => {
     expect(versions[0]!.firstName).toBe('Rosalie');
     const alerts = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('detection_alerts').selectAll().execute());
     expect(alerts.map((a) => [a.rule_code, a.severity, a.response, a.subject_account_id])).toEqual([['protected_file.open', 'high', 'alert', operatorId]]);
+    expect(alerts[0]!.details).toEqual({ files: 1 });
     const cause = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['action', 'outcome', 'details']).where('id', '=', alerts[0]!.event_ids[0]!).executeTakeFirstOrThrow());
     expect(cause).toMatchObject({ action: 'waitlist.childFile.history', outcome: 'success' });
     // The reason is on the opening, where the purge can erase it; the log, kept forever, only counts the files.
