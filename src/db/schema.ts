@@ -757,7 +757,8 @@ export interface ProtectedFilesTable {
   id: Generated<string>;
   tenant_id: string;
   child_id: string;
-  reason: string;
+  /** Null once the file is purged (migration 0048). */
+  reason: string | null;
   marked_by: string;
   marked_at: Timestamp;
   unmarked_by: string | null;
@@ -769,7 +770,8 @@ export interface ProtectedFileOpeningsTable {
   tenant_id: string;
   child_id: string;
   account_id: string;
-  reason: string;
+  /** Null once the file is purged (migration 0048). */
+  reason: string | null;
   action: string;
   audit_event_id: string;
   alert_id: string | null;
@@ -923,6 +925,7 @@ export interface AssistedSessionsTable {
   agent_facility_id: string | null;
   parent_account_id: string;
   channel: 'phone' | 'in_person';
+  /** Emptied when the parent's family loses a file to the purge, or the account is closed (migration 0048). */
   note: string;
   code_hash: Buffer;
   code_expires_at: Timestamp;

@@ -13,6 +13,7 @@ import { originFields } from '../tenants/service.ts';
 import { enqueueWebhook } from './webhook.ts';
 import { enqueueMail } from '../mail/outbox.ts';
 import { formatDateTime, messages } from '../web/i18n/index.ts';
+import { childReferences } from '../records/lookups.ts';
 
 export type Severity = 'low' | 'high' | 'critical';
 
@@ -157,6 +158,12 @@ export interface AlertEvent {
   cause: boolean;
 }
 
+/** A protected file the alert's opening concerned, by reference, and the reason given: null once the file is purged. */
+export interface AlertOpening {
+  reference: string;
+  reason: string | null;
+}
+
 export interface AlertNote {
   authorEmail: string;
   body: string;
@@ -181,6 +188,7 @@ function alertQuery(trx: Trx) {
     .select([
       'al.id',
       'al.rule_code',
+      'al.signal',
       'al.severity',
       'al.subject_account_id',
       's.email as subject_email',
@@ -257,7 +265,11 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
  * subject did in the rule's window before it (the reads that led there),
  * as the audit log records them: actions and counts, no family's data.
  */
-export async function readAlert(deps: Deps, ctx: Ctx, id: string): Promise<{ alert: AlertRow; notes: AlertNote[]; events: AlertEvent[]; officers: { id: string; email: string }[]; reinstatement: PendingReinstatement | null }> {
+export async function readAlert(
+  deps: Deps,
+  ctx: Ctx,
+  id: string,
+): Promise<{ alert: AlertRow; notes: AlertNote[]; events: AlertEvent[]; officers: { id: string; email: string }[]; reinstatement: PendingReinstatement | null; openings: AlertOpening[] }> {
   const me = await officerOnly(deps, ctx, 'detection.alert.list', 'detection.alert.read', id);
   if (!UUID.test(id)) throw new AppError('notFound');
   return inTenant(
@@ -293,6 +305,12 @@ export async function readAlert(deps: Deps, ctx: Ctx, id: string): Promise<{ ale
         .execute();
       const officers = await securityOfficers(trx, ctx.now);
       const reinstatement = alert.subjectStatus === 'suspended' ? await pendingReinstatement(trx, alert.subjectAccountId, false) : null;
+      // An opening of protected files: the reason lives on the openings (src/detection/protected.ts), not in the details.
+      const opened =
+        row.signal === 'protected_file'
+          ? await trx.selectFrom('protected_file_openings').select(['child_id', 'reason']).where('alert_id', '=', id).orderBy('opened_at').orderBy('id').execute()
+          : [];
+      const refs = await childReferences(trx, [...new Set(opened.map((o) => o.child_id))]);
       await appendAudit(trx, ctx.tenant.id, { action: 'detection.alert.read', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'alert', targetIds: [id] }, ctx.now);
       return {
         alert,
@@ -312,6 +330,7 @@ export async function readAlert(deps: Deps, ctx: Ctx, id: string): Promise<{ ale
         })),
         officers: officers.map((o) => ({ id: o.id, email: o.email })),
         reinstatement,
+        openings: opened.map((o) => ({ reference: refs.get(o.child_id) ?? '', reason: o.reason })),
       };
     },
     me,

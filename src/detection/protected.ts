@@ -43,13 +43,18 @@ export async function protectedAmong(trx: Trx, childIds: readonly string[]): Pro
   return rows.map((r) => r.child_id);
 }
 
-/** In the read's transaction, once its audit event is written: the alert and the review entries. */
+/**
+ * In the read's transaction, once its audit event is written: the alert and
+ * the review entries. The reason is kept on the openings alone, not copied
+ * into the alert: the purge of a file erases it there (src/records/purge.ts),
+ * and the alert page reads it from them.
+ */
 export async function recordProtectedOpenings(trx: Trx, rc: ReadContext, action: string, childIds: readonly string[], reason: string, eventId: string): Promise<void> {
   if (!childIds.length || !rc.actor) return;
   const alertId = await createAlert(
     trx,
     rc.tenantId,
-    { ruleCode: PROTECTED_RULE, signal: 'protected_file', severity: 'high', subjectAccountId: rc.actor.accountId, response: 'alert', lockdownLevel: null, eventIds: [eventId], details: { files: childIds.length, reason } },
+    { ruleCode: PROTECTED_RULE, signal: 'protected_file', severity: 'high', subjectAccountId: rc.actor.accountId, response: 'alert', lockdownLevel: null, eventIds: [eventId], details: { files: childIds.length } },
     rc.origin,
     rc.now,
     rc.baseUrl,
@@ -107,7 +112,8 @@ export interface ProtectedOpening {
   openedAt: Date;
   accountEmail: string;
   reference: string;
-  reason: string;
+  /** Null once the file is purged: the reason went with it. */
+  reason: string | null;
   action: string;
   alertId: string | null;
 }
@@ -115,7 +121,8 @@ export interface ProtectedOpening {
 /**
  * The day's openings of protected files (the tenant's day, Eastern time),
  * for the security officers' daily review: who, which file (by reference),
- * when, and the reason they gave.
+ * when, and the reason they gave — or, once the file is purged, that the
+ * reason was erased with it.
  */
 export async function protectedReview(deps: Deps, ctx: Ctx, day: string): Promise<ProtectedOpening[]> {
   const d = decide(ctx.actor, 'detection.protected.review', { type: 'tenant' }, ctx.now);

@@ -1,4 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { ComponentChildren } from 'preact';
 import { z } from 'zod';
 import type { Deps } from '../context.ts';
 import { AppError, ValidationError } from '../errors.ts';
@@ -362,7 +363,7 @@ export function detectionRoutes(app: FastifyInstance, deps: Deps) {
                       <td>
                         <code>{r.reference}</code>
                       </td>
-                      <td>{r.reason}</td>
+                      <td>{r.reason ?? <em>{p.reasonErased}</em>}</td>
                       <td>{r.alertId ? <a href={`/security/alerts/${r.alertId}`}>{p.viewAlert(r.reference)}</a> : '—'}</td>
                     </tr>
                   ))}
@@ -459,7 +460,7 @@ export function detectionRoutes(app: FastifyInstance, deps: Deps) {
   });
 
   async function alertPage(req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply, errors?: FieldErrors, note?: string) {
-    const { alert, notes, events, officers, reinstatement } = await readAlert(deps, req.ctx, req.params.id);
+    const { alert, notes, events, officers, reinstatement, openings } = await readAlert(deps, req.ctx, req.params.id);
     const env = pageEnv(req, reply);
     const a = env.m.detection.alerts;
     const done = UPDATES.find((d) => d === (req.query as Record<string, unknown>)?.done);
@@ -494,6 +495,7 @@ export function detectionRoutes(app: FastifyInstance, deps: Deps) {
             ...(typeof d.total === 'number' && typeof d.threshold === 'number' && typeof d.windowSeconds === 'number'
               ? ([[a.summaryTotal, `${d.total} (${a.summaryThreshold(d.threshold, d.windowSeconds)})`]] as [string, string][])
               : []),
+            ...openings.map((o): [string, ComponentChildren] => [a.summaryReason(o.reference), o.reason ?? <em>{env.m.detection.protected.reasonErased}</em>]),
             [a.colStatus, <Tag tone={STATUS_TONE[alert.status]}>{a.statuses[alert.status]}</Tag>],
             [a.colAssigned, alert.assignedEmail ?? a.nobody],
           ]}

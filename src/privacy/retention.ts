@@ -23,7 +23,7 @@ import { originOf } from '../context.ts';
 import { inTenant } from '../db/tenant.ts';
 import { AppError } from '../errors.ts';
 import { readRetentionFiles, retireChildFiles, withSession, type RetentionFile } from '../records/gateway.ts';
-import { purgeExpired, type PurgeResult } from '../records/purge.ts';
+import { eraseAssistedNotes, purgeExpired, type PurgeResult } from '../records/purge.ts';
 import { originFields, type Tenant } from '../tenants/service.ts';
 import { addMonths, today as localToday } from '../waitlist/dates.ts';
 import { accountChildFiles, accountsWithoutLiveChild, filesAwaitingPurge } from '../records/lookups.ts';
@@ -164,10 +164,12 @@ async function closeAccount(deps: Deps, tenant: Tenant, accountId: string, origi
       .where((eb) => eb.or([eb('sent_at', 'is not', null), eb('attempts', '>=', MAX_MAIL_ATTEMPTS)]))
       .returning('id')
       .execute();
+    // A parent assisted before ever filing has no family for the purge to reach: the notes about them go here.
+    const notesErased = await eraseAssistedNotes(trx, accountId);
     await appendAudit(
       trx,
       tenant.id,
-      { action: 'records.account.purge', outcome: 'success', ...originFields(origin), targetType: 'account', targetIds: [accountId], fields: ['account_email', 'password'], details: { rule: 'account_without_child', months: tenant.rules.retention.accountWithoutChildMonths, sessionsEnded: ended.length, mailErased: mail.length } },
+      { action: 'records.account.purge', outcome: 'success', ...originFields(origin), targetType: 'account', targetIds: [accountId], fields: ['account_email', 'password'], details: { rule: 'account_without_child', months: tenant.rules.retention.accountWithoutChildMonths, sessionsEnded: ended.length, mailErased: mail.length, notesErased } },
       now,
     );
     return true;

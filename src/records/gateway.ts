@@ -1032,7 +1032,12 @@ export interface AccessReason {
   reason?: string | undefined;
 }
 
-/** Refuses a protected file opened without a reason; returns the protected ones and the reason to record. */
+/**
+ * Refuses a protected file opened without a reason; returns the protected
+ * ones and the reason to record. The reason goes to the openings
+ * (recordProtectedOpenings), never into the read's audit event: it is text
+ * typed about a child, and the log keeps forever what no purge can reach.
+ */
 export async function protectedAccess(trx: Trx, ctx: Ctx, action: AuditAction, childIds: readonly string[], access: AccessReason): Promise<{ ids: string[]; reason: string }> {
   const ids = await protectedAmong(trx, childIds);
   if (!ids.length) return { ids, reason: '' };
@@ -1067,7 +1072,7 @@ export async function lookupChildFileByNirec(deps: Deps, ctx: Ctx, rawNirec: str
       familyIds: [...new Set(rows.map((r) => r.family_id))],
       fields: rows.length ? fieldsFor(purpose) : [],
       purpose,
-      details: { matches: rows.length, ...(prot.ids.length ? { protectedReason: prot.reason } : {}) },
+      details: { matches: rows.length, ...(prot.ids.length ? { protectedFiles: prot.ids.length } : {}) },
     });
     await recordProtectedOpenings(trx, readContext(ctx), action, prot.ids, prot.reason, event.id);
     const opened = await openChildren(env, ctx.tenant.id, rows, ['first_name', 'last_name', 'birth_date', 'nirec']);
@@ -1105,7 +1110,7 @@ export async function readChildFileHistory(deps: Deps, ctx: Ctx, childId: string
       .execute();
     if (!rows.length) deny(ctx, action, 'child', childId, 'not_found');
     const prot = await protectedAccess(trx, ctx, action, [childId], access);
-    const event = await audit(trx, ctx, { action, targetType: 'child', targetIds: [childId], familyIds: [rows[0]!.family_id], fields: fieldsFor(purpose), purpose, details: { versions: rows.length, ...(prot.ids.length ? { protectedReason: prot.reason } : {}) } });
+    const event = await audit(trx, ctx, { action, targetType: 'child', targetIds: [childId], familyIds: [rows[0]!.family_id], fields: fieldsFor(purpose), purpose, details: { versions: rows.length, ...(prot.ids.length ? { protectedFiles: prot.ids.length } : {}) } });
     await recordProtectedOpenings(trx, readContext(ctx), action, prot.ids, prot.reason, event.id);
     const snaps = await openSnapshots(env, ctx.tenant.id, rows.map((r) => ({ id: r.id, family_id: r.family_id, snapshot_enc: r.snapshot_enc! })));
     const owner = await trx.selectFrom('families').select('account_id').where('id', '=', rows[0]!.family_id).executeTakeFirstOrThrow();

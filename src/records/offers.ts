@@ -629,7 +629,7 @@ export async function listReferrals(deps: Deps, ctx: Ctx, facilityId: string, op
         familyIds: [...new Set(revealed.map((r) => r.family_id))],
         fields: revealed.length ? fieldsFor('facility.referrals.accepted') : fieldsFor('facility.referrals'),
         purpose: revealed.length ? 'facility.referrals.accepted' : 'facility.referrals',
-        details: { referrals: rows.length, identities: revealed.length, ...(prot.ids.length ? { protectedReason: prot.reason } : {}) },
+        details: { referrals: rows.length, identities: revealed.length, ...(prot.ids.length ? { protectedFiles: prot.ids.length } : {}) },
       });
       await recordProtectedOpenings(trx, readContext(ctx), action, prot.ids, prot.reason, event.id);
     }

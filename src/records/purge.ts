@@ -19,6 +19,11 @@
  * records which key versions are to be destroyed (families.key_destroy_pending);
  * the keyring destroys them; the mark is cleared. A later run finishes what a
  * crash left. The live rows are emptied too (no ciphertext, no blind index).
+ *
+ * Some free text typed about the family is not under its key: the note an
+ * agent wrote while assisting the parent, why a file was marked protected,
+ * the reason given to open it. The same transaction empties it
+ * (eraseFreeText, below, says why emptying rather than encrypting).
  */
 import type { Kysely, Selectable } from 'kysely';
 import { appendAudit } from '../audit/log.ts';
@@ -108,6 +113,7 @@ async function purgeFamily(db: Kysely<DB>, env: Envelope, tenant: Tenant, family
     if ((keep.length > 0) !== !!newKey) return null;
     const goneIds = gone.map((k) => k.id);
     await emptyChildren(trx, goneIds, now);
+    const erased = await eraseFreeText(trx, goneIds, fam.account_id);
     if (newKey) {
       await rekey(trx, env, tenantId, fam, keep, newKey);
       await trx.updateTable('families').set({ key_version: newKey.version, key_destroy_pending: oldVersion }).where('id', '=', familyId).execute();
@@ -128,7 +134,7 @@ async function purgeFamily(db: Kysely<DB>, env: Envelope, tenant: Tenant, family
         targetType: 'child',
         targetIds: goneIds,
         familyIds: [familyId],
-        details: { files: goneIds.length, retentionDays: tenant.rules.deletedFileRetentionDays, keyVersionDestroyed: oldVersion, ...(newKey ? { rekeyedTo: newKey.version } : {}) },
+        details: { files: goneIds.length, retentionDays: tenant.rules.deletedFileRetentionDays, keyVersionDestroyed: oldVersion, ...(newKey ? { rekeyedTo: newKey.version } : {}), ...erased },
       },
       now,
     );
@@ -147,6 +153,45 @@ async function emptyChildren(trx: Trx, childIds: string[], now: Date): Promise<v
     .execute();
   await trx.updateTable('child_file_versions').set({ snapshot_enc: null, purged_at: now }).where('child_id', 'in', childIds).where('purged_at', 'is', null).execute();
   // An open restore request stays as it was: it can no longer be approved (the file is not restorable).
+}
+
+/**
+ * The free text people typed about the family that lies in clear beside its
+ * ciphertexts, emptied with the files: why each purged file was marked
+ * protected and every reason given to open it (the openings stay: who, when,
+ * which file, the alert — what the security officers need; the review says
+ * the reason was erased with the file), and the notes agents wrote while
+ * assisting the parent. A note belongs to the parent, not to one file, and
+ * says what the family asked for (any of its children, by name perhaps), so
+ * any purge in the family takes all of the parent's notes; nothing reads
+ * them once written.
+ *
+ * Emptied rather than encrypted under the family's key. A note is written
+ * against the parent's account, before the family may have any file or key;
+ * the officers' review would have to unwrap a family key for every opening
+ * it lists (a read of personal data in its own right); and the re-key above
+ * would have to carry each text over. The price (src/crypto/README.md): a
+ * data backup taken before the purge keeps these texts, encrypted at rest
+ * but not shredded, until it is discarded.
+ *
+ * The alert an opening raised keeps no copy of its reason
+ * (src/detection/protected.ts): there is one place to empty.
+ */
+export async function eraseFreeText(trx: Trx, childIds: readonly string[], parentAccountId: string | null): Promise<{ reasonsErased: number; notesErased: number }> {
+  let reasonsErased = 0;
+  if (childIds.length) {
+    const marks = await trx.updateTable('protected_files').set({ reason: null }).where('child_id', 'in', [...childIds]).where('reason', 'is not', null).returning('id').execute();
+    const openings = await trx.updateTable('protected_file_openings').set({ reason: null }).where('child_id', 'in', [...childIds]).where('reason', 'is not', null).returning('id').execute();
+    reasonsErased = marks.length + openings.length;
+  }
+  const notesErased = parentAccountId ? await eraseAssistedNotes(trx, parentAccountId) : 0;
+  return { reasonsErased, notesErased };
+}
+
+/** Empties the notes agents wrote while assisting this parent (at a purge in their family, or when their account is closed). */
+export async function eraseAssistedNotes(trx: Trx, parentAccountId: string): Promise<number> {
+  const rows = await trx.updateTable('assisted_sessions').set({ note: '' }).where('parent_account_id', '=', parentAccountId).where('note', '<>', '').returning('id').execute();
+  return rows.length;
 }
 
 /** Re-encrypts what the family keeps under its new key. */

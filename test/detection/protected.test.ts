@@ -70,9 +70,14 @@ describe('a protected file', () => {
     expect(versions[0]!.firstName).toBe('Rosalie');
     const alerts = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('detection_alerts').selectAll().execute());
     expect(alerts.map((a) => [a.rule_code, a.severity, a.response, a.subject_account_id])).toEqual([['protected_file.open', 'high', 'alert', operatorId]]);
+    expect(alerts[0]!.details).toEqual({ files: 1 });
     const cause = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['action', 'outcome', 'details']).where('id', '=', alerts[0]!.event_ids[0]!).executeTakeFirstOrThrow());
     expect(cause).toMatchObject({ action: 'waitlist.childFile.history', outcome: 'success' });
-    expect((cause.details as { protectedReason: string }).protectedReason).toBe('Plainte reçue au bureau coordonnateur, dossier 2026-114');
+    // The reason is on the opening, where the purge can erase it; the log, kept forever, only counts the files.
+    expect(cause.details).toMatchObject({ protectedFiles: 1 });
+    expect(JSON.stringify(cause.details)).not.toContain('Plainte reçue');
+    const opening = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('protected_file_openings').select(['child_id', 'reason', 'alert_id']).where('audit_event_id', '=', alerts[0]!.event_ids[0]!).execute());
+    expect(opening).toEqual([{ child_id: vip, reason: 'Plainte reçue au bureau coordonnateur, dossier 2026-114', alert_id: alerts[0]!.id }]);
     const mail = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('mail_outbox').select(['to_address', 'subject']).where('template', '=', 'security_alert').execute());
     expect(mail).toEqual([{ to_address: 'securite@exemple.test', subject: expect.stringContaining('Ouverture d’un dossier protégé') }]);
     const found = await records.lookupChildFileByNirec(t.deps, ctxFor(t, tenant, operator), 'LEVR12345678', { reason: 'Vérification d’un doublon signalé' });

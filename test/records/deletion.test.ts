@@ -9,13 +9,16 @@
  *  - Every change is a version in the history, encrypted, that nobody rewrites.
  *  - After the retention window the purge destroys the family's key, or
  *    re-keys a family that keeps other files; a crash half-way is finished
- *    by the next run.
+ *    by the next run. The free text typed about the family in clear (an
+ *    assisting agent's notes, the reasons of a protected file) goes with it.
  */
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Actor } from '../../src/access/actor.ts';
 import { envelopeFor } from '../../src/crypto/envelope.ts';
 import { inTenant } from '../../src/db/tenant.ts';
+import { markProtected } from '../../src/detection/protected.ts';
+import { runTenantRetention } from '../../src/privacy/retention.ts';
 import { AppError, ValidationError } from '../../src/errors.ts';
 import * as records from '../../src/records/gateway.ts';
 import { purgeExpired } from '../../src/records/purge.ts';
@@ -105,6 +108,30 @@ async function newChild(w: World, parent: Actor, over: Partial<{ firstName: stri
 
 async function events(tenant: Tenant, action: string) {
   return inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').selectAll().where('action', '=', action).orderBy('occurred_at').orderBy('seq').execute());
+}
+
+/** Every row of every table (as the owner, past row-level security) whose text holds the needle: "table: count". */
+async function rowsHolding(needle: string): Promise<string[]> {
+  const owner = database.ownerDb();
+  const { rows: tables } = await sql<{ name: string }>`
+    SELECT c.relname AS name FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace
+     WHERE ns.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1`.execute(owner);
+  const out: string[] = [];
+  for (const { name } of tables) {
+    const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM ${sql.table(name)} x WHERE x::text LIKE ${`%${needle}%`}`.execute(owner);
+    if (rows[0]!.n) out.push(`${name}: ${rows[0]!.n}`);
+  }
+  return out;
+}
+
+/** The agent asks each parent's consent, with a note (the consent is the row that keeps it). */
+async function assistWithNotes(w: World, notes: [email: string, note: string][]): Promise<void> {
+  const agent = new Client(t.app, w.tenant.hosts[0]!);
+  expect((await agent.signIn(w.staff.email, PASSWORD)).status).toBe(303);
+  for (const [email, note] of notes) {
+    await agent.get('/assist');
+    expect((await agent.post('/assist', { email, channel: 'phone', note })).status).toBe(303);
+  }
 }
 
 const rawChild = (tenant: Tenant, id: string) => inTenant(database.db, tenant.id, (trx) => trx.selectFrom('children').selectAll().where('id', '=', id).executeTakeFirstOrThrow());
@@ -395,6 +422,107 @@ describe('the purge', () => {
     // The parent who kept a file still creates and reads files under the new key.
     const again = await newChild(w, w.parent, { firstName: 'Nouveau' });
     expect((await storedChild(database.db, t.deps.keys, w.tenant.id, again)).first_name).toBe('Nouveau');
+  });
+
+  it('takes the free text typed about the family: the assisting agent’s notes, why a file was protected, the reasons given to open it; the officers’ pages say it was erased', async () => {
+    const w = await world();
+    const n = `${Date.now().toString(36)}${(seq++).toString(36)}`;
+    // Three families: one keeps a file (re-keyed), one loses its only file (its key destroyed), one is not touched.
+    const kept = await newChild(w, w.parent, { firstName: 'Reste' });
+    const gone = await newChild(w, w.parent, { firstName: 'Parti' });
+    const aloneEmail = `seule.${n}@exemple.test`;
+    const alone = await actorOf(t, w.tenant, await createParent(t, w.tenant, aloneEmail), aloneEmail);
+    const lonely = await newChild(w, alone, { firstName: 'Unique' });
+    const otherEmail = `autre.${n}@exemple.test`;
+    const other = await actorOf(t, w.tenant, await createParent(t, w.tenant, otherEmail), otherEmail);
+    const untouched = await newChild(w, other, { firstName: 'Intacte' });
+    const officerEmail = `securite.${n}@exemple.test`;
+    const officerId = await createAccount(t, w.tenant, officerEmail);
+    await grantRole(t, w.tenant, officerId, 'security_officer', w.admin2.accountId, w.admin1.accountId);
+    await enrolTotp(t.deps, w.tenant, officerId, officerEmail);
+
+    // What people typed: an agent's note for each parent, why each file is protected, why each was opened.
+    await assistWithNotes(w, [
+      [w.parent.email, `note ${n} parent`],
+      [aloneEmail, `note ${n} alone`],
+      [otherEmail, `note ${n} other`],
+    ]);
+    const files = { kept, gone, lonely, untouched };
+    for (const [name, id] of Object.entries(files)) {
+      await markProtected(t.deps, ctxFor(t, w.tenant, w.operator), id, `marked ${n} ${name}`);
+      await records.readChildFileHistory(t.deps, ctxFor(t, w.tenant, w.operator), id, { reason: `opened ${n} ${name}` });
+    }
+    // Each text is in one row of one table, and nowhere else (not the alert, not the audit log, not a mail).
+    expect(await rowsHolding(`note ${n} parent`)).toEqual(['assisted_sessions: 1']);
+    expect(await rowsHolding(`marked ${n} gone`)).toEqual(['protected_files: 1']);
+    expect(await rowsHolding(`opened ${n} gone`)).toEqual(['protected_file_openings: 1']);
+
+    const start = Date.now();
+    await records.deleteChildFile(t.deps, ctxFor(t, w.tenant, w.parent), gone);
+    await records.deleteChildFile(t.deps, ctxFor(t, w.tenant, alone), lonely);
+    expect(await purgeExpired(database.db, t.deps.keys, w.tenant, ORIGIN, new Date(start + 31 * DAY))).toEqual({ familiesPurged: 1, filesPurged: 2, familiesRekeyed: 1, keysDestroyed: 2 });
+
+    // Gone from every row of every table: the purged files' reasons, and the notes about both families that lost a file.
+    for (const needle of [`note ${n} parent`, `note ${n} alone`, `marked ${n} gone`, `opened ${n} gone`, `marked ${n} lonely`, `opened ${n} lonely`]) {
+      expect(await rowsHolding(needle), needle).toEqual([]);
+    }
+    // What the other files and the untouched family have stays as it was.
+    expect(await rowsHolding(`note ${n} other`)).toEqual(['assisted_sessions: 1']);
+    for (const name of ['kept', 'untouched']) {
+      expect(await rowsHolding(`marked ${n} ${name}`)).toEqual(['protected_files: 1']);
+      expect(await rowsHolding(`opened ${n} ${name}`)).toEqual(['protected_file_openings: 1']);
+    }
+    // The openings themselves stay, for the officers: who, which file, when, the alert. Their alerts keep no reason.
+    const openings = await inTenant(database.db, w.tenant.id, (trx) =>
+      trx.selectFrom('protected_file_openings').select(['child_id', 'account_id', 'reason', 'alert_id', 'opened_at']).where('child_id', 'in', Object.values(files)).execute(),
+    );
+    expect(Object.fromEntries(openings.map((o) => [o.child_id, o.reason]))).toEqual({ [kept]: `opened ${n} kept`, [gone]: null, [lonely]: null, [untouched]: `opened ${n} untouched` });
+    expect(openings.every((o) => o.account_id === w.operator.accountId && o.alert_id && o.opened_at)).toBe(true);
+    const alerts = await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('detection_alerts').select(['id', 'details']).where('id', 'in', openings.map((o) => o.alert_id!)).execute());
+    expect(alerts.map((a) => a.details)).toEqual([{ files: 1 }, { files: 1 }, { files: 1 }, { files: 1 }]);
+    const marks = await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('protected_files').select(['child_id', 'reason', 'marked_by']).where('child_id', 'in', Object.values(files)).execute());
+    expect(Object.fromEntries(marks.map((m) => [m.child_id, m.reason]))).toEqual({ [kept]: `marked ${n} kept`, [gone]: null, [lonely]: null, [untouched]: `marked ${n} untouched` });
+    const purges = await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('audit_events').select(['action', 'details']).where('action', 'like', 'records.%.purge').orderBy('seq').execute());
+    expect(purges.map((e) => [e.action, (e.details as { reasonsErased: number }).reasonsErased, (e.details as { notesErased: number }).notesErased]).sort()).toEqual([
+      ['records.childFile.purge', 2, 1],
+      ['records.family.purge', 2, 1],
+    ]);
+    // The database lets the application erase a reason, never write another.
+    await expect(inTenant(database.db, w.tenant.id, (trx) => trx.updateTable('protected_file_openings').set({ reason: 'autre chose' }).where('child_id', '=', kept).execute())).rejects.toThrow(/erased, not rewritten/);
+    await expect(inTenant(database.db, w.tenant.id, (trx) => trx.updateTable('assisted_sessions').set({ note: 'autre chose' }).where('parent_account_id', '=', other.accountId).execute())).rejects.toThrow(/erased, not rewritten/);
+
+    // The officers' review and the alert still read, and say the reason went with the file (French, then English).
+    t.setNow(new Date(start)); // (the officer's grant lasts hours, not weeks)
+    const officer = new Client(t.app, w.tenant.hosts[0]!);
+    expect((await officer.signIn(officerEmail, PASSWORD)).status).toBe(303);
+    const review = await officer.get('/security/protected');
+    expect(review.status).toBe(200);
+    const reviewText = textOf(review.body);
+    const ref = async (id: string) => (await rawChild(w.tenant, id)).reference;
+    expect(reviewText).toContain(await ref(gone));
+    expect(reviewText.split('Effacée avec le dossier').length - 1).toBe(2);
+    expect(reviewText).toContain(`opened ${n} kept`);
+    expect(reviewText).toContain(`opened ${n} untouched`);
+    expect(reviewText).not.toContain(`opened ${n} gone`);
+    expect(textOf((await officer.get('/security/protected?lang=en')).body).split('Erased with the file').length - 1).toBe(2);
+    const alertOf = (id: string) => openings.find((o) => o.child_id === id)!.alert_id!;
+    const goneAlert = await officer.get(`/security/alerts/${alertOf(gone)}?lang=fr`);
+    expect(goneAlert.status).toBe(200);
+    expect(textOf(goneAlert.body)).toContain(`Raison donnée — ${await ref(gone)} Effacée avec le dossier`);
+    expect(textOf((await officer.get(`/security/alerts/${alertOf(gone)}?lang=en`)).body)).toContain(`Reason given — ${await ref(gone)} Erased with the file`);
+    expect(textOf((await officer.get(`/security/alerts/${alertOf(kept)}?lang=fr`)).body)).toContain(`Raison donnée — ${await ref(kept)} opened ${n} kept`);
+  });
+
+  it('a parent’s account closed by the rules takes the assisting agents’ notes about them, even with no file ever made', async () => {
+    const w = await world();
+    const n = `${Date.now().toString(36)}${(seq++).toString(36)}`;
+    await assistWithNotes(w, [[w.parent.email, `note ${n} sans dossier`]]);
+    expect(await rowsHolding(`note ${n} sans dossier`)).toEqual(['assisted_sessions: 1']);
+    const r = await runTenantRetention(t.deps, w.tenant, ORIGIN, new Date(Date.now() + 25 * 31 * DAY));
+    expect(r.accountsClosed).toBe(1);
+    expect(await rowsHolding(`note ${n} sans dossier`)).toEqual([]);
+    const closed = await events(w.tenant, 'records.account.purge');
+    expect(closed.map((e) => [e.target_ids, (e.details as { notesErased: number }).notesErased])).toEqual([[[w.parent.accountId], 1]]);
   });
 
   it('a purge interrupted after its data transaction is finished by the next run: the key is destroyed then', async () => {

@@ -1463,6 +1463,7 @@ export const en: Messages = {
       colReason: 'Reason given',
       colAlert: 'Alert',
       viewAlert: (ref: string) => `View the alert — ${ref}`,
+      reasonErased: 'Erased with the file',
     },
     alerts: {
       title: 'Security alerts',
@@ -1490,6 +1491,7 @@ export const en: Messages = {
       back: 'Back to the alerts',
       summaryWhen: 'Raised on',
       summaryTotal: 'Total in the window',
+      summaryReason: (ref: string) => `Reason given — ${ref}`,
       summaryThreshold: (threshold: number, seconds: number) => `more than ${threshold} in ${seconds >= 3600 ? `${seconds / 3600} h` : `${Math.round(seconds / 60)} min`}`,
       summaryAccount: 'Account status',
       accountStatus: { active: 'Active', suspended: 'Suspended' },

@@ -1469,6 +1469,7 @@ export const fr = {
       colReason: 'Raison donnée',
       colAlert: 'Alerte',
       viewAlert: (ref: string) => `Voir l’alerte — ${ref}`,
+      reasonErased: 'Effacée avec le dossier',
     },
     alerts: {
       title: 'Alertes de sécurité',
@@ -1496,6 +1497,7 @@ export const fr = {
       back: 'Retour aux alertes',
       summaryWhen: 'Relevée le',
       summaryTotal: 'Total dans la fenêtre',
+      summaryReason: (ref: string) => `Raison donnée — ${ref}`,
       summaryThreshold: (threshold: number, seconds: number) => `plus de ${threshold} en ${seconds >= 3600 ? `${seconds / 3600} h` : `${Math.round(seconds / 60)} min`}`,
       summaryAccount: 'État du compte',
       accountStatus: { active: 'Actif', suspended: 'Suspendu' } as Record<string, string>,
