@@ -1045,6 +1045,7 @@ export const en: Messages = {
       offers: 'places offered',
       allocation_results: 'allocation round results',
       password: 'password',
+      birth_month: 'month of birth',
       access_log: 'record of who consulted the file',
     },
     notice: {
@@ -1150,6 +1151,8 @@ export const en: Messages = {
       'parent.family.deletion': 'deletion request',
       'security.breach.notice': 'preparing a confidentiality incident notice',
       'retention.purge': 'destruction under the retention rules',
+      'allocation.round': 'coordinated allocation round of places (offers to families)',
+      'allocation.round.dryRun': 'trial of the coordinated allocation, no offer made and no result kept',
     },
     exportTitle: 'Download your data',
     exportLead: 'A ZIP file with everything Guichet holds about your family — account, children, applications, offers, history and the list of consultations — as JSON and as CSV (opens in a spreadsheet). The NIREC stays masked.',

@@ -1051,6 +1051,7 @@ export const fr = {
       offers: 'places offertes',
       allocation_results: 'résultats des rondes d’attribution',
       password: 'mot de passe',
+      birth_month: 'mois de naissance',
       access_log: 'journal des consultations',
     },
     notice: {
@@ -1156,6 +1157,8 @@ export const fr = {
       'parent.family.deletion': 'demande de suppression',
       'security.breach.notice': 'préparation d’un avis d’incident de confidentialité',
       'retention.purge': 'destruction prévue par les règles de conservation',
+      'allocation.round': 'ronde de répartition coordonnée des places (offres aux familles)',
+      'allocation.round.dryRun': 'essai de la répartition coordonnée, sans offre ni résultat conservé',
     },
     exportTitle: 'Télécharger vos données',
     exportLead: 'Un fichier ZIP qui contient tout ce que Guichet détient sur votre famille — compte, enfants, inscriptions, places offertes, historique et la liste des consultations — en JSON et en CSV (lisible dans un tableur). Le NIREC y reste masqué.',
