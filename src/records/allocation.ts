@@ -530,13 +530,28 @@ export interface ChoiceExplanation {
   outcome: ChoiceOutcome;
   /** For 'ahead': what the last admitted candidate had over this child. */
   why: 'priority' | 'points' | 'category' | 'date' | 'registration' | null;
-  /** Under the points order: this choice's points and the last admitted candidate's; null under the categories. */
+  /** Under the points order: this choice's points; null under the categories. */
   points: number | null;
+  /**
+   * The last admitted candidate's terms, shown only where the round admitted at least
+   * LAST_ADMITTED_MIN_GROUP children in this age group at this facility; null otherwise (see lastWithheld).
+   */
   lastPoints: number | null;
   lastCategory: number | null;
   lastDesiredEntryDate: string | null;
+  /** True when the facility admitted someone in this age group but too few for the last one's terms to be shown. */
+  lastWithheld: boolean;
   category: number;
 }
+
+/**
+ * Below this many children admitted in an age group at a facility, the last admitted one's category, desired
+ * entry date and points are not shown to other families: at a facility that admitted one or two, they come
+ * close to naming that child (its family's staff or sibling ties, when it wished to start, how long it
+ * waited). From five up, the last admitted is one of at least five, as in k-anonymity with k = 5; the
+ * decisive term (why) is still given.
+ */
+export const LAST_ADMITTED_MIN_GROUP = 5;
 
 export interface AllocationExplanation {
   childId: string;
@@ -578,7 +593,19 @@ export async function readAllocationExplanation(deps: Deps, ctx: Ctx, childId: s
       const mine = r.category_by_choice[i]!;
       const k = cut.get(fid);
       const points = r.points_by_choice?.[i] ?? null;
-      const base = { preference, facilityName: fac.get(fid)?.name ?? '—', municipality: fac.get(fid)?.municipality ?? '', category: mine, lastCategory: k?.last_category ?? null, lastDesiredEntryDate: k?.last_desired_entry_date ?? null, points, lastPoints: points === null ? null : (k?.last_points ?? null) };
+      // allocation_cutoffs.admitted: the children the round admitted in this age group at this facility.
+      const shown = !!k && k.admitted >= LAST_ADMITTED_MIN_GROUP;
+      const base = {
+        preference,
+        facilityName: fac.get(fid)?.name ?? '—',
+        municipality: fac.get(fid)?.municipality ?? '',
+        category: mine,
+        lastCategory: shown ? k.last_category : null,
+        lastDesiredEntryDate: shown ? k.last_desired_entry_date : null,
+        points,
+        lastPoints: shown && points !== null ? k.last_points : null,
+        lastWithheld: !!k && k.admitted > 0 && !shown,
+      };
       if (r.placed_choice === preference) return { ...base, outcome: 'placed', why: null };
       if (r.placed_choice !== null && preference > r.placed_choice) return { ...base, outcome: 'notNeeded', why: null };
       if (!k || k.vacancies === 0 || k.last_category === null) return { ...base, outcome: 'noVacancy', why: null };

@@ -1572,6 +1572,11 @@ export const fr = {
       registration: 'La dernière candidature admise, de la même catégorie et pour la même date, était inscrite plus tôt.',
       priority: 'La dernière candidature admise répondait à une priorité déclarée par ce service (dans la limite permise), pas la vôtre.',
       points: (last: number, mine: number) => `La dernière candidature admise avait plus de points (${last}) que la vôtre (${mine}).`,
+      categoryWithheld: (mine: string) => `La dernière candidature admise dans ce groupe d’âge était d’une catégorie prioritaire devant la vôtre («${nb}${mine}${nb}»).`,
+      dateWithheld: (mine: string) => `La dernière candidature admise, de la même catégorie, souhaitait une entrée plus tôt que la vôtre (${mine}).`,
+      pointsWithheld: (mine: number) => `La dernière candidature admise avait plus de points que la vôtre (${mine}).`,
+      withheld: (min: number) =>
+        `Le détail de la dernière candidature admise n’est pas affiché${nb}: ce service a admis moins de ${min} enfants dans ce groupe d’âge, trop peu pour le montrer sans révéler les renseignements d’une autre famille.`,
       noVacancy: 'Ce service n’avait aucune place libre dans ce groupe d’âge.',
       notNeeded: 'Un choix que vous préférez vous est offert.',
       placed: 'Votre candidature faisait partie des meilleures pour les places libres.',
