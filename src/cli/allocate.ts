@@ -68,7 +68,7 @@ export async function allocateCommand(args: string[], deps: AllocateDeps): Promi
         bar.done();
         const pct = s.children ? ((100 * s.placed) / s.children).toFixed(1) : '0';
         deps.out(
-          `${values['dry-run'] ? 'dry run (no offers made, nothing stored)' : `run ${s.runId}`}\n` +
+          `${values['dry-run'] ? 'dry run (no offers made, no result stored; which files it read is kept, for the families\' access lists)' : `run ${s.runId}`}\n` +
             `${s.children} children, ${s.applications} applications: ${s.placed} placed (${pct} %)\n` +
             `by choice: ${s.byChoice.map((n, i) => `${i + 1}: ${n}`).join(', ') || '—'}\n` +
             `inputs hash  ${s.inputsHash}\noutputs hash ${s.outputsHash}\n` +

@@ -818,6 +818,8 @@ export interface AllocationRunsTable {
   inputs_snapshot: Buffer;
   signature: Buffer;
   public_key: Buffer;
+  /** Migration 0047: the run's allocation.run event (audit_events.seq), for the families' access lists; NULL only for a run whose event was not found. */
+  audit_seq: ColumnType<string | null, string | number | null | undefined, never>;
 }
 
 /** Migration 0020: one child's outcome in a run, with its choices as they stood. */
@@ -850,8 +852,16 @@ export interface AllocationCutoffsTable {
   last_lifted: ColumnType<boolean | null, boolean | null | undefined, never>;
 }
 
+/** Migration 0047: a file a dry run of the allocation read, by its allocation.run event (a real run's files are its results): what a family's access list looks dry runs up by. Append-only. */
+export interface AllocationReadsTable {
+  tenant_id: string;
+  child_id: string;
+  seq: ColumnType<string, string | number, never>;
+}
+
 export interface DB {
   allocation_runs: AllocationRunsTable;
+  allocation_reads: AllocationReadsTable;
   allocation_results: AllocationResultsTable;
   allocation_cutoffs: AllocationCutoffsTable;
   tenants: TenantsTable;

@@ -5,7 +5,11 @@
  * families it touched (family_ids; and one row a family in
  * audit_event_families, written by the database with the event, which is
  * what the look-up uses), so the family's events are one index look-up, as
- * soon as they are committed.
+ * soon as they are committed. A coordinated allocation round's event names
+ * its run instead, not the hundreds of thousands of families it read: the
+ * family's rounds are found by its files — a real run's results with the
+ * run's event, a dry run's rows of the files it read (migration 0047) —
+ * and listed with its other events.
  *
  * What a parent sees of each event: when, which organisation (the facility
  * of a facility role, the programme for a tenant role, Guichet itself for
@@ -27,7 +31,10 @@ import { withSession } from '../records/gateway.ts';
 import { originFields } from '../tenants/service.ts';
 import { kindOf, type AccessKind } from './breach.ts';
 import { fieldsOfPurpose } from './purposes.ts';
-import { childReferences, childrenOfFamilies, familyIdsOfAccount } from '../records/lookups.ts';
+import { childReferences, childrenOfFamilies, familyIdsOfAccount, filesReadByRounds, roundsThatRead } from '../records/lookups.ts';
+
+/** A coordinated allocation round's event (src/records/allocation.ts). */
+const ROUND_ACTION = 'allocation.run';
 
 export type AccessorKind = 'you' | 'staff' | 'programme' | 'system' | 'other';
 
@@ -71,15 +78,16 @@ function accessorOf(roles: readonly string[], actor: string | null, self: string
 /** The family's events, newest first; `own` includes the parent's own actions. */
 async function entriesOf(trx: Trx, familyIds: readonly string[], self: string, opts: { own: boolean; limit: number | null; offset: number }): Promise<{ entries: AccessEntry[]; total: number }> {
   if (!familyIds.length) return { entries: [], total: 0 };
+  const own = (await childrenOfFamilies(trx, [...familyIds])).map((c) => c.id);
   // The family's events newest first, by the rows that name each event's families (migration 0039: under
-  // row-level security an index on family_ids is out of reach of the overlap operator), then the page's rows
-  // read by primary key.
+  // row-level security an index on family_ids is out of reach of the overlap operator), and the allocation
+  // rounds that read one of its files (migration 0047: a round's event names the run, not the families);
+  // then the page's rows read by primary key. Both are index look-ups; the union removes the events named twice.
+  const named = trx.selectFrom('audit_event_families').select(['tenant_id', 'seq']).where('family_id', '=', sql<string>`ANY(${sql.val([...familyIds])}::uuid[])`);
   let found = trx
-    .selectFrom('audit_event_families as f')
+    .selectFrom(named.union(roundsThatRead(trx, own)).as('f'))
     .innerJoin('audit_events as e', (j) => j.onRef('e.tenant_id', '=', 'f.tenant_id').onRef('e.seq', '=', 'f.seq'))
     .select('e.seq as s')
-    .distinct()
-    .where('f.family_id', '=', sql<string>`ANY(${sql.val([...familyIds])}::uuid[])`)
     .where('e.outcome', '<>', 'denied');
   if (!opts.own) found = found.where((eb) => eb.or([eb('e.actor_account_id', 'is', null), eb('e.actor_account_id', '<>', self)]));
   const seqs = (await found.orderBy('e.seq', 'desc').execute()).map((r) => String(r.s));
@@ -88,14 +96,19 @@ async function entriesOf(trx: Trx, familyIds: readonly string[], self: string, o
   if (!page.length) return { entries: [], total };
   // Of an event's targets, only the family's own files come back: an event of the programme's work can name
   // hundreds of thousands of files, and the page needs the family's few.
-  const own = (await childrenOfFamilies(trx, [...familyIds])).map((c) => c.id);
   const ours = sql<string[]>`ARRAY(SELECT t FROM pg_catalog.unnest(target_ids) AS t WHERE t = ANY(${sql.val(own)}::text[]))`;
   const rows = trx
     .selectFrom('audit_events')
-    .select(['id', 'occurred_at', 'action', 'outcome', 'actor_account_id', 'actor_roles', 'on_behalf_of', ours.as('target_ids'), 'fields', 'purpose'])
+    .select(['id', 'seq', 'occurred_at', 'action', 'outcome', 'actor_account_id', 'actor_roles', 'on_behalf_of', ours.as('target_ids'), 'fields', 'purpose'])
     .where('seq', '=', sql<string>`ANY(${sql.val(page)}::bigint[])`)
     .orderBy('seq', 'desc');
   const events = await rows.execute();
+  // A round's files are not among its targets (it names its run): they are the ones it recorded reading.
+  const roundFiles = new Map<string, string[]>();
+  for (const r of await filesReadByRounds(trx, events.filter((e) => e.action === ROUND_ACTION).map((e) => String(e.seq)), own)) {
+    roundFiles.set(r.seq, [...(roundFiles.get(r.seq) ?? []), r.childId]);
+  }
+  for (const e of events) e.target_ids = [...e.target_ids, ...(roundFiles.get(String(e.seq)) ?? [])];
   const targetIds = [...new Set(events.flatMap((e) => e.target_ids).filter((x) => UUID.test(x)))];
   const refOf = await childReferences(trx, targetIds, [...familyIds]);
   const facilityIds = [...new Set(events.flatMap((e) => e.actor_roles.map((r) => r.split(':')[1] ?? '').filter((x) => UUID.test(x))))];
@@ -113,7 +126,8 @@ async function entriesOf(trx: Trx, familyIds: readonly string[], self: string, o
       action: e.action,
       kind: kindOf(e.action),
       outcome: e.outcome === 'failure' ? 'failure' : 'success',
-      accessor: accessorOf(e.actor_roles, e.actor_account_id, self),
+      // A round is the programme's work, whoever started it on the server.
+      accessor: e.action === ROUND_ACTION && !(e.actor_account_id && e.actor_account_id === self) ? 'programme' : accessorOf(e.actor_roles, e.actor_account_id, self),
       roles: [...new Set(e.actor_roles.map((r) => (r.startsWith('system:') ? r : r.split(':')[0]!)))],
       facilities: [...new Set(e.actor_roles.map((r) => nameOf.get(r.split(':')[1] ?? '')).filter((x): x is string => !!x))],
       purpose: e.purpose,

@@ -17,7 +17,12 @@
  *
  * Which files: an event's target ids that are child files of the families it
  * touched. An event that touched a family without naming a file (the
- * parent's own data) is listed against the family.
+ * parent's own data) is listed against the family. A coordinated allocation
+ * round's reads (its event names the run; its files are its results, or a
+ * dry run's allocation_reads) are not counted: it runs from the server's command line, with no account,
+ * session or address a selector could name, and releases no file's content
+ * to whoever starts it, only counts and hashes. Families see it in their
+ * access lists.
  */
 import { isIP } from 'node:net';
 import { sql } from 'kysely';

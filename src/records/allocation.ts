@@ -6,11 +6,13 @@
  *
  * The bulk read is audited as one event with the run id rather than one per
  * family: a round reads every waiting file, and naming 870,000 families in one
- * event would make the log a copy of the table. A family finds the rounds that
- * read its file through allocation_results (its child is there) and the run's
- * event.
+ * event would make the log a copy of the table. A family's access list
+ * (src/privacy/access-log.ts) finds the rounds that read its files by the
+ * files: a real run's allocation_results (its child is there) and the run's
+ * event, on the run (audit_seq); a dry run, which stores no results, writes
+ * one row a file it read, by its event (allocation_reads).
  */
-import { randomUUID, sign, verify, createPublicKey } from 'node:crypto';
+import { createHash, randomUUID, sign, verify, createPublicKey } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import { appendAudit } from '../audit/log.ts';
 import type { AuditOrigin } from '../audit/events.ts';
@@ -248,6 +250,28 @@ export interface RunSummary {
 
 export class AllocationNotEnabled extends Error {}
 
+/** What a round reads of each waiting file. */
+export const ROUND_FIELDS = ['desired_entry_date', 'birth_month', 'in_subsidised_care', 'applications'] as const;
+
+/** The files a dry run read, in the order it read them, as its event seals them: what allocation_reads can be checked against. */
+export function filesHash(childIds: readonly string[]): string {
+  const h = createHash('sha256');
+  for (const id of childIds) h.update(`${id}\n`);
+  return h.digest('hex');
+}
+
+/**
+ * One row a file a dry run read, by its event (migration 0047): how a family's access list finds it, since
+ * the event names the run and not the families, and a dry run stores no results. A real run's results say
+ * which files it read, with the run's event on the run.
+ */
+async function writeReads(trx: Trx, tenantId: string, seq: string, childIds: readonly string[]): Promise<void> {
+  for (let i = 0; i < childIds.length; i += ROWS) {
+    await sql`INSERT INTO allocation_reads (tenant_id, child_id, seq)
+      SELECT ${tenantId}::uuid, t, ${seq}::bigint FROM unnest(${childIds.slice(i, i + ROWS)}::uuid[]) AS t`.execute(trx);
+  }
+}
+
 /** One round in one transaction: read, allocate, and (unless dry) record and offer. */
 export async function runAllocation(db: Kysely<DB>, keys: KeyProvider, tenant: { id: string; rules: TenantRules }, opts: RunOptions): Promise<RunSummary> {
   if (!tenant.rules.coordinatedAllocation) throw new AllocationNotEnabled('this tenant does not run coordinated allocation (rules: coordinatedAllocation)');
@@ -264,7 +288,7 @@ export async function runAllocation(db: Kysely<DB>, keys: KeyProvider, tenant: {
     opts.onPhase?.('load');
     const { inputs, appIds, appByPriority } = await loadInputs(trx, tenant, keys, params, opts.onProgress);
     // Written before anything leaves this function: the bulk read is on the record even if the round fails.
-    await appendAudit(
+    const event = await appendAudit(
       trx,
       tenant.id,
       {
@@ -277,9 +301,10 @@ export async function runAllocation(db: Kysely<DB>, keys: KeyProvider, tenant: {
         requestId: opts.origin.requestId,
         targetType: 'allocation_run',
         targetIds: [runId],
-        fields: ['desired_entry_date', 'birth_month', 'in_subsidised_care', 'applications'],
-        purpose: 'allocation.round',
-        details: { run: runId, dryRun: opts.dryRun, children: inputs.childIds.length, applications: inputs.appFacility.length, order: params.order, today: params.today },
+        fields: [...ROUND_FIELDS],
+        // A dry run reads the same files for another purpose: to see what a round would do, changing nothing.
+        purpose: opts.dryRun ? 'allocation.round.dryRun' : 'allocation.round',
+        details: { run: runId, dryRun: opts.dryRun, children: inputs.childIds.length, applications: inputs.appFacility.length, order: params.order, today: params.today, ...(opts.dryRun ? { filesHash: filesHash(inputs.childIds) } : {}) },
       },
       opts.now,
     );
@@ -301,8 +326,9 @@ export async function runAllocation(db: Kysely<DB>, keys: KeyProvider, tenant: {
       byChoice[k] = (byChoice[k] ?? 0) + 1;
     }
 
-    if (!opts.dryRun) {
-      opts.onPhase?.('write');
+    opts.onPhase?.('write');
+    if (opts.dryRun) await writeReads(trx, tenant.id, event.seq, inputs.childIds);
+    else {
       const key = allocationKey(keys, tenant.id);
       const signature = sign(null, Buffer.from(signedText(runId, tenant.id, params, inHash, outHash), 'utf8'), key.privateKey);
       await trx
@@ -322,6 +348,7 @@ export async function runAllocation(db: Kysely<DB>, keys: KeyProvider, tenant: {
           inputs_snapshot: compressSnapshot(snapshot),
           signature,
           public_key: key.publicKey,
+          audit_seq: event.seq,
         })
         .execute();
       await writeResults(trx, tenant.id, runId, inputs, appIds, appByPriority, result, params, opts);
@@ -503,13 +530,28 @@ export interface ChoiceExplanation {
   outcome: ChoiceOutcome;
   /** For 'ahead': what the last admitted candidate had over this child. */
   why: 'priority' | 'points' | 'category' | 'date' | 'registration' | null;
-  /** Under the points order: this choice's points and the last admitted candidate's; null under the categories. */
+  /** Under the points order: this choice's points; null under the categories. */
   points: number | null;
+  /**
+   * The last admitted candidate's terms, shown only where the round admitted at least
+   * LAST_ADMITTED_MIN_GROUP children in this age group at this facility; null otherwise (see lastWithheld).
+   */
   lastPoints: number | null;
   lastCategory: number | null;
   lastDesiredEntryDate: string | null;
+  /** True when the facility admitted someone in this age group but too few for the last one's terms to be shown. */
+  lastWithheld: boolean;
   category: number;
 }
+
+/**
+ * Below this many children admitted in an age group at a facility, the last admitted one's category, desired
+ * entry date and points are not shown to other families: at a facility that admitted one or two, they come
+ * close to naming that child (its family's staff or sibling ties, when it wished to start, how long it
+ * waited). From five up, the last admitted is one of at least five, as in k-anonymity with k = 5; the
+ * decisive term (why) is still given.
+ */
+export const LAST_ADMITTED_MIN_GROUP = 5;
 
 export interface AllocationExplanation {
   childId: string;
@@ -551,7 +593,19 @@ export async function readAllocationExplanation(deps: Deps, ctx: Ctx, childId: s
       const mine = r.category_by_choice[i]!;
       const k = cut.get(fid);
       const points = r.points_by_choice?.[i] ?? null;
-      const base = { preference, facilityName: fac.get(fid)?.name ?? '—', municipality: fac.get(fid)?.municipality ?? '', category: mine, lastCategory: k?.last_category ?? null, lastDesiredEntryDate: k?.last_desired_entry_date ?? null, points, lastPoints: points === null ? null : (k?.last_points ?? null) };
+      // allocation_cutoffs.admitted: the children the round admitted in this age group at this facility.
+      const shown = !!k && k.admitted >= LAST_ADMITTED_MIN_GROUP;
+      const base = {
+        preference,
+        facilityName: fac.get(fid)?.name ?? '—',
+        municipality: fac.get(fid)?.municipality ?? '',
+        category: mine,
+        lastCategory: shown ? k.last_category : null,
+        lastDesiredEntryDate: shown ? k.last_desired_entry_date : null,
+        points,
+        lastPoints: shown && points !== null ? k.last_points : null,
+        lastWithheld: !!k && k.admitted > 0 && !shown,
+      };
       if (r.placed_choice === preference) return { ...base, outcome: 'placed', why: null };
       if (r.placed_choice !== null && preference > r.placed_choice) return { ...base, outcome: 'notNeeded', why: null };
       if (!k || k.vacancies === 0 || k.last_category === null) return { ...base, outcome: 'noVacancy', why: null };

@@ -31,6 +31,45 @@ export function childrenOfFamilies(trx: Trx, familyIds: string[]) {
   return trx.selectFrom('children').select(['id', 'family_id', 'reference']).where('family_id', 'in', familyIds).execute();
 }
 
+/**
+ * The allocation rounds that read these files, by their events (migration 0047): a real run through its
+ * results (a row a child it read) and the event on the run, a dry run through the rows it wrote of the files
+ * it read. A sub-query of (tenant_id, seq), index look-ups by file, for a family's access list to join to the log.
+ */
+export function roundsThatRead(trx: Trx, childIds: readonly string[]) {
+  const ids = sql<string>`ANY(${sql.val([...childIds])}::uuid[])`;
+  const dry = trx.selectFrom('allocation_reads').select(['tenant_id', 'seq']).where('child_id', '=', ids);
+  const real = trx
+    .selectFrom('allocation_results as r')
+    .innerJoin('allocation_runs as u', 'u.id', 'r.run_id')
+    .select(['u.tenant_id', sql<string>`u.audit_seq`.as('seq')])
+    .where('r.child_id', '=', ids)
+    .where('u.audit_seq', 'is not', null);
+  return dry.union(real);
+}
+
+/** Which of these files each of these rounds' events read. */
+export async function filesReadByRounds(trx: Trx, seqs: readonly string[], childIds: readonly string[]): Promise<{ seq: string; childId: string }[]> {
+  if (!seqs.length || !childIds.length) return [];
+  const ids = sql<string>`ANY(${sql.val([...childIds])}::uuid[])`;
+  const events = sql<string>`ANY(${sql.val([...seqs])}::bigint[])`;
+  const rows = await trx
+    .selectFrom('allocation_reads')
+    .select(['seq', 'child_id'])
+    .where('child_id', '=', ids)
+    .where('seq', '=', events)
+    .union(
+      trx
+        .selectFrom('allocation_results as r')
+        .innerJoin('allocation_runs as u', 'u.id', 'r.run_id')
+        .select([sql<string>`u.audit_seq`.as('seq'), 'r.child_id'])
+        .where('r.child_id', '=', ids)
+        .where('u.audit_seq', '=', events),
+    )
+    .execute();
+  return rows.map((r) => ({ seq: String(r.seq), childId: r.child_id }));
+}
+
 /** Files deleted and not yet purged, oldest deletion first. */
 export function filesAwaitingPurge(trx: Trx) {
   return trx.selectFrom('children').select(['id', 'reference', 'deleted_at']).where('deleted_at', 'is not', null).where('purged_at', 'is', null).orderBy('deleted_at').execute();

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { Deps } from '../context.ts';
-import { readAllocationExplanation, type ChoiceExplanation } from '../records/allocation.ts';
+import { LAST_ADMITTED_MIN_GROUP, readAllocationExplanation, type ChoiceExplanation } from '../records/allocation.ts';
 import { Notice, Page, SummaryList, Tag, type PageEnv } from '../web/components.tsx';
 import { formatDate } from '../web/i18n/index.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
@@ -15,13 +15,15 @@ function outcomeTag(env: PageEnv, c: ChoiceExplanation) {
   return <Tag tone={tone}>{env.m.allocation.outcome[c.outcome]}</Tag>;
 }
 
-function why(env: PageEnv, c: ChoiceExplanation): string {
+function why(env: PageEnv, c: ChoiceExplanation, desiredEntryDate: string): string {
   const w = env.m.allocation.why;
   if (c.outcome !== 'ahead') return w[c.outcome];
   if (c.why === 'priority') return w.priority;
-  if (c.why === 'points') return w.points(c.lastPoints ?? 0, c.points ?? 0);
-  if (c.why === 'category') return w.category(categoryName(env, c.lastCategory), categoryName(env, c.category));
-  if (c.why === 'date') return w.date(c.lastDesiredEntryDate ? formatDate(env.locale, c.lastDesiredEntryDate) : '—');
+  // Too few admitted to show the last one's terms: the decisive term and the family's own value, and why no more.
+  const withheld = ` ${w.withheld(LAST_ADMITTED_MIN_GROUP)}`;
+  if (c.why === 'points') return c.lastWithheld ? w.pointsWithheld(c.points ?? 0) + withheld : w.points(c.lastPoints ?? 0, c.points ?? 0);
+  if (c.why === 'category') return c.lastWithheld ? w.categoryWithheld(categoryName(env, c.category)) + withheld : w.category(categoryName(env, c.lastCategory), categoryName(env, c.category));
+  if (c.why === 'date') return c.lastWithheld ? w.dateWithheld(formatDate(env.locale, desiredEntryDate)) + withheld : w.date(c.lastDesiredEntryDate ? formatDate(env.locale, c.lastDesiredEntryDate) : '—');
   return w.registration;
 }
 
@@ -29,8 +31,9 @@ function why(env: PageEnv, c: ChoiceExplanation): string {
  * A family's explanation of a coordinated allocation round: the choice it
  * got, and for each choice it preferred, what the facility's last admitted
  * candidate in the child's age group had over it (a declared priority,
- * points, category or date). Only
- * the terms of the order are shown, never who that candidate was.
+ * points, category or date). Only the terms of the order are shown, never
+ * who that candidate was, and that candidate's own terms only where the
+ * facility admitted enough children for them not to point at one.
  */
 export function allocationRoutes(app: FastifyInstance, deps: Deps) {
   app.get<{ Params: { id: string } }>('/children/:id/allocation', async (req, reply) => {
@@ -80,7 +83,7 @@ export function allocationRoutes(app: FastifyInstance, deps: Deps) {
                         {c.municipality && <span class="hint"> — {c.municipality}</span>}
                       </th>
                       <td>{outcomeTag(env, c)}</td>
-                      <td>{why(env, c)}</td>
+                      <td>{why(env, c, x.desiredEntryDate)}</td>
                     </tr>
                   ))}
                 </tbody>

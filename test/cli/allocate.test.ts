@@ -17,6 +17,7 @@ import { openDatabase } from '../../src/db/connection.ts';
 import type { DB } from '../../src/db/schema.ts';
 import { generateFacilities } from '../../src/demo/scale.ts';
 import { familyStream } from '../../src/demo/seed.ts';
+import { filesHash } from '../../src/records/allocation.ts';
 import { guichetEntry, migratedDataDir } from '../helpers/cli.ts';
 import { randomSlug, testDatabaseInfo } from '../helpers/db.ts';
 
@@ -90,7 +91,7 @@ async function journey(env: NodeJS.ProcessEnv, slug: string, owner: () => Promis
 
   const dry = await cli(['allocate', '--tenant', slug, '--dry-run', '--today', '2026-06-01'], env);
   expectExit(dry, 0);
-  expect(dry.stdout).toContain('dry run (no offers made, nothing stored)');
+  expect(dry.stdout).toContain('dry run (no offers made, no result stored; which files it read is kept, for the families\' access lists)');
   const placed = Number(/400 children, 2000 applications: (\d+) placed/.exec(dry.stdout)?.[1]);
   expect(placed).toBeGreaterThan(0);
   const dryHash = /outputs hash (\w+)/.exec(dry.stdout)?.[1];
@@ -109,6 +110,19 @@ async function journey(env: NodeJS.ProcessEnv, slug: string, owner: () => Promis
     expect(Number(offers.rows[0]!.children)).toBe(placed);
     const audit = await sql<{ n: string }>`SELECT count(*) AS n FROM audit_events WHERE action = 'allocation.run' AND ${runId} = ANY (target_ids)`.execute(o.db);
     expect(Number(audit.rows[0]!.n)).toBe(1);
+    // Each round is tied to the files it read, for the families' access lists: the dry run by a row a file,
+    // by its event, in the order its event's hash covers; the real run by its results and its event on the run.
+    const rounds = await sql<{ seq: string; purpose: string; hash: string | null; tenant_id: string }>`SELECT e.seq, e.purpose, e.details->>'filesHash' AS hash, e.tenant_id FROM audit_events e JOIN tenants t ON t.id = e.tenant_id WHERE t.slug = ${slug} AND e.action = 'allocation.run' ORDER BY e.seq`.execute(o.db);
+    expect(rounds.rows.map((r) => r.purpose)).toEqual(['allocation.round.dryRun', 'allocation.round']);
+    const [dryEvent, realEvent] = rounds.rows as [(typeof rounds.rows)[0], (typeof rounds.rows)[0]];
+    const readBy = async (seq: string) => (await sql<{ child_id: string }>`SELECT a.child_id FROM allocation_reads a JOIN children c ON c.id = a.child_id WHERE a.tenant_id = ${dryEvent.tenant_id} AND a.seq = ${seq} ORDER BY c.reference`.execute(o.db)).rows.map((x) => x.child_id);
+    const dryFiles = await readBy(dryEvent.seq);
+    expect(dryFiles).toHaveLength(400);
+    expect(filesHash(dryFiles)).toBe(dryEvent.hash);
+    expect(await readBy(realEvent.seq)).toEqual([]);
+    expect(realEvent.hash).toBeNull();
+    const run = await sql<{ audit_seq: string; results: string }>`SELECT u.audit_seq, (SELECT count(*) FROM allocation_results r WHERE r.run_id = u.id) AS results FROM allocation_runs u WHERE u.id = ${runId}`.execute(o.db);
+    expect(run.rows.map((r) => [String(r.audit_seq), Number(r.results)])).toEqual([[String(realEvent.seq), 400]]);
   } finally {
     await o.close();
   }

@@ -2,7 +2,8 @@
  * Issue 8's pages in a real browser (Debian's Chromium, the pages' real CSP,
  * axe-core with WCAG 2.1 A/AA and best practices: 0 violations), each in
  * French and in English: a parent's privacy page, « Qui a consulté le
- * dossier », the deletion request and its dates; the security officer's
+ * dossier » (a facility's list and a dry run of the allocation among its
+ * entries), the deletion request and its dates; the security officer's
  * incident register (list, form with errors, entry) and breach report (form
  * and result); the operator's retention page.
  */
@@ -10,6 +11,7 @@ import type { AddressInfo } from 'node:net';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Actor } from '../../src/access/actor.ts';
+import { runAllocation } from '../../src/records/allocation.ts';
 import * as records from '../../src/records/gateway.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { addMonths, today } from '../../src/waitlist/dates.ts';
@@ -52,6 +54,9 @@ beforeAll(async () => {
   await enrolTotp(t.deps, tenant, officerId, emails.officer);
   // Someone else has read the files: the staff's list.
   await records.listCandidates(t.deps, ctxFor(t, tenant, await actorOf(t, tenant, staffId, emails.staff)), facility, 1);
+  // And a dry run of the coordinated allocation, from the server's command line.
+  const now = t.deps.clock();
+  await runAllocation(t.database.db, t.deps.keys, { id: tenant.id, rules: { ...tenant.rules, coordinatedAllocation: true } }, { dryRun: true, today: today(now), deadlineDays: 7, now, origin: { actorAccountId: null, actorRoles: ['system:cli'], ip: null, userAgent: 'guichet allocate --dry-run', requestId: null } });
   browser = await launchBrowser();
 }, 120_000);
 
@@ -97,6 +102,8 @@ describe('a parent’s pages', () => {
     await bothLanguages(page, '/account/privacy/access', 'who consulted the file', { fr: 'Qui a consulté le dossier', en: 'Who consulted this file' });
     expect(await page.locator('main table tbody tr').count()).toBeGreaterThan(0);
     expect(await page.locator('main table').innerText()).toContain('CPE Les Mésanges — personnel du service de garde');
+    expect(await page.locator('main table').innerText()).toContain('— commande sur le serveur');
+    expect(await page.locator('main table').innerText()).toContain('Consultation — essai de la répartition coordonnée, sans offre ni résultat conservé');
     await bothLanguages(page, '/account/privacy/access?own=1', 'who consulted the file, own included', { fr: 'Qui a consulté le dossier', en: 'Who consulted this file' });
     await bothLanguages(page, '/account/privacy/delete', 'deletion request', { fr: 'Demander la suppression de vos données', en: 'Ask for your data to be deleted' });
     expect(await follow(page, () => page.getByRole('button', { name: 'Oui, supprimer mes données' }).click())).toBe(200);

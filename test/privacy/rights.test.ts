@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Actor } from '../../src/access/actor.ts';
 import { inTenant } from '../../src/db/tenant.ts';
 import { crc32 } from '../../src/privacy/zip.ts';
+import { runAllocation } from '../../src/records/allocation.ts';
 import * as records from '../../src/records/gateway.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { addMonths, today } from '../../src/waitlist/dates.ts';
@@ -39,6 +40,7 @@ interface World {
   facilityName: string;
   parent: Actor;
   parentEmail: string;
+  otherEmail: string;
   client: Client;
   childId: string;
   reference: string;
@@ -86,6 +88,7 @@ async function world(): Promise<World> {
     facility,
     parent,
     parentEmail,
+    otherEmail,
     client,
     childId,
     reference: refs.find((r) => r.id === childId)!.reference,
@@ -159,6 +162,74 @@ describe('« Qui a consulté le dossier »', () => {
     // The other parent sees their own child's read by staff, not ours.
     const account = await w.client.get('/account');
     expect(account.body).toContain('href="/account/privacy/access"');
+  });
+
+  it('shows each allocation round that read one of the family\'s files, dry runs too, with that file only; not to a family whose file no round read', async () => {
+    const w = await world();
+    // A second file of the family, not waiting (no application): no round reads it.
+    const d0 = today(t.deps.clock());
+    const { id: idle } = await records.createChildFile(t.deps, ctxFor(t, w.tenant, w.parent), { firstName: 'Mathis', lastName: 'Bouchard', birthDate: addMonths(d0, -20), nirec: null, desiredEntryDate: addMonths(d0, 2), daysOfCare: 31, inSubsidisedCare: false });
+    const idleRef = (await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('children').select('reference').where('id', '=', idle).executeTakeFirstOrThrow())).reference;
+    // A third family, whose only file waits nowhere.
+    const thirdEmail = `troisieme.${Date.now().toString(36)}${seq++}@exemple.test`;
+    const third = await actorOf(t, w.tenant, await createParent(t, w.tenant, thirdEmail), thirdEmail);
+    await records.createChildFile(t.deps, ctxFor(t, w.tenant, third), { firstName: 'Jade', lastName: 'Lavoie', birthDate: addMonths(d0, -12), nirec: null, desiredEntryDate: addMonths(d0, 2), daysOfCare: 31, inSubsidisedCare: false });
+
+    // Staff read first, then a dry run, then a round, a minute apart: the list is newest first.
+    await records.listCandidates(t.deps, ctxFor(t, w.tenant, w.staff), w.facility, 1);
+    const tenant = { id: w.tenant.id, rules: { ...w.tenant.rules, coordinatedAllocation: true } };
+    const origin = { actorAccountId: null, actorRoles: ['system:cli'], ip: null, userAgent: 'guichet allocate', requestId: null };
+    for (const dryRun of [true, false]) {
+      t.setNow(new Date(t.deps.clock().getTime() + 60_000));
+      const now = t.deps.clock();
+      const s = await runAllocation(database.db, t.deps.keys, tenant, { dryRun, today: today(now), deadlineDays: 7, now, origin });
+      expect(s.children).toBe(2);
+    }
+
+    const page = await w.client.get('/account/privacy/access');
+    const text = textOf(page.body);
+    expect(text).toContain('3 consultations ou modifications');
+    const rows = [...page.body.matchAll(/<tr>([\s\S]*?)<\/tr>/g)].map((m) => textOf(m[1]!)).slice(1);
+    expect(rows).toHaveLength(3);
+    expect(rows[0]).toContain('Consultation — ronde de répartition coordonnée des places (offres aux familles)');
+    expect(rows[1]).toContain('Consultation — essai de la répartition coordonnée, sans offre ni résultat conservé');
+    expect(rows[2]).toContain('Consultation — liste d’attente du service de garde (sans identité)');
+    for (const row of rows.slice(0, 2)) {
+      expect(row).toMatch(/Le programme .* — commande sur le serveur/);
+      expect(row).toContain('date d’entrée souhaitée, mois de naissance, fréquentation d’un service subventionné, inscriptions auprès des services de garde');
+      expect(row).toContain(w.reference);
+      // The family's file the round did not read, and the other family's that it did: neither is named.
+      expect(row).not.toContain(idleRef);
+      expect(row).not.toContain(w.otherReference);
+    }
+    const en = textOf((await w.client.get('/account/privacy/access?lang=en')).body);
+    expect(en).toContain('Consultation — trial of the coordinated allocation, no offer made and no result kept');
+    expect(en).toContain('month of birth');
+
+    // The other family read by the same rounds sees them, with its own file only.
+    const other = new Client(t.app, w.tenant.hosts[0]!);
+    expect((await other.signIn(w.otherEmail, PASSWORD)).status).toBe(303);
+    const theirs = textOf((await other.get('/account/privacy/access')).body);
+    expect(theirs).toContain('ronde de répartition coordonnée');
+    expect(theirs).toContain('essai de la répartition coordonnée');
+    expect(theirs).toContain(w.otherReference);
+    expect(theirs).not.toContain(w.reference);
+    // A family no round read: no round in its list.
+    const none = new Client(t.app, w.tenant.hosts[0]!);
+    expect((await none.signIn(thirdEmail, PASSWORD)).status).toBe(303);
+    const thirdText = textOf((await none.get('/account/privacy/access?own=1')).body);
+    expect(thirdText).toContain('Vous');
+    expect(thirdText).not.toContain('répartition coordonnée');
+
+    // The export's access list has them too.
+    const raw = await t.app.inject({ method: 'GET', url: '/account/privacy/export', headers: { host: w.tenant.hosts[0]!, cookie: [...w.client.cookies].map(([k, v]) => `${k}=${v}`).join('; ') } });
+    expect(raw.statusCode).toBe(200);
+    const files = unzip(raw.rawPayload);
+    const doc = JSON.parse(files.get('guichet-export.json')!.toString('utf8'));
+    const rounds = doc.accessLog.filter((e: { action: string }) => e.action === 'allocation.run');
+    expect(rounds.map((e: { purpose: string }) => e.purpose)).toEqual(['allocation.round', 'allocation.round.dryRun']);
+    for (const e of rounds) expect(e).toMatchObject({ accessor: 'programme', roles: ['system:cli'], files: [w.reference], kind: 'read' });
+    expect(files.get('access-log.csv')!.toString('utf8')).toContain('allocation.round.dryRun');
   });
 
   it('signed out: sent to sign in, nothing shown', async () => {

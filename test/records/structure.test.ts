@@ -15,7 +15,7 @@ import { describe, expect, it } from 'vitest';
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const SRC = join(ROOT, 'src');
 
-const PERSONAL = ['families', 'children', 'applications', 'child_file_versions', 'child_file_restore_requests', 'offers', 'allocation_runs', 'allocation_results'] as const;
+const PERSONAL = ['families', 'children', 'applications', 'child_file_versions', 'child_file_restore_requests', 'offers', 'allocation_runs', 'allocation_results', 'allocation_reads'] as const;
 const T = `(?:${PERSONAL.join('|')})`;
 
 /**

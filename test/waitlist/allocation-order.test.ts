@@ -11,13 +11,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { envelopeFor } from '../../src/crypto/envelope.ts';
 import { SECOND_TENANT_RULES } from '../../src/demo/setup.ts';
 import { inTenant } from '../../src/db/tenant.ts';
-import { loadInputs, readAllocationExplanation, replayAllocation, runAllocation, type AllocationParameters } from '../../src/records/allocation.ts';
+import { LAST_ADMITTED_MIN_GROUP, loadInputs, readAllocationExplanation, replayAllocation, runAllocation, type AllocationParameters } from '../../src/records/allocation.ts';
 import * as records from '../../src/records/gateway.ts';
 import { rankFacilityIn } from '../../src/records/ranks.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { orderFor } from '../../src/waitlist/allocation.ts';
 import { addMonths, today } from '../../src/waitlist/dates.ts';
-import { actorByEmail, createFacility, createParent, ctxFor, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
+import { actorByEmail, createFacility, createParent, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
+import { Client, textOf } from '../helpers/client.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 
 let database: TestDatabase;
@@ -117,6 +118,15 @@ async function explanationOf(tenant: Tenant, k: Kid) {
   return (await readAllocationExplanation(t.deps, ctx, k.childId))!;
 }
 
+/** The family's explanation page as its parent gets it, as text. */
+async function explanationPage(tenant: Tenant, k: Kid, lang: 'fr' | 'en' = 'fr'): Promise<string> {
+  const client = new Client(t.app, tenant.hosts[0]!);
+  expect((await client.signIn(k.email, PASSWORD)).status).toBe(303);
+  const res = await client.get(`/children/${k.childId}/allocation${lang === 'en' ? '?lang=en' : ''}`);
+  expect(res.status).toBe(200);
+  return textOf(res.body);
+}
+
 describe('the allocation round follows the tenant order', () => {
   it('Quebec categories: a declared priority under the cap lifts, then categories and seniority, as the candidate list', async () => {
     const { tenant, facility, kids } = await scenario({});
@@ -131,9 +141,18 @@ describe('the allocation round follows the tenant order', () => {
     expect(offers.find((o) => o.child_id === kids.priority.childId)?.by_priority).toBe('specialNeeds');
     expect(offers.filter((o) => o.child_id !== kids.priority.childId).every((o) => o.by_priority === null)).toBe(true);
 
-    // The last place went to a staff member's child (category 2): the sibling (category 3) is told so.
+    // The last place went to a staff member's child (category 2): the sibling (category 3) is told that a
+    // category went ahead, but with three admitted, not which: that would come close to naming the child.
     const e = await explanationOf(tenant, kids.sibling);
-    expect(e.choices[0]).toMatchObject({ outcome: 'ahead', why: 'category', points: null });
+    expect(e.choices[0]).toMatchObject({ outcome: 'ahead', why: 'category', points: null, category: 3, lastCategory: null, lastDesiredEntryDate: null, lastPoints: null, lastWithheld: true });
+    const page = await explanationPage(tenant, kids.sibling);
+    // (The page's narrow no-break spaces read as spaces in its text.)
+    expect(page).toContain('La dernière candidature admise dans ce groupe d’âge était d’une catégorie prioritaire devant la vôtre (« 3 — fratrie admise »).');
+    expect(page).toContain('Le détail de la dernière candidature admise n’est pas affiché : ce service a admis moins de 5 enfants dans ce groupe d’âge');
+    expect(page).not.toContain('enfant du personnel');
+    const en = await explanationPage(tenant, kids.sibling, 'en');
+    expect(en).toContain('was in a category with priority over yours (“3 — sibling admitted”). The details of the last application admitted are not shown: this service admitted fewer than 5 children');
+    expect(en).not.toContain('child of a staff member');
   });
 
   it('municipal points: weights, months waited and the priority weight, as the candidate list', async () => {
@@ -147,8 +166,26 @@ describe('the allocation round follows the tenant order', () => {
     expect(list).toEqual([k.staffSibling, k.longWait, k.staff, k.sibling, k.priority, k.notSubsidised, k.staffOnly, k.subsidised].map((x) => x.childId));
     expect(await roundOrder(tenant, facility)).toEqual(list);
 
-    await roundAndReplay(tenant, facility, list, 3);
-    const e = await explanationOf(tenant, kids.sibling);
-    expect(e.choices[0]).toMatchObject({ outcome: 'ahead', why: 'points', points: 44, lastPoints: 58 });
+    // Five admitted, the threshold: the last admitted's points are shown (the declared priority's 27).
+    expect(LAST_ADMITTED_MIN_GROUP).toBe(5);
+    await roundAndReplay(tenant, facility, list, 5);
+    const e = await explanationOf(tenant, kids.notSubsidised);
+    expect(e.choices[0]).toMatchObject({ outcome: 'ahead', why: 'points', points: 26, lastPoints: 27, lastWithheld: false });
+    expect(e.choices[0]!.lastCategory).not.toBeNull();
+    expect(e.choices[0]!.lastDesiredEntryDate).not.toBeNull();
+    const page = await explanationPage(tenant, kids.notSubsidised);
+    expect(page).toContain('La dernière candidature admise avait plus de points (27) que la vôtre (26).');
+    expect(page).not.toContain('n’est pas affiché');
+  });
+
+  it('municipal points, four admitted: the decisive term and the family\'s own points, not the last admitted\'s', async () => {
+    const { tenant, facility, kids } = await scenario(SECOND_TENANT_RULES as unknown as Record<string, unknown>);
+    const list = await candidateList(tenant, facility);
+    await roundAndReplay(tenant, facility, list, 4);
+    const e = await explanationOf(tenant, kids.priority);
+    expect(e.choices[0]).toMatchObject({ outcome: 'ahead', why: 'points', points: 27, lastPoints: null, lastCategory: null, lastDesiredEntryDate: null, lastWithheld: true });
+    const page = await explanationPage(tenant, kids.priority);
+    expect(page).toContain('La dernière candidature admise avait plus de points que la vôtre (27). Le détail de la dernière candidature admise n’est pas affiché');
+    expect(page).not.toContain('(44)');
   });
 });

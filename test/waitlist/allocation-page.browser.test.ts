@@ -4,8 +4,9 @@
  * child with a sibling admitted took the only infant place at the first
  * choice, the page says the child got its second choice and why not its
  * first (a category with priority), and shows nothing of who the other
- * child was. The page is reachable from the child's file; another family's
- * child answers "not found".
+ * child was — not even its category, one child admitted being too few to
+ * show it without pointing at that child. The page is reachable from the
+ * child's file; another family's child answers "not found".
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Actor } from '../../src/access/actor.ts';
@@ -87,7 +88,9 @@ describe('allocation explanation page', () => {
     expect(rows).toHaveLength(2);
     expect(rows[0]).toContain('CPE Les Petits Explorateurs');
     expect(rows[0]).toContain('Pas de place');
-    expect(rows[0]).toContain('catégorie prioritaire («\u202f3 — fratrie admise\u202f») devant la vôtre («\u202f4 — pas déjà en CPE ou garderie subventionnée\u202f»)');
+    expect(rows[0]).toContain('catégorie prioritaire devant la vôtre («\u202f4 — pas déjà en CPE ou garderie subventionnée\u202f»).');
+    expect(rows[0]).toContain('Le détail de la dernière candidature admise n’est pas affiché\u202f: ce service a admis moins de 5 enfants dans ce groupe d’âge');
+    expect(rows[0]).not.toContain('fratrie admise');
     expect(rows[1]).toContain('Place offerte');
     // Nothing of the other child.
     expect(text).not.toContain('Zoé');
@@ -95,7 +98,8 @@ describe('allocation explanation page', () => {
     expect(await b.go(page, 'allocation page (en)', () => page.getByRole('link', { name: /English/ }).click())).toBe(200);
     expect(await page.locator('h1').innerText()).toBe('Coordinated allocation for Éloïse');
     const en = await page.locator('tbody tr').allInnerTexts();
-    expect(en[0]).toContain('in a category with priority (“3 — sibling admitted”) over yours');
+    expect(en[0]).toContain('in a category with priority over yours (“4 — not already in a CPE or subsidised garderie”). The details of the last application admitted are not shown');
+    expect(en[0]).not.toContain('sibling admitted');
     expect(await mainText(page)).toContain('A place is offered to you at your choice number 2.');
 
     // Another family's child: not found, nothing shown.

@@ -1051,6 +1051,7 @@ export const fr = {
       offers: 'places offertes',
       allocation_results: 'résultats des rondes d’attribution',
       password: 'mot de passe',
+      birth_month: 'mois de naissance',
       access_log: 'journal des consultations',
     },
     notice: {
@@ -1156,6 +1157,8 @@ export const fr = {
       'parent.family.deletion': 'demande de suppression',
       'security.breach.notice': 'préparation d’un avis d’incident de confidentialité',
       'retention.purge': 'destruction prévue par les règles de conservation',
+      'allocation.round': 'ronde de répartition coordonnée des places (offres aux familles)',
+      'allocation.round.dryRun': 'essai de la répartition coordonnée, sans offre ni résultat conservé',
     },
     exportTitle: 'Télécharger vos données',
     exportLead: 'Un fichier ZIP qui contient tout ce que Guichet détient sur votre famille — compte, enfants, inscriptions, places offertes, historique et la liste des consultations — en JSON et en CSV (lisible dans un tableur). Le NIREC y reste masqué.',
@@ -1571,6 +1574,11 @@ export const fr = {
       registration: 'La dernière candidature admise, de la même catégorie et pour la même date, était inscrite plus tôt.',
       priority: 'La dernière candidature admise répondait à une priorité déclarée par ce service (dans la limite permise), pas la vôtre.',
       points: (last: number, mine: number) => `La dernière candidature admise avait plus de points (${last}) que la vôtre (${mine}).`,
+      categoryWithheld: (mine: string) => `La dernière candidature admise dans ce groupe d’âge était d’une catégorie prioritaire devant la vôtre («${nb}${mine}${nb}»).`,
+      dateWithheld: (mine: string) => `La dernière candidature admise, de la même catégorie, souhaitait une entrée plus tôt que la vôtre (${mine}).`,
+      pointsWithheld: (mine: number) => `La dernière candidature admise avait plus de points que la vôtre (${mine}).`,
+      withheld: (min: number) =>
+        `Le détail de la dernière candidature admise n’est pas affiché${nb}: ce service a admis moins de ${min} enfants dans ce groupe d’âge, trop peu pour le montrer sans révéler les renseignements d’une autre famille.`,
       noVacancy: 'Ce service n’avait aucune place libre dans ce groupe d’âge.',
       notNeeded: 'Un choix que vous préférez vous est offert.',
       placed: 'Votre candidature faisait partie des meilleures pour les places libres.',
