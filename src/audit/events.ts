@@ -60,6 +60,9 @@ export const AUDIT_ACTIONS = [
   'identity.passkey.rename',
   'identity.passkey.revoke',
   'identity.passkey.verify',
+  // a privileged holder's first passkey: the e-mailed link that proves the mailbox (src/identity/factors/mailbox.ts)
+  'identity.passkeyLink.request',
+  'identity.passkeyLink.use',
   'identity.stepup',
   // the audit log itself (src/audit): the security console read, exports for auditors
   'audit.head.read',

@@ -65,6 +65,8 @@ export interface SessionsTable {
   /** How the session last authenticated (sign-in or step-up); see src/identity/stepup.ts. */
   auth_methods: ColumnType<SessionAuthMethod[], SessionAuthMethod[] | undefined, SessionAuthMethod[]>;
   authenticated_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  /** Migration 0046: when the session followed a link e-mailed to the account (src/identity/factors/mailbox.ts). */
+  mailbox_proven_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 export type SessionAuthMethod = 'password' | 'totp' | 'recovery' | 'passkey';
@@ -438,6 +440,19 @@ export interface WebauthnChallengesTable {
   account_id: string | null;
   bound_to: Buffer;
   user_verification: 'required' | 'preferred';
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  used_at: Timestamp | null;
+}
+
+/** Migration 0046: links that prove a session's hold on the account's mailbox (src/identity/factors/mailbox.ts). */
+export interface PasskeyEnrolmentLinksTable {
+  id: Generated<string>;
+  tenant_id: string;
+  account_id: string;
+  session_id: string;
+  session_token_hash: Buffer;
+  token_hash: Buffer;
   created_at: Timestamp;
   expires_at: Timestamp;
   used_at: Timestamp | null;
@@ -898,6 +913,7 @@ export interface DB {
   webauthn_credentials: WebauthnCredentialsTable;
   pending_signins: PendingSigninsTable;
   webauthn_challenges: WebauthnChallengesTable;
+  passkey_enrolment_links: PasskeyEnrolmentLinksTable;
   factor_failures: FactorFailuresTable;
   oidc_clients: OidcClientsTable;
   oidc_payloads: OidcPayloadsTable;

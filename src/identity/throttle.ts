@@ -43,6 +43,9 @@ export const THROTTLE = {
   /** Passkey sign-in options asked for without an account: each stores a challenge, so a source gets so many. */
   passkeyOptionsPerSource: 60,
   passkeyOptionsWindowMs: 10 * 60_000,
+  /** Links to add a privileged holder's first passkey: each is an e-mail, so an account gets so many an hour (src/identity/factors/mailbox.ts). */
+  passkeyLinksPerAccount: 5,
+  passkeyLinksWindowMs: 3600_000,
 } as const;
 
 export type Verdict = { ok: true } | { ok: false; retryAfterSeconds: number; reason: 'account' | 'source' | 'spraying' };

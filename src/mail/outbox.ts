@@ -7,7 +7,7 @@ export const MAX_MAIL_ATTEMPTS = 10;
 export interface Mail {
   to: string;
   locale: Locale;
-  template: 'verify_email' | 'signup_exists' | 'invitation' | 'set_password' | 'password_reset' | 'password_reset_unknown' | 'password_changed' | 'account_locked' | 'new_device' | 'factor_changed' | 'factor_reset' | 'break_glass' | 'privilege_notice' | 'security_alert' | 'file_confirmation' | 'file_inactive' | 'assisted_code' | 'assisted_notice' | 'offer' | 'breach_notice';
+  template: 'verify_email' | 'signup_exists' | 'invitation' | 'set_password' | 'password_reset' | 'password_reset_unknown' | 'password_changed' | 'account_locked' | 'new_device' | 'factor_changed' | 'passkey_link' | 'factor_reset' | 'break_glass' | 'privilege_notice' | 'security_alert' | 'file_confirmation' | 'file_inactive' | 'assisted_code' | 'assisted_notice' | 'offer' | 'breach_notice';
   subject: string;
   body: string;
 }

@@ -6,32 +6,51 @@
  * the new administrator, her role still in its cooling-off hour, breaks the
  * glass and approves the reset of a colleague's lost second factor that the
  * first one asked for. Each side signs its step with a
- * passkey. axe-core checks every page on the way (0 violations), in French
- * and in English.
+ * passkey. An administrator's first passkey takes the link e-mailed to her,
+ * delivered over SMTP to a real server on loopback and followed in her own
+ * browser (another browser is refused). axe-core checks every page on the
+ * way (0 violations), in French and in English.
  */
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inTenant } from '../../src/db/tenant.ts';
+import { MailSender } from '../../src/mail/sender.ts';
 import { enrolledFactors, hasSecondFactor } from '../../src/identity/factors/store.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { createAdmins, createFacility, createStaff, PASSWORD, type TestApp } from '../helpers/app.ts';
 import { mainText, pathOf as path, startBrowserApp, type BrowserApp } from '../helpers/browser-app.ts';
 import type { TestDatabase } from '../helpers/db.ts';
 import { freshTotpCode, totpSecretFor } from '../helpers/factors.ts';
+import { decodedBody, Inbox } from '../helpers/inbox.ts';
 
 let b: BrowserApp;
 let database: TestDatabase;
 let t: TestApp;
 let tenant: Tenant;
+let inbox: Inbox;
+let sender: MailSender;
 
 beforeAll(async () => {
   b = await startBrowserApp({ name_fr: 'Ville de Longueuil', name_en: 'City of Longueuil' });
   ({ database, t, tenant } = b);
+  inbox = new Inbox();
+  sender = new MailSender(t.deps, `smtp://127.0.0.1:${await inbox.start()}?ignoreTLS=true`);
 }, 120_000);
 
 afterAll(async () => {
+  await sender?.stop();
+  await inbox?.stop();
   await b?.close();
 });
+
+/** Delivers the outbox over SMTP, and gives the path of the passkey link in the latest message to `to` (the host in it is the app's configured one). */
+async function mailedPasskeyLink(to: string): Promise<string> {
+  await sender.tick([tenant.id]);
+  const links = inbox.received.filter((m) => m.to.includes(to)).map((m) => /\/account\/security\/passkey-link\?token=[A-Za-z0-9_-]{43}/.exec(decodedBody(m.raw))?.[0]);
+  const link = links.filter((l) => l !== undefined).at(-1);
+  if (!link) throw new Error(`no passkey link delivered to ${to}`);
+  return link;
+}
 
 /** A page of its own, with Chromium's virtual platform authenticator (user verification on). */
 async function personalBrowser(): Promise<Page> {
@@ -62,8 +81,13 @@ async function signed(page: Page, label: string, action: () => Promise<unknown>)
 
 
 
-/** Password and app code, then a passkey added to the account (the session then counts it). */
-async function signInAndAddPasskey(page: Page, email: string, label: string): Promise<void> {
+/**
+ * Password and app code, then a passkey added to the account (the session
+ * then counts it). An administrator's first passkey takes the link e-mailed
+ * to her, followed in this browser; `elsewhere`, a browser of someone else,
+ * tries it first and is refused.
+ */
+async function signInAndAddPasskey(page: Page, email: string, label: string, privileged: { elsewhere?: Page } | false = false): Promise<void> {
   await visit(page, '/signin', `${label}: sign-in page`);
   await page.getByLabel('Adresse courriel').fill(email);
   await page.getByLabel('Mot de passe').fill(PASSWORD);
@@ -75,6 +99,19 @@ async function signInAndAddPasskey(page: Page, email: string, label: string): Pr
   await go(page, `${label}: second step`, () => page.getByRole('button', { name: 'Continuer' }).click());
   expect(new URL(page.url()).pathname, `${label}: signed in`).not.toMatch(/^\/signin/);
   await visit(page, '/account/security', `${label}: account security`);
+  if (privileged) {
+    expect(await page.getByRole('button', { name: 'Ajouter une clé d’accès', exact: true }).count(), `${label}: no passkey form before the link`).toBe(0);
+    await go(page, `${label}: link asked for`, () => page.getByRole('button', { name: 'Recevoir un lien pour ajouter une clé d’accès' }).click());
+    expect(await mainText(page)).toContain('Nous vous avons envoyé un lien par courriel.');
+    const link = await mailedPasskeyLink(email);
+    if (privileged.elsewhere) {
+      await visit(privileged.elsewhere, link, `${label}: link opened in another browser, refused`, 403);
+      expect(await mainText(privileged.elsewhere)).toContain('Ce lien ne fonctionne que dans le navigateur et la session où il a été demandé');
+    }
+    await visit(page, link, `${label}: link followed`);
+    expect(path(page)).toBe('/account/security?status=mailboxProven');
+    expect(await mainText(page)).toContain('Votre adresse courriel est confirmée.');
+  }
   await expect.poll(() => page.getByRole('button', { name: 'Ajouter une clé d’accès' }).isVisible()).toBe(true);
   await go(page, `${label}: passkey added`, () => page.getByRole('button', { name: 'Ajouter une clé d’accès' }).click());
   if (await page.getByRole('link', { name: 'J’ai conservé mes codes' }).count()) {
@@ -96,7 +133,7 @@ describe('dual control, in Chromium with passkeys', () => {
 
     const a = await personalBrowser();
     const b = await personalBrowser();
-    await signInAndAddPasskey(a, first, 'first administrator');
+    await signInAndAddPasskey(a, first, 'first administrator', { elsewhere: b });
     await signInAndAddPasskey(b, second, 'coordinator');
 
     // the coordinator asks for the administrator role for herself
@@ -121,7 +158,7 @@ describe('dual control, in Chromium with passkeys', () => {
 
     // the second administrator approves it
     const d = await personalBrowser();
-    await signInAndAddPasskey(d, deputy, 'second administrator');
+    await signInAndAddPasskey(d, deputy, 'second administrator', {});
     await visit(d, '/admin/grants', 'privileged roles, one endorsed');
     await go(d, 'endorsed request, second review', () => d.getByRole('link', { name: `Examiner la demande pour ${second}` }).click());
     expect(await mainText(d)).toContain(first);

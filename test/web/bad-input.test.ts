@@ -296,6 +296,8 @@ const SPECS: RouteSpec[] = [
   // No passkey of this parent has these ids: the spoiled name is refused before the id is looked up.
   { route: '/account/security/passkeys/:id/rename', who: 'parent', params: { id: () => randomUUID() }, base: () => ({ name: 'Téléphone' }), text: ['name'] },
   { route: '/account/security/passkeys/:id/revoke', who: 'parent', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
+  // A privileged holder's first passkey: the mailed link (src/identity/factors/mailbox.ts). A parent needs none.
+  { route: '/account/security/passkey-link', who: 'parent', base: () => ({}), noBody: true },
   // Sessions and privileged roles (src/identity/sessions-routes.tsx, grants-routes.tsx). Ids nobody has: 404 whatever the body.
   { route: '/account/sessions/:id/end', who: 'parent', params: { id: () => randomUUID() }, base: () => ({}), noBody: true },
   { route: '/account/sessions/end-others', who: 'parent', base: () => ({}), noBody: true },
@@ -610,6 +612,8 @@ describe('GET pages with junk query strings', () => {
       [signedOut, '/verify-email', 'token'],
       [signedOut, '/set-password', 'token'],
       [signedOut, '/invitations/accept', 'token'],
+      [signedOut, '/account/security/passkey-link', 'token'],
+      [fx.parent, '/account/security/passkey-link', 'token'],
       [fx.parent, '/account', 'ok'],
       [fx.parent, '/children/new', 'ok'],
       [fx.parent, `/children/${fx.childId}`, 'ok'],

@@ -13,6 +13,7 @@ import { reauthUrl, StepUpRequired } from '../stepup.ts';
 import { hashToken } from '../tokens.ts';
 import { clearPendingCookie, Field, PasskeyForm, PasskeyScript, pendingCookieName, Problems, setPendingCookie } from './components.tsx';
 import { checkPasskeyOptions } from '../throttle.ts';
+import { MailboxProofRequired, requestPasskeyLink, usePasskeyLink } from './mailbox.ts';
 import * as factors from './service.ts';
 import { formatManualKey, qrCodeDataUrl } from './totp.ts';
 import { relyingPartyFor, type RelyingParty } from './webauthn.ts';
@@ -24,7 +25,10 @@ import { relyingPartyFor, type RelyingParty } from './webauthn.ts';
  * a second factor to enrolment (the rule itself is in src/access/decide.ts).
  */
 
-const STATUS = z.enum(['passwordChanged', 'totpEnabled', 'totpRemoved', 'passkeyAdded', 'passkeyRenamed', 'passkeyRevoked', 'codesSaved', 'recoveryUsed', 'required']).optional().catch(undefined);
+const STATUS = z
+  .enum(['passwordChanged', 'totpEnabled', 'totpRemoved', 'passkeyAdded', 'passkeyRenamed', 'passkeyRevoked', 'codesSaved', 'recoveryUsed', 'linkSent', 'mailboxProven', 'required'])
+  .optional()
+  .catch(undefined);
 
 type Body = Record<string, unknown>;
 
@@ -154,7 +158,15 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
             </table>
           </div>
         )}
-        {rp ? (
+        {rp && o.mailboxProof === 'needed' ? (
+          <form method="post" action="/account/security/passkey-link" novalidate>
+            <Csrf env={env} />
+            <p>{f.mailbox.lead}</p>
+            <button type="submit" class="button button--secondary">
+              {f.mailbox.request}
+            </button>
+          </form>
+        ) : rp ? (
           <>
             <PasskeyForm env={env} ceremony="create" action="/account/security/passkeys" options="/account/security/passkeys/options" button={f.addPasskey}>
               <Field name="name" label={f.passkeyName} hint={f.passkeyNameHint} prefix={env.m.layout.errorTitlePrefix} autocomplete="off" width="medium" maxlength={60} />
@@ -393,8 +405,44 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
       return json(reply, 200, { options: await factors.passkeyRegistrationOptions(deps, req.ctx, rp, sessionHash(req)) });
     } catch (err) {
       if (err instanceof StepUpRequired) return json(reply, 401, { redirect: reauthUrl('/account/security') });
+      if (err instanceof MailboxProofRequired) return json(reply, 403, { redirect: '/account/security' });
       throw err;
     }
+  });
+
+  /* ------------------------------------------------------------ a privileged holder's first passkey: the mailbox */
+  const linkPage = (req: FastifyRequest, reply: FastifyReply, message: string, more: string | null, status: number) => {
+    const env = pageEnv(req, reply);
+    const f = env.m.factors;
+    return sendPage(
+      reply,
+      <Page env={env} title={f.mailbox.linkTitle} hasErrors>
+        <Problems env={env} items={[{ message }]} />
+        <h1>{f.mailbox.linkTitle}</h1>
+        {more && <p>{more}</p>}
+        <p>{f.mailbox.again}</p>
+        <p>
+          <a href="/account/security">{f.back}</a>
+        </p>
+      </Page>,
+      status,
+    );
+  };
+  app.post('/account/security/passkey-link', async (req, reply) => {
+    if (!req.ctx.actor) throw new AppError('signInRequired');
+    const r = await requestPasskeyLink(deps, req.ctx, sessionHash(req));
+    if (r.ok) return reply.redirect('/account/security?status=linkSent', 303);
+    if (r.reason === 'notNeeded') return reply.redirect('/account/security', 303);
+    reply.header('retry-after', String(r.retryAfterSeconds));
+    const f = pageEnv(req, reply).m.factors;
+    return linkPage(req, reply, f.mailbox.throttled(Math.ceil(r.retryAfterSeconds / 60)), null, 429);
+  });
+  app.get<{ Querystring: { token?: string } }>('/account/security/passkey-link', async (req, reply) => {
+    reply.header('cache-control', 'no-store');
+    const r = await usePasskeyLink(deps, req.ctx, req.query.token, req.sessionToken);
+    if (r.ok) return reply.redirect('/account/security?status=mailboxProven', 303);
+    const f = pageEnv(req, reply).m.factors;
+    return linkPage(req, reply, f.mailbox.refused[r.reason], r.reason === 'otherSession' ? f.mailbox.otherSessionWarning : null, r.reason === 'otherSession' ? 403 : 400);
   });
 
   const securityError = (req: FastifyRequest, reply: FastifyReply, message: string, status = 400) => {
@@ -421,7 +469,13 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
     const rawName = str(body.name)?.trim() ?? '';
     const name = rawName === '' ? null : passkeyName.safeParse(rawName);
     if (name && !name.success) return securityError(req, reply, f.passkeyNameInvalid);
-    const r = await factors.registerPasskey(deps, req.ctx, rp, sessionHash(req), body.credential, name ? name.data! : null);
+    let r: factors.PasskeyRegistration;
+    try {
+      r = await factors.registerPasskey(deps, req.ctx, rp, sessionHash(req), body.credential, name ? name.data! : null);
+    } catch (err) {
+      if (err instanceof MailboxProofRequired) return securityError(req, reply, f.mailbox.required, 403);
+      throw err;
+    }
     if (!r.ok) return securityError(req, reply, f.passkeyInvalid);
     if (r.recoveryCodes) return codesPage(req, reply, r.recoveryCodes, '/account/security?status=passkeyAdded');
     return reply.redirect('/account/security?status=passkeyAdded', 303);

@@ -13,7 +13,7 @@ import { formatDateTime, messages } from '../../web/i18n/index.ts';
 import { describeDevice } from '../sessions.ts';
 import { hashPassword, verifyPassword } from '../passwords.ts';
 import { createSession, loadMemberships, type SessionResult } from '../service.ts';
-import { PRIVILEGED_ROLES } from '../grants.ts';
+import { holdsPrivilegedRole, mailboxProofState, requireMailboxProof, type MailboxProof } from './mailbox.ts';
 import { requirePhishingResistantAuth, requireRecentAuth } from '../stepup.ts';
 import { newToken } from '../tokens.ts';
 import { normaliseRecoveryCode } from './recovery.ts';
@@ -133,6 +133,8 @@ export interface FactorOverview {
   totp: boolean;
   passkeys: PasskeyView[];
   recoveryLeft: number;
+  /** Whether this session must prove the mailbox before adding a passkey (./mailbox.ts), and whether it has. */
+  mailboxProof: MailboxProof;
 }
 
 export async function overview(deps: Deps, ctx: Ctx): Promise<FactorOverview> {
@@ -140,7 +142,8 @@ export async function overview(deps: Deps, ctx: Ctx): Promise<FactorOverview> {
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     const e = await store.enrolledFactors(trx, actor.accountId);
     const passkeys = await store.activePasskeys(trx, actor.accountId);
-    return { totp: e.totp, recoveryLeft: e.recoveryLeft, passkeys: passkeys.map((p) => ({ id: p.id, name: p.name, createdAt: p.createdAt, lastUsedAt: p.lastUsedAt })) };
+    const mailboxProof = await mailboxProofState(trx, actor, ctx.now);
+    return { totp: e.totp, recoveryLeft: e.recoveryLeft, passkeys: passkeys.map((p) => ({ id: p.id, name: p.name, createdAt: p.createdAt, lastUsedAt: p.lastUsedAt })), mailboxProof };
   });
 }
 
@@ -233,19 +236,21 @@ export async function regenerateRecoveryCodes(deps: Deps, ctx: Ctx): Promise<str
  * Otherwise a session taken with a password and an app code (through a
  * phishing proxy, say) would add the intruder's passkey — and pass every
  * privileged step-up from then on — or remove the holder's own. Without a
- * passkey yet, any recent authentication enrols the first; a holder who lost
+ * passkey yet, a recent authentication and, for the first passkey of a
+ * privileged holder, proof of the mailbox by this session (./mailbox.ts:
+ * a password and an app code alone are phishable); a holder who lost
  * theirs has them reset by two administrators.
  */
 function requireAccountSecurityAuth(ctx: Ctx, returnTo: string): void {
   const actor = signedIn(ctx);
-  const privileged = actor.memberships.some((m) => (PRIVILEGED_ROLES as readonly string[]).includes(m.role) && (!m.expiresAt || m.expiresAt > ctx.now));
-  if (privileged && (actor.auth?.passkeys ?? 0) > 0) requirePhishingResistantAuth(ctx, undefined, { returnTo });
+  if (holdsPrivilegedRole(actor, ctx.now) && (actor.auth?.passkeys ?? 0) > 0) requirePhishingResistantAuth(ctx, undefined, { returnTo });
   else requireRecentAuth(ctx, undefined, { returnTo });
 }
 
 export async function passkeyRegistrationOptions(deps: Deps, ctx: Ctx, rp: RelyingParty, sessionTokenHash: Buffer): Promise<PublicKeyCredentialCreationOptionsJSON> {
   const actor = signedIn(ctx);
   requireAccountSecurityAuth(ctx, '/account/security');
+  await requireMailboxProof(deps, ctx, 'options');
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     const existing = await store.activePasskeys(trx, actor.accountId);
     const c = newChallenge();
@@ -259,6 +264,7 @@ export type PasskeyRegistration = { ok: true; id: string; recoveryCodes: string[
 export async function registerPasskey(deps: Deps, ctx: Ctx, rp: RelyingParty, sessionTokenHash: Buffer, rawCredential: unknown, name: string | null): Promise<PasskeyRegistration> {
   const actor = signedIn(ctx);
   requireAccountSecurityAuth(ctx, '/account/security');
+  await requireMailboxProof(deps, ctx, 'register');
   const response = parseRegistrationResponse(rawCredential);
   const challenge = response ? challengeOf(response) : null;
   const fail = async (trx: Trx, reason: string) => {

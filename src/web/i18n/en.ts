@@ -625,6 +625,8 @@ export const en: Messages = {
       passkeyRevoked: 'The passkey has been removed.',
       codesSaved: 'Your new recovery codes replace the old ones.',
       recoveryUsed: 'You signed in with a recovery code. If you have lost your device, remove it and add a new one.',
+      linkSent: 'We have e-mailed you a link. Open it in this browser within the next 15 minutes.',
+      mailboxProven: 'Your e-mail address is confirmed. You can now add your passkey, within the next 15 minutes.',
     },
     enabled: 'On',
     notConfigured: 'Not set up',
@@ -671,6 +673,24 @@ export const en: Messages = {
       },
       body: (what: string, when: string, device: string, link: string) =>
         `Hello,\n\nOn your Guichet account, ${what}.\n\n${when}\n${device}\n\nIf it was you, there is nothing to do. If not, someone is using your account: change your password, check the ways you sign in and end any session you do not recognise:\n\n${link}\n\nGuichet`,
+    },
+    mailbox: {
+      lead: 'Your role requires a passkey for every privileged action. To add the first one, first confirm that you receive the e-mails sent to your address: we send you a link, valid for 15 minutes, to open in this browser.',
+      request: 'Send me a link to add a passkey',
+      required: 'To add your first passkey, first open in this browser the link we e-mail to your address from the account security page.',
+      throttled: (minutes: number) => `You have asked for too many links. Try again in ${minutes} min.`,
+      linkTitle: 'Link to add a passkey',
+      refused: {
+        invalid: 'This link is not valid.',
+        expired: 'This link has expired: it is only valid for 15 minutes.',
+        used: 'This link has already been used, or a newer link has replaced it.',
+        otherSession: 'This link only works in the browser and session where it was asked for. Nothing has been changed.',
+      },
+      otherSessionWarning: 'If you did not ask for this link, someone who knows your password may be signed in to your account: change your password and end the sessions you do not recognise.',
+      again: 'To add a passkey, ask for a new link from the account security page, in the browser where you will add it.',
+      mailSubject: 'Add a passkey to your Guichet account',
+      mailBody: (link: string, minutes: number, device: string, security: string) =>
+        `Hello,\n\nYou asked to add a passkey to your Guichet account. To confirm that the request is yours, open this link in the browser where you made it, within the next ${minutes} minutes:\n\n${link}\n\nAsked from: ${device}\n\nIf you did not ask for anything, do not open this link: someone who knows your password may be signed in to your account. Change your password and end the sessions you do not recognise:\n\n${security}\n\nGuichet`,
     },
     needsJs: 'Passkeys need JavaScript. Turn JavaScript on in your browser to use them, or choose another method.',
     unsupported: 'This browser does not support passkeys. Use an up-to-date browser, or choose another method.',

@@ -631,6 +631,8 @@ export const fr = {
       passkeyRevoked: 'La clé d’accès a été retirée.',
       codesSaved: 'Vos nouveaux codes de récupération remplacent les anciens.',
       recoveryUsed: 'Vous vous êtes connecté avec un code de récupération. Si vous avez perdu votre appareil, retirez-le et ajoutez-en un nouveau.',
+      linkSent: 'Nous vous avons envoyé un lien par courriel. Ouvrez-le dans ce navigateur-ci, dans les 15 prochaines minutes.',
+      mailboxProven: 'Votre adresse courriel est confirmée. Vous pouvez maintenant ajouter votre clé d’accès, dans les 15 prochaines minutes.',
     },
     enabled: 'Activée',
     notConfigured: 'Non configurée',
@@ -677,6 +679,24 @@ export const fr = {
       },
       body: (what: string, when: string, device: string, link: string) =>
         `Bonjour,\n\nSur votre compte Guichet, ${what}.\n\n${when}\n${device}\n\nSi c’était vous, vous n’avez rien à faire. Sinon, quelqu’un utilise votre compte : changez votre mot de passe, vérifiez vos moyens de connexion et mettez fin aux sessions que vous ne reconnaissez pas :\n\n${link}\n\nGuichet`,
+    },
+    mailbox: {
+      lead: `Votre rôle exige une clé d’accès pour chaque action privilégiée. Pour ajouter la première, confirmez d’abord que vous recevez les courriels de votre adresse${nb}: nous vous envoyons un lien, valable 15${nb}minutes, à ouvrir dans ce navigateur-ci.`,
+      request: 'Recevoir un lien pour ajouter une clé d’accès',
+      required: 'Pour ajouter votre première clé d’accès, ouvrez d’abord, dans ce navigateur-ci, le lien que nous envoyons à votre adresse courriel depuis la page Sécurité du compte.',
+      throttled: (minutes: number) => `Vous avez demandé trop de liens. Réessayez dans ${minutes}${nb}min.`,
+      linkTitle: 'Lien pour ajouter une clé d’accès',
+      refused: {
+        invalid: 'Ce lien n’est pas valide.',
+        expired: `Ce lien a expiré${nb}: il n’est valable que 15${nb}minutes.`,
+        used: 'Ce lien a déjà servi, ou un lien plus récent l’a remplacé.',
+        otherSession: 'Ce lien ne fonctionne que dans le navigateur et la session où il a été demandé. Rien n’a été changé.',
+      },
+      otherSessionWarning: `Si vous n’avez pas demandé ce lien, quelqu’un qui connaît votre mot de passe est peut-être connecté à votre compte${nb}: changez votre mot de passe et mettez fin aux sessions que vous ne reconnaissez pas.`,
+      again: 'Pour ajouter une clé d’accès, demandez un nouveau lien depuis la page Sécurité du compte, dans le navigateur où vous l’ajouterez.',
+      mailSubject: 'Ajouter une clé d’accès à votre compte Guichet',
+      mailBody: (link: string, minutes: number, device: string, security: string) =>
+        `Bonjour,\n\nVous avez demandé à ajouter une clé d’accès à votre compte Guichet. Pour confirmer que la demande vient bien de vous, ouvrez ce lien dans le navigateur où vous l’avez faite, dans les ${minutes} prochaines minutes${nb}:\n\n${link}\n\nDemande faite depuis${nb}: ${device}\n\nSi vous n’avez rien demandé, n’ouvrez pas ce lien${nb}: quelqu’un qui connaît votre mot de passe est peut-être connecté à votre compte. Changez votre mot de passe et mettez fin aux sessions que vous ne reconnaissez pas${nb}:\n\n${security}\n\nGuichet`,
     },
     needsJs: 'Les clés d’accès ont besoin de JavaScript. Activez JavaScript dans votre navigateur pour les utiliser, ou choisissez une autre méthode.',
     unsupported: 'Ce navigateur ne prend pas en charge les clés d’accès. Utilisez un navigateur à jour, ou choisissez une autre méthode.',
