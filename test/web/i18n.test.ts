@@ -114,6 +114,14 @@ describe('the catalogues', () => {
     expect(problems).toEqual([]);
   });
 
+  it('a programme is named once: « Le programme Québec », but « Programme municipal », not « Le programme Programme municipal »', () => {
+    expect(fr.privacyPages.programme('Québec')).toBe('Le programme Québec');
+    expect(fr.privacyPages.programme('Programme municipal (démo)')).toBe('Programme municipal (démo)');
+    expect(en.privacyPages.programme('Quebec')).toBe('The Quebec programme');
+    expect(en.privacyPages.programme('Municipal Programme (demo)')).toBe('Municipal Programme (demo)');
+    expect(en.privacyPages.programme('Programme municipal (démo)')).toBe('Programme municipal (démo)');
+  });
+
   it('the checks themselves catch what they must', () => {
     expect(frenchTypography('Vous avez déjà un compte ?')).toHaveLength(1);
     expect(frenchTypography('Par exemple: 2025')).toHaveLength(1);

@@ -1133,7 +1133,7 @@ export const en: Messages = {
     behalfNo: 'No',
     you: 'You',
     system: 'Guichet (automatic processing)',
-    programme: (name: string) => `The ${name} programme`,
+    programme: (name: string) => (/\bprogramm?e?\b/i.test(name) ? name : `The ${name} programme`),
     unknownOrg: 'Organisation not stated',
     failed: 'failed, no information released',
     roles: {

@@ -1139,7 +1139,8 @@ export const fr = {
     behalfNo: 'Non',
     you: 'Vous',
     system: 'Guichet (traitement automatique)',
-    programme: (name: string) => `Le programme ${name}`,
+    // A programme whose name says « programme » is not called « Le programme Programme … ».
+    programme: (name: string) => (/\bprogramme\b/i.test(name) ? name : `Le programme ${name}`),
     unknownOrg: 'Organisation non précisée',
     failed: 'échec, aucun renseignement communiqué',
     roles: {
