@@ -8,10 +8,7 @@
  * from a list; audit events chosen by a range of sequence numbers, an actor
  * or a session; each shown with its summary and carried by the export.
  */
-import { once } from 'node:events';
 import { randomUUID } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
-import { SMTPServer } from 'smtp-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inTenant } from '../../src/db/tenant.ts';
 import { MailSender } from '../../src/mail/sender.ts';
@@ -22,43 +19,8 @@ import { createAdmin, createFacility, createParent, createStaff, ctxFor, PASSWOR
 import { Client, textOf } from '../helpers/client.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 import { enrolTotp } from '../helpers/factors.ts';
+import { decodedBody, Inbox } from '../helpers/inbox.ts';
 import { actorOf, createAccount, grantRole } from '../records/people.ts';
-
-interface Received {
-  to: string[];
-  raw: string;
-}
-
-/** A real SMTP server on loopback that keeps what it receives. */
-class Inbox {
-  received: Received[] = [];
-  server = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ['STARTTLS', 'AUTH'],
-    logger: false,
-    onData: (stream, session, callback) => {
-      const chunks: Buffer[] = [];
-      stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('end', () => {
-        this.received.push({ to: session.envelope.rcptTo.map((r) => r.address), raw: Buffer.concat(chunks).toString('utf8') });
-        callback();
-      });
-    },
-  });
-  async start(): Promise<number> {
-    this.server.listen(0, '127.0.0.1');
-    await once(this.server.server, 'listening');
-    return (this.server.server.address() as AddressInfo).port;
-  }
-  stop(): Promise<void> {
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-}
-
-function decodedBody(raw: string): string {
-  const body = raw.slice(raw.indexOf('\r\n\r\n') + 4);
-  return Buffer.from(body.replace(/=\r\n/g, '').replace(/=([0-9A-F]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16))), 'latin1').toString('utf8');
-}
 
 let database: TestDatabase;
 let t: TestApp;
