@@ -61,6 +61,22 @@ export interface SessionAuth {
   /** What the account has enrolled now. */
   totp: boolean;
   passkeys: number;
+  /** How many of those passkeys are vouched for (src/identity/factors/mailbox.ts): only these count for privileged actions. */
+  vouchedPasskeys: number;
+  /** The passkey of the session's last authentication is one of them (still enrolled, vouched for). */
+  vouchedPasskey: boolean;
+}
+
+/**
+ * The privileged roles: never granted by one person (src/identity/grants.ts),
+ * and their every privileged action signed with a vouched passkey.
+ */
+export const PRIVILEGED_ROLES = ['tenant_admin', 'security_officer', 'program_operator', 'facility_director'] as const;
+export type PrivilegedRole = (typeof PRIVILEGED_ROLES)[number];
+
+/** Whether the actor holds a privileged role now (cooling off or not). */
+export function holdsPrivilegedRole(actor: Pick<Actor, 'memberships'>, now: Date): boolean {
+  return actor.memberships.some((m) => (PRIVILEGED_ROLES as readonly string[]).includes(m.role) && (!m.expiresAt || m.expiresAt > now));
 }
 
 /**

@@ -182,6 +182,6 @@ export async function actorForApiKey(deps: Deps, tenant: Tenant, authorization: 
     mfa: true,
     // Authenticated when it was made: a lockdown's or a detection hold's demand for a fresh authentication, which
     // a key cannot answer, refuses it until an administrator lifts it.
-    auth: { methods: [], at: key.created_at, totp: false, passkeys: 0 },
+    auth: { methods: [], at: key.created_at, totp: false, passkeys: 0, vouchedPasskeys: 0, vouchedPasskey: false },
   };
 }

@@ -60,6 +60,8 @@ export const AUDIT_ACTIONS = [
   'identity.passkey.rename',
   'identity.passkey.revoke',
   'identity.passkey.verify',
+  // a passkey vouched for, so that it counts for privileged actions (src/identity/factors/mailbox.ts)
+  'identity.passkey.vouch',
   // a privileged holder's first passkey: the e-mailed link that proves the mailbox (src/identity/factors/mailbox.ts)
   'identity.passkeyLink.request',
   'identity.passkeyLink.use',

@@ -67,6 +67,8 @@ export interface SessionsTable {
   authenticated_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   /** Migration 0046: when the session followed a link e-mailed to the account (src/identity/factors/mailbox.ts). */
   mailbox_proven_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  /** The passkey of the session's last authentication (sign-in, re-authentication or enrolment); null when it used none. */
+  auth_passkey_id: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export type SessionAuthMethod = 'password' | 'totp' | 'recovery' | 'passkey';
@@ -418,6 +420,8 @@ export interface WebauthnCredentialsTable {
   created_at: Timestamp;
   last_used_at: Timestamp | null;
   revoked_at: Timestamp | null;
+  /** When the passkey was vouched for (migration 0049): until then it does not count for privileged actions. */
+  vouched_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 export interface PendingSigninsTable {
@@ -456,6 +460,7 @@ export interface PasskeyEnrolmentLinksTable {
   created_at: Timestamp;
   expires_at: Timestamp;
   used_at: Timestamp | null;
+  return_to: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface FactorFailuresTable {

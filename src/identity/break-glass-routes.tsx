@@ -82,7 +82,7 @@ export function breakGlassRoutes(app: FastifyInstance, deps: Deps) {
     const values = { reason: typeof body.reason === 'string' ? body.reason.slice(0, 500) : undefined, return: typeof body.return === 'string' ? body.return : undefined };
     try {
       const input = parseBody(startSchema, body);
-      await startBreakGlass(deps, req.ctx, input.reason.trim());
+      await startBreakGlass(deps, req.ctx, input.reason.trim(), safeReturnPath(input.return, '/admin'));
       return reply.redirect(safeReturnPath(input.return, '/admin'), 303);
     } catch (err) {
       if (err instanceof ValidationError) return page(req, reply, values, err.fields);

@@ -49,7 +49,8 @@ export function coolingRoles(ctx: Ctx) {
   return (ctx.actor?.memberships ?? []).filter((m) => m.coolingUntil && m.coolingUntil > ctx.now && (!m.expiresAt || m.expiresAt > ctx.now));
 }
 
-export async function startBreakGlass(deps: Deps, ctx: Ctx, reason: string): Promise<{ id: string; until: Date }> {
+/** `after`: the page the person goes on to (a path of this site), kept through a re-authentication. */
+export async function startBreakGlass(deps: Deps, ctx: Ctx, reason: string, after?: string): Promise<{ id: string; until: Date }> {
   const actor = ctx.actor;
   if (!actor?.sessionId) throw new AppError('signInRequired');
   const refuse = async (why: string, error: AppError): Promise<never> => {
@@ -58,7 +59,7 @@ export async function startBreakGlass(deps: Deps, ctx: Ctx, reason: string): Pro
   };
   if (!coolingRoles(ctx).length) await refuse('nothing_to_break', new ValidationError({ reason: 'breakGlassNotNeeded' }));
   if (breakGlassActive(actor, ctx.now)) await refuse('already_active', new ValidationError({ reason: 'breakGlassActive' }));
-  requirePhishingResistantAuth(ctx, undefined, { returnTo: '/break-glass' });
+  requirePhishingResistantAuth(ctx, undefined, { returnTo: after ? `/break-glass?return=${encodeURIComponent(after)}` : '/break-glass' });
   const until = new Date(ctx.now.getTime() + BREAK_GLASS_MINUTES * 60_000);
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     const r = await trx

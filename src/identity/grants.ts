@@ -1,3 +1,4 @@
+import { PRIVILEGED_ROLES, type PrivilegedRole } from '../access/actor.ts';
 import { decide, refusal } from '../access/decide.ts';
 import type { Action } from '../access/actions.ts';
 import { appendAudit, appendAuditAlone } from '../audit/log.ts';
@@ -25,8 +26,7 @@ import { isRecentAuth, RECENT_AUTH_SECONDS, requirePhishingResistantAuth, StepUp
  * of the tenant. The database (memberships_guard, privilege_requests_guard)
  * refuses the same things again, whatever code path tries.
  */
-export const PRIVILEGED_ROLES = ['tenant_admin', 'security_officer', 'program_operator', 'facility_director'] as const;
-export type PrivilegedRole = (typeof PRIVILEGED_ROLES)[number];
+export { PRIVILEGED_ROLES, type PrivilegedRole };
 export const DEFAULT_GRANT_MINUTES = 240;
 export const MAX_GRANT_MINUTES = 720;
 /** A request nobody decided on lapses after a day. */

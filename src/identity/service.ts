@@ -17,7 +17,7 @@ import { enqueueMail } from '../mail/outbox.ts';
 import type { Tenant } from '../tenants/service.ts';
 import { originFields } from '../tenants/service.ts';
 import { messages, type Locale } from '../web/i18n/index.ts';
-import { beginSecondFactor, createPending, enrolledFactors, hasSecondFactor, passkeyCountSql, totpEnabledSql } from './factors/store.ts';
+import { beginSecondFactor, createPending, enrolledFactors, hasSecondFactor, passkeyCountSql, passkeyVouchedSql, totpEnabledSql, vouchedPasskeyCountSql } from './factors/store.ts';
 import { deviceHash, deviceToken, newDeviceNotice, touchNetwork } from './sessions.ts';
 import * as throttle from './throttle.ts';
 import { activeBreakGlassSql, breakGlassOfJson } from './break-glass.ts';
@@ -87,9 +87,12 @@ export interface SessionResult {
 }
 
 /** A new session; `methods` records how the person authenticated (a password alone unless told otherwise). */
-export async function createSession(trx: Trx, ctx: Ctx, accountId: string, memberships: readonly Membership[], methods: readonly AuthMethod[] = ['password']): Promise<SessionResult> {
+export async function createSession(trx: Trx, ctx: Ctx, accountId: string, memberships: readonly Membership[], methods: readonly AuthMethod[] = ['password'], passkeyId: string | null = null): Promise<SessionResult> {
   const s = newSession(ctx, accountId, memberships, methods);
-  await trx.insertInto('sessions').values(s.row).execute();
+  await trx
+    .insertInto('sessions')
+    .values(passkeyId ? { ...s.row, auth_passkey_id: passkeyId } : s.row)
+    .execute();
   return s.result;
 }
 
@@ -167,7 +170,12 @@ export async function resolveSession(deps: Deps, tenant: Tenant, token: string, 
       .selectFrom('sessions as s')
       .innerJoin('accounts as a', 'a.id', 's.account_id')
       .select(['s.id', 's.account_id', 's.last_seen_at', 's.idle_timeout_seconds', 's.expires_at', 's.created_at', 's.auth_methods', 's.authenticated_at', 'a.email', 'a.email_verified_at', 'a.locale', 'a.status'])
-      .select([totpEnabledSql(sql.ref('s.account_id')).as('has_totp'), passkeyCountSql(sql.ref('s.account_id')).as('passkeys')])
+      .select([
+        totpEnabledSql(sql.ref('s.account_id')).as('has_totp'),
+        passkeyCountSql(sql.ref('s.account_id')).as('passkeys'),
+        vouchedPasskeyCountSql(sql.ref('s.account_id')).as('vouched_passkeys'),
+        passkeyVouchedSql(sql.ref('s.auth_passkey_id'), sql.ref('s.account_id')).as('passkey_vouched'),
+      ])
       .select(membershipsJsonSql(sql.ref('s.account_id'), now).as('memberships'))
       .select([activeBreakGlassSql(sql.ref('s.id'), now).as('break_glass'), activeAssistingSql(sql.ref('s.id'), now).as('assisting')])
       .where('s.token_hash', '=', hash)
@@ -196,7 +204,7 @@ export async function resolveSession(deps: Deps, tenant: Tenant, token: string, 
       memberships,
       // A second factor counts while the account still has one (removing the last one ends it).
       mfa: (totp || passkeys > 0) && methods.some((m) => SECOND_FACTOR_METHODS.includes(m)),
-      auth: { methods, at: s.authenticated_at ?? s.created_at, totp, passkeys },
+      auth: { methods, at: s.authenticated_at ?? s.created_at, totp, passkeys, vouchedPasskeys: Number(s.vouched_passkeys), vouchedPasskey: methods.includes('passkey') && !!s.passkey_vouched },
       breakGlass,
       assisting,
     };

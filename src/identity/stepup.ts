@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { SECOND_FACTOR_METHODS, type Actor } from '../access/actor.ts';
+import { holdsPrivilegedRole, SECOND_FACTOR_METHODS, type Actor } from '../access/actor.ts';
 import type { Ctx } from '../context.ts';
 import { AppError } from '../errors.ts';
 import { safeReturnPath } from '../web/render.tsx';
@@ -15,6 +15,9 @@ import { safeReturnPath } from '../web/render.tsx';
  * account with a second factor must have used one (password alone is not
  * enough), and the phishing-resistant variant demands a passkey, whose
  * signature is bound to this site's origin (what a privileged action needs).
+ * For a holder of a privileged role, that passkey must also be vouched for
+ * (src/identity/factors/mailbox.ts): one enrolled with a relayed password and
+ * app code, before the role was granted, does not count.
  */
 
 /** NIST SP 800-63B §4.3.3 re-authentication; the "≤ 5 minutes". */
@@ -39,10 +42,10 @@ export class StepUpRequired extends AppError {
 
 /** Whether the actor's session authenticated recently enough, at the required strength. */
 export function isRecentAuth(actor: Actor | null, now: Date, maxAgeSeconds = RECENT_AUTH_SECONDS, phishingResistant = false): boolean {
-  const auth = actor?.auth;
-  if (!auth) return false;
+  if (!actor?.auth) return false;
+  const auth = actor.auth;
   if (now.getTime() - auth.at.getTime() > maxAgeSeconds * 1000) return false;
-  if (phishingResistant) return auth.methods.includes('passkey') && auth.passkeys > 0;
+  if (phishingResistant) return auth.methods.includes('passkey') && auth.passkeys > 0 && (auth.vouchedPasskey || !holdsPrivilegedRole(actor, now));
   const hasSecondFactor = auth.totp || auth.passkeys > 0;
   return !hasSecondFactor || auth.methods.some((m) => SECOND_FACTOR_METHODS.includes(m));
 }

@@ -71,7 +71,7 @@ describe('privilege only by dual control, whatever the path', () => {
       locale: 'fr',
       memberships: [],
       mfa: true,
-      auth: { methods: ['passkey'], at: t.deps.clock(), totp: false, passkeys: 1 },
+      auth: { methods: ['passkey'], at: t.deps.clock(), totp: false, passkeys: 1, vouchedPasskeys: 1, vouchedPasskey: true },
     };
     staffActor.memberships = (await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('memberships').select(['id', 'role', 'facility_id', 'expires_at']).where('account_id', '=', staffId).execute())).map((m) => ({ id: m.id, role: m.role, facilityId: m.facility_id, expiresAt: m.expires_at }));
     const pendingRequest = await requestGrant(t.deps, ctxFor(t, tenant, staffActor), { email: emails.staff, role: 'tenant_admin', facilityId: null, reason: 'Je voudrais tout voir', durationMinutes: 720 });

@@ -3,8 +3,9 @@
  * authenticator for the passkeys — not a mock): a staff member asks for the
  * administrator role for herself, the first administrator endorses it and
  * the second approves it, each with a passkey;
- * the new administrator, her role still in its cooling-off hour, breaks the
- * glass and approves the reset of a colleague's lost second factor that the
+ * the new administrator, whose passkey was added before her role and so
+ * must first be vouched for by a link e-mailed to her, her role still in its
+ * cooling-off hour, breaks the glass and approves the reset of a colleague's lost second factor that the
  * first one asked for. Each side signs its step with a
  * passkey. An administrator's first passkey takes the link e-mailed to her,
  * delivered over SMTP to a real server on loopback and followed in her own
@@ -188,6 +189,20 @@ describe('dual control, in Chromium with passkeys', () => {
     await visit(b, '/admin/factor-resets', 'cooling-off refusal', 403);
     expect(await mainText(b)).toContain('Votre rôle vient d’être accordé');
     await go(b, 'break-glass page', () => b.getByRole('link', { name: 'Briser la glace (urgence)' }).click());
+    await b.getByLabel('Raison de l’urgence').fill('Éducatrice sans accès, ouverture du service demain matin');
+    // her passkey was added before the role: it does not count for a privileged action until her mailbox vouches for it
+    await go(b, 'glass: passkey not vouched for', () => b.getByRole('button', { name: 'Briser la glace pour 30 minutes' }).click());
+    const glassPage = `/break-glass?return=${encodeURIComponent('/admin/factor-resets')}`;
+    expect(path(b)).toBe(`/reauth?return=${encodeURIComponent(glassPage)}&level=passkey`);
+    expect(await mainText(b)).toContain('elle ne compte pas encore pour les actions privilégiées');
+    expect(await b.getByRole('button', { name: 'Utiliser une clé d’accès' }).count()).toBe(0);
+    await go(b, 'confirmation link asked for', () => b.getByRole('button', { name: 'Recevoir un lien pour confirmer ma clé d’accès' }).click());
+    expect(await mainText(b)).toContain('Nous vous avons envoyé un lien par courriel.');
+    await visit(b, await mailedPasskeyLink(second), 'confirmation link followed');
+    expect(path(b)).toBe(`/reauth?return=${encodeURIComponent(glassPage)}&level=passkey&link=proven`);
+    expect(await mainText(b)).toContain('Votre adresse courriel est confirmée. Utilisez maintenant votre clé d’accès');
+    await go(b, 'passkey vouched for', () => b.getByRole('button', { name: 'Utiliser une clé d’accès' }).click());
+    expect(path(b)).toBe(glassPage);
     await b.getByLabel('Raison de l’urgence').fill('Éducatrice sans accès, ouverture du service demain matin');
     await signed(b, 'glass broken', () => b.getByRole('button', { name: 'Briser la glace pour 30 minutes' }).click());
     expect(path(b)).toBe('/admin/factor-resets');

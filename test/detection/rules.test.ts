@@ -38,7 +38,7 @@ let n = 0;
 
 /** A signed-in actor as a session would carry it: second factor, authenticated at `at`. */
 function signedIn(a: Actor, at: Date): Actor {
-  return { ...a, mfa: true, auth: { methods: ['password', 'totp'], at, totp: true, passkeys: 0 } };
+  return { ...a, mfa: true, auth: { methods: ['password', 'totp'], at, totp: true, passkeys: 0, vouchedPasskeys: 0, vouchedPasskey: false } };
 }
 
 async function world() {

@@ -46,7 +46,7 @@ afterAll(async () => {
 let n = 0;
 
 function signedIn(a: Actor, at: Date): Actor {
-  return { ...a, mfa: true, auth: { methods: ['password', 'totp'], at, totp: true, passkeys: 0 } };
+  return { ...a, mfa: true, auth: { methods: ['password', 'totp'], at, totp: true, passkeys: 0, vouchedPasskeys: 0, vouchedPasskey: false } };
 }
 
 async function world() {

@@ -101,7 +101,7 @@ describe('the audit stream', () => {
     const operatorId = await createAccount(one, tenant, 'operation@exemple.test');
     await grantRole(one, tenant, operatorId, 'program_operator', helperId, adminId);
     const operator = await actorOf(one, tenant, operatorId, 'operation@exemple.test');
-    const admin: Actor = { ...(await actorOf(one, tenant, adminId, 'admin@exemple.test')), auth: { methods: ['passkey'], at: new Date(), totp: true, passkeys: 1 } };
+    const admin: Actor = { ...(await actorOf(one, tenant, adminId, 'admin@exemple.test')), auth: { methods: ['passkey'], at: new Date(), totp: true, passkeys: 1, vouchedPasskeys: 1, vouchedPasskey: true } };
     const parent = await actorOf(one, tenant, await createParent(one, tenant, 'parent@exemple.test'), 'parent@exemple.test');
     const t0 = today(new Date());
     const child = async (firstName: string) =>

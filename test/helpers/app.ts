@@ -238,7 +238,7 @@ export async function actorByEmail(t: TestApp, tenant: Tenant, email: string, no
       locale: a.locale,
       memberships: ms.map((m) => ({ id: m.id, role: m.role, facilityId: m.facility_id, expiresAt: m.expires_at })),
       mfa: methods.some((x) => x !== 'password'),
-      auth: { methods, at: new Date(now.getTime() - ageSeconds * 1000), totp: methods.includes('totp'), passkeys: methods.includes('passkey') ? 1 : 0 },
+      auth: { methods, at: new Date(now.getTime() - ageSeconds * 1000), totp: methods.includes('totp'), passkeys: methods.includes('passkey') ? 1 : 0, vouchedPasskeys: methods.includes('passkey') ? 1 : 0, vouchedPasskey: methods.includes('passkey') },
     };
   });
 }

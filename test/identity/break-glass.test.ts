@@ -36,14 +36,15 @@ const MIN = 60_000;
 
 const actor = (tenant: Tenant, email: string, now: Date) => actorByEmail(t, tenant, email, now);
 
-/** The session just authenticated with a passkey (the ceremony itself is tested in test/browser/passkeys.test.ts). */
+/** The session just authenticated with a vouched passkey (the ceremonies themselves: test/browser/passkeys.test.ts, test/identity/passkey-vouch.test.ts). */
 async function passkeySession(tenant: Tenant, c: Client, accountId: string, now: Date) {
   await inTenant(database.db, tenant.id, async (trx) => {
-    await trx
+    const key = await trx
       .insertInto('webauthn_credentials')
-      .values({ tenant_id: tenant.id, account_id: accountId, credential_id: randomBytes(32).toString('base64url'), public_key: Buffer.from('x'), sign_count: 0, transports: [], rp_id: 'localhost', name: 'Clé', aaguid: null, backed_up: false, created_at: now, last_used_at: null, revoked_at: null })
-      .execute();
-    await trx.updateTable('sessions').set({ auth_methods: ['passkey'], authenticated_at: now }).where('token_hash', '=', hashToken(c.cookies.get('guichet_session')!)).execute();
+      .values({ tenant_id: tenant.id, account_id: accountId, credential_id: randomBytes(32).toString('base64url'), public_key: Buffer.from('x'), sign_count: 0, transports: [], rp_id: 'localhost', name: 'Clé', aaguid: null, backed_up: false, created_at: now, last_used_at: null, revoked_at: null, vouched_at: now })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    await trx.updateTable('sessions').set({ auth_methods: ['passkey'], authenticated_at: now, auth_passkey_id: key.id }).where('token_hash', '=', hashToken(c.cookies.get('guichet_session')!)).execute();
   });
 }
 

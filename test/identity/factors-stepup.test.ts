@@ -190,9 +190,16 @@ describe('staff without a second factor', () => {
 
 describe('requireRecentAuth()', () => {
   const base: Actor = { accountId: 'a', tenantId: 't', sessionId: 's', email: 'e', emailVerified: true, locale: 'fr', memberships: [] };
-  const withAuth = (methods: AuthMethod[], ageSeconds: number, enrolled: { totp?: boolean; passkeys?: number } = {}): Actor => ({
+  const withAuth = (methods: AuthMethod[], ageSeconds: number, enrolled: { totp?: boolean; passkeys?: number; vouched?: boolean } = {}): Actor => ({
     ...base,
-    auth: { methods, at: new Date(Date.UTC(2026, 0, 1, 12) - ageSeconds * 1000), totp: !!enrolled.totp, passkeys: enrolled.passkeys ?? 0 },
+    auth: {
+      methods,
+      at: new Date(Date.UTC(2026, 0, 1, 12) - ageSeconds * 1000),
+      totp: !!enrolled.totp,
+      passkeys: enrolled.passkeys ?? 0,
+      vouchedPasskeys: enrolled.vouched ? (enrolled.passkeys ?? 0) : 0,
+      vouchedPasskey: !!enrolled.vouched && methods.includes('passkey'),
+    },
   });
   const NOW = new Date(Date.UTC(2026, 0, 1, 12));
 
@@ -205,6 +212,13 @@ describe('requireRecentAuth()', () => {
     expect(isRecentAuth(withAuth(['passkey'], 60, { passkeys: 1 }), NOW, 300, true)).toBe(true);
     expect(isRecentAuth(withAuth(['passkey'], 400, { passkeys: 1 }), NOW, 300, true)).toBe(false);
     expect(isRecentAuth(withAuth(['passkey'], 400, { passkeys: 1 }), NOW, 600, true)).toBe(true);
+    // a privileged holder's passkey counts only vouched for (migration 0049)
+    const privileged = (a: Actor): Actor => ({ ...a, memberships: [{ id: 'm', role: 'security_officer', facilityId: null, expiresAt: null }] });
+    expect(isRecentAuth(privileged(withAuth(['passkey'], 60, { passkeys: 1 })), NOW, 300, true)).toBe(false);
+    expect(isRecentAuth(privileged(withAuth(['passkey'], 60, { passkeys: 1, vouched: true })), NOW, 300, true)).toBe(true);
+    expect(isRecentAuth(privileged(withAuth(['password', 'totp'], 60, { totp: true, passkeys: 1, vouched: true })), NOW, 300, true)).toBe(false);
+    // (the non-privileged level does not ask)
+    expect(isRecentAuth(privileged(withAuth(['passkey'], 60, { passkeys: 1 })), NOW)).toBe(true);
     expect(isRecentAuth(base, NOW)).toBe(false);
     const ctx = (actor: Actor | null) => ({ ...ctxFor(t, tenant, actor), now: NOW });
     expect(() => requireRecentAuth(ctx(withAuth(['password'], 10)))).not.toThrow();
@@ -216,7 +230,7 @@ describe('requireRecentAuth()', () => {
 
 describe('changing the passkeys of a privileged holder', () => {
   const NOW = new Date(Date.UTC(2026, 0, 1, 12));
-  const holder = (roles: Membership['role'][], methods: AuthMethod[], passkeys: number): Actor => ({
+  const holder = (roles: Membership['role'][], methods: AuthMethod[], passkeys: number, vouched = passkeys): Actor => ({
     accountId: 'a',
     tenantId: 't',
     sessionId: 's',
@@ -224,7 +238,7 @@ describe('changing the passkeys of a privileged holder', () => {
     emailVerified: true,
     locale: 'fr',
     memberships: roles.map((role, i) => ({ id: `m${i}`, role, facilityId: role.startsWith('facility') ? 'f' : null, expiresAt: null })),
-    auth: { methods, at: new Date(NOW.getTime() - 10_000), totp: methods.includes('totp'), passkeys },
+    auth: { methods, at: new Date(NOW.getTime() - 10_000), totp: methods.includes('totp'), passkeys, vouchedPasskeys: vouched, vouchedPasskey: vouched > 0 && methods.includes('passkey') },
   });
   const ctx = (actor: Actor) => ({ ...ctxFor(t, tenant, actor), now: NOW });
 
@@ -237,6 +251,9 @@ describe('changing the passkeys of a privileged holder', () => {
     }
     // With a passkey just used: allowed (the malformed id then finds nothing).
     await expect(revokePasskey(t.deps, ctx(holder(['tenant_admin'], ['passkey'], 1)), 'not-an-id')).resolves.toBe(false);
+    // Not a vouched one, while the account has one: refused; no vouched passkey at all: a fresh sign-in, as for a first passkey.
+    await expect(revokePasskey(t.deps, ctx({ ...holder(['tenant_admin'], ['passkey'], 2, 1), auth: { ...holder(['tenant_admin'], ['passkey'], 2, 1).auth!, vouchedPasskey: false } }), 'not-an-id')).rejects.toMatchObject({ phishingResistant: true });
+    await expect(revokePasskey(t.deps, ctx(holder(['tenant_admin'], ['password', 'totp'], 1, 0)), 'not-an-id')).resolves.toBe(false);
     // Staff and parents, and a holder enrolling a first passkey: a fresh sign-in at the account's strength is enough.
     await expect(revokePasskey(t.deps, ctx(holder(['facility_staff'], ['password', 'totp'], 1)), 'not-an-id')).resolves.toBe(false);
     await expect(revokePasskey(t.deps, ctx(holder([], ['password', 'totp'], 1)), 'not-an-id')).resolves.toBe(false);
@@ -358,7 +375,7 @@ describe('step-up on sensitive actions', () => {
     expect((await c.post('/account/security/passkeys', { credential: device.create(reg) })).status).toBe(200);
     at(10 * 60_000);
     page = await c.get('/reauth?return=%2Faccount&level=passkey');
-    expect(page.body).toContain('data-passkey-options="/reauth/passkey/options"');
+    expect(page.body).toContain('data-passkey-options="/reauth/passkey/options?level=passkey"');
     expect(page.body).not.toContain('name="password"');
     const opts = JSON.parse((await c.post('/reauth/passkey/options', {})).body).options;
     expect(opts.userVerification).toBe('required');

@@ -67,7 +67,7 @@ interface Drill {
 
 /** A security officer signed in with a second factor a moment ago. */
 function freshly(a: Actor, at: Date): Actor {
-  return { ...a, auth: { methods: ['password', 'totp'], at, totp: true, passkeys: 0 } };
+  return { ...a, auth: { methods: ['password', 'totp'], at, totp: true, passkeys: 0, vouchedPasskeys: 0, vouchedPasskey: false } };
 }
 
 async function drill(): Promise<Drill> {

@@ -50,6 +50,6 @@ export async function actorOf(t: TestApp, tenant: Tenant, accountId: string, ema
     locale: 'fr',
     memberships: ms.map((m) => ({ id: m.id, role: m.role, facilityId: m.facility_id, expiresAt: m.expires_at })),
     ...{ mfa: true },
-    auth: { methods: ['password', 'totp'], at: t.deps.clock(), totp: true, passkeys: 0 },
+    auth: { methods: ['password', 'totp'], at: t.deps.clock(), totp: true, passkeys: 0, vouchedPasskeys: 0, vouchedPasskey: false },
   } as Actor;
 }

@@ -1,4 +1,4 @@
-import type { Actor } from '../../access/actor.ts';
+import { holdsPrivilegedRole, type Actor } from '../../access/actor.ts';
 import type { AuditEventInput } from '../../audit/events.ts';
 import { appendAudit, appendAuditAlone } from '../../audit/log.ts';
 import type { Ctx, Deps } from '../../context.ts';
@@ -9,27 +9,35 @@ import { AppError } from '../../errors.ts';
 import { enqueueMail } from '../../mail/outbox.ts';
 import { originFields } from '../../tenants/service.ts';
 import { messages } from '../../web/i18n/index.ts';
-import { PRIVILEGED_ROLES } from '../grants.ts';
 import { describeDevice } from '../sessions.ts';
 import { THROTTLE } from '../throttle.ts';
 import { hashToken, isTokenShaped, newToken } from '../tokens.ts';
 
 /**
- * A privileged holder's first passkey, and the mailbox behind it.
+ * A privileged holder's passkeys, and the mailbox behind them.
  *
  * Every privileged action asks for a passkey. A holder without one yet would
  * enrol it after a recent password and authenticator-app sign-in — both of
  * which a phishing proxy relays in real time, so whoever phished them would
  * enrol their own passkey and hold the phishing-resistant factor from then
- * on. The first passkey of an account that holds a current privileged role
- * therefore also takes proof of the account's mailbox, given by the very
- * session that enrols: it asks for a link (e-mailed to the account, valid
- * MAILBOX_LINK_MS, only the latest good, single use, bound to the hash of the
- * session's token), follows it from that session, and may enrol for
- * MAILBOX_PROOF_MS after. A link followed from anywhere else — the holder's
- * own browser, when the intruder asked — is refused and changes nothing.
- * Accounts without a privileged role, and holders who already have a passkey
- * (who must use it to add another), are not concerned.
+ * on. The same goes for a passkey enrolled *before* the role was granted,
+ * when nothing more than a password and a code was asked. So a passkey counts
+ * for privileged actions only once it is vouched for (webauthn_credentials.
+ * vouched_at, migration 0049):
+ *
+ * - enrolled, or used to re-authenticate, by a session that proved the
+ *   account's mailbox in the last MAILBOX_PROOF_MS: it asked for a link
+ *   (e-mailed to the account, valid MAILBOX_LINK_MS, only the latest good,
+ *   single use, bound to the hash of the session's token) and followed it
+ *   from that very session — a link followed from anywhere else (the
+ *   holder's own browser, when the intruder asked) is refused and changes
+ *   nothing;
+ * - or enrolled by a session whose last authentication used a vouched passkey.
+ *
+ * A holder of a privileged role with no vouched passkey proves the mailbox
+ * before enrolling one; one who has some must use them to add another.
+ * Accounts without a privileged role enrol as they like; their passkeys are
+ * vouched for when their holder, once privileged, confirms them so.
  */
 export const MAILBOX_LINK_MS = 15 * 60_000;
 export const MAILBOX_PROOF_MS = 15 * 60_000;
@@ -41,21 +49,33 @@ export class MailboxProofRequired extends AppError {
   }
 }
 
-export function holdsPrivilegedRole(actor: Actor, now: Date): boolean {
-  return actor.memberships.some((m) => (PRIVILEGED_ROLES as readonly string[]).includes(m.role) && (!m.expiresAt || m.expiresAt > now));
-}
-
 export type MailboxProof = 'notNeeded' | 'needed' | 'proven';
 
-/** Whether this session must prove the mailbox before enrolling a passkey, and whether it has (in the last MAILBOX_PROOF_MS). */
-export async function mailboxProofState(trx: Trx, actor: Actor, now: Date): Promise<MailboxProof> {
-  if (!holdsPrivilegedRole(actor, now)) return 'notNeeded';
-  const passkeys = await trx.selectFrom('webauthn_credentials').select('id').where('account_id', '=', actor.accountId).where('revoked_at', 'is', null).limit(1).execute();
-  if (passkeys.length) return 'notNeeded';
-  if (!actor.sessionId) return 'needed';
+/** Whether the actor's session followed a mailed link in the last MAILBOX_PROOF_MS. */
+export async function mailboxProvenRecently(trx: Trx, actor: Actor, now: Date): Promise<boolean> {
+  if (!actor.sessionId) return false;
   const s = await trx.selectFrom('sessions').select('mailbox_proven_at').where('id', '=', actor.sessionId).where('revoked_at', 'is', null).executeTakeFirst();
   const at = s?.mailbox_proven_at;
-  return at && at.getTime() <= now.getTime() && now.getTime() - at.getTime() <= MAILBOX_PROOF_MS ? 'proven' : 'needed';
+  return !!at && at.getTime() <= now.getTime() && now.getTime() - at.getTime() <= MAILBOX_PROOF_MS;
+}
+
+/**
+ * Whether this session must prove the mailbox before enrolling a passkey, or
+ * vouching for one it has, and whether it has (in the last MAILBOX_PROOF_MS):
+ * a privileged holder without a vouched passkey must.
+ */
+export async function mailboxProofState(trx: Trx, actor: Actor, now: Date): Promise<MailboxProof> {
+  if (!holdsPrivilegedRole(actor, now)) return 'notNeeded';
+  const vouched = await trx
+    .selectFrom('webauthn_credentials')
+    .select('id')
+    .where('account_id', '=', actor.accountId)
+    .where('revoked_at', 'is', null)
+    .where('vouched_at', 'is not', null)
+    .limit(1)
+    .execute();
+  if (vouched.length) return 'notNeeded';
+  return (await mailboxProvenRecently(trx, actor, now)) ? 'proven' : 'needed';
 }
 
 function event(ctx: Ctx, action: 'identity.passkeyLink.request' | 'identity.passkeyLink.use' | 'identity.passkey.register', outcome: AuditEventInput['outcome'], targetIds: string[], details: Record<string, string | number | boolean | null>): AuditEventInput {
@@ -77,8 +97,12 @@ export async function requireMailboxProof(deps: Deps, ctx: Ctx, step: 'options' 
 
 export type LinkRequest = { ok: true } | { ok: false; reason: 'notNeeded' } | { ok: false; reason: 'throttled'; retryAfterSeconds: number };
 
-/** E-mails the signed-in holder a link that proves the mailbox for this session (`sessionTokenHash`); older links stop working. */
-export async function requestPasskeyLink(deps: Deps, ctx: Ctx, sessionTokenHash: Buffer): Promise<LinkRequest> {
+/**
+ * E-mails the signed-in holder a link that proves the mailbox for this
+ * session (`sessionTokenHash`); older links stop working. `returnTo`, a path
+ * of this site already validated, is where following it leads back to.
+ */
+export async function requestPasskeyLink(deps: Deps, ctx: Ctx, sessionTokenHash: Buffer, returnTo: string | null = null): Promise<LinkRequest> {
   const actor = ctx.actor;
   if (!actor?.sessionId) throw new AppError('signInRequired');
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
@@ -99,7 +123,7 @@ export async function requestPasskeyLink(deps: Deps, ctx: Ctx, sessionTokenHash:
     const { token, hash } = newToken();
     const row = await trx
       .insertInto('passkey_enrolment_links')
-      .values({ tenant_id: ctx.tenant.id, account_id: actor.accountId, session_id: actor.sessionId!, session_token_hash: sessionTokenHash, token_hash: hash, created_at: ctx.now, expires_at: new Date(ctx.now.getTime() + MAILBOX_LINK_MS) })
+      .values({ tenant_id: ctx.tenant.id, account_id: actor.accountId, session_id: actor.sessionId!, session_token_hash: sessionTokenHash, token_hash: hash, created_at: ctx.now, expires_at: new Date(ctx.now.getTime() + MAILBOX_LINK_MS), return_to: returnTo })
       .returning('id')
       .executeTakeFirstOrThrow();
     const m = messages(actor.locale);
@@ -122,7 +146,7 @@ export async function requestPasskeyLink(deps: Deps, ctx: Ctx, sessionTokenHash:
 }
 
 export type LinkRefusal = 'invalid' | 'expired' | 'used' | 'otherSession';
-export type LinkUse = { ok: true } | { ok: false; reason: LinkRefusal };
+export type LinkUse = { ok: true; returnTo: string | null } | { ok: false; reason: LinkRefusal };
 
 /**
  * Following a link: from the session that asked for it (same account, same
@@ -155,6 +179,6 @@ export async function usePasskeyLink(deps: Deps, ctx: Ctx, token: unknown, sessi
     if (!claimed) return refuse(trx, 'used', ids, 'used');
     await trx.updateTable('sessions').set({ mailbox_proven_at: ctx.now }).where('id', '=', link.session_id).where('revoked_at', 'is', null).execute();
     await appendAudit(trx, ctx.tenant.id, { ...event(ctx, 'identity.passkeyLink.use', 'success', ids, { minutes: MAILBOX_PROOF_MS / 60_000 }), targetType: 'passkey_link' }, ctx.now);
-    return { ok: true } as const;
+    return { ok: true, returnTo: link.return_to } as const;
   });
 }

@@ -25,8 +25,15 @@ import { relyingPartyFor, type RelyingParty } from './webauthn.ts';
  * a second factor to enrolment (the rule itself is in src/access/decide.ts).
  */
 
+/** A path of this site with one query parameter set (replaced if present). */
+function withParam(path: string, name: string, value: string): string {
+  const u = new URL(path, 'http://guichet.invalid');
+  u.searchParams.set(name, value);
+  return u.pathname + u.search;
+}
+
 const STATUS = z
-  .enum(['passwordChanged', 'totpEnabled', 'totpRemoved', 'passkeyAdded', 'passkeyRenamed', 'passkeyRevoked', 'codesSaved', 'recoveryUsed', 'linkSent', 'mailboxProven', 'required'])
+  .enum(['passwordChanged', 'totpEnabled', 'totpRemoved', 'passkeyAdded', 'passkeyRenamed', 'passkeyRevoked', 'codesSaved', 'recoveryUsed', 'linkSent', 'mailboxProven', 'passkeyVouched', 'required'])
   .optional()
   .catch(undefined);
 
@@ -161,13 +168,19 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
         {rp && o.mailboxProof === 'needed' ? (
           <form method="post" action="/account/security/passkey-link" novalidate>
             <Csrf env={env} />
-            <p>{f.mailbox.lead}</p>
+            <p>{o.passkeys.length ? f.mailbox.leadUnvouched : f.mailbox.lead}</p>
             <button type="submit" class="button button--secondary">
-              {f.mailbox.request}
+              {o.passkeys.length ? f.mailbox.requestConfirm : f.mailbox.request}
             </button>
           </form>
         ) : rp ? (
           <>
+            {o.mailboxProof === 'proven' && o.passkeys.length > 0 && (
+              <>
+                <p>{f.mailbox.provenUnvouched}</p>
+                <PasskeyForm env={env} ceremony="get" action="/reauth/passkey?level=passkey" options="/reauth/passkey/options" button={f.mailbox.confirmExisting} returnTo="/account/security?status=passkeyVouched" />
+              </>
+            )}
             <PasskeyForm env={env} ceremony="create" action="/account/security/passkeys" options="/account/security/passkeys/options" button={f.addPasskey}>
               <Field name="name" label={f.passkeyName} hint={f.passkeyNameHint} prefix={env.m.layout.errorTitlePrefix} autocomplete="off" width="medium" maxlength={60} />
             </PasskeyForm>
@@ -430,9 +443,12 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
   };
   app.post('/account/security/passkey-link', async (req, reply) => {
     if (!req.ctx.actor) throw new AppError('signInRequired');
-    const r = await requestPasskeyLink(deps, req.ctx, sessionHash(req));
-    if (r.ok) return reply.redirect('/account/security?status=linkSent', 303);
-    if (r.reason === 'notNeeded') return reply.redirect('/account/security', 303);
+    // From the re-authentication page, the person goes back there (the link brings them back too).
+    const back = safeReturnPath(bodyOf(req).return, '');
+    const returnTo = back.startsWith('/reauth?') ? back : null;
+    const r = await requestPasskeyLink(deps, req.ctx, sessionHash(req), returnTo);
+    if (r.ok) return reply.redirect(returnTo ? withParam(returnTo, 'link', 'sent') : '/account/security?status=linkSent', 303);
+    if (r.reason === 'notNeeded') return reply.redirect(returnTo ?? '/account/security', 303);
     reply.header('retry-after', String(r.retryAfterSeconds));
     const f = pageEnv(req, reply).m.factors;
     return linkPage(req, reply, f.mailbox.throttled(Math.ceil(r.retryAfterSeconds / 60)), null, 429);
@@ -440,7 +456,7 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
   app.get<{ Querystring: { token?: string } }>('/account/security/passkey-link', async (req, reply) => {
     reply.header('cache-control', 'no-store');
     const r = await usePasskeyLink(deps, req.ctx, req.query.token, req.sessionToken);
-    if (r.ok) return reply.redirect('/account/security?status=mailboxProven', 303);
+    if (r.ok) return reply.redirect(r.returnTo ? withParam(r.returnTo, 'link', 'proven') : '/account/security?status=mailboxProven', 303);
     const f = pageEnv(req, reply).m.factors;
     return linkPage(req, reply, f.mailbox.refused[r.reason], r.reason === 'otherSession' ? f.mailbox.otherSessionWarning : null, r.reason === 'otherSession' ? 403 : 400);
   });
@@ -709,27 +725,42 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
   });
 
   /* ------------------------------------------------------------ re-authentication (step-up) */
-  const reauthPage = async (req: FastifyRequest, reply: FastifyReply, q: { returnTo: string; passkeyOnly: boolean }, error?: { message: string; field?: string }, status = 200) => {
+  const reauthPage = async (req: FastifyRequest, reply: FastifyReply, q: { returnTo: string; passkeyOnly: boolean; link?: 'sent' | 'proven' | null }, error?: { message: string; field?: string }, status = 200) => {
     const actor = req.ctx.actor;
     if (!actor) throw new AppError('signInRequired');
     const o = await factors.overview(deps, req.ctx);
     const env = pageEnv(req, reply);
     const f = env.m.factors;
     const rp = rpOf(req);
-    const canPasskey = !!rp && o.passkeys.length > 0;
+    // A privileged holder whose passkeys are not vouched for proves the mailbox first; the passkey used next is then vouched for.
+    const unvouched = q.passkeyOnly && o.passkeys.length > 0 && o.mailboxProof !== 'notNeeded';
+    const canPasskey = !!rp && o.passkeys.length > 0 && !(unvouched && o.mailboxProof === 'needed');
     const withPassword = !q.passkeyOnly && (o.totp || o.passkeys.length === 0);
     const level = q.passkeyOnly ? '?level=passkey' : '';
+    const self = `/reauth?return=${encodeURIComponent(q.returnTo)}&level=passkey`;
     return sendPage(
       reply,
       <Page env={env} title={f.reauthTitle} hasErrors={!!error}>
+        {q.link === 'sent' && o.mailboxProof === 'needed' && <Notice>{f.status.linkSent}</Notice>}
         <Problems env={env} items={error ? [error] : []} />
         <h1>{f.reauthTitle}</h1>
         <p class="lead">{f.reauthLead}</p>
         {q.passkeyOnly && <p>{f.reauthPasskeyRequired}</p>}
+        {unvouched && o.mailboxProof === 'needed' && rp && (
+          <form method="post" action="/account/security/passkey-link" novalidate>
+            <Csrf env={env} />
+            <input type="hidden" name="return" value={self} />
+            <p>{f.mailbox.reauthUnvouched}</p>
+            <button type="submit" class="button">
+              {f.mailbox.requestConfirm}
+            </button>
+          </form>
+        )}
+        {unvouched && o.mailboxProof === 'proven' && <p>{f.mailbox.reauthProven}</p>}
         {canPasskey && (
           <>
             {withPassword && <h2>{f.reauthWithPasskey}</h2>}
-            <PasskeyForm env={env} ceremony="get" action={`/reauth/passkey${level}`} options="/reauth/passkey/options" button={f.usePasskey} returnTo={q.returnTo} />
+            <PasskeyForm env={env} ceremony="get" action={`/reauth/passkey${level}`} options={`/reauth/passkey/options${level}`} button={f.usePasskey} returnTo={q.returnTo} />
             <PasskeyScript env={env} />
           </>
         )}
@@ -761,7 +792,11 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
       status,
     );
   };
-  const reauthQuery = (q: Record<string, unknown>) => ({ returnTo: safeReturnPath(q.return, '/account'), passkeyOnly: q.level === 'passkey' });
+  const reauthQuery = (q: Record<string, unknown>): { returnTo: string; passkeyOnly: boolean; link: 'sent' | 'proven' | null } => ({
+    returnTo: safeReturnPath(q.return, '/account'),
+    passkeyOnly: q.level === 'passkey',
+    link: q.link === 'sent' || q.link === 'proven' ? q.link : null,
+  });
 
   app.get<{ Querystring: Record<string, string> }>('/reauth', async (req, reply) => reauthPage(req, reply, reauthQuery(req.query ?? {})));
   app.post('/reauth', async (req, reply) => {
@@ -781,11 +816,11 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
     }
     return reauthPage(req, reply, q, { field: 'password', message: f.reauthInvalid }, 401);
   });
-  app.post('/reauth/passkey/options', async (req, reply) => {
+  app.post<{ Querystring: Record<string, string> }>('/reauth/passkey/options', async (req, reply) => {
     const rp = rpOf(req);
     if (!req.ctx.actor) return json(reply, 401, { redirect: '/signin' });
     if (!rp) return json(reply, 400, { error: 'rp' });
-    const options = await factors.reauthPasskeyOptions(deps, req.ctx, rp, sessionHash(req));
+    const options = await factors.reauthPasskeyOptions(deps, req.ctx, rp, sessionHash(req), req.query?.level === 'passkey');
     if (!options) return json(reply, 400, { error: 'none' });
     return json(reply, 200, { options });
   });

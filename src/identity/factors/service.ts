@@ -1,5 +1,5 @@
 import type { PublicKeyCredentialCreationOptionsJSON, PublicKeyCredentialRequestOptionsJSON } from '@simplewebauthn/server';
-import type { Actor, AuthMethod } from '../../access/actor.ts';
+import { holdsPrivilegedRole, type Actor, type AuthMethod } from '../../access/actor.ts';
 import type { AuditAction, AuditEventInput, AuditOutcome } from '../../audit/events.ts';
 import { appendAudit, appendAuditAlone } from '../../audit/log.ts';
 import type { Ctx, Deps } from '../../context.ts';
@@ -13,7 +13,7 @@ import { formatDateTime, messages } from '../../web/i18n/index.ts';
 import { describeDevice } from '../sessions.ts';
 import { hashPassword, verifyPassword } from '../passwords.ts';
 import { createSession, loadMemberships, type SessionResult } from '../service.ts';
-import { holdsPrivilegedRole, mailboxProofState, requireMailboxProof, type MailboxProof } from './mailbox.ts';
+import { mailboxProofState, mailboxProvenRecently, requireMailboxProof, type MailboxProof } from './mailbox.ts';
 import { requirePhishingResistantAuth, requireRecentAuth } from '../stepup.ts';
 import { newToken } from '../tokens.ts';
 import { normaliseRecoveryCode } from './recovery.ts';
@@ -66,11 +66,16 @@ function keys(deps: Deps) {
   return deps.keys;
 }
 
-/** Adds a method the session has just proved (an enrolment confirmed with the new factor). */
-async function addSessionMethod(trx: Trx, actor: Actor, method: AuthMethod): Promise<void> {
+/** Adds a method the session has just proved (an enrolment confirmed with the new factor); a new passkey becomes the session's passkey. */
+async function addSessionMethod(trx: Trx, actor: Actor, method: AuthMethod, passkeyId?: string): Promise<void> {
   if (!actor.sessionId) return;
   const methods = [...new Set([...(actor.auth?.methods ?? ['password']), method])];
-  await trx.updateTable('sessions').set({ auth_methods: methods }).where('id', '=', actor.sessionId).where('revoked_at', 'is', null).execute();
+  await trx
+    .updateTable('sessions')
+    .set(passkeyId ? { auth_methods: methods, auth_passkey_id: passkeyId } : { auth_methods: methods })
+    .where('id', '=', actor.sessionId)
+    .where('revoked_at', 'is', null)
+    .execute();
 }
 
 /** A factor was removed: every other session of the account ends (a thief's session with it). */
@@ -127,6 +132,8 @@ export interface PasskeyView {
   name: string;
   createdAt: Date;
   lastUsedAt: Date | null;
+  /** Counts for privileged actions (./mailbox.ts). */
+  vouched: boolean;
 }
 
 export interface FactorOverview {
@@ -143,7 +150,7 @@ export async function overview(deps: Deps, ctx: Ctx): Promise<FactorOverview> {
     const e = await store.enrolledFactors(trx, actor.accountId);
     const passkeys = await store.activePasskeys(trx, actor.accountId);
     const mailboxProof = await mailboxProofState(trx, actor, ctx.now);
-    return { totp: e.totp, recoveryLeft: e.recoveryLeft, passkeys: passkeys.map((p) => ({ id: p.id, name: p.name, createdAt: p.createdAt, lastUsedAt: p.lastUsedAt })), mailboxProof };
+    return { totp: e.totp, recoveryLeft: e.recoveryLeft, passkeys: passkeys.map((p) => ({ id: p.id, name: p.name, createdAt: p.createdAt, lastUsedAt: p.lastUsedAt, vouched: !!p.vouchedAt })), mailboxProof };
   });
 }
 
@@ -231,19 +238,19 @@ export async function regenerateRecoveryCodes(deps: Deps, ctx: Ctx): Promise<str
 
 /**
  * Adding or removing a passkey, or changing the password, of an account that
- * holds a privileged role and already has a passkey asks for a passkey used
- * in the last five minutes.
+ * holds a privileged role and has a vouched passkey asks for one of those
+ * used in the last five minutes.
  * Otherwise a session taken with a password and an app code (through a
  * phishing proxy, say) would add the intruder's passkey — and pass every
  * privileged step-up from then on — or remove the holder's own. Without a
- * passkey yet, a recent authentication and, for the first passkey of a
+ * vouched passkey, a recent authentication and, for a passkey of a
  * privileged holder, proof of the mailbox by this session (./mailbox.ts:
  * a password and an app code alone are phishable); a holder who lost
  * theirs has them reset by two administrators.
  */
 function requireAccountSecurityAuth(ctx: Ctx, returnTo: string): void {
   const actor = signedIn(ctx);
-  if (holdsPrivilegedRole(actor, ctx.now) && (actor.auth?.passkeys ?? 0) > 0) requirePhishingResistantAuth(ctx, undefined, { returnTo });
+  if (holdsPrivilegedRole(actor, ctx.now) && (actor.auth?.vouchedPasskeys ?? 0) > 0) requirePhishingResistantAuth(ctx, undefined, { returnTo });
   else requireRecentAuth(ctx, undefined, { returnTo });
 }
 
@@ -283,6 +290,8 @@ export async function registerPasskey(deps: Deps, ctx: Ctx, rp: RelyingParty, se
     const taken = await trx.selectFrom('webauthn_credentials').select('id').where('credential_id', '=', v.credential.credentialId).executeTakeFirst();
     if (taken) return fail(trx, 'duplicate');
     const count = (await store.activePasskeys(trx, actor.accountId)).length;
+    // Vouched for by the mailbox this session just proved, or by the vouched passkey it authenticated with.
+    const vouchedBy = (await mailboxProvenRecently(trx, actor, ctx.now)) ? 'mailbox' : actor.auth?.vouchedPasskey ? 'passkey' : null;
     const row = await trx
       .insertInto('webauthn_credentials')
       .values({
@@ -299,6 +308,7 @@ export async function registerPasskey(deps: Deps, ctx: Ctx, rp: RelyingParty, se
         created_at: ctx.now,
         last_used_at: null,
         revoked_at: null,
+        vouched_at: vouchedBy ? ctx.now : null,
       })
       .returning(['id', 'name'])
       .executeTakeFirstOrThrow();
@@ -306,11 +316,11 @@ export async function registerPasskey(deps: Deps, ctx: Ctx, rp: RelyingParty, se
       accountId: actor.accountId,
       targetType: 'passkey',
       targetIds: [row.id],
-      details: { aaguid: v.credential.aaguid, backedUp: v.credential.backedUp, userVerified: v.credential.userVerified, rpId: rp.id },
+      details: { aaguid: v.credential.aaguid, backedUp: v.credential.backedUp, userVerified: v.credential.userVerified, rpId: rp.id, vouchedBy },
     });
     await notifyFactorChange(trx, ctx, actor, 'passkeyAdded', row.name);
     const recoveryCodes = await recoveryCodesIfNone(deps, trx, ctx, actor.accountId);
-    await addSessionMethod(trx, actor, 'passkey');
+    await addSessionMethod(trx, actor, 'passkey', row.id);
     return { ok: true, id: row.id, recoveryCodes } as const;
   });
 }
@@ -320,7 +330,7 @@ export async function getPasskey(deps: Deps, ctx: Ctx, id: string): Promise<Pass
   if (!UUID.test(id)) return null;
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     const p = await store.passkeyById(trx, actor.accountId, id);
-    return p ? { id: p.id, name: p.name, createdAt: p.createdAt, lastUsedAt: p.lastUsedAt } : null;
+    return p ? { id: p.id, name: p.name, createdAt: p.createdAt, lastUsedAt: p.lastUsedAt, vouched: !!p.vouchedAt } : null;
   });
 }
 
@@ -375,13 +385,13 @@ export type Completion =
   | { ok: false; reason: 'missing' | 'invalid' | 'expired' | 'locked'; lockedUntil?: Date };
 
 /** The account behind a finished sign-in gets its session, with the methods it used. */
-async function finish(trx: Trx, ctx: Ctx, pendingId: string, accountId: string, methods: AuthMethod[]): Promise<Completion> {
+async function finish(trx: Trx, ctx: Ctx, pendingId: string, accountId: string, methods: AuthMethod[], passkeyId: string | null = null): Promise<Completion> {
   const account = await trx.selectFrom('accounts').select(['id', 'email', 'locale', 'status', 'email_verified_at']).where('id', '=', accountId).executeTakeFirst();
   if (!account || account.status !== 'active' || !account.email_verified_at || !(await store.consumePending(trx, pendingId, ctx.now))) {
     return { ok: false, reason: 'expired' };
   }
   const memberships = await loadMemberships(trx, accountId, ctx.now);
-  const session = await createSession(trx, ctx, accountId, memberships, methods);
+  const session = await createSession(trx, ctx, accountId, memberships, methods, passkeyId);
   await audit(trx, ctx, 'identity.signin', 'success', { accountId, asActor: true, details: { methods: methods.join('+') } });
   const e = await store.enrolledFactors(trx, accountId);
   const actor: Actor = { accountId, tenantId: ctx.tenant.id, sessionId: null, email: account.email, emailVerified: true, locale: account.locale, memberships };
@@ -479,7 +489,7 @@ export async function signInPasskeyOptions(
   });
 }
 
-type PasskeyCheck = { ok: true; accountId: string; passkeyId: string } | { ok: false; reason: string; accountId: string | null };
+type PasskeyCheck = { ok: true; accountId: string; passkeyId: string; vouched: boolean } | { ok: false; reason: string; accountId: string | null };
 
 /** Claims the challenge, finds the credential and verifies the signature; updates the counter. */
 async function checkPasskey(deps: Deps, trx: Trx, ctx: Ctx, rp: RelyingParty, boundTo: Buffer, rawCredential: unknown, expectAccount: string | null): Promise<PasskeyCheck> {
@@ -502,7 +512,7 @@ async function checkPasskey(deps: Deps, trx: Trx, ctx: Ctx, rp: RelyingParty, bo
     return { ok: false, reason: 'not_verified', accountId: cred.accountId };
   }
   await trx.updateTable('webauthn_credentials').set({ sign_count: v.newSignCount, last_used_at: ctx.now, backed_up: v.backedUp }).where('id', '=', cred.id).execute();
-  return { ok: true, accountId: cred.accountId, passkeyId: cred.id };
+  return { ok: true, accountId: cred.accountId, passkeyId: cred.id, vouched: !!cred.vouchedAt };
 }
 
 /** A passkey finishes a sign-in: alone (its own pending sign-in), or as the second step after the password. */
@@ -518,7 +528,7 @@ export async function completeWithPasskey(deps: Deps, ctx: Ctx, rp: RelyingParty
       return { ok: false, reason: 'invalid' } as const;
     }
     await audit(trx, ctx, 'identity.passkey.verify', 'success', { accountId: r.accountId, asActor: true, targetType: 'passkey', targetIds: [r.passkeyId, r.accountId], details: { step } });
-    return finish(trx, ctx, p.id, r.accountId, p.purpose === 'passkey' ? ['passkey'] : ['password', 'passkey']);
+    return finish(trx, ctx, p.id, r.accountId, p.purpose === 'passkey' ? ['passkey'] : ['password', 'passkey'], r.passkeyId);
   });
 }
 
@@ -531,14 +541,14 @@ export type Reauth = { ok: true; session: SessionResult } | { ok: false; reason:
  * copied before it — from a shared computer, a proxy's log, a stolen cookie —
  * does not carry the fresh authentication, and stops working at once.
  */
-async function markReauthenticated(trx: Trx, ctx: Ctx, actor: Actor, methods: AuthMethod[]): Promise<SessionResult> {
-  const session = await renewSessionToken(trx, actor, { authenticated_at: ctx.now, auth_methods: methods });
+async function markReauthenticated(trx: Trx, ctx: Ctx, actor: Actor, methods: AuthMethod[], passkeyId: string | null = null): Promise<SessionResult> {
+  const session = await renewSessionToken(trx, actor, { authenticated_at: ctx.now, auth_methods: methods, auth_passkey_id: passkeyId });
   await audit(trx, ctx, 'identity.stepup', 'success', { accountId: actor.accountId, details: { methods: methods.join('+') } });
   return session;
 }
 
 /** The actor's live session under a new token (its row, and so its id, kept), with what else changes with it. */
-async function renewSessionToken(trx: Trx, actor: Actor, also: { authenticated_at?: Date; auth_methods?: AuthMethod[] } = {}): Promise<SessionResult> {
+async function renewSessionToken(trx: Trx, actor: Actor, also: { authenticated_at?: Date; auth_methods?: AuthMethod[]; auth_passkey_id?: string | null } = {}): Promise<SessionResult> {
   if (!actor.sessionId) throw new AppError('signInRequired');
   const { token, hash } = newToken();
   const s = await trx.updateTable('sessions').set({ ...also, token_hash: hash }).where('id', '=', actor.sessionId).where('revoked_at', 'is', null).returning('expires_at').executeTakeFirst();
@@ -586,10 +596,16 @@ export async function reauthWithPassword(deps: Deps, ctx: Ctx, password: unknown
   });
 }
 
-export async function reauthPasskeyOptions(deps: Deps, ctx: Ctx, rp: RelyingParty, sessionTokenHash: Buffer): Promise<PublicKeyCredentialRequestOptionsJSON | null> {
+/**
+ * Options for a re-authentication with a passkey. At the privileged level, a
+ * privileged holder who has vouched passkeys is offered only those: another
+ * would sign in vain.
+ */
+export async function reauthPasskeyOptions(deps: Deps, ctx: Ctx, rp: RelyingParty, sessionTokenHash: Buffer, privilegedLevel = false): Promise<PublicKeyCredentialRequestOptionsJSON | null> {
   const actor = signedIn(ctx);
+  const vouchedOnly = privilegedLevel && holdsPrivilegedRole(actor, ctx.now) && (actor.auth?.vouchedPasskeys ?? 0) > 0;
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
-    const allow = (await store.activePasskeys(trx, actor.accountId)).filter((k) => k.rpId === rp.id);
+    const allow = (await store.activePasskeys(trx, actor.accountId)).filter((k) => k.rpId === rp.id && (!vouchedOnly || k.vouchedAt));
     if (!allow.length) return null;
     const c = newChallenge();
     await store.storeChallenge(trx, ctx.tenant.id, { challenge: c.value, purpose: 'authenticate', accountId: actor.accountId, boundTo: sessionTokenHash, userVerification: 'required' }, ctx.now);
@@ -608,7 +624,12 @@ export async function reauthWithPasskey(deps: Deps, ctx: Ctx, rp: RelyingParty, 
       return { ok: false, reason: 'invalid' } as const;
     }
     await audit(trx, ctx, 'identity.passkey.verify', 'success', { accountId: actor.accountId, targetType: 'passkey', targetIds: [r.passkeyId, actor.accountId], details: { step: 'reauth' } });
-    return { ok: true, session: await markReauthenticated(trx, ctx, actor, ['passkey']) } as const;
+    // A passkey used just after this session proved the mailbox is vouched for from now on.
+    if (!r.vouched && (await mailboxProvenRecently(trx, actor, ctx.now))) {
+      await trx.updateTable('webauthn_credentials').set({ vouched_at: ctx.now }).where('id', '=', r.passkeyId).where('vouched_at', 'is', null).execute();
+      await audit(trx, ctx, 'identity.passkey.vouch', 'success', { accountId: actor.accountId, targetType: 'passkey', targetIds: [r.passkeyId, actor.accountId], details: { by: 'mailbox', step: 'reauth' } });
+    }
+    return { ok: true, session: await markReauthenticated(trx, ctx, actor, ['passkey'], r.passkeyId) } as const;
   });
 }
 

@@ -44,6 +44,16 @@ export function passkeyCountSql(account: Expression<string>): RawBuilder<string>
   return sql<string>`(select count(*) from webauthn_credentials wc where wc.account_id = ${account} and wc.revoked_at is null)`;
 }
 
+/** How many live passkeys of the account are vouched for (migration 0049). */
+export function vouchedPasskeyCountSql(account: Expression<string>): RawBuilder<string> {
+  return sql<string>`(select count(*) from webauthn_credentials wc where wc.account_id = ${account} and wc.revoked_at is null and wc.vouched_at is not null)`;
+}
+
+/** Whether a session's last passkey (`passkey`, possibly null) is still the account's, live and vouched for. */
+export function passkeyVouchedSql(passkey: Expression<string | null>, account: Expression<string>): RawBuilder<boolean> {
+  return sql<boolean>`exists (select 1 from webauthn_credentials wc where wc.id = ${passkey} and wc.account_id = ${account} and wc.revoked_at is null and wc.vouched_at is not null)`;
+}
+
 export async function enrolledFactors(trx: Trx, accountId: string): Promise<Enrolled> {
   const account = sql<string>`cast(${accountId} as uuid)`;
   const { rows } = await sql<{ totp: boolean; passkeys: string; recovery: string }>`
@@ -216,6 +226,7 @@ export interface PasskeyRow extends StoredCredential {
   name: string;
   createdAt: Date;
   lastUsedAt: Date | null;
+  vouchedAt: Date | null;
 }
 
 function toPasskey(r: {
@@ -229,6 +240,7 @@ function toPasskey(r: {
   name: string;
   created_at: Date;
   last_used_at: Date | null;
+  vouched_at: Date | null;
 }): PasskeyRow {
   return {
     id: r.id,
@@ -241,10 +253,11 @@ function toPasskey(r: {
     name: r.name,
     createdAt: r.created_at,
     lastUsedAt: r.last_used_at,
+    vouchedAt: r.vouched_at,
   };
 }
 
-const PASSKEY_COLUMNS = ['id', 'account_id', 'credential_id', 'public_key', 'sign_count', 'transports', 'rp_id', 'name', 'created_at', 'last_used_at'] as const;
+const PASSKEY_COLUMNS = ['id', 'account_id', 'credential_id', 'public_key', 'sign_count', 'transports', 'rp_id', 'name', 'created_at', 'last_used_at', 'vouched_at'] as const;
 
 export async function activePasskeys(trx: Trx, accountId: string): Promise<PasskeyRow[]> {
   const rows = await trx.selectFrom('webauthn_credentials').select(PASSKEY_COLUMNS).where('account_id', '=', accountId).where('revoked_at', 'is', null).orderBy('created_at').execute();

@@ -1,0 +1,267 @@
+/**
+ * A passkey counts for privileged actions only once it is vouched for
+ * (migration 0049, src/identity/factors/mailbox.ts). A staff member's passkey
+ * enrolled before she was granted a privileged role — with a password and an
+ * app code, both relayable by a phishing proxy — does not pass a privileged
+ * step-up until she confirms it with a link e-mailed to her and followed in
+ * the same session; a vouched passkey beside unvouched ones is the only one
+ * offered and the only one that counts; passkeys enrolled with the mailbox
+ * proven, or by a session signed with a vouched passkey, are vouched at once.
+ * Over HTTP, with a software authenticator; the outbox is read as the mailer
+ * would send it.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Trx } from '../../src/db/connection.ts';
+import { inTenant } from '../../src/db/tenant.ts';
+import { resolveSession } from '../../src/identity/service.ts';
+import { isRecentAuth } from '../../src/identity/stepup.ts';
+import type { Tenant } from '../../src/tenants/service.ts';
+import { createAdmins, createFacility, createStaff, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
+import { Client, textOf } from '../helpers/client.ts';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { SoftAuthenticator } from '../helpers/soft-authenticator.ts';
+
+let database: TestDatabase;
+let t: TestApp;
+let tenant: Tenant;
+let host: string;
+let facility: string;
+let admins: string[];
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  t = await startTestApp(database);
+});
+
+afterAll(async () => {
+  await t?.close();
+  await database?.close();
+});
+
+let seq = 0;
+function uniqueEmail(prefix: string): string {
+  return `${prefix}.${Date.now().toString(36)}${(seq++).toString(36)}@exemple.test`;
+}
+
+async function freshTenant(): Promise<void> {
+  tenant = await tenantFor(t);
+  host = tenant.hosts[0]!;
+  facility = await createFacility(t, tenant, { name: 'CPE La Marelle' });
+  admins = await createAdmins(t, tenant, [uniqueEmail('direction'), uniqueEmail('adjointe')]);
+}
+
+function q<T>(fn: (trx: Trx) => Promise<T>): Promise<T> {
+  return inTenant(database.db, tenant.id, fn);
+}
+
+const PROBE = '/admin/factor-resets/new';
+const REAUTH = `/reauth?return=${encodeURIComponent(PROBE)}&level=passkey`;
+const CONFIRM = 'Recevoir un lien pour confirmer ma clé d’accès';
+
+async function json(c: Client, path: string) {
+  const r = await c.post(path, {});
+  expect(r.status, r.body).toBe(200);
+  return JSON.parse(r.body).options;
+}
+
+async function addPasskey(c: Client, device: SoftAuthenticator, name: string): Promise<string> {
+  await c.get('/account/security');
+  const r = await c.post('/account/security/passkeys', { name, credential: device.create(await json(c, '/account/security/passkeys/options')) });
+  expect([200, 303], r.body.slice(0, 2000)).toContain(r.status);
+  const row = await q((trx) => trx.selectFrom('webauthn_credentials').select('id').where('name', '=', name).orderBy('created_at', 'desc').executeTakeFirstOrThrow());
+  return row.id;
+}
+
+async function signInWith(device: SoftAuthenticator): Promise<Client> {
+  const c = new Client(t.app, host);
+  await c.get('/signin');
+  const r = await c.post('/signin/passkey', { credential: device.get(await json(c, '/signin/passkey/options')) });
+  expect(r.status).toBe(303);
+  return c;
+}
+
+/** Re-authenticates with `device`, the options asked for at the privileged level or not. */
+async function reauth(c: Client, device: SoftAuthenticator, privilegedLevel = false) {
+  await c.get(REAUTH);
+  const opts = await json(c, `/reauth/passkey/options${privilegedLevel ? '?level=passkey' : ''}`);
+  const r = await c.post('/reauth/passkey?level=passkey', { return: PROBE, credential: device.get(opts) });
+  expect(r.status).toBe(303);
+  return opts as { allowCredentials?: { id: string }[] };
+}
+
+/** A privileged action: asking for a colleague's factors to be reset. */
+async function probe(c: Client) {
+  await c.get(PROBE);
+  return c.post(PROBE, { email: 'personne@exemple.test', reason: 'Vérification par rappel au numéro du dossier' });
+}
+
+/** Whether the session's actor passes a privileged step-up now, as the server resolves it. */
+async function privilegedStepUp(c: Client): Promise<boolean> {
+  const actor = await resolveSession(t.deps, tenant, c.cookies.get('guichet_session')!, t.deps.clock());
+  return isRecentAuth(actor, t.deps.clock(), 300, true);
+}
+
+async function grantAdmin(accountId: string): Promise<void> {
+  const now = t.deps.clock();
+  await q((trx) =>
+    trx
+      .insertInto('memberships')
+      .values({ tenant_id: tenant.id, account_id: accountId, role: 'tenant_admin', facility_id: null, source: 'grant', granted_by: admins[0]!, approved_by: admins[1]!, created_at: new Date(now.getTime() - 2 * 3600_000), expires_at: new Date(now.getTime() + 4 * 3600_000) })
+      .execute(),
+  );
+}
+
+const vouchedAt = (id: string) => q(async (trx) => (await trx.selectFrom('webauthn_credentials').select('vouched_at').where('id', '=', id).executeTakeFirstOrThrow()).vouched_at);
+
+async function mailedLink(email: string): Promise<string> {
+  const mails = await q((trx) => trx.selectFrom('mail_outbox').select('body_text').where('to_address', '=', email).where('template', '=', 'passkey_link').orderBy('created_at').execute());
+  const m = /\/account\/security\/passkey-link\?token=[A-Za-z0-9_-]{43}/.exec(mails.at(-1)?.body_text ?? '');
+  if (!m) throw new Error(`no passkey link in the mail to ${email}`);
+  return m[0];
+}
+
+describe('a passkey enrolled before its holder was granted a privileged role', () => {
+  it('does not pass a privileged step-up until a mailed link, followed in the same session, vouches for it; then only the vouched one counts', async () => {
+    await freshTenant();
+    const email = uniqueEmail('coordonnatrice');
+    const id = await createStaff(t, tenant, email, facility, admins[0]);
+    // as staff, with a password and an app code: two passkeys, neither vouched for
+    const staff = new Client(t.app, host);
+    await staff.signIn(email, PASSWORD);
+    const phone = new SoftAuthenticator(`http://${host}`);
+    const laptop = new SoftAuthenticator(`http://${host}`);
+    const phoneId = await addPasskey(staff, phone, 'Téléphone');
+    const laptopId = await addPasskey(staff, laptop, 'Portable');
+    expect(await vouchedAt(phoneId)).toBeNull();
+    expect(await vouchedAt(laptopId)).toBeNull();
+    await grantAdmin(id);
+
+    // signed in with the passkey alone: a privileged action sends her to re-authenticate, and her passkey does not do
+    const c = await signInWith(phone);
+    expect(await privilegedStepUp(c)).toBe(false);
+    let r = await probe(c);
+    expect(r.status).toBe(303);
+    expect(r.headers.location).toBe(REAUTH);
+    let page = await c.get(REAUTH);
+    expect(textOf(page.body)).toContain('elle ne compte pas encore pour les actions privilégiées');
+    expect(textOf(page.body)).toContain(CONFIRM);
+    expect(page.body).not.toContain('data-passkey-options="/reauth/passkey/options?level=passkey"');
+    await reauth(c, phone);
+    expect(await privilegedStepUp(c)).toBe(false);
+    expect((await probe(c)).headers.location).toBe(REAUTH);
+    expect(await vouchedAt(phoneId)).toBeNull();
+
+    // the link, asked for from the re-authentication page, brings her back there
+    await c.get(REAUTH);
+    r = await c.post('/account/security/passkey-link', { return: REAUTH });
+    expect(r.headers.location).toBe(`${REAUTH}&link=sent`);
+    page = await c.get(String(r.headers.location));
+    expect(textOf(page.body)).toContain('Nous vous avons envoyé un lien par courriel.');
+    const link = await mailedLink(email);
+    // followed in another session of hers: refused, nothing vouched
+    const other = await signInWith(laptop);
+    expect((await other.get(link)).status).toBe(403);
+    r = await c.get(link);
+    expect(r.headers.location).toBe(`${REAUTH}&link=proven`);
+    page = await c.get(String(r.headers.location));
+    expect(textOf(page.body)).toContain('Votre adresse courriel est confirmée. Utilisez maintenant votre clé d’accès');
+    expect(page.body).toContain('data-passkey-options="/reauth/passkey/options?level=passkey"');
+    // the passkey she uses now is vouched for, and the privileged action goes through
+    await reauth(c, phone, true);
+    expect(await vouchedAt(phoneId)).not.toBeNull();
+    expect(await vouchedAt(laptopId)).toBeNull();
+    expect(await privilegedStepUp(c)).toBe(true);
+    r = await probe(c);
+    // past the step-up: the form's own answer (no such person)
+    expect(r.status).toBe(400);
+    expect(r.headers.location).toBeUndefined();
+    const vouch = await q((trx) => trx.selectFrom('audit_events').select(['outcome', 'target_ids', 'details', 'actor_account_id']).where('action', '=', 'identity.passkey.vouch').execute());
+    expect(vouch).toEqual([{ outcome: 'success', target_ids: [phoneId, id], details: { by: 'mailbox', step: 'reauth' }, actor_account_id: id }]);
+
+    // the other passkey still does not count; at the privileged level only the vouched one is offered
+    expect((await probe(other)).headers.location).toBe(REAUTH);
+    await other.get(REAUTH);
+    const offered = await json(other, '/reauth/passkey/options?level=passkey');
+    const phoneCredential = await q(async (trx) => (await trx.selectFrom('webauthn_credentials').select('credential_id').where('id', '=', phoneId).executeTakeFirstOrThrow()).credential_id);
+    expect((offered.allowCredentials ?? []).map((x: { id: string }) => x.id)).toEqual([phoneCredential]);
+    expect(() => laptop.get(offered)).toThrow();
+    await reauth(other, laptop);
+    expect(await privilegedStepUp(other)).toBe(false);
+    await reauth(other, phone, true);
+    expect(await privilegedStepUp(other)).toBe(true);
+
+    // revoked, it no longer counts for the session that used it, though another passkey remains
+    await c.get(`/account/security/passkeys/${phoneId}/revoke`);
+    expect((await c.post(`/account/security/passkeys/${phoneId}/revoke`)).status).toBe(303);
+    expect(await privilegedStepUp(c)).toBe(false);
+    expect((await probe(c)).headers.location).toBe(REAUTH);
+    // (her proof of the mailbox is still fresh: the passkey she uses next is vouched for in its place)
+    expect(textOf((await c.get(REAUTH)).body)).toContain('Utilisez maintenant votre clé d’accès');
+  });
+});
+
+describe('passkeys vouched for at enrolment', () => {
+  it('with the mailbox proven, or by a session signed with a vouched passkey; not otherwise', async () => {
+    await freshTenant();
+    // staff: any fresh sign-in enrols, nothing vouched
+    const staffEmail = uniqueEmail('educatrice');
+    await createStaff(t, tenant, staffEmail, facility, admins[0]);
+    const staff = new Client(t.app, host);
+    await staff.signIn(staffEmail, PASSWORD);
+    const staffKey = await addPasskey(staff, new SoftAuthenticator(`http://${host}`), 'Clé de l’éducatrice');
+    expect(await vouchedAt(staffKey)).toBeNull();
+
+    // an administrator: the first with the mailbox proven, the second signed with the first
+    const email = uniqueEmail('admin');
+    await grantAdmin(await createStaff(t, tenant, email, facility, admins[0]));
+    const c = new Client(t.app, host);
+    await c.signIn(email, PASSWORD);
+    await c.get('/account/security');
+    await c.post('/account/security/passkey-link');
+    expect((await c.get(await mailedLink(email))).headers.location).toBe('/account/security?status=mailboxProven');
+    const first = new SoftAuthenticator(`http://${host}`);
+    const firstId = await addPasskey(c, first, 'Clé du bureau');
+    expect(await vouchedAt(firstId)).not.toBeNull();
+    expect(await privilegedStepUp(c)).toBe(true);
+    const later = await signInWith(first);
+    const secondId = await addPasskey(later, new SoftAuthenticator(`http://${host}`), 'Clé de secours');
+    expect(await vouchedAt(secondId)).not.toBeNull();
+    const registered = await q((trx) => trx.selectFrom('audit_events').select('details').where('action', '=', 'identity.passkey.register').where('outcome', '=', 'success').orderBy('seq').execute());
+    expect(registered.map((e) => e.details.vouchedBy)).toEqual([null, 'mailbox', 'passkey']);
+  });
+
+  it('a holder whose only passkey is not vouched for (an intruder’s, say) adds her own with the mailbox, then removes the other with it', async () => {
+    await freshTenant();
+    const email = uniqueEmail('directrice');
+    const id = await createStaff(t, tenant, email, facility, admins[0]);
+    const staff = new Client(t.app, host);
+    await staff.signIn(email, PASSWORD);
+    const intruder = new SoftAuthenticator(`http://${host}`);
+    const intruderKey = await addPasskey(staff, intruder, 'Clé inconnue');
+    await grantAdmin(id);
+    const intruderSession = await signInWith(intruder);
+    expect(await privilegedStepUp(intruderSession)).toBe(false);
+
+    // her own browser, password and app code: the security page offers the link, not a passkey she does not have
+    const c = new Client(t.app, host);
+    await c.signIn(email, PASSWORD);
+    let page = await c.get('/account/security');
+    expect(textOf(page.body)).toContain('elles ne comptent pas encore');
+    expect(textOf(page.body)).toContain(CONFIRM);
+    expect((await c.post('/account/security/passkeys/options', {})).status).toBe(403);
+    await c.get('/account/security');
+    await c.post('/account/security/passkey-link');
+    expect((await c.get(await mailedLink(email))).headers.location).toBe('/account/security?status=mailboxProven');
+    page = await c.get('/account/security?status=mailboxProven');
+    expect(textOf(page.body)).toContain('Utilisez maintenant l’une de vos clés d’accès pour la confirmer, ou ajoutez-en une');
+    const own = new SoftAuthenticator(`http://${host}`);
+    const ownKey = await addPasskey(c, own, 'Ma clé');
+    expect(await vouchedAt(ownKey)).not.toBeNull();
+    await c.get(`/account/security/passkeys/${intruderKey}/revoke`);
+    expect((await c.post(`/account/security/passkeys/${intruderKey}/revoke`)).status).toBe(303);
+    const live = await q((trx) => trx.selectFrom('webauthn_credentials').select('id').where('account_id', '=', id).where('revoked_at', 'is', null).execute());
+    expect(live.map((k) => k.id)).toEqual([ownKey]);
+    // removing a passkey ends the account's other sessions, the intruder's with it
+    expect((await intruderSession.get('/account')).status).toBe(303);
+  });
+});
