@@ -26,6 +26,7 @@ export const AUDIT_ACTIONS = [
   'identity.factorReset.request',
   'identity.factorReset.approve',
   'identity.factorReset.refuse',
+  'identity.factorReset.cancel',
   'identity.factorReset.list',
   'identity.breakGlass.start',
   'identity.breakGlass.end',

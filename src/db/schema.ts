@@ -499,7 +499,7 @@ export interface FactorResetRequestsTable {
   requested_by: string;
   requested_at: Timestamp;
   expires_at: Timestamp;
-  status: Generated<'pending' | 'approved' | 'refused'>;
+  status: Generated<'pending' | 'approved' | 'refused' | 'cancelled'>;
   decided_by: string | null;
   decided_at: Timestamp | null;
 }

@@ -1,7 +1,7 @@
 import { decide, refusal } from '../access/decide.ts';
 import type { Action } from '../access/actions.ts';
 import { appendAudit, appendAuditAlone } from '../audit/log.ts';
-import type { AuditAction } from '../audit/events.ts';
+import type { AuditAction, AuditOrigin } from '../audit/events.ts';
 import { untrustedId } from '../audit/untrusted.ts';
 import type { Ctx, Deps } from '../context.ts';
 import { originOf } from '../context.ts';
@@ -41,7 +41,7 @@ export interface FactorResetView {
   requestedById: string;
   requestedAt: Date;
   expiresAt: Date;
-  status: 'pending' | 'approved' | 'refused' | 'expired';
+  status: 'pending' | 'approved' | 'refused' | 'cancelled' | 'expired';
   decidedBy: string | null;
   decidedAt: Date | null;
 }
@@ -166,6 +166,8 @@ export async function decideFactorReset(deps: Deps, ctx: Ctx, id: string, decisi
     if (!r) return 'not_found' as const;
     if (r.status !== 'pending' || r.expires_at <= ctx.now) return 'decided' as const;
     if (r.requested_by === actor.accountId || r.account_id === actor.accountId) return 'self' as const;
+    // The one who asked vouched for the person's identity: that holds only while they are still an administrator.
+    if (decision === 'approve' && !(await activeAdmin(trx, r.requested_by, ctx.now))) return 'requester_gone' as const;
     const person = await trx.selectFrom('accounts').select(['id', 'email', 'locale']).where('id', '=', r.account_id).executeTakeFirstOrThrow();
     let removed = { totp: 0, passkeys: 0, recoveryCodes: 0, sessions: 0 };
     if (decision === 'approve') {
@@ -184,4 +186,41 @@ export async function decideFactorReset(deps: Deps, ctx: Ctx, id: string, decisi
   if (outcome === 'not_found') await refuse(deps, ctx, action, [id], 'not_found', new AppError('notFound'));
   if (outcome === 'decided') await refuse(deps, ctx, action, [id], 'already_decided_or_expired', new ValidationError({ _: 'factorResetDecided' }));
   if (outcome === 'self') await refuse(deps, ctx, action, [id], 'self_approval', new AppError('forbidden'));
+  if (outcome === 'requester_gone') await refuse(deps, ctx, action, [id], 'requester_not_admin', new ValidationError({ _: 'factorResetRequesterGone' }));
+}
+
+/** A current administrator role, on an active account (the database's guard checks the same again). */
+async function activeAdmin(trx: Trx, accountId: string, now: Date): Promise<boolean> {
+  const m = await trx
+    .selectFrom('memberships as m')
+    .innerJoin('accounts as a', 'a.id', 'm.account_id')
+    .select('m.id')
+    .where('m.account_id', '=', accountId)
+    .where('m.role', '=', 'tenant_admin')
+    .where('a.status', '=', 'active')
+    .where('m.revoked_at', 'is', null)
+    .where((eb) => eb.or([eb('m.expires_at', 'is', null), eb('m.expires_at', '>', now)]))
+    .executeTakeFirst();
+  return !!m;
+}
+
+/**
+ * The pending reset requests an account asked for or is the subject of,
+ * cancelled when detection suspends it or retention closes it (migration
+ * 0050): a request an intruder made with a taken-over administrator account
+ * must not wait for a busy colleague to approve it. By nobody in particular
+ * (decided_by stays empty), in the caller's transaction, one audit event each.
+ */
+export async function cancelPendingFactorResetsOf(trx: Trx, tenantId: string, accountId: string, why: 'account_suspended' | 'account_closed', origin: AuditOrigin, now: Date): Promise<number> {
+  const cancelled = await trx
+    .updateTable('factor_reset_requests')
+    .set({ status: 'cancelled', decided_at: now })
+    .where('status', '=', 'pending')
+    .where((eb) => eb.or([eb('account_id', '=', accountId), eb('requested_by', '=', accountId)]))
+    .returning(['id', 'account_id'])
+    .execute();
+  for (const r of cancelled) {
+    await appendAudit(trx, tenantId, { action: 'identity.factorReset.cancel', outcome: 'success', ...originFields(origin), targetType: 'factor_reset_request', targetIds: [r.id, r.account_id], details: { reason: why } }, now);
+  }
+  return cancelled.length;
 }

@@ -7,6 +7,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inTenant } from '../../src/db/tenant.ts';
+import { applyResponse } from '../../src/detection/response.ts';
+import { DEFAULT_RULES } from '../../src/detection/rules.ts';
 import { decideFactorReset, requestFactorReset } from '../../src/identity/factor-resets.ts';
 import { enrolledFactors, hasSecondFactor } from '../../src/identity/factors/store.ts';
 import { decideGrant, requestGrant } from '../../src/identity/grants.ts';
@@ -161,6 +163,38 @@ describe('resetting a lost second factor by dual control', () => {
       inTenant(database.db, w.tenant.id, (trx) => trx.updateTable('factor_reset_requests').set({ status: 'approved', decided_by: idOf(w.second), decided_at: now }).where('id', '=', id).execute()),
     ).rejects.toThrow(/already decided/);
     expect(hasSecondFactor(await factorsOf(w.tenant, w.staffId))).toBe(true);
+  });
+
+  it('a request goes with its asker’s suspension; one whose asker lost the role is approvable neither by the application nor in the database', async () => {
+    const now = new Date();
+    const w = await world(now);
+    const ids = await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('accounts').select(['id', 'email']).execute());
+    const idOf = (e: string) => ids.find((a) => a.email === e)!.id;
+    const tiers = ids.find((a) => a.email.startsWith('tiers.'))!.email;
+    const admin = await actor(w.tenant, w.admin, now);
+
+    // detection suspends the administrator who asked (an account taken over): the request is cancelled, by nobody
+    const byAdmin = await requestFactorReset(t.deps, ctxFor(t, w.tenant, admin), { email: w.staff, reason: 'Rappel au numéro du dossier' });
+    const suspend = [DEFAULT_RULES.find((r) => r.response === 'suspend')!];
+    await inTenant(database.db, w.tenant.id, (trx) => applyResponse(trx, w.tenant.id, admin.accountId, suspend, now));
+    const row = async (id: string) => inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('factor_reset_requests').select(['status', 'decided_by']).where('id', '=', id).executeTakeFirstOrThrow());
+    expect(await row(byAdmin)).toEqual({ status: 'cancelled', decided_by: null });
+    const cancelled = await events(w.tenant, 'identity.factorReset.cancel');
+    expect(cancelled.map((e) => [e.target_ids, e.actor_roles, e.details])).toEqual([[[byAdmin, w.staffId], ['system:detection'], { reason: 'account_suspended' }]]);
+    await expect(decideFactorReset(t.deps, ctxFor(t, w.tenant, await actor(w.tenant, w.second, now)), byAdmin, 'approve')).rejects.toMatchObject({ fields: { _: 'factorResetDecided' } });
+
+    // the second administrator asks, then loses the role: no one approves what she vouched for
+    const bySecond = await requestFactorReset(t.deps, ctxFor(t, w.tenant, await actor(w.tenant, w.second, now)), { email: w.staff, reason: 'Pièce d’identité au comptoir' });
+    await inTenant(database.db, w.tenant.id, (trx) => trx.updateTable('memberships').set({ revoked_at: now }).where('account_id', '=', idOf(w.second)).where('role', '=', 'tenant_admin').execute());
+    await expect(decideFactorReset(t.deps, ctxFor(t, w.tenant, await actor(w.tenant, tiers, now)), bySecond, 'approve')).rejects.toMatchObject({ fields: { _: 'factorResetRequesterGone' } });
+    expect((await events(w.tenant, 'identity.factorReset.approve', 'denied')).at(-1)?.details).toEqual({ reason: 'requester_not_admin' });
+    await expect(
+      inTenant(database.db, w.tenant.id, (trx) => trx.updateTable('factor_reset_requests').set({ status: 'approved', decided_by: idOf(tiers), decided_at: now }).where('id', '=', bySecond).execute()),
+    ).rejects.toThrow(/who asked holds no current administrator role/);
+    expect(hasSecondFactor(await factorsOf(w.tenant, w.staffId))).toBe(true);
+    // refusing it is still possible, and clears the way for a new request
+    await decideFactorReset(t.deps, ctxFor(t, w.tenant, await actor(w.tenant, tiers, now)), bySecond, 'refuse');
+    expect(await row(bySecond)).toMatchObject({ status: 'refused' });
   });
 
   it('pages: the administrator sees the list and the form in French and English; staff are refused; a missing reason is a 400 that writes nothing', async () => {
