@@ -249,6 +249,20 @@ describe('passkeys vouched for at enrolment', () => {
     expect(textOf(page.body)).toContain('elles ne comptent pas encore');
     expect(textOf(page.body)).toContain(CONFIRM);
     expect((await c.post('/account/security/passkeys/options', {})).status).toBe(403);
+    // nor, with a password and an app code alone, does a session remove a passkey or change the password (a phisher would lock her out)
+    await c.get(`/account/security/passkeys/${intruderKey}/revoke`);
+    let r = await c.post(`/account/security/passkeys/${intruderKey}/revoke`);
+    expect(r.status).toBe(403);
+    expect(textOf(r.body)).toContain('Vos clés d’accès ne sont pas encore confirmées');
+    await c.get('/account/security/password');
+    r = await c.post('/account/security/password', { currentPassword: PASSWORD, password: 'Hirondelles-du-printemps-2026', passwordConfirm: 'Hirondelles-du-printemps-2026' });
+    expect(r.status).toBe(403);
+    const refusals = await q((trx) => trx.selectFrom('audit_events').select(['action', 'details']).where('outcome', '=', 'denied').where('actor_account_id', '=', id).orderBy('seq').execute());
+    expect(refusals.map((e) => [e.action, e.details])).toEqual([
+      ['identity.passkey.register', { reason: 'mailbox_unproven', step: 'options' }],
+      ['identity.passkey.revoke', { reason: 'mailbox_unproven', step: 'revoke' }],
+      ['identity.password.change', { reason: 'mailbox_unproven', step: 'password' }],
+    ]);
     await c.get('/account/security');
     await c.post('/account/security/passkey-link');
     expect((await c.get(await mailedLink(email))).headers.location).toBe('/account/security?status=mailboxProven');

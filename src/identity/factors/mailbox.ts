@@ -78,20 +78,28 @@ export async function mailboxProofState(trx: Trx, actor: Actor, now: Date): Prom
   return (await mailboxProvenRecently(trx, actor, now)) ? 'proven' : 'needed';
 }
 
-function event(ctx: Ctx, action: 'identity.passkeyLink.request' | 'identity.passkeyLink.use' | 'identity.passkey.register', outcome: AuditEventInput['outcome'], targetIds: string[], details: Record<string, string | number | boolean | null>): AuditEventInput {
+function event(ctx: Ctx, action: 'identity.passkeyLink.request' | 'identity.passkeyLink.use' | 'identity.passkey.register' | 'identity.passkey.revoke' | 'identity.password.change', outcome: AuditEventInput['outcome'], targetIds: string[], details: Record<string, string | number | boolean | null>): AuditEventInput {
   return { action, outcome, ...originFields(originOf(ctx)), targetType: 'account', targetIds, details };
 }
 
+const STEP_ACTION = { options: 'identity.passkey.register', register: 'identity.passkey.register', revoke: 'identity.passkey.revoke', password: 'identity.password.change' } as const;
+
 /**
- * Refuses (MailboxProofRequired) a passkey enrolment step of a session that
- * must prove the mailbox and has not; the refusal is an audit event of its own.
+ * Refuses (MailboxProofRequired) a step of a session that must prove the
+ * mailbox and has not; the refusal is an audit event of its own. Enrolling a
+ * passkey (`options`, `register`): a privileged holder without a vouched
+ * passkey. Removing one or changing the password (`revoke`, `password`): such
+ * a holder who has passkeys, none vouched for — for whom a password and an app
+ * code would otherwise do, where a passkey used to be asked, and let a phisher
+ * lock the holder out.
  */
-export async function requireMailboxProof(deps: Deps, ctx: Ctx, step: 'options' | 'register'): Promise<void> {
+export async function requireMailboxProof(deps: Deps, ctx: Ctx, step: keyof typeof STEP_ACTION): Promise<void> {
   const actor = ctx.actor;
   if (!actor) throw new AppError('signInRequired');
+  if ((step === 'revoke' || step === 'password') && !((actor.auth?.passkeys ?? 0) > 0 && (actor.auth?.vouchedPasskeys ?? 0) === 0)) return;
   const state = await inTenant(deps.db.db, ctx.tenant.id, (trx) => mailboxProofState(trx, actor, ctx.now));
   if (state !== 'needed') return;
-  await appendAuditAlone(deps.db.db, ctx.tenant.id, event(ctx, 'identity.passkey.register', 'denied', [actor.accountId], { reason: 'mailbox_unproven', step }), ctx.now);
+  await appendAuditAlone(deps.db.db, ctx.tenant.id, event(ctx, STEP_ACTION[step], 'denied', [actor.accountId], { reason: 'mailbox_unproven', step }), ctx.now);
   throw new MailboxProofRequired();
 }
 

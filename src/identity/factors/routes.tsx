@@ -109,7 +109,7 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
             {env.m.child.back}
           </a>
         </p>
-        {status && status !== 'required' && <Notice>{f.status[status]}</Notice>}
+        {status && status !== 'required' && (status !== 'passkeyVouched' || o.passkeys.some((p) => p.vouched)) && <Notice>{f.status[status]}</Notice>}
         {needsFactor && (
           <div class="notice notice--warning" role="status">
             <h2>{f.requiredTitle}</h2>
@@ -273,7 +273,13 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
       throw err;
     }
     if (await isGuessable(input.password, contextWords(actor.email, req.ctx.tenant))) return passwordChangePage(req, reply, { password: 'passwordGuessable' });
-    const r = await factors.changePassword(deps, req.ctx, input.currentPassword, input.password);
+    let r: factors.PasswordChange;
+    try {
+      r = await factors.changePassword(deps, req.ctx, input.currentPassword, input.password);
+    } catch (err) {
+      if (err instanceof MailboxProofRequired) return securityError(req, reply, pageEnv(req, reply).m.factors.mailbox.requiredChange, 403);
+      throw err;
+    }
     if (!r.ok && r.reason === 'locked') return passwordChangePage(req, reply, undefined, pageEnv(req, reply).m.factors.passwordLocked(minutesUntil(req.ctx.now, r.lockedUntil)), 429);
     if (!r.ok) return passwordChangePage(req, reply, { currentPassword: 'currentPasswordWrong' }, undefined, 401);
     setSessionCookie(app, reply, r.session);
@@ -543,7 +549,14 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
     return confirmPage(req, reply, { title: f.revokeTitle, consequence: f.revokeConsequence(p.name), warning: isLastFactor(o, 'passkey') ? f.lastFactorWarning : undefined, action: `/account/security/passkeys/${p.id}/revoke`, submit: f.revokeSubmit });
   });
   app.post<{ Params: { id: string } }>('/account/security/passkeys/:id/revoke', async (req, reply) => {
-    if (!(await factors.revokePasskey(deps, req.ctx, req.params.id))) throw new AppError('notFound');
+    let revoked: boolean;
+    try {
+      revoked = await factors.revokePasskey(deps, req.ctx, req.params.id);
+    } catch (err) {
+      if (err instanceof MailboxProofRequired) return securityError(req, reply, pageEnv(req, reply).m.factors.mailbox.requiredChange, 403);
+      throw err;
+    }
+    if (!revoked) throw new AppError('notFound');
     return reply.redirect('/account/security?status=passkeyRevoked', 303);
   });
 

@@ -239,7 +239,8 @@ export async function regenerateRecoveryCodes(deps: Deps, ctx: Ctx): Promise<str
 /**
  * Adding or removing a passkey, or changing the password, of an account that
  * holds a privileged role and has a vouched passkey asks for one of those
- * used in the last five minutes.
+ * used in the last five minutes; with passkeys none of which is vouched for,
+ * a recent authentication and proof of the mailbox (requireMailboxProof).
  * Otherwise a session taken with a password and an app code (through a
  * phishing proxy, say) would add the intruder's passkey — and pass every
  * privileged step-up from then on — or remove the holder's own. Without a
@@ -350,6 +351,7 @@ export async function revokePasskey(deps: Deps, ctx: Ctx, id: string): Promise<b
   const actor = signedIn(ctx);
   requireAccountSecurityAuth(ctx, `/account/security/passkeys/${UUID.test(id) ? id : ''}/revoke`);
   if (!UUID.test(id)) return false;
+  await requireMailboxProof(deps, ctx, 'revoke');
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     const r = await trx.updateTable('webauthn_credentials').set({ revoked_at: ctx.now }).where('id', '=', id).where('account_id', '=', actor.accountId).where('revoked_at', 'is', null).returning(['id', 'name']).executeTakeFirst();
     if (!r) return false;
@@ -655,6 +657,7 @@ export async function changePassword(deps: Deps, ctx: Ctx, current: string, next
   const actor = signedIn(ctx);
   requirePasswordChangeAuth(ctx);
   if (!actor.sessionId) throw new AppError('signInRequired');
+  await requireMailboxProof(deps, ctx, 'password');
   const before = await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     const account = await trx.selectFrom('accounts').select(['password_hash']).where('id', '=', actor.accountId).executeTakeFirstOrThrow();
     return { hash: account.password_hash, lockedUntil: await store.codeLockedUntil(trx, actor.accountId, ctx.now) };

@@ -681,6 +681,7 @@ export const en: Messages = {
       request: 'Send me a link to add a passkey',
       leadUnvouched: 'Your role requires a confirmed passkey for every privileged action. Your passkeys were added before this role, or without your address being confirmed: they do not count yet. To confirm one, or add one, first confirm that you receive the e-mails sent to your address: we send you a link, valid for 15 minutes, to open in this browser.',
       requestConfirm: 'Send me a link to confirm my passkey',
+      requiredChange: 'Your passkeys are not confirmed yet. To remove one or change your password, first open in this browser the link we e-mail to your address from the account security page.',
       provenUnvouched: 'Now use one of your passkeys to confirm it, or add one; from then on it counts for privileged actions.',
       confirmExisting: 'Confirm with my passkey',
       reauthUnvouched: 'Your passkey was added before your role, or without your address being confirmed: it does not count for privileged actions yet. First confirm that you receive the e-mails sent to your address: we send you a link, valid for 15 minutes, to open in this browser; it brings you back here.',

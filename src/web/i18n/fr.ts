@@ -687,6 +687,7 @@ export const fr = {
       request: 'Recevoir un lien pour ajouter une clé d’accès',
       leadUnvouched: `Votre rôle exige, pour chaque action privilégiée, une clé d’accès confirmée. Vos clés ont été ajoutées avant ce rôle ou sans que votre adresse soit confirmée${nb}: elles ne comptent pas encore. Pour en confirmer une, ou en ajouter une, confirmez d’abord que vous recevez les courriels de votre adresse${nb}: nous vous envoyons un lien, valable 15${nb}minutes, à ouvrir dans ce navigateur-ci.`,
       requestConfirm: 'Recevoir un lien pour confirmer ma clé d’accès',
+      requiredChange: 'Vos clés d’accès ne sont pas encore confirmées. Pour en retirer une ou changer votre mot de passe, ouvrez d’abord, dans ce navigateur-ci, le lien que nous envoyons à votre adresse courriel depuis la page Sécurité du compte.',
       provenUnvouched: `Utilisez maintenant l’une de vos clés d’accès pour la confirmer, ou ajoutez-en une${nb}; ensuite, elle comptera pour les actions privilégiées.`,
       confirmExisting: 'Confirmer avec ma clé d’accès',
       reauthUnvouched: `Votre clé d’accès a été ajoutée avant votre rôle, ou sans que votre adresse soit confirmée${nb}: elle ne compte pas encore pour les actions privilégiées. Confirmez d’abord que vous recevez les courriels de votre adresse${nb}: nous vous envoyons un lien, valable 15${nb}minutes, à ouvrir dans ce navigateur-ci${nb}; il vous ramènera ici.`,
