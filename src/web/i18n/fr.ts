@@ -634,7 +634,7 @@ export const fr = {
       recoveryUsed: 'Vous vous êtes connecté avec un code de récupération. Si vous avez perdu votre appareil, retirez-le et ajoutez-en un nouveau.',
       linkSent: 'Nous vous avons envoyé un lien par courriel. Ouvrez-le dans ce navigateur-ci, dans les 15 prochaines minutes.',
       mailboxProven: 'Votre adresse courriel est confirmée. Vous pouvez maintenant ajouter votre clé d’accès, dans les 15 prochaines minutes.',
-      passkeyVouched: 'Votre clé d’accès est confirmée${nb}: elle compte désormais pour les actions privilégiées.',
+      passkeyVouched: `Votre clé d’accès est confirmée${nb}: elle compte désormais pour les actions privilégiées.`,
     },
     enabled: 'Activée',
     notConfigured: 'Non configurée',
