@@ -3,7 +3,8 @@
  * tenant's log without the database (verify-bundle.ts checks it).
  *
  * - the events that occurred in [from, to), each with its entry (the exact
- *   bytes of its leaf) and an inclusion proof against the latest head;
+ *   bytes of its leaf, in base64), the entry's fields as JSON for reading,
+ *   and an inclusion proof against the latest head;
  * - the heads signed in the period, the last one signed before it and the
  *   latest head, with a consistency proof between each consecutive pair: the
  *   log only grew from one to the next;
@@ -19,7 +20,7 @@ import type { DB } from '../db/schema.ts';
 import { enterTenant } from '../db/tenant.ts';
 import type { TenantSigner } from './signing.ts';
 import { consistencyProofAt, headBefore, headsSignedBetween, inclusionProofsAt, latestHead, leavesOccurredBetween, type Head } from './store.ts';
-import { BUNDLE_FORMAT, parseEntry, type EntryField } from './verify-bundle.ts';
+import { BUNDLE_FORMAT, decodeEntry, type EntryField } from './verify-bundle.ts';
 
 export class ExportError extends Error {}
 
@@ -86,8 +87,8 @@ export async function exportBundle(
         consistency,
         events: leaves.map((l, i) => ({
           leaf_index: l.index,
-          entry: l.entry,
-          event: parseEntry(l.entry),
+          entry: l.entry.toString('base64'),
+          event: decodeEntry(l.entry),
           inclusion: { tree_size: latest.treeSize, proof: proofs[i]!.map((p) => p.toString('base64')) },
         })),
       };

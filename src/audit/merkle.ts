@@ -23,12 +23,17 @@ export const HASH_SIZE = 32;
 /** MTH({}) = SHA-256 of the empty string. */
 export const EMPTY_ROOT: Buffer = createHash('sha256').digest();
 
-const LEAF_PREFIX = Buffer.from([0x00]);
+// 0x00 ‖ entry, copied into one reused buffer: a one-shot hash of it is about
+// twice as fast as a streaming hash fed the prefix and the entry apart.
+let leafScratch = Buffer.alloc(1024);
 
 /** SHA-256(0x00 ‖ entry): the hash of a leaf whose data is `entry` (a string is hashed as UTF-8). */
 export function leafHash(entry: Uint8Array | string): Buffer {
   if (typeof entry === 'string') return oneShot('sha256', `\u0000${entry}`, 'buffer');
-  return createHash('sha256').update(LEAF_PREFIX).update(entry).digest();
+  if (entry.length + 1 > leafScratch.length) leafScratch = Buffer.alloc(2 * (entry.length + 1));
+  leafScratch[0] = 0x00;
+  leafScratch.set(entry, 1);
+  return oneShot('sha256', leafScratch.subarray(0, entry.length + 1), 'buffer');
 }
 
 // One scratch buffer for node hashing: 0x01 ‖ left ‖ right, reused because

@@ -14,37 +14,73 @@ export class TreeStoreError extends Error {}
 /**
  * The entry of an event: the bytes its leaf hashes (SHA-256(0x00 ‖ entry)),
  * built by the database from the stored columns, so that the sealer, the
- * verifier and the export all read the very same text, and verification
- * streams one text column per event instead of decoding eighteen. Every
- * function is schema-qualified: a function shadowing a built-in on the
- * search path cannot change what is hashed. The fields are ENTRY_FIELDS of
- * verify-bundle.ts; the time is UTC to the microsecond whatever the session's
- * time zone. PostgreSQL 15 and PGlite (17) render it identically (tested).
+ * verifier and the export all read the very same bytes, and verification
+ * streams one value per event instead of decoding eighteen. Every function
+ * and type is schema-qualified: one shadowing a built-in on the search path
+ * cannot change what is hashed. The fields are ENTRY_FIELDS of
+ * verify-bundle.ts, in that order, in the event's format (entry_format,
+ * migration 0051):
+ *
+ * - 1, `guichet.audit/v1`: a JSON array, UTF-8, the time as UTC text to the
+ *   microsecond whatever the session's time zone;
+ * - 2, `guichet.audit/v2`: PostgreSQL's binary record format (record_send)
+ *   of the same fields, each cast to its type so that the type OIDs in the
+ *   bytes never depend on a column's declaration. Texts are sent in the
+ *   connection's encoding: UTF-8 on every connection Guichet opens (the
+ *   driver's and PGlite's default), as format 1 is.
+ *
+ * PostgreSQL 15 and PGlite (17) build both identically (tested).
  */
-export function entrySql(alias: string): RawBuilder<string> {
+export function entrySql(alias: string): RawBuilder<Buffer> {
   const e = (c: string) => `${alias}.${c}`;
-  return sql<string>`pg_catalog.json_build_array('guichet.audit/v1', ${sql.raw(
-    [
-      e('tenant_id'),
-      `${e('seq')}::pg_catalog.text`,
-      e('id'),
-      `pg_catalog.to_char(pg_catalog.timezone('UTC', ${e('occurred_at')}), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`,
-      e('action'),
-      e('outcome'),
-      e('actor_account_id'),
-      e('actor_roles'),
-      e('on_behalf_of'),
-      e('target_type'),
-      e('target_ids'),
-      e('family_ids'),
-      e('fields'),
-      e('purpose'),
-      e('ip'),
-      e('user_agent'),
-      e('request_id'),
-      e('details'),
-    ].join(', '),
-  )})::pg_catalog.text`;
+  const v1 = [
+    e('tenant_id'),
+    `${e('seq')}::pg_catalog.text`,
+    e('id'),
+    `pg_catalog.to_char(pg_catalog.timezone('UTC', ${e('occurred_at')}), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`,
+    e('action'),
+    e('outcome'),
+    e('actor_account_id'),
+    e('actor_roles'),
+    e('on_behalf_of'),
+    e('target_type'),
+    e('target_ids'),
+    e('family_ids'),
+    e('fields'),
+    e('purpose'),
+    e('ip'),
+    e('user_agent'),
+    e('request_id'),
+    e('details'),
+  ].join(', ');
+  const v2 = [
+    `${e('tenant_id')}::pg_catalog.uuid`,
+    `${e('seq')}::pg_catalog.int8`,
+    `${e('id')}::pg_catalog.uuid`,
+    `${e('occurred_at')}::pg_catalog.timestamptz`,
+    `${e('action')}::pg_catalog.text`,
+    `${e('outcome')}::pg_catalog.text`,
+    `${e('actor_account_id')}::pg_catalog.uuid`,
+    `${e('actor_roles')}::pg_catalog.text[]`,
+    `${e('on_behalf_of')}::pg_catalog.uuid`,
+    `${e('target_type')}::pg_catalog.text`,
+    `${e('target_ids')}::pg_catalog.text[]`,
+    `${e('family_ids')}::pg_catalog.uuid[]`,
+    `${e('fields')}::pg_catalog.text[]`,
+    `${e('purpose')}::pg_catalog.text`,
+    `${e('ip')}::pg_catalog.text`,
+    `${e('user_agent')}::pg_catalog.text`,
+    `${e('request_id')}::pg_catalog.text`,
+    `${e('details')}::pg_catalog.jsonb`,
+  ].join(', ');
+  return sql<Buffer>`(CASE WHEN ${sql.raw(e('entry_format'))} = 1
+    THEN pg_catalog.convert_to(pg_catalog.json_build_array('guichet.audit/v1', ${sql.raw(v1)})::pg_catalog.text, 'UTF8')
+    ELSE pg_catalog.record_send(ROW('guichet.audit/v2'::pg_catalog.text, ${sql.raw(v2)})) END)`;
+}
+
+/** An entry as the driver hands it over (a Buffer from pg, a Uint8Array from PGlite). */
+function entryBytes(v: Uint8Array): Buffer {
+  return Buffer.isBuffer(v) ? v : Buffer.from(v.buffer, v.byteOffset, v.byteLength);
 }
 
 export interface Head {
@@ -179,7 +215,7 @@ export interface PendingEvent {
   id: string;
   ticket: string;
   seq: string;
-  entry: string;
+  entry: Buffer;
 }
 
 /**
@@ -201,7 +237,7 @@ export async function pendingEvents(trx: Trx, tenantId: string, after: { ticket:
           ORDER BY k.ticket, k.seq LIMIT ${limit}) w
     JOIN audit_events e ON e.id = w.id
     ORDER BY w.kx, w.ks`.execute(trx);
-  return rows;
+  return rows.map((r) => ({ ...r, entry: entryBytes(r.entry) }));
 }
 
 /** Events not in the tree yet (the sealer's backlog). */
@@ -339,21 +375,21 @@ export interface LeafRow {
   eventId: string;
   leafHash: Buffer;
   /** Null when the event the leaf was sealed from is gone. */
-  entry: string | null;
+  entry: Buffer | null;
   ticket: string | null;
   seq: string | null;
 }
 
 /** Leaves [from, to) with their events' entries, as the database holds them now, a row each. */
 export async function leavesWithEntries(trx: Trx, tenantId: string, from: number, to: number): Promise<LeafRow[]> {
-  const { rows } = await sql<{ i: string; ev: string; lh: Buffer; entry: string | null; ticket: string | null; seq: string | null }>`
+  const { rows } = await sql<{ i: string; ev: string; lh: Buffer; entry: Buffer | null; ticket: string | null; seq: string | null }>`
     SELECT l.leaf_index::text AS i, l.event_id AS ev, l.leaf_hash AS lh,
            CASE WHEN e.id IS NULL THEN NULL ELSE ${entrySql('e')} END AS entry,
            e.ticket::text AS ticket, e.seq::text AS seq
     FROM audit_leaves l LEFT JOIN audit_events e ON e.id = l.event_id AND e.tenant_id = l.tenant_id
     WHERE l.tenant_id = ${tenantId} AND l.leaf_index >= ${from} AND l.leaf_index < ${to}
     ORDER BY l.leaf_index`.execute(trx);
-  return rows.map((r) => ({ index: Number(r.i), eventId: r.ev, leafHash: Buffer.from(r.lh), entry: r.entry, ticket: r.ticket, seq: r.seq }));
+  return rows.map((r) => ({ index: Number(r.i), eventId: r.ev, leafHash: Buffer.from(r.lh), entry: r.entry ? entryBytes(r.entry) : null, ticket: r.ticket, seq: r.seq }));
 }
 
 /** Leaves [from, to): index, event and hash, without the events (verification reads those in their own order). */
@@ -367,7 +403,7 @@ export interface OrderedEvent {
   id: string;
   ticket: string;
   seq: string;
-  entry: string;
+  entry: Buffer;
 }
 
 /** The tenant's events in sealing order, after `after`, with their entries: an index scan on audit_events_sealing. */
@@ -375,7 +411,7 @@ export async function eventsInOrder(trx: Trx, tenantId: string, after: { ticket:
   const afterCond = after ? sql`AND (e.ticket, e.seq) > (${after.ticket}::bigint, ${after.seq}::bigint)` : sql``;
   const { rows } = await sql<OrderedEvent>`SELECT e.id, e.ticket::text AS ticket, e.seq::text AS seq, ${entrySql('e')} AS entry
     FROM audit_events e WHERE e.tenant_id = ${tenantId} ${afterCond} ORDER BY e.ticket, e.seq LIMIT ${limit}`.execute(trx);
-  return rows;
+  return rows.map((r) => ({ ...r, entry: entryBytes(r.entry) }));
 }
 
 export interface HashedPage {
@@ -448,7 +484,7 @@ export async function hashedPage(trx: Trx, tenantId: string, from: number, size:
                  COALESCE(pg_catalog.string_agg(pg_catalog.uuid_send(w.id), ''::bytea), ''::bytea) AS i,
                  COALESCE(pg_catalog.string_agg(pg_catalog.int8send(w.ticket) || pg_catalog.int8send(w.seq), ''::bytea), ''::bytea) AS k,
                  COALESCE(pg_catalog.string_agg(w.h, ''::bytea), ''::bytea) AS h
-          FROM (SELECT e.id, e.ticket, e.seq, pg_catalog.sha256('\\x00'::bytea || pg_catalog.convert_to(${entrySql('e')}, 'UTF8')) AS h
+          FROM (SELECT e.id, e.ticket, e.seq, pg_catalog.sha256('\\x00'::bytea || ${entrySql('e')}) AS h
                 FROM audit_events e WHERE e.tenant_id = ${tenantId} ${start}
                 ORDER BY e.ticket, e.seq LIMIT ${size + 1}) w) v`.execute(trx);
   const r = rows[0]!;
@@ -501,11 +537,11 @@ export async function countLeaves(trx: Trx, tenantId: string): Promise<number> {
 }
 
 /** Leaves whose events occurred in [from, to), with their entries. */
-export async function leavesOccurredBetween(trx: Trx, tenantId: string, from: Date, to: Date, maxIndex: number): Promise<{ index: number; entry: string }[]> {
-  const { rows } = await sql<{ i: string; entry: string }>`
+export async function leavesOccurredBetween(trx: Trx, tenantId: string, from: Date, to: Date, maxIndex: number): Promise<{ index: number; entry: Buffer }[]> {
+  const { rows } = await sql<{ i: string; entry: Buffer }>`
     SELECT l.leaf_index::text AS i, ${entrySql('e')} AS entry
     FROM audit_events e JOIN audit_leaves l ON l.event_id = e.id AND l.tenant_id = e.tenant_id
     WHERE e.tenant_id = ${tenantId} AND e.occurred_at >= ${from} AND e.occurred_at < ${to} AND l.leaf_index < ${maxIndex}
     ORDER BY l.leaf_index`.execute(trx);
-  return rows.map((r) => ({ index: Number(r.i), entry: r.entry }));
+  return rows.map((r) => ({ index: Number(r.i), entry: entryBytes(r.entry) }));
 }

@@ -17,18 +17,36 @@
  * Standard checkpoint tooling (witnesses, the Go note package) reads it; the
  * time line is the one extension, because the signed head must carry it.
  *
- * A leaf is SHA-256(0x00 ‖ entry), where the entry is the UTF-8 JSON array
- * the server builds from the stored event (ENTRY_FIELDS, in that order). The
- * bundle carries each entry's exact text: the auditor hashes those bytes and
- * reads the fields with any JSON parser.
+ * A leaf is SHA-256(0x00 ‖ entry), where the entry holds the stored event's
+ * fields (ENTRY_FIELDS, in that order) in one of two formats, named by its
+ * first field:
+ *
+ * - `guichet.audit/v1`: a JSON array, UTF-8;
+ * - `guichet.audit/v2`: PostgreSQL's binary record format — a 32-bit column
+ *   count (19), then for each field its type's OID (32 bits), its length
+ *   (32 bits, -1 for null) and its value in that type's binary form: text
+ *   (OID 25) as UTF-8; uuid (2950) as 16 bytes; int8 (20) as 64 bits;
+ *   timestamptz (1184) as 64-bit microseconds since 2000-01-01T00:00:00Z;
+ *   one-dimensional arrays of text (1009) or uuid (2951) as a dimension
+ *   count, a has-nulls flag, the element OID, the length and lower bound
+ *   (1), then each element as a length and a value; jsonb (3802) as a
+ *   version byte (1) and the JSON text. All integers are big-endian.
+ *
+ * The bundle carries each entry's exact bytes (base64; bundles of format
+ * guichet-audit-bundle/v1 carried v1 entries as text): the auditor hashes
+ * those bytes and reads the fields with decodeEntry below, or any decoder of
+ * the two formats.
  *
  * Imports: node:crypto and ./merkle.ts only. Keep it that way.
  */
 import { createHash, createPublicKey, verify as edVerify, type KeyObject } from 'node:crypto';
 import { HASH_SIZE, leafHash, verifyConsistency, verifyInclusion } from './merkle.ts';
 
-export const BUNDLE_FORMAT = 'guichet-audit-bundle/v1';
+export const BUNDLE_FORMAT = 'guichet-audit-bundle/v2';
+/** Bundles written before entries could be binary: each entry is the text of a v1 entry. */
+export const BUNDLE_FORMAT_V1 = 'guichet-audit-bundle/v1';
 export const ENTRY_FORMAT = 'guichet.audit/v1';
+export const ENTRY_FORMAT_V2 = 'guichet.audit/v2';
 
 /** The fields of an entry, in order (the first is ENTRY_FORMAT). */
 export const ENTRY_FIELDS = [
@@ -117,6 +135,15 @@ export function parseVerifierKey(text: string): VerifierKey {
 
 function validKeyName(name: string): boolean {
   return name.length > 0 && name.length <= 256 && !/[\s+]/u.test(name) && !/[\u0000-\u001f]/.test(name);
+}
+
+/** Standard, canonical base64 of any length (an entry). */
+function base64Of(s: string, what: string): Buffer {
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length % 4 !== 0) throw new VerifyError(`${what}: not standard base64`);
+  const b = Buffer.from(s, 'base64');
+  if (b.toString('base64') !== s) throw new VerifyError(`${what}: not canonical base64`);
+  if (!b.length) throw new VerifyError(`${what}: empty`);
+  return b;
 }
 
 function strictBase64(s: unknown, length: number, what: string): Buffer {
@@ -249,7 +276,7 @@ function isoTime(v: unknown, what: string): Date {
   return d;
 }
 
-/** Reads an entry's fields; throws if it is not a well-formed entry. */
+/** Reads a v1 entry's fields from its text; throws if it is not a well-formed v1 entry. */
 export function parseEntry(entry: string): Record<EntryField, Json> {
   let v: unknown;
   try {
@@ -260,6 +287,162 @@ export function parseEntry(entry: string): Record<EntryField, Json> {
   if (!Array.isArray(v) || v.length !== ENTRY_FIELDS.length) throw new VerifyError(`entry: expected a JSON array of ${ENTRY_FIELDS.length} fields`);
   if (v[0] !== ENTRY_FORMAT) throw new VerifyError(`entry: unknown format ${JSON.stringify(v[0])}`);
   return Object.fromEntries(ENTRY_FIELDS.map((f, i) => [f, v[i] as Json])) as Record<EntryField, Json>;
+}
+
+/** The binary types of a v2 entry's fields, in ENTRY_FIELDS order (OIDs of PostgreSQL's catalog, fixed since long before version 10). */
+const OID = { text: 25, int8: 20, uuid: 2950, timestamptz: 1184, textArray: 1009, uuidArray: 2951, jsonb: 3802 } as const;
+type V2Type = keyof typeof OID;
+const V2_TYPES: readonly V2Type[] = [
+  'text', // format
+  'uuid', // tenant_id
+  'int8', // seq
+  'uuid', // id
+  'timestamptz', // occurred_at
+  'text', // action
+  'text', // outcome
+  'uuid', // actor_account_id
+  'textArray', // actor_roles
+  'uuid', // on_behalf_of
+  'text', // target_type
+  'textArray', // target_ids
+  'uuidArray', // family_ids
+  'textArray', // fields
+  'text', // purpose
+  'text', // ip
+  'text', // user_agent
+  'text', // request_id
+  'jsonb', // details
+];
+const ELEMENT_OID: Partial<Record<V2Type, number>> = { textArray: OID.text, uuidArray: OID.uuid };
+const MAX_ARRAY = 100_000;
+/** 2000-01-01T00:00:00Z, PostgreSQL's epoch, in milliseconds since 1970. */
+const PG_EPOCH_MS = 946_684_800_000n;
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Reads a v2 entry's bytes strictly (nothing missing, nothing left over); throws VerifyError. */
+function decodeV2(b: Buffer): Record<EntryField, Json> {
+  let at = 0;
+  const need = (n: number) => {
+    if (n < 0 || at + n > b.length) throw new VerifyError('entry: truncated');
+  };
+  const int32 = () => {
+    need(4);
+    const v = b.readInt32BE(at);
+    at += 4;
+    return v;
+  };
+  const bytes = (n: number) => {
+    need(n);
+    const v = b.subarray(at, at + n);
+    at += n;
+    return v;
+  };
+  const text = (v: Buffer, what: string) => {
+    try {
+      return utf8.decode(v);
+    } catch {
+      throw new VerifyError(`entry: ${what} is not UTF-8`);
+    }
+  };
+  const uuid = (v: Buffer, what: string) => {
+    if (v.length !== 16) throw new VerifyError(`entry: ${what} is not a uuid`);
+    const h = v.toString('hex');
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  };
+  const scalar = (type: 'text' | 'uuid', v: Buffer, what: string): string => (type === 'text' ? text(v, what) : uuid(v, what));
+  if (int32() !== ENTRY_FIELDS.length) throw new VerifyError(`entry: expected ${ENTRY_FIELDS.length} fields`);
+  const out: Record<string, Json> = {};
+  ENTRY_FIELDS.forEach((field, i) => {
+    const type = V2_TYPES[i]!;
+    if (int32() !== OID[type]) throw new VerifyError(`entry: ${field} is not of type ${type}`);
+    const len = int32();
+    if (len === -1) {
+      out[field] = null;
+      return;
+    }
+    const v = bytes(len);
+    switch (type) {
+      case 'text':
+      case 'uuid':
+        out[field] = scalar(type, v, field);
+        return;
+      case 'int8':
+        if (v.length !== 8) throw new VerifyError(`entry: ${field} is not an int8`);
+        out[field] = v.readBigInt64BE(0).toString();
+        return;
+      case 'timestamptz': {
+        if (v.length !== 8) throw new VerifyError(`entry: ${field} is not a timestamptz`);
+        const us = v.readBigInt64BE(0);
+        const ms = PG_EPOCH_MS + (us >= 0n ? us / 1000n : -((-us + 999n) / 1000n));
+        const d = new Date(Number(ms));
+        if (Number.isNaN(d.getTime())) throw new VerifyError(`entry: ${field} is out of range`);
+        const micro = (((us % 1_000_000n) + 1_000_000n) % 1_000_000n).toString().padStart(6, '0');
+        out[field] = `${d.toISOString().slice(0, 19)}.${micro}Z`;
+        return;
+      }
+      case 'jsonb': {
+        if (v.length < 1 || v[0] !== 1) throw new VerifyError(`entry: ${field} is not jsonb of version 1`);
+        try {
+          out[field] = JSON.parse(text(v.subarray(1), field)) as Json;
+        } catch (err) {
+          if (err instanceof VerifyError) throw err;
+          throw new VerifyError(`entry: ${field} is not JSON`);
+        }
+        return;
+      }
+      case 'textArray':
+      case 'uuidArray': {
+        const element = type === 'textArray' ? 'text' : 'uuid';
+        const r = { at: 0 };
+        const a = (n: number) => {
+          if (r.at + n > v.length) throw new VerifyError(`entry: ${field} is truncated`);
+          const x = v.subarray(r.at, r.at + n);
+          r.at += n;
+          return x;
+        };
+        const i32 = () => a(4).readInt32BE(0);
+        const ndim = i32();
+        const hasNulls = i32();
+        if (i32() !== ELEMENT_OID[type]) throw new VerifyError(`entry: ${field} has elements of another type`);
+        if (hasNulls !== 0) throw new VerifyError(`entry: ${field} holds nulls`);
+        const items: string[] = [];
+        if (ndim === 1) {
+          const n = i32();
+          if (i32() !== 1 || n < 1 || n > MAX_ARRAY) throw new VerifyError(`entry: ${field} is not a list`);
+          for (let k = 0; k < n; k++) {
+            const l = i32();
+            if (l < 0) throw new VerifyError(`entry: ${field} holds nulls`);
+            items.push(scalar(element, a(l), field));
+          }
+        } else if (ndim !== 0) throw new VerifyError(`entry: ${field} is not a list`);
+        if (r.at !== v.length) throw new VerifyError(`entry: ${field} has bytes left over`);
+        out[field] = items;
+        return;
+      }
+    }
+  });
+  if (at !== b.length) throw new VerifyError('entry: bytes left over after the last field');
+  if (out.format !== ENTRY_FORMAT_V2) throw new VerifyError(`entry: unknown format ${JSON.stringify(out.format)}`);
+  return out as Record<EntryField, Json>;
+}
+
+/**
+ * Reads an entry's fields from its bytes, in either format (a v1 entry is a
+ * JSON array, so it starts with '['; a v2 entry starts with its column
+ * count, 0x00000013); throws VerifyError if it is not a well-formed entry.
+ */
+export function decodeEntry(entry: Uint8Array): Record<EntryField, Json> {
+  const b = Buffer.isBuffer(entry) ? entry : Buffer.from(entry.buffer, entry.byteOffset, entry.byteLength);
+  if (b[0] === 0x5b) {
+    let t: string;
+    try {
+      t = utf8.decode(b);
+    } catch {
+      throw new VerifyError('entry: not UTF-8');
+    }
+    return parseEntry(t);
+  }
+  return decodeV2(b);
 }
 
 /**
@@ -277,7 +460,8 @@ export function verifyBundle(text: string, opts: { key?: string | undefined } = 
     throw new VerifyError(`not a bundle: the file is not JSON (${(err as Error).message})`);
   }
   const b = obj(raw, 'bundle');
-  if (b.format !== BUNDLE_FORMAT) throw new VerifyError(`not a bundle: format is ${JSON.stringify(b.format ?? null)}, expected "${BUNDLE_FORMAT}"`);
+  if (b.format !== BUNDLE_FORMAT && b.format !== BUNDLE_FORMAT_V1) throw new VerifyError(`not a bundle: format is ${JSON.stringify(b.format ?? null)}, expected "${BUNDLE_FORMAT}"`);
+  const binaryEntries = b.format === BUNDLE_FORMAT;
   const tenant = obj(b.tenant, 'tenant');
   const tenantId = str(tenant.id, 'tenant.id');
   if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(tenantId)) throw new VerifyError('tenant.id: not a UUID');
@@ -345,7 +529,8 @@ export function verifyBundle(text: string, opts: { key?: string | undefined } = 
   events.forEach((ev, i) => {
     const o = obj(ev, `events[${i}]`);
     const index = size(o.leaf_index, `events[${i}].leaf_index`);
-    const entry = str(o.entry, `events[${i}].entry`);
+    const entryText = str(o.entry, `events[${i}].entry`);
+    const entry = binaryEntries ? base64Of(entryText, `events[${i}].entry`) : Buffer.from(entryText, 'utf8');
     if (index <= prev) throw new VerifyError(`events[${i}]: leaf indices must grow`);
     prev = index;
     const inc = obj(o.inclusion, `events[${i}].inclusion`);
@@ -356,7 +541,7 @@ export function verifyBundle(text: string, opts: { key?: string | undefined } = 
     }
     let fields: Record<EntryField, Json>;
     try {
-      fields = parseEntry(entry);
+      fields = decodeEntry(entry);
     } catch (err) {
       throw new VerifyError(`events[${i}] (leaf ${index}): ${(err as Error).message}`);
     }

@@ -316,6 +316,8 @@ export interface AuditEventsTable {
   hash: ColumnType<Buffer | null, Buffer | null | undefined, never>;
   /** The appending transaction's ticket (migration 0004; the column default, which the application may not write): the sealer's order. */
   ticket: ColumnType<string, never, never>;
+  /** The format of the event's entry (migration 0051; the column default, which the application may not write): 1 JSON, 2 binary. */
+  entry_format: ColumnType<number, never, never>;
 }
 
 export interface AuditLeavesTable {

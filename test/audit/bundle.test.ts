@@ -6,13 +6,14 @@
  */
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { sql } from 'kysely';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { appendAudit } from '../../src/audit/log.ts';
 import { exportBundle, ExportError, type Bundle } from '../../src/audit/export.ts';
 import { Sealer } from '../../src/audit/sealer.ts';
 import { TenantSigner } from '../../src/audit/signing.ts';
-import { checkpointText, formatVerifierKey, openCheckpoint, parseVerifierKey, signedNote, verifierKey, verifyBundle, VerifyError } from '../../src/audit/verify-bundle.ts';
+import { checkpointText, decodeEntry, formatVerifierKey, openCheckpoint, parseVerifierKey, signedNote, verifierKey, verifyBundle, VerifyError } from '../../src/audit/verify-bundle.ts';
 import { keyProviderFromSecret } from '../../src/crypto/keys.ts';
 import { inTenant } from '../../src/db/tenant.ts';
 import { createTestDatabase, createTestTenant, type TestDatabase } from '../helpers/db.ts';
@@ -76,6 +77,27 @@ describe('export', () => {
     expect(verifyBundle(text, { key: signer.verifierKeyText })).toMatchObject({ keySource: 'pinned' });
   });
 
+  it('a log begun in format 1 (events written before migration 0051): its bundle checks, and so does the same as a bundle of format v1', async () => {
+    const old = await createTestTenant(t);
+    const oldSigner = new TenantSigner(keys, old.id);
+    for (let d = 0; d < 3; d++) {
+      await inTenant(t.db, old.id, (trx) => appendAudit(trx, old.id, { action: 'waitlist.childFile.read', outcome: 'success', purpose: `day ${d}`, details: { d } }, day(d)));
+    }
+    await t.ownerDb().transaction().execute(async (trx) => {
+      await sql`ALTER TABLE audit_events DISABLE TRIGGER USER`.execute(trx);
+      await sql`UPDATE audit_events SET entry_format = 1 WHERE tenant_id = ${old.id} AND purpose IN ('day 0', 'day 1')`.execute(trx);
+      await sql`ALTER TABLE audit_events ENABLE TRIGGER USER`.execute(trx);
+    });
+    await new Sealer(t.db, keys, pino({ level: 'silent' }), { clock: () => day(4) }).sealTenant(old.id);
+    const b = await exportBundle(t.db, old, oldSigner, { from: day(0), to: day(3) });
+    expect(b.events.map((e) => e.event.format)).toEqual(['guichet.audit/v1', 'guichet.audit/v1', 'guichet.audit/v2']);
+    expect(verifyBundle(JSON.stringify(b))).toMatchObject({ events: 3 });
+    // as an earlier Guichet wrote them: v1 entries as their text
+    const v1 = { ...b, format: 'guichet-audit-bundle/v1', events: b.events.slice(0, 2).map((e) => ({ ...e, entry: Buffer.from(e.entry, 'base64').toString('utf8') })) };
+    expect(v1.events[0]!.entry).toMatch(/^\["guichet\.audit\/v1", /);
+    expect(verifyBundle(JSON.stringify(v1))).toMatchObject({ events: 2 });
+  });
+
   it('thins the heads of a busy period, keeping the first and the last', async () => {
     const thin = await exportBundle(t.db, tenant, signer, { from: day(0), to: day(30) }, { maxHeads: 2 });
     expect(thin.heads.map((h) => h.tree_size)).toEqual([4, 10]);
@@ -89,10 +111,52 @@ describe('export', () => {
   });
 });
 
+describe('decodeEntry() refuses a malformed entry with a message', () => {
+  const good = (): Buffer => Buffer.from(copy().events[0]!.entry, 'base64');
+  const refused = (b: Buffer) => {
+    try {
+      decodeEntry(b);
+    } catch (err) {
+      expect(err, String(err)).toBeInstanceOf(VerifyError);
+      return (err as Error).message;
+    }
+    throw new Error('the entry was accepted');
+  };
+
+  it('reads a good one', () => {
+    expect(decodeEntry(good())).toMatchObject({ format: 'guichet.audit/v2', tenant_id: tenant.id, purpose: 'day 3', target_ids: [], details: { d: 3 } });
+  });
+
+  it('truncated, with bytes left over, with another field count, type or format, or text that is not UTF-8', () => {
+    const b = good();
+    expect(refused(b.subarray(0, b.length - 3))).toMatch(/truncated/);
+    expect(refused(Buffer.concat([b, Buffer.from([0])]))).toMatch(/left over/);
+    const count = Buffer.from(b);
+    count.writeInt32BE(18, 0);
+    expect(refused(count)).toMatch(/expected 19 fields/);
+    const type = Buffer.from(b);
+    type.writeInt32BE(20, 4 + 4 + 4 + 16); // the tenant's OID, after the format's field
+    expect(refused(type)).toMatch(/tenant_id is not of type uuid/);
+    const format = Buffer.from(b);
+    format.write('guichet.audit/v3', 12);
+    expect(refused(format)).toMatch(/unknown format "guichet\.audit\/v3"/);
+    const notUtf8 = Buffer.from(b);
+    notUtf8[12] = 0xff;
+    expect(refused(notUtf8)).toMatch(/format is not UTF-8/);
+    expect(refused(Buffer.from('[1, 2]'))).toMatch(/expected a JSON array of 19 fields/);
+    expect(refused(Buffer.alloc(0))).toMatch(/truncated/);
+  });
+});
+
 describe('the verifier refuses, with a message', () => {
   it('an event changed by one character', () => {
     const b = copy();
-    b.events[2]!.entry = b.events[2]!.entry.replace('"success"', '"failure"');
+    // the outcome's text in the entry's bytes, after its length (7)
+    const bytes = Buffer.from(b.events[2]!.entry, 'base64');
+    const at = bytes.indexOf(Buffer.from('\u0000\u0000\u0000\u0007success'));
+    expect(at).toBeGreaterThan(0);
+    bytes.write('failure', at + 4);
+    b.events[2]!.entry = bytes.toString('base64');
     expect(rejected(b)).toMatch(/events\[2\] \(leaf 5\): the inclusion proof does not lead to the latest head's root/);
   });
 

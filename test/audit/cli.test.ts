@@ -125,7 +125,12 @@ describe(`guichet audit (${kind})`, () => {
     const good = readFileSync(out, 'utf8');
     const b = JSON.parse(good);
     const changed = join(dir, 'changed.json');
-    b.events[1].entry = b.events[1].entry.replace('"n3"', '"n9"');
+    // the purpose's text in the entry's bytes, after its length (2)
+    const bytes = Buffer.from(b.events[1].entry, 'base64');
+    const at = bytes.indexOf(Buffer.from('\u0000\u0000\u0000\u0002n3'));
+    expect(at).toBeGreaterThan(0);
+    bytes.write('n9', at + 4);
+    b.events[1].entry = bytes.toString('base64');
     b.events[1].event.purpose = 'n9';
     writeFileSync(changed, JSON.stringify(b));
     const garbage = join(dir, 'garbage.json');

@@ -20,7 +20,7 @@ import { SealRefusedError, Sealer } from '../../src/audit/sealer.ts';
 import { TenantSigner } from '../../src/audit/signing.ts';
 import { consistencyProofAt, inclusionProofAt, inclusionProofsAt, latestHead, leavesWithEntries, rootAt } from '../../src/audit/store.ts';
 import { verifyTenant } from '../../src/audit/verify.ts';
-import { openCheckpoint } from '../../src/audit/verify-bundle.ts';
+import { decodeEntry, ENTRY_FIELDS, openCheckpoint } from '../../src/audit/verify-bundle.ts';
 import { readWitnessFile, witnessRecordsFor } from '../../src/audit/witness.ts';
 import { keyProviderFromSecret } from '../../src/crypto/keys.ts';
 import type { Trx } from '../../src/db/connection.ts';
@@ -81,6 +81,38 @@ async function sealedTenant(sizes: number[]): Promise<string> {
   return id;
 }
 
+/** The `n` an entry's details carry (input(n)). */
+const nOf = (entry: Buffer | null) => (decodeEntry(entry!).details as { n: number }).n;
+
+/**
+ * A v2 entry written out here from the event's fields, as the format is
+ * documented (verify-bundle.ts), to hold the database's bytes to it.
+ */
+function encodeV2(fields: (string | string[] | null)[], types: string[], details: string): Buffer {
+  const OIDS: Record<string, number> = { text: 25, int8: 20, uuid: 2950, timestamptz: 1184, 'text[]': 1009, 'uuid[]': 2951, jsonb: 3802 };
+  const int32 = (n: number) => { const b = Buffer.alloc(4); b.writeInt32BE(n); return b; };
+  const uuid = (u: string) => Buffer.from(u.replace(/-/g, ''), 'hex');
+  const value = (type: string, v: string | string[]): Buffer => {
+    if (type === 'text') return Buffer.from(v as string, 'utf8');
+    if (type === 'uuid') return uuid(v as string);
+    if (type === 'int8') { const b = Buffer.alloc(8); b.writeBigInt64BE(BigInt(v as string)); return b; }
+    if (type === 'timestamptz') { const b = Buffer.alloc(8); b.writeBigInt64BE((BigInt(Date.parse(v as string)) - 946_684_800_000n) * 1000n); return b; }
+    if (type === 'jsonb') return Buffer.concat([Buffer.from([1]), Buffer.from(details, 'utf8')]);
+    const items = v as string[];
+    const element = type === 'text[]' ? 'text' : 'uuid';
+    if (!items.length) return Buffer.concat([int32(0), int32(0), int32(OIDS[element]!)]);
+    return Buffer.concat([int32(1), int32(0), int32(OIDS[element]!), int32(items.length), int32(1), ...items.flatMap((x) => { const b = value(element, x); return [int32(b.length), b]; })]);
+  };
+  return Buffer.concat([
+    int32(fields.length),
+    ...fields.flatMap((v, i) => {
+      if (v === null) return [int32(OIDS[types[i]!]!), int32(-1)];
+      const b = value(types[i]!, v);
+      return [int32(OIDS[types[i]!]!), int32(b.length), b];
+    }),
+  ]);
+}
+
 async function leaves(tenantId: string) {
   return inTenant(t.db, tenantId, (trx) => leavesWithEntries(trx, tenantId, 0, 1_000_000));
 }
@@ -137,7 +169,7 @@ describe('appending and sealing', () => {
     expect((await sealer.sealTenant(id)).sealed).toBe(0);
     const ls = await leaves(id);
     expect(ls.map((l) => l.index)).toEqual([...Array(11).keys()]);
-    expect(ls.map((l) => JSON.parse(l.entry!)[18].n)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    expect(ls.map((l) => nOf(l.entry))).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
     const head = await inTenant(t.db, id, (trx) => latestHead(trx, id));
     expect(head!.treeSize).toBe(11);
     expect(head!.rootHash).toEqual(rootHash(ls.map((l) => l.leafHash)));
@@ -148,15 +180,48 @@ describe('appending and sealing', () => {
     expect(await verifyChain(t.db, id)).toEqual({ tenantId: id, ok: true, events: 11 });
   });
 
-  it('an entry is the stored event, field for field, time in UTC to the microsecond', async () => {
+  it('an entry is the stored event, field for field, byte for byte as documented, time in UTC to the microsecond', async () => {
     const { id } = await createTestTenant(t);
     const e = await inTenant(t.db, id, (trx) => appendAudit(trx, id, input(1), new Date('2025-03-04T05:06:07.089Z')));
     await sealer.sealTenant(id);
     const [leaf] = await leaves(id);
-    expect(JSON.parse(leaf!.entry!)).toEqual([
-      'guichet.audit/v1', id, e.seq, e.id, '2025-03-04T05:06:07.089000Z', e.action, e.outcome, e.actor_account_id, e.actor_roles, null, 'child',
-      e.target_ids, e.family_ids, e.fields, 'test', '192.0.2.1', 'vitest « é »', 'req-1', e.details,
-    ]);
+    const values = [
+      'guichet.audit/v2', id, e.seq, e.id, '2025-03-04T05:06:07.089000Z', e.action, e.outcome, e.actor_account_id, e.actor_roles, null, 'child',
+      e.target_ids, e.family_ids, e.fields, 'test', '192.0.2.1', 'vitest « é »', 'req-1',
+    ] as (string | string[] | null)[];
+    expect(decodeEntry(leaf!.entry!)).toEqual(Object.fromEntries(ENTRY_FIELDS.map((f, i) => [f, i < values.length ? values[i] : e.details])));
+    // jsonb's own text: keys by length then bytes, ", " and ": " between
+    const types = ['text', 'uuid', 'int8', 'uuid', 'timestamptz', 'text', 'text', 'uuid', 'text[]', 'uuid', 'text', 'text[]', 'uuid[]', 'text[]', 'text', 'text', 'text', 'text', 'jsonb'];
+    const details = '{"n": 1, "none": null, "zeta": "last key", "alpha": true, "ratio": 1.5}';
+    expect(leaf!.entry!.toString('hex')).toBe(encodeV2([...values, ''], types, details).toString('hex'));
+    // an empty list, and a null
+    const bare = await inTenant(t.db, id, (trx) => appendAudit(trx, id, { action: 'identity.signin', outcome: 'failure', details: {} }, new Date('2025-03-04T05:06:07Z')));
+    await sealer.sealTenant(id);
+    const second = (await leaves(id))[1]!;
+    expect(decodeEntry(second.entry!)).toMatchObject({ seq: bare.seq, actor_roles: [], target_ids: [], family_ids: [], fields: [], target_type: null, ip: null, details: {} });
+    expect(second.entry!.toString('hex')).toBe(
+      encodeV2(['guichet.audit/v2', id, bare.seq, bare.id, '2025-03-04T05:06:07.000000Z', 'identity.signin', 'failure', null, [], null, null, [], [], [], null, null, null, null, ''], types, '{}').toString('hex'),
+    );
+  });
+
+  it('events written in format 1 keep it: a log of both formats verifies, and an event whose format is changed is a changed event', async () => {
+    const { id } = await createTestTenant(t);
+    await append(id, 4);
+    // the first two as events written before migration 0051 were
+    const firstTwo = (await t.ownerDb().selectFrom('audit_events').select('id').where('tenant_id', '=', id).orderBy('seq').limit(2).execute()).map((r) => r.id);
+    await tamper((trx) => sql`UPDATE audit_events SET entry_format = 1 WHERE id IN (${sql.join(firstTwo)})`.execute(trx));
+    await sealer.sealTenant(id);
+    const ls = await leaves(id);
+    expect(ls.map((l) => decodeEntry(l.entry!).format)).toEqual(['guichet.audit/v1', 'guichet.audit/v1', 'guichet.audit/v2', 'guichet.audit/v2']);
+    expect(ls[0]!.entry!.toString('utf8')).toMatch(/^\["guichet\.audit\/v1", /);
+    // the same fields either way
+    const { format: _f1, ...v1 } = decodeEntry(ls[1]!.entry!);
+    const { format: _f2, ...v2 } = decodeEntry(ls[2]!.entry!);
+    expect(Object.keys(v1)).toEqual(Object.keys(v2));
+    expect(await verify(id)).toMatchObject({ ok: true, treeSize: 4 });
+    const e = await eventOfLeaf(id, 2);
+    await tamper((trx) => sql`UPDATE audit_events SET entry_format = 1 WHERE id = ${e.id}`.execute(trx));
+    expect((await verify(id)).firstBad).toMatchObject({ leafIndex: 2, eventId: e.id });
   });
 
   it('a seal that fails half-way (leaves written, head not yet signed) leaves nothing behind, and the next one takes it all', async () => {
@@ -189,7 +254,7 @@ describe('appending and sealing', () => {
     ).rejects.toThrow('the work failed');
     await append(id, 1, 2);
     await sealer.sealTenant(id);
-    expect((await leaves(id)).map((l) => JSON.parse(l.entry!)[18].n)).toEqual([2]);
+    expect((await leaves(id)).map((l) => nOf(l.entry))).toEqual([2]);
   });
 
   it('many concurrent writers and two sealers: every event in the tree exactly once, heads growing, all consistent', async () => {
@@ -283,7 +348,7 @@ describe('appending and sealing', () => {
     await a;
     expect((await sealer.sealTenant(id)).sealed).toBe(2);
     // A's transaction id is the smaller: its event comes first, though it committed second.
-    expect((await leaves(id)).map((l) => JSON.parse(l.entry!)[18].n)).toEqual([1, 2]);
+    expect((await leaves(id)).map((l) => nOf(l.entry))).toEqual([1, 2]);
   });
 });
 
