@@ -90,18 +90,28 @@ const nOf = (entry: Buffer | null) => (decodeEntry(entry!).details as { n: numbe
  */
 function encodeV2(fields: (string | string[] | null)[], types: string[], details: string): Buffer {
   const OIDS: Record<string, number> = { text: 25, int8: 20, uuid: 2950, timestamptz: 1184, 'text[]': 1009, 'uuid[]': 2951, jsonb: 3802 };
-  const int32 = (n: number) => { const b = Buffer.alloc(4); b.writeInt32BE(n); return b; };
-  const uuid = (u: string) => Buffer.from(u.replace(/-/g, ''), 'hex');
+  const int32 = (n: number) => {
+    const b = Buffer.alloc(4);
+    b.writeInt32BE(n);
+    return b;
+  };
+  const int64 = (n: bigint) => {
+    const b = Buffer.alloc(8);
+    b.writeBigInt64BE(n);
+    return b;
+  };
+  const withLength = (b: Buffer) => [int32(b.length), b];
   const value = (type: string, v: string | string[]): Buffer => {
     if (type === 'text') return Buffer.from(v as string, 'utf8');
-    if (type === 'uuid') return uuid(v as string);
-    if (type === 'int8') { const b = Buffer.alloc(8); b.writeBigInt64BE(BigInt(v as string)); return b; }
-    if (type === 'timestamptz') { const b = Buffer.alloc(8); b.writeBigInt64BE((BigInt(Date.parse(v as string)) - 946_684_800_000n) * 1000n); return b; }
+    if (type === 'uuid') return Buffer.from((v as string).replace(/-/g, ''), 'hex');
+    if (type === 'int8') return int64(BigInt(v as string));
+    // microseconds since 2000-01-01 (the test's times are whole milliseconds)
+    if (type === 'timestamptz') return int64((BigInt(Date.parse(v as string)) - 946_684_800_000n) * 1000n);
     if (type === 'jsonb') return Buffer.concat([Buffer.from([1]), Buffer.from(details, 'utf8')]);
     const items = v as string[];
     const element = type === 'text[]' ? 'text' : 'uuid';
     if (!items.length) return Buffer.concat([int32(0), int32(0), int32(OIDS[element]!)]);
-    return Buffer.concat([int32(1), int32(0), int32(OIDS[element]!), int32(items.length), int32(1), ...items.flatMap((x) => { const b = value(element, x); return [int32(b.length), b]; })]);
+    return Buffer.concat([int32(1), int32(0), int32(OIDS[element]!), int32(items.length), int32(1), ...items.flatMap((x) => withLength(value(element, x)))]);
   };
   return Buffer.concat([
     int32(fields.length),
