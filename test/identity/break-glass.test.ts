@@ -39,6 +39,8 @@ const actor = (tenant: Tenant, email: string, now: Date) => actorByEmail(t, tena
 /** The session just authenticated with a vouched passkey (the ceremonies themselves: test/browser/passkeys.test.ts, test/identity/passkey-vouch.test.ts). */
 async function passkeySession(tenant: Tenant, c: Client, accountId: string, now: Date) {
   await inTenant(database.db, tenant.id, async (trx) => {
+    // what vouches for it, as the database requires (migration 0052): this session followed a mailed link
+    await trx.updateTable('sessions').set({ mailbox_proven_at: now }).where('token_hash', '=', hashToken(c.cookies.get('guichet_session')!)).execute();
     const key = await trx
       .insertInto('webauthn_credentials')
       .values({ tenant_id: tenant.id, account_id: accountId, credential_id: randomBytes(32).toString('base64url'), public_key: Buffer.from('x'), sign_count: 0, transports: [], rp_id: 'localhost', name: 'Clé', aaguid: null, backed_up: false, created_at: now, last_used_at: null, revoked_at: null, vouched_at: now })

@@ -10,6 +10,7 @@
  * Over HTTP, with a software authenticator; the outbox is read as the mailer
  * would send it.
  */
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Trx } from '../../src/db/connection.ts';
 import { inTenant } from '../../src/db/tenant.ts';
@@ -197,6 +198,29 @@ describe('a passkey enrolled before its holder was granted a privileged role', (
     expect((await probe(c)).headers.location).toBe(REAUTH);
     // (her proof of the mailbox is still fresh: the passkey she uses next is vouched for in its place)
     expect(textOf((await c.get(REAUTH)).body)).toContain('Utilisez maintenant votre clé d’accès');
+  });
+});
+
+describe('the database', () => {
+  it('refuses to vouch for a passkey nothing vouches for, and to vouch twice, whatever the code', async () => {
+    await freshTenant();
+    const email = uniqueEmail('educ');
+    const id = await createStaff(t, tenant, email, facility, admins[0]);
+    const staff = new Client(t.app, host);
+    await staff.signIn(email, PASSWORD);
+    const key = await addPasskey(staff, new SoftAuthenticator(`http://${host}`), 'Clé');
+    const now = t.deps.clock();
+    // no session of hers proved the mailbox or signed with a vouched passkey
+    await expect(q((trx) => trx.updateTable('webauthn_credentials').set({ vouched_at: now }).where('id', '=', key).execute())).rejects.toThrow(/nothing vouches for this passkey/);
+    const forged = { tenant_id: tenant.id, account_id: id, credential_id: randomBytes(32).toString('base64url'), public_key: Buffer.from('x'), sign_count: 0, transports: [], rp_id: 'localhost', name: 'Clé forgée', aaguid: null, backed_up: false, created_at: now, last_used_at: null, revoked_at: null, vouched_at: now };
+    await expect(q((trx) => trx.insertInto('webauthn_credentials').values(forged).execute())).rejects.toThrow(/nothing vouches for this passkey/);
+    // a proof of the mailbox older than a quarter of an hour does not count; a fresh one does
+    await q((trx) => trx.updateTable('sessions').set({ mailbox_proven_at: new Date(now.getTime() - 16 * 60_000) }).where('account_id', '=', id).execute());
+    await expect(q((trx) => trx.updateTable('webauthn_credentials').set({ vouched_at: now }).where('id', '=', key).execute())).rejects.toThrow(/nothing vouches/);
+    await q((trx) => trx.updateTable('sessions').set({ mailbox_proven_at: new Date(now.getTime() - 60_000) }).where('account_id', '=', id).execute());
+    await q((trx) => trx.updateTable('webauthn_credentials').set({ vouched_at: now }).where('id', '=', key).execute());
+    await expect(q((trx) => trx.updateTable('webauthn_credentials').set({ vouched_at: new Date(now.getTime() + 1000) }).where('id', '=', key).execute())).rejects.toThrow(/vouched for once/);
+    await expect(q((trx) => trx.updateTable('webauthn_credentials').set({ vouched_at: null }).where('id', '=', key).execute())).rejects.toThrow(/vouched for once/);
   });
 });
 
