@@ -14,6 +14,7 @@ import { exportBundle, ExportError } from './export.ts';
 import { appendAuditAlone } from './log.ts';
 import { Sealer } from './sealer.ts';
 import { SignerCache } from './signing.ts';
+import { checkDryRunReads } from '../records/allocation.ts';
 import { verifyTenant } from './verify.ts';
 import { verifyBundle, VerifyError } from './verify-bundle.ts';
 import { readWitnessFile, witnessConfig, WitnessConfigError, witnessRecordsFor, type WitnessFileContents } from './witness.ts';
@@ -111,10 +112,17 @@ async function verify(args: string[], ctx: AuditCliContext): Promise<number> {
     let bad = 0;
     for (const t of tenants) {
       const r = await verifyTenant(db, t.id, { key: sealer.signer(t.id).verifier, witness: contents ? witnessRecordsFor(contents, t.id) : null });
-      if (r.ok) {
+      // What the log's dry-run events say they read, against the rows that tell the families (src/records/allocation.ts).
+      const reads = r.ok ? await checkDryRunReads(db, t.id) : null;
+      if (reads?.bad) {
+        bad++;
+        const b = reads.bad;
+        ctx.out(`${t.slug}: BROKEN at event ${b.seq} (${b.eventId}): the files recorded as read by this allocation dry run (${b.recorded} in allocation_reads) are not the ${b.announced} its event sealed\n`);
+      } else if (r.ok) {
         const parts = [`${t.slug}: ok, ${r.events} events`, `tree of ${r.treeSize} leaves`, `${r.heads} signed heads`];
         if (r.pending) parts.push(`${r.pending} waiting for the sealer`);
         if (r.witness) parts.push(r.witness.latestSize === null ? 'the witness holds no head yet' : `witness agrees (${r.witness.records} heads, latest of size ${r.witness.latestSize})`);
+        if (reads?.runs) parts.push(`the reads of ${reads.runs} allocation dry run${reads.runs > 1 ? 's' : ''} match their events`);
         ctx.out(`${parts.join(', ')}\n`);
       } else {
         bad++;

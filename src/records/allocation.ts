@@ -272,6 +272,38 @@ async function writeReads(trx: Trx, tenantId: string, seq: string, childIds: rea
   }
 }
 
+export interface DryRunReadsCheck {
+  /** Dry runs found in the log (events that carry a filesHash). */
+  runs: number;
+  /** The first whose recorded reads do not hash to its event's list, or null. */
+  bad: { seq: string; eventId: string; recorded: number; announced: number } | null;
+}
+
+/**
+ * Checks, for each dry run in the tenant's log, that the files allocation_reads
+ * says it read are the list its event sealed (details.filesHash; the order read
+ * is the files' references): rows removed, added or pointed elsewhere show. The
+ * event itself is vouched for by the audit tree (`guichet audit verify`, which
+ * runs this too).
+ */
+export async function checkDryRunReads(db: Kysely<DB>, tenantId: string): Promise<DryRunReadsCheck> {
+  return inTenant(db, tenantId, async (trx) => {
+    const { rows: runs } = await sql<{ seq: string; id: string; hash: string; children: string | null }>`
+      SELECT e.seq::text AS seq, e.id, e.details->>'filesHash' AS hash, e.details->>'children' AS children
+      FROM audit_events e
+      WHERE e.tenant_id = ${tenantId} AND e.action = 'allocation.run' AND e.outcome = 'success' AND e.details->>'filesHash' IS NOT NULL
+      ORDER BY e.seq`.execute(trx);
+    for (const r of runs) {
+      const { rows } = await sql<{ child_id: string }>`SELECT a.child_id FROM allocation_reads a JOIN children c ON c.id = a.child_id
+        WHERE a.tenant_id = ${tenantId} AND a.seq = ${r.seq}::bigint ORDER BY c.reference`.execute(trx);
+      if (filesHash(rows.map((x) => x.child_id)) !== r.hash) {
+        return { runs: runs.length, bad: { seq: r.seq, eventId: r.id, recorded: rows.length, announced: Number(r.children ?? 0) } };
+      }
+    }
+    return { runs: runs.length, bad: null };
+  });
+}
+
 /** One round in one transaction: read, allocate, and (unless dry) record and offer. */
 export async function runAllocation(db: Kysely<DB>, keys: KeyProvider, tenant: { id: string; rules: TenantRules }, opts: RunOptions): Promise<RunSummary> {
   if (!tenant.rules.coordinatedAllocation) throw new AllocationNotEnabled('this tenant does not run coordinated allocation (rules: coordinatedAllocation)');

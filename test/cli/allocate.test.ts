@@ -103,6 +103,7 @@ async function journey(env: NodeJS.ProcessEnv, slug: string, owner: () => Promis
   const runId = /^run ([0-9a-f-]{36})$/m.exec(real.stdout)?.[1];
   expect(runId).toBeDefined();
 
+  let drySeq = '';
   const o = await owner();
   try {
     const offers = await sql<{ n: string; children: string }>`SELECT count(*) AS n, count(DISTINCT child_id) AS children FROM offers WHERE allocation_run_id = ${runId} AND source = 'allocation' AND status = 'pending'`.execute(o.db);
@@ -115,6 +116,7 @@ async function journey(env: NodeJS.ProcessEnv, slug: string, owner: () => Promis
     const rounds = await sql<{ seq: string; purpose: string; hash: string | null; tenant_id: string }>`SELECT e.seq, e.purpose, e.details->>'filesHash' AS hash, e.tenant_id FROM audit_events e JOIN tenants t ON t.id = e.tenant_id WHERE t.slug = ${slug} AND e.action = 'allocation.run' ORDER BY e.seq`.execute(o.db);
     expect(rounds.rows.map((r) => r.purpose)).toEqual(['allocation.round.dryRun', 'allocation.round']);
     const [dryEvent, realEvent] = rounds.rows as [(typeof rounds.rows)[0], (typeof rounds.rows)[0]];
+    drySeq = dryEvent.seq;
     const readBy = async (seq: string) => (await sql<{ child_id: string }>`SELECT a.child_id FROM allocation_reads a JOIN children c ON c.id = a.child_id WHERE a.tenant_id = ${dryEvent.tenant_id} AND a.seq = ${seq} ORDER BY c.reference`.execute(o.db)).rows.map((x) => x.child_id);
     const dryFiles = await readBy(dryEvent.seq);
     expect(dryFiles).toHaveLength(400);
@@ -131,6 +133,24 @@ async function journey(env: NodeJS.ProcessEnv, slug: string, owner: () => Promis
   const second = await cli(['allocate', '--tenant', slug, '--dry-run', '--today', '2026-06-01'], env);
   expectExit(second, 0);
   expect(second.stdout).toContain(`${400 - placed} children`);
+
+  // `audit verify` checks each dry run's recorded reads against the list its event sealed; a row removed behind the triggers shows.
+  const verified = await cli(['audit', 'verify', '--tenant', slug], env);
+  expectExit(verified, 0);
+  expect(verified.stdout).toContain('the reads of 2 allocation dry runs match their events');
+  const w = await owner();
+  try {
+    await w.db.transaction().execute(async (trx) => {
+      await sql`ALTER TABLE allocation_reads DISABLE TRIGGER USER`.execute(trx);
+      await sql`DELETE FROM allocation_reads WHERE seq = ${drySeq}::bigint AND child_id = (SELECT child_id FROM allocation_reads WHERE seq = ${drySeq}::bigint LIMIT 1)`.execute(trx);
+      await sql`ALTER TABLE allocation_reads ENABLE TRIGGER USER`.execute(trx);
+    });
+  } finally {
+    await w.close();
+  }
+  const broken = await cli(['audit', 'verify', '--tenant', slug], env);
+  expectExit(broken, 1);
+  expect(broken.stdout).toMatch(new RegExp(`BROKEN at event ${drySeq} \\([0-9a-f-]{36}\\): the files recorded as read by this allocation dry run \\(399 in allocation_reads\\) are not the 400 its event sealed`));
 
   const replay = await cli(['allocate', '--tenant', slug, '--replay', runId!], env);
   expectExit(replay, 0);
