@@ -8,7 +8,6 @@ import { inTenant } from '../db/tenant.ts';
 import { AppError } from '../errors.ts';
 import { StepUpRequired } from '../identity/stepup.ts';
 import { cancelPendingRequestsOf } from '../identity/grants.ts';
-import { cancelPendingFactorResetsOf } from '../identity/factor-resets.ts';
 import { createAlert, type Severity } from './alerts.ts';
 import { checkWindows, lockActor, record } from './counters.ts';
 import { raiseLockdownByDetection } from './lockdown.ts';
@@ -140,7 +139,6 @@ export async function applyResponse(
   if (step >= RESPONSE_ORDER.indexOf('suspend')) {
     await trx.updateTable('accounts').set({ status: 'suspended' }).where('id', '=', accountId).execute();
     await cancelPendingRequestsOf(trx, tenantId, accountId, 'account_suspended', DETECTION_ORIGIN, now);
-    await cancelPendingFactorResetsOf(trx, tenantId, accountId, 'account_suspended', DETECTION_ORIGIN, now);
   }
   const byOne = response === 'lockdown';
   const raisedTo = lockdownLevel || byOne ? await raiseLockdownByDetection(trx, tenantId, lockdownLevel ?? 0, rule.code, now, byOne) : null;

@@ -209,7 +209,8 @@ async function activeAdmin(trx: Trx, accountId: string, now: Date): Promise<bool
  * cancelled when detection suspends it or retention closes it (migration
  * 0050): a request an intruder made with a taken-over administrator account
  * must not wait for a busy colleague to approve it. By nobody in particular
- * (decided_by stays empty), in the caller's transaction, one audit event each.
+ * (decided_by stays empty), in the caller's transaction, one audit event each;
+ * called with the privilege requests' own (cancelPendingRequestsOf, grants.ts).
  */
 export async function cancelPendingFactorResetsOf(trx: Trx, tenantId: string, accountId: string, why: 'account_suspended' | 'account_closed', origin: AuditOrigin, now: Date): Promise<number> {
   const cancelled = await trx

@@ -13,6 +13,7 @@ import { AppError, ValidationError } from '../errors.ts';
 import { enqueueMail } from '../mail/outbox.ts';
 import { originFields } from '../tenants/service.ts';
 import { messages } from '../web/i18n/index.ts';
+import { cancelPendingFactorResetsOf } from './factor-resets.ts';
 import { isRecentAuth, RECENT_AUTH_SECONDS, requirePhishingResistantAuth, StepUpRequired } from './stepup.ts';
 
 /**
@@ -255,9 +256,14 @@ export type DecisionOutcome = 'endorsed' | 'approved' | 'refused';
  * approval would refuse them anyway (the grantee inactive, the asker no longer
  * an administrator), but left pending they would still be offered to the
  * administrators as something to approve. Cancelled by nobody in particular
- * (decided_by stays empty) in the caller's transaction, one audit event each.
+ * (decided_by stays empty) in the caller's transaction, one audit event each:
+ * privilege requests here, second-factor resets in ./factor-resets.ts.
  */
 export async function cancelPendingRequestsOf(trx: Trx, tenantId: string, accountId: string, why: 'account_suspended' | 'account_closed', origin: AuditOrigin, now: Date): Promise<number> {
+  return (await cancelPrivilegeRequestsOf(trx, tenantId, accountId, why, origin, now)) + (await cancelPendingFactorResetsOf(trx, tenantId, accountId, why, origin, now));
+}
+
+async function cancelPrivilegeRequestsOf(trx: Trx, tenantId: string, accountId: string, why: 'account_suspended' | 'account_closed', origin: AuditOrigin, now: Date): Promise<number> {
   const cancelled = await trx
     .updateTable('privilege_requests')
     .set({ status: 'cancelled', decided_at: now })

@@ -29,7 +29,6 @@ import { addMonths, today as localToday } from '../waitlist/dates.ts';
 import { accountChildFiles, accountsWithoutLiveChild, filesAwaitingPurge } from '../records/lookups.ts';
 import { MAX_MAIL_ATTEMPTS } from '../mail/outbox.ts';
 import { cancelPendingRequestsOf } from '../identity/grants.ts';
-import { cancelPendingFactorResetsOf } from '../identity/factor-resets.ts';
 
 const DAY = 86_400_000;
 
@@ -157,7 +156,6 @@ async function closeAccount(deps: Deps, tenant: Tenant, accountId: string, origi
     await trx.updateTable('accounts').set({ email: `purged-${accountId}@purged.invalid`, password_hash: null, status: 'suspended', purged_at: now }).where('id', '=', accountId).execute();
     const ended = await trx.updateTable('sessions').set({ revoked_at: now }).where('account_id', '=', accountId).where('revoked_at', 'is', null).returning('id').execute();
     await cancelPendingRequestsOf(trx, tenant.id, accountId, 'account_closed', origin, now);
-    await cancelPendingFactorResetsOf(trx, tenant.id, accountId, 'account_closed', origin, now);
     // Its address and what was written to it go from the outbox too (mail still waiting is sent first, then emptied by age).
     const mail = await trx
       .updateTable('mail_outbox')

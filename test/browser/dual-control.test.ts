@@ -21,7 +21,7 @@ import type { Tenant } from '../../src/tenants/service.ts';
 import { createAdmins, createFacility, createStaff, PASSWORD, type TestApp } from '../helpers/app.ts';
 import { mainText, pathOf as path, startBrowserApp, type BrowserApp } from '../helpers/browser-app.ts';
 import type { TestDatabase } from '../helpers/db.ts';
-import { freshTotpCode, totpSecretFor } from '../helpers/factors.ts';
+import { freshTotpCode, PASSKEY_LINK, totpSecretFor } from '../helpers/factors.ts';
 import { decodedBody, Inbox } from '../helpers/inbox.ts';
 
 let b: BrowserApp;
@@ -47,7 +47,7 @@ afterAll(async () => {
 /** Delivers the outbox over SMTP, and gives the path of the passkey link in the latest message to `to` (the host in it is the app's configured one). */
 async function mailedPasskeyLink(to: string): Promise<string> {
   await sender.tick([tenant.id]);
-  const links = inbox.received.filter((m) => m.to.includes(to)).map((m) => /\/account\/security\/passkey-link\?token=[A-Za-z0-9_-]{43}/.exec(decodedBody(m.raw))?.[0]);
+  const links = inbox.received.filter((m) => m.to.includes(to)).map((m) => PASSKEY_LINK.exec(decodedBody(m.raw))?.[0]);
   const link = links.filter((l) => l !== undefined).at(-1);
   if (!link) throw new Error(`no passkey link delivered to ${to}`);
   return link;

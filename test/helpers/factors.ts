@@ -8,6 +8,8 @@
  * and Client.signIn() answers the second step with it, so a journey test
  * signs them in as before.
  */
+import type { Kysely } from 'kysely';
+import type { DB } from '../../src/db/schema.ts';
 import { inTenant } from '../../src/db/tenant.ts';
 import type { Deps } from '../../src/context.ts';
 import { insertTotp } from '../../src/identity/factors/store.ts';
@@ -96,4 +98,17 @@ export async function completeSecondStep(
   const secret = totpSecretFor(c.host, email);
   if (r.status !== 303 || !String(r.headers.location ?? '').startsWith('/signin/second-factor') || !secret) return r;
   return c.post('/signin/second-factor', { code: await freshTotpCode(secret, clock) }, { headers });
+}
+
+/** A link to prove the mailbox for a passkey (src/identity/factors/mailbox.ts), as it appears in the message. */
+export const PASSKEY_LINK = /\/account\/security\/passkey-link\?token=[A-Za-z0-9_-]{43}/;
+
+/** The path of the link in the latest passkey-link message to `email` in the tenant's outbox, as the mailer would send it. */
+export async function mailedPasskeyLink(db: Kysely<DB>, tenant: Pick<Tenant, 'id'>, email: string): Promise<string> {
+  const mails = await inTenant(db, tenant.id, (trx) =>
+    trx.selectFrom('mail_outbox').select('body_text').where('to_address', '=', email).where('template', '=', 'passkey_link').orderBy('created_at').execute(),
+  );
+  const m = PASSKEY_LINK.exec(mails.at(-1)?.body_text ?? '');
+  if (!m) throw new Error(`no passkey link in the mail to ${email}`);
+  return m[0];
 }

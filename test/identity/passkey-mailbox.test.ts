@@ -15,7 +15,7 @@ import type { Tenant } from '../../src/tenants/service.ts';
 import { createAdmin, createFacility, createStaff, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
 import { Client, textOf } from '../helpers/client.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
-import { freshTotpCode, totpSecretFor } from '../helpers/factors.ts';
+import { freshTotpCode, mailedPasskeyLink, totpSecretFor } from '../helpers/factors.ts';
 import { SoftAuthenticator } from '../helpers/soft-authenticator.ts';
 
 let database: TestDatabase;
@@ -73,12 +73,7 @@ async function events(action: string, accountId: string) {
 const passkeysOf = (accountId: string) => q((trx) => trx.selectFrom('webauthn_credentials').select('id').where('account_id', '=', accountId).where('revoked_at', 'is', null).execute());
 
 /** The path of the link in the latest passkey-link e-mail to `email`. */
-async function mailedLink(email: string): Promise<string> {
-  const mails = await q((trx) => trx.selectFrom('mail_outbox').select(['body_text', 'subject', 'locale']).where('to_address', '=', email).where('template', '=', 'passkey_link').orderBy('created_at').execute());
-  const m = /\/account\/security\/passkey-link\?token=[A-Za-z0-9_-]{43}/.exec(mails.at(-1)?.body_text ?? '');
-  if (!m) throw new Error(`no passkey link in the mail to ${email}`);
-  return m[0];
-}
+const mailedLink = (email: string) => mailedPasskeyLink(database.db, tenant, email);
 
 async function signedIn(email: string): Promise<Client> {
   const c = new Client(t.app, host);

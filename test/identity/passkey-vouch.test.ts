@@ -20,6 +20,7 @@ import type { Tenant } from '../../src/tenants/service.ts';
 import { createAdmins, createFacility, createStaff, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
 import { Client, textOf } from '../helpers/client.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { mailedPasskeyLink } from '../helpers/factors.ts';
 import { SoftAuthenticator } from '../helpers/soft-authenticator.ts';
 
 let database: TestDatabase;
@@ -114,12 +115,8 @@ async function grantAdmin(accountId: string): Promise<void> {
 
 const vouchedAt = (id: string) => q(async (trx) => (await trx.selectFrom('webauthn_credentials').select('vouched_at').where('id', '=', id).executeTakeFirstOrThrow()).vouched_at);
 
-async function mailedLink(email: string): Promise<string> {
-  const mails = await q((trx) => trx.selectFrom('mail_outbox').select('body_text').where('to_address', '=', email).where('template', '=', 'passkey_link').orderBy('created_at').execute());
-  const m = /\/account\/security\/passkey-link\?token=[A-Za-z0-9_-]{43}/.exec(mails.at(-1)?.body_text ?? '');
-  if (!m) throw new Error(`no passkey link in the mail to ${email}`);
-  return m[0];
-}
+/** The path of the link in the latest passkey-link e-mail to `email`. */
+const mailedLink = (email: string) => mailedPasskeyLink(database.db, tenant, email);
 
 describe('a passkey enrolled before its holder was granted a privileged role', () => {
   it('does not pass a privileged step-up until a mailed link, followed in the same session, vouches for it; then only the vouched one counts', async () => {
