@@ -22,7 +22,7 @@ import type { Ctx, Deps } from '../context.ts';
 import { originOf } from '../context.ts';
 import { inTenant } from '../db/tenant.ts';
 import { AppError } from '../errors.ts';
-import { readRetentionFiles, retireChildFiles, withSession, type RetentionFile } from '../records/gateway.ts';
+import { readRetentionFiles, retireChildFiles, withSession, type RetentionCandidate } from '../records/gateway.ts';
 import { eraseAssistedNotes, purgeExpired, type PurgeResult } from '../records/purge.ts';
 import { originFields, type Tenant } from '../tenants/service.ts';
 import { addMonths, today as localToday } from '../waitlist/dates.ts';
@@ -50,18 +50,100 @@ export interface DeletedFile {
 }
 
 /** The day a live file is due, and the rule that makes it due first. */
-export function dueDate(tenant: Tenant, f: Pick<RetentionFile, 'birthDate' | 'lastActivity'>): { on: string; reason: RetentionReason } {
+export function dueDate(tenant: Tenant, f: { birthDate: string; lastActivity: Date }): { on: string; reason: RetentionReason } {
   const r = tenant.rules.retention;
   const school = addMonths(f.birthDate, 12 * r.schoolAgeYears + r.afterSchoolAgeMonths);
   const inactive = addMonths(f.lastActivity.toISOString().slice(0, 10), r.inactiveFileMonths);
   return school <= inactive ? { on: school, reason: 'school_age' } : { on: inactive, reason: 'inactive' };
 }
 
+/** What the clear columns say of a file's due date: between `lo` and `hi`, by `reason` when the month settles which rule comes first. */
+export interface DueBounds {
+  lo: string;
+  hi: string;
+  reason: RetentionReason | null;
+}
+
+/**
+ * The bounds of dueDate without the birth date: the school-age date of the
+ * birth month's first day and of its last (addMonths keeps the order of its
+ * dates, clamping to a month's end), each against the last activity's date,
+ * which is exact. Null when the file has no birth month in clear.
+ */
+export function dueBounds(tenant: Tenant, c: Pick<RetentionCandidate, 'birthMonth' | 'lastActivity'>): DueBounds | null {
+  if (!c.birthMonth) return null;
+  const r = tenant.rules.retention;
+  const months = 12 * r.schoolAgeYears + r.afterSchoolAgeMonths;
+  const [y, m] = c.birthMonth.split('-').map(Number) as [number, number];
+  const lastDay = `${c.birthMonth.slice(0, 8)}${String(new Date(Date.UTC(y, m, 0)).getUTCDate()).padStart(2, '0')}`;
+  const schoolLo = addMonths(`${c.birthMonth.slice(0, 8)}01`, months);
+  const schoolHi = addMonths(lastDay, months);
+  const inactive = addMonths(c.lastActivity.toISOString().slice(0, 10), r.inactiveFileMonths);
+  const min = (a: string, b: string) => (a <= b ? a : b);
+  // dueDate takes the school-age date when it is not later than the inactivity date.
+  const reason = inactive < schoolLo ? 'inactive' : schoolHi <= inactive ? 'school_age' : null;
+  return { lo: min(schoolLo, inactive), hi: min(schoolHi, inactive), reason };
+}
+
+/**
+ * The files whose birth date the run opens: those whose month leaves open
+ * whether they are due today, or by which rule (the deletion names it). A
+ * file due whatever its day of birth, by a rule its month settles, is
+ * deleted without its birth date being read.
+ */
+export function filesToOpenForRun(tenant: Tenant, candidates: readonly RetentionCandidate[], today: string): string[] {
+  const out: string[] = [];
+  for (const c of candidates) {
+    const b = dueBounds(tenant, c);
+    if (!b || (b.lo <= today && today < b.hi) || (b.hi <= today && !b.reason)) out.push(c.childId);
+  }
+  return out;
+}
+
+/** How many files of each list the page shows: the soonest, by date then reference. */
+export const RETENTION_ROWS_SHOWN = 100;
+
+/**
+ * The files whose birth date the preview opens: those whose month leaves
+ * open which list they are in (due by today, or within the horizon), and
+ * those of each list that could be among its `shown` soonest. A list with at
+ * least `shown` files certain to be in it has its `shown`-th smallest upper
+ * bound T: every file among its soonest is due by T, so its lower bound is
+ * at most T — a file whose lower bound is later is only counted.
+ */
+export function filesToOpenForPreview(tenant: Tenant, candidates: readonly RetentionCandidate[], today: string, horizon: string, shown = RETENTION_ROWS_SHOWN): string[] {
+  const open = new Set<string>();
+  const lists: { id: string; b: DueBounds }[][] = [[], []];
+  for (const c of candidates) {
+    const b = dueBounds(tenant, c);
+    if (!b || (b.lo <= today && today < b.hi) || (b.lo <= horizon && horizon < b.hi)) {
+      open.add(c.childId);
+      continue;
+    }
+    // Not undecided at either edge: due by today, or later than today and then by the horizon or after it.
+    if (b.hi <= today) lists[0]!.push({ id: c.childId, b });
+    else if (b.hi <= horizon) lists[1]!.push({ id: c.childId, b });
+  }
+  for (const list of lists) {
+    const his = list.map((x) => x.b.hi).sort();
+    const t = his.length >= shown ? his[shown - 1]! : '9999-12-31';
+    for (const { id, b } of list) if (b.lo <= t && !(b.lo === b.hi && b.reason)) open.add(id);
+  }
+  return [...open];
+}
+
+export interface ScheduleList {
+  /** Files in the list. */
+  count: number;
+  /** The soonest RETENTION_ROWS_SHOWN, by date then reference. */
+  first: ScheduledFile[];
+}
+
 export interface RetentionPreview {
   /** Live files the next run deletes (due today or earlier). */
-  dueNow: ScheduledFile[];
-  /** Live files due within `horizonDays`. */
-  upcoming: ScheduledFile[];
+  dueNow: ScheduleList;
+  /** Live files due after today and within `horizonDays`. */
+  upcoming: ScheduleList;
   /** Deleted files and the day the purge destroys them. */
   awaitingPurge: DeletedFile[];
   lastRun: { at: Date; summary: Record<string, unknown> } | null;
@@ -70,9 +152,7 @@ export interface RetentionPreview {
   accounts: { dueNow: number; upcoming: string[] };
 }
 
-function schedule(tenant: Tenant, files: RetentionFile[]): ScheduledFile[] {
-  return files.map((f) => ({ childId: f.childId, reference: f.reference, ...((d) => ({ deleteOn: d.on, reason: d.reason }))(dueDate(tenant, f)) })).sort((a, b) => a.deleteOn.localeCompare(b.deleteOn) || a.reference.localeCompare(b.reference));
-}
+const bySchedule = (a: ScheduledFile, b: ScheduledFile) => a.deleteOn.localeCompare(b.deleteOn) || a.reference.localeCompare(b.reference);
 
 async function awaitingPurge(deps: Deps, tenant: Tenant): Promise<DeletedFile[]> {
   const rows = await inTenant(deps.db.db, tenant.id, (trx) =>
@@ -81,18 +161,58 @@ async function awaitingPurge(deps: Deps, tenant: Tenant): Promise<DeletedFile[]>
   return rows.map((r) => ({ childId: r.id, reference: r.reference, deletedAt: r.deleted_at!, purgeOn: new Date(r.deleted_at!.getTime() + tenant.rules.deletedFileRetentionDays * DAY) }));
 }
 
+/**
+ * The preview's two lists from the candidates and the birth dates opened
+ * (filesToOpenForPreview's): each file counted in its list, the soonest
+ * `shown` listed with their date and rule.
+ */
+export function scheduleLists(tenant: Tenant, candidates: readonly RetentionCandidate[], birthDates: ReadonlyMap<string, string>, today: string, horizon: string, shown = RETENTION_ROWS_SHOWN): { dueNow: ScheduleList; upcoming: ScheduleList } {
+  const lists = { dueNow: { count: 0, first: [] as ScheduledFile[] }, upcoming: { count: 0, first: [] as ScheduledFile[] } };
+  for (const c of candidates) {
+    const birthDate = birthDates.get(c.childId);
+    // Opened: its date. Not opened: its bounds, which settle its list, and its date when they meet.
+    const d = birthDate ? dueDate(tenant, { birthDate, lastActivity: c.lastActivity }) : null;
+    const b = d ? { lo: d.on, hi: d.on, reason: d.reason } : dueBounds(tenant, c);
+    if (!b) throw new Error(`retention: file ${c.childId} has no birth month in clear and was not opened`);
+    const list = b.hi <= today ? lists.dueNow : b.hi <= horizon ? lists.upcoming : null;
+    if (!list) continue;
+    list.count++;
+    if (b.lo === b.hi && b.reason) list.first.push({ childId: c.childId, reference: c.reference, deleteOn: b.lo, reason: b.reason });
+  }
+  for (const l of Object.values(lists)) l.first = l.first.sort(bySchedule).slice(0, shown);
+  return lists;
+}
+
+/** The files the run deletes, and by which rule, from the candidates and the birth dates opened (filesToOpenForRun's). */
+export function dueForRun(tenant: Tenant, candidates: readonly RetentionCandidate[], birthDates: ReadonlyMap<string, string>, today: string): { childId: string; reason: RetentionReason }[] {
+  const due: { childId: string; reason: RetentionReason }[] = [];
+  for (const c of candidates) {
+    const birthDate = birthDates.get(c.childId);
+    if (birthDate) {
+      const d = dueDate(tenant, { birthDate, lastActivity: c.lastActivity });
+      if (d.on <= today) due.push({ childId: c.childId, reason: d.reason });
+      continue;
+    }
+    // Not opened: due by today whatever the day of birth, by the rule its month settles — or not due.
+    const b = dueBounds(tenant, c);
+    if (!b || (b.lo <= today && today < b.hi) || (b.hi <= today && !b.reason)) throw new Error(`retention: file ${c.childId} is undecided and was not opened`);
+    if (b.hi <= today) due.push({ childId: c.childId, reason: b.reason! });
+  }
+  return due;
+}
+
 /** What comes next, for a programme operator or an administrator: references and dates, no identity. */
 export async function retentionPreview(deps: Deps, ctx: Ctx, horizonDays = 90): Promise<RetentionPreview> {
+  const tenant = ctx.tenant;
   const today = localToday(ctx.now);
   const horizon = new Date(ctx.now.getTime() + horizonDays * DAY).toISOString().slice(0, 10);
-  const files = await readRetentionFiles(deps, ctx, 'retention.preview', horizon);
-  const all = schedule(ctx.tenant, files);
+  const { candidates, birthDates } = await readRetentionFiles(deps, ctx, 'retention.preview', horizon, (c) => filesToOpenForPreview(tenant, c, today, horizon));
+  const lists = scheduleLists(tenant, candidates, birthDates, today, horizon);
   const last = await inTenant(deps.db.db, ctx.tenant.id, (trx) =>
     trx.selectFrom('audit_events').select(['occurred_at', 'details']).where('action', '=', 'retention.run').where('outcome', '=', 'success').orderBy('seq', 'desc').limit(1).executeTakeFirst(),
   );
   return {
-    dueNow: all.filter((f) => f.deleteOn <= today),
-    upcoming: all.filter((f) => f.deleteOn > today && f.deleteOn <= horizon),
+    ...lists,
     awaitingPurge: await awaitingPurge(deps, ctx.tenant),
     lastRun: last ? { at: last.occurred_at, summary: last.details } : null,
     horizonDays,
@@ -181,8 +301,8 @@ export async function runTenantRetention(deps: Deps, tenant: Tenant, origin: Aud
   const ctx: Ctx = { tenant, actor: null, ip: null, userAgent: origin.userAgent, requestId: null, locale: 'fr', now, baseUrl: deps.config.publicUrl ?? '' };
   try {
     const today = localToday(now);
-    const files = await readRetentionFiles(deps, ctx, 'retention.run', today, origin);
-    const due = schedule(tenant, files).filter((f) => f.deleteOn <= today);
+    const { candidates, birthDates } = await readRetentionFiles(deps, ctx, 'retention.run', today, (c) => filesToOpenForRun(tenant, c, today), origin);
+    const due = dueForRun(tenant, candidates, birthDates, today);
     let deleted = 0;
     for (const reason of ['school_age', 'inactive'] as const) {
       deleted += await retireChildFiles(deps, ctx, due.filter((f) => f.reason === reason).map((f) => f.childId), `retention_${reason}`, origin);

@@ -9,7 +9,7 @@ import { pageEnv, sendPage } from '../web/render.tsx';
 import { readAccessLog, type AccessEntry } from './access-log.ts';
 import { fieldLabel } from './breach.ts';
 import { buildFamilyExport } from './export.ts';
-import { pendingPurges, requestFamilyDeletion, retentionPreview, type DeletedFile, type ScheduledFile } from './retention.ts';
+import { pendingPurges, requestFamilyDeletion, RETENTION_ROWS_SHOWN, retentionPreview, type DeletedFile, type ScheduledFile } from './retention.ts';
 import { accountChildFiles } from '../records/lookups.ts';
 
 function PurgeTable({ env, rows }: { env: PageEnv; rows: DeletedFile[] }) {
@@ -39,8 +39,7 @@ function PurgeTable({ env, rows }: { env: PageEnv; rows: DeletedFile[] }) {
   );
 }
 
-/** Rows of each list the retention page shows (the soonest first). */
-export const RETENTION_ROWS_SHOWN = 100;
+export { RETENTION_ROWS_SHOWN };
 
 function ScheduleTable({ env, rows, caption }: { env: PageEnv; rows: ScheduledFile[]; caption: string }) {
   const r = env.m.retention;
@@ -218,11 +217,11 @@ export function privacyRoutes(app: FastifyInstance, deps: Deps) {
         </ul>
         <p>{p.lastRun ? r.lastRun(formatDateTime(env.locale, p.lastRun.at)) : r.never}</p>
         <h2>{r.dueTitle}</h2>
-        {shownOf(p.dueNow.length)}
-        <ScheduleTable env={env} rows={p.dueNow.slice(0, RETENTION_ROWS_SHOWN)} caption={r.dueTitle} />
+        {shownOf(p.dueNow.count)}
+        <ScheduleTable env={env} rows={p.dueNow.first} caption={r.dueTitle} />
         <h2>{r.upcomingTitle(p.horizonDays)}</h2>
-        {shownOf(p.upcoming.length)}
-        <ScheduleTable env={env} rows={p.upcoming.slice(0, RETENTION_ROWS_SHOWN)} caption={r.upcomingTitle(p.horizonDays)} />
+        {shownOf(p.upcoming.count)}
+        <ScheduleTable env={env} rows={p.upcoming.first} caption={r.upcomingTitle(p.horizonDays)} />
         <h2>{r.purgeTitle}</h2>
         {shownOf(p.awaitingPurge.length)}
         {p.awaitingPurge.length ? <PurgeTable env={env} rows={p.awaitingPurge.slice(0, RETENTION_ROWS_SHOWN)} /> : <p>{r.none}</p>}

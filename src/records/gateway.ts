@@ -1380,32 +1380,48 @@ export async function readFamilyExport(deps: Deps, ctx: Ctx): Promise<FamilyExpo
 
 /* --------------------------------------------------------------- retention */
 
-/** What the retention rules need of a live file: its birth date (decrypted) and its last activity. */
-export interface RetentionFile {
+/** What is in clear about a live file the retention rules could make due: its birth month and its last activity. */
+export interface RetentionCandidate {
   childId: string;
   familyId: string;
   reference: string;
-  birthDate: string;
+  /** The first day of the birth month (null on a file that has none in clear). */
+  birthMonth: string | null;
   lastActivity: Date;
+}
+
+export interface RetentionFiles {
+  candidates: RetentionCandidate[];
+  /** The birth dates opened: those `choose` asked for. */
+  birthDates: Map<string, string>;
 }
 
 /**
  * The live files that the retention rules could make due by `dueBy`, with
- * what the rules are computed from. Opening the birth dates is a read like
- * any other, recorded with the files and families it touched (purpose
- * 'retention.schedule'): by the retention job (no actor: the server's own
- * work) or by a programme operator looking at what comes next
- * (retention.preview).
+ * what is in clear about them, and the birth dates of those `choose` picks
+ * from them. Opening a birth date is a read like any other, recorded with
+ * the files and families it touched (purpose 'retention.schedule'): by the
+ * retention job (no actor: the server's own work) or by a programme operator
+ * looking at what comes next (retention.preview). Files merely listed are not
+ * opened and not named: their reference, birth month and last activity are
+ * what every ranking reads in clear.
  *
- * Only the files that could be due are opened, chosen by what is in clear:
- * the birth month (its first day, so the school-age date it gives is never
- * later than the birth date's) and the last activity. Opening every live
- * file instead cost, at 300,000 files, 21 s and an audit event of 12 MB
- * naming every family — which then weighed on each parent's « qui a
- * consulté » page. Which of the opened files are due, and why, is still
- * decided from the birth date itself (dueDate).
+ * The candidates are chosen by what is in clear: the birth month (its first
+ * day, so the school-age date it gives is never later than the birth date's)
+ * and the last activity. Opening every live file instead cost, at 300,000
+ * files, 21 s and an audit event of 12 MB naming every family — which then
+ * weighed on each parent's « qui a consulté » page; opening every candidate,
+ * 4–9 s when tens of thousands were due at once. The caller opens only those
+ * whose date or rule the month leaves open (src/privacy/retention.ts).
  */
-export async function readRetentionFiles(deps: Deps, ctx: Ctx, action: 'retention.preview' | 'retention.run', dueBy: string, system?: AuditOrigin): Promise<RetentionFile[]> {
+export async function readRetentionFiles(
+  deps: Deps,
+  ctx: Ctx,
+  action: 'retention.preview' | 'retention.run',
+  dueBy: string,
+  choose: (candidates: readonly RetentionCandidate[]) => Iterable<string>,
+  system?: AuditOrigin,
+): Promise<RetentionFiles> {
   return run(deps, ctx, action, async (trx, env) => {
     if (ctx.actor) {
       const d = decide(ctx.actor, 'retention.preview', { type: 'tenant' }, ctx.now);
@@ -1419,6 +1435,8 @@ export async function readRetentionFiles(deps: Deps, ctx: Ctx, action: 'retentio
         'c.id',
         'c.family_id',
         'c.reference',
+        'c.birth_month',
+        // Read with the rest, opened only if chosen: a second query naming thousands of ids would cost more.
         'c.birth_date_enc',
         'c.updated_at',
         eb.selectFrom('applications as a').select(sql<Date>`max(a.updated_at)`.as('m')).whereRef('a.child_id', '=', 'c.id').as('last_application'),
@@ -1440,35 +1458,37 @@ export async function readRetentionFiles(deps: Deps, ctx: Ctx, action: 'retentio
       })
       .orderBy('c.created_at')
       .execute();
-    if (rows.length) {
-      await appendAudit(
-        trx,
-        ctx.tenant.id,
-        {
-          action,
-          outcome: 'success',
-          ...originFields(system && !ctx.actor ? system : originOf(ctx)),
-          targetType: 'child',
-          targetIds: rows.map((r) => r.id),
-          familyIds: [...new Set(rows.map((r) => r.family_id))],
-          fields: ['birth_date'],
-          purpose: 'retention.schedule',
-          details: withSession(ctx, { files: rows.length }),
-        },
-        ctx.now,
-      );
-    }
-    const births = await openChildren(env, ctx.tenant.id, rows, ['birth_date']);
-    return rows.map((r) => {
+    const candidates: RetentionCandidate[] = rows.map((r) => {
       const la = r.last_application ? new Date(r.last_application as unknown as string) : null;
       return {
         childId: r.id,
         familyId: r.family_id,
         reference: r.reference,
-        birthDate: required(births.get(r.id)!.birth_date, 'birth date'),
+        birthMonth: r.birth_month,
         lastActivity: la && la > r.updated_at ? la : r.updated_at,
       };
     });
+    const wanted = new Set(choose(candidates));
+    const open = rows.filter((r) => wanted.has(r.id));
+    if (!open.length) return { candidates, birthDates: new Map() };
+    await appendAudit(
+      trx,
+      ctx.tenant.id,
+      {
+        action,
+        outcome: 'success',
+        ...originFields(system && !ctx.actor ? system : originOf(ctx)),
+        targetType: 'child',
+        targetIds: open.map((r) => r.id),
+        familyIds: [...new Set(open.map((r) => r.family_id))],
+        fields: ['birth_date'],
+        purpose: 'retention.schedule',
+        details: withSession(ctx, { files: open.length, candidates: rows.length }),
+      },
+      ctx.now,
+    );
+    const births = await openChildren(env, ctx.tenant.id, open, ['birth_date']);
+    return { candidates, birthDates: new Map(open.map((r) => [r.id, required(births.get(r.id)!.birth_date, 'birth date')])) };
   });
 }
 

@@ -75,15 +75,18 @@ describe('the retention job', () => {
   it('the operator sees what comes next; the run deletes what is due, a window later purges it; each step in the log', async () => {
     const w = await world();
     const preview = await retentionPreview(t.deps, ctxFor(t, w.tenant, w.admin));
-    expect(preview.dueNow.map((f) => [f.childId, f.reason]).sort()).toEqual([[w.old, 'school_age'], [w.idle, 'inactive']].sort());
-    expect(preview.upcoming.map((f) => f.childId)).toEqual([w.soon]);
+    expect(preview.dueNow.first.map((f) => [f.childId, f.reason]).sort()).toEqual([[w.old, 'school_age'], [w.idle, 'inactive']].sort());
+    expect(preview.dueNow.count).toBe(2);
+    expect(preview.upcoming).toEqual({ count: 1, first: [expect.objectContaining({ childId: w.soon, reason: 'school_age' })] });
     expect(preview.awaitingPurge).toEqual([]);
     // Reading birth dates to compute it is recorded, with the families.
     const schedReads = await events(w.tenant, 'retention.preview');
     expect(schedReads.at(-1)).toMatchObject({ purpose: 'retention.schedule', fields: ['birth_date'], actor_account_id: w.admin.accountId });
-    // Only the files the rules could make due within the horizon had their birth dates opened: not the 10-month-old's.
-    expect([...schedReads.at(-1)!.target_ids].sort()).toEqual([w.old, w.idle, w.soon].sort());
-    expect(schedReads.at(-1)!.family_ids).toHaveLength(3);
+    // Only the birth dates the page needs were opened: the two files whose school-age date it shows. Not the
+    // 10-month-old's (its month cannot make it due), nor the idle file's: its date and rule come from its last
+    // activity, in clear.
+    expect([...schedReads.at(-1)!.target_ids].sort()).toEqual([w.old, w.soon].sort());
+    expect(schedReads.at(-1)!.family_ids).toHaveLength(2);
     // The page, for the administrator.
     const c = new Client(t.app, w.tenant.hosts[0]!);
     expect((await c.signIn(w.adminEmail, PASSWORD)).status).toBe(303);
@@ -114,19 +117,17 @@ describe('the retention job', () => {
         [w.idle, 'retention_inactive', ['system:retention']],
       ].sort(),
     );
-    // Two events for the run: its read of the birth dates (with the families), and its summary.
+    // One event for the run, its summary: it opened no birth date, the two files being due whatever their day of
+    // birth (the old one's month is long past school age), by a rule their months settle.
     const runs = await events(w.tenant, 'retention.run');
-    expect(runs.map((e) => [e.target_type, e.outcome, e.purpose])).toEqual([
-      ['child', 'success', 'retention.schedule'],
-      ['tenant', 'success', null],
-    ]);
-    expect(runs[1]!.details).toMatchObject({ deleted: 2, filesPurged: 0 });
+    expect(runs.map((e) => [e.target_type, e.outcome, e.purpose])).toEqual([['tenant', 'success', null]]);
+    expect(runs[0]!.details).toMatchObject({ deleted: 2, filesPurged: 0 });
     // The family sees it in « Qui a consulté le dossier »: Guichet's retention job deleted the file.
     const seen = textOf((await p.get('/account/privacy/access')).body);
     expect(seen).toContain('Guichet (traitement automatique) — tâche de conservation');
     expect(seen).toContain('Suppression — destruction prévue par les règles de conservation');
     const after = await retentionPreview(t.deps, ctxFor(t, w.tenant, w.admin));
-    expect(after.dueNow).toEqual([]);
+    expect(after.dueNow).toEqual({ count: 0, first: [] });
     expect(after.awaitingPurge.map((f) => [f.childId, f.purgeOn.getTime() - f.deletedAt.getTime()]).sort()).toEqual([[w.old, 30 * DAY], [w.idle, 30 * DAY]].sort());
     expect(after.lastRun).not.toBeNull();
 
@@ -171,7 +172,7 @@ describe('the retention job', () => {
 });
 
 describe('which files the job opens', () => {
-  it('only those the rules could make due, and none missed at the edges of a month', async () => {
+  it('only those whose birth month leaves the date or the rule open, and none missed at the edges of a month', async () => {
     // The run of 28 February 2027 (a Sunday, 10:00 in Montreal): 36 months without activity reach back to 28
     // February 2024, but a file last active on the leap day is due too (29 February + 36 months is 28 February).
     const real = new Date();
@@ -187,18 +188,67 @@ describe('which files the job opens', () => {
       };
       const leapDay = await at('2024-02-29T12:00:00Z', 'Bissextile', '2023-12-01');
       const dayAfter = await at('2024-03-01T12:00:00Z', 'Lendemain', '2023-12-01');
+      // School age (6 years) on 20 January 2027, inactive since 10 January: due by inactivity, which only the
+      // birth date can tell — January's first day would make it school age first.
+      const january = await at('2024-01-10T12:00:00Z', 'Janvier', '2021-01-20');
       const schoolToday = await at('2027-02-01T12:00:00Z', 'Rentrée', '2021-02-28');
       const schoolTomorrow = await at('2027-02-01T12:00:00Z', 'Demain', '2021-03-01');
+      // The preview's horizon is 29 May 2027: the first is due on it, the second the day after.
+      const lastDay = await at('2027-02-01T12:00:00Z', 'Mai', '2021-05-29');
+      const dayPast = await at('2027-02-01T12:00:00Z', 'Maitard', '2021-05-30');
+      const noMonth = await at('2027-02-01T12:00:00Z', 'Sansmois', '2021-01-10');
       const young = await at('2027-02-01T12:00:00Z', 'Jeune', '2026-05-10');
+      // A file written before birth months were kept in clear.
+      await database.ownerDb().updateTable('children').set({ birth_month: null }).where('id', '=', noMonth).execute();
       t.setNow(runAt);
+      const adminEmail = `admin.bords.${Date.now().toString(36)}@exemple.test`;
+      const admin = await actorOf(t, tenant, await createAdmin(t, tenant, adminEmail), adminEmail);
+
+      const preview = await retentionPreview(t.deps, ctxFor(t, tenant, admin));
+      const listed = (l: { first: { childId: string; deleteOn: string; reason: string }[] }) => l.first.map((f) => [f.childId, f.deleteOn, f.reason]);
+      expect(preview.dueNow.count).toBe(4);
+      const asSet = (rows: unknown[][]) => new Set(rows.map((x) => JSON.stringify(x)));
+      expect(asSet(listed(preview.dueNow))).toEqual(
+        asSet([
+          [january, '2027-01-10', 'inactive'],
+          [noMonth, '2027-01-10', 'school_age'],
+          [leapDay, '2027-02-28', 'inactive'],
+          [schoolToday, '2027-02-28', 'school_age'],
+        ]),
+      );
+      expect(preview.upcoming.count).toBe(3);
+      expect(asSet(listed(preview.upcoming))).toEqual(
+        asSet([
+          [dayAfter, '2027-03-01', 'inactive'],
+          [schoolTomorrow, '2027-03-01', 'school_age'],
+          [lastDay, '2027-05-29', 'school_age'],
+        ]),
+      );
+      for (const l of [preview.dueNow, preview.upcoming]) expect(l.first.map((f) => f.deleteOn)).toEqual(l.first.map((f) => f.deleteOn).sort());
+      // Opened for the page: the files it lists by their school-age date, the two whose month straddles the
+      // horizon, the one whose rule its month leaves open, the one without a month. Not the two whose date is
+      // their last activity's, nor the young child's.
+      const shown = (await events(tenant, 'retention.preview')).at(-1)!;
+      expect([...shown.target_ids].sort()).toEqual([schoolToday, schoolTomorrow, lastDay, dayPast, january, noMonth].sort());
+      expect(shown.details).toMatchObject({ files: 6, candidates: 8 });
+
       const [r] = (await runRetention(t.deps, JOB, runAt, tenant))!;
-      expect(r!.deleted).toBe(2);
-      for (const id of [leapDay, schoolToday]) expect((await child(tenant, id)).deleted_at).not.toBeNull();
-      for (const id of [dayAfter, schoolTomorrow, young]) expect((await child(tenant, id)).deleted_at).toBeNull();
-      // Opened: the two due, and the file last active the day after the leap day (its month could have made it due).
-      // Not opened: a birth month that cannot be due yet, a young child's file.
+      expect(r!.deleted).toBe(4);
+      for (const id of [leapDay, schoolToday, january, noMonth]) expect((await child(tenant, id)).deleted_at).not.toBeNull();
+      for (const id of [dayAfter, schoolTomorrow, lastDay, dayPast, young]) expect((await child(tenant, id)).deleted_at).toBeNull();
+      const reasons = (await events(tenant, 'waitlist.childFile.delete')).map((e) => [e.target_ids[0], (e.details as { reason: string }).reason]);
+      expect(reasons.sort()).toEqual(
+        [
+          [leapDay, 'retention_inactive'],
+          [schoolToday, 'retention_school_age'],
+          [january, 'retention_inactive'],
+          [noMonth, 'retention_school_age'],
+        ].sort(),
+      );
+      // Opened by the run: only the file whose rule its month leaves open, and the one without a month. The
+      // others are due whatever their day of birth, by a rule their month settles, or not due whatever it is.
       const read = (await events(tenant, 'retention.run')).find((e) => e.target_type === 'child')!;
-      expect([...read.target_ids].sort()).toEqual([leapDay, dayAfter, schoolToday].sort());
+      expect([...read.target_ids].sort()).toEqual([january, noMonth].sort());
     } finally {
       t.setNow(real);
     }
