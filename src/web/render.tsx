@@ -37,9 +37,16 @@ export function sendPage(reply: FastifyReply, node: VNode, status = 200): Fastif
  */
 export const CLEAR_SITE_DATA = '"cache", "storage"';
 
+/**
+ * The longest path a page may be asked to return to: a page's own query, wrapped by the re-authentication
+ * page's and then by the passkey link's (each percent-encoding it again), stays well under it; the link's
+ * stored copy allows as much (migration 0049).
+ */
+export const MAX_RETURN_PATH = 2048;
+
 /** After a POST, go to a page on this site only (no open redirect). */
 export function safeReturnPath(value: unknown, fallback: string): string {
   if (typeof value !== 'string') return fallback;
-  if (!/^\/(?![/\\])[\x21-\x7e]*$/.test(value) || value.length > 512) return fallback;
+  if (!/^\/(?![/\\])[\x21-\x7e]*$/.test(value) || value.length > MAX_RETURN_PATH) return fallback;
   return value;
 }

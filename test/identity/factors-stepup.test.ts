@@ -360,6 +360,23 @@ describe('step-up on sensitive actions', () => {
     }
   });
 
+  it('a long return path survives being wrapped in the re-authentication page’s own (up to 2,048 characters)', async () => {
+    const email = uniqueEmail('parent');
+    await createParent(t, tenant, email);
+    const c = new Client(t.app, host);
+    await c.signIn(email, PASSWORD);
+    // A page with a long query sent through /reauth (and from there, for a privileged holder, through the
+    // passkey link's page, which returns to /reauth): each wrapping percent-encodes the path again.
+    const inner = `/account?${Array.from({ length: 40 }, (_, i) => `filtre${i}=valeur-${i}`).join('&')}`;
+    const wrapped = `/reauth?return=${encodeURIComponent(inner)}`;
+    expect(wrapped.length).toBeGreaterThan(512);
+    expect((await c.get(wrapped)).body).toContain(`name="return" value="${inner.replace(/&/g, '&amp;')}"`);
+    const r = await c.post('/reauth', { return: inner, password: PASSWORD });
+    expect(r.headers.location).toBe(inner);
+    const tooLong = `/account?x=${'a'.repeat(2048)}`;
+    expect((await c.post('/reauth', { return: tooLong, password: PASSWORD })).headers.location).toBe('/account');
+  });
+
   it('the phishing-resistant level takes a passkey, and only a passkey', async () => {
     const email = uniqueEmail('parent');
     await createParent(t, tenant, email);
