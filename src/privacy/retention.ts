@@ -71,18 +71,36 @@ export interface DueBounds {
  * which is exact. Null when the file has no birth month in clear.
  */
 export function dueBounds(tenant: Tenant, c: Pick<RetentionCandidate, 'birthMonth' | 'lastActivity'>): DueBounds | null {
-  if (!c.birthMonth) return null;
+  return boundsOf(tenant)(c);
+}
+
+/**
+ * dueBounds for many files: a programme's files share a few hundred birth
+ * months and a few thousand days of last activity, each worked out once.
+ */
+function boundsOf(tenant: Tenant): (c: Pick<RetentionCandidate, 'birthMonth' | 'lastActivity'>) => DueBounds | null {
   const r = tenant.rules.retention;
   const months = 12 * r.schoolAgeYears + r.afterSchoolAgeMonths;
-  const [y, m] = c.birthMonth.split('-').map(Number) as [number, number];
-  const lastDay = `${c.birthMonth.slice(0, 8)}${String(new Date(Date.UTC(y, m, 0)).getUTCDate()).padStart(2, '0')}`;
-  const schoolLo = addMonths(`${c.birthMonth.slice(0, 8)}01`, months);
-  const schoolHi = addMonths(lastDay, months);
-  const inactive = addMonths(c.lastActivity.toISOString().slice(0, 10), r.inactiveFileMonths);
-  const min = (a: string, b: string) => (a <= b ? a : b);
-  // dueDate takes the school-age date when it is not later than the inactivity date.
-  const reason = inactive < schoolLo ? 'inactive' : schoolHi <= inactive ? 'school_age' : null;
-  return { lo: min(schoolLo, inactive), hi: min(schoolHi, inactive), reason };
+  const schoolByMonth = new Map<string, readonly [string, string]>();
+  const inactiveByDay = new Map<string, string>();
+  return (c) => {
+    if (!c.birthMonth) return null;
+    let school = schoolByMonth.get(c.birthMonth);
+    if (!school) {
+      const [y, m] = c.birthMonth.split('-').map(Number) as [number, number];
+      const first = `${c.birthMonth.slice(0, 8)}01`;
+      const last = `${c.birthMonth.slice(0, 8)}${String(new Date(Date.UTC(y, m, 0)).getUTCDate()).padStart(2, '0')}`;
+      school = [addMonths(first, months), addMonths(last, months)] as const;
+      schoolByMonth.set(c.birthMonth, school);
+    }
+    const day = c.lastActivity.toISOString().slice(0, 10);
+    let inactive = inactiveByDay.get(day);
+    if (!inactive) inactiveByDay.set(day, (inactive = addMonths(day, r.inactiveFileMonths)));
+    const [schoolLo, schoolHi] = school;
+    // dueDate takes the school-age date when it is not later than the inactivity date.
+    const reason = inactive < schoolLo ? 'inactive' : schoolHi <= inactive ? 'school_age' : null;
+    return { lo: schoolLo < inactive ? schoolLo : inactive, hi: schoolHi < inactive ? schoolHi : inactive, reason };
+  };
 }
 
 /**
@@ -92,9 +110,10 @@ export function dueBounds(tenant: Tenant, c: Pick<RetentionCandidate, 'birthMont
  * deleted without its birth date being read.
  */
 export function filesToOpenForRun(tenant: Tenant, candidates: readonly RetentionCandidate[], today: string): string[] {
+  const bounds = boundsOf(tenant);
   const out: string[] = [];
   for (const c of candidates) {
-    const b = dueBounds(tenant, c);
+    const b = bounds(c);
     if (!b || (b.lo <= today && today < b.hi) || (b.hi <= today && !b.reason)) out.push(c.childId);
   }
   return out;
@@ -112,10 +131,11 @@ export const RETENTION_ROWS_SHOWN = 100;
  * at most T — a file whose lower bound is later is only counted.
  */
 export function filesToOpenForPreview(tenant: Tenant, candidates: readonly RetentionCandidate[], today: string, horizon: string, shown = RETENTION_ROWS_SHOWN): string[] {
+  const bounds = boundsOf(tenant);
   const open = new Set<string>();
   const lists: { id: string; b: DueBounds }[][] = [[], []];
   for (const c of candidates) {
-    const b = dueBounds(tenant, c);
+    const b = bounds(c);
     if (!b || (b.lo <= today && today < b.hi) || (b.lo <= horizon && horizon < b.hi)) {
       open.add(c.childId);
       continue;
@@ -152,7 +172,9 @@ export interface RetentionPreview {
   accounts: { dueNow: number; upcoming: string[] };
 }
 
-const bySchedule = (a: ScheduledFile, b: ScheduledFile) => a.deleteOn.localeCompare(b.deleteOn) || a.reference.localeCompare(b.reference);
+// ISO dates and references are ASCII: code-point order, several times faster than a collation over 40,000 files.
+const cmp = (x: string, y: string) => (x < y ? -1 : x > y ? 1 : 0);
+const bySchedule = (a: ScheduledFile, b: ScheduledFile) => cmp(a.deleteOn, b.deleteOn) || cmp(a.reference, b.reference);
 
 async function awaitingPurge(deps: Deps, tenant: Tenant): Promise<DeletedFile[]> {
   const rows = await inTenant(deps.db.db, tenant.id, (trx) =>
@@ -167,12 +189,13 @@ async function awaitingPurge(deps: Deps, tenant: Tenant): Promise<DeletedFile[]>
  * `shown` listed with their date and rule.
  */
 export function scheduleLists(tenant: Tenant, candidates: readonly RetentionCandidate[], birthDates: ReadonlyMap<string, string>, today: string, horizon: string, shown = RETENTION_ROWS_SHOWN): { dueNow: ScheduleList; upcoming: ScheduleList } {
+  const bounds = boundsOf(tenant);
   const lists = { dueNow: { count: 0, first: [] as ScheduledFile[] }, upcoming: { count: 0, first: [] as ScheduledFile[] } };
   for (const c of candidates) {
     const birthDate = birthDates.get(c.childId);
     // Opened: its date. Not opened: its bounds, which settle its list, and its date when they meet.
     const d = birthDate ? dueDate(tenant, { birthDate, lastActivity: c.lastActivity }) : null;
-    const b = d ? { lo: d.on, hi: d.on, reason: d.reason } : dueBounds(tenant, c);
+    const b = d ? { lo: d.on, hi: d.on, reason: d.reason } : bounds(c);
     if (!b) throw new Error(`retention: file ${c.childId} has no birth month in clear and was not opened`);
     const list = b.hi <= today ? lists.dueNow : b.hi <= horizon ? lists.upcoming : null;
     if (!list) continue;
@@ -185,6 +208,7 @@ export function scheduleLists(tenant: Tenant, candidates: readonly RetentionCand
 
 /** The files the run deletes, and by which rule, from the candidates and the birth dates opened (filesToOpenForRun's). */
 export function dueForRun(tenant: Tenant, candidates: readonly RetentionCandidate[], birthDates: ReadonlyMap<string, string>, today: string): { childId: string; reason: RetentionReason }[] {
+  const bounds = boundsOf(tenant);
   const due: { childId: string; reason: RetentionReason }[] = [];
   for (const c of candidates) {
     const birthDate = birthDates.get(c.childId);
@@ -194,7 +218,7 @@ export function dueForRun(tenant: Tenant, candidates: readonly RetentionCandidat
       continue;
     }
     // Not opened: due by today whatever the day of birth, by the rule its month settles — or not due.
-    const b = dueBounds(tenant, c);
+    const b = bounds(c);
     if (!b || (b.lo <= today && today < b.hi) || (b.hi <= today && !b.reason)) throw new Error(`retention: file ${c.childId} is undecided and was not opened`);
     if (b.hi <= today) due.push({ childId: c.childId, reason: b.reason! });
   }

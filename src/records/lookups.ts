@@ -92,6 +92,9 @@ export function accountChildFiles(trx: Trx, accountId: string) {
  * last use of a session, last purge of one of their files.
  */
 export async function accountsWithoutLiveChild(trx: Trx): Promise<{ id: string; last: Date }[]> {
+  // Every account of the tenant against every file: estimated costly enough for PostgreSQL to compile the plan
+  // first (JIT), which took longer than running it (at 260,000 accounts: 750 ms with, 230 ms without).
+  await sql`SET LOCAL jit = off`.execute(trx);
   const { rows } = await sql<{ id: string; last: Date }>`
     SELECT a.id,
            greatest(a.created_at,
