@@ -149,10 +149,9 @@ async function openSession(trx: Trx, ctx: Ctx, accountId: string, memberships: r
  * last_seen_at touched when it is more than a minute old (a touch on every
  * request would write on every read; a minute is precise enough for idle
  * timeouts) — only for a session still good, whose checks read the row as it
- * was before the touch. `rpId`: the passkey host of the request (null if it
- * has none), whose vouched passkeys the actor's auth counts.
+ * was before the touch.
  */
-export async function resolveSession(deps: Deps, tenant: Tenant, token: string, now: Date, rpId: string | null): Promise<Actor | null> {
+export async function resolveSession(deps: Deps, tenant: Tenant, token: string, now: Date): Promise<Actor | null> {
   const hash = hashToken(token);
   return inTenant(deps.db.db, tenant.id, async (trx) => {
     const s = await trx
@@ -174,7 +173,7 @@ export async function resolveSession(deps: Deps, tenant: Tenant, token: string, 
       .select([
         totpEnabledSql(sql.ref('s.account_id')).as('has_totp'),
         passkeyCountSql(sql.ref('s.account_id')).as('passkeys'),
-        vouchedPasskeyCountSql(sql.ref('s.account_id'), rpId).as('vouched_passkeys'),
+        vouchedPasskeyCountSql(sql.ref('s.account_id')).as('vouched_passkeys'),
         passkeyVouchedSql(sql.ref('s.auth_passkey_id'), sql.ref('s.account_id')).as('passkey_vouched'),
       ])
       .select(membershipsJsonSql(sql.ref('s.account_id'), now).as('memberships'))

@@ -10,7 +10,6 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Ctx, Deps } from '../context.ts';
 import { AppError, ValidationError } from '../errors.ts';
 import { resolveSession } from '../identity/service.ts';
-import { relyingPartyFor } from '../identity/factors/webauthn.ts';
 import { StepUpRequired, stepUpRedirect } from '../identity/stepup.ts';
 import { isTokenShaped } from '../identity/tokens.ts';
 import { isLocale, type Locale } from './i18n/index.ts';
@@ -128,8 +127,7 @@ export async function buildApp(deps: Deps, routes: RouteModule[]): Promise<Fasti
       locale = req.cookies[cookies.lang] as Locale;
     }
     const token = req.cookies[cookies.session];
-    const rp = relyingPartyFor(deps.config, tenant, req.headers.host, tenant.nameFr);
-    const actor = isTokenShaped(token) ? await resolveSession(deps, tenant, token, now, rp?.id ?? null) : null;
+    const actor = isTokenShaped(token) ? await resolveSession(deps, tenant, token, now) : null;
     if (actor && isTokenShaped(token)) {
       req.sessionToken = token;
       req.csrfUser = `s:${actor.sessionId}`;

@@ -62,14 +62,19 @@ export async function mailboxProvenRecently(trx: Trx, actor: Actor, now: Date): 
 /**
  * Whether this session must prove the mailbox before enrolling a passkey, or
  * vouching for one it has, and whether it has (in the last MAILBOX_PROOF_MS):
- * a privileged holder without a vouched passkey for this host must. Its
- * vouched passkeys are counted when its session is read (SessionAuth), for
- * the host the request came to: one registered for another of the tenant's
- * hosts cannot be used here.
+ * a privileged holder without a vouched passkey must.
  */
 export async function mailboxProofState(trx: Trx, actor: Actor, now: Date): Promise<MailboxProof> {
   if (!holdsPrivilegedRole(actor, now)) return 'notNeeded';
-  if ((actor.auth?.vouchedPasskeys ?? 0) > 0) return 'notNeeded';
+  const vouched = await trx
+    .selectFrom('webauthn_credentials')
+    .select('id')
+    .where('account_id', '=', actor.accountId)
+    .where('revoked_at', 'is', null)
+    .where('vouched_at', 'is not', null)
+    .limit(1)
+    .execute();
+  if (vouched.length) return 'notNeeded';
   return (await mailboxProvenRecently(trx, actor, now)) ? 'proven' : 'needed';
 }
 

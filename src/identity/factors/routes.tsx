@@ -101,8 +101,6 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
     const needsFactor = hasCurrentMembership(actor, ctx.now) && !actor.mfa && !o.totp && o.passkeys.length === 0;
     const rp = rpOf(req);
     const anyFactor = o.totp || o.passkeys.length > 0;
-    // The passkeys that can sign on this host (a tenant may have several): the only ones to confirm here.
-    const here = rp ? o.passkeys.filter((p) => p.rpId === rp.id).length : 0;
     return sendPage(
       reply,
       <Page env={env} title={f.securityTitle}>
@@ -170,14 +168,14 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
         {rp && o.mailboxProof === 'needed' ? (
           <form method="post" action="/account/security/passkey-link" novalidate>
             <Csrf env={env} />
-            <p>{here ? f.mailbox.leadUnvouched : f.mailbox.lead}</p>
+            <p>{o.passkeys.length ? f.mailbox.leadUnvouched : f.mailbox.lead}</p>
             <button type="submit" class="button button--secondary">
-              {here ? f.mailbox.requestConfirm : f.mailbox.request}
+              {o.passkeys.length ? f.mailbox.requestConfirm : f.mailbox.request}
             </button>
           </form>
         ) : rp ? (
           <>
-            {o.mailboxProof === 'proven' && here > 0 && (
+            {o.mailboxProof === 'proven' && o.passkeys.length > 0 && (
               <>
                 <p>{f.mailbox.provenUnvouched}</p>
                 <PasskeyForm env={env} ceremony="get" action="/reauth/passkey?level=passkey" options="/reauth/passkey/options" button={f.mailbox.confirmExisting} returnTo="/account/security?status=passkeyVouched" />
@@ -747,11 +745,9 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
     const env = pageEnv(req, reply);
     const f = env.m.factors;
     const rp = rpOf(req);
-    // Only the passkeys registered for this host can sign here.
-    const here = rp ? o.passkeys.filter((p) => p.rpId === rp.id).length : 0;
     // A privileged holder whose passkeys are not vouched for proves the mailbox first; the passkey used next is then vouched for.
-    const unvouched = q.passkeyOnly && here > 0 && o.mailboxProof !== 'notNeeded';
-    const canPasskey = here > 0 && !(unvouched && o.mailboxProof === 'needed');
+    const unvouched = q.passkeyOnly && o.passkeys.length > 0 && o.mailboxProof !== 'notNeeded';
+    const canPasskey = !!rp && o.passkeys.length > 0 && !(unvouched && o.mailboxProof === 'needed');
     const withPassword = !q.passkeyOnly && (o.totp || o.passkeys.length === 0);
     const level = q.passkeyOnly ? '?level=passkey' : '';
     const self = `/reauth?return=${encodeURIComponent(q.returnTo)}&level=passkey`;

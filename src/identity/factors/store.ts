@@ -44,14 +44,9 @@ export function passkeyCountSql(account: Expression<string>): RawBuilder<string>
   return sql<string>`(select count(*) from webauthn_credentials wc where wc.account_id = ${account} and wc.revoked_at is null)`;
 }
 
-/**
- * How many live passkeys of the account, registered for `rpId` (the host the
- * request came to), are vouched for (migration 0049). A passkey of another of
- * the tenant's hosts cannot be used here: counting it would spare its holder
- * neither the step-up it cannot pass nor the mailed link this host must offer.
- */
-export function vouchedPasskeyCountSql(account: Expression<string>, rpId: string | null): RawBuilder<string> {
-  return sql<string>`(select count(*) from webauthn_credentials wc where wc.account_id = ${account} and wc.revoked_at is null and wc.vouched_at is not null and wc.rp_id = ${rpId})`;
+/** How many live passkeys of the account are vouched for (migration 0049). */
+export function vouchedPasskeyCountSql(account: Expression<string>): RawBuilder<string> {
+  return sql<string>`(select count(*) from webauthn_credentials wc where wc.account_id = ${account} and wc.revoked_at is null and wc.vouched_at is not null)`;
 }
 
 /** Whether a session's last passkey (`passkey`, possibly null) is still the account's, live and vouched for. */
