@@ -300,3 +300,53 @@ describe('passkeys vouched for at enrolment', () => {
     expect((await intruderSession.get('/account')).status).toBe(303);
   });
 });
+
+describe('a tenant on two hosts', () => {
+  it('a passkey vouched for on one host still guards the account on the other, where it cannot sign: no link, no removal, no new password without it', async () => {
+    const slug = `deux-${Date.now().toString(36)}${(seq++).toString(36)}`;
+    const [hostA, hostB] = [`${slug}.localhost`, `autre-${slug}.localhost`];
+    tenant = await tenantFor(t, { slug, hosts: [hostA, hostB] });
+    host = hostA;
+    facility = await createFacility(t, tenant, { name: 'CPE Les Deux Rives' });
+    admins = await createAdmins(t, tenant, [uniqueEmail('direction'), uniqueEmail('adjointe')]);
+    const email = uniqueEmail('coordonnatrice');
+    await grantAdmin(await createStaff(t, tenant, email, facility, admins[0]));
+
+    // on the first host: the mailbox proven, a passkey vouched for
+    const a = new Client(t.app, hostA);
+    await a.signIn(email, PASSWORD);
+    await a.get('/account/security');
+    await a.post('/account/security/passkey-link');
+    expect((await a.get(await mailedLink(email))).headers.location).toBe('/account/security?status=mailboxProven');
+    const keyA = await addPasskey(a, new SoftAuthenticator(`http://${hostA}`), 'Clé du premier site');
+    expect(await vouchedAt(keyA)).not.toBeNull();
+
+    // on the second, with the password and the app code (what a phishing proxy relays) and even the mailbox:
+    const b = new Client(t.app, hostB);
+    await b.signIn(email, PASSWORD);
+    const reauthB = `/reauth?return=${encodeURIComponent(PROBE)}&level=passkey`;
+    expect((await probe(b)).headers.location).toBe(reauthB);
+    // the re-authentication page says no passkey signs here, rather than offer one
+    const page = await b.get(reauthB);
+    expect(textOf(page.body)).toContain('n’a pas encore de clé d’accès utilisable à cette adresse');
+    expect(page.body).not.toContain('data-passkey-options');
+    // no link is offered or sent: the account has a vouched passkey
+    expect(textOf((await b.get('/account/security')).body)).not.toContain('Recevoir un lien');
+    const links = () => q((trx) => trx.selectFrom('passkey_enrolment_links').select('id').execute());
+    const before = (await links()).length;
+    expect((await b.post('/account/security/passkey-link')).headers.location).toBe('/account/security');
+    expect(await links()).toHaveLength(before);
+    // removing the vouched passkey, changing the password, adding a passkey: each asks for a passkey first
+    await b.get(`/account/security/passkeys/${keyA}/revoke`);
+    expect(String((await b.post(`/account/security/passkeys/${keyA}/revoke`)).headers.location)).toMatch(/^\/reauth\?.*level=passkey/);
+    await b.get('/account/security/password');
+    const pw = await b.post('/account/security/password', { currentPassword: PASSWORD, password: 'Hirondelles-du-printemps-2026', passwordConfirm: 'Hirondelles-du-printemps-2026' });
+    expect(String(pw.headers.location)).toMatch(/^\/reauth\?.*level=passkey/);
+    await b.get('/account/security');
+    const options = await b.post('/account/security/passkeys/options', {});
+    expect(options.status).toBe(401);
+    expect(JSON.parse(options.body).redirect).toMatch(/^\/reauth\?.*level=passkey/);
+    const live = await q((trx) => trx.selectFrom('webauthn_credentials').select(['id', 'vouched_at']).where('revoked_at', 'is', null).execute());
+    expect(live.map((k) => k.id)).toEqual([keyA]);
+  });
+});

@@ -423,7 +423,7 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
     try {
       return json(reply, 200, { options: await factors.passkeyRegistrationOptions(deps, req.ctx, rp, sessionHash(req)) });
     } catch (err) {
-      if (err instanceof StepUpRequired) return json(reply, 401, { redirect: reauthUrl('/account/security') });
+      if (err instanceof StepUpRequired) return json(reply, 401, { redirect: reauthUrl('/account/security', err.phishingResistant) });
       if (err instanceof MailboxProofRequired) return json(reply, 403, { redirect: '/account/security' });
       throw err;
     }
@@ -745,9 +745,13 @@ export function factorRoutes(app: FastifyInstance, deps: Deps) {
     const env = pageEnv(req, reply);
     const f = env.m.factors;
     const rp = rpOf(req);
+    // Only the passkeys registered for this host can sign here (a tenant may have several hosts): with none, the
+    // page says so rather than offer a ceremony with nothing to sign with. What counts for privileged actions is
+    // still the account's (SessionAuth, ./mailbox.ts), whatever the host.
+    const here = rp ? o.passkeys.filter((p) => p.rpId === rp.id).length : 0;
     // A privileged holder whose passkeys are not vouched for proves the mailbox first; the passkey used next is then vouched for.
-    const unvouched = q.passkeyOnly && o.passkeys.length > 0 && o.mailboxProof !== 'notNeeded';
-    const canPasskey = !!rp && o.passkeys.length > 0 && !(unvouched && o.mailboxProof === 'needed');
+    const unvouched = q.passkeyOnly && here > 0 && o.mailboxProof !== 'notNeeded';
+    const canPasskey = here > 0 && !(unvouched && o.mailboxProof === 'needed');
     const withPassword = !q.passkeyOnly && (o.totp || o.passkeys.length === 0);
     const level = q.passkeyOnly ? '?level=passkey' : '';
     const self = `/reauth?return=${encodeURIComponent(q.returnTo)}&level=passkey`;

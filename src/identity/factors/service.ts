@@ -134,6 +134,8 @@ export interface PasskeyView {
   lastUsedAt: Date | null;
   /** Counts for privileged actions (./mailbox.ts). */
   vouched: boolean;
+  /** The host it was registered for: it signs there only. */
+  rpId: string;
 }
 
 export interface FactorOverview {
@@ -150,7 +152,7 @@ export async function overview(deps: Deps, ctx: Ctx): Promise<FactorOverview> {
     const e = await store.enrolledFactors(trx, actor.accountId);
     const passkeys = await store.activePasskeys(trx, actor.accountId);
     const mailboxProof = await mailboxProofState(trx, actor, ctx.now);
-    return { totp: e.totp, recoveryLeft: e.recoveryLeft, passkeys: passkeys.map((p) => ({ id: p.id, name: p.name, createdAt: p.createdAt, lastUsedAt: p.lastUsedAt, vouched: !!p.vouchedAt })), mailboxProof };
+    return { totp: e.totp, recoveryLeft: e.recoveryLeft, passkeys: passkeys.map((p) => ({ id: p.id, name: p.name, createdAt: p.createdAt, lastUsedAt: p.lastUsedAt, vouched: !!p.vouchedAt, rpId: p.rpId })), mailboxProof };
   });
 }
 
@@ -331,7 +333,7 @@ export async function getPasskey(deps: Deps, ctx: Ctx, id: string): Promise<Pass
   if (!UUID.test(id)) return null;
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     const p = await store.passkeyById(trx, actor.accountId, id);
-    return p ? { id: p.id, name: p.name, createdAt: p.createdAt, lastUsedAt: p.lastUsedAt, vouched: !!p.vouchedAt } : null;
+    return p ? { id: p.id, name: p.name, createdAt: p.createdAt, lastUsedAt: p.lastUsedAt, vouched: !!p.vouchedAt, rpId: p.rpId } : null;
   });
 }
 
