@@ -609,12 +609,14 @@ export async function listReferrals(deps: Deps, ctx: Ctx, facilityId: string, op
       .innerJoin('children as c', 'c.id', 'o.child_id')
       .innerJoin('families as f', 'f.id', 'c.family_id')
       .innerJoin('accounts as a', 'a.id', 'f.account_id')
-      .select(['o.id', 'o.child_id', 'c.reference', 'c.family_id', 'o.age_group', 'o.status', 'o.offered_at', 'o.deadline', 'o.answered_at', 'o.start_date', 'c.first_name_enc', 'c.last_name_enc', 'c.birth_date_enc', 'c.purged_at', 'a.email'])
+      .select(['o.id', 'o.child_id', 'c.reference', 'c.family_id', 'o.age_group', 'o.status', 'o.offered_at', 'o.deadline', 'o.answered_at', 'o.start_date', 'c.first_name_enc', 'c.last_name_enc', 'c.birth_date_enc', 'c.deleted_at', 'c.purged_at', 'a.email'])
       .where('o.facility_id', '=', facilityId)
       .orderBy('o.offered_at', 'desc')
       .limit(200)
       .execute();
-    const accepted = rows.filter((r) => (r.status === 'accepted' || r.status === 'started') && !r.purged_at);
+    // A file its family deleted leaves the facility's pages at once, like every other list: its referral stays a
+    // reference, its identity no longer opened (restored, it shows again).
+    const accepted = rows.filter((r) => (r.status === 'accepted' || r.status === 'started') && !r.deleted_at && !r.purged_at);
     const isProtected = new Set(await protectedAmong(trx, accepted.map((r) => r.child_id)));
     const asked = open ? accepted.find((r) => r.id === open.offerId && isProtected.has(r.child_id)) : undefined;
     if (open && !asked) deny(ctx, action, 'offer', open.offerId, 'not_found');

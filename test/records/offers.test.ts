@@ -203,6 +203,16 @@ describe('referral', () => {
     expect((await offersOf(tenant))[0]).toMatchObject({ status: 'started', start_date: startDate, start_confirmed_by: directorId });
     expect((await events(tenant, 'waitlist.offer.confirmStart')).filter((e) => e.outcome === 'success')).toHaveLength(1);
 
+    // The parent deletes the file: it leaves the facility's pages at once, the referral staying a bare reference
+    // (its identity and the parent's contact no longer opened, nor named in the facility's read).
+    await parent.get(`/children/${first.childId}/delete`);
+    expect((await parent.post(`/children/${first.childId}/delete`)).headers.location).toBe('/account?status=deleted');
+    const gone = await staff.get(`/staff/facilities/${facility}/referrals`);
+    expect(gone.body).toContain(first.reference);
+    expect(textOf(gone.body)).not.toContain(first.lastName);
+    expect(gone.body).not.toContain(first.email);
+    expect((await events(tenant, 'waitlist.referral.list')).at(-1)!.target_ids).not.toContain(first.childId);
+
     // The infant was never offered the toddler place; an infant place goes to them.
     expect((await offersOf(tenant)).some((o) => o.child_id === baby.childId)).toBe(false);
     await staff.get(`/staff/facilities/${facility}/places`);
