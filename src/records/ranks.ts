@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { decide } from '../access/decide.ts';
-import type { AuditOrigin } from '../audit/events.ts';
+import type { AuditAction, AuditOrigin } from '../audit/events.ts';
 import { appendAudit } from '../audit/log.ts';
 import type { Ctx, Deps } from '../context.ts';
 import { originOf } from '../context.ts';
@@ -69,7 +69,8 @@ export interface RankedApplication {
  * all with null), inside the caller's transaction. Writes no audit event:
  * the caller records what it does with them (listRankedApplications does,
  * and a referral must). The age group comes from the clear birth month; only
- * a file written before it has its birth date opened, and it does not leave. `withoutPendingOffer` leaves out children who
+ * a file written before it has its birth date opened, and it does not leave; each file opened so is added to
+ * `opened` (child → family), for the caller to record. `withoutPendingOffer` leaves out children who
  * already hold a pending offer (they cannot be offered a second place).
  */
 export async function rankFacilityIn(
@@ -79,7 +80,7 @@ export async function rankFacilityIn(
   facilityId: string,
   ageGroup: AgeGroup | null,
   now: Date,
-  opts: { withoutPendingOffer?: boolean; ordering?: FacilityOrdering } = {},
+  opts: { withoutPendingOffer?: boolean; ordering?: FacilityOrdering; opened?: Map<string, string> } = {},
 ): Promise<RankedApplication[]> {
   const o = opts.ordering ?? (await facilityOrdering(trx, tenant, facilityId, now));
   let q = trx
@@ -115,6 +116,7 @@ export async function rankFacilityIn(
     .execute();
   const unknown = rows.filter((r) => !r.birth_month);
   const births = unknown.length ? await openChildren(env, tenant.id, unknown, ['birth_date']) : new Map();
+  for (const r of unknown) opts.opened?.set(r.id, r.family_id);
   const declared = new Set<string>(o.declared);
   const out: RankedApplication[] = [];
   for (const r of rows) {
@@ -147,6 +149,31 @@ export async function rankFacilityIn(
 }
 
 /**
+ * Files whose birth date the ranking opened (written before the birth month was kept in clear): every one,
+ * whether or not it is listed in the end or belongs to the family asking, is named with its family — as
+ * fillVacancies does for the referral's. The date itself goes no further than the age group.
+ */
+async function recordBirthDatesOpened(trx: Trx, ctx: Ctx, action: AuditAction, origin: ReturnType<typeof originFields>, facilityId: string, opened: ReadonlyMap<string, string>): Promise<void> {
+  if (!opened.size) return;
+  await appendAudit(
+    trx,
+    ctx.tenant.id,
+    {
+      action,
+      outcome: 'success',
+      ...origin,
+      targetType: 'child',
+      targetIds: [...opened.keys()],
+      familyIds: [...new Set(opened.values())],
+      fields: ['birth_date'],
+      purpose: 'ranking.ageGroup',
+      details: withSession(ctx, { facility: facilityId, opened: opened.size }),
+    },
+    ctx.now,
+  );
+}
+
+/**
  * The ordered eligible applications of a facility for an age group, audited
  * (purpose 'system.ranking': references and order, no identity). Called by
  * the facility's staff (waitlist.candidates.list) or by the server's own
@@ -168,8 +195,11 @@ export async function listRankedApplications(
     } else if (!opts.system || !opts.system.actorRoles.some((r) => r.startsWith('system:'))) {
       deny(ctx, action, 'facility', facilityId, 'not_signed_in', undefined, new AppError('signInRequired'));
     }
-    const all = await rankFacilityIn(trx, env, ctx.tenant, facilityId, ageGroup, ctx.now, { withoutPendingOffer: opts.withoutPendingOffer ?? false });
+    const opened = new Map<string, string>();
+    const all = await rankFacilityIn(trx, env, ctx.tenant, facilityId, ageGroup, ctx.now, { withoutPendingOffer: opts.withoutPendingOffer ?? false, opened });
     const rows = opts.limit ? all.slice(0, opts.limit) : all;
+    const origin = originFields(opts.system && !ctx.actor ? opts.system : originOf(ctx));
+    await recordBirthDatesOpened(trx, ctx, action, origin, facilityId, opened);
     if (rows.length) {
       await appendAudit(
         trx,
@@ -177,7 +207,7 @@ export async function listRankedApplications(
         {
           action,
           outcome: 'success',
-          ...originFields(opts.system && !ctx.actor ? opts.system : originOf(ctx)),
+          ...origin,
           targetType: 'facility',
           targetIds: [facilityId, ...rows.map((r) => r.childId)],
           familyIds: [...new Set(rows.map((r) => r.familyId))],
@@ -245,8 +275,8 @@ async function ranksInFacilities(
   return out;
 }
 
-async function rankFromList(trx: Trx, env: Envelope, tenant: Tenant, facilityId: string, group: AgeGroup, applicationId: string, now: Date, o: FacilityOrdering): Promise<Place> {
-  const list = await rankFacilityIn(trx, env, tenant, facilityId, group, now, { ordering: o });
+async function rankFromList(trx: Trx, env: Envelope, tenant: Tenant, facilityId: string, group: AgeGroup, applicationId: string, now: Date, o: FacilityOrdering, opened: Map<string, string>): Promise<Place> {
+  const list = await rankFacilityIn(trx, env, tenant, facilityId, group, now, { ordering: o, opened });
   const mine = list.find((r) => r.applicationId === applicationId);
   return { rank: mine?.rank ?? null, total: list.length, mine };
 }
@@ -301,7 +331,9 @@ export async function childRanksIn(trx: Trx, env: Envelope, ctx: Ctx, childId: s
     const ranks: ChildRank[] = [];
     for (const a of apps) {
       const o = orderings.get(a.facility_id)!;
-      const place = places.get(a.id) ?? (await rankFromList(trx, env, ctx.tenant, a.facility_id, group, a.id, ctx.now, o));
+      const opened = new Map<string, string>();
+      const place = places.get(a.id) ?? (await rankFromList(trx, env, ctx.tenant, a.facility_id, group, a.id, ctx.now, o, opened));
+      await recordBirthDatesOpened(trx, ctx, action, originFields(originOf(ctx)), a.facility_id, opened);
       const mine = place.mine;
       const met = o.declared.filter((k) => a.priorities.includes(k));
       const seniorityDate = c.seniority_from && c.seniority_from > c.desired_entry_date ? c.seniority_from : c.desired_entry_date;

@@ -19,6 +19,7 @@ import { ValidationError } from '../../src/errors.ts';
 import { insertSyntheticFamilies } from '../../src/records/bulk.ts';
 import * as records from '../../src/records/gateway.ts';
 import { encryptLegacyRows } from '../../src/records/legacy.ts';
+import { listRankedApplications, readChildRanks } from '../../src/records/ranks.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { addMonths, today } from '../../src/waitlist/dates.ts';
 import { createAdmin, createFacility, createParent, createStaff, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
@@ -241,6 +242,39 @@ describe('a database written before encryption', () => {
     // Once done, done: nothing opened again, nothing more on the record.
     expect(await encryptLegacyRows(database.db, t.deps.keys, tenant.id, new Date())).toEqual({ families: 0, children: 0, birthMonths: 0 });
     expect(await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select('id').where('action', '=', 'records.legacy.birthMonth').execute())).toHaveLength(1);
+  });
+
+  it('a ranking that opens another family’s birth date (a file without its month in clear) names that file and family, listed or not', async () => {
+    const tenant = await tenantFor(t);
+    const facility = await createFacility(t, tenant);
+    const [a, b] = [await parentIn(tenant), await parentIn(tenant)];
+    const file = async (who: Actor, firstName: string, nirec: string) => {
+      const { id } = await records.createChildFile(t.deps, ctxFor(t, tenant, who), childInput({ firstName, nirec, birthDate: addMonths(t0(), -20) }));
+      await records.addApplication(t.deps, ctxFor(t, tenant, who), id, { facilityId: facility, siblingAttending: false, parentIsStaff: false });
+      return id;
+    };
+    const mine = await file(a, 'Aurèle', 'RANKAA0001');
+    const theirs = await file(b, 'Bérénice', 'RANKBB0002');
+    const [familyA, familyB] = await inTenant(database.db, tenant.id, async (trx) =>
+      Promise.all([mine, theirs].map(async (id) => (await trx.selectFrom('children').select('family_id').where('id', '=', id).executeTakeFirstOrThrow()).family_id)),
+    );
+    await inTenant(database.db, tenant.id, (trx) => trx.updateTable('children').set({ birth_month: null }).where('id', '=', theirs).execute());
+    const opened = () =>
+      inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['action', 'actor_account_id', 'target_ids', 'family_ids', 'fields']).where('purpose', '=', 'ranking.ageGroup').orderBy('seq').execute());
+
+    // A parent's rank: the other family's file is ranked from its opened birth date, and named with its family.
+    const ranks = await readChildRanks(t.deps, ctxFor(t, tenant, a), mine);
+    expect(ranks.ranks.map((r) => r.total)).toEqual([2]);
+    expect(await opened()).toEqual([{ action: 'waitlist.childFile.read', actor_account_id: a.accountId, target_ids: [theirs], family_ids: [familyB], fields: ['birth_date'] }]);
+
+    // The facility's list, cut to its first row: the file opened is named even when it is not listed.
+    const staffEmail = `educ.rang.${Date.now().toString(36)}@exemple.test`;
+    const staff = await actorOf(t, tenant, await createStaff(t, tenant, staffEmail, facility), staffEmail);
+    const listed = await listRankedApplications(t.deps, ctxFor(t, tenant, staff), facility, null, { limit: 1 });
+    expect(listed).toHaveLength(1);
+    const last = (await opened()).at(-1)!;
+    expect(last).toMatchObject({ action: 'waitlist.candidates.list', actor_account_id: staff.accountId, target_ids: [theirs], family_ids: [familyB] });
+    expect(familyA).not.toBe(familyB);
   });
 
   it('is encrypted on first use: clear columns emptied, keys made, NIREC indexed, a first version written, the files read as before', async () => {
