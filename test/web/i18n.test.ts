@@ -6,7 +6,11 @@
  * fields) in both languages, <html lang> matching, and no sentence of the
  * other language left behind.
  */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PRIVACY_PURPOSE_FIELDS } from '../../src/privacy/purposes.ts';
+import { PURPOSE_FIELDS } from '../../src/records/views.ts';
 import { en } from '../../src/web/i18n/en.ts';
 import { fr } from '../../src/web/i18n/fr.ts';
 import { createFacility, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
@@ -27,6 +31,24 @@ afterAll(async () => {
 });
 
 /* ------------------------------------------------------------ catalogues */
+
+/** Every .ts and .tsx file under `dir`. */
+function sources(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((d) => (d.isDirectory() ? sources(join(dir, d.name)) : /\.tsx?$/.test(d.name) ? [join(dir, d.name)] : []));
+}
+
+describe('the purposes a family reads in « Qui a consulté le dossier »', () => {
+  it('every purpose an audit event can carry has words in both languages, not its code', () => {
+    const used = new Set<string>([...Object.keys(PURPOSE_FIELDS), ...Object.keys(PRIVACY_PURPOSE_FIELDS)]);
+    for (const f of sources('src')) for (const m of readFileSync(f, 'utf8').matchAll(/purpose: '([a-zA-Z.]+)'/g)) used.add(m[1]!);
+    // Not audit purposes (a WebAuthn challenge's, a key's), or events about staff accounts that name no family.
+    const notFamilies = (p: string) => ['register', 'authenticate', 'kek'].includes(p) || /^admin\.(staff|invitations|grants|factorResets)\./.test(p);
+    const missing = (labels: Record<string, string>) => [...used].filter((p) => !notFamilies(p) && !Object.hasOwn(labels, p)).sort();
+    expect(missing(fr.privacyPages.purposes as Record<string, string>)).toEqual([]);
+    expect(missing(en.privacyPages.purposes as Record<string, string>)).toEqual([]);
+    expect(used.size).toBeGreaterThan(30);
+  });
+});
 
 type Tree = unknown;
 
