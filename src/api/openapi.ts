@@ -22,7 +22,7 @@ const places = {
 };
 const referral = {
   type: 'object',
-  required: ['id', 'reference', 'ageGroup', 'status', 'offeredAt', 'deadline', 'answeredAt', 'startDate', 'protected', 'identity'],
+  required: ['id', 'reference', 'ageGroup', 'status', 'offeredAt', 'deadline', 'answeredAt', 'startDate', 'protected', 'deleted', 'identity'],
   properties: {
     id: { type: 'string', format: 'uuid' },
     reference: { type: 'string', description: 'The child file’s pseudonymous reference' },
@@ -33,6 +33,7 @@ const referral = {
     answeredAt: { type: ['string', 'null'], format: 'date-time' },
     startDate: { type: ['string', 'null'], format: 'date' },
     protected: { type: 'boolean', description: 'A protected file: its identity stays null in the list, even accepted, and is read one offer at a time with a reason (POST …/identity)' },
+    deleted: { type: 'boolean', description: 'The child file was deleted (by its family, or under the retention rules): identity null, the start of care can no longer be confirmed' },
     identity: {
       description: 'Only once the parent accepted the offer; null before, and null in the list for a protected file',
       oneOf: [

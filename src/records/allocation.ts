@@ -83,6 +83,8 @@ export interface Loaded {
   appIds: string[];
   /** The declared priority that lifts each application (for offers.by_priority, counted against the cap), or null. */
   appByPriority: (string | null)[];
+  /** Files written before the clear birth month, whose birth date was opened for the age group. */
+  birthDatesOpened: number;
 }
 
 function ageGroupFromDate(birthDate: string, desired: string, today: string, infantMaxMonths: number): number {
@@ -152,6 +154,7 @@ export async function loadInputs(trx: Trx, tenant: { id: string; rules: TenantRu
   const appByPriority: (string | null)[] = [];
   const appIds: string[] = [];
   let after = '';
+  let birthDatesOpened = 0;
   onProgress?.(0, total);
   for (;;) {
     const children = await waiting(trx)
@@ -164,6 +167,7 @@ export async function loadInputs(trx: Trx, tenant: { id: string; rules: TenantRu
     after = children[children.length - 1]!.reference;
     // Files written before the clear birth month: open only their birth dates.
     const unknown = children.filter((c) => !c.birth_month);
+    birthDatesOpened += unknown.length;
     const opened = unknown.length ? await openChildren(env, tenantId, unknown.map((c) => ({ id: c.id, family_id: c.family_id, birth_date_enc: c.birth_date_enc })), ['birth_date']) : new Map();
     const apps = await trx
       .selectFrom('applications')
@@ -208,6 +212,7 @@ export async function loadInputs(trx: Trx, tenant: { id: string; rules: TenantRu
     onProgress?.(childIds.length, total);
   }
   return {
+    birthDatesOpened,
     inputs: {
       childIds,
       facilityIds,
@@ -318,7 +323,7 @@ export async function runAllocation(db: Kysely<DB>, keys: KeyProvider, tenant: {
   return inTenant(db, tenant.id, async (trx) => {
     const t0 = performance.now();
     opts.onPhase?.('load');
-    const { inputs, appIds, appByPriority } = await loadInputs(trx, tenant, keys, params, opts.onProgress);
+    const { inputs, appIds, appByPriority, birthDatesOpened } = await loadInputs(trx, tenant, keys, params, opts.onProgress);
     // Written before anything leaves this function: the bulk read is on the record even if the round fails.
     const event = await appendAudit(
       trx,
@@ -333,7 +338,8 @@ export async function runAllocation(db: Kysely<DB>, keys: KeyProvider, tenant: {
         requestId: opts.origin.requestId,
         targetType: 'allocation_run',
         targetIds: [runId],
-        fields: [...ROUND_FIELDS],
+        // Files written before the clear birth month had their birth date opened for the age group.
+        fields: birthDatesOpened ? [...ROUND_FIELDS, 'birth_date'] : [...ROUND_FIELDS],
         // A dry run reads the same files for another purpose: to see what a round would do, changing nothing.
         purpose: opts.dryRun ? 'allocation.round.dryRun' : 'allocation.round',
         details: { run: runId, dryRun: opts.dryRun, children: inputs.childIds.length, applications: inputs.appFacility.length, order: params.order, today: params.today, ...(opts.dryRun ? { filesHash: filesHash(inputs.childIds) } : {}) },

@@ -761,19 +761,20 @@ export async function listCandidates(deps: Deps, ctx: Ctx, facilityId: string, p
       const c = byApp.get(r.id);
       return c ? [{ ...c, created_at: r.created_at, category: r.category, rank: r.rank }] : [];
     });
+    // The age group from the clear birth month; only a file written before it has its birth date opened, which the
+    // event then names among its fields (the date itself goes no further than the age group).
+    const unknown = rows.filter((r) => !r.birth_month);
     if (rows.length) {
       await audit(trx, ctx, {
         action: 'waitlist.candidates.list',
         targetType: 'facility',
         targetIds: [facilityId, ...rows.map((r) => r.id)],
         familyIds: [...new Set(rows.map((r) => r.family_id))],
-        fields: fieldsFor(purpose),
+        fields: unknown.length ? [...fieldsFor(purpose), 'birth_date'] : fieldsFor(purpose),
         purpose,
       details: { page, count: rows.length },
       });
     }
-    // The age group from the clear birth month; only a file written before it has its birth date opened.
-    const unknown = rows.filter((r) => !r.birth_month);
     const births = unknown.length ? await openChildren(env, ctx.tenant.id, unknown, ['birth_date']) : new Map<string, { birth_date?: string | null }>();
     const t = today(ctx.now);
     return {

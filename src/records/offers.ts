@@ -580,6 +580,8 @@ export interface ReferralView {
   startDate: string | null;
   /** An accepted offer of a protected file: its identity opens one at a time, with a reason (src/detection/protected.ts). */
   protected: boolean;
+  /** The file was deleted (by its family, or the retention rules): a bare reference, nothing to act on. */
+  deleted: boolean;
   /** Only once the parent accepted: who the child is and how to reach the family. */
   identity: {
     firstName: string;
@@ -654,6 +656,7 @@ export async function listReferrals(deps: Deps, ctx: Ctx, facilityId: string, op
         answeredAt: r.answered_at,
         startDate: r.start_date,
         protected: isProtected.has(r.child_id),
+        deleted: !!(r.deleted_at || r.purged_at),
         identity: shown
           ? {
               firstName: required(v.first_name, 'first name'),
@@ -676,7 +679,17 @@ export async function confirmStart(deps: Deps, ctx: Ctx, facilityId: string, off
   await run(deps, ctx, action, async (trx) => {
     checkFacility(ctx, action, action, facilityId);
     if (!UUID.test(offerId)) deny(ctx, action, 'offer', offerId, 'malformed_id');
-    const o = await trx.selectFrom('offers as o').innerJoin('children as c', 'c.id', 'o.child_id').select(['o.id', 'o.status', 'o.child_id', 'c.family_id']).where('o.id', '=', offerId).where('o.facility_id', '=', facilityId).forUpdate().executeTakeFirst();
+    // A file its family deleted is no longer the facility's to act on (restored, it is again).
+    const o = await trx
+      .selectFrom('offers as o')
+      .innerJoin('children as c', 'c.id', 'o.child_id')
+      .select(['o.id', 'o.status', 'o.child_id', 'c.family_id'])
+      .where('o.id', '=', offerId)
+      .where('o.facility_id', '=', facilityId)
+      .where('c.deleted_at', 'is', null)
+      .where('c.purged_at', 'is', null)
+      .forUpdate()
+      .executeTakeFirst();
     if (!o) deny(ctx, action, 'offer', offerId, 'not_found');
     if (o.status !== 'accepted') deny(ctx, action, 'offer', offerId, 'not_accepted', undefined, new OfferRefused('badRequest', 'not_accepted'));
     await trx.updateTable('offers').set({ status: 'started', start_date: startDate, start_confirmed_at: ctx.now, start_confirmed_by: ctx.actor!.accountId }).where('id', '=', o.id).execute();

@@ -149,25 +149,28 @@ export async function rankFacilityIn(
 }
 
 /**
- * Files whose birth date the ranking opened (written before the birth month was kept in clear): every one,
- * whether or not it is listed in the end or belongs to the family asking, is named with its family — as
- * fillVacancies does for the referral's. The date itself goes no further than the age group.
+ * Files whose birth date a ranking opened (written before the birth month was kept in clear): every one,
+ * listed in the end or not, is named with its family, as fillVacancies does for a referral's. The date goes
+ * no further than the age group, to nobody: the read is Guichet's own work, recorded as such (with the
+ * request that caused it), so that the family sees « Guichet (traitement automatique) » rather than whoever
+ * happened to open a page.
  */
-async function recordBirthDatesOpened(trx: Trx, ctx: Ctx, action: AuditAction, origin: ReturnType<typeof originFields>, facilityId: string, opened: ReadonlyMap<string, string>): Promise<void> {
+async function recordBirthDatesOpened(trx: Trx, ctx: Ctx, action: AuditAction, facilityIds: readonly string[], opened: ReadonlyMap<string, string>): Promise<void> {
   if (!opened.size) return;
+  const origin: AuditOrigin = { actorAccountId: null, actorRoles: ['system:ranking'], ip: null, userAgent: null, requestId: ctx.requestId };
   await appendAudit(
     trx,
     ctx.tenant.id,
     {
       action,
       outcome: 'success',
-      ...origin,
+      ...originFields(origin),
       targetType: 'child',
       targetIds: [...opened.keys()],
       familyIds: [...new Set(opened.values())],
       fields: ['birth_date'],
       purpose: 'ranking.ageGroup',
-      details: withSession(ctx, { facility: facilityId, opened: opened.size }),
+      details: { facilities: facilityIds.join(' '), opened: opened.size },
     },
     ctx.now,
   );
@@ -198,8 +201,7 @@ export async function listRankedApplications(
     const opened = new Map<string, string>();
     const all = await rankFacilityIn(trx, env, ctx.tenant, facilityId, ageGroup, ctx.now, { withoutPendingOffer: opts.withoutPendingOffer ?? false, opened });
     const rows = opts.limit ? all.slice(0, opts.limit) : all;
-    const origin = originFields(opts.system && !ctx.actor ? opts.system : originOf(ctx));
-    await recordBirthDatesOpened(trx, ctx, action, origin, facilityId, opened);
+    await recordBirthDatesOpened(trx, ctx, action, [facilityId], opened);
     if (rows.length) {
       await appendAudit(
         trx,
@@ -207,7 +209,7 @@ export async function listRankedApplications(
         {
           action,
           outcome: 'success',
-          ...origin,
+          ...originFields(opts.system && !ctx.actor ? opts.system : originOf(ctx)),
           targetType: 'facility',
           targetIds: [facilityId, ...rows.map((r) => r.childId)],
           familyIds: [...new Set(rows.map((r) => r.familyId))],
@@ -329,11 +331,11 @@ export async function childRanksIn(trx: Trx, env: Envelope, ctx: Ctx, childId: s
     const orderings = await facilityOrderings(trx, ctx.tenant, apps.map((a) => a.facility_id), ctx.now);
     const places = await ranksInFacilities(trx, ctx.tenant, apps.map((a) => ({ facilityId: a.facility_id, applicationId: a.id, o: orderings.get(a.facility_id)! })), group, ctx.now);
     const ranks: ChildRank[] = [];
+    const opened = new Map<string, string>();
+    const listedAt: string[] = [];
     for (const a of apps) {
       const o = orderings.get(a.facility_id)!;
-      const opened = new Map<string, string>();
-      const place = places.get(a.id) ?? (await rankFromList(trx, env, ctx.tenant, a.facility_id, group, a.id, ctx.now, o, opened));
-      await recordBirthDatesOpened(trx, ctx, action, originFields(originOf(ctx)), a.facility_id, opened);
+      const place = places.get(a.id) ?? (listedAt.push(a.facility_id), await rankFromList(trx, env, ctx.tenant, a.facility_id, group, a.id, ctx.now, o, opened));
       const mine = place.mine;
       const met = o.declared.filter((k) => a.priorities.includes(k));
       const seniorityDate = c.seniority_from && c.seniority_from > c.desired_entry_date ? c.seniority_from : c.desired_entry_date;
@@ -352,12 +354,15 @@ export async function childRanksIn(trx: Trx, env: Envelope, ctx: Ctx, childId: s
         priorityOpen: o.priorityOpen,
       });
     }
+    // The family's own file, without a clear month, had its birth date opened above: on the family's own event.
+    opened.delete(c.id);
+    await recordBirthDatesOpened(trx, ctx, action, listedAt, opened);
     await audit(trx, ctx, {
       action,
       targetType: 'child',
       targetIds: [c.id],
       familyIds: [c.family_id],
-      fields: fieldsFor('parent.childFile.rank'),
+      fields: c.birth_month ? fieldsFor('parent.childFile.rank') : [...fieldsFor('parent.childFile.rank'), 'birth_date'],
       purpose: 'parent.childFile.rank',
       details: { facilities: apps.length },
     });

@@ -258,6 +258,8 @@ export function offerRoutes(app: FastifyInstance, deps: Deps) {
                           <br />
                           <span class="hint">{o.born(formatDate(env.locale, r.identity.birthDate))}</span>
                         </>
+                      ) : r.deleted ? (
+                        <span class="hint">{o.fileDeleted}</span>
                       ) : r.protected ? (
                         <form method="post" action={`/staff/facilities/${facility.id}/referrals/${r.id}/identity`} class="inline-form" novalidate>
                           <Csrf env={env} />
@@ -291,7 +293,7 @@ export function offerRoutes(app: FastifyInstance, deps: Deps) {
                     <td>
                       {r.startDate ? (
                         formatDate(env.locale, r.startDate)
-                      ) : r.status === 'accepted' && isDirector ? (
+                      ) : r.status === 'accepted' && isDirector && !r.deleted ? (
                         <form method="post" action={`/staff/facilities/${facility.id}/referrals/${r.id}/start`} class="inline-form" novalidate>
                           <Csrf env={env} />
                           <TextField env={env} name={`startDate-${r.id}`} type="date" label={o.startDate} width="short" />

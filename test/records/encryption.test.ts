@@ -260,12 +260,13 @@ describe('a database written before encryption', () => {
     );
     await inTenant(database.db, tenant.id, (trx) => trx.updateTable('children').set({ birth_month: null }).where('id', '=', theirs).execute());
     const opened = () =>
-      inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['action', 'actor_account_id', 'target_ids', 'family_ids', 'fields']).where('purpose', '=', 'ranking.ageGroup').orderBy('seq').execute());
+      inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['action', 'actor_account_id', 'actor_roles', 'target_ids', 'family_ids', 'fields']).where('purpose', '=', 'ranking.ageGroup').orderBy('seq').execute());
 
     // A parent's rank: the other family's file is ranked from its opened birth date, and named with its family.
     const ranks = await readChildRanks(t.deps, ctxFor(t, tenant, a), mine);
     expect(ranks.ranks.map((r) => r.total)).toEqual([2]);
-    expect(await opened()).toEqual([{ action: 'waitlist.childFile.read', actor_account_id: a.accountId, target_ids: [theirs], family_ids: [familyB], fields: ['birth_date'] }]);
+    // Guichet's own work, not the parent's: the other family sees « Guichet (traitement automatique) ».
+    expect(await opened()).toEqual([{ action: 'waitlist.childFile.read', actor_account_id: null, actor_roles: ['system:ranking'], target_ids: [theirs], family_ids: [familyB], fields: ['birth_date'] }]);
 
     // The facility's list, cut to its first row: the file opened is named even when it is not listed.
     const staffEmail = `educ.rang.${Date.now().toString(36)}@exemple.test`;
@@ -273,7 +274,7 @@ describe('a database written before encryption', () => {
     const listed = await listRankedApplications(t.deps, ctxFor(t, tenant, staff), facility, null, { limit: 1 });
     expect(listed).toHaveLength(1);
     const last = (await opened()).at(-1)!;
-    expect(last).toMatchObject({ action: 'waitlist.candidates.list', actor_account_id: staff.accountId, target_ids: [theirs], family_ids: [familyB] });
+    expect(last).toMatchObject({ action: 'waitlist.candidates.list', actor_account_id: null, actor_roles: ['system:ranking'], target_ids: [theirs], family_ids: [familyB] });
     expect(familyA).not.toBe(familyB);
   });
 

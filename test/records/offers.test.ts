@@ -212,6 +212,10 @@ describe('referral', () => {
     expect(textOf(gone.body)).not.toContain(first.lastName);
     expect(gone.body).not.toContain(first.email);
     expect((await events(tenant, 'waitlist.referral.list')).at(-1)!.target_ids).not.toContain(first.childId);
+    expect(textOf(gone.body)).toContain('Dossier supprimé par la famille');
+    // Nor can the facility act on it any more: not found, and recorded as refused.
+    expect((await director.post(start, { [`startDate-${offer!.id}`]: startDate })).status).toBe(404);
+    expect((await events(tenant, 'waitlist.offer.confirmStart')).filter((e) => e.outcome === 'denied')).toHaveLength(2);
 
     // The infant was never offered the toddler place; an infant place goes to them.
     expect((await offersOf(tenant)).some((o) => o.child_id === baby.childId)).toBe(false);

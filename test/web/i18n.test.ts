@@ -40,13 +40,21 @@ function sources(dir: string): string[] {
 describe('the purposes a family reads in « Qui a consulté le dossier »', () => {
   it('every purpose an audit event can carry has words in both languages, not its code', () => {
     const used = new Set<string>([...Object.keys(PURPOSE_FIELDS), ...Object.keys(PRIVACY_PURPOSE_FIELDS)]);
-    for (const f of sources('src')) for (const m of readFileSync(f, 'utf8').matchAll(/purpose: '([a-zA-Z.]+)'/g)) used.add(m[1]!);
+    const systemRoles = new Set<string>();
+    for (const f of sources('src')) {
+      const text = readFileSync(f, 'utf8');
+      // Every quoted purpose on a line that sets one, a choice between two included.
+      for (const line of text.split('\n').filter((l) => /purpose: /.test(l))) for (const m of line.slice(line.indexOf('purpose: ')).matchAll(/'([a-z][a-zA-Z]*(?:\.[a-zA-Z]+)+)'/g)) used.add(m[1]!);
+      for (const m of text.matchAll(/'(system:[a-z-]+)'/g)) systemRoles.add(m[1]!);
+    }
     // Not audit purposes (a WebAuthn challenge's, a key's), or events about staff accounts that name no family.
     const notFamilies = (p: string) => ['register', 'authenticate', 'kek'].includes(p) || /^admin\.(staff|invitations|grants|factorResets)\./.test(p);
     const missing = (labels: Record<string, string>) => [...used].filter((p) => !notFamilies(p) && !Object.hasOwn(labels, p)).sort();
     expect(missing(fr.privacyPages.purposes as Record<string, string>)).toEqual([]);
     expect(missing(en.privacyPages.purposes as Record<string, string>)).toEqual([]);
     expect(used.size).toBeGreaterThan(30);
+    // And whoever did it, when Guichet did it itself: its jobs by name.
+    for (const roles of [fr.privacyPages.roles, en.privacyPages.roles] as Record<string, string>[]) expect([...systemRoles].filter((r) => !Object.hasOwn(roles, r)).sort()).toEqual([]);
   });
 });
 
