@@ -457,6 +457,8 @@ function parentOffers(trx: Trx) {
     .innerJoin('families as f', 'f.id', 'c.family_id')
     .innerJoin('facilities as fa', 'fa.id', 'o.facility_id')
     .select(['o.id', 'o.child_id', 'c.reference', 'c.family_id', 'f.account_id as owner', 'o.facility_id', 'fa.name', 'fa.municipality', 'o.age_group', 'o.status', 'o.offered_at', 'o.deadline', 'o.answered_at', 'o.start_date', 'o.application_id'])
+    // A deleted file's offers leave the family's pages with it, as its other pages do (restored, they come back).
+    .where('c.deleted_at', 'is', null)
     .where('c.purged_at', 'is', null);
 }
 
@@ -489,7 +491,7 @@ export async function parentOffersIn(trx: Trx, ctx: Ctx, childId?: string): Prom
   const action = 'waitlist.offer.read';
   if (!ctx.actor) deny(ctx, action, 'offer', 'list', 'not_signed_in', decide(null, action, { type: 'tenant' }, ctx.now));
   if (childId !== undefined && !UUID.test(childId)) deny(ctx, action, 'child', childId, 'malformed_id');
-  let q = parentOffers(trx).where('f.account_id', '=', ctx.actor.accountId).where('c.deleted_at', 'is', null);
+  let q = parentOffers(trx).where('f.account_id', '=', ctx.actor.accountId);
   if (childId) q = q.where('o.child_id', '=', childId);
   const rows = (await q.orderBy('o.offered_at', 'desc').limit(100).execute()).filter((r) => decide(ctx.actor, action, { type: 'family', ownerAccountId: r.owner }, ctx.now).allowed);
   if (rows.length) {

@@ -213,6 +213,8 @@ describe('referral', () => {
     expect(gone.body).not.toContain(first.email);
     expect((await events(tenant, 'waitlist.referral.list')).at(-1)!.target_ids).not.toContain(first.childId);
     expect(textOf(gone.body)).toContain('Dossier supprimé par la famille');
+    // Nor does the parent's offer page open its first name any more.
+    expect((await parent.get(`/offers/${offer!.id}`)).status).toBe(404);
     // Nor can the facility act on it any more: not found, and recorded as refused.
     expect((await director.post(start, { [`startDate-${offer!.id}`]: startDate })).status).toBe(404);
     expect((await events(tenant, 'waitlist.offer.confirmStart')).filter((e) => e.outcome === 'denied')).toHaveLength(2);
