@@ -335,7 +335,12 @@ export async function childRanksIn(trx: Trx, env: Envelope, ctx: Ctx, childId: s
     const listedAt: string[] = [];
     for (const a of apps) {
       const o = orderings.get(a.facility_id)!;
-      const place = places.get(a.id) ?? (listedAt.push(a.facility_id), await rankFromList(trx, env, ctx.tenant, a.facility_id, group, a.id, ctx.now, o, opened));
+      let place = places.get(a.id);
+      if (!place) {
+        // A group with a file written before the clear birth month: ranked from the whole list.
+        listedAt.push(a.facility_id);
+        place = await rankFromList(trx, env, ctx.tenant, a.facility_id, group, a.id, ctx.now, o, opened);
+      }
       const mine = place.mine;
       const met = o.declared.filter((k) => a.priorities.includes(k));
       const seniorityDate = c.seniority_from && c.seniority_from > c.desired_entry_date ? c.seniority_from : c.desired_entry_date;

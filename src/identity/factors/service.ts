@@ -138,6 +138,10 @@ export interface PasskeyView {
   rpId: string;
 }
 
+function passkeyView(p: store.PasskeyRow): PasskeyView {
+  return { id: p.id, name: p.name, createdAt: p.createdAt, lastUsedAt: p.lastUsedAt, vouched: !!p.vouchedAt, rpId: p.rpId };
+}
+
 export interface FactorOverview {
   totp: boolean;
   passkeys: PasskeyView[];
@@ -152,7 +156,7 @@ export async function overview(deps: Deps, ctx: Ctx): Promise<FactorOverview> {
     const e = await store.enrolledFactors(trx, actor.accountId);
     const passkeys = await store.activePasskeys(trx, actor.accountId);
     const mailboxProof = await mailboxProofState(trx, actor, ctx.now);
-    return { totp: e.totp, recoveryLeft: e.recoveryLeft, passkeys: passkeys.map((p) => ({ id: p.id, name: p.name, createdAt: p.createdAt, lastUsedAt: p.lastUsedAt, vouched: !!p.vouchedAt, rpId: p.rpId })), mailboxProof };
+    return { totp: e.totp, recoveryLeft: e.recoveryLeft, passkeys: passkeys.map(passkeyView), mailboxProof };
   });
 }
 
@@ -333,7 +337,7 @@ export async function getPasskey(deps: Deps, ctx: Ctx, id: string): Promise<Pass
   if (!UUID.test(id)) return null;
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     const p = await store.passkeyById(trx, actor.accountId, id);
-    return p ? { id: p.id, name: p.name, createdAt: p.createdAt, lastUsedAt: p.lastUsedAt, vouched: !!p.vouchedAt, rpId: p.rpId } : null;
+    return p ? passkeyView(p) : null;
   });
 }
 
