@@ -114,7 +114,7 @@ export async function runTenantConfirmation(deps: Deps, tenant: Tenant, now: Dat
       .where('c.inactive_since', 'is', null)
       .where('acc.purged_at', 'is', null)
       // Two instances running the pass at once take different files, so no mail goes twice.
-      .modifyEnd(sql`FOR UPDATE OF c SKIP LOCKED`)
+      .modifyEnd(sql`FOR NO KEY UPDATE OF c SKIP LOCKED`)
       .execute();
     const remind: typeof rows = [];
     const inactivate: typeof rows = [];

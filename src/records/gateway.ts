@@ -25,7 +25,7 @@ import { isRecentAuth } from '../identity/stepup.ts';
 import { ensureTenantEncrypted } from './legacy.ts';
 import { declaredPriorities, eligibleRankTermsSql, facilityOrdering } from './ordering.ts';
 import { fieldsFor, type Purpose } from './views.ts';
-import { cancelPendingOffers } from './offers.ts';
+import { cancelPendingOffers, lockChildOffers } from './offers.ts';
 
 /**
  * The records gateway: the one path by which personal data (families,
@@ -334,7 +334,8 @@ export async function childWithOwner(trx: Trx, ctx: Ctx, childId: string, action
     .where('c.id', '=', childId)
     .where('c.purged_at', 'is', null)
     .where('c.deleted_at', opts.deleted ? 'is not' : 'is', null);
-  if (opts.lock) q = q.forUpdate();
+  // NO KEY UPDATE: a referral's new offer checks its foreign key to the child without waiting (see offers.ts, Concurrency).
+  if (opts.lock) q = q.forNoKeyUpdate();
   const row = await q.executeTakeFirst();
   if (!row) {
     const d = decide(ctx.actor, action, { type: 'family', ownerAccountId: '' }, ctx.now);
@@ -457,7 +458,7 @@ export async function markInSubsidisedCare(trx: Trx, ctx: Ctx, env: Envelope, ch
     .select(CHILD_COLUMNS)
     .select(['f.account_id as owner_account_id', 'f.key_version'])
     .where('c.id', '=', childId)
-    .forUpdate()
+    .forNoKeyUpdate()
     .executeTakeFirstOrThrow();
   if (c.in_subsidised_care) return false;
   const key = await env.familyKey(ctx.tenant.id, c.family_id, c.key_version);
@@ -689,13 +690,15 @@ export async function addApplication(deps: Deps, ctx: Ctx, childId: string, inpu
 
 export async function withdrawApplication(deps: Deps, ctx: Ctx, childId: string, applicationId: string): Promise<void> {
   await run(deps, ctx, 'waitlist.application.withdraw', async (trx, env) => {
-    const c = await childWithOwner(trx, ctx, childId, 'waitlist.application.withdraw');
+    const c = await childWithOwner(trx, ctx, childId, 'waitlist.application.withdraw', { lock: true });
+    // An answer to this registration's offer under way finishes first (offers.ts, Concurrency): a placed registration stays placed.
+    await lockChildOffers(trx, c.id);
     const app = UUID.test(applicationId)
       ? await trx.selectFrom('applications').select(['id', 'status']).where('id', '=', applicationId).where('child_id', '=', c.id).executeTakeFirst()
       : undefined;
     if (!app) deny(ctx, 'waitlist.application.withdraw', 'application', applicationId, 'not_found');
     if (app.status !== 'active') return;
-    await trx.updateTable('applications').set({ status: 'withdrawn', updated_at: ctx.now }).where('id', '=', app.id).execute();
+    await trx.updateTable('applications').set({ status: 'withdrawn', updated_at: ctx.now }).where('id', '=', app.id).where('status', '=', 'active').execute();
     await audit(trx, ctx, { action: 'waitlist.application.withdraw', targetType: 'application', targetIds: [app.id, c.id], familyIds: [c.family_id], fields: ['status'], purpose: 'parent.application.withdraw' });
     // An offer waiting on this registration has no one to answer it now: the place goes to the next child, in this transaction.
     await cancelPendingOffers(trx, env, ctx, c.id, { applicationId: app.id, reason: 'application_withdrawn' });
@@ -1517,9 +1520,10 @@ export async function retireChildFiles(deps: Deps, ctx: Ctx, childIds: readonly 
         .where('c.id', '=', childId)
         .where('c.deleted_at', 'is', null)
         .where('c.purged_at', 'is', null)
-        .forUpdate()
+        .forNoKeyUpdate()
         .executeTakeFirst();
       if (!c) return false;
+      await lockChildOffers(trx, c.id);
       if (ctx.actor) check(ctx, 'privacy.deletion.request', c.owner_account_id, 'child', childId);
       else if (!system || !system.actorRoles.some((r) => r.startsWith('system:'))) deny(ctx, action, 'child', childId, 'not_signed_in', undefined, new AppError('signInRequired'));
       const key = await env.familyKey(ctx.tenant.id, c.family_id, c.key_version);

@@ -12,11 +12,19 @@
  * opens only the fields its purpose needs (views.ts).
  *
  * Concurrency. A declaration locks its facility_places row, so vacancies are
- * counted once; each offered child is taken under a transaction-scoped
- * advisory lock tried without waiting, then checked again with a fresh
- * statement, so two declarations at two facilities at once never offer the
- * same child (the partial unique index offers_one_pending_per_child is the
- * last line). Locks are taken offer → place → child everywhere.
+ * counted once. Every change to one child's offers and registrations — an
+ * answer, a withdrawal, an expiry, a cancellation, a referral — holds the
+ * child's offers lock (lockChildOffers: a transaction-scoped advisory lock).
+ * A person's change takes the child's row first (FOR NO KEY UPDATE, which a
+ * new offer's foreign key check does not wait for), then that lock, waiting
+ * for it; a referral only tries it and passes to the next child, then checks
+ * again with a fresh statement that the registration is still active and no
+ * offer is pending, so two declarations at two facilities at once never
+ * offer the same child (the partial unique index offers_one_pending_per_child
+ * is the last line); the expiry job takes the offer, the row and the lock
+ * without waiting and leaves an offer someone is answering to its next pass.
+ * So an answer and a withdrawal of the same registration at once follow one
+ * another, whichever comes first, and never deadlock.
  */
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
@@ -91,6 +99,27 @@ export function offerDeadline(offeredAt: Date, rules: TenantRules['offers']): Da
   return new Date(d);
 }
 
+/* ----------------------------------------------------------------- locks */
+
+const CHILD_OFFERS_LOCK = sql`pg_catalog.hashtext('guichet.offer.child')`;
+
+/** The child's offers lock, waiting for it; the caller holds the child's row already (see Concurrency above). */
+export async function lockChildOffers(trx: Trx, childId: string): Promise<void> {
+  await sql`SELECT pg_catalog.pg_advisory_xact_lock(${CHILD_OFFERS_LOCK}, pg_catalog.hashtext(${childId}))`.execute(trx);
+}
+
+/** The child's offers lock if nobody holds it: a referral or the expiry job never waits for a person's change. */
+async function tryLockChildOffers(trx: Trx, childId: string): Promise<boolean> {
+  const { rows } = await sql<{ ok: boolean }>`SELECT pg_catalog.pg_try_advisory_xact_lock(${CHILD_OFFERS_LOCK}, pg_catalog.hashtext(${childId})) AS ok`.execute(trx);
+  return rows[0]?.ok === true;
+}
+
+/** The child's row, then its offers lock: what a person's change to its offers or registrations takes first. */
+async function lockChild(trx: Trx, childId: string): Promise<void> {
+  await trx.selectFrom('children').select('id').where('id', '=', childId).forNoKeyUpdate().execute();
+  await lockChildOffers(trx, childId);
+}
+
 /* ---------------------------------------------------------- who is next */
 
 export interface NextChild {
@@ -149,12 +178,22 @@ export async function nextEligibleChild(trx: Trx, env: Envelope, tenantId: strin
         opened.push({ childId: r.id, familyId: r.family_id });
         if (ageGroup(birth, r.desired_entry_date, now, rules.infantMaxMonths) !== group) continue;
       }
-      // Another referral holding this child right now (another facility's declaration): the next one, without waiting.
-      const lock = await sql<{ ok: boolean }>`SELECT pg_try_advisory_xact_lock(hashtext('guichet.offer.child'), hashtext(${r.id})) AS ok`.execute(trx);
-      if (!lock.rows[0]?.ok) continue;
-      // A fresh statement sees an offer committed since the list was read.
-      const pending = await trx.selectFrom('offers').select('id').where('child_id', '=', r.id).where('status', '=', 'pending').executeTakeFirst();
-      if (pending) continue;
+      // Someone changing this child's offers or registrations right now (another facility's declaration, the parent
+      // withdrawing, an answer): the next one, without waiting.
+      if (!(await tryLockChildOffers(trx, r.id))) continue;
+      // A fresh statement sees what was committed since the list was read: a withdrawal, a deletion, a pending offer.
+      const still = await trx
+        .selectFrom('applications as a')
+        .innerJoin('children as c', 'c.id', 'a.child_id')
+        .select('a.id')
+        .where('a.id', '=', r.application_id)
+        .where('a.status', '=', 'active')
+        .where('c.deleted_at', 'is', null)
+        .where('c.purged_at', 'is', null)
+        .where('c.inactive_since', 'is', null)
+        .where((eb) => eb.not(eb.exists(eb.selectFrom('offers as o').select('o.id').whereRef('o.child_id', '=', 'c.id').where('o.status', '=', 'pending'))))
+        .executeTakeFirst();
+      if (!still) continue;
       const met = lifting.filter((k) => r.priorities.includes(k));
       return { next: { applicationId: r.application_id, childId: r.id, familyId: r.family_id, reference: r.reference, byPriority: met[0] ?? null }, opened };
     }
@@ -359,6 +398,8 @@ export type CancelReason = 'application_withdrawn' | 'file_deleted' | 'deletion_
  * Returns the offers cancelled.
  */
 export async function cancelPendingOffers(trx: Trx, env: Envelope, ctx: Ctx, childId: string, opts: { applicationId?: string; reason: CancelReason; system?: AuditOrigin }): Promise<string[]> {
+  // The callers hold the child's row; a referral of this child under way finishes first, and its offer is cancelled here.
+  await lockChildOffers(trx, childId);
   let q = trx
     .selectFrom('offers as o')
     .innerJoin('children as c', 'c.id', 'o.child_id')
@@ -400,19 +441,24 @@ const SYSTEM_EXPIRY: AuditOrigin = { actorAccountId: null, actorRoles: ['system:
  */
 export async function expireDueOffers(deps: Deps, ctx: Ctx, limit = 1000): Promise<number> {
   let n = 0;
-  for (; n < limit; n++) {
+  // Offers whose child someone is changing right now (an answer at the deadline, a withdrawal): left to the next pass.
+  const busy: string[] = [];
+  while (n < limit) {
     const done = await run(deps, ctx, 'waitlist.offer.expire', async (trx, env) => {
-      const o = await trx
+      let q = trx
         .selectFrom('offers')
         .select(['id', 'child_id', 'application_id', 'facility_id', 'age_group', 'deadline'])
         .where('status', '=', 'pending')
-        .where('deadline', '<=', ctx.now)
-        .orderBy('deadline')
-        .limit(1)
-        .forUpdate()
-        .skipLocked()
-        .executeTakeFirst();
-      if (!o) return false;
+        .where('deadline', '<=', ctx.now);
+      if (busy.length) q = q.where('id', 'not in', busy);
+      const o = await q.orderBy('deadline').limit(1).forUpdate().skipLocked().executeTakeFirst();
+      if (!o) return 'none' as const;
+      // The child's row and offers lock without waiting: whoever holds them may be waiting for this offer's row.
+      const child = await trx.selectFrom('children').select('id').where('id', '=', o.child_id).forNoKeyUpdate().skipLocked().executeTakeFirst();
+      if (!child || !(await tryLockChildOffers(trx, o.child_id))) {
+        busy.push(o.id);
+        return 'busy' as const;
+      }
       await trx.updateTable('offers').set({ status: 'expired', answered_at: ctx.now }).where('id', '=', o.id).where('status', '=', 'pending').execute();
       const fam = await trx.selectFrom('children').select('family_id').where('id', '=', o.child_id).executeTakeFirstOrThrow();
       const who = { ctx, origin: SYSTEM_EXPIRY };
@@ -426,9 +472,10 @@ export async function expireDueOffers(deps: Deps, ctx: Ctx, limit = 1000): Promi
         purpose: 'referral.expiry',
         details: { deadline: o.deadline.toISOString(), withdrawn: r.withdrawn.length, beyondRefusals: r.beyond },
       });
-      return true;
+      return 'expired' as const;
     });
-    if (!done) break;
+    if (done === 'none' || busy.length > limit) break;
+    if (done === 'expired') n++;
   }
   return n;
 }
@@ -500,16 +547,22 @@ export async function parentOffersIn(trx: Trx, ctx: Ctx, childId?: string): Prom
   return rows.map(toParentView);
 }
 
-/** Loads an offer for its family, locked for an answer; anyone else's attempt is recorded (denied) and answered "not found". */
+/**
+ * Loads an offer for its family; anyone else's attempt is recorded (denied) and answered "not found". For an
+ * answer (`lock`), the child's row and offers lock are taken once the offer is known to be the family's, and the
+ * offer is read again as it is now: an expiry or a withdrawal that came first has its say.
+ */
 async function ownOffer(trx: Trx, ctx: Ctx, offerId: string, action: AuditAction & ('waitlist.offer.read' | 'waitlist.offer.accept' | 'waitlist.offer.refuse'), lock: boolean): Promise<ParentOfferRow> {
   if (!UUID.test(offerId)) deny(ctx, action, 'offer', offerId, 'malformed_id');
-  let q = parentOffers(trx).where('o.id', '=', offerId);
-  if (lock) q = q.forUpdate();
-  const r = await q.executeTakeFirst();
+  const r = await parentOffers(trx).where('o.id', '=', offerId).executeTakeFirst();
   const rule = action === 'waitlist.offer.read' ? 'waitlist.offer.read' : 'waitlist.offer.answer';
   const d = decide(ctx.actor, rule, { type: 'family', ownerAccountId: r?.owner ?? '' }, ctx.now);
   if (!r || !d.allowed) deny(ctx, action, 'offer', offerId, r ? (d.reason ?? 'denied') : 'not_found', d.reason === 'no_rule_matches' ? undefined : d);
-  return r;
+  if (!lock) return r;
+  await lockChild(trx, r.child_id);
+  const now = await parentOffers(trx).where('o.id', '=', offerId).executeTakeFirst();
+  if (!now) deny(ctx, action, 'offer', offerId, 'not_found');
+  return now;
 }
 
 /** One offer, for its parent: the page where they answer. */

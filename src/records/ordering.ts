@@ -48,7 +48,9 @@ export async function facilityOrderings(trx: Trx, tenant: Pick<Tenant, 'rules'>,
       .selectFrom('offers')
       .select(['facility_id', sql<string>`count(*)`.as('total'), sql<string>`count(*) FILTER (WHERE by_priority IS NOT NULL)`.as('by_priority')])
       .where('facility_id', 'in', ids)
-      .where('status', 'in', ['accepted', 'started'])
+      // Pending offers count as admissions to come: the places a declaration fills one after another, or an offer
+      // still awaiting its answer, would otherwise each find the cap open and all go by priority.
+      .where('status', 'in', ['pending', 'accepted', 'started'])
       .where('offered_at', '>=', new Date(`${since}T00:00:00Z`))
       .groupBy('facility_id')
       .execute();
@@ -97,7 +99,7 @@ export async function facilityPriorityStates(trx: Trx, tenant: Pick<Tenant, 'rul
   const counts = await trx
     .selectFrom('offers')
     .select(['facility_id', sql<string>`count(*)`.as('total'), sql<string>`count(*) FILTER (WHERE by_priority IS NOT NULL)`.as('by_priority')])
-    .where('status', 'in', ['accepted', 'started'])
+    .where('status', 'in', ['pending', 'accepted', 'started'])
     .where('offered_at', '>=', new Date(`${since}T00:00:00Z`))
     .groupBy('facility_id')
     .execute();

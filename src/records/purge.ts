@@ -106,7 +106,7 @@ async function purgeFamily(db: Kysely<DB>, env: Envelope, tenant: Tenant, family
     const fam = await trx.selectFrom('families').selectAll().where('id', '=', familyId).forUpdate().executeTakeFirst();
     // Changed since the plan (another purge ran): leave it to the next run.
     if (!fam || fam.purged_at || fam.key_version !== oldVersion) return null;
-    const kids = await trx.selectFrom('children').selectAll().where('family_id', '=', familyId).where('purged_at', 'is', null).forUpdate().execute();
+    const kids = await trx.selectFrom('children').selectAll().where('family_id', '=', familyId).where('purged_at', 'is', null).forNoKeyUpdate().execute();
     const gone = kids.filter((k) => k.deleted_at && k.deleted_at < cutoff);
     const keep = kids.filter((k) => !(k.deleted_at && k.deleted_at < cutoff));
     if (!gone.length) return null;

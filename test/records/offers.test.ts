@@ -328,6 +328,61 @@ describe('referral', () => {
     expect(await applicationStatus(tenant, accepter.childId, c)).toBe('withdrawn');
   });
 
+  it('an answer and a withdrawal of the same registration at once follow one another: never both, never a deadlock', async () => {
+    const tenant = await tenantFor(t);
+    const facility = await createFacility(t, tenant, { places_total: 40, places_infant: 0 });
+    const staffEmail = `educ.${uniq()}@exemple.test`;
+    await createStaff(t, tenant, staffEmail, facility);
+    const staff = await signedIn(tenant, staffEmail);
+    await staff.get(`/staff/facilities/${facility}/places`);
+    const outcomes: string[] = [];
+    for (let round = 0; round < 8; round++) {
+      const kid = await family(tenant, [facility], { birthMonthsAgo: 24, entryInMonths: 1 });
+      expect((await staff.post(`/staff/facilities/${facility}/vacancies`, { infant: '0', toddler: '1' })).status).toBe(303);
+      const offer = (await offersOf(tenant)).find((o) => o.child_id === kid.childId)!;
+      expect(offer.status).toBe('pending');
+      const ctx = () => ctxFor(t, tenant, actor);
+      const actor = await actorByEmail(t, tenant, kid.email, t.deps.clock(), 10, ['password']);
+      let rs: PromiseSettledResult<unknown>[];
+      if (round % 2 === 0) {
+        rs = await Promise.allSettled([answerOffer(t.deps, ctx(), offer.id, 'accept'), records.withdrawApplication(t.deps, ctx(), kid.childId, offer.application_id)]);
+      } else {
+        // The deadline has passed: the expiry job and the parent's withdrawal at once.
+        await database.ownerDb().updateTable('offers').set({ offered_at: new Date(t.deps.clock().getTime() - 2 * DAY), deadline: new Date(t.deps.clock().getTime() - 1000) }).where('id', '=', offer.id).execute();
+        rs = await Promise.allSettled([runOfferExpiry(t.deps), records.withdrawApplication(t.deps, ctx(), kid.childId, offer.application_id)]);
+      }
+      // The only refusal allowed: the offer was answered (cancelled) by the withdrawal that came first.
+      for (const r of rs) if (r.status === 'rejected') expect(String((r.reason as { reason?: string }).reason ?? r.reason)).toBe('already_answered');
+      const now = (await offersOf(tenant)).find((o) => o.id === offer.id)!;
+      const app = await applicationStatus(tenant, kid.childId, facility);
+      outcomes.push(`${now.status}/${app}`);
+      expect(['accepted/placed', 'cancelled/withdrawn', 'expired/withdrawn']).toContain(`${now.status}/${app}`);
+    }
+    console.log(`answer or expiry against withdrawal, 8 rounds: ${outcomes.join(', ')}`);
+  });
+
+  it('places filled one after another count their pending offers against the priority cap', async () => {
+    const tenant = await tenantFor(t);
+    const facility = await createFacility(t, tenant, { places_total: 10, places_infant: 0 });
+    await inTenant(database.db, tenant.id, (trx) => trx.insertInto('facility_priorities').values({ tenant_id: tenant.id, facility_id: facility, kind: 'specialNeeds', detail: null, declared_at: t.deps.clock() }).execute());
+    // The longest wait has no priority; four children meet the facility's declared priority.
+    await family(tenant, [facility], { birthMonthsAgo: 24, entryInMonths: 1 });
+    for (let i = 2; i <= 5; i++) {
+      const kid = await family(tenant, [], { birthMonthsAgo: 24, entryInMonths: i });
+      const ctx = ctxFor(t, tenant, await actorByEmail(t, tenant, kid.email, t.deps.clock(), 10, ['password']));
+      await records.addApplication(t.deps, ctx, kid.childId, { facilityId: facility, siblingAttending: false, parentIsStaff: false, priorities: ['specialNeeds'] });
+    }
+    const staffEmail = `educ.${uniq()}@exemple.test`;
+    await createStaff(t, tenant, staffEmail, facility);
+    const staff = await signedIn(tenant, staffEmail);
+    await staff.get(`/staff/facilities/${facility}/places`);
+    expect((await staff.post(`/staff/facilities/${facility}/vacancies`, { infant: '0', toddler: '4' })).status).toBe(303);
+    const made = (await offersOf(tenant)).filter((o) => o.facility_id === facility);
+    expect(made).toHaveLength(4);
+    // The first place may go by priority (a facility with no admission counts as one); then no more than half.
+    expect(made.filter((o) => o.by_priority === 'specialNeeds')).toHaveLength(2);
+  });
+
   it('two declarations at once never offer the same child twice nor more places than declared', async () => {
     const tenant = await tenantFor(t);
     const h = await createFacility(t, tenant, { places_total: 3, places_infant: 0 });

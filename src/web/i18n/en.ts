@@ -214,7 +214,7 @@ export const en: Messages = {
     prioritiesSave: 'Save the priorities',
     prioritiesSaved: 'The facility’s priorities are saved.',
     prioritiesNone: 'This facility has declared no priority.',
-    admissions: (total: number, byPriority: number) => `Admissions over the last 12 months: ${total}, of which ${byPriority} by priority.`,
+    admissions: (total: number, byPriority: number) => `Admissions over the last 12 months, offers awaiting an answer included: ${total}, of which ${byPriority} by priority.`,
     capOpen: 'Priorities apply at the moment.',
     capReached: 'The cap is reached: priorities no longer apply until the share of admissions by priority goes down.',
     applyPriorities: 'The facility’s priorities',

@@ -220,7 +220,7 @@ export const fr = {
     prioritiesSave: 'Enregistrer les priorités',
     prioritiesSaved: 'Les priorités du service sont enregistrées.',
     prioritiesNone: 'Ce service n’a déclaré aucune priorité.',
-    admissions: (total: number, byPriority: number) => `Admissions des 12 derniers mois${nb}: ${total}, dont ${byPriority} par priorité.`,
+    admissions: (total: number, byPriority: number) => `Admissions des 12 derniers mois, offres en attente de réponse comprises${nb}: ${total}, dont ${byPriority} par priorité.`,
     capOpen: 'Les priorités s’appliquent en ce moment.',
     capReached: `Le plafond est atteint${nb}: les priorités ne s’appliquent plus tant que la part des admissions par priorité ne redescend pas.`,
     applyPriorities: 'Priorités du service',
