@@ -72,6 +72,18 @@ export function kindOf(action: string): AccessKind {
   return KIND_OF[action] ?? 'read';
 }
 
+/**
+ * The forms an address is written in the log: as the server saw it (Node writes IPv6 in lower case, compressed,
+ * and an IPv4 client of a dual-stack socket as ::ffff:a.b.c.d), whatever form a firewall's log typed it in.
+ */
+export function addressForms(typed: string): string[] {
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(typed);
+  const v4 = mapped ? mapped[1]! : isIP(typed) === 4 ? typed : null;
+  if (v4) return [v4, `::ffff:${v4}`];
+  const compressed = new URL(`http://[${typed}]/`).hostname.slice(1, -1);
+  return [...new Set([compressed, typed.toLowerCase()])];
+}
+
 export type Selector = { kind: 'actor'; value: string } | { kind: 'session'; value: string } | { kind: 'ip'; value: string };
 
 export interface BreachInput {
@@ -190,7 +202,10 @@ export async function createBreachReport(deps: Deps, who: Requester, input: Brea
       },
       now,
     );
-  const what = { selector: input.selector?.kind ?? null, value: input.selector ? bounded(input.selector.value) : null, from: bounded(input.from ?? ''), to: bounded(input.to ?? '') };
+  // What was typed stays out of the log, which nothing can erase: an e-mail address, an address or any text in a
+  // field is personal data or may be. The kind of selector and the window, when it parses, say what was asked.
+  const typedWindow = (v: string | undefined) => (v ? (parseInstant(v)?.toISOString() ?? 'invalid') : null);
+  const what = { selector: input.selector?.kind ?? null, from: typedWindow(input.from), to: typedWindow(input.to) };
   const refuse = async (code: BreachErrorCode, message: string, outcome: 'denied' | 'failure' = 'failure'): Promise<never> => {
     await logAttempt(outcome, { reason: code, ...what });
     throw new BreachReportError(code, message);
@@ -255,7 +270,7 @@ export async function createBreachReport(deps: Deps, who: Requester, input: Brea
     // A session's events are its account's (withSession names only the acting session): the account's index finds
     // them, and the session narrows them, instead of every event of the window read for its details.
     else if (sel.kind === 'session') q = q.where('e.actor_account_id', '=', accountId!).where(sql<string>`e.details->>'session'`, '=', sel.value.trim());
-    else q = q.where('e.ip', '=', sel.value.trim());
+    else q = q.where('e.ip', 'in', addressForms(sel.value.trim()));
     return q;
   };
   const { events, unsealed } = await inTenant(db, tenant.id, async (trx) => {

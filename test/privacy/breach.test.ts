@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Actor } from '../../src/access/actor.ts';
 import { inTenant } from '../../src/db/tenant.ts';
 import { StepUpRequired } from '../../src/identity/stepup.ts';
-import { breachReportCsv, BreachReportError, createBreachReport, type BreachInput, type BreachReport } from '../../src/privacy/breach.ts';
+import { addressForms, breachReportCsv, BreachReportError, createBreachReport, type BreachInput, type BreachReport } from '../../src/privacy/breach.ts';
 import { breachReportCommand } from '../../src/privacy/cli.ts';
 import * as records from '../../src/records/gateway.ts';
 import { PURPOSE_FIELDS } from '../../src/records/views.ts';
@@ -243,6 +243,15 @@ describe('the report for a drill', () => {
   });
 });
 
+describe('an address, whatever form it was typed in', () => {
+  it('matches the forms the server writes', () => {
+    expect(addressForms('203.0.113.77')).toEqual(['203.0.113.77', '::ffff:203.0.113.77']);
+    expect(addressForms('::FFFF:203.0.113.77')).toEqual(['203.0.113.77', '::ffff:203.0.113.77']);
+    expect(addressForms('2001:0DB8:0000:0000:0000:0000:0000:0001')).toContain('2001:db8::1');
+    expect(addressForms('2001:db8::1')).toEqual(['2001:db8::1']);
+  });
+});
+
 describe('bad input and refusals: a clear error, nothing produced, the attempt logged', () => {
   it('from after to, an unknown actor, a bad address, no selector, a malformed date', async () => {
     const d = await drill();
@@ -265,6 +274,11 @@ describe('bad input and refusals: a clear error, nothing produced, the attempt l
     }
     const logged = await events(d.tenant, 'privacy.breachReport.create');
     expect(logged.map((e) => [e.outcome, (e.details as { reason?: string }).reason])).toEqual(cases.map(([, code]) => ['failure', code]));
+    // What was typed is not in the log, which nothing can erase: the kind of selector and the window only.
+    const kept = JSON.stringify(logged.map((e) => e.details));
+    for (const typed of [d.adminEmail, 'nobody@exemple.test', '999.1.1.1', '15/05/2026']) expect(kept).not.toContain(typed);
+    expect(logged[2]!.details).toMatchObject({ selector: 'actor', from: d.from.toISOString(), to: d.to.toISOString() });
+    expect(logged[5]!.details).toMatchObject({ from: 'invalid' });
     // Nothing was produced: no read of any family for notices.
     expect(await events(d.tenant, 'privacy.breach.recipients')).toEqual([]);
   });
