@@ -22,6 +22,7 @@ import type { Ctx, Deps } from '../context.ts';
 import { originOf } from '../context.ts';
 import { inTenant } from '../db/tenant.ts';
 import { AppError } from '../errors.ts';
+import { isRecentAuth, StepUpRequired } from '../identity/stepup.ts';
 import { readRetentionFiles, retireChildFiles, withSession, type RetentionCandidate } from '../records/gateway.ts';
 import { eraseAssistedNotes, purgeExpired, type PurgeResult } from '../records/purge.ts';
 import { originFields, type Tenant } from '../tenants/service.ts';
@@ -449,6 +450,11 @@ export async function requestFamilyDeletion(deps: Deps, ctx: Ctx): Promise<Delet
   if (!d.allowed || !actor) {
     await appendAuditAlone(deps.db.db, ctx.tenant.id, { action: 'privacy.deletion.request', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'family', details: withSession(ctx, { reason: d.reason ?? 'denied' }) }, ctx.now);
     throw new AppError(actor ? 'forbidden' : 'signInRequired');
+  }
+  // A stolen session alone does not delete every file of the family at once: as for one file, a fresh authentication.
+  if (!isRecentAuth(actor, ctx.now)) {
+    await appendAuditAlone(deps.db.db, ctx.tenant.id, { action: 'privacy.deletion.request', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'family', details: withSession(ctx, { reason: 'step_up_required' }) }, ctx.now);
+    throw new StepUpRequired(false, '/account/privacy/delete');
   }
   const mine = await inTenant(deps.db.db, ctx.tenant.id, (trx) =>
     accountChildFiles(trx, actor.accountId),

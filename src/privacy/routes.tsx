@@ -3,6 +3,7 @@ import { sql } from 'kysely';
 import { inTenant } from '../db/tenant.ts';
 import type { Deps } from '../context.ts';
 import { AppError } from '../errors.ts';
+import { requireRecentAuth } from '../identity/stepup.ts';
 import { Csrf, Page, Pagination, type PageEnv } from '../web/components.tsx';
 import { formatDate, formatDateTime } from '../web/i18n/index.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
@@ -140,6 +141,8 @@ export function privacyRoutes(app: FastifyInstance, deps: Deps) {
 
   app.get('/account/privacy/delete', async (req, reply) => {
     if (!req.ctx.actor) throw new AppError('signInRequired');
+    // As for one file: who deletes every file of the family has proved who they are within five minutes.
+    requireRecentAuth(req.ctx, undefined, { returnTo: '/account/privacy/delete' });
     const env = pageEnv(req, reply);
     const d = env.m.deletion;
     const live = (await inTenant(deps.db.db, req.ctx.tenant.id, (trx) => accountChildFiles(trx, req.ctx.actor!.accountId))).filter((c) => !c.deleted_at).length;

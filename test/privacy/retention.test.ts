@@ -345,6 +345,18 @@ describe('a parent’s deletion request', () => {
     expect((await c.signIn(parent.email, PASSWORD)).status).toBe(303);
     const hub = await c.get('/account/privacy');
     expect(hub.body).toContain('href="/account/privacy/delete"');
+    // Six minutes after signing in: the page and the request ask who you are first, and nothing is deleted.
+    const signedInAt = t.deps.clock();
+    t.setNow(new Date(signedInAt.getTime() + 6 * 60_000));
+    const stale = await c.get('/account/privacy/delete');
+    expect(stale.status).toBe(303);
+    expect(stale.headers.location).toBe(`/reauth?return=${encodeURIComponent('/account/privacy/delete')}`);
+    const refused = await c.post('/account/privacy/delete', {});
+    expect(refused.status).toBe(303);
+    expect(refused.headers.location).toContain('/reauth');
+    expect((await child(w.tenant, w.young)).deleted_at).toBeNull();
+    expect((await events(w.tenant, 'privacy.deletion.request')).map((e) => [e.outcome, (e.details as { reason?: string }).reason])).toEqual([['denied', 'step_up_required']]);
+    t.setNow(signedInAt);
     const confirm = await c.get('/account/privacy/delete');
     expect(confirm.status).toBe(200);
     expect(textOf(confirm.body)).toContain('2 dossiers seront supprimés.');
@@ -362,7 +374,7 @@ describe('a parent’s deletion request', () => {
     expect(apps.every((a) => a.status === 'withdrawn')).toBe(true);
     // Other families untouched.
     expect((await child(w.tenant, w.soon)).deleted_at).toBeNull();
-    const req = await events(w.tenant, 'privacy.deletion.request');
+    const req = (await events(w.tenant, 'privacy.deletion.request')).filter((e) => e.outcome === 'success');
     expect(req).toHaveLength(1);
     expect(req[0]).toMatchObject({ outcome: 'success', actor_account_id: parent.accountId });
     expect([...req[0]!.target_ids].sort()).toEqual([w.young, second].sort());
