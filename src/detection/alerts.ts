@@ -387,6 +387,8 @@ export async function updateAlert(deps: Deps, ctx: Ctx, id: string, u: AlertUpda
       const a = await trx.selectFrom('detection_alerts').select(['id', 'status', 'subject_account_id']).where('id', '=', id).forUpdate().executeTakeFirst();
       if (!a) throw new AppError('notFound');
       const details: Record<string, string> = { change: u.kind };
+      // An alert about oneself is for the other officers to take in charge, assign or close; a note or a reopening only adds scrutiny.
+      if (a.subject_account_id === me && (u.kind === 'acknowledge' || u.kind === 'close' || u.kind === 'assign')) return 'own_alert' as const;
       switch (u.kind) {
         case 'acknowledge':
           await trx.updateTable('detection_alerts').set({ status: 'acknowledged', acknowledged_by: me, acknowledged_at: ctx.now }).where('id', '=', id).execute();
@@ -458,6 +460,6 @@ export async function updateAlert(deps: Deps, ctx: Ctx, id: string, u: AlertUpda
   );
   if (refused) {
     await appendAuditAlone(deps.db.db, ctx.tenant.id, { action: 'detection.alert.update', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'alert', targetIds: [id], details: { change: u.kind, reason: refused } }, ctx.now);
-    throw new ValidationError({ _: refused === 'own_account' ? 'reinstateOwn' : 'reinstateSecondOfficer' });
+    throw new ValidationError({ _: refused === 'own_account' ? 'reinstateOwn' : refused === 'own_alert' ? 'alertOwn' : 'reinstateSecondOfficer' });
   }
 }

@@ -205,6 +205,31 @@ describe('an alert, from the read that crossed the threshold to the people who a
     const refusedSteps = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select('details').where('action', '=', 'detection.alert.update').where('outcome', '=', 'denied').orderBy('seq').execute());
     expect(refusedSteps.map((u) => u.details)).toContainEqual({ change: 'reinstateApprove', reason: 'same_officer' });
 
+    // An alert about an officer: not theirs to take in charge, assign or close; the other officer's.
+    const aboutMe = await inTenant(database.db, tenant.id, (trx) =>
+      trx
+        .insertInto('detection_alerts')
+        .values({ tenant_id: tenant.id, rule_code: 'staff.off_hours', signal: 'staff.activity', severity: 'low', subject_account_id: officerIds[0]!, response: 'alert', lockdown_level: null, event_ids: [], details: '{}', created_at: t.deps.clock() })
+        .returning('id')
+        .executeTakeFirstOrThrow(),
+    );
+    await officer.get(`/security/alerts/${aboutMe.id}`);
+    for (const step of ['acknowledge', 'close']) {
+      const own = await officer.post(`/security/alerts/${aboutMe.id}/${step}`);
+      expect(own.status, step).toBe(400);
+      expect(textOf(own.body)).toContain('Cette alerte vous concerne');
+    }
+    expect((await officer.post(`/security/alerts/${aboutMe.id}/assign`, { assignee: officerIds[0]! })).status).toBe(400);
+    expect(await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('detection_alerts').select(['status', 'assigned_to']).where('id', '=', aboutMe.id).executeTakeFirstOrThrow())).toEqual({ status: 'open', assigned_to: null });
+    await second.get(`/security/alerts/${aboutMe.id}`);
+    expect((await second.post(`/security/alerts/${aboutMe.id}/close`)).status).toBe(303);
+    const ownRefusals = (await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['details', 'target_ids']).where('action', '=', 'detection.alert.update').where('outcome', '=', 'denied').orderBy('seq').execute())).filter((e) => e.target_ids.includes(aboutMe.id));
+    expect(ownRefusals.map((u) => u.details)).toEqual([
+      { change: 'acknowledge', reason: 'own_alert' },
+      { change: 'close', reason: 'own_alert' },
+      { change: 'assign', reason: 'own_alert' },
+    ]);
+
     // Nobody but a security officer reaches the console.
     const parentClient = new Client(t.app, host);
     expect((await parentClient.signIn('parent@exemple.test', PASSWORD)).status).toBe(303);

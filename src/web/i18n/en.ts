@@ -394,6 +394,7 @@ export const en: Messages = {
       lastAdministrator: 'The service would be left without an administrator: someone else must receive the role first',
       reinstatePending: 'A request to reinstate this account is already waiting for another security officer',
       reinstateOwn: 'You cannot ask for your own account to be reinstated',
+      alertOwn: 'This alert is about you: another security officer takes it in charge, assigns it or closes it',
       reinstateSecondOfficer: 'A security officer other than the one who asked must approve',
       clientChangedSinceReview: 'This service changed since you opened it: read it again before deciding',
       grantReasonRequired: 'Explain why this role is needed',

@@ -400,6 +400,7 @@ export const fr = {
       lastAdministrator: `Le service n’aurait plus d’administrateur${nb}: quelqu’un d’autre doit d’abord recevoir ce rôle`,
       reinstatePending: 'Une demande de rétablissement de ce compte attend déjà la décision d’un autre agent de sécurité',
       reinstateOwn: 'Vous ne pouvez pas demander le rétablissement de votre propre compte',
+      alertOwn: 'Cette alerte vous concerne : un autre responsable de la sécurité la prend en charge, l’assigne ou la ferme',
       reinstateSecondOfficer: 'Un autre agent de sécurité que celui qui a fait la demande doit l’approuver',
       clientChangedSinceReview: `Ce service a changé depuis que vous l’avez ouvert${nb}: relisez-le avant de décider`,
       grantReasonRequired: 'Expliquez pourquoi ce rôle est nécessaire',
