@@ -655,7 +655,7 @@ export interface SchemaMigrationsTable {
   applied_at: Generated<Date>;
 }
 
-export type DetectionSignal = 'files_read' | 'privilege' | 'deletion' | 'new_device' | 'off_hours' | 'export' | 'export_rows' | 'name_search' | 'break_glass' | 'new_network' | 'client_tokens' | 'client_claims';
+export type DetectionSignal = 'files_read' | 'privilege' | 'deletion' | 'new_device' | 'off_hours' | 'export' | 'export_rows' | 'name_search' | 'break_glass' | 'new_network' | 'client_tokens' | 'client_claims' | 'safeguard';
 export type DetectionResponse = 'alert' | 'stepup' | 'end_sessions' | 'suspend' | 'lockdown';
 
 export interface DetectionRulesTable {

@@ -39,7 +39,10 @@ export interface DetectionRule {
 
 export const RESPONSE_ORDER: readonly DetectionResponse[] = ['alert', 'stepup', 'end_sessions', 'suspend', 'lockdown'];
 
-export const SIGNALS: readonly DetectionSignal[] = ['files_read', 'name_search', 'export', 'export_rows', 'privilege', 'break_glass', 'deletion', 'new_device', 'new_network', 'off_hours', 'client_tokens', 'client_claims'];
+/** The rule that reports a change to the safeguards: one officer cannot silence it, since silencing is such a change. */
+export const SAFEGUARD_RULE = 'safeguard.change';
+
+export const SIGNALS: readonly DetectionSignal[] = ['files_read', 'name_search', 'export', 'export_rows', 'privilege', 'break_glass', 'deletion', 'new_device', 'new_network', 'off_hours', 'safeguard', 'client_tokens', 'client_claims'];
 
 /** Responses that refuse the request that crosses the threshold (containment is synchronous with it). */
 export function refuses(r: DetectionRule): boolean {
@@ -67,6 +70,8 @@ export const DEFAULT_RULES: readonly DetectionRule[] = [
   // Read from the audit stream after the fact (stream.ts): an alert within a second; a rule set to
   // a stronger response applies it then (the event itself has happened).
   { code: 'privilege.change', signal: 'privilege', threshold: 0, windowSeconds: 1, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
+  // A change to Guichet's own safeguards (stream.ts, SAFEGUARDS): always on, every officer told (saveRule keeps it so).
+  { code: SAFEGUARD_RULE, signal: 'safeguard', threshold: 0, windowSeconds: 1, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
   { code: 'break_glass.start', signal: 'break_glass', threshold: 0, windowSeconds: 1, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
   { code: 'deletion.staff', signal: 'deletion', threshold: 0, windowSeconds: 1, response: 'alert', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
   { code: 'deletion.burst', signal: 'deletion', threshold: 10, windowSeconds: 600, response: 'end_sessions', lockdownLevel: null, exceptDeclaredBatch: false, enabled: true },
@@ -189,6 +194,7 @@ export async function saveRule(deps: Deps, ctx: Ctx, input: DetectionRule): Prom
   const parsed = RULE_INPUT.safeParse(input);
   if (!parsed.success) throw new ValidationError({ rule: 'invalidValue' });
   const r = parsed.data;
+  if (r.code === SAFEGUARD_RULE && (!r.enabled || r.threshold !== 0 || r.signal !== 'safeguard')) throw new ValidationError({ rule: 'safeguardFixed' });
   await inTenant(
     deps.db.db,
     ctx.tenant.id,

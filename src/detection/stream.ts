@@ -31,6 +31,23 @@ import { QuietWatch, type PassOutcome } from '../jobs/quiet.ts';
  */
 
 const PRIVILEGE = new Set(['identity.grant.request', 'identity.grant.endorse', 'identity.grant.approve', 'identity.grant.revoke', 'identity.membership.bootstrap', 'identity.factorReset.request', 'identity.factorReset.approve']);
+/**
+ * Changes to Guichet's own safeguards that one privileged person makes alone: weakening detection (its rules, the
+ * working hours, the webhook, a declared batch), and what relying services are given (a client registered, approved
+ * or changed, its secret, its scopes, an access right handed out). An intruder's first moves, each an alert.
+ */
+const SAFEGUARDS = new Set([
+  'detection.rules.update',
+  'detection.hours.update',
+  'detection.webhook.update',
+  'detection.batch.declare',
+  'oidc.client.create',
+  'oidc.client.update',
+  'oidc.client.approve',
+  'oidc.client.scopes.request',
+  'oidc.client.secret.rotate',
+  'oidc.entitlement.create',
+]);
 const DELETIONS = new Set(['waitlist.childFile.delete', 'records.childFile.purge', 'records.family.purge']);
 /** Exports written outside the gateway, and the detail that says how many files or rows each held. */
 const EXPORTS: Record<string, string> = { 'privacy.breachReport.create': 'files', 'incident.export': 'incidents', 'audit.export': 'events' };
@@ -69,6 +86,7 @@ export function streamSignals(e: StreamEvent, holdsRole: boolean, hours: Working
   const member = isMember(e.actor_roles);
   if (PRIVILEGE.has(e.action)) out.push({ signal: 'privilege', weight: 1 });
   if (e.action === 'identity.breakGlass.start') out.push({ signal: 'break_glass', weight: 1 });
+  if (SAFEGUARDS.has(e.action)) out.push({ signal: 'safeguard', weight: 1 });
   if (DELETIONS.has(e.action) && member) out.push({ signal: 'deletion', weight: Math.max(1, Number(e.details?.files) || 1) });
   if (e.action === 'identity.device.new' && holdsRole) out.push({ signal: 'new_device', weight: 1 });
   if (e.action === 'identity.network.new' && holdsRole) out.push({ signal: 'new_network', weight: 1 });
@@ -116,7 +134,7 @@ async function evaluate(trx: Trx, deps: Deps, tenantId: string, baseUrl: string,
     await createAlert(
       trx,
       tenantId,
-      { ruleCode: r.code, signal: r.signal, severity: r.signal === 'privilege' || r.signal === 'deletion' || r.signal === 'break_glass' ? 'high' : 'low', subjectAccountId: accountId, response: 'alert', lockdownLevel: null, eventIds: [e.id], details: { action: e.action, total, threshold: r.threshold, windowSeconds: r.windowSeconds } },
+      { ruleCode: r.code, signal: r.signal, severity: r.signal === 'privilege' || r.signal === 'deletion' || r.signal === 'break_glass' || r.signal === 'safeguard' ? 'high' : 'low', subjectAccountId: accountId, response: 'alert', lockdownLevel: null, eventIds: [e.id], details: { action: e.action, total, threshold: r.threshold, windowSeconds: r.windowSeconds } },
       SYSTEM,
       now,
       baseUrl,

@@ -260,6 +260,19 @@ describe('from the audit stream: the response applied once the event is read', (
     await expect(records.readChildFileHistory(t.deps, ctxFor(t, w.tenant, w.operator), w.files[3]!)).rejects.toMatchObject({ kind: 'forbidden' });
   });
 
+  it('one officer weakening detection is an alert to every officer, and the rule that says so cannot be switched off', async () => {
+    const w = await world();
+    await rule(w, { code: 'files_read.5m', signal: 'files_read', threshold: 1_000_000, windowSeconds: 300, response: 'alert', enabled: false });
+    const alert = await waitFor('the safeguard.change alert', async () => (await state(w.tenant)).alerts.find((a) => a.rule_code === 'safeguard.change'));
+    expect(alert).toMatchObject({ signal: 'safeguard', severity: 'high', subject_account_id: w.officer.accountId });
+    expect(alert.details).toMatchObject({ action: 'detection.rules.update' });
+    await waitFor('the alert by e-mail', async () => (await state(w.tenant)).mail.some((m) => m.body_text.includes(`/security/alerts/${alert.id}`)));
+    for (const change of [{ enabled: false }, { threshold: 5 }]) {
+      await expect(rule(w, { code: 'safeguard.change', signal: 'safeguard', windowSeconds: 1, ...change })).rejects.toMatchObject({ kind: 'badRequest' });
+    }
+    expect(streamSignals({ id: 'x', action: 'oidc.client.secret.rotate', outcome: 'success', actor_account_id: 'a', actor_roles: ['tenant_admin'], occurred_at: new Date('2026-11-23T15:00:00Z'), details: {} }, true)).toEqual([{ signal: 'safeguard', weight: 1 }]);
+  });
+
   it('an export made outside the records gateway (the incident register) counts as an export; set to end sessions, it ends them', async () => {
     const w = await world();
     await session(w, w.officer.accountId, w.officer.email);
