@@ -63,7 +63,8 @@ export function orphanedProviderSessions(tenantId: string, accounts: readonly st
          AND NOT EXISTS (
            SELECT 1 FROM sessions s JOIN accounts a ON a.id = s.account_id AND a.tenant_id = s.tenant_id
             WHERE s.tenant_id = p.tenant_id AND s.account_id = p.account_id
-              AND s.revoked_at IS NULL AND s.expires_at > ${now} AND a.status = 'active')`;
+              AND s.revoked_at IS NULL AND s.expires_at > ${now} AND a.status = 'active'
+              AND s.last_seen_at + s.idle_timeout_seconds * interval '1 second' > ${now})`;
 }
 
 /** Ends the tenant's provider sessions whose person has no live Guichet session any more, telling the relying parties. */

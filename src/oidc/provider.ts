@@ -202,7 +202,16 @@ function createProvider(lib: typeof import('oidc-provider'), deps: Deps, tenant:
         // sign-ins: once every session has ended (signed out everywhere, ended by an administrator,
         // past its 8 or 12 hours), the services' refresh tokens and userinfo calls stop too.
         const live = token?.expiresWithSession
-          ? await trx.selectFrom('sessions').select('id').where('account_id', '=', sub).where('revoked_at', 'is', null).where('expires_at', '>', now).limit(1).executeTakeFirst()
+          ? await trx
+              .selectFrom('sessions')
+              .select('id')
+              .where('account_id', '=', sub)
+              .where('revoked_at', 'is', null)
+              .where('expires_at', '>', now)
+              // Idle past its limit, a session has ended for Guichet (resolveSession): for the services too.
+              .where(sql<boolean>`last_seen_at + idle_timeout_seconds * interval '1 second' > ${now}`)
+              .limit(1)
+              .executeTakeFirst()
           : true;
         // A tenant locked down at level 3 or more has closed personal data: its provider still signs
         // people in (the subject alone), but releases no personal claim until the level comes down.

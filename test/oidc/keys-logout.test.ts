@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { createPublicKey, verify } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -228,6 +229,31 @@ describe('back-channel logout', () => {
     expect(audit).toMatchObject({ actor_roles: ['system:oidc-sweep'], details: expect.objectContaining({ via: 'sessions_ended', account: personId, backchannel: 1 }) });
     // Told once: the next sweep finds nothing left.
     expect(await t.app.endLapsedOidcSessions()).toMatchObject({ sessions: 0, told: 0 });
+    expect(received.filter((x) => payload(x).sid === sid)).toHaveLength(1);
+  });
+
+  it('a Guichet session left idle past its limit: the services\' tokens stop, and the sweep tells each service', async () => {
+    const person = new Client(t.app, tenant.hosts[0]!);
+    const tokens = await signIn(person);
+    const sid = tokens.claims()!.sid;
+    const personId = (await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('accounts').select('id').where('email', '=', EMAIL).executeTakeFirstOrThrow())).id;
+    await expect(oidc.fetchUserInfo(config, tokens.access_token, tokens.claims()!.sub)).resolves.toBeTruthy();
+    received.length = 0;
+    // Nobody touched Guichet for longer than the session's idle limit (the absolute end is hours away).
+    const now = t.deps.clock();
+    await database
+      .ownerDb()
+      .updateTable('sessions')
+      .set({ last_seen_at: sql<Date>`${now}::timestamptz - (idle_timeout_seconds + 60) * interval '1 second'` })
+      .where('tenant_id', '=', tenant.id)
+      .where('account_id', '=', personId)
+      .where('revoked_at', 'is', null)
+      .execute();
+    expect((await person.get('/account')).status).not.toBe(200);
+    await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!)).rejects.toMatchObject({ error: 'invalid_grant' });
+    const r = await t.app.endLapsedOidcSessions();
+    expect(r.failed).toBe(0);
+    expect(r.sessions).toBeGreaterThanOrEqual(1);
     expect(received.filter((x) => payload(x).sid === sid)).toHaveLength(1);
   });
 
