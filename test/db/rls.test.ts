@@ -321,6 +321,27 @@ describe('row-level security', () => {
     });
   });
 
+  it('every function looks its tables up in the schema first, temporary tables last (a temporary table cannot stand in for one a guard reads)', async () => {
+    const { rows } = await sql<{ name: string; config: string[] | null }>`
+      SELECT p.proname AS name, p.proconfig AS config FROM pg_catalog.pg_proc p
+       WHERE p.pronamespace = 'public'::regnamespace AND p.prokind = 'f' ORDER BY 1`.execute(t.ownerDb());
+    expect(rows.length).toBeGreaterThan(25);
+    const unpinned = rows.filter((r) => r.name !== 'app_tenant' && !(r.config ?? []).includes('search_path=public, pg_temp')).map((r) => r.name);
+    expect(unpinned).toEqual([]);
+    if (testDatabaseInfo().kind !== 'postgres') return;
+    // The attack itself: as the application, a temporary "memberships" giving a made-up approver an administrator's
+    // role; the dual-control guard still reads the real table, and refuses the grant.
+    await expect(
+      inTenant(t.db, a.id, async (trx) => {
+        const account = async () => (await trx.insertInto('accounts').values({ tenant_id: a.id, email: `x.${randomUUID()}@exemple.test`, email_verified_at: null, password_hash: null, locale: 'fr' }).returning('id').executeTakeFirstOrThrow()).id;
+        const [grantee, granter, approver] = [await account(), await account(), await account()];
+        await sql`CREATE TEMP TABLE memberships ON COMMIT DROP AS SELECT * FROM public.memberships WITH NO DATA`.execute(trx);
+        await sql`INSERT INTO pg_temp.memberships (tenant_id, account_id, role, source, created_at) VALUES (${a.id}, ${approver}, 'tenant_admin', 'bootstrap', now())`.execute(trx);
+        await sql`INSERT INTO public.memberships (tenant_id, account_id, role, source, granted_by, approved_by, created_at, expires_at) VALUES (${a.id}, ${grantee}, 'tenant_admin', 'grant', ${granter}, ${approver}, now(), now() + interval '1 hour')`.execute(trx);
+      }),
+    ).rejects.toThrow(/approver holds no current administrator role/);
+  });
+
   it('the policies leave large scans free to use parallel workers (app_tenant() is parallel safe), with the same rows', async () => {
     // A function without a parallel marking is PARALLEL UNSAFE, and one in a statement keeps all of it in one
     // process: every policy names app_tenant() (migration 0044).
