@@ -622,10 +622,26 @@ export async function updateChildFile(deps: Deps, ctx: Ctx, childId: string, inp
   try {
     await run(deps, ctx, 'waitlist.childFile.update', async (trx, env) => {
       const c = await childWithOwner(trx, ctx, childId, 'waitlist.childFile.update', { lock: true });
+      // The date on file may have passed (the family has waited since, and its seniority counts from it): kept, it
+      // stays; only a new date must be today or later.
+      if (input.desiredEntryDate !== c.desired_entry_date && input.desiredEntryDate < today(ctx.now)) throw new ValidationError({ desiredEntryDate: 'entryBeforeToday' });
+      // A place accepted at a CPE or a subsidised garderie marked the child as in subsidised care (markInSubsidisedCare):
+      // the family's form does not take that back, or the child would rank again as if it had none.
+      const placedSubsidised =
+        c.in_subsidised_care && !input.inSubsidisedCare
+          ? await trx
+              .selectFrom('offers as o')
+              .innerJoin('facilities as f', 'f.id', 'o.facility_id')
+              .select('o.id')
+              .where('o.child_id', '=', c.id)
+              .where('o.status', 'in', ['accepted', 'started'])
+              .where((eb) => eb.or([eb('f.kind', '=', 'cpe'), eb('f.subsidised', '=', true)]))
+              .executeTakeFirst()
+          : undefined;
       const key = await env.familyKey(ctx.tenant.id, c.family_id, c.key_version);
       const cur = (await openChild(env, ctx.tenant.id, c, ['first_name', 'last_name', 'birth_date', 'nirec'])) as ChildValues;
       const nextSecret: ChildValues = { first_name: input.firstName, last_name: input.lastName, birth_date: input.birthDate, nirec: input.nirec ?? cur.nirec };
-      const nextClear = { desired_entry_date: input.desiredEntryDate, days_of_care: input.daysOfCare, in_subsidised_care: input.inSubsidisedCare };
+      const nextClear = { desired_entry_date: input.desiredEntryDate, days_of_care: input.daysOfCare, in_subsidised_care: input.inSubsidisedCare || !!placedSubsidised };
       const changedSecret = (Object.keys(nextSecret) as (keyof ChildValues)[]).filter((k) => nextSecret[k] !== cur[k]);
       const changedClear = (Object.keys(nextClear) as (keyof typeof nextClear)[]).filter((k) => nextClear[k] !== c[k]);
       const changed = [...changedSecret, ...changedClear];

@@ -70,7 +70,8 @@ export function parseChildInput(body: unknown, rules: TenantRules, now: Date, mo
     else if (birthDate <= addMonths(t, -72)) fields.birthDate = 'birthDateTooOld';
   }
   if (desiredEntryDate) {
-    if (desiredEntryDate < t) fields.desiredEntryDate = 'entryBeforeToday';
+    // On an update, a date already on file may have passed: the gateway compares it with the file (updateChildFile).
+    if (desiredEntryDate < t && mode === 'create') fields.desiredEntryDate = 'entryBeforeToday';
     else if (birthDate && !fields.birthDate && desiredEntryDate < birthDate) fields.desiredEntryDate = 'entryBeforeBirth';
     else if (birthDate && !fields.birthDate && desiredEntryDate >= addMonths(birthDate, 60)) fields.desiredEntryDate = 'entryTooLate';
   }

@@ -383,6 +383,40 @@ describe('referral', () => {
     expect(made.filter((o) => o.by_priority === 'specialNeeds')).toHaveLength(2);
   });
 
+  it('an edit keeps a desired entry date that has passed, and a placement\'s subsidised care; a new date in the past is refused', async () => {
+    const tenant = await tenantFor(t);
+    const facility = await createFacility(t, tenant, { places_total: 5, places_infant: 0 });
+    const kid = await family(tenant, [facility], { birthMonthsAgo: 24, entryInMonths: 1 });
+    const staffEmail = `educ.${uniq()}@exemple.test`;
+    await createStaff(t, tenant, staffEmail, facility);
+    const staff = await signedIn(tenant, staffEmail);
+    await staff.get(`/staff/facilities/${facility}/places`);
+    expect((await staff.post(`/staff/facilities/${facility}/vacancies`, { infant: '0', toddler: '1' })).status).toBe(303);
+    const offer = (await offersOf(tenant)).find((o) => o.child_id === kid.childId)!;
+    const parent = () => ctxFor(t, tenant, actor);
+    let actor = await actorByEmail(t, tenant, kid.email, t.deps.clock(), 10, ['password']);
+    await answerOffer(t.deps, parent(), offer.id, 'accept');
+    const started = t.deps.clock();
+    // Three months on: the desired entry date on file has passed.
+    t.setNow(new Date(started.getTime() + 92 * DAY));
+    try {
+      actor = await actorByEmail(t, tenant, kid.email, t.deps.clock(), 10, ['password']);
+      const file = await records.readChildFile(t.deps, parent(), kid.childId, 'parent.childFile.edit');
+      expect(file.desiredEntryDate < today(t.deps.clock())).toBe(true);
+      expect(file.inSubsidisedCare).toBe(true);
+      const input = { firstName: 'Léa-Rose', lastName: kid.lastName, birthDate: file.birthDate, nirec: null, desiredEntryDate: file.desiredEntryDate, daysOfCare: file.daysOfCare, inSubsidisedCare: false };
+      // The name corrected, the date on file kept: accepted; the box unticked does not undo the CPE place.
+      await records.updateChildFile(t.deps, parent(), kid.childId, input);
+      const after = await records.readChildFile(t.deps, parent(), kid.childId, 'parent.childFile.edit');
+      expect(after).toMatchObject({ firstName: 'Léa-Rose', desiredEntryDate: file.desiredEntryDate, inSubsidisedCare: true });
+      // Another date in the past: refused, nothing changed.
+      await expect(records.updateChildFile(t.deps, parent(), kid.childId, { ...input, desiredEntryDate: addMonths(today(t.deps.clock()), -1) })).rejects.toMatchObject({ fields: { desiredEntryDate: 'entryBeforeToday' } });
+      expect((await records.readChildFile(t.deps, parent(), kid.childId, 'parent.childFile.edit')).desiredEntryDate).toBe(file.desiredEntryDate);
+    } finally {
+      t.setNow(started);
+    }
+  });
+
   it('two declarations at once never offer the same child twice nor more places than declared', async () => {
     const tenant = await tenantFor(t);
     const h = await createFacility(t, tenant, { places_total: 3, places_infant: 0 });
