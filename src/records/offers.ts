@@ -225,6 +225,11 @@ async function facilityName(trx: Trx, facilityId: string): Promise<string> {
  */
 async function fillVacancies(trx: Trx, env: Envelope, who: Who, facilityId: string, group: AgeGroup): Promise<string[]> {
   const { ctx } = who;
+  // Choosing the child, reading its parent's address to write to them, opening a birth date: Guichet's own work,
+  // which nobody sees (the facility learns a reference). Whoever set it off — a declaration, another family's
+  // refusal — read none of it: the family's « Qui a consulté » says Guichet, and a breach report on that person
+  // does not list it. The request's id ties it to what set it off.
+  const referral: Who = ctx.actor ? { ctx: { ...ctx, actor: null }, origin: { actorAccountId: null, actorRoles: ['system:referral'], ip: null, userAgent: null, requestId: ctx.requestId } } : who;
   const place = await trx.selectFrom('facility_places').select(['vacancies']).where('facility_id', '=', facilityId).where('age_group', '=', group).forUpdate().executeTakeFirstOrThrow();
   let vacancies = place.vacancies;
   const made: string[] = [];
@@ -256,26 +261,26 @@ async function fillVacancies(trx: Trx, env: Envelope, who: Who, facilityId: stri
       { to: parent.email, locale: parent.locale as Locale, template: 'offer', subject: m.mailSubject, body: m.mailBody(next.reference, name, formatDateTime(parent.locale as Locale, deadline), `${ctx.baseUrl}/offers/${offer.id}`) },
       ctx.now,
     );
-    await writeEvent(trx, who, {
+    await writeEvent(trx, referral, {
       action: 'waitlist.offer.create',
       targetType: 'offer',
       targetIds: [offer.id, next.childId, next.applicationId, facilityId],
       familyIds: [next.familyId],
       fields: ['reference', 'account_email', 'account_locale'],
       purpose: 'referral.offer',
-      details: withSession(ctx, { ageGroup: group, deadline: deadline.toISOString() }),
+      details: { ageGroup: group, deadline: deadline.toISOString() },
     });
   }
   if (opened.size) {
     // Finding the child opened birth dates: recorded with every file opened, the ones that did not fit included.
-    await writeEvent(trx, who, {
+    await writeEvent(trx, referral, {
       action: 'waitlist.offer.create',
       targetType: 'child',
       targetIds: [...opened.keys()],
       familyIds: [...new Set(opened.values())],
       fields: ['birth_date'],
       purpose: 'referral.ageGroup',
-      details: withSession(ctx, { facility: facilityId, ageGroup: group, opened: opened.size, offered: made.length }),
+      details: { facility: facilityId, ageGroup: group, opened: opened.size, offered: made.length },
     });
   }
   await trx.updateTable('facility_places').set({ vacancies, updated_at: ctx.now }).where('facility_id', '=', facilityId).where('age_group', '=', group).execute();

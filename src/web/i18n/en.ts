@@ -1157,6 +1157,7 @@ export const en: Messages = {
       'system:cli': 'command on the server',
       'system:retention': 'retention job',
       'system:ranking': 'waiting-list ranking',
+      'system:referral': 'offering a place to the next child',
       'system:records': 'file maintenance',
       'system:offer-expiry': 'offer deadlines',
       'system:confirmation': 'periodic confirmation of applications',

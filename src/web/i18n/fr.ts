@@ -1164,6 +1164,7 @@ export const fr = {
       'system:cli': 'commande sur le serveur',
       'system:retention': 'tâche de conservation',
       'system:ranking': 'classement de la liste d’attente',
+      'system:referral': 'offre d’une place au prochain enfant',
       'system:records': 'mise à jour des dossiers',
       'system:offer-expiry': 'échéance des offres',
       'system:confirmation': 'confirmation périodique des inscriptions',
