@@ -259,8 +259,12 @@ function createProvider(lib: typeof import('oidc-provider'), deps: Deps, tenant:
   provider.use(async (ctx, next) => {
     await next();
     const bridge = bridgeOf(ctx);
-    // Signing out at the provider (logout=yes) signs out of Guichet too: one session, one sign-out.
-    if (ctx.oidc?.route === 'end_session_confirm' && FACTS.get(ctx)?.loggedOut && ctx.oidc.params?.logout && bridge?.req.sessionToken) {
+    // Signing out at the provider (logout=yes) signs out of Guichet too: one session, one sign-out. Only the
+    // same person's: when someone else signed in to Guichet on this browser and goes on to a service, the provider
+    // ends the previous person's provider session by itself (the same confirmation), and the one now signed in
+    // stays signed in.
+    const endedFor = (ctx.oidc?.session as { accountId?: string } | undefined)?.accountId;
+    if (ctx.oidc?.route === 'end_session_confirm' && FACTS.get(ctx)?.loggedOut && ctx.oidc.params?.logout && bridge?.req.sessionToken && endedFor && endedFor === bridge.req.ctx.actor?.accountId) {
       await signOut(deps, bridge.req.ctx, bridge.req.sessionToken);
       const { cookies, secureCookies } = bridge.req.server.guichet;
       ctx.res.appendHeader('set-cookie', `${cookies.session}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0${secureCookies ? '; Secure' : ''}`);

@@ -265,6 +265,29 @@ describe('OpenID Connect provider, with openid-client as the relying party', () 
     expect((await auditActions('oidc.logout')).some((e) => e.outcome === 'success')).toBe(true);
   });
 
+  it('someone else signing in to Guichet on the same browser, then going to the service, stays signed in to Guichet', async () => {
+    const browser = person();
+    await signInAndConsent(browser, await authRequest('openid').url());
+    // The first person's provider session is still alive (their Guichet session lives on): the next person signs in.
+    const other = `voisine.${Date.now().toString(36)}@example.org`;
+    await createParent(t, tenant, other);
+    expect((await browser.signIn(other, PASSWORD)).status).toBe(303);
+    // The provider ends the first person's provider session by itself, through a form that posts at once.
+    const r = await follow(browser, (await authRequest('openid').url()).href.replace(/^http:\/\/[^/]+/, ''));
+    expect(r.status).toBe(200);
+    const action = /<form[^>]*action="([^"]+)"/.exec(r.body)?.[1];
+    expect(action).toMatch(/\/oidc\/session\/end\/confirm$/);
+    const fields = Object.fromEntries([...r.body.matchAll(/<input type="hidden" name="([^"]+)" value="([^"]*)"/g)].map((m) => [m[1]!, m[2]!]));
+    expect(fields.logout).toBe('yes');
+    const confirmed = await browser.post(new URL(action!, 'http://x').pathname, fields);
+    expect(confirmed.status).toBe(303);
+    // The person now signed in is still signed in to Guichet, and goes on to the service's consent.
+    const account = await browser.get('/account');
+    expect(account.status).toBe(200);
+    const next = await follow(browser, String(confirmed.headers.location).replace(/^http:\/\/[^/]+/, ''));
+    expect(next.body).toContain('Catalogue des bibliothèques');
+  });
+
   it('prompt=login asks a person signed in more than a minute ago to confirm who they are, with Guichet\'s re-authentication page', async () => {
     const hana = new Client(t.app, tenant.hosts[0]!);
     await createParent(t, tenant, 'hana@example.org');
