@@ -236,7 +236,8 @@ export async function decideClient(deps: Deps, ctx: Ctx, clientId: string, decis
   const audited: AuditAction = decision === 'approve' ? 'oidc.client.approve' : decision === 'refuse' ? 'oidc.client.refuse' : 'oidc.client.disable';
   await check(deps, ctx, decision === 'approve' ? 'oidc.client.approve' : 'oidc.client.create', audited, [clientId]);
   const c = await getClient(deps, ctx, clientId);
-  if (decision === 'approve') requireRecentAuth(ctx);
+  // Every decision, not only approval: disabling a service ends every sign-in to it, and a stale session alone must not.
+  requireRecentAuth(ctx);
   const actor = ctx.actor!;
   if (decision !== 'disable' && c.status !== 'pending') await refuse(deps, ctx, audited, [clientId], 'not_pending', new ValidationError({ _: 'grantDecided' }));
   if (decision === 'disable' && c.status !== 'active') await refuse(deps, ctx, audited, [clientId], 'not_active', new ValidationError({ _: 'grantDecided' }));
@@ -310,8 +311,9 @@ export async function updateClient(deps: Deps, ctx: Ctx, clientId: string, input
     ctx.tenant.id,
     async (trx) => {
       if (held) {
-        // What can apply now applies now (narrowed scopes included); what widens waits, whole, for a second administrator.
-        const scopesNow = widened.length ? c.scopes : scopes;
+        // What can apply now applies now: a scope removed stops at once, even beside one added; what widens waits,
+        // whole, for a second administrator (refused, the narrowed set stays).
+        const scopesNow = widened.length ? c.scopes.filter((s) => scopes.includes(s)) : scopes;
         await trx
           .updateTable('oidc_clients')
           .set({
@@ -369,7 +371,7 @@ export async function updateClient(deps: Deps, ctx: Ctx, clientId: string, input
 export async function decideScopes(deps: Deps, ctx: Ctx, clientId: string, decision: 'approve' | 'refuse', reviewed?: string): Promise<void> {
   await check(deps, ctx, 'oidc.client.approve', 'oidc.client.approve', [clientId]);
   const c = await getClient(deps, ctx, clientId);
-  if (decision === 'approve') requireRecentAuth(ctx);
+  requireRecentAuth(ctx);
   const actor = ctx.actor!;
   if (!c.pending_scopes || c.status !== 'active') await refuse(deps, ctx, 'oidc.client.approve', [clientId], 'no_pending_scopes', new ValidationError({ _: 'grantDecided' }));
   if (decision === 'approve' && c.pending_requested_by === actor.accountId) await refuse(deps, ctx, 'oidc.client.approve', [clientId], 'self_approval', new AppError('forbidden'));

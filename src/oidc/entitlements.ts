@@ -1,3 +1,4 @@
+import { requireRecentAuth } from '../identity/stepup.ts';
 import { type Kysely, type Selectable } from 'kysely';
 import { decide } from '../access/decide.ts';
 import { appendAudit, appendAuditAlone } from '../audit/log.ts';
@@ -68,6 +69,8 @@ async function denied(deps: Deps, ctx: Ctx, action: 'oidc.entitlement.create' | 
 export async function grantEntitlement(deps: Deps, ctx: Ctx, input: NewEntitlement): Promise<string> {
   const d = decide(ctx.actor, 'oidc.entitlement.manage', { type: 'tenant' }, ctx.now);
   if (!d.allowed) return denied(deps, ctx, 'oidc.entitlement.create', d.reason ?? 'denied');
+  // What the services trust about a person (a library card, a residency): as any console change, a fresh authentication.
+  requireRecentAuth(ctx, undefined, { returnTo: '/admin/oidc/entitlements' });
   const errors: Record<string, 'invalidValue' | 'grantUnknownAccount'> = {};
   if (!SCOPE_SHAPE.test(input.scope) || (STANDARD_SCOPES as readonly string[]).includes(input.scope)) errors.scope = 'invalidValue';
   if (!/^[a-z][a-z0-9_.-]{1,63}$/.test(input.kind)) errors.kind = 'invalidValue';
@@ -104,6 +107,7 @@ export async function grantEntitlement(deps: Deps, ctx: Ctx, input: NewEntitleme
 export async function revokeEntitlement(deps: Deps, ctx: Ctx, id: string): Promise<void> {
   const d = decide(ctx.actor, 'oidc.entitlement.manage', { type: 'tenant' }, ctx.now);
   if (!d.allowed) return denied(deps, ctx, 'oidc.entitlement.revoke', d.reason ?? 'denied');
+  requireRecentAuth(ctx, undefined, { returnTo: '/admin/oidc/entitlements' });
   if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) throw new AppError('notFound');
   await inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     const r = await trx.updateTable('oidc_entitlements').set({ revoked_at: ctx.now }).where('id', '=', id).where('revoked_at', 'is', null).returning(['id', 'account_id']).executeTakeFirst();
@@ -116,6 +120,8 @@ export async function revokeEntitlement(deps: Deps, ctx: Ctx, id: string): Promi
 export async function listEntitlements(deps: Deps, ctx: Ctx): Promise<(EntitlementRow & { email: string })[]> {
   const d = decide(ctx.actor, 'oidc.entitlement.manage', { type: 'tenant' }, ctx.now);
   if (!d.allowed) return denied(deps, ctx, 'oidc.entitlement.list', d.reason ?? 'denied');
+  // Up to 500 people's addresses and rights: read only by whoever has just proved who they are.
+  requireRecentAuth(ctx, undefined, { returnTo: '/admin/oidc/entitlements' });
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
     const rows = await trx.selectFrom('oidc_entitlements as e').innerJoin('accounts as a', 'a.id', 'e.account_id').selectAll('e').select('a.email').orderBy('e.created_at', 'desc').limit(500).execute();
     await appendAudit(trx, ctx.tenant.id, { action: 'oidc.entitlement.list', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'oidc_entitlement', targetIds: [...new Set(rows.map((r) => r.account_id))].slice(0, 500) }, ctx.now);

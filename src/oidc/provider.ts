@@ -227,7 +227,10 @@ function createProvider(lib: typeof import('oidc-provider'), deps: Deps, tenant:
           // The code flow always issues an access token, so the ID token carries the subject only
           // (conformIdTokenClaims) and the consented claims go out at userinfo: read nothing more here.
           if (use === 'id_token' || acc.closed) return out;
-          const granted = new Set(scope.split(' '));
+          // What the service may have now: a scope an administrator has since removed from it is released no more,
+          // whatever the person's grant or a refresh token issued before still says (the client is read afresh).
+          const allowed = new Set(String((ctx.oidc?.client as { scope?: string } | undefined)?.scope ?? '').split(' '));
+          const granted = new Set(scope.split(' ').filter((s) => allowed.has(s)));
           if (granted.has('email')) {
             out.email = acc.email;
             out.email_verified = !!acc.email_verified_at;

@@ -175,7 +175,20 @@ describe('registering a relying party in the console', () => {
     expect(r.body).toContain('<html lang="en">');
   });
 
-  it('disabling a client ends its tokens at once', async () => {
+  it('disabling a client ends its tokens at once, and asks a session older than five minutes who it is first', async () => {
+    // Six minutes on: the request goes to the re-authentication page, and the client stays as it was.
+    t.setNow(new Date(Date.now() + 6 * 60_000));
+    try {
+      await admin2.get(`/admin/oidc/clients/${clientId}`);
+      const stale = await admin2.post(`/admin/oidc/clients/${clientId}/decision`, { decision: 'disable' });
+      expect(stale.status).toBe(303);
+      expect(String(stale.headers.location)).toMatch(/^\/reauth\?/);
+      expect((await admin2.get('/admin/oidc/entitlements')).headers.location).toMatch(/^\/reauth\?/);
+      const row = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('oidc_clients').select('status').where('client_id', '=', clientId).executeTakeFirstOrThrow());
+      expect(row.status).toBe('active');
+    } finally {
+      t.setNow(null as never);
+    }
     await inTenant(database.db, tenant.id, (trx) =>
       trx.insertInto('oidc_payloads').values({ tenant_id: tenant.id, model: 'RefreshToken', id: 'rt-1', payload: JSON.stringify({ clientId, grantId: 'g1' }), grant_id: 'g1', uid: null, user_code: null, expires_at: new Date(Date.now() + 3600_000), consumed_at: null }).execute(),
     );
@@ -221,12 +234,21 @@ describe('editing a relying party', () => {
     expect((await approveAsReviewed(admin2, clientId, 'approveScopes')).status).toBe(303);
     row = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('oidc_clients').selectAll().where('client_id', '=', clientId).executeTakeFirstOrThrow());
     expect(row).toMatchObject({ scopes: ['openid', 'email', 'offline_access'], personal: true, pending_scopes: null, approved_by: expect.any(String) });
+    // One scope removed while another is added: the removal applies at once, the addition waits; refused, the
+    // narrowed set stays.
+    await admin1.post(`/admin/oidc/clients/${clientId}/edit`, { name: 'Portail citoyen', redirectUris: 'https://portail.example.org/cb', scope: ['email', 'profile'] });
+    row = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('oidc_clients').selectAll().where('client_id', '=', clientId).executeTakeFirstOrThrow());
+    expect(row).toMatchObject({ scopes: ['openid', 'email'], pending_scopes: ['openid', 'email', 'profile'] });
+    await admin2.get(`/admin/oidc/clients/${clientId}`);
+    expect((await admin2.post(`/admin/oidc/clients/${clientId}/decision`, { decision: 'refuseScopes' })).status).toBe(303);
+    row = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('oidc_clients').selectAll().where('client_id', '=', clientId).executeTakeFirstOrThrow());
+    expect(row).toMatchObject({ scopes: ['openid', 'email'], pending_scopes: null });
     // Narrowing back: at once.
     await admin1.post(`/admin/oidc/clients/${clientId}/edit`, { name: 'Portail citoyen', redirectUris: 'https://portail.example.org/cb' });
     row = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('oidc_clients').selectAll().where('client_id', '=', clientId).executeTakeFirstOrThrow());
     expect(row).toMatchObject({ scopes: ['openid'], personal: false });
-    expect((await events(tenant.id, 'oidc.client.update')).filter((e) => e.target_ids[0] === clientId).map((e) => e.outcome)).toEqual(['success', 'success', 'success']);
-    expect((await events(tenant.id, 'oidc.client.scopes.request')).filter((e) => e.target_ids[0] === clientId)).toHaveLength(1);
+    expect((await events(tenant.id, 'oidc.client.update')).filter((e) => e.target_ids[0] === clientId).map((e) => e.outcome)).toEqual(['success', 'success', 'success', 'success']);
+    expect((await events(tenant.id, 'oidc.client.scopes.request')).filter((e) => e.target_ids[0] === clientId)).toHaveLength(2);
     expect((await events(tenant.id, 'oidc.client.approve')).at(-1)).toMatchObject({ outcome: 'success', details: expect.objectContaining({ widening: true }) });
   });
 

@@ -265,6 +265,27 @@ describe('OpenID Connect provider, with openid-client as the relying party', () 
     expect((await auditActions('oidc.logout')).some((e) => e.outcome === 'success')).toBe(true);
   });
 
+  it('a scope removed from a service stops at once: a refresh token issued before no longer brings its claims', async () => {
+    const a = await createParent(t, tenant, `demandeur.${Date.now().toString(36)}@example.org`);
+    const b = await createParent(t, tenant, `approbateur.${Date.now().toString(36)}@example.org`);
+    const other = await insertActiveClient(t, tenant, { scopes: ['openid', 'email', 'profile'], requestedBy: a, approvedBy: b });
+    const cfg = await rpConfig(issuer, port, other);
+    const verifier = oidc.randomPKCECodeVerifier();
+    const state = oidc.randomState();
+    const url = oidc.buildAuthorizationUrl(cfg, { redirect_uri: other.redirectUri, scope: 'openid email profile', code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256', state });
+    const back = await signInAndConsent(person(), url);
+    const tk = await oidc.authorizationCodeGrant(cfg, back, { pkceCodeVerifier: verifier, expectedState: state });
+    const sub = tk.claims()!.sub;
+    expect(await oidc.fetchUserInfo(cfg, tk.access_token, sub)).toMatchObject({ email: EMAIL });
+    // The administrator takes e-mail away from the service (narrowing needs nobody else).
+    await inTenant(database.db, tenant.id, (trx) => trx.updateTable('oidc_clients').set({ scopes: ['openid', 'profile'] }).where('client_id', '=', other.clientId).execute());
+    const fresh = await oidc.refreshTokenGrant(cfg, tk.refresh_token!);
+    const info = await oidc.fetchUserInfo(cfg, fresh.access_token, sub);
+    expect(info.email).toBeUndefined();
+    expect(info.locale).toBeTruthy();
+    expect(await oidc.fetchUserInfo(cfg, tk.access_token, sub).catch(() => ({}))).not.toHaveProperty('email');
+  });
+
   it('someone else signing in to Guichet on the same browser, then going to the service, stays signed in to Guichet', async () => {
     const browser = person();
     await signInAndConsent(browser, await authRequest('openid').url());
