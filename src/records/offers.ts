@@ -41,7 +41,7 @@ import { enqueueMail } from '../mail/outbox.ts';
 import type { TenantRules } from '../tenants/rules.ts';
 import { originFields } from '../tenants/service.ts';
 import { ageGroup, ageGroupOfMonth, rankOrderSql, type AgeGroup } from '../waitlist/ranking.ts';
-import { today } from '../waitlist/dates.ts';
+import { addDays, isoWeekday, quebecHolidays, today } from '../waitlist/dates.ts';
 import type { PriorityKind } from '../tenants/rules.ts';
 import { facilityOrdering } from './ordering.ts';
 import { formatDateTime, messages, type Locale } from '../web/i18n/index.ts';
@@ -81,22 +81,39 @@ export class OfferRefused extends AppError {
 
 /* ------------------------------------------------------------- deadlines */
 
-function weekdayInQuebec(d: Date): number {
-  const w = new Intl.DateTimeFormat('en-US', { timeZone: 'America/Toronto', weekday: 'short' }).format(d);
-  return ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'].indexOf(w);
+const OFFER_TIME_ZONE = 'America/Toronto';
+const localClock = new Intl.DateTimeFormat('en-CA', { timeZone: OFFER_TIME_ZONE, hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit' });
+
+/** The instant's date and wall-clock time in Quebec, as a UTC timestamp of those same figures. */
+function wallClock(t: number): number {
+  const p = Object.fromEntries(localClock.formatToParts(new Date(t)).map((x) => [x.type, x.value]));
+  return Date.UTC(Number(p.year), Number(p.month) - 1, Number(p.day), Number(p.hour), Number(p.minute), Number(p.second)) + (t % 1000 + 1000) % 1000;
 }
 
-/** The answer's deadline: the tenant's days after the offer (Monday to Friday only if businessDays), at the same time of day. */
+/** The instant at which Quebec's clocks read `wall` (figures as in wallClock), across a change of hour. */
+function instantOf(wall: number): Date {
+  let t = wall - (wallClock(wall) - wall);
+  // Near a change of hour the first guess used the other side's offset: once more settles it.
+  t = wall - (wallClock(t) - t);
+  return new Date(t);
+}
+
+/**
+ * The answer's deadline: the tenant's days after the offer, at the same time of day on Quebec's clocks (a change
+ * of hour in between moves no deadline by an hour). With businessDays, only Monday to Friday count, less
+ * Quebec's statutory holidays (rules.holidays) and the tenant's own closed days.
+ */
 export function offerDeadline(offeredAt: Date, rules: TenantRules['offers']): Date {
-  const DAY = 86_400_000;
-  if (!rules.businessDays) return new Date(offeredAt.getTime() + rules.deadlineDays * DAY);
-  let d = offeredAt.getTime();
+  const wall = wallClock(offeredAt.getTime());
+  const start = new Date(wall).toISOString().slice(0, 10);
+  const closed = new Set(rules.closedDays);
+  let date = start;
   for (let left = rules.deadlineDays; left > 0; ) {
-    d += DAY;
-    const w = weekdayInQuebec(new Date(d));
-    if (w >= 1 && w <= 5) left--;
+    date = addDays(date, 1);
+    const business = isoWeekday(date) <= 5 && !closed.has(date) && !(rules.holidays === 'quebec' && quebecHolidays(Number(date.slice(0, 4))).has(date));
+    if (!rules.businessDays || business) left--;
   }
-  return new Date(d);
+  return instantOf(wall + (Date.parse(`${date}T00:00:00Z`) - Date.parse(`${start}T00:00:00Z`)));
 }
 
 /* ----------------------------------------------------------------- locks */

@@ -130,8 +130,12 @@ export const tenantRulesSchema = z.object({
   offers: z
     .object({
       deadlineDays: z.number().int().min(1).max(60).default(5),
-      /** Count only Monday to Friday (the deadline keeps the offer's time of day). */
+      /** Count only business days: Monday to Friday, less holidays (the deadline keeps the offer's time of day). */
       businessDays: z.boolean().default(true),
+      /** The holidays a business day is not: Quebec's statutory holidays (src/waitlist/dates.ts), or none. */
+      holidays: z.enum(['quebec', 'none']).default('quebec'),
+      /** Further days that do not count (a municipality's own holidays), as YYYY-MM-DD. */
+      closedDays: z.array(z.string().regex(/^\d{4}-\d{2}-\d{2}$/)).max(100).default([]),
       /** Refusals a child may make; null: no limit. */
       refusalsAllowed: z.number().int().min(0).max(100).nullable().default(null),
       /** Whether an offer left to expire counts as a refusal. */

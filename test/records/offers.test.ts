@@ -88,6 +88,28 @@ async function events(tenant: Tenant, action: string) {
   return inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['action', 'outcome', 'fields', 'target_ids', 'actor_account_id', 'details']).where('action', '=', action).orderBy('seq').execute());
 }
 
+describe('the deadline to answer', () => {
+  const at = (iso: string, offers: Record<string, unknown> = {}) => offerDeadline(new Date(iso), parseRules({ offers }).offers).toISOString();
+  it('keeps the time of day on Quebec\'s clocks across a change of hour, and counts no weekend nor holiday', () => {
+    // Friday 6 March 2026, 23:30 EST: five business days on is Friday 13 March, 23:30 EDT (the clocks moved on the 8th).
+    expect(at('2026-03-07T04:30:00Z')).toBe('2026-03-14T03:30:00.000Z');
+    // Friday 30 October 2026, 12:00 EDT: Friday 6 November, 12:00 EST.
+    expect(at('2026-10-30T16:00:00Z')).toBe('2026-11-06T17:00:00.000Z');
+    // Three calendar days from Saturday 7 March, 12:00 EST: Tuesday 10 March, 12:00 EDT.
+    expect(at('2026-03-07T17:00:00Z', { deadlineDays: 3, businessDays: false })).toBe('2026-03-10T16:00:00.000Z');
+    // Tuesday 22 December 2026, 10:00: Christmas (a Friday) does not count — Wednesday 30 December.
+    expect(at('2026-12-22T15:00:00Z')).toBe('2026-12-30T15:00:00.000Z');
+    expect(at('2026-12-22T15:00:00Z', { holidays: 'none' })).toBe('2026-12-29T15:00:00.000Z');
+    expect(at('2026-12-22T15:00:00Z', { closedDays: ['2026-12-24'] })).toBe('2026-12-31T15:00:00.000Z');
+    // Thursday 2 April 2026: Good Friday and Easter Monday do not count — Monday 13 April.
+    expect(at('2026-04-02T14:00:00Z')).toBe('2026-04-13T14:00:00.000Z');
+    // The Monday before 25 May, 24 June and Labour Day.
+    expect(at('2026-05-15T14:00:00Z', { deadlineDays: 1 })).toBe('2026-05-19T14:00:00.000Z');
+    expect(at('2026-06-23T14:00:00Z', { deadlineDays: 1 })).toBe('2026-06-25T14:00:00.000Z');
+    expect(at('2026-09-04T14:00:00Z', { deadlineDays: 1 })).toBe('2026-09-08T14:00:00.000Z');
+  });
+});
+
 describe('referral', () => {
   it('declare → offer → e-mail → accept → identity to the facility → start confirmed; another family is refused and recorded', async () => {
     const tenant = await tenantFor(t);
