@@ -10,12 +10,15 @@ import { loadKeyProvider } from '../crypto/keys.ts';
 import type { DB } from '../db/schema.ts';
 import { AllocationNotEnabled, replayAllocation, runAllocation } from '../records/allocation.ts';
 import type { Tenant } from '../tenants/service.ts';
+import { today as quebecToday } from '../waitlist/dates.ts';
 import { progress } from './progress.ts';
 
 export interface AllocateDeps {
   withDatabase: <T>(fn: (db: Kysely<DB>) => Promise<T>) => Promise<T>;
   tenant: (db: Kysely<DB>, slug: string | undefined) => Promise<Tenant>;
   origin: (command: string) => AuditOrigin;
+  /** Where the tenant's pages are, for the links in the families' e-mails. */
+  baseUrl: (tenant: Tenant) => string;
   usage: (message: string) => Error;
   out: (text: string) => void;
   err: (text: string) => void;
@@ -26,10 +29,11 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 export async function allocateCommand(args: string[], deps: AllocateDeps): Promise<number> {
   const { values } = parseArgs({ args, options: { tenant: { type: 'string' }, 'dry-run': { type: 'boolean' }, replay: { type: 'string' }, today: { type: 'string' }, 'deadline-days': { type: 'string' } } });
   const now = new Date();
-  const today = values.today ?? now.toISOString().slice(0, 10);
+  // Quebec's date, as every list reads it (late in the evening, UTC is already tomorrow).
+  const today = values.today ?? quebecToday(now);
   if (!/^\d{4}-\d{2}-\d{2}$/.test(today) || Number.isNaN(Date.parse(today))) throw deps.usage('--today: a date YYYY-MM-DD');
-  const deadlineDays = Number(values['deadline-days'] ?? 7);
-  if (!Number.isInteger(deadlineDays) || deadlineDays < 1 || deadlineDays > 60) throw deps.usage('--deadline-days: a whole number from 1 to 60');
+  const askedDays = values['deadline-days'] === undefined ? null : Number(values['deadline-days']);
+  if (askedDays !== null && (!Number.isInteger(askedDays) || askedDays < 1 || askedDays > 60)) throw deps.usage('--deadline-days: a whole number from 1 to 60');
   if (values.replay !== undefined && !UUID.test(values.replay)) throw deps.usage('--replay: a run id (a UUID, as `guichet allocate` printed it)');
   const keys = loadKeyProvider(process.env, process.env.GUICHET_DATA_DIR || './data');
   try {
@@ -59,7 +63,9 @@ export async function allocateCommand(args: string[], deps: AllocateDeps): Promi
         const s = await runAllocation(db, keys, tenant, {
           dryRun: !!values['dry-run'],
           today,
-          deadlineDays,
+          // The tenant's own number of days to answer unless the command names another, counted its way (offerDeadline).
+          deadlineDays: askedDays ?? tenant.rules.offers.deadlineDays,
+          baseUrl: deps.baseUrl(tenant),
           now,
           origin: deps.origin(values['dry-run'] ? 'allocate --dry-run' : 'allocate'),
           onPhase: (p) => bar.phase(p),

@@ -11,7 +11,7 @@ import { seedDemo } from '../demo/seed.ts';
 import { decodeDirectoryBytes, DirectoryFormatError, importFacilities } from '../directory/import.ts';
 import { bootstrapAdmins } from '../identity/service.ts';
 import { createLogger, DataDirInUseError, lockDataDir, openFromConfig } from '../runtime.ts';
-import { createTenant, TenantDirectory, type Tenant } from '../tenants/service.ts';
+import { createTenant, tenantBaseUrl, TenantDirectory, type Tenant } from '../tenants/service.ts';
 
 const HELP = `guichet — the childcare single window
 
@@ -217,7 +217,8 @@ export async function main(argv: string[]): Promise<number> {
       if (emails.length > 2 || new Set(emails).size !== emails.length) throw new UsageError('--email: one or two different addresses (the two first administrators)');
       return withDatabase(config, async (db) => {
         const t = await tenantOrFail(db, config, values.tenant);
-        const base = config.publicUrl ?? `http://localhost:${config.port}`;
+        // The link opens on the tenant's own host: on another tenant's, the token would be unknown.
+        const base = tenantBaseUrl(config, t.hosts);
         try {
           const r = await bootstrapAdmins(db, t, emails, base, origin('admin bootstrap'), new Date());
           emails.forEach((email, i) => {
@@ -289,6 +290,7 @@ export async function main(argv: string[]): Promise<number> {
         withDatabase: (fn) => withDatabase(config, (db) => fn(db)),
         tenant: (db, slug) => tenantOrFail(db, config, slug),
         origin,
+        baseUrl: (t) => tenantBaseUrl(config, t.hosts),
         usage: (message) => new UsageError(message),
         out: (text) => process.stdout.write(text),
         err: (text) => process.stderr.write(text),

@@ -1,3 +1,4 @@
+import { tenantBaseUrl as baseUrlOf } from '../tenants/service.ts';
 import { sql } from 'kysely';
 import type { Deps } from '../context.ts';
 import type { Trx } from '../db/connection.ts';
@@ -271,8 +272,7 @@ export class DetectionStream {
 
 /** Where links in alerts point for a tenant: its first host name. */
 export function tenantBaseUrl(deps: Deps): (hosts: readonly string[]) => string {
-  const c = deps.config;
-  return (hosts) => (hosts[0] ? `${c.production ? 'https' : 'http'}://${hosts[0]}${c.production ? '' : `:${c.port}`}` : (c.publicUrl ?? `http://localhost:${c.port}`));
+  return (hosts) => baseUrlOf(deps.config, hosts);
 }
 
 /**

@@ -14,7 +14,7 @@
  */
 import { createHash, randomUUID, sign, verify, createPublicKey } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
-import { appendAudit } from '../audit/log.ts';
+import { appendAudit, appendAuditMany } from '../audit/log.ts';
 import type { AuditOrigin } from '../audit/events.ts';
 import { ed25519FromSeed } from '../audit/signing.ts';
 import { envelopeFor } from '../crypto/envelope.ts';
@@ -54,6 +54,9 @@ import {
 import { audit, childWithOwner, deny, run } from './gateway.ts';
 import { openChildren } from './fields.ts';
 import { ensureTenantEncrypted } from './legacy.ts';
+import { offerDeadline } from './offers.ts';
+import { originFields } from '../tenants/service.ts';
+import { formatDateTime, messages, type Locale } from '../web/i18n/index.ts';
 
 const DAY_MS = 86_400_000;
 const dayOf = (iso: string) => Math.floor(Date.parse(`${iso}T00:00:00Z`) / DAY_MS);
@@ -238,6 +241,8 @@ export interface RunOptions {
   deadlineDays: number;
   now: Date;
   origin: AuditOrigin;
+  /** Where the tenant's pages are, for the link in each family's e-mail (tenantBaseUrl). */
+  baseUrl?: string;
   onPhase?: (name: string) => void;
   onProgress?: (done: number, total: number) => void;
 }
@@ -389,7 +394,7 @@ export async function runAllocation(db: Kysely<DB>, keys: KeyProvider, tenant: {
           audit_seq: event.seq,
         })
         .execute();
-      await writeResults(trx, tenant.id, runId, inputs, appIds, appByPriority, result, params, opts);
+      await writeResults(trx, tenant, runId, inputs, appIds, appByPriority, result, params, opts);
     }
     const t3 = performance.now();
     return {
@@ -407,7 +412,8 @@ export async function runAllocation(db: Kysely<DB>, keys: KeyProvider, tenant: {
 
 const ROWS = 10_000;
 
-async function writeResults(trx: Trx, tenantId: string, runId: string, x: AllocationInputs, appIds: string[], appByPriority: (string | null)[], r: ReturnType<typeof allocate>, params: AllocationParameters, opts: RunOptions): Promise<void> {
+async function writeResults(trx: Trx, tenant: { id: string; rules: TenantRules }, runId: string, x: AllocationInputs, appIds: string[], appByPriority: (string | null)[], r: ReturnType<typeof allocate>, params: AllocationParameters, opts: RunOptions): Promise<void> {
+  const tenantId = tenant.id;
   const n = x.childIds.length;
   // The terms of the order each explanation shows: points (points order) and the lift by a declared priority.
   const points = params.order === 'points' && params.weights ? new Int32Array(x.appFacility.length) : null;
@@ -469,7 +475,8 @@ async function writeResults(trx: Trx, tenantId: string, runId: string, x: Alloca
   }
 
   // One pending offer per placed child (the partial unique index holds it), and the places it takes are no longer open.
-  const deadline = new Date(opts.now.getTime() + params.deadlineDays * DAY_MS);
+  // The tenant's way of counting (business days, holidays, the time of day on Quebec's clocks), for the round's number of days.
+  const deadline = offerDeadline(opts.now, { ...tenant.rules.offers, deadlineDays: params.deadlineDays });
   const offer = { app: [] as string[], child: [] as string[], fac: [] as string[], age: [] as string[], pri: [] as (string | null)[] };
   for (let c = 0; c < n; c++) {
     const a = r.assigned[c]!;
@@ -490,6 +497,49 @@ async function writeResults(trx: Trx, tenantId: string, runId: string, x: Alloca
   await sql`UPDATE facility_places p SET vacancies = p.vacancies - o.n, updated_at = ${opts.now}
     FROM (SELECT facility_id, age_group, count(*)::int AS n FROM offers WHERE allocation_run_id = ${runId}::uuid GROUP BY facility_id, age_group) o
     WHERE p.facility_id = o.facility_id AND p.age_group = o.age_group`.execute(trx);
+
+  // Each family is told at once, in its account's language, as a facility's own referral tells it (fillVacancies);
+  // reading the parent's address to write to them is Guichet's own work, one event an offer, as there.
+  const made = await trx
+    .selectFrom('offers as o')
+    .innerJoin('children as c', 'c.id', 'o.child_id')
+    .innerJoin('families as f', 'f.id', 'c.family_id')
+    .innerJoin('accounts as a', 'a.id', 'f.account_id')
+    .innerJoin('facilities as fa', 'fa.id', 'o.facility_id')
+    .select(['o.id', 'o.child_id', 'o.application_id', 'o.facility_id', 'o.age_group', 'c.reference', 'c.family_id', 'a.email', 'a.locale', 'fa.name'])
+    .where('o.allocation_run_id', '=', runId)
+    .orderBy('o.id')
+    .execute();
+  const referral: AuditOrigin = { actorAccountId: null, actorRoles: ['system:referral'], ip: null, userAgent: null, requestId: opts.origin.requestId };
+  for (let i = 0; i < made.length; i += 1000) {
+    const part = made.slice(i, i + 1000);
+    await trx
+      .insertInto('mail_outbox')
+      .values(
+        part.map((o) => {
+          const locale = o.locale as Locale;
+          const m = messages(locale).offers;
+          return { tenant_id: tenantId, to_address: o.email, locale, template: 'offer', subject: m.mailSubject, body_text: m.mailBody(o.reference, o.name, formatDateTime(locale, deadline), `${opts.baseUrl ?? ''}/offers/${o.id}`), created_at: opts.now };
+        }),
+      )
+      .execute();
+    await appendAuditMany(
+      trx,
+      tenantId,
+      part.map((o) => ({
+        action: 'waitlist.offer.create' as const,
+        outcome: 'success' as const,
+        ...originFields(referral),
+        targetType: 'offer',
+        targetIds: [o.id, o.child_id, o.application_id, o.facility_id],
+        familyIds: [o.family_id],
+        fields: ['reference', 'account_email', 'account_locale'],
+        purpose: 'referral.offer' as const,
+        details: { ageGroup: o.age_group, deadline: deadline.toISOString(), run: runId },
+      })),
+      opts.now,
+    );
+  }
 }
 
 export interface ReplayOutcome {

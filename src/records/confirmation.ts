@@ -5,7 +5,7 @@ import type { Ctx, Deps } from '../context.ts';
 import { inTenant } from '../db/tenant.ts';
 import { enqueueMail } from '../mail/outbox.ts';
 import type { TenantRules } from '../tenants/rules.ts';
-import { originFields, type Tenant } from '../tenants/service.ts';
+import { originFields, tenantBaseUrl, type Tenant } from '../tenants/service.ts';
 import { addDays, addMonths, today } from '../waitlist/dates.ts';
 import { formatDate, messages } from '../web/i18n/index.ts';
 import { audit, childWithOwner, run } from './gateway.ts';
@@ -167,7 +167,7 @@ export async function runTenantConfirmation(deps: Deps, tenant: Tenant, now: Dat
 export async function runConfirmation(deps: Deps, now: Date, baseUrl = ''): Promise<ConfirmationRunResult[]> {
   const out: ConfirmationRunResult[] = [];
   // Links in the mail go to the tenant's own host name where it has one.
-  for (const t of await deps.tenants.all()) out.push(await runTenantConfirmation(deps, t, now, t.hosts[0] ? `https://${t.hosts[0]}` : baseUrl));
+  for (const t of await deps.tenants.all()) out.push(await runTenantConfirmation(deps, t, now, t.hosts[0] ? tenantBaseUrl(deps.config, t.hosts) : baseUrl));
   return out;
 }
 

@@ -34,6 +34,17 @@ function toTenant(r: Record<keyof TenantRow, unknown>): Tenant {
  * change rarely; a short cache keeps the per-request cost at a map lookup
  * while a lockdown raised on another instance is seen within two seconds.
  */
+/**
+ * Where a tenant's pages are, for the links Guichet e-mails outside a request (a job, a command): its first host
+ * name — https in production, the server's port otherwise —, or the configured public address for a tenant
+ * without one. A request's own links use the host it came in on.
+ */
+export function tenantBaseUrl(config: { production: boolean; port: number; publicUrl: string | undefined }, hosts: readonly string[]): string {
+  const host = hosts[0];
+  if (!host) return config.publicUrl ?? `http://localhost:${config.port}`;
+  return config.production ? `https://${host}` : `http://${host}:${config.port}`;
+}
+
 export class TenantDirectory {
   private cache: { at: number; bySlug: Map<string, Tenant>; byHost: Map<string, Tenant> } | null = null;
   constructor(

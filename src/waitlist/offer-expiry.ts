@@ -1,5 +1,6 @@
 import type { Ctx, Deps } from '../context.ts';
 import { expireDueOffers } from '../records/offers.ts';
+import { tenantBaseUrl } from '../tenants/service.ts';
 
 /**
  * Offers past their deadline expire and their places go to the next child.
@@ -11,8 +12,7 @@ export async function runOfferExpiry(deps: Deps): Promise<number> {
   let n = 0;
   for (const tenant of await deps.tenants.all()) {
     // The links in the next parents' e-mails lead to the tenant's own address, as a request's would.
-    const host = tenant.hosts[0];
-    const baseUrl = deps.config.publicUrl && !host ? deps.config.publicUrl : host ? (deps.config.production ? `https://${host}` : `http://${host}:${deps.config.port}`) : (deps.config.publicUrl ?? `http://localhost:${deps.config.port}`);
+    const baseUrl = tenantBaseUrl(deps.config, tenant.hosts);
     const ctx: Ctx = { tenant, actor: null, ip: null, userAgent: 'guichet offer expiry', requestId: null, locale: 'fr', now: deps.clock(), baseUrl };
     // One tenant's trouble stays its own: a tenant closed by a lockdown (level 3 and up, personal data closed)
     // keeps its offers until it reopens, and every other tenant's places still move on.

@@ -13,6 +13,7 @@ import { SECOND_TENANT_RULES } from '../../src/demo/setup.ts';
 import { inTenant } from '../../src/db/tenant.ts';
 import { LAST_ADMITTED_MIN_GROUP, loadInputs, readAllocationExplanation, replayAllocation, runAllocation, type AllocationParameters } from '../../src/records/allocation.ts';
 import * as records from '../../src/records/gateway.ts';
+import { offerDeadline } from '../../src/records/offers.ts';
 import { rankFacilityIn } from '../../src/records/ranks.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
 import { orderFor } from '../../src/waitlist/allocation.ts';
@@ -103,10 +104,18 @@ async function scenario(rules: Record<string, unknown>) {
 async function roundAndReplay(tenant: Tenant, facility: string, list: string[], vacancies: number) {
   await inTenant(t.database.ownerDb(), tenant.id, (trx) => trx.updateTable('facility_places').set({ vacancies }).where('facility_id', '=', facility).where('age_group', '=', 'toddler').execute());
   const now = t.deps.clock();
-  const s = await runAllocation(database.db, t.deps.keys, tenant, { dryRun: false, today: today(now), deadlineDays: 5, now, origin: ORIGIN });
+  const s = await runAllocation(database.db, t.deps.keys, tenant, { dryRun: false, today: today(now), deadlineDays: 5, now, origin: ORIGIN, baseUrl: 'https://guichet.example.org' });
   expect(s.placed).toBe(vacancies);
-  const offers = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('offers').select(['child_id', 'by_priority']).where('allocation_run_id', '=', s.runId).execute());
+  const offers = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('offers').select(['id', 'child_id', 'by_priority', 'deadline']).where('allocation_run_id', '=', s.runId).execute());
   expect(new Set(offers.map((o) => o.child_id))).toEqual(new Set(list.slice(0, vacancies)));
+  // Each family is e-mailed at once, with the link to its offer; the deadline is counted the tenant's way.
+  const mail = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('mail_outbox').select(['body_text', 'subject']).where('template', '=', 'offer').execute());
+  for (const o of offers) {
+    expect(o.deadline.getTime()).toBe(offerDeadline(now, { ...tenant.rules.offers, deadlineDays: 5 }).getTime());
+    expect(mail.filter((m) => m.body_text.includes(`https://guichet.example.org/offers/${o.id}`))).toHaveLength(1);
+  }
+  const told = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select(['target_ids', 'actor_account_id', 'actor_roles']).where('action', '=', 'waitlist.offer.create').execute());
+  for (const o of offers) expect(told.find((e) => e.target_ids[0] === o.id)).toMatchObject({ actor_account_id: null, actor_roles: ['system:referral'] });
   const replay = await replayAllocation(database.db, t.deps.keys, tenant.id, s.runId, ORIGIN, now);
   expect(replay.problem).toBeNull();
   expect(replay.replayedOutputsHash).toBe(s.outputsHash);
