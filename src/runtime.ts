@@ -108,7 +108,7 @@ export function makeDeps(config: Config, db: Database, log: Logger): Deps {
     config,
     clock: () => new Date(),
     log,
-    tenants: new TenantDirectory(db.db, config.defaultTenant),
+    tenants: new TenantDirectory(db.db, config.defaultTenant, undefined, config.production),
     keys: loadKeyProvider(process.env, config.dataDir),
   };
 }

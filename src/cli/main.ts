@@ -138,11 +138,18 @@ export async function main(argv: string[]): Promise<number> {
       const { values } = parseArgs({ args, options: { slug: { type: 'string' }, 'name-fr': { type: 'string' }, 'name-en': { type: 'string' }, host: { type: 'string', multiple: true } } });
       if (!values.slug || !/^[a-z0-9-]{2,40}$/.test(values.slug)) throw new UsageError('--slug: 2 to 40 characters among a-z, 0-9 and -');
       if (!values['name-fr'] || !values['name-en']) throw new UsageError('--name-fr and --name-en are required');
+      const hosts = (values.host ?? []).map((h) => h.trim().toLowerCase());
+      if (hosts.some((h) => !/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:\d{1,5})?$/.test(h))) throw new UsageError('--host: a host name such as guichet.example.org, without scheme or path');
       return withDatabase(config, async (db) => {
         const owner = ownerKysely(config, db);
         try {
-          const t = await createTenant(owner.db, { slug: values.slug!, nameFr: values['name-fr']!, nameEn: values['name-en']!, hosts: values.host ?? [] }, origin('tenant create'), new Date());
+          const t = await createTenant(owner.db, { slug: values.slug!, nameFr: values['name-fr']!, nameEn: values['name-en']!, hosts }, origin('tenant create'), new Date());
           process.stdout.write(`tenant ${t.slug} created (${t.id})\n`);
+        } catch (err) {
+          // A host another tenant already has: each request must find one tenant only.
+          const m = /the host (\S+) already serves another tenant|a host name is listed twice/.exec((err as Error).message);
+          if (m) throw new UsageError(`--host: ${m[1] ? `${m[1]} already serves another tenant` : 'a host name is listed twice'}`);
+          throw err;
         } finally {
           await owner.close();
         }

@@ -47,10 +47,16 @@ export function tenantBaseUrl(config: { production: boolean; port: number; publi
 
 export class TenantDirectory {
   private cache: { at: number; bySlug: Map<string, Tenant>; byHost: Map<string, Tenant> } | null = null;
+  /**
+   * `strictHosts` (production): a Host that names no tenant reaches the default tenant only if that tenant names no
+   * host of its own (a deployment of one programme that never listed its address). Otherwise a proxy that does not
+   * pass the browser's Host on would send every programme's people to the default one, sign-ups and files included.
+   */
   constructor(
     private readonly db: Kysely<DB>,
     private readonly defaultSlug: string,
     private readonly ttlMs = 2000,
+    private readonly strictHosts = false,
   ) {}
 
   async all(): Promise<Tenant[]> {
@@ -64,7 +70,10 @@ export class TenantDirectory {
   async forHost(hostHeader: string | undefined): Promise<Tenant | undefined> {
     const c = await this.load();
     const host = (hostHeader ?? '').toLowerCase().replace(/:\d+$/, '');
-    return c.byHost.get(host) ?? c.bySlug.get(this.defaultSlug);
+    const found = c.byHost.get(host);
+    if (found) return found;
+    const fallback = c.bySlug.get(this.defaultSlug);
+    return this.strictHosts && fallback?.hosts.length ? undefined : fallback;
   }
 
   invalidate(): void {
@@ -106,7 +115,8 @@ export async function createTenant(ownerDb: Kysely<DB>, t: NewTenant, origin: Au
         slug: t.slug,
         name_fr: t.nameFr,
         name_en: t.nameEn,
-        hosts: t.hosts ?? [],
+        // As a request's Host is compared (the database refuses anything else, and a host another tenant has).
+        hosts: (t.hosts ?? []).map((h) => h.trim().toLowerCase()),
         rules: JSON.stringify(t.rules ?? {}),
       })
       .returningAll()

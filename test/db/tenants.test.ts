@@ -26,6 +26,26 @@ describe('tenants and cross-tenant references', () => {
     await expect(inTenant(t.db, a.id, (trx) => trx.updateTable('tenants').set({ name_fr: 'X' }).where('id', '=', a.id).execute())).rejects.toThrow(/permission denied/);
   });
 
+  it('a host name serves one tenant, written as a request compares it; a Host that names none reaches the default only where that is safe', async () => {
+    const a = await createTestTenant(t);
+    const b = await createTestTenant(t);
+    const owner = t.ownerDb();
+    await expect(owner.updateTable('tenants').set({ hosts: [`${a.slug}.localhost`] }).where('id', '=', b.id).execute()).rejects.toThrow(/already serves another tenant/);
+    await expect(owner.updateTable('tenants').set({ hosts: ['Guichet.Example.org'] }).where('id', '=', b.id).execute()).rejects.toThrow(/lower case/);
+    await expect(owner.updateTable('tenants').set({ hosts: ['https://guichet.example.org/'] }).where('id', '=', b.id).execute()).rejects.toThrow(/lower case/);
+    await expect(owner.updateTable('tenants').set({ hosts: ['b.example.org', 'b.example.org'] }).where('id', '=', b.id).execute()).rejects.toThrow(/listed twice/);
+    await owner.updateTable('tenants').set({ hosts: [`${b.slug}.localhost`, 'guichet-b.example.org:8443'] }).where('id', '=', b.id).execute();
+    // The lockdown level changes without the hosts being looked at.
+    await owner.updateTable('tenants').set({ lockdown_level: 1 }).where('id', '=', a.id).execute();
+    const { TenantDirectory } = await import('../../src/tenants/service.ts');
+    const lenient = new TenantDirectory(owner, a.slug, 0);
+    const strict = new TenantDirectory(owner, a.slug, 0, true);
+    expect((await strict.forHost(`${b.slug.toUpperCase()}.LOCALHOST:3000`))?.id).toBe(b.id);
+    expect((await lenient.forHost('upstream:3000'))?.id).toBe(a.id);
+    // In production, a Host nobody named (a proxy that does not pass the browser's on) is refused, not sent to the default.
+    expect(await strict.forHost('upstream:3000')).toBeUndefined();
+  });
+
   it('an invitation, membership or application cannot name another tenant’s facility', async () => {
     const a = await createTestTenant(t);
     const b = await createTestTenant(t);
