@@ -24,11 +24,13 @@ export interface FamilyExportDocument {
   children: (FamilyExportChildCore & {
     createdAt: string;
     deletedAt: string | null;
-    applications: { id: string; facilityId: string; facilityName: string; municipality: string; status: string; appliedAt: string }[];
+    applications: { id: string; facilityId: string; facilityName: string; municipality: string; status: string; appliedAt: string; siblingAttending: boolean | null; parentIsStaff: boolean | null; priorities: string[] }[];
     offers: { id: string; facilityId: string; facilityName: string; municipality: string; ageGroup: string; status: string; source: string; offeredAt: string; deadline: string; answeredAt: string | null; startDate: string | null }[];
     allocations: { runId: string; runAt: string; ageGroup: string; desiredEntryDate: string; choices: { facilityId: string; facilityName: string; category: number }[]; placedChoice: number | null }[];
-    history: { version: number; change: string; changedFields: string[]; changedAt: string; changedBy: string | null }[];
+    history: { version: number; change: string; changedFields: string[]; changedAt: string; changedBy: string | null; content: FamilyExport['children'][number]['history'][number]['content'] }[];
+    confirmation: { confirmedAt: string | null; remindedAt: string | null; inactiveSince: string | null; seniorityFrom: string | null };
   })[];
+  assistedSessions: { requestedAt: string; startedAt: string | null; endedAt: string | null; channel: string; agentRole: string; agentOrganisation: string | null; note: string }[];
   accessLog: (Omit<AccessEntry, 'at'> & { at: string })[];
 }
 
@@ -49,34 +51,45 @@ export async function buildFamilyExport(deps: Deps, ctx: Ctx): Promise<{ documen
     tenant: { slug: ctx.tenant.slug, name: ctx.locale === 'fr' ? ctx.tenant.nameFr : ctx.tenant.nameEn },
     account: { email: data.account.email, locale: data.account.locale, createdAt: data.account.createdAt.toISOString() },
     family: data.family,
-    children: data.children.map((c) => ({
+    children: data.children.map(({ applicationDetails, confirmation, ...c }) => ({
       ...c,
       createdAt: c.createdAt.toISOString(),
       deletedAt: c.deletedAt?.toISOString() ?? null,
-      applications: c.applications.map((a) => ({ ...a, appliedAt: a.appliedAt.toISOString() })),
+      applications: c.applications.map((a) => {
+        const d = applicationDetails.find((x) => x.id === a.id);
+        return { ...a, appliedAt: a.appliedAt.toISOString(), siblingAttending: d?.siblingAttending ?? null, parentIsStaff: d?.parentIsStaff ?? null, priorities: d?.priorities ?? [] };
+      }),
       offers: c.offers.map((o) => ({ ...o, offeredAt: o.offeredAt.toISOString(), deadline: o.deadline.toISOString(), answeredAt: o.answeredAt?.toISOString() ?? null })),
       allocations: c.allocations.map((a) => ({ ...a, runAt: a.runAt.toISOString() })),
       history: c.history.map((h) => ({ ...h, changedAt: h.changedAt.toISOString() })),
+      confirmation: { confirmedAt: confirmation.confirmedAt?.toISOString() ?? null, remindedAt: confirmation.remindedAt?.toISOString() ?? null, inactiveSince: confirmation.inactiveSince?.toISOString() ?? null, seniorityFrom: confirmation.seniorityFrom },
     })),
+    assistedSessions: data.assistedSessions.map((s) => ({ ...s, requestedAt: s.requestedAt.toISOString(), startedAt: s.startedAt?.toISOString() ?? null, endedAt: s.endedAt?.toISOString() ?? null })),
     accessLog: log.map((e) => ({ ...e, at: e.at.toISOString() })),
   };
   const bom = '\ufeff';
-  let children = csvLine(['child_id', 'reference', 'first_name', 'last_name', 'birth_date', 'nirec_masked', 'desired_entry_date', 'days_of_care', 'in_subsidised_care', 'created_at', 'deleted_at']);
-  let applications = csvLine(['child_id', 'reference', 'application_id', 'facility_id', 'facility_name', 'municipality', 'status', 'applied_at']);
+  let children = csvLine(['child_id', 'reference', 'first_name', 'last_name', 'birth_date', 'nirec_masked', 'desired_entry_date', 'days_of_care', 'in_subsidised_care', 'created_at', 'deleted_at', 'confirmed_at', 'reminded_at', 'inactive_since', 'seniority_from']);
+  let applications = csvLine(['child_id', 'reference', 'application_id', 'facility_id', 'facility_name', 'municipality', 'status', 'applied_at', 'sibling_attending', 'parent_is_staff', 'priorities']);
   let offers = csvLine(['child_id', 'reference', 'offer_id', 'facility_id', 'facility_name', 'municipality', 'age_group', 'status', 'source', 'offered_at', 'deadline', 'answered_at', 'start_date']);
   let allocations = csvLine(['child_id', 'reference', 'run_id', 'run_at', 'age_group', 'desired_entry_date', 'choice', 'facility_id', 'facility_name', 'category', 'placed']);
-  let history = csvLine(['child_id', 'reference', 'version', 'change', 'changed_fields', 'changed_at', 'changed_by']);
+  let history = csvLine(['child_id', 'reference', 'version', 'change', 'changed_fields', 'changed_at', 'changed_by', 'first_name', 'last_name', 'birth_date', 'nirec_masked', 'desired_entry_date', 'days_of_care', 'in_subsidised_care']);
   for (const c of doc.children) {
-    children += csvLine([c.id, c.reference, c.firstName, c.lastName, c.birthDate, c.nirecMasked, c.desiredEntryDate, daysOf(c.daysOfCare), String(c.inSubsidisedCare), c.createdAt, c.deletedAt]);
-    for (const a of c.applications) applications += csvLine([c.id, c.reference, a.id, a.facilityId, a.facilityName, a.municipality, a.status, a.appliedAt]);
+    const k = c.confirmation;
+    children += csvLine([c.id, c.reference, c.firstName, c.lastName, c.birthDate, c.nirecMasked, c.desiredEntryDate, daysOf(c.daysOfCare), String(c.inSubsidisedCare), c.createdAt, c.deletedAt, k.confirmedAt, k.remindedAt, k.inactiveSince, k.seniorityFrom]);
+    for (const a of c.applications) applications += csvLine([c.id, c.reference, a.id, a.facilityId, a.facilityName, a.municipality, a.status, a.appliedAt, a.siblingAttending === null ? null : String(a.siblingAttending), a.parentIsStaff === null ? null : String(a.parentIsStaff), a.priorities.join(' ')]);
     for (const o of c.offers) offers += csvLine([c.id, c.reference, o.id, o.facilityId, o.facilityName, o.municipality, o.ageGroup, o.status, o.source, o.offeredAt, o.deadline, o.answeredAt, o.startDate]);
     for (const a of c.allocations) {
       a.choices.forEach((ch, i) => {
         allocations += csvLine([c.id, c.reference, a.runId, a.runAt, a.ageGroup, a.desiredEntryDate, i + 1, ch.facilityId, ch.facilityName, ch.category, String(a.placedChoice === i + 1)]);
       });
     }
-    for (const h of c.history) history += csvLine([c.id, c.reference, h.version, h.change, h.changedFields.join(' '), h.changedAt, h.changedBy]);
+    for (const h of c.history) {
+      const v = h.content;
+      history += csvLine([c.id, c.reference, h.version, h.change, h.changedFields.join(' '), h.changedAt, h.changedBy, v?.firstName ?? null, v?.lastName ?? null, v?.birthDate ?? null, v?.nirecMasked ?? null, v?.desiredEntryDate ?? null, v ? daysOf(v.daysOfCare) : null, v ? String(v.inSubsidisedCare) : null]);
+    }
   }
+  let assisted = csvLine(['requested_at', 'started_at', 'ended_at', 'channel', 'agent_role', 'agent_organisation', 'note']);
+  for (const s of doc.assistedSessions) assisted += csvLine([s.requestedAt, s.startedAt, s.endedAt, s.channel, s.agentRole, s.agentOrganisation, s.note]);
   let access = csvLine(['occurred_at', 'action', 'kind', 'outcome', 'accessor', 'roles', 'facilities', 'purpose', 'files', 'fields', 'on_your_behalf', 'event_id']);
   for (const e of doc.accessLog) access += csvLine([e.at, e.action, e.kind, e.outcome, e.accessor, e.roles.join(' '), e.facilities.join(' | '), e.purpose, e.files.join(' '), e.fields.join(' '), String(e.onBehalf), e.eventId]);
   const account =
@@ -93,6 +106,7 @@ export async function buildFamilyExport(deps: Deps, ctx: Ctx): Promise<{ documen
     { name: 'offers.csv', data: bom + offers },
     { name: 'allocations.csv', data: bom + allocations },
     { name: 'history.csv', data: bom + history },
+    { name: 'assisted-sessions.csv', data: bom + assisted },
     { name: 'access-log.csv', data: bom + access },
   ];
   return { document: doc, zip: zip(files, ctx.now), filename: `guichet-${ctx.tenant.slug}-${stamp}.zip` };

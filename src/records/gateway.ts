@@ -1238,10 +1238,26 @@ export interface FamilyExport {
   children: (ChildFileView & {
     createdAt: Date;
     deletedAt: Date | null;
-    history: { version: number; change: ChildFileVersionView['change']; changedFields: string[]; changedAt: Date; changedBy: 'you' | 'someone_else' | null }[];
+    history: FamilyExportVersion[];
     offers: FamilyExportOffer[];
     allocations: FamilyExportAllocation[];
+    /** What each registration says beyond its facility (applicationsOf): what the parent declared with it. */
+    applicationDetails: { id: string; siblingAttending: boolean; parentIsStaff: boolean; priorities: string[] }[];
+    /** The periodic confirmation of the file (src/records/confirmation.ts). */
+    confirmation: { confirmedAt: Date | null; remindedAt: Date | null; inactiveSince: Date | null; seniorityFrom: string | null };
   })[];
+  /** Times an agent helped the parent (assisted mode): who, how, when, and the note they wrote. */
+  assistedSessions: { requestedAt: Date; startedAt: Date | null; endedAt: Date | null; channel: string; agentRole: string; agentOrganisation: string | null; note: string }[];
+}
+
+/** One version of a file, as it read then (the NIREC masked). */
+export interface FamilyExportVersion {
+  version: number;
+  change: ChildFileVersionView['change'];
+  changedFields: string[];
+  changedAt: Date;
+  changedBy: 'you' | 'someone_else' | null;
+  content: { firstName: string; lastName: string; birthDate: string; nirecMasked: string | null; desiredEntryDate: string; daysOfCare: number; inSubsidisedCare: boolean } | null;
 }
 
 /** A place offered to the child: where, when, what became of it. */
@@ -1270,7 +1286,7 @@ export interface FamilyExportAllocation {
 }
 
 /** One child file of a family's export, without its dates, registrations and history (which the export document writes its own way). */
-export type FamilyExportChildCore = Omit<FamilyExport['children'][number], 'createdAt' | 'deletedAt' | 'applications' | 'history' | 'offers' | 'allocations'>;
+export type FamilyExportChildCore = Omit<FamilyExport['children'][number], 'createdAt' | 'deletedAt' | 'applications' | 'history' | 'offers' | 'allocations' | 'applicationDetails' | 'confirmation'>;
 
 /** The fields the export opens (src/privacy/purposes.ts, 'parent.family.export'), but for the access log, which is read from the audit log. */
 export const FAMILY_EXPORT_FIELDS = [
@@ -1293,6 +1309,11 @@ export const FAMILY_EXPORT_FIELDS = [
   'offers',
   'allocation_results',
   'history',
+  'sibling_attending',
+  'parent_is_staff',
+  'priorities',
+  'confirmation',
+  'assisted_sessions',
   'access_log',
 ] as const;
 
@@ -1312,11 +1333,20 @@ export async function readFamilyExport(deps: Deps, ctx: Ctx): Promise<FamilyExpo
     const fam = await trx.selectFrom('families').selectAll().where('account_id', '=', ctx.actor.accountId).where('purged_at', 'is', null).executeTakeFirst();
     const kids = fam ? await trx.selectFrom('children').selectAll().where('family_id', '=', fam.id).where('purged_at', 'is', null).orderBy('created_at').execute() : [];
     const versions = kids.length
-      ? await trx.selectFrom('child_file_versions').select(['id', 'child_id', 'version', 'change', 'changed_fields', 'created_at', 'actor_account_id']).where('child_id', 'in', kids.map((k) => k.id)).where('purged_at', 'is', null).orderBy('child_id').orderBy('version').execute()
+      ? await trx.selectFrom('child_file_versions').select(['id', 'child_id', 'family_id', 'version', 'change', 'changed_fields', 'created_at', 'actor_account_id', 'snapshot_enc']).where('child_id', 'in', kids.map((k) => k.id)).where('purged_at', 'is', null).orderBy('child_id').orderBy('version').execute()
       : [];
     const apps = new Map<string, ApplicationView[]>();
     for (const k of kids) apps.set(k.id, await applicationsOf(trx, k.id));
     const kidIds = kids.map((k) => k.id);
+    const appDetails = kidIds.length ? await trx.selectFrom('applications').select(['id', 'child_id', 'sibling_attending', 'parent_is_staff', 'priorities']).where('child_id', 'in', kidIds).orderBy('created_at').execute() : [];
+    const assisted = await trx
+      .selectFrom('assisted_sessions as s')
+      .leftJoin('facilities as fa', 'fa.id', 's.agent_facility_id')
+      .select(['s.requested_at', 's.started_at', 's.ended_at', 's.expires_at', 's.channel', 's.agent_role', 'fa.name as facility', 's.note'])
+      .where('s.parent_account_id', '=', ctx.actor.accountId)
+      .where('s.started_at', 'is not', null)
+      .orderBy('s.requested_at')
+      .execute();
     const offers = kidIds.length
       ? await trx
           .selectFrom('offers as o')
@@ -1357,8 +1387,19 @@ export async function readFamilyExport(deps: Deps, ctx: Ctx): Promise<FamilyExpo
       family = { id: fam.id, parentFirstName: v('parent_first_name'), parentLastName: v('parent_last_name'), phone: v('phone'), postalCode: v('postal_code') };
     }
     const opened = await openChildren(env, ctx.tenant.id, kids, ['first_name', 'last_name', 'birth_date', 'nirec']);
+    const snaps = await openSnapshots(env, ctx.tenant.id, versions.filter((r) => r.snapshot_enc).map((r) => ({ id: r.id, family_id: r.family_id, snapshot_enc: r.snapshot_enc! })));
+    const programme = ctx.locale === 'fr' ? ctx.tenant.nameFr : ctx.tenant.nameEn;
     return {
       familyIds: fam ? [fam.id] : [],
+      assistedSessions: assisted.map((s) => ({
+        requestedAt: s.requested_at,
+        startedAt: s.started_at,
+        endedAt: s.ended_at ?? s.expires_at,
+        channel: s.channel,
+        agentRole: s.agent_role,
+        agentOrganisation: s.facility ?? (s.agent_role === 'program_operator' ? programme : null),
+        note: s.note,
+      })),
       account: { email: account.email, locale: account.locale, createdAt: account.created_at },
       family,
       children: kids.map((k) => {
@@ -1391,7 +1432,19 @@ export async function readFamilyExport(deps: Deps, ctx: Ctx): Promise<FamilyExpo
             })),
           history: versions
             .filter((r) => r.child_id === k.id)
-            .map((r) => ({ version: r.version, change: r.change, changedFields: r.changed_fields, changedAt: r.created_at, changedBy: r.actor_account_id === null ? null : r.actor_account_id === ctx.actor!.accountId ? ('you' as const) : ('someone_else' as const) })),
+            .map((r) => {
+              const s = snaps.get(r.id);
+              return {
+                version: r.version,
+                change: r.change,
+                changedFields: r.changed_fields,
+                changedAt: r.created_at,
+                changedBy: r.actor_account_id === null ? null : r.actor_account_id === ctx.actor!.accountId ? ('you' as const) : ('someone_else' as const),
+                content: s ? { firstName: s.firstName, lastName: s.lastName, birthDate: s.birthDate, nirecMasked: maskNirec(s.nirec), desiredEntryDate: s.desiredEntryDate, daysOfCare: s.daysOfCare, inSubsidisedCare: s.inSubsidisedCare } : null,
+              };
+            }),
+          applicationDetails: appDetails.filter((a) => a.child_id === k.id).map((a) => ({ id: a.id, siblingAttending: a.sibling_attending, parentIsStaff: a.parent_is_staff, priorities: [...a.priorities] })),
+          confirmation: { confirmedAt: k.confirmed_at, remindedAt: k.reminded_at, inactiveSince: k.inactive_since, seniorityFrom: k.seniority_from },
         };
       }),
     };

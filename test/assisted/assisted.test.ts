@@ -12,7 +12,8 @@ import type { Actor } from '../../src/access/actor.ts';
 import { decide, sqlFilter } from '../../src/access/decide.ts';
 import { inTenant } from '../../src/db/tenant.ts';
 import { addMonths, today } from '../../src/waitlist/dates.ts';
-import { createFacility, createParent, createStaff, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
+import { actorByEmail, createFacility, createParent, createStaff, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
+import { buildFamilyExport } from '../../src/privacy/export.ts';
 import { Client, textOf } from '../helpers/client.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 import { sql } from 'kysely';
@@ -227,6 +228,13 @@ describe('assisted mode', () => {
 
     // Not an agent: a parent, a visitor
     await parent.signIn(emails.parent, PASSWORD);
+    // The family's export holds each time it was helped: how, when, by what kind of agent, and the note written.
+    const exported = await buildFamilyExport(t.deps, ctxFor(t, tenant, await actorByEmail(t, tenant, emails.parent, t.deps.clock(), 10, ['password'])));
+    expect(exported.document.assistedSessions.map((s) => [s.channel, s.note])).toEqual([
+      ['phone', 'Appel pour inscrire sa fille'],
+      ['in_person', ''],
+    ]);
+    expect(exported.document.assistedSessions[0]).toMatchObject({ agentRole: 'facility_staff', agentOrganisation: expect.any(String) });
     expect((await parent.get('/assist')).status).toBe(403);
     await parent.get('/account');
     expect((await parent.post('/assist', { email: emails.other, channel: 'phone' })).status).toBe(403);

@@ -253,9 +253,15 @@ describe('the export', () => {
     expect(String(res.headers['content-disposition'])).toMatch(/^attachment; filename="guichet-.*\.zip"$/);
     const raw = await t.app.inject({ method: 'GET', url: '/account/privacy/export', headers: { host: w.tenant.hosts[0]!, cookie: [...w.client.cookies].map(([k, v]) => `${k}=${v}`).join('; ') } });
     const files = unzip(raw.rawPayload);
-    expect([...files.keys()].sort()).toEqual(['LISEZMOI-README.txt', 'access-log.csv', 'account.csv', 'allocations.csv', 'applications.csv', 'children.csv', 'guichet-export.json', 'history.csv', 'offers.csv']);
+    expect([...files.keys()].sort()).toEqual(['LISEZMOI-README.txt', 'access-log.csv', 'account.csv', 'allocations.csv', 'applications.csv', 'assisted-sessions.csv', 'children.csv', 'guichet-export.json', 'history.csv', 'offers.csv']);
     const doc = JSON.parse(files.get('guichet-export.json')!.toString('utf8'));
     expect(doc.format).toBe('guichet.family-export.v1');
+    // What the family declared with each registration, the file's confirmation, and what each version said.
+    expect(doc.children[0].applications[0]).toMatchObject({ siblingAttending: expect.any(Boolean), parentIsStaff: expect.any(Boolean), priorities: expect.any(Array) });
+    expect(doc.children[0].confirmation).toEqual(expect.objectContaining({ inactiveSince: null }));
+    expect(doc.children[0].history[0].content).toMatchObject({ firstName: 'Rosalie', lastName: 'Bouchard', nirecMasked: expect.stringMatching(/^•+/) });
+    expect(doc.assistedSessions).toEqual([]);
+    expect(files.get('applications.csv')!.toString('utf8')).toContain('sibling_attending,parent_is_staff,priorities');
     expect(doc.account.email).toBe(w.parentEmail);
     expect(doc.children).toHaveLength(1);
     expect(doc.children[0]).toMatchObject({ id: w.childId, reference: w.reference, firstName: 'Rosalie', lastName: 'Bouchard', nirecMasked: expect.stringMatching(/^•+/) });
