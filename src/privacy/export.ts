@@ -9,7 +9,7 @@
  */
 import type { Ctx, Deps } from '../context.ts';
 import { requireRecentAuth } from '../identity/stepup.ts';
-import { readFamilyExport, type FamilyExport, type FamilyExportChildCore } from '../records/gateway.ts';
+import { readFamilyExport, type FamilyExport, type FamilyExportChildCore, type FamilyExportVersion } from '../records/gateway.ts';
 import { messages } from '../web/i18n/index.ts';
 import { accessLogForExport, type AccessEntry } from './access-log.ts';
 import { csvLine } from './breach.ts';
@@ -27,7 +27,7 @@ export interface FamilyExportDocument {
     applications: { id: string; facilityId: string; facilityName: string; municipality: string; status: string; appliedAt: string; siblingAttending: boolean | null; parentIsStaff: boolean | null; priorities: string[] }[];
     offers: { id: string; facilityId: string; facilityName: string; municipality: string; ageGroup: string; status: string; source: string; offeredAt: string; deadline: string; answeredAt: string | null; startDate: string | null }[];
     allocations: { runId: string; runAt: string; ageGroup: string; desiredEntryDate: string; choices: { facilityId: string; facilityName: string; category: number }[]; placedChoice: number | null }[];
-    history: { version: number; change: string; changedFields: string[]; changedAt: string; changedBy: string | null; content: FamilyExport['children'][number]['history'][number]['content'] }[];
+    history: { version: number; change: string; changedFields: string[]; changedAt: string; changedBy: string | null; content: FamilyExportVersion['content'] }[];
     confirmation: { confirmedAt: string | null; remindedAt: string | null; inactiveSince: string | null; seniorityFrom: string | null };
   })[];
   assistedSessions: { requestedAt: string; startedAt: string | null; endedAt: string | null; channel: string; agentRole: string; agentOrganisation: string | null; note: string }[];
