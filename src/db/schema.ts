@@ -600,6 +600,18 @@ export interface OidcEntitlementsTable {
 }
 
 /** Migration 0012: the register of confidentiality incidents (Law 25), kept five years. */
+/** Migration 0056: what an incident entry said before each amendment; append-only. */
+export interface IncidentVersionsTable {
+  tenant_id: string;
+  incident_id: string;
+  version: number;
+  content: ColumnType<Record<string, unknown>, string, never>;
+  written_by: string | null;
+  written_at: Timestamp;
+  replaced_by: string | null;
+  replaced_at: Timestamp;
+}
+
 export interface IncidentsTable {
   id: Generated<string>;
   tenant_id: string;
@@ -929,6 +941,7 @@ export interface DB {
   oidc_signing_keys: OidcSigningKeysTable;
   oidc_entitlements: OidcEntitlementsTable;
   incidents: IncidentsTable;
+  incident_versions: IncidentVersionsTable;
   incident_notices: IncidentNoticesTable;
   detection_rules: DetectionRulesTable;
   detection_hits: DetectionHitsTable;

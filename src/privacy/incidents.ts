@@ -193,6 +193,8 @@ export async function createIncident(deps: Deps, ctx: Ctx, input: IncidentInput)
 export async function updateIncident(deps: Deps, ctx: Ctx, id: string, input: IncidentInput): Promise<Incident> {
   await authorize(deps, ctx, 'incident.write', 'incident.update', id);
   if (!UUID.test(id)) throw new AppError('notFound');
+  // Amending the register (a risk level, a notice date, the circumstances): who does it has just proved who they are.
+  requireRecentAuth(ctx, undefined, { returnTo: `/security/incidents/${id}` });
   return inTenant(
     deps.db.db,
     ctx.tenant.id,
@@ -200,6 +202,13 @@ export async function updateIncident(deps: Deps, ctx: Ctx, id: string, input: In
       const cur = await trx.selectFrom('incidents').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
       if (!cur) throw new AppError('notFound');
       await checkEvents(trx, input.auditEventIds);
+      // The entry is amended, never rewritten (migration 0056 keeps each earlier version): a link stays, and a notice
+      // date once written stays written. Said here in words; the database holds it too.
+      if (cur.audit_event_ids.some((e) => !input.auditEventIds.includes(e))) throw new ValidationError({ auditEventIds: 'incidentLinkKept' });
+      const kept: Record<string, 'incidentNoticeKept'> = {};
+      if (cur.commission_notified_on && !input.commissionNotifiedOn) kept.commissionNotifiedOn = 'incidentNoticeKept';
+      if (cur.persons_notified_on && !input.personsNotifiedOn) kept.personsNotifiedOn = 'incidentNoticeKept';
+      if (Object.keys(kept).length) throw new ValidationError(kept);
       const next = rowOf(input);
       const changed = (Object.keys(next) as (keyof typeof next)[]).filter((k) => JSON.stringify(next[k]) !== JSON.stringify(cur[k]));
       if (!changed.length) return toIncident(cur as never);
@@ -280,6 +289,24 @@ export interface IncidentLinks {
   notices: { families: number; firstAt: Date | null; lastAt: Date | null };
 }
 
+/** What the entry said before an amendment (migration 0056), and who wrote it and replaced it. */
+export interface IncidentVersion {
+  version: number;
+  writtenAt: Date;
+  writtenBy: string | null;
+  replacedAt: Date;
+  replacedBy: string | null;
+  title: string;
+  riskLevel: string;
+  riskAssessment: string;
+  personsCount: number | null;
+  commissionNotifiedOn: string | null;
+  personsNotifiedOn: string | null;
+  circumstances: string;
+  dataConcerned: string;
+  measures: string;
+}
+
 /** The summaries of what the entries link to, read in the same transaction as the entries. */
 async function linksOf(trx: Trx, incidents: Incident[]): Promise<Map<string, IncidentLinks>> {
   const alertIds = [...new Set(incidents.flatMap((i) => i.linkedAlertIds))];
@@ -331,7 +358,7 @@ async function linksOf(trx: Trx, incidents: Incident[]): Promise<Map<string, Inc
 }
 
 /** An entry with the summaries of its alerts, events and notices, and the tenant's latest alerts to choose from. */
-export async function getIncidentWithLinks(deps: Deps, ctx: Ctx, id: string): Promise<{ incident: Incident; links: IncidentLinks; recentAlerts: LinkedAlert[] }> {
+export async function getIncidentWithLinks(deps: Deps, ctx: Ctx, id: string): Promise<{ incident: Incident; links: IncidentLinks; recentAlerts: LinkedAlert[]; versions: IncidentVersion[] }> {
   const incident = await getIncident(deps, ctx, id);
   return inTenant(
     deps.db.db,
@@ -346,9 +373,38 @@ export async function getIncidentWithLinks(deps: Deps, ctx: Ctx, id: string): Pr
         .limit(50)
         .execute();
       const recentAlerts: LinkedAlert[] = recent.map((a) => ({ id: a.id, ruleCode: a.rule_code, signal: a.signal, severity: a.severity, status: a.status, subject: a.email, createdAt: new Date(a.created_at) }));
-      // Linked alerts older than the latest fifty stay choosable (and can be unlinked).
+      // Linked alerts older than the latest fifty are listed too (linked for good).
       for (const a of links.alerts) if (!recentAlerts.some((r) => r.id === a.id)) recentAlerts.push(a);
-      return { incident, links, recentAlerts };
+      const rows = await trx
+        .selectFrom('incident_versions as v')
+        .leftJoin('accounts as w', 'w.id', 'v.written_by')
+        .leftJoin('accounts as r', 'r.id', 'v.replaced_by')
+        .select(['v.version', 'v.content', 'v.written_at', 'v.replaced_at', 'w.email as written_by', 'r.email as replaced_by'])
+        .where('v.incident_id', '=', incident.id)
+        .orderBy('v.version', 'desc')
+        .execute();
+      const versions = rows.map((r): IncidentVersion => {
+        const c = r.content as Record<string, unknown>;
+        const text = (k: string) => (typeof c[k] === 'string' ? (c[k] as string) : '');
+        const date = (k: string) => (typeof c[k] === 'string' ? (c[k] as string).slice(0, 10) : null);
+        return {
+          version: r.version,
+          writtenAt: r.written_at,
+          writtenBy: r.written_by,
+          replacedAt: r.replaced_at,
+          replacedBy: r.replaced_by,
+          title: text('title'),
+          riskLevel: text('risk_level'),
+          riskAssessment: text('risk_assessment'),
+          personsCount: typeof c.persons_count === 'number' ? c.persons_count : null,
+          commissionNotifiedOn: date('commission_notified_on'),
+          personsNotifiedOn: date('persons_notified_on'),
+          circumstances: text('circumstances'),
+          dataConcerned: text('data_concerned'),
+          measures: text('measures'),
+        };
+      });
+      return { incident, links, recentAlerts, versions };
     },
     ctx.actor?.accountId,
   );
@@ -358,23 +414,24 @@ export async function getIncidentWithLinks(deps: Deps, ctx: Ctx, id: string): Pr
 export async function linkAlerts(deps: Deps, ctx: Ctx, id: string, alertIds: string[]): Promise<Incident> {
   await authorize(deps, ctx, 'incident.write', 'incident.link', id);
   if (!UUID.test(id)) throw new AppError('notFound');
-  const wanted = [...new Set(alertIds)];
-  if (wanted.length > 200 || wanted.some((a) => !UUID.test(a))) throw new ValidationError({ alerts: 'incidentAlertUnknown' });
+  const asked = [...new Set(alertIds)];
+  if (asked.length > 200 || asked.some((a) => !UUID.test(a))) throw new ValidationError({ alerts: 'incidentAlertUnknown' });
+  requireRecentAuth(ctx, undefined, { returnTo: `/security/incidents/${id}` });
   return inTenant(
     deps.db.db,
     ctx.tenant.id,
     async (trx) => {
       const cur = await trx.selectFrom('incidents').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
       if (!cur) throw new AppError('notFound');
-      if (wanted.length) {
-        const found = await trx.selectFrom('detection_alerts').select('id').where('id', 'in', wanted).execute();
-        if (found.length !== wanted.length) throw new ValidationError({ alerts: 'incidentAlertUnknown' });
+      const added = asked.filter((a) => !cur.linked_alert_ids.includes(a));
+      if (added.length) {
+        const found = await trx.selectFrom('detection_alerts').select('id').where('id', 'in', added).execute();
+        if (found.length !== added.length) throw new ValidationError({ alerts: 'incidentAlertUnknown' });
       }
-      const added = wanted.filter((a) => !cur.linked_alert_ids.includes(a));
-      const removed = cur.linked_alert_ids.filter((a) => !wanted.includes(a));
-      if (!added.length && !removed.length) return toIncident(cur as never);
-      const r = await trx.updateTable('incidents').set({ linked_alert_ids: wanted, updated_by: ctx.actor!.accountId, updated_at: ctx.now }).where('id', '=', id).returningAll().executeTakeFirstOrThrow();
-      await record(trx, ctx, 'incident.link', [id, ...added], { number: r.number, kind: 'alerts', added: added.length, removed: removed.length });
+      // Links are added, never taken away (the page shows the linked ones fixed): what an entry was tied to stays.
+      if (!added.length) return toIncident(cur as never);
+      const r = await trx.updateTable('incidents').set({ linked_alert_ids: [...cur.linked_alert_ids, ...added], updated_by: ctx.actor!.accountId, updated_at: ctx.now }).where('id', '=', id).returningAll().executeTakeFirstOrThrow();
+      await record(trx, ctx, 'incident.link', [id, ...added], { number: r.number, kind: 'alerts', added: added.length });
       return toIncident(r as never);
     },
     ctx.actor?.accountId,

@@ -9,7 +9,7 @@ import { isRealDate, parseBody, text } from '../web/forms.ts';
 import { formatDate, formatDateTime, type FieldErrorKey } from '../web/i18n/index.ts';
 import { pageEnv, sendPage } from '../web/render.tsx';
 import { breachReportCsv, BreachReportError, createBreachReport, fieldLabel, type BreachErrorCode, type BreachReport, type Selector } from './breach.ts';
-import { authorize, createIncident, exportIncidents, getIncident, getIncidentWithLinks, linkAlerts, linkAuditEvents, listIncidents, updateIncident, type Incident, type IncidentInput, type IncidentLinks, type LinkedAlert } from './incidents.ts';
+import { authorize, createIncident, exportIncidents, getIncident, getIncidentWithLinks, linkAlerts, linkAuditEvents, listIncidents, updateIncident, type Incident, type IncidentInput, type IncidentLinks, type IncidentVersion, type LinkedAlert } from './incidents.ts';
 import { sendBreachNotices } from './notices.ts';
 
 function TextArea(props: { env: PageEnv; name: string; label: string; hint?: string; value?: string; errors?: FieldErrors | undefined; rows?: number }) {
@@ -104,6 +104,7 @@ function valuesOf(i: Incident): IncidentValues {
 interface LinksProps {
   links: IncidentLinks;
   recentAlerts: LinkedAlert[];
+  versions: IncidentVersion[];
   errors?: FieldErrors;
   values?: Record<string, string>;
   message?: string;
@@ -136,6 +137,7 @@ function IncidentLinksSection({ env, incident, p }: { env: PageEnv; incident: In
         <form method="post" action={`/security/incidents/${incident.id}/alerts`} novalidate>
           <Csrf env={env} />
           <Fieldset legend={m.alertsLegend}>
+            <p class="hint">{m.alertsKeptHint}</p>
             {p.errors?.alerts && (
               <p class="field-error" id="f-alerts-error">
                 <span class="visually-hidden">{env.m.layout.errorTitlePrefix}</span>
@@ -144,7 +146,7 @@ function IncidentLinksSection({ env, incident, p }: { env: PageEnv; incident: In
             )}
             {p.recentAlerts.map((a) => (
               <div class="checkbox">
-                <input type="checkbox" id={fieldId(`alert-${a.id}`)} name="alerts" value={a.id} checked={linked.has(a.id)} />
+                <input type="checkbox" id={fieldId(`alert-${a.id}`)} name="alerts" value={a.id} checked={linked.has(a.id)} disabled={linked.has(a.id)} />
                 <label for={fieldId(`alert-${a.id}`)}>{m.alertLabel(a.ruleCode, a.severity, a.status, when(a.createdAt), a.subject)}</label>
               </div>
             ))}
@@ -210,6 +212,39 @@ function IncidentLinksSection({ env, incident, p }: { env: PageEnv; incident: In
       <p class="hint">
         <a href="/security/breach-report">{m.noticesHowTo}</a>
       </p>
+      <h3>{m.versionsTitle(p.versions.length)}</h3>
+      {p.versions.length === 0 ? (
+        <p>{m.versionsNone}</p>
+      ) : (
+        <>
+          <p class="hint">{m.versionsLead}</p>
+          {p.versions.map((x) => (
+            <details>
+              <summary>{m.versionHeading(x.version, when(x.writtenAt), x.writtenBy, when(x.replacedAt), x.replacedBy)}</summary>
+              <dl>
+                <dt>{m.fields.title}</dt>
+                <dd>{x.title}</dd>
+                <dt>{m.fields.riskLevel}</dt>
+                <dd>{(m.risk as Record<string, string>)[x.riskLevel] ?? x.riskLevel}</dd>
+                <dt>{m.fields.riskAssessment}</dt>
+                <dd>{x.riskAssessment || '—'}</dd>
+                <dt>{m.fields.personsCount}</dt>
+                <dd>{x.personsCount ?? '—'}</dd>
+                <dt>{m.fields.commissionNotifiedOn}</dt>
+                <dd>{x.commissionNotifiedOn ? formatDate(env.locale, x.commissionNotifiedOn) : '—'}</dd>
+                <dt>{m.fields.personsNotifiedOn}</dt>
+                <dd>{x.personsNotifiedOn ? formatDate(env.locale, x.personsNotifiedOn) : '—'}</dd>
+                <dt>{m.fields.dataConcerned}</dt>
+                <dd>{x.dataConcerned}</dd>
+                <dt>{m.fields.circumstances}</dt>
+                <dd>{x.circumstances}</dd>
+                <dt>{m.fields.measures}</dt>
+                <dd>{x.measures || '—'}</dd>
+              </dl>
+            </details>
+          ))}
+        </>
+      )}
     </section>
   );
 }
@@ -569,7 +604,7 @@ export function securityPrivacyRoutes(app: FastifyInstance, deps: Deps) {
   });
 
   app.get<{ Params: { id: string }; Querystring: { saved?: string; linked?: string; alerts?: string; queued?: string; already?: string } }>('/security/incidents/:id', async (req, reply) => {
-    const { incident: i, links, recentAlerts } = await getIncidentWithLinks(deps, req.ctx, req.params.id);
+    const { incident: i, links, recentAlerts, versions } = await getIncidentWithLinks(deps, req.ctx, req.params.id);
     const env = pageEnv(req, reply);
     const m = env.m.incidents;
     const q = req.query;
@@ -578,15 +613,15 @@ export function securityPrivacyRoutes(app: FastifyInstance, deps: Deps) {
       num(q.queued) !== null ? m.noticesSentNow(num(q.queued)!, num(q.already) ?? 0) : num(q.linked) !== null ? m.eventsAdded(num(q.linked)!) : q.alerts === '1' ? m.alertsSaved : undefined;
     return sendPage(
       reply,
-      <IncidentFormPage env={env} title={m.editTitle(i.number)} action={`/security/incidents/${i.id}`} values={valuesOf(i)} incident={i} saved={q.saved === '1'} links={{ links, recentAlerts, ...(message ? { message } : {}) }} />,
+      <IncidentFormPage env={env} title={m.editTitle(i.number)} action={`/security/incidents/${i.id}`} values={valuesOf(i)} incident={i} saved={q.saved === '1'} links={{ links, recentAlerts, versions, ...(message ? { message } : {}) }} />,
     );
   });
 
   /** The entry's page again, with an error in one of its link forms (and what was typed). */
   const linksError = async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply, errors: FieldErrors, values: Record<string, string>) => {
-    const { incident: i, links, recentAlerts } = await getIncidentWithLinks(deps, req.ctx, req.params.id);
+    const { incident: i, links, recentAlerts, versions } = await getIncidentWithLinks(deps, req.ctx, req.params.id);
     const env = pageEnv(req, reply);
-    return sendPage(reply, <IncidentFormPage env={env} title={env.m.incidents.editTitle(i.number)} action={`/security/incidents/${i.id}`} values={valuesOf(i)} incident={i} links={{ links, recentAlerts, errors, values }} />, 400);
+    return sendPage(reply, <IncidentFormPage env={env} title={env.m.incidents.editTitle(i.number)} action={`/security/incidents/${i.id}`} values={valuesOf(i)} incident={i} links={{ links, recentAlerts, versions, errors, values }} />, 400);
   };
 
   app.post<{ Params: { id: string } }>('/security/incidents/:id/alerts', async (req, reply) => {

@@ -134,6 +134,28 @@ describe('the incident register', () => {
     expect(json.incidents).toHaveLength(1);
     expect(json.incidents[0]).toMatchObject({ number: 1, personsCount: 3, commissionNotifiedOn: '2026-05-18' });
     expect((await events(w.tenant, 'incident.export')).map((e) => (e.details as { format: string }).format)).toEqual(['csv', 'json']);
+    // Amended, never rewritten: the risk lowered and the text changed, the earlier version is kept and shown; a link
+    // stays linked, a notice date stays written; the history itself cannot be changed.
+    const lowered = await w.officer.post(`/security/incidents/${id}`, { ...VALID, auditEventIds: read!.id, commissionNotifiedOn: '2026-05-18', personsNotifiedOn: '2026-05-19', riskLevel: 'not_serious', circumstances: 'Fausse alerte.' });
+    expect(lowered.status).toBe(303);
+    const history = await inTenant(database.db, w.tenant.id, (trx) => trx.selectFrom('incident_versions').selectAll().where('incident_id', '=', id).orderBy('version').execute());
+    expect(history.map((v) => [v.version, (v.content as { risk_level: string }).risk_level, (v.content as { commission_notified_on: string | null }).commission_notified_on])).toEqual([
+      [1, 'serious', null],
+      [2, 'serious', '2026-05-18'],
+    ]);
+    page = await w.officer.get(`/security/incidents/${id}?lang=fr`);
+    expect(textOf(page.body)).toContain('Versions antérieures de l’inscription (2)');
+    expect(textOf(page.body)).toContain(VALID.circumstances);
+    const unlinked = await w.officer.post(`/security/incidents/${id}`, { ...VALID, auditEventIds: '', commissionNotifiedOn: '2026-05-18', personsNotifiedOn: '2026-05-19' });
+    expect(unlinked.status).toBe(400);
+    expect(textOf(unlinked.body)).toContain('Un événement lié reste lié');
+    const cleared = await w.officer.post(`/security/incidents/${id}`, { ...VALID, auditEventIds: read!.id, commissionNotifiedOn: '', personsNotifiedOn: '2026-05-19' });
+    expect(cleared.status).toBe(400);
+    expect(textOf(cleared.body)).toContain('Une date d’avis inscrite reste inscrite');
+    await expect(inTenant(database.db, w.tenant.id, (trx) => trx.updateTable('incidents').set({ audit_event_ids: [] }).where('id', '=', id).execute())).rejects.toThrow(/never removed/);
+    await expect(inTenant(database.db, w.tenant.id, (trx) => trx.updateTable('incidents').set({ persons_notified_on: null }).where('id', '=', id).execute())).rejects.toThrow(/not cleared/);
+    await expect(inTenant(database.db, w.tenant.id, (trx) => trx.updateTable('incident_versions').set({ content: '{}' } as never).where('incident_id', '=', id).execute())).rejects.toThrow(/permission denied|append-only/);
+    await expect(inTenant(database.db, w.tenant.id, (trx) => trx.deleteFrom('incident_versions').where('incident_id', '=', id).execute())).rejects.toThrow(/permission denied|append-only/);
     // The register keeps every entry, and its retention only grows.
     await expect(inTenant(database.db, w.tenant.id, (trx) => trx.deleteFrom('incidents').where('id', '=', id).execute())).rejects.toThrow(/permission denied|register keeps/);
     await expect(inTenant(database.db, w.tenant.id, (trx) => trx.updateTable('incidents').set({ retain_until: '2027-01-01' }).where('id', '=', id).execute())).rejects.toThrow(/only move later|check/);
