@@ -401,10 +401,20 @@ export function fieldLabel(locale: Locale, field: string): string {
   return Object.hasOwn(labels, field) ? labels[field]! : field;
 }
 
+/**
+ * A family's notice, in French then in English (threats.md: bilingual notices), whatever the account's language:
+ * a notice of this weight must be read, and the account's language setting may be a default nobody chose.
+ */
 function noticeFor(tenant: Tenant, p: BreachPerson, r: NoticeRecipient): BreachNotice {
-  const m = messages(r.locale).privacy.notice;
-  const org = r.locale === 'fr' ? tenant.nameFr : tenant.nameEn;
-  const kindWords = messages(r.locale).privacy.kinds;
+  const fr = noticeIn('fr', tenant, p, r);
+  const en = noticeIn('en', tenant, p, r);
+  return { familyId: p.familyId, to: r.email, locale: r.locale, subject: `${fr.subject} / ${en.subject}`, body: `${fr.body}\n\n---------- English version ----------\n\n${en.body}` };
+}
+
+function noticeIn(locale: Locale, tenant: Tenant, p: BreachPerson, r: NoticeRecipient): { subject: string; body: string } {
+  const m = messages(locale).privacy.notice;
+  const org = locale === 'fr' ? tenant.nameFr : tenant.nameEn;
+  const kindWords = messages(locale).privacy.kinds;
   const lines: string[] = [];
   for (const f of p.files) {
     const name = r.children.find((c) => c.id === f.childId)?.firstName ?? null;
@@ -415,18 +425,18 @@ function noticeFor(tenant: Tenant, p: BreachPerson, r: NoticeRecipient): BreachN
         name,
         f.reference,
         f.kinds.map((k) => kindWords[k]).join(', '),
-        f.fields.map((x) => fieldLabel(r.locale, x)).join(', '),
-        formatDateTime(r.locale, new Date(first)),
-        formatDateTime(r.locale, new Date(last)),
+        f.fields.map((x) => fieldLabel(locale, x)).join(', '),
+        formatDateTime(locale, new Date(first)),
+        formatDateTime(locale, new Date(last)),
       ),
     );
   }
   if (p.familyAccesses.length) {
     const fields = [...new Set(p.familyAccesses.flatMap((a) => a.fields))].sort();
     const kinds = (['read', 'exported', 'changed', 'deleted'] as const).filter((k) => p.familyAccesses.some((a) => a.kind === k));
-    lines.push(m.familyLine(kinds.map((k) => kindWords[k]).join(', '), fields.map((x) => fieldLabel(r.locale, x)).join(', ')));
+    lines.push(m.familyLine(kinds.map((k) => kindWords[k]).join(', '), fields.map((x) => fieldLabel(locale, x)).join(', ')));
   }
-  return { familyId: p.familyId, to: r.email, locale: r.locale, subject: m.subject(org), body: m.body(org, lines.join('\n')) };
+  return { subject: m.subject(org), body: m.body(org, lines.join('\n')) };
 }
 
 function commissionSummary(tenant: Tenant, r: BreachReport, locale: Locale): string {

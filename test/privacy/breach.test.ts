@@ -165,7 +165,7 @@ describe('the report for a drill', () => {
     expect(r.unsealed).toBe(0);
     expect(r.verification.treeSize).toBeGreaterThan(0);
 
-    // One notice per family, in the family's language, naming the file and each field released.
+    // One notice per family, in French then in English whatever the account's language, naming the file and each field released.
     expect(r.notices.map((n) => n.to).sort()).toEqual([a.email, b.email, c.email].sort());
     const noticeA = r.notices.find((n) => n.to === a.email)!;
     expect(noticeA.locale).toBe('fr');
@@ -178,6 +178,12 @@ describe('the report for a drill', () => {
     expect(noticeB.locale).toBe('en');
     expect(noticeB.subject).toContain('Notice of a confidentiality incident');
     expect(noticeB.body).toContain(`${b.firstName}’s file (reference`);
+    for (const n of [noticeA, noticeB]) {
+      expect(n.subject.indexOf('Avis d’incident')).toBe(0);
+      expect(n.body.indexOf('English version')).toBeGreaterThan(n.body.indexOf('Bonjour'));
+    }
+    expect(noticeA.body).toContain(`${a.firstName}’s file (reference`);
+    expect(noticeB.body).toContain(`Dossier de ${b.firstName} (référence`);
     for (const label of ['date of birth', 'masked NIREC (last three characters)', 'deletion date', 'file status']) expect(noticeB.body).toContain(label);
     expect(noticeB.body).not.toContain('days of care wanted'); // the look-up does not release them
     const noticeC = r.notices.find((n) => n.to === c.email)!;
