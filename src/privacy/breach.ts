@@ -240,8 +240,15 @@ export async function createBreachReport(deps: Deps, who: Requester, input: Brea
     accountId = found.id;
   } else if (sel.kind === 'session') {
     const v = sel.value.trim();
-    const found = UUID.test(v) ? await inTenant(db, tenant.id, (trx) => trx.selectFrom('sessions').select(['id', 'account_id']).where('id', '=', v).executeTakeFirst()) : undefined;
-    if (!found) return refuse('unknown_session', `--session: no session "${bounded(v)}" in tenant ${tenant.slug}`);
+    // A sign-in session, or a facility's API key: a key's requests carry its id as their session (src/api/keys.ts),
+    // so a leaked key's reads are selected alone, not with everything its creator did in a browser.
+    const found = UUID.test(v)
+      ? await inTenant(db, tenant.id, async (trx) => {
+          const s = await trx.selectFrom('sessions').select(['account_id']).where('id', '=', v).executeTakeFirst();
+          return s ?? (await trx.selectFrom('facility_api_keys').select(['created_by as account_id']).where('id', '=', v).executeTakeFirst());
+        })
+      : undefined;
+    if (!found) return refuse('unknown_session', `--session: no session or API key "${bounded(v)}" in tenant ${tenant.slug}`);
     accountId = found.account_id;
   } else if (!isIP(sel.value.trim())) {
     return refuse('bad_ip', `--ip: "${bounded(sel.value)}" is not an IPv4 or IPv6 address`);

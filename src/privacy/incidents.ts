@@ -476,7 +476,10 @@ export async function linkAuditEvents(deps: Deps, ctx: Ctx, id: string, sel: Eve
       if (sel.seqTo !== null) q = q.where('seq', '<=', String(sel.seqTo));
       if (sel.session) {
         // A session's events are its account's: the account's index finds them, the session narrows them.
-        const session = await trx.selectFrom('sessions').select('account_id').where('id', '=', sel.session).executeTakeFirst();
+        // A facility's API key carries its id as its requests' session (src/api/keys.ts).
+        const session =
+          (await trx.selectFrom('sessions').select('account_id').where('id', '=', sel.session).executeTakeFirst()) ??
+          (await trx.selectFrom('facility_api_keys').select('created_by as account_id').where('id', '=', sel.session).executeTakeFirst());
         // No such session in this tenant, or another person's than the one named: nothing can match, as before.
         if (!session || (accountId && accountId !== session.account_id)) throw new ValidationError({ seqFrom: 'incidentSelectionNone' });
         accountId = session.account_id;

@@ -13,6 +13,7 @@ import { inTenant } from '../../src/db/tenant.ts';
 import { createApiKey } from '../../src/api/keys.ts';
 import { endAccountSessions } from '../../src/identity/sessions.ts';
 import { markProtected } from '../../src/detection/protected.ts';
+import { createBreachReport } from '../../src/privacy/breach.ts';
 import * as records from '../../src/records/gateway.ts';
 import * as offers from '../../src/records/offers.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
@@ -207,6 +208,16 @@ describe('facility API', () => {
     expect(shown.status).toBe(200);
     expect(textOf(shown.body)).toContain('Noé Bélanger');
     expect(await alerts()).toHaveLength(2);
+
+    // A leaked key's reads, alone: the breach report selects them by the key's id, without its creator's browser sessions.
+    const window = { from: new Date(t.deps.clock().getTime() - 3600_000).toISOString(), to: new Date(t.deps.clock().getTime() + 60_000).toISOString() };
+    const cli = { kind: 'cli' as const, tenant, origin: { actorAccountId: null, actorRoles: ['system:cli'], ip: null, userAgent: null, requestId: null }, now: t.deps.clock() };
+    const byKey = await createBreachReport(t.deps, cli, { selector: { kind: 'session', value: keyId }, ...window });
+    const byCreator = await createBreachReport(t.deps, cli, { selector: { kind: 'actor', value: directorId }, ...window });
+    expect(byKey.selector).toMatchObject({ kind: 'session', accountId: directorId });
+    expect(byKey.persons.map((p) => p.familyId)).toHaveLength(1);
+    expect(byKey.events).toBeGreaterThan(0);
+    expect(byKey.events).toBeLessThan(byCreator.events);
 
     // Another tenant's address does not know the key (row-level security on the keys, as on every tenant table).
     const elsewhere = await tenantFor(t);
