@@ -327,6 +327,11 @@ export async function runAllocation(db: Kysely<DB>, keys: KeyProvider, tenant: {
   await ensureTenantEncrypted(db, keys, tenant.id, opts.now);
   return inTenant(db, tenant.id, async (trx) => {
     const t0 = performance.now();
+    // A real round holds every facility's places from before it reads them to its commit: a vacancy declared, or an
+    // offer refused or cancelled meanwhile, waits for it and then sees its offers, rather than offering the same
+    // child twice or more places than there are (it would fail the round). The order is the one every other
+    // transaction locks a facility's rows in; a dry run changes nothing and holds nothing.
+    if (!opts.dryRun) await sql`SELECT 1 FROM facility_places WHERE tenant_id = ${tenant.id}::uuid ORDER BY facility_id, age_group FOR UPDATE`.execute(trx);
     opts.onPhase?.('load');
     const { inputs, appIds, appByPriority, birthDatesOpened } = await loadInputs(trx, tenant, keys, params, opts.onProgress);
     // Written before anything leaves this function: the bulk read is on the record even if the round fails.

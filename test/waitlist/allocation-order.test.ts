@@ -136,6 +136,36 @@ async function explanationPage(tenant: Tenant, k: Kid, lang: 'fr' | 'en' = 'fr')
   return textOf(res.body);
 }
 
+describe('the allocation round beside a facility\'s own declaration', () => {
+  it('a declaration under way when the round starts is waited for, and the round offers what it left open', async () => {
+    const { tenant, facility, kids } = await scenario({});
+    await inTenant(t.database.ownerDb(), tenant.id, (trx) => trx.updateTable('facility_places').set({ vacancies: 2 }).where('facility_id', '=', facility).where('age_group', '=', 'toddler').execute());
+    // A transaction holding the facility's places (as a declaration does) withdraws one of the two open places.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let locked!: () => void;
+    const isLocked = new Promise<void>((r) => (locked = r));
+    const declaration = inTenant(database.db, tenant.id, async (trx) => {
+      await trx.selectFrom('facility_places').select('vacancies').where('facility_id', '=', facility).forUpdate().execute();
+      await trx.updateTable('facility_places').set({ vacancies: 1 }).where('facility_id', '=', facility).where('age_group', '=', 'toddler').execute();
+      locked();
+      await held;
+    });
+    await isLocked;
+    const now = t.deps.clock();
+    const round = runAllocation(database.db, t.deps.keys, tenant, { dryRun: false, today: today(now), deadlineDays: 5, now, origin: ORIGIN });
+    await new Promise((r) => setTimeout(r, 200));
+    release();
+    await declaration;
+    const s = await round;
+    // One place offered, not two: the round read the places once the declaration had committed.
+    expect(s.placed).toBe(1);
+    const left = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('facility_places').select('vacancies').where('facility_id', '=', facility).where('age_group', '=', 'toddler').executeTakeFirstOrThrow());
+    expect(left.vacancies).toBe(0);
+    expect(Object.keys(kids).length).toBeGreaterThan(1);
+  });
+});
+
 describe('the allocation round follows the tenant order', () => {
   it('Quebec categories: a declared priority under the cap lifts, then categories and seniority, as the candidate list', async () => {
     const { tenant, facility, kids } = await scenario({});
