@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inTenant } from '../../src/db/tenant.ts';
 import { createTestDatabase, createTestTenant, type TestDatabase } from '../helpers/db.ts';
@@ -44,6 +45,15 @@ describe('tenants and cross-tenant references', () => {
     expect((await lenient.forHost('upstream:3000'))?.id).toBe(a.id);
     // In production, a Host nobody named (a proxy that does not pass the browser's on) is refused, not sent to the default.
     expect(await strict.forHost('upstream:3000')).toBeUndefined();
+  });
+
+  it('the records guard judges the transaction\'s own tenant and a known account only: a mistake fails closed', async () => {
+    const a = await createTestTenant(t);
+    const b = await createTestTenant(t);
+    const guard = (tenant: string, actor: string | null) => sql`SELECT records_guard(${tenant}::uuid, ${actor}::uuid, false, false, now())`;
+    await inTenant(t.db, a.id, (trx) => guard(a.id, null).execute(trx));
+    await expect(inTenant(t.db, a.id, (trx) => guard(b.id, null).execute(trx))).rejects.toThrow(/lockdown_closed/);
+    await expect(inTenant(t.db, a.id, (trx) => guard(a.id, randomUUID()).execute(trx))).rejects.toThrow(/account_suspended/);
   });
 
   it('an invitation, membership or application cannot name another tenant’s facility', async () => {

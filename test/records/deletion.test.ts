@@ -12,6 +12,7 @@
  *    by the next run. The free text typed about the family in clear (an
  *    assisting agent's notes, the reasons of a protected file) goes with it.
  */
+import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Actor } from '../../src/access/actor.ts';
@@ -366,7 +367,10 @@ describe('history', () => {
       requests: await trx.selectFrom('child_file_restore_requests').select('id').execute(),
     }));
     expect(seen).toEqual({ versions: [], requests: [] });
-    await expect(records.readChildFileHistory(t.deps, ctxFor(t, other, { ...w.admin1, tenantId: other.id }), id)).rejects.toMatchObject({ kind: 'notFound' });
+    // An account of another tenant (here forged onto this one's context) is refused by the gateway's guard before any
+    // look-up, whatever the id: nothing is said about the file.
+    await expect(records.readChildFileHistory(t.deps, ctxFor(t, other, { ...w.admin1, tenantId: other.id }), id)).rejects.toMatchObject({ kind: 'forbidden' });
+    await expect(records.readChildFileHistory(t.deps, ctxFor(t, other, { ...w.admin1, tenantId: other.id }), randomUUID())).rejects.toMatchObject({ kind: 'forbidden' });
   });
 });
 
