@@ -147,9 +147,10 @@ export const ACTIONS = {
   'waitlist.referral.list': facilityStaff,
   /** Confirm that care has started for an accepted offer: the facility's director only. */
   'waitlist.offer.confirmStart': [{ who: 'role', role: 'facility_director', scope: 'facility' }],
-  /** A parent reads the offers made for their children, and accepts or refuses one. */
+  /** A parent reads the offers made for their children (an agent helping them too), and accepts or refuses one: the
+   * parent alone, since a refusal may withdraw every registration of the child (rules.offers.beyondRefusals). */
   'waitlist.offer.read': familyOrAgent,
-  'waitlist.offer.answer': familyOrAgent,
+  'waitlist.offer.answer': [{ who: 'familyOwner' }],
   /** Keys of the facility API: created (with a fresh authentication) by the facility's director. */
   'api.key.manage': [{ who: 'role', role: 'facility_director', scope: 'facility' }],
   /** …listed and revoked by the director, and by the tenant's administrators and security officers (containment). */

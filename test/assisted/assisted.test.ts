@@ -292,7 +292,7 @@ describe('assisted mode', () => {
       expect(decide(agent, a, fam(OTHER), NOW).allowed, a).toBe(false);
       expect(decide(agent, a, fam(agent.accountId), NOW).allowed, `${a} for the agent's own family while assisting`).toBe(false);
     }
-    for (const a of ['privacy.export', 'privacy.deletion.request', 'privacy.accessLog.read', 'waitlist.childFile.delete', 'family.profile.update'] as const) {
+    for (const a of ['privacy.export', 'privacy.deletion.request', 'privacy.accessLog.read', 'waitlist.childFile.delete', 'family.profile.update', 'waitlist.offer.answer'] as const) {
       expect(decide(agent, a, fam(PARENT), NOW).allowed, a).toBe(false);
     }
     // ended by time, by losing the role, or without a second factor
