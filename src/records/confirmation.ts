@@ -9,6 +9,8 @@ import { originFields, tenantBaseUrl, type Tenant } from '../tenants/service.ts'
 import { addDays, addMonths, today } from '../waitlist/dates.ts';
 import { formatDate, messages } from '../web/i18n/index.ts';
 import { audit, childWithOwner, run } from './gateway.ts';
+import { cancelPendingOffers } from './offers.ts';
+import { envelopeFor } from '../crypto/envelope.ts';
 
 /**
  * Periodic confirmation of child files (tenant rules, `confirmation`): every
@@ -138,6 +140,13 @@ export async function runTenantConfirmation(deps: Deps, tenant: Tenant, now: Dat
     for (const r of inactivate) {
       const m = messages(r.locale).confirmation;
       await enqueueMail(trx, tenant.id, { to: r.email, locale: r.locale, template: 'file_inactive', subject: m.inactiveSubject(r.reference), body: m.inactiveBody(r.reference, `${baseUrl}/children/${r.id}`) }, now);
+    }
+    // An inactive file leaves every list: an offer it was waiting on goes to the next child now, as for a withdrawal.
+    const waiting = inactivate.length ? await trx.selectFrom('offers').select('child_id').where('child_id', 'in', inactivate.map((r) => r.id)).where('status', '=', 'pending').execute() : [];
+    if (waiting.length) {
+      const env = envelopeFor(deps.keys);
+      const ctx: Ctx = { tenant, actor: null, ip: null, userAgent: ORIGIN.userAgent, requestId: null, locale: 'fr', now, baseUrl };
+      for (const w of waiting) await cancelPendingOffers(trx, env, ctx, w.child_id, { reason: 'file_inactive', system: ORIGIN });
     }
     for (const [action, list] of [['waitlist.confirmation.remind', remind], ['waitlist.confirmation.inactivate', inactivate]] as const) {
       if (!list.length) continue;

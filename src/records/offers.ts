@@ -410,7 +410,7 @@ async function placeGoesOn(trx: Trx, env: Envelope, who: Who, o: { id: string; c
   return { withdrawn, beyond };
 }
 
-export type CancelReason = 'application_withdrawn' | 'file_deleted' | 'deletion_request';
+export type CancelReason = 'application_withdrawn' | 'file_deleted' | 'deletion_request' | 'file_inactive';
 
 /**
  * The child's pending offers (only the one on `applicationId` when given)

@@ -317,9 +317,22 @@ describe('periodic confirmation', () => {
     expect((await x.post(`/children/${quebec.children.x}/confirm`)).headers.location).toBe(`/children/${quebec.children.x}?status=confirmed`);
     expect(await runTenantConfirmation(t.deps, quebec.tenant, at(addDays(due, -7)))).toMatchObject({ reminded: 2 });
 
-    // Past the grace period: Y and Z inactive, out of the ranking, told by mail.
+    // Z was offered a place meanwhile and has not answered.
+    const zOffer = await inTenant(database.db, quebec.tenant.id, async (trx) => {
+      const app = await trx.selectFrom('applications').select(['id', 'facility_id']).where('child_id', '=', quebec.children.z).executeTakeFirstOrThrow();
+      return (
+        await trx
+          .insertInto('offers')
+          .values({ tenant_id: quebec.tenant.id, application_id: app.id, child_id: quebec.children.z, facility_id: app.facility_id, age_group: 'toddler', status: 'pending', offered_at: at(addDays(due, 25)), deadline: at(addDays(due, 60)) })
+          .returning('id')
+          .executeTakeFirstOrThrow()
+      ).id;
+    });
+    // Past the grace period: Y and Z inactive, out of the ranking, told by mail; Z's offer goes back to the facility.
     const after = at(addDays(due, 30));
     expect(await runTenantConfirmation(t.deps, quebec.tenant, after)).toMatchObject({ inactivated: 2 });
+    const zNow = await inTenant(database.db, quebec.tenant.id, (trx) => trx.selectFrom('offers').select('status').where('id', '=', zOffer).executeTakeFirstOrThrow());
+    expect(zNow.status).toBe('cancelled');
     t.setNow(after);
     expect(await order(quebec)).toEqual(['x']);
     expect((await mails(quebec, quebec.parents.z.email)).map((m) => m.template)).toEqual(['file_confirmation', 'file_confirmation', 'file_inactive']);
