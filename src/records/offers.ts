@@ -760,15 +760,17 @@ export async function confirmStart(deps: Deps, ctx: Ctx, facilityId: string, off
     const o = await trx
       .selectFrom('offers as o')
       .innerJoin('children as c', 'c.id', 'o.child_id')
-      .select(['o.id', 'o.status', 'o.child_id', 'c.family_id'])
+      .select(['o.id', 'o.status', 'o.child_id', 'o.offered_at', 'c.family_id'])
       .where('o.id', '=', offerId)
       .where('o.facility_id', '=', facilityId)
       .where('c.deleted_at', 'is', null)
       .where('c.purged_at', 'is', null)
-      .forUpdate()
+      .forUpdate('o')
       .executeTakeFirst();
     if (!o) deny(ctx, action, 'offer', offerId, 'not_found');
     if (o.status !== 'accepted') deny(ctx, action, 'offer', offerId, 'not_accepted', undefined, new OfferRefused('badRequest', 'not_accepted'));
+    // Care starts once the place is offered, and within two years of today: a date outside says a typing mistake.
+    if (startDate < today(o.offered_at) || startDate > addDays(today(ctx.now), 730)) throw new ValidationError({ startDate: 'startDateOutOfRange' });
     await trx.updateTable('offers').set({ status: 'started', start_date: startDate, start_confirmed_at: ctx.now, start_confirmed_by: ctx.actor!.accountId }).where('id', '=', o.id).execute();
     await audit(trx, ctx, { action, targetType: 'offer', targetIds: [o.id, o.child_id, facilityId], familyIds: [o.family_id], fields: ['status', 'start_date'], purpose: 'facility.placement.start', details: { startDate } });
   });

@@ -220,6 +220,13 @@ describe('referral', () => {
     expect(form.body).toContain(start);
     const badDate = await director.post(start, { [`startDate-${offer!.id}`]: '2026-02-30' });
     expect(badDate.status).toBe(400);
+    // A date before the offer, or years away: a typing mistake, said so, nothing recorded.
+    for (const far of [addMonths(today(t.deps.clock()), -2), addMonths(today(t.deps.clock()), 30)]) {
+      await director.get(`/staff/facilities/${facility}/referrals`);
+      const out = await director.post(start, { [`startDate-${offer!.id}`]: far });
+      expect(out.status, far).toBe(400);
+      expect(textOf(out.body)).toContain('Le début de la garde suit l’offre de la place');
+    }
     expect((await offersOf(tenant))[0]!.status).toBe('accepted');
     const startDate = addMonths(today(t.deps.clock()), 1);
     expect((await director.post(start, { [`startDate-${offer!.id}`]: startDate })).status).toBe(303);

@@ -374,6 +374,7 @@ export const en: Messages = {
       entryBeforeToday: 'The desired entry date must be today or later',
       entryBeforeBirth: 'The desired entry date must come after the date of birth',
       entryTooLate: 'The desired entry date must come before the child turns 5',
+      startDateOutOfRange: 'Care starts after the place was offered, and within the next two years',
       nirecRequired: 'Enter the child’s NIREC',
       nirecInvalid: 'The NIREC is not in the right format: check it on the birth certificate',
       nirecDuplicate: 'A file already exists for this child',

@@ -380,6 +380,7 @@ export const fr = {
       entryBeforeToday: 'La date d’entrée souhaitée doit être aujourd’hui ou plus tard',
       entryBeforeBirth: 'La date d’entrée souhaitée doit suivre la date de naissance',
       entryTooLate: 'La date d’entrée souhaitée doit précéder les 5 ans de l’enfant',
+      startDateOutOfRange: 'Le début de la garde suit l’offre de la place et tombe dans les deux prochaines années',
       nirecRequired: 'Entrez le NIREC de l’enfant',
       nirecInvalid: 'Le NIREC n’a pas le bon format : vérifiez-le sur le certificat de naissance',
       nirecDuplicate: 'Un dossier existe déjà pour cet enfant',
