@@ -31,6 +31,9 @@ import { QuietWatch, type PassOutcome } from '../jobs/quiet.ts';
  * response then: the event has happened, the next request meets it.
  */
 
+/** How far back a tenant's first read looks (see pass). */
+const FIRST_LOOK_BACK_MS = 5 * 60_000;
+
 const PRIVILEGE = new Set(['identity.grant.request', 'identity.grant.endorse', 'identity.grant.approve', 'identity.grant.revoke', 'identity.membership.bootstrap', 'identity.factorReset.request', 'identity.factorReset.approve']);
 /**
  * Changes to Guichet's own safeguards that one privileged person makes alone: weakening detection (its rules, the
@@ -234,9 +237,13 @@ export class DetectionStream {
     for (const tenant of await this.deps.tenants.all()) {
       if (!this.follows(tenant.id)) continue;
       alerts += await inTenant(this.deps.db.db, tenant.id, async (trx) => {
-        // A tenant seen for the first time starts at its current end: detection looks forward, not at history.
+        // A tenant seen for the first time starts where its events are a few minutes old: detection looks forward,
+        // not at history, but a tenant created a moment ago (the directory is read every few seconds) has its first
+        // events weighed too — an intruder's first minutes on a new programme included.
         await sql`INSERT INTO detection_stream_cursors (tenant_id, leaf_index)
-                  SELECT ${tenant.id}::uuid, coalesce((SELECT max(leaf_index) FROM audit_leaves), -1)
+                  SELECT ${tenant.id}::uuid, coalesce((SELECT l.leaf_index FROM audit_leaves l JOIN audit_events e ON e.id = l.event_id
+                                                        WHERE e.occurred_at < ${new Date(this.deps.clock().getTime() - FIRST_LOOK_BACK_MS)}::timestamptz
+                                                        ORDER BY l.leaf_index DESC LIMIT 1), -1)
                   ON CONFLICT (tenant_id) DO NOTHING`.execute(trx);
         const cursor = await trx.selectFrom('detection_stream_cursors').select('leaf_index').forUpdate().skipLocked().executeTakeFirst();
         if (!cursor) {
