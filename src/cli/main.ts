@@ -100,8 +100,14 @@ async function withDatabase<T>(config: Config, fn: (db: Kysely<DB>, config: Conf
 }
 
 async function tenantOrFail(db: Kysely<DB>, config: Config, slug: string | undefined): Promise<Tenant> {
+  const directory = new TenantDirectory(db, config.defaultTenant);
+  if (slug === undefined) {
+    // One programme: no doubt which. Several: a command that acts on one names it, rather than fall on the default.
+    const all = await directory.all();
+    if (all.length > 1) throw new UsageError(`--tenant: this database holds ${all.length} programmes (${all.map((x) => x.slug).sort().join(', ')}): name the one to act on`);
+  }
   const s = slug ?? config.defaultTenant;
-  const t = await new TenantDirectory(db, config.defaultTenant).bySlug(s);
+  const t = await directory.bySlug(s);
   if (!t) throw new UsageError(`--tenant: no tenant "${s}" (create it with: guichet tenant create --slug ${s} ...)`);
   return t;
 }
@@ -170,7 +176,9 @@ export async function main(argv: string[]): Promise<number> {
       });
     }
     case 'seed': {
-      const { values } = parseArgs({ args: rest, options: { families: { type: 'string' }, seed: { type: 'string' }, tenant: { type: 'string' }, children: { type: 'string' }, facilities: { type: 'string' }, choices: { type: 'string' } } });
+      const { values } = parseArgs({ args: rest, options: { families: { type: 'string' }, seed: { type: 'string' }, tenant: { type: 'string' }, children: { type: 'string' }, facilities: { type: 'string' }, choices: { type: 'string' }, 'synthetic-data-in-production': { type: 'boolean' } } });
+      // Synthetic families in a real programme's list would compete for real places: never by a slip of the command.
+      if (config.production && !values['synthetic-data-in-production']) throw new UsageError('seed writes synthetic families: refused in production (NODE_ENV=production) unless --synthetic-data-in-production says it is meant');
       if (values.children !== undefined) {
         const children = Number(values.children);
         const facilities = Number(values.facilities ?? 0);

@@ -312,6 +312,19 @@ describe.runIf(process.env.GUICHET_TEST_DB !== 'postgres')('guichet CLI on PGlit
     expectExit(after, 0);
     expect(after.stdout).toContain('migrations applied');
   }, 90_000);
+
+  it('a host serves one programme; with several programmes, a command names the one it acts on', async () => {
+    const b = await cli(['tenant', 'create', '--slug', 'demo-b', '--name-fr', 'B', '--name-en', 'B', '--host', 'Guichet-B.Example.org'], env);
+    expectExit(b, 0);
+    const taken = await cli(['tenant', 'create', '--slug', 'demo-c', '--name-fr', 'C', '--name-en', 'C', '--host', 'guichet-b.example.org'], env);
+    expectExit(taken, 2);
+    expect(taken.stderr).toContain('--host: guichet-b.example.org already serves another tenant');
+    const malformed = await cli(['tenant', 'create', '--slug', 'demo-c', '--name-fr', 'C', '--name-en', 'C', '--host', 'https://c.example.org/'], env);
+    expectExit(malformed, 2);
+    const unnamed = await cli(['seed', '--families', '1', '--seed', '1'], env);
+    expectExit(unnamed, 2);
+    expect(unnamed.stderr).toContain('--tenant: this database holds 2 programmes (demo-a, demo-b): name the one to act on');
+  }, 90_000);
 });
 
 describe.runIf(process.env.GUICHET_TEST_DB === 'postgres')('guichet CLI on PostgreSQL', () => {
