@@ -10,6 +10,7 @@
  * audit events naming the key as their session (details.session) and its
  * creator as the account.
  */
+import { recordApiKeyRefusal } from '../identity/throttle.ts';
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { decide } from '../access/decide.ts';
 import type { Actor } from '../access/actor.ts';
@@ -128,6 +129,8 @@ export async function actorForApiKey(deps: Deps, tenant: Tenant, authorization: 
   const token = m?.[1] ?? '';
   const parts = TOKEN.exec(token);
   const fail = async (reason: string, target: string) => {
+    // Refused either way; recorded while the source is under its cap (a script's junk keys would fill the log for good).
+    if (!(await recordApiKeyRefusal(deps, ctx)).ok) return null;
     await appendAuditAlone(deps.db.db, tenant.id, { action: 'api.key.use', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'api_key', targetIds: [target], details: { reason } }, ctx.now);
     return null;
   };

@@ -35,7 +35,7 @@ export interface SignInWindows {
   sourceBlockMs: number;
 }
 
-export type QuotaKind = 'signup' | 'passkey_options' | 'recovery';
+export type QuotaKind = 'signup' | 'passkey_options' | 'recovery' | 'api_key_failure';
 
 export type Quota = { ok: true } | { ok: false; first: Date };
 

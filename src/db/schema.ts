@@ -368,7 +368,7 @@ export interface MailOutboxTable {
 export interface AuthAttemptsTable {
   id: Generated<string>;
   tenant_id: string;
-  kind: 'signin_failure' | 'signin_success' | 'signup' | 'passkey_options' | 'recovery';
+  kind: 'signin_failure' | 'signin_success' | 'signup' | 'passkey_options' | 'recovery' | 'api_key_failure';
   email_key: Buffer;
   ip: string | null;
   at: Timestamp;

@@ -39,6 +39,8 @@ export const THROTTLE = {
   sprayAccounts: 8,
   sprayBlockMs: 30 * 60_000,
   signupsPerSourcePerHour: 20,
+  /** Refused API keys recorded per source in ten minutes (recordApiKeyRefusal). */
+  apiKeyRefusalsRecordedPerSource: 30,
   recoveriesPerSourcePerHour: 20,
   /** Passkey sign-in options asked for without an account: each stores a challenge, so a source gets so many. */
   passkeyOptionsPerSource: 60,
@@ -180,6 +182,14 @@ async function perSource(deps: Deps, ctx: Ctx, kind: QuotaKind, limit: number, w
   );
   if (q.ok) return q;
   return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil((q.first.getTime() + windowMs - ctx.now.getTime()) / 1000)), reason: 'source' };
+}
+
+/**
+ * Refused API keys per source whose refusal is recorded: a burst of junk keys leaves its first events in the log,
+ * enough to see it, and not one row each forever. The request is refused either way.
+ */
+export function recordApiKeyRefusal(deps: Deps, ctx: Ctx): Promise<Verdict> {
+  return perSource(deps, ctx, 'api_key_failure', THROTTLE.apiKeyRefusalsRecordedPerSource, 600_000, 'api-key');
 }
 
 /** Sign-ups per source are capped: each one sends an e-mail. */

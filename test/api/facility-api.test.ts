@@ -233,6 +233,17 @@ describe('facility API', () => {
     expect(uses.some((u) => (u.details as { reason?: string }).reason === 'revoked_key')).toBe(true);
   });
 
+  it('a burst of junk keys from one source: each refused, the first thirty recorded, not every one forever', async () => {
+    const tenant = await tenantFor(t);
+    const facility = await createFacility(t, tenant);
+    const answers = [];
+    for (let i = 0; i < 40; i++) answers.push((await call(tenant, 'GET', `/api/v1/facilities/${facility}/places`, { key: `junk-${i}` })).status);
+    expect(new Set(answers)).toEqual(new Set([401]));
+    const recorded = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('audit_events').select('details').where('action', '=', 'api.key.use').where('outcome', '=', 'denied').execute());
+    expect(recorded).toHaveLength(30);
+    expect(recorded[0]!.details).toMatchObject({ reason: 'malformed_key' });
+  });
+
   it('a director whose role is still cooling off creates no key, even with the glass broken: a key would outlive the emergency', async () => {
     const tenant = await tenantFor(t);
     const facility = await createFacility(t, tenant, { name: 'CPE Attente' });
