@@ -327,6 +327,8 @@ async function auditRequest(deps: Deps, tenant: Tenant, ctx: KoaContextWithOIDC)
     if (facts.error.detail) details.detail = facts.error.detail.slice(0, 200);
   }
   if (facts?.revokedGrant) details.grantRevoked = true;
+  // « Yes, sign me out » ends the provider session and Guichet's; « No » only the one service's sign-in.
+  if (route === 'end_session_confirm') details.signedOutEverywhere = !!ctx.oidc?.params?.logout;
   if (e.AccessToken) details.accessToken = true;
   if (e.RefreshToken) details.refreshToken = true;
   if (route === 'token' && !facts?.error) {
