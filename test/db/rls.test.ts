@@ -321,6 +321,24 @@ describe('row-level security', () => {
     });
   });
 
+  it('every foreign key from one tenant-owned table to another carries the tenant (a row cannot point into another tenant)', async () => {
+    const { rows } = await sql<{ tbl: string; con: string }>`
+      SELECT c.conrelid::regclass::text AS tbl, c.conname AS con
+        FROM pg_catalog.pg_constraint c
+       WHERE c.contype = 'f' AND c.connamespace = 'public'::regnamespace
+         AND c.confrelid <> 'tenants'::regclass
+         AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.conrelid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+         AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.confrelid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+         AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey) AND a.attname = 'tenant_id')
+         -- the same column already keyed with its tenant by another constraint of the table
+         AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint d
+                          WHERE d.conrelid = c.conrelid AND d.contype = 'f' AND d.oid <> c.oid AND d.confrelid = c.confrelid
+                            AND c.conkey <@ d.conkey
+                            AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = d.conrelid AND a.attnum = ANY (d.conkey) AND a.attname = 'tenant_id'))
+       ORDER BY 1, 2`.execute(t.ownerDb());
+    expect(rows.map((r) => `${r.tbl}.${r.con}`)).toEqual([]);
+  });
+
   it('every function looks its tables up in the schema first, temporary tables last (a temporary table cannot stand in for one a guard reads)', async () => {
     const { rows } = await sql<{ name: string; config: string[] | null }>`
       SELECT p.proname AS name, p.proconfig AS config FROM pg_catalog.pg_proc p
