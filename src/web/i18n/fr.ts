@@ -1296,7 +1296,7 @@ export const fr = {
     alertsTitle: 'Alertes liées',
     alertsNone: 'Aucune alerte liée.',
     alertsLegend: 'Alertes du programme (les plus récentes)',
-    alertsKeptHint: 'Une alerte liée le reste : elle est cochée et ne peut plus être décochée.',
+    alertsKeptHint: `Une alerte liée le reste${nb}: elle est cochée et ne peut plus être décochée.`,
     versionsTitle: (n: number) => `Versions antérieures de l’inscription (${n})`,
     versionsNone: 'L’inscription n’a jamais été modifiée.',
     versionsLead: 'Chaque modification conserve ce que l’inscription disait avant elle. Rien de ce qui suit ne peut être changé ni effacé.',
