@@ -128,13 +128,15 @@ export async function actorForApiKey(deps: Deps, tenant: Tenant, authorization: 
   const m = /^Bearer (\S+)$/.exec(authorization ?? '');
   const token = m?.[1] ?? '';
   const parts = TOKEN.exec(token);
-  const fail = async (reason: string, target: string) => {
-    // Refused either way; recorded while the source is under its cap (a script's junk keys would fill the log for good).
-    if (!(await recordApiKeyRefusal(deps, ctx)).ok) return null;
+  const fail = async (reason: string, target: string, capped = false) => {
+    // Refused either way. A header that names no key of this programme (junk, a guess) is recorded while its source
+    // is under its cap, or a script would fill the log for good; a refusal of a real key (revoked, wrong secret, its
+    // creator gone) is always recorded.
+    if (capped && !(await recordApiKeyRefusal(deps, ctx)).ok) return null;
     await appendAuditAlone(deps.db.db, tenant.id, { action: 'api.key.use', outcome: 'denied', ...originFields(originOf(ctx)), targetType: 'api_key', targetIds: [target], details: { reason } }, ctx.now);
     return null;
   };
-  if (!parts) return authorization ? fail('malformed_key', 'unknown') : null;
+  if (!parts) return authorization ? fail('malformed_key', 'unknown', true) : null;
   const id = idOf(parts[1]!);
   // The key acts with its creator's staff rights at its facility: it works while the creator's account is active
   // and holds a current role there (a director's grant may expire: the key lives on while they are still its staff).
@@ -167,7 +169,8 @@ export async function actorForApiKey(deps: Deps, tenant: Tenant, authorization: 
       .where('k.id', '=', id)
       .executeTakeFirst(),
   );
-  if (!key || !timingSafeEqual(key.secret_hash, hash(parts[2]!))) return fail('unknown_key', id);
+  if (!key) return fail('unknown_key', id, true);
+  if (!timingSafeEqual(key.secret_hash, hash(parts[2]!))) return fail('wrong_secret', id);
   if (key.revoked_at) return fail('revoked_key', id);
   if (key.status !== 'active') return fail('creator_suspended', id);
   if (!key.creator_at_facility) return fail('creator_left_facility', id);

@@ -145,7 +145,7 @@ export async function main(argv: string[]): Promise<number> {
       if (!values.slug || !/^[a-z0-9-]{2,40}$/.test(values.slug)) throw new UsageError('--slug: 2 to 40 characters among a-z, 0-9 and -');
       if (!values['name-fr'] || !values['name-en']) throw new UsageError('--name-fr and --name-en are required');
       const hosts = (values.host ?? []).map((h) => h.trim().toLowerCase());
-      if (hosts.some((h) => !/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:\d{1,5})?$/.test(h))) throw new UsageError('--host: a host name such as guichet.example.org, without scheme or path');
+      if (hosts.some((h) => !/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(h))) throw new UsageError('--host: a host name such as guichet.example.org, without scheme, port or path');
       return withDatabase(config, async (db) => {
         const owner = ownerKysely(config, db);
         try {

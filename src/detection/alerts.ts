@@ -401,7 +401,8 @@ export async function updateAlert(deps: Deps, ctx: Ctx, id: string, u: AlertUpda
           break;
         case 'assign': {
           const officer = (await securityOfficers(trx, ctx.now)).find((o) => o.id === u.accountId);
-          if (!officer) throw new ValidationError({ assignee: 'invalidValue' });
+          // Not to the person the alert is about, whoever assigns it.
+          if (!officer || officer.id === a.subject_account_id) throw new ValidationError({ assignee: 'invalidValue' });
           await trx.updateTable('detection_alerts').set({ assigned_to: officer.id }).where('id', '=', id).execute();
           details.assignee = officer.id;
           break;

@@ -194,7 +194,8 @@ export async function saveRule(deps: Deps, ctx: Ctx, input: DetectionRule): Prom
   const parsed = RULE_INPUT.safeParse(input);
   if (!parsed.success) throw new ValidationError({ rule: 'invalidValue' });
   const r = parsed.data;
-  if (r.code === SAFEGUARD_RULE && (!r.enabled || r.threshold !== 0 || r.signal !== 'safeguard')) throw new ValidationError({ rule: 'safeguardFixed' });
+  // Every change alerts: a longer window or a declared batch would let the next ones pass unseen. Only its response may grow.
+  if (r.code === SAFEGUARD_RULE && (!r.enabled || r.threshold !== 0 || r.signal !== 'safeguard' || r.windowSeconds !== 1 || r.exceptDeclaredBatch)) throw new ValidationError({ rule: 'safeguardFixed' });
   await inTenant(
     deps.db.db,
     ctx.tenant.id,

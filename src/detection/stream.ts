@@ -244,6 +244,7 @@ export class DetectionStream {
                   SELECT ${tenant.id}::uuid, coalesce((SELECT l.leaf_index FROM audit_leaves l JOIN audit_events e ON e.id = l.event_id
                                                         WHERE e.occurred_at < ${new Date(this.deps.clock().getTime() - FIRST_LOOK_BACK_MS)}::timestamptz
                                                         ORDER BY l.leaf_index DESC LIMIT 1), -1)
+                   WHERE NOT EXISTS (SELECT 1 FROM detection_stream_cursors)
                   ON CONFLICT (tenant_id) DO NOTHING`.execute(trx);
         const cursor = await trx.selectFrom('detection_stream_cursors').select('leaf_index').forUpdate().skipLocked().executeTakeFirst();
         if (!cursor) {

@@ -210,9 +210,20 @@ function createProvider(lib: typeof import('oidc-provider'), deps: Deps, tenant:
               .where('expires_at', '>', now)
               // Idle past its limit, a session has ended for Guichet (resolveSession): for the services too.
               .where(sql<boolean>`last_seen_at + idle_timeout_seconds * interval '1 second' > ${now}`)
+              .orderBy('last_seen_at', 'desc')
               .limit(1)
               .executeTakeFirst()
           : true;
+        // Using a service is activity, as a single sign-on session counts it: a service's refresh or userinfo call
+        // keeps the person's latest Guichet session from going idle (touched once a minute at most, as a page does).
+        if (live && live !== true) {
+          await trx
+            .updateTable('sessions')
+            .set({ last_seen_at: now })
+            .where('id', '=', live.id)
+            .where(sql<boolean>`last_seen_at < ${now}::timestamptz - interval '1 minute'`)
+            .execute();
+        }
         // A tenant locked down at level 3 or more has closed personal data: its provider still signs
         // people in (the subject alone), but releases no personal claim until the level comes down.
         const t = await trx.selectFrom('tenants').select('lockdown_level').where('id', '=', tenant.id).executeTakeFirst();

@@ -250,7 +250,8 @@ export async function createBreachReport(deps: Deps, who: Requester, input: Brea
       : undefined;
     if (!found) return refuse('unknown_session', `--session: no session or API key "${bounded(v)}" in tenant ${tenant.slug}`);
     accountId = found.account_id;
-  } else if (!isIP(sel.value.trim())) {
+  } else if (!isIP(sel.value.trim()) || sel.value.includes('%')) {
+    // A zone (fe80::1%eth0) names an interface of one machine: never an address the server recorded.
     return refuse('bad_ip', `--ip: "${bounded(sel.value)}" is not an IPv4 or IPv6 address`);
   }
 

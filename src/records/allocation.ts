@@ -494,10 +494,15 @@ async function writeResults(trx: Trx, tenant: { id: string; rules: TenantRules }
   }
   for (let i = 0; i < offer.app.length; i += ROWS) {
     const sl = <T>(a: T[]) => a.slice(i, i + ROWS);
-    // by_priority as the facility's own referral writes it: an admission by priority counts against its cap.
+    // by_priority as the facility's own referral writes it: an admission by priority counts against its cap. A
+    // registration withdrawn, a file deleted or made inactive, or a child offered a place elsewhere since the round
+    // read its inputs (those hold no facility's places, so they did not wait for it) gets no offer: its place stays open.
     await sql`INSERT INTO offers (tenant_id, application_id, child_id, facility_id, age_group, status, source, allocation_run_id, offered_at, deadline, by_priority)
       SELECT ${tenantId}::uuid, t.app, t.child, t.fac, t.age, 'pending', 'allocation', ${runId}::uuid, ${opts.now}::timestamptz, ${deadline}::timestamptz, t.pri
-      FROM unnest(${sl(offer.app)}::uuid[], ${sl(offer.child)}::uuid[], ${sl(offer.fac)}::uuid[], ${sl(offer.age)}::text[], ${sl(offer.pri)}::text[]) AS t(app, child, fac, age, pri)`.execute(trx);
+      FROM unnest(${sl(offer.app)}::uuid[], ${sl(offer.child)}::uuid[], ${sl(offer.fac)}::uuid[], ${sl(offer.age)}::text[], ${sl(offer.pri)}::text[]) AS t(app, child, fac, age, pri)
+      JOIN applications a ON a.id = t.app AND a.status = 'active'
+      JOIN children c ON c.id = t.child AND c.deleted_at IS NULL AND c.purged_at IS NULL AND c.inactive_since IS NULL
+      WHERE NOT EXISTS (SELECT 1 FROM offers o WHERE o.child_id = t.child AND o.status = 'pending')`.execute(trx);
   }
   await sql`UPDATE facility_places p SET vacancies = p.vacancies - o.n, updated_at = ${opts.now}
     FROM (SELECT facility_id, age_group, count(*)::int AS n FROM offers WHERE allocation_run_id = ${runId}::uuid GROUP BY facility_id, age_group) o

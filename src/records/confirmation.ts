@@ -9,7 +9,7 @@ import { originFields, tenantBaseUrl, type Tenant } from '../tenants/service.ts'
 import { addDays, addMonths, today } from '../waitlist/dates.ts';
 import { formatDate, messages } from '../web/i18n/index.ts';
 import { audit, childWithOwner, run } from './gateway.ts';
-import { cancelPendingOffers } from './offers.ts';
+import { cancelPendingOffers, lockChildOffers } from './offers.ts';
 import { envelopeFor } from '../crypto/envelope.ts';
 
 /**
@@ -136,13 +136,21 @@ export async function runTenantConfirmation(deps: Deps, tenant: Tenant, now: Dat
       await enqueueMail(trx, tenant.id, { to: r.email, locale: r.locale, template: 'file_confirmation', subject: m.reminderSubject(r.reference), body: m.reminderBody(r.reference, formatDate(r.locale, s.dueOn), formatDate(r.locale, s.inactiveOn), `${baseUrl}/children/${r.id}`) }, now);
       await trx.updateTable('children').set({ reminded_at: now }).where('id', '=', r.id).execute();
     }
+    // Each child's offers lock before it leaves the lists (in one order, as every holder of several takes them): a
+    // referral of it under way finishes first, and its offer is found below, rather than left pending on an
+    // inactive file.
+    for (const id of inactivate.map((r) => r.id).sort()) await lockChildOffers(trx, id);
     if (inactivate.length) await trx.updateTable('children').set({ inactive_since: now }).where('id', 'in', inactivate.map((r) => r.id)).execute();
     for (const r of inactivate) {
       const m = messages(r.locale).confirmation;
       await enqueueMail(trx, tenant.id, { to: r.email, locale: r.locale, template: 'file_inactive', subject: m.inactiveSubject(r.reference), body: m.inactiveBody(r.reference, `${baseUrl}/children/${r.id}`) }, now);
     }
     // An inactive file leaves every list: an offer it was waiting on goes to the next child now, as for a withdrawal.
-    const waiting = inactivate.length ? await trx.selectFrom('offers').select('child_id').where('child_id', 'in', inactivate.map((r) => r.id)).where('status', '=', 'pending').execute() : [];
+    // Cancelled in the order the places' rows are locked everywhere (facility, age group), as an allocation round
+    // takes them: several cancellations in one transaction never wait on each other's places the other way round.
+    const waiting = inactivate.length
+      ? await trx.selectFrom('offers').select('child_id').where('child_id', 'in', inactivate.map((r) => r.id)).where('status', '=', 'pending').orderBy('facility_id').orderBy('age_group').execute()
+      : [];
     if (waiting.length) {
       const env = envelopeFor(deps.keys);
       const ctx: Ctx = { tenant, actor: null, ip: null, userAgent: ORIGIN.userAgent, requestId: null, locale: 'fr', now, baseUrl };

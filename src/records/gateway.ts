@@ -335,7 +335,7 @@ export async function childWithOwner(trx: Trx, ctx: Ctx, childId: string, action
     .where('c.purged_at', 'is', null)
     .where('c.deleted_at', opts.deleted ? 'is not' : 'is', null);
   // NO KEY UPDATE: a referral's new offer checks its foreign key to the child without waiting (see offers.ts, Concurrency).
-  if (opts.lock) q = q.forNoKeyUpdate();
+  if (opts.lock) q = q.forNoKeyUpdate('c');
   const row = await q.executeTakeFirst();
   if (!row) {
     const d = decide(ctx.actor, action, { type: 'family', ownerAccountId: '' }, ctx.now);

@@ -95,6 +95,8 @@ function instantOf(wall: number): Date {
   let t = wall - (wallClock(wall) - wall);
   // Near a change of hour the first guess used the other side's offset: once more settles it.
   t = wall - (wallClock(t) - t);
+  // A time the clocks skip in spring (02:30 on that Sunday) is read an hour on, so that a day stays 24 hours or more.
+  if (wallClock(t) !== wall) t += 3600_000;
   return new Date(t);
 }
 

@@ -56,7 +56,7 @@ export function isoWeekday(date: string): number {
   return ((new Date(`${date}T00:00:00Z`).getUTCDay() + 6) % 7) + 1;
 }
 
-/** The n-th given weekday (1 = Monday) of a month, or with n < 0 the last one on or before `before`. */
+/** The n-th given weekday (1 = Monday) of a month. */
 function nthWeekday(year: number, month: number, weekday: number, n: number): string {
   const first = `${year}-${String(month).padStart(2, '0')}-01`;
   return addDays(first, ((weekday - isoWeekday(first) + 7) % 7) + (n - 1) * 7);

@@ -360,6 +360,8 @@ export function offerRoutes(app: FastifyInstance, deps: Deps) {
     const done = z.enum(['accepted', 'refused']).optional().catch(undefined).parse(req.query.done);
     const title = o.offerTitle(x.facilityName);
     const open = x.status === 'pending' && x.deadline > req.ctx.now;
+    // An agent helping the parent reads the offer with them; the answer is the parent's own (access/actions.ts).
+    const byAgent = !!req.ctx.actor?.assisting;
     return sendPage(
       reply,
       <Page env={env} title={title}>
@@ -382,7 +384,8 @@ export function offerRoutes(app: FastifyInstance, deps: Deps) {
             ...(x.startDate ? ([[o.colStart, formatDate(env.locale, x.startDate)]] as [string, string][]) : []),
           ]}
         />
-        {open && (
+        {open && byAgent && <p>{o.answerIsTheParents}</p>}
+        {open && !byAgent && (
           <>
             <h2>{o.accept}</h2>
             <p>{o.acceptConsequence(rules.otherApplicationsOnAcceptance === 'keep')}</p>

@@ -35,7 +35,8 @@ describe('tenants and cross-tenant references', () => {
     await expect(owner.updateTable('tenants').set({ hosts: ['Guichet.Example.org'] }).where('id', '=', b.id).execute()).rejects.toThrow(/lower case/);
     await expect(owner.updateTable('tenants').set({ hosts: ['https://guichet.example.org/'] }).where('id', '=', b.id).execute()).rejects.toThrow(/lower case/);
     await expect(owner.updateTable('tenants').set({ hosts: ['b.example.org', 'b.example.org'] }).where('id', '=', b.id).execute()).rejects.toThrow(/listed twice/);
-    await owner.updateTable('tenants').set({ hosts: [`${b.slug}.localhost`, 'guichet-b.example.org:8443'] }).where('id', '=', b.id).execute();
+    await expect(owner.updateTable('tenants').set({ hosts: ['guichet-b.example.org:8443'] }).where('id', '=', b.id).execute()).rejects.toThrow(/without scheme, port or path/);
+    await owner.updateTable('tenants').set({ hosts: [`${b.slug}.localhost`, 'guichet-b.example.org'] }).where('id', '=', b.id).execute();
     // The lockdown level changes without the hosts being looked at.
     await owner.updateTable('tenants').set({ lockdown_level: 1 }).where('id', '=', a.id).execute();
     const { TenantDirectory } = await import('../../src/tenants/service.ts');

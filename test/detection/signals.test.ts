@@ -267,7 +267,7 @@ describe('from the audit stream: the response applied once the event is read', (
     expect(alert).toMatchObject({ signal: 'safeguard', severity: 'high', subject_account_id: w.officer.accountId });
     expect(alert.details).toMatchObject({ action: 'detection.rules.update' });
     await waitFor('the alert by e-mail', async () => (await state(w.tenant)).mail.some((m) => m.body_text.includes(`/security/alerts/${alert.id}`)));
-    for (const change of [{ enabled: false }, { threshold: 5 }]) {
+    for (const change of [{ enabled: false }, { threshold: 5 }, { windowSeconds: 86_400 }, { exceptDeclaredBatch: true }]) {
       await expect(rule(w, { code: 'safeguard.change', signal: 'safeguard', windowSeconds: 1, ...change })).rejects.toMatchObject({ kind: 'badRequest' });
     }
     expect(streamSignals({ id: 'x', action: 'oidc.client.secret.rotate', outcome: 'success', actor_account_id: 'a', actor_roles: ['tenant_admin'], occurred_at: new Date('2026-11-23T15:00:00Z'), details: {} }, true)).toEqual([{ signal: 'safeguard', weight: 1 }]);

@@ -239,8 +239,13 @@ describe('back-channel logout', () => {
     const personId = (await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('accounts').select('id').where('email', '=', EMAIL).executeTakeFirstOrThrow())).id;
     await expect(oidc.fetchUserInfo(config, tokens.access_token, tokens.claims()!.sub)).resolves.toBeTruthy();
     received.length = 0;
-    // Nobody touched Guichet for longer than the session's idle limit (the absolute end is hours away).
     const now = t.deps.clock();
+    const seen = () => inTenant(database.db, tenant.id, async (trx) => (await trx.selectFrom('sessions').select('last_seen_at').where('account_id', '=', personId).where('revoked_at', 'is', null).orderBy('last_seen_at', 'desc').executeTakeFirstOrThrow()).last_seen_at);
+    // Using the service is activity: five minutes after the last Guichet page, a refresh keeps the session alive.
+    await database.ownerDb().updateTable('sessions').set({ last_seen_at: new Date(now.getTime() - 5 * 60_000) }).where('tenant_id', '=', tenant.id).where('account_id', '=', personId).where('revoked_at', 'is', null).execute();
+    const kept = await oidc.refreshTokenGrant(config, tokens.refresh_token!);
+    expect((await seen()).getTime()).toBeGreaterThan(now.getTime() - 60_000);
+    // Nobody touched Guichet or the service for longer than the session's idle limit (the absolute end is hours away).
     await database
       .ownerDb()
       .updateTable('sessions')
@@ -250,7 +255,7 @@ describe('back-channel logout', () => {
       .where('revoked_at', 'is', null)
       .execute();
     expect((await person.get('/account')).status).not.toBe(200);
-    await expect(oidc.refreshTokenGrant(config, tokens.refresh_token!)).rejects.toMatchObject({ error: 'invalid_grant' });
+    await expect(oidc.refreshTokenGrant(config, kept.refresh_token!)).rejects.toMatchObject({ error: 'invalid_grant' });
     const r = await t.app.endLapsedOidcSessions();
     expect(r.failed).toBe(0);
     expect(r.sessions).toBeGreaterThanOrEqual(1);

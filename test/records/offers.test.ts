@@ -95,6 +95,8 @@ describe('the deadline to answer', () => {
     expect(at('2026-03-07T04:30:00Z')).toBe('2026-03-14T03:30:00.000Z');
     // Friday 30 October 2026, 12:00 EDT: Friday 6 November, 12:00 EST.
     expect(at('2026-10-30T16:00:00Z')).toBe('2026-11-06T17:00:00.000Z');
+    // A day from Saturday 7 March 2026, 02:30 EST: Sunday's 02:30 does not exist (the clocks skip it), so 03:30 EDT.
+    expect(at('2026-03-07T07:30:00Z', { deadlineDays: 1, businessDays: false })).toBe('2026-03-08T07:30:00.000Z');
     // Three calendar days from Saturday 7 March, 12:00 EST: Tuesday 10 March, 12:00 EDT.
     expect(at('2026-03-07T17:00:00Z', { deadlineDays: 3, businessDays: false })).toBe('2026-03-10T16:00:00.000Z');
     // Tuesday 22 December 2026, 10:00: Christmas (a Friday) does not count — Wednesday 30 December.

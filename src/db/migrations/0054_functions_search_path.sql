@@ -17,6 +17,9 @@ BEGIN
        AND p.prokind = 'f'
        -- Reads a setting, no table; a path of its own would stop PostgreSQL inlining it in every policy.
        AND p.proname <> 'app_tenant'
+       -- Guichet's own: not an extension's (pg_stat_statements and the like belong to someone else).
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+       AND pg_catalog.pg_has_role(p.proowner, 'USAGE')
        AND NOT EXISTS (SELECT 1 FROM unnest(coalesce(p.proconfig, '{}')) c WHERE c LIKE 'search_path=%')
   LOOP
     EXECUTE format('ALTER FUNCTION %s SET search_path = public, pg_temp', f);

@@ -1831,6 +1831,7 @@ export const en: Messages = {
     ageGroup: 'Age group',
     accept: 'Accept the place',
     refuse: 'Refuse the place',
+    answerIsTheParents: 'Accepting or refusing this place is for the parent, from their own account: a refusal may withdraw every registration of the child.',
     acceptConsequence: (keep: boolean) =>
       keep ? 'By accepting, you confirm the place: the facility learns your child’s identity and your contact details to arrange the start of care. Your other registrations stay active.' : 'By accepting, you confirm the place: the facility learns your child’s identity and your contact details to arrange the start of care. Your other registrations are withdrawn.',
     refuseConsequence: (allowed: number) =>

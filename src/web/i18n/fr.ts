@@ -1839,6 +1839,7 @@ export const fr = {
     ageGroup: 'Groupe d’âge',
     accept: 'Accepter la place',
     refuse: 'Refuser la place',
+    answerIsTheParents: `Accepter ou refuser cette place revient au parent, de son propre compte${nb}: un refus peut retirer toutes les inscriptions de l’enfant.`,
     acceptConsequence: (keep: boolean) =>
       keep ? `En acceptant, vous confirmez la place${nb}: le service apprend l’identité de votre enfant et vos coordonnées pour organiser le début de la fréquentation. Vos autres inscriptions restent actives.` : `En acceptant, vous confirmez la place${nb}: le service apprend l’identité de votre enfant et vos coordonnées pour organiser le début de la fréquentation. Vos autres inscriptions sont retirées.`,
     refuseConsequence: (allowed: number) =>
