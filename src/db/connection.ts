@@ -137,6 +137,9 @@ async function openPostgres(opts: OpenOptions): Promise<Database> {
   // spell a burst of pages paid that on twenty connections at once — seconds of queue (bench/load.ts).
   // Idle connections do not keep a process alive (a command ends when its work does, as before).
   const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: POOL_SIZE, min: POOL_SIZE, allowExitOnIdle: true });
+  // An idle connection the server ends (a restart, a failover, an administrator's command) is dropped from the pool
+  // and opened again when next needed; without a listener its error would end the whole process.
+  pool.on('error', (err) => opts.log?.(`database: an idle connection was closed by the server (${(err as { code?: string }).code ?? err.message})`));
   const db = new Kysely<DB>({ dialect: new HeldBeginDialect(pool, { prepare: opts.preparedStatements ?? true }) });
   try {
     await assertUnprivilegedRole(db, opts.allowPrivilegedRole ?? false);

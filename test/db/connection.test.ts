@@ -26,6 +26,27 @@ describe.runIf(process.env.GUICHET_TEST_DB === 'postgres')('PostgreSQL connectio
     );
   });
 
+  it('an idle connection the server ends (a restart, an administrator) is dropped and opened again, and the process lives on', async () => {
+    const info = testDatabaseInfo();
+    if (info.kind !== 'postgres') throw new Error('unreachable');
+    const { rows } = await sql<{ d: string }>`SELECT current_database() AS d`.execute(t.db);
+    const u = new URL(info.appUrl);
+    u.pathname = `/${rows[0]!.d}`;
+    const notes: string[] = [];
+    const app = await openDatabase({ databaseUrl: u.toString(), migrate: false, log: (m) => notes.push(m) });
+    try {
+      await sql`SELECT 1`.execute(app.db);
+      await new Promise((r) => setTimeout(r, 200));
+      const ended = await sql<{ n: number }>`SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE datname = current_database() AND usename = ${TEST_APP_ROLE} AND pid <> pg_backend_pid()`.execute(t.ownerDb());
+      expect(ended.rows[0]!.n).toBeGreaterThan(0);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(notes.some((n) => n.includes('closed by the server'))).toBe(true);
+      expect((await sql<{ one: number }>`SELECT 1 AS one`.execute(app.db)).rows).toEqual([{ one: 1 }]);
+    } finally {
+      await app.close();
+    }
+  });
+
   it('the tests\' application connection is an unprivileged member of guichet_app', async () => {
     const { rows } = await sql<{ user: string; rolsuper: boolean; rolbypassrls: boolean; member: boolean }>`
       SELECT current_user AS user, rolsuper, rolbypassrls, pg_has_role(current_user, 'guichet_app', 'MEMBER') AS member
