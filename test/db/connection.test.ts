@@ -32,12 +32,15 @@ describe.runIf(process.env.GUICHET_TEST_DB === 'postgres')('PostgreSQL connectio
     const { rows } = await sql<{ d: string }>`SELECT current_database() AS d`.execute(t.db);
     const u = new URL(info.appUrl);
     u.pathname = `/${rows[0]!.d}`;
+    // Its own connections only, by name: the other test files share this database and must keep theirs.
+    const name = `guichet-terminated-${process.pid}`;
+    u.searchParams.set('application_name', name);
     const notes: string[] = [];
     const app = await openDatabase({ databaseUrl: u.toString(), migrate: false, log: (m) => notes.push(m) });
     try {
       await sql`SELECT 1`.execute(app.db);
       await new Promise((r) => setTimeout(r, 200));
-      const ended = await sql<{ n: number }>`SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE datname = current_database() AND usename = ${TEST_APP_ROLE} AND pid <> pg_backend_pid()`.execute(t.ownerDb());
+      const ended = await sql<{ n: number }>`SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE datname = current_database() AND usename = ${TEST_APP_ROLE} AND application_name = ${name}`.execute(t.ownerDb());
       expect(ended.rows[0]!.n).toBeGreaterThan(0);
       await new Promise((r) => setTimeout(r, 300));
       expect(notes.some((n) => n.includes('closed by the server'))).toBe(true);
