@@ -123,6 +123,9 @@ export async function listEntitlements(deps: Deps, ctx: Ctx): Promise<(Entitleme
   // Up to 500 people's addresses and rights: read only by whoever has just proved who they are.
   requireRecentAuth(ctx, undefined, { returnTo: '/admin/oidc/entitlements' });
   return inTenant(deps.db.db, ctx.tenant.id, async (trx) => {
+    // People's addresses and rights: closed with the rest of the personal data at lockdown level 3 and up.
+    const level = Number((await trx.selectFrom('tenants').select('lockdown_level').where('id', '=', ctx.tenant.id).executeTakeFirst())?.lockdown_level ?? 0);
+    if (level >= 3) throw new AppError('closed');
     const rows = await trx.selectFrom('oidc_entitlements as e').innerJoin('accounts as a', 'a.id', 'e.account_id').selectAll('e').select('a.email').orderBy('e.created_at', 'desc').limit(500).execute();
     await appendAudit(trx, ctx.tenant.id, { action: 'oidc.entitlement.list', outcome: 'success', ...originFields(originOf(ctx)), targetType: 'oidc_entitlement', targetIds: [...new Set(rows.map((r) => r.account_id))].slice(0, 500) }, ctx.now);
     return rows;

@@ -3,8 +3,9 @@ import * as oidc from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inTenant } from '../../src/db/tenant.ts';
 import { sweepExpired } from '../../src/oidc/adapter.ts';
+import { listEntitlements } from '../../src/oidc/entitlements.ts';
 import type { Tenant } from '../../src/tenants/service.ts';
-import { createAdmin, createParent, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
+import { actorByEmail, createAdmin, createParent, ctxFor, PASSWORD, startTestApp, tenantFor, type TestApp } from '../helpers/app.ts';
 import { Client, textOf } from '../helpers/client.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 import { enrolTotp } from '../helpers/factors.ts';
@@ -363,6 +364,14 @@ describe('access rights as data', () => {
     expect(textOf(mine.body)).toContain('Retiré');
     expect((await events(tenant.id, 'oidc.entitlement.create')).length).toBe(1);
     expect((await events(tenant.id, 'oidc.entitlement.revoke')).length).toBe(1);
+  });
+
+  it('the access rights list closes with the personal data at lockdown level 3', async () => {
+    const closed = await tenantFor(t, { lockdown_level: 3 });
+    const email = `admin.ferme.${Date.now().toString(36)}@example.org`;
+    await createAdmin(t, closed, email);
+    const ctx = ctxFor(t, closed, await actorByEmail(t, closed, email, t.deps.clock(), 10, ['password', 'totp']));
+    await expect(listEntitlements(t.deps, ctx)).rejects.toMatchObject({ kind: 'closed' });
   });
 
   it('bad input and someone else than an administrator: refused', async () => {
