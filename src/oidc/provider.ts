@@ -204,7 +204,7 @@ function createProvider(lib: typeof import('oidc-provider'), deps: Deps, tenant:
         const live = token?.expiresWithSession
           ? await trx
               .selectFrom('sessions')
-              .select('id')
+              .select(['id', 'last_seen_at'])
               .where('account_id', '=', sub)
               .where('revoked_at', 'is', null)
               .where('expires_at', '>', now)
@@ -216,13 +216,8 @@ function createProvider(lib: typeof import('oidc-provider'), deps: Deps, tenant:
           : true;
         // Using a service is activity, as a single sign-on session counts it: a service's refresh or userinfo call
         // keeps the person's latest Guichet session from going idle (touched once a minute at most, as a page does).
-        if (live && live !== true) {
-          await trx
-            .updateTable('sessions')
-            .set({ last_seen_at: now })
-            .where('id', '=', live.id)
-            .where(sql<boolean>`last_seen_at < ${now}::timestamptz - interval '1 minute'`)
-            .execute();
+        if (live && live !== true && now.getTime() - live.last_seen_at.getTime() > 60_000) {
+          await trx.updateTable('sessions').set({ last_seen_at: now }).where('id', '=', live.id).execute();
         }
         // A tenant locked down at level 3 or more has closed personal data: its provider still signs
         // people in (the subject alone), but releases no personal claim until the level comes down.

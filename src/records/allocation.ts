@@ -54,7 +54,7 @@ import {
 import { audit, childWithOwner, deny, run } from './gateway.ts';
 import { openChildren } from './fields.ts';
 import { ensureTenantEncrypted } from './legacy.ts';
-import { offerDeadline } from './offers.ts';
+import { offerDeadline, referralOrigin } from './offers.ts';
 import { originFields } from '../tenants/service.ts';
 import { formatDateTime, messages, type Locale } from '../web/i18n/index.ts';
 
@@ -520,7 +520,7 @@ async function writeResults(trx: Trx, tenant: { id: string; rules: TenantRules }
     .where('o.allocation_run_id', '=', runId)
     .orderBy('o.id')
     .execute();
-  const referral: AuditOrigin = { actorAccountId: null, actorRoles: ['system:referral'], ip: null, userAgent: null, requestId: opts.origin.requestId };
+  const referral = referralOrigin(opts.origin.requestId);
   for (let i = 0; i < made.length; i += 1000) {
     const part = made.slice(i, i + 1000);
     await trx

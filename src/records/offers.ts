@@ -236,6 +236,11 @@ async function facilityName(trx: Trx, facilityId: string): Promise<string> {
   return (await trx.selectFrom('facilities').select('name').where('id', '=', facilityId).executeTakeFirstOrThrow()).name;
 }
 
+/** Who a referral's own reads are recorded as (fillVacancies, an allocation round): Guichet, tied to the request. */
+export function referralOrigin(requestId: string | null): AuditOrigin {
+  return { actorAccountId: null, actorRoles: ['system:referral'], ip: null, userAgent: null, requestId };
+}
+
 /**
  * Offers the locked row's vacancies to the next eligible children, one each,
  * until none is left or nobody fits; each offer is e-mailed to the parent at
@@ -248,7 +253,7 @@ async function fillVacancies(trx: Trx, env: Envelope, who: Who, facilityId: stri
   // which nobody sees (the facility learns a reference). Whoever set it off — a declaration, another family's
   // refusal — read none of it: the family's « Qui a consulté » says Guichet, and a breach report on that person
   // does not list it. The request's id ties it to what set it off.
-  const referral: Who = ctx.actor ? { ctx: { ...ctx, actor: null }, origin: { actorAccountId: null, actorRoles: ['system:referral'], ip: null, userAgent: null, requestId: ctx.requestId } } : who;
+  const referral: Who = ctx.actor ? { ctx: { ...ctx, actor: null }, origin: referralOrigin(ctx.requestId) } : who;
   const place = await trx.selectFrom('facility_places').select(['vacancies']).where('facility_id', '=', facilityId).where('age_group', '=', group).forUpdate().executeTakeFirstOrThrow();
   let vacancies = place.vacancies;
   const made: string[] = [];
