@@ -375,7 +375,8 @@ describe('passkeys (software authenticator)', () => {
     expect((await sessionOf(p))?.auth_methods).toEqual(['password', 'passkey']);
 
     // rename, then revoke (its own page): it signs in no more, and the other sessions end
-    const [first] = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('webauthn_credentials').select(['id', 'credential_id']).where('account_id', '=', id).orderBy('created_at').execute());
+    // The phone's passkey, by its name: the test's clock stands still, so the three share one created_at.
+    const [first] = await inTenant(database.db, tenant.id, (trx) => trx.selectFrom('webauthn_credentials').select(['id', 'credential_id']).where('account_id', '=', id).where('name', '=', 'Téléphone de Marie').execute());
     await c.get(`/account/security/passkeys/${first!.id}/rename`);
     r = await c.post(`/account/security/passkeys/${first!.id}/rename`, { name: '  Clé USB du bureau  ' });
     expect(r.headers.location).toBe('/account/security?status=passkeyRenamed');
